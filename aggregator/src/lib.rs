@@ -1,0 +1,147 @@
+//! edgewatch aggregator: ingest OTLP from every collector → convert to Prometheus
+//! series → store the latest samples → expose `/federate` and the core's own
+//! `/metrics`.
+
+pub mod convert;
+pub mod expose;
+pub mod ingest;
+pub mod store;
+
+use edgewatch_config::AggregatorConfig;
+use edgewatch_otlp::server::OtlpListeners;
+use prometheus::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregatorError {
+    #[error("state at {path}: {source}")]
+    State { path: String, source: sled::Error },
+    #[error(transparent)]
+    Ingest(#[from] ingest::IngestError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A started aggregator: where it listens, and its task.
+pub struct Aggregator {
+    pub otlp_grpc: Option<SocketAddr>,
+    pub otlp_http: Option<SocketAddr>,
+    pub http: SocketAddr,
+    pub store: Arc<store::Store>,
+    task: JoinHandle<Result<(), AggregatorError>>,
+}
+
+impl Aggregator {
+    pub async fn wait(self) -> Result<(), AggregatorError> {
+        self.task.await.map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
+    }
+}
+
+pub async fn start(cfg: &AggregatorConfig, shutdown: CancellationToken) -> Result<Aggregator, AggregatorError> {
+    let registry = Registry::new();
+    let state_path = cfg.state.path.clone();
+    let state = tokio::task::spawn_blocking(move || {
+        sled::Config::new().path(&state_path).cache_capacity(16 << 20).flush_every_ms(Some(200)).open()
+    })
+    .await
+    .map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
+    .map_err(|source| AggregatorError::State { path: cfg.state.path.display().to_string(), source })?;
+
+    let staleness = cfg.store.staleness.get();
+    let store = Arc::new(store::Store::new(store::StoreOptions { staleness }, &registry));
+    let sink = ingest::IngestSink::new(store.clone(), &state, &registry)?;
+    let otlp = &cfg.receivers.otlp;
+    let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    let http_listener = edgewatch_otlp::server::bind(cfg.http.listen.0, "HTTP").await?;
+
+    let app = expose::router(store.clone()).merge(web_router(registry.clone()));
+    let out = Aggregator {
+        otlp_grpc: listeners.grpc_addr(),
+        otlp_http: listeners.http_addr(),
+        http: http_listener.local_addr()?,
+        store: store.clone(),
+        task: tokio::spawn(run(listeners, sink, otlp.max_request_bytes.bytes() as usize, http_listener, app, store, state, staleness, shutdown)),
+    };
+    tracing::info!(otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, http = %out.http, "aggregator started");
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    listeners: OtlpListeners,
+    sink: ingest::IngestSink,
+    max_request_bytes: usize,
+    http_listener: tokio::net::TcpListener,
+    app: axum::Router,
+    store: Arc<store::Store>,
+    state: sled::Db,
+    staleness: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), AggregatorError> {
+    let stop = shutdown.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    let stop = shutdown.clone();
+    let sweeper = tokio::spawn(async move {
+        let every = (staleness / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || s.sweep(now_ms())).await;
+        }
+    });
+    let served = listeners.serve(sink, max_request_bytes, shutdown).await;
+    let _ = sweeper.await;
+    let _ = http.await;
+    if let Err(e) = tokio::task::spawn_blocking(move || state.flush()).await {
+        tracing::warn!(error = %e, "flushing state at shutdown failed");
+    }
+    tracing::info!("aggregator stopped");
+    served.map_err(AggregatorError::Io)
+}
+
+fn web_router(registry: Registry) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let r = registry.clone();
+                async move { prometheus_text(&r) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+}
+
+/// A registry in the Prometheus text format.
+pub fn prometheus_text(registry: &Registry) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    use prometheus::Encoder;
+    let enc = prometheus::TextEncoder::new();
+    let mut body = Vec::new();
+    match enc.encode(&registry.gather(), &mut body) {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, enc.format_type().to_string())], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,372 @@
+//! The series store: latest sample per Prometheus series, with staleness.
+//!
+//! This is the one place that knows how series are held. `/federate` (and
+//! later the rule evaluator and the fleet view) read through [`Store::select`].
+//!
+//! # Layout
+//! - Every string (metric name, label name, label value) is interned in a
+//!   [`symbols::Symbols`] table and referred to by a `u32` id.
+//! - A series key is an `Arc<[u32]>`: `[name, l1, v1, l2, v2, ...]` with the
+//!   label pairs sorted by label *name string* (Prometheus label order) and no
+//!   empty values. The key is both the hash-map key and what a reader clones.
+//! - Series live in `SHARDS` shards (`RwLock<HashMap<key, Slot>>`) picked by a
+//!   hash of the key, so writers on different connections rarely contend and a
+//!   reader holds one shard at a time for a short scan.
+//! - A [`Slot`] holds the latest value, its original timestamp (ms), the
+//!   arrival time of the last accepted sample (for staleness) and the family
+//!   id (index into the metadata table for `# TYPE`/`# HELP`).
+//!   Room for later: a bounded window of recent samples for PromQL range
+//!   functions belongs in `Slot` as an optional boxed ring buffer, allocated
+//!   only for series a rule reads, so the common case stays this size.
+//!
+//! # Locks (always taken in this order: gc → shard → symbols/families)
+//! - `gc` (RwLock<()>): writers and selects hold it shared; [`Store::sweep`]
+//!   frees unreferenced symbols only under `try_write`, so neither ingest nor
+//!   a `/federate` render ever waits for the sweep, and ids stay valid for
+//!   anyone holding it shared.
+//! - `symbols`: looked up under a read lock; new strings need a short write.
+//! - shards: a write per sample on ingest; a read per shard during a select.
+//!   A select copies every string it needs into its own arena, so the sort and
+//!   the encoding of a large `/federate` response run with no store lock held.
+
+mod hash;
+mod select;
+mod symbols;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use hash::FxBuildHasher;
+use symbols::{SymbolId, Symbols};
+
+pub use select::{LabelMatcher, MatchOp, Selection, SelectorError, SeriesRef, Selector};
+
+const SHARDS: usize = 64;
+
+/// Store configuration.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// A series without an accepted sample for this long (by arrival time) is
+    /// not served and is removed by the next [`Store::sweep`].
+    pub staleness: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            staleness: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Prometheus metric family type (as written on `# TYPE` lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    Unknown,
+}
+
+impl MetricType {
+    /// The text 0.0.4 name of the type.
+    pub fn as_text(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+            MetricType::Summary => "summary",
+            MetricType::Unknown => "untyped",
+        }
+    }
+}
+
+/// Metadata of a metric family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyMeta {
+    /// Family name: the series name for counters/gauges (a counter's includes
+    /// `_total`), the base name for histograms and summaries.
+    pub name: String,
+    pub metric_type: MetricType,
+    pub help: String,
+    pub unit: String,
+}
+
+/// Handle of a registered family (see [`Store::family`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FamilyId(u32);
+
+/// What [`Store::write`] did with a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A new series was created.
+    Inserted,
+    /// The latest sample of an existing series was replaced.
+    Updated,
+    /// The sample was older than the held one and was ignored.
+    OutOfOrder,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    value: f64,
+    timestamp_ms: i64,
+    /// Arrival time (ms) of the last accepted sample.
+    updated_ms: i64,
+    family: u32,
+}
+
+type Key = Arc<[SymbolId]>;
+type Shard = HashMap<Key, Slot, FxBuildHasher>;
+
+#[derive(Default)]
+struct Families {
+    metas: Vec<FamilyMeta>,
+    by_name: HashMap<String, u32>,
+}
+
+/// The series store. `Send + Sync`; share it as `Arc<Store>`.
+pub struct Store {
+    staleness_ms: i64,
+    gc: RwLock<()>,
+    symbols: RwLock<Symbols>,
+    families: RwLock<Families>,
+    shards: Box<[RwLock<Shard>]>,
+    series: AtomicUsize,
+    series_gauge: prometheus::IntGauge,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// Creates a store and registers `edgewatch_store_series` in `registry`
+    /// (a registration conflict is logged and the gauge kept unregistered).
+    pub fn new(opts: StoreOptions, registry: &prometheus::Registry) -> Self {
+        let series_gauge = prometheus::IntGauge::new(
+            "edgewatch_store_series",
+            "Number of series held by the aggregator store.",
+        )
+        .expect("valid metric");
+        if let Err(e) = registry.register(Box::new(series_gauge.clone())) {
+            tracing::warn!(error = %e, "registering edgewatch_store_series");
+        }
+        Self {
+            staleness_ms: opts.staleness.as_millis().min(i64::MAX as u128) as i64,
+            gc: RwLock::new(()),
+            symbols: RwLock::new(Symbols::default()),
+            families: RwLock::new(Families::default()),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            series: AtomicUsize::new(0),
+            series_gauge,
+        }
+    }
+
+    /// Number of series held (including stale ones not yet swept).
+    pub fn series_count(&self) -> usize {
+        self.series.load(Ordering::Relaxed)
+    }
+
+    /// The staleness period in ms.
+    pub fn staleness_ms(&self) -> i64 {
+        self.staleness_ms
+    }
+
+    /// Registers (or updates the metadata of) a family; the last writer's
+    /// metadata wins when two sources disagree.
+    pub fn family(&self, name: &str, metric_type: MetricType, help: &str, unit: &str) -> FamilyId {
+        {
+            let f = read(&self.families);
+            if let Some(&id) = f.by_name.get(name) {
+                let m = &f.metas[id as usize];
+                if m.metric_type == metric_type && m.help == help && m.unit == unit {
+                    return FamilyId(id);
+                }
+            }
+        }
+        let mut f = write(&self.families);
+        let meta = FamilyMeta {
+            name: name.to_owned(),
+            metric_type,
+            help: help.to_owned(),
+            unit: unit.to_owned(),
+        };
+        if let Some(&id) = f.by_name.get(name) {
+            f.metas[id as usize] = meta;
+            return FamilyId(id);
+        }
+        let id = f.metas.len() as u32;
+        f.metas.push(meta);
+        f.by_name.insert(name.to_owned(), id);
+        FamilyId(id)
+    }
+
+    /// Metadata of a family by name.
+    pub fn family_meta(&self, name: &str) -> Option<FamilyMeta> {
+        let f = read(&self.families);
+        f.by_name.get(name).map(|&id| f.metas[id as usize].clone())
+    }
+
+    /// Writes one sample. `labels` must not contain `__name__`; empty values
+    /// are dropped, order does not matter, and of duplicate names the last wins.
+    /// A sample with a timestamp older than the held one is ignored.
+    pub fn write(
+        &self,
+        family: FamilyId,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+        timestamp_ms: i64,
+        now_ms: i64,
+    ) -> WriteOutcome {
+        let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
+        sorted.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
+        sorted.sort_by(|a, b| a.0.cmp(b.0)); // stable: duplicates keep input order
+        dedup_keep_last(&mut sorted);
+
+        let _gc = read(&self.gc);
+        let mut key: Vec<SymbolId> = Vec::with_capacity(1 + 2 * sorted.len());
+        let complete = {
+            let sym = read(&self.symbols);
+            let mut ok = true;
+            for s in std::iter::once(name).chain(sorted.iter().flat_map(|(k, v)| [*k, *v])) {
+                match sym.get(s) {
+                    Some(id) => key.push(id),
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            ok
+        };
+        if !complete {
+            key.clear();
+            let mut sym = write(&self.symbols);
+            key.push(sym.intern(name));
+            for (k, v) in &sorted {
+                key.push(sym.intern(k));
+                key.push(sym.intern(v));
+            }
+        }
+
+        let shard = &self.shards[shard_of(&key)];
+        let mut map = write(shard);
+        if let Some(slot) = map.get_mut(&key[..]) {
+            if timestamp_ms < slot.timestamp_ms {
+                return WriteOutcome::OutOfOrder;
+            }
+            slot.value = value;
+            slot.timestamp_ms = timestamp_ms;
+            slot.updated_ms = now_ms;
+            slot.family = family.0;
+            return WriteOutcome::Updated;
+        }
+        read(&self.symbols).retain(&key);
+        map.insert(
+            Arc::from(key),
+            Slot {
+                value,
+                timestamp_ms,
+                updated_ms: now_ms,
+                family: family.0,
+            },
+        );
+        drop(map);
+        let n = self.series.fetch_add(1, Ordering::Relaxed) + 1;
+        self.series_gauge.set(n as i64);
+        WriteOutcome::Inserted
+    }
+
+    /// Removes series without an accepted sample for longer than the
+    /// staleness period and frees symbols no series uses any more (the latter
+    /// only when no writer or reader is active; otherwise on a later sweep).
+    /// Returns the number of series removed.
+    pub fn sweep(&self, now_ms: i64) -> usize {
+        let cutoff = now_ms.saturating_sub(self.staleness_ms);
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            // Cheap check under the read lock first: most sweeps find nothing.
+            if !read(shard).values().any(|s| s.updated_ms < cutoff) {
+                continue;
+            }
+            let mut map = write(shard);
+            let sym = read(&self.symbols);
+            map.retain(|k, s| {
+                let keep = s.updated_ms >= cutoff;
+                if !keep {
+                    sym.release(k);
+                    removed += 1;
+                }
+                keep
+            });
+        }
+        if removed > 0 {
+            let n = self.series.fetch_sub(removed, Ordering::Relaxed) - removed;
+            self.series_gauge.set(n as i64);
+        }
+        if let Ok(_gc) = self.gc.try_write() {
+            let freed = write(&self.symbols).collect();
+            if freed > 0 {
+                tracing::debug!(freed, "store: freed unused symbols");
+            }
+        }
+        removed
+    }
+
+    /// Approximate heap bytes of the store's own tables (not allocator
+    /// overhead); for reports. RSS is the real measure.
+    pub fn heap_estimate(&self) -> usize {
+        let sym = read(&self.symbols).heap_bytes();
+        let mut shards = 0;
+        for shard in self.shards.iter() {
+            let m = read(shard);
+            shards += m.capacity() * (std::mem::size_of::<(Key, Slot)>() + 1);
+            shards += m.keys().map(|k| 16 + 4 * k.len()).sum::<usize>();
+        }
+        sym + shards
+    }
+
+    pub(crate) fn staleness_cutoff(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.staleness_ms)
+    }
+}
+
+fn dedup_keep_last(v: &mut Vec<(&str, &str)>) {
+    let mut out = 0;
+    for i in 0..v.len() {
+        if out > 0 && v[out - 1].0 == v[i].0 {
+            v[out - 1] = v[i];
+        } else {
+            v[out] = v[i];
+            out += 1;
+        }
+    }
+    v.truncate(out);
+}
+
+fn shard_of(key: &[SymbolId]) -> usize {
+    let h = FxBuildHasher::default().hash_one(HashSlice(key));
+    (h as usize) % SHARDS
+}
+
+/// Hashes like the map does but under a different seed (a second pass of the
+/// mixer) so shard choice and bucket choice are independent.
+struct HashSlice<'a>(&'a [SymbolId]);
+impl Hash for HashSlice<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(0x9e37_79b9_7f4a_7c15);
+        self.0.hash(state);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,506 @@
+//! Selecting series from the store: label matchers (PromQL semantics) and the
+//! [`Selection`] a reader gets back — an owned, sorted snapshot that needs no
+//! store lock once built.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use promql_parser::parser::{self, Expr, VectorSelector};
+use regex::Regex;
+
+use super::symbols::{SymbolId, Symbols};
+use super::{read, FamilyMeta, Key, Store};
+
+/// The label name that holds the metric name in matchers.
+pub const METRIC_NAME: &str = "__name__";
+
+/// A matcher operation. Regexes are fully anchored (PromQL semantics).
+#[derive(Debug, Clone)]
+pub enum MatchOp {
+    Equal(String),
+    NotEqual(String),
+    Regex(Regex),
+    NotRegex(Regex),
+}
+
+/// One label matcher; a label that a series lacks has the value `""`.
+#[derive(Debug, Clone)]
+pub struct LabelMatcher {
+    pub name: String,
+    pub op: MatchOp,
+}
+
+/// Why a selector was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("invalid selector {selector:?}: {reason}")]
+    Parse { selector: String, reason: String },
+    #[error("invalid regex {pattern:?}: {reason}")]
+    Regex { pattern: String, reason: String },
+}
+
+fn anchored(pattern: &str) -> Result<Regex, SelectorError> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| SelectorError::Regex {
+        pattern: pattern.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl LabelMatcher {
+    pub fn equal(name: &str, value: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            op: MatchOp::Equal(value.to_owned()),
+        }
+    }
+    pub fn not_equal(name: &str, value: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            op: MatchOp::NotEqual(value.to_owned()),
+        }
+    }
+    /// `name=~"pattern"`; the pattern is anchored at both ends.
+    pub fn regex(name: &str, pattern: &str) -> Result<Self, SelectorError> {
+        Ok(Self {
+            name: name.to_owned(),
+            op: MatchOp::Regex(anchored(pattern)?),
+        })
+    }
+    /// `name!~"pattern"`; the pattern is anchored at both ends.
+    pub fn not_regex(name: &str, pattern: &str) -> Result<Self, SelectorError> {
+        Ok(Self {
+            name: name.to_owned(),
+            op: MatchOp::NotRegex(anchored(pattern)?),
+        })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match &self.op {
+            MatchOp::Equal(v) => v == value,
+            MatchOp::NotEqual(v) => v != value,
+            MatchOp::Regex(r) => r.is_match(value),
+            MatchOp::NotRegex(r) => !r.is_match(value),
+        }
+    }
+}
+
+/// A conjunction of matchers (one PromQL instant vector selector).
+#[derive(Debug, Clone)]
+pub struct Selector {
+    pub matchers: Vec<LabelMatcher>,
+}
+
+impl Selector {
+    /// Builds a selector; like Prometheus, a selector whose every matcher
+    /// matches the empty string (it would select every series) is rejected.
+    pub fn new(matchers: Vec<LabelMatcher>) -> Result<Self, SelectorError> {
+        if matchers.iter().all(|m| m.matches("")) {
+            return Err(SelectorError::Parse {
+                selector: format!("{matchers:?}"),
+                reason: "vector selector must contain at least one non-empty matcher".into(),
+            });
+        }
+        Ok(Self { matchers })
+    }
+
+    /// Parses a PromQL instant vector selector (`up`, `{job=~".+"}`,
+    /// `{__name__=~"ovms_.*",cluster="edge-a"}`, also the `or` form
+    /// `{a="1" or b="2"}` which yields one selector per alternative).
+    pub fn parse(input: &str) -> Result<Vec<Selector>, SelectorError> {
+        let err = |reason: String| SelectorError::Parse {
+            selector: input.to_owned(),
+            reason,
+        };
+        let expr = parser::parse(input).map_err(err)?;
+        let vs = match expr {
+            Expr::VectorSelector(vs) => vs,
+            other => {
+                return Err(err(format!(
+                    "not an instant vector selector (got {})",
+                    expr_kind(&other)
+                )))
+            }
+        };
+        if vs.offset.is_some() || vs.at.is_some() {
+            return Err(err("offset and @ modifiers are not allowed".into()));
+        }
+        Self::from_promql(&vs).map_err(|e| match e {
+            SelectorError::Parse { reason, .. } => err(reason),
+            other => other,
+        })
+    }
+
+    /// Converts a parsed PromQL vector selector.
+    pub fn from_promql(vs: &VectorSelector) -> Result<Vec<Selector>, SelectorError> {
+        let convert = |m: &promql_parser::label::Matcher| -> Result<LabelMatcher, SelectorError> {
+            use promql_parser::label::MatchOp as P;
+            Ok(match &m.op {
+                P::Equal => LabelMatcher::equal(&m.name, &m.value),
+                P::NotEqual => LabelMatcher::not_equal(&m.name, &m.value),
+                // promql-parser anchors (and Go-compat escapes) the pattern.
+                P::Re(r) => LabelMatcher {
+                    name: m.name.clone(),
+                    op: MatchOp::Regex(r.clone()),
+                },
+                P::NotRe(r) => LabelMatcher {
+                    name: m.name.clone(),
+                    op: MatchOp::NotRegex(r.clone()),
+                },
+            })
+        };
+        let name = vs.name.as_ref().map(|n| LabelMatcher::equal(METRIC_NAME, n));
+        let mut groups: Vec<Vec<&promql_parser::label::Matcher>> = Vec::new();
+        if vs.matchers.or_matchers.is_empty() {
+            groups.push(vs.matchers.matchers.iter().collect());
+        } else {
+            for g in &vs.matchers.or_matchers {
+                groups.push(g.iter().chain(vs.matchers.matchers.iter()).collect());
+            }
+        }
+        groups
+            .into_iter()
+            .map(|g| {
+                let mut ms: Vec<LabelMatcher> = name.iter().cloned().collect();
+                for m in g {
+                    ms.push(convert(m)?);
+                }
+                Selector::new(ms)
+            })
+            .collect()
+    }
+}
+
+fn expr_kind(e: &Expr) -> &'static str {
+    match e {
+        Expr::Aggregate(_) => "aggregation",
+        Expr::Unary(_) => "unary expression",
+        Expr::Binary(_) => "binary expression",
+        Expr::Paren(_) => "parenthesised expression",
+        Expr::Subquery(_) => "subquery",
+        Expr::NumberLiteral(_) => "number",
+        Expr::StringLiteral(_) => "string",
+        Expr::VectorSelector(_) => "vector selector",
+        Expr::MatrixSelector(_) => "range vector selector",
+        Expr::Call(_) => "function call",
+        _ => "expression",
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// A compiled matcher for one scan: memoises per symbol id.
+struct Compiled<'a> {
+    m: &'a LabelMatcher,
+    is_name: bool,
+    /// Matches for a series that lacks the label (value "").
+    absent: bool,
+    /// 0 unknown, 1 match, 2 no match; indexed by value symbol id.
+    memo: Vec<u8>,
+}
+
+impl Compiled<'_> {
+    #[inline]
+    fn eval(&mut self, id: SymbolId, sym: &Symbols) -> bool {
+        let i = id as usize;
+        if i >= self.memo.len() {
+            self.memo.resize(sym.capacity().max(i + 1), 0);
+        }
+        match self.memo[i] {
+            1 => true,
+            2 => false,
+            _ => {
+                let r = self.m.matches(sym.resolve(id));
+                self.memo[i] = if r { 1 } else { 2 };
+                r
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: Key,
+    family: u32,
+    value: f64,
+    timestamp_ms: i64,
+    // sort helpers
+    fam_rank: u32,
+    suffix: u8,
+    bound: f64,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// An owned, sorted snapshot of selected series: families by name; within a
+/// family series by label set (ignoring `le`/`quantile`), then `_bucket`
+/// (or quantile) lines by numeric bound, `_sum`, `_count` — the order the
+/// Prometheus text encoders write. Needs no store lock once built.
+pub struct Selection {
+    arena: String,
+    spans: Vec<(u32, u32)>,
+    g2l: Vec<u32>,
+    families: Vec<FamilyMeta>,
+    entries: Vec<Entry>,
+}
+
+/// One selected series.
+#[derive(Clone, Copy)]
+pub struct SeriesRef<'a> {
+    sel: &'a Selection,
+    e: &'a Entry,
+}
+
+impl<'a> SeriesRef<'a> {
+    pub fn name(&self) -> &'a str {
+        self.sel.s(self.e.key[0])
+    }
+    /// Label pairs sorted by name, without `__name__`, no empty values.
+    pub fn labels(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let sel = self.sel;
+        self.e.key[1..]
+            .chunks_exact(2)
+            .map(move |c| (sel.s(c[0]), sel.s(c[1])))
+    }
+    pub fn label(&self, name: &str) -> Option<&'a str> {
+        self.labels().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+    pub fn value(&self) -> f64 {
+        self.e.value
+    }
+    pub fn timestamp_ms(&self) -> i64 {
+        self.e.timestamp_ms
+    }
+    pub fn family(&self) -> &'a FamilyMeta {
+        &self.sel.families[self.e.family as usize]
+    }
+    /// Index of this series' family (equal for series of one family).
+    pub fn family_index(&self) -> u32 {
+        self.e.family
+    }
+}
+
+impl Selection {
+    #[inline]
+    fn s(&self, global: SymbolId) -> &str {
+        let (start, len) = self.spans[self.g2l[global as usize] as usize];
+        &self.arena[start as usize..(start + len) as usize]
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = SeriesRef<'_>> + '_ {
+        self.entries.iter().map(move |e| SeriesRef { sel: self, e })
+    }
+    /// Total bytes of label names/values and names (sizing output buffers).
+    pub fn string_bytes(&self) -> usize {
+        self.arena.len()
+    }
+}
+
+impl Store {
+    /// Series that are not stale at `now_ms` and match any of `selectors`
+    /// (union, each series once), sorted for exposition.
+    pub fn select(&self, selectors: &[Selector], now_ms: i64) -> Selection {
+        let cutoff = self.staleness_cutoff(now_ms);
+        let mut sel = Selection {
+            arena: String::new(),
+            spans: Vec::new(),
+            g2l: Vec::new(),
+            families: Vec::new(),
+            entries: Vec::new(),
+        };
+        let mut compiled: Vec<Vec<Compiled<'_>>> = selectors
+            .iter()
+            .map(|s| {
+                s.matchers
+                    .iter()
+                    .map(|m| Compiled {
+                        m,
+                        is_name: m.name == METRIC_NAME,
+                        absent: m.matches(""),
+                        memo: Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut le_id = NONE;
+        let mut quantile_id = NONE;
+        {
+            // Ids stay valid (not freed/reused) while `gc` is held shared.
+            let _gc = read(&self.gc);
+            let mut name_ids: Vec<Vec<Option<SymbolId>>> = Vec::new();
+            for shard in self.shards.iter() {
+                let map = read(shard);
+                if map.is_empty() {
+                    continue;
+                }
+                let sym = read(&self.symbols);
+                if sel.g2l.len() < sym.capacity() {
+                    sel.g2l.resize(sym.capacity(), NONE);
+                }
+                name_ids.clear();
+                for c in &compiled {
+                    name_ids.push(c.iter().map(|m| sym.get(&m.m.name)).collect());
+                }
+                le_id = sym.get("le").unwrap_or(le_id);
+                quantile_id = sym.get("quantile").unwrap_or(quantile_id);
+                for (key, slot) in map.iter() {
+                    if slot.updated_ms < cutoff {
+                        continue;
+                    }
+                    let hit = compiled.iter_mut().zip(&name_ids).any(|(ms, ids)| {
+                        ms.iter_mut().zip(ids).all(|(m, lid)| {
+                            let v = if m.is_name {
+                                Some(key[0])
+                            } else {
+                                lid.and_then(|l| {
+                                    key[1..].chunks_exact(2).find(|c| c[0] == l).map(|c| c[1])
+                                })
+                            };
+                            match v {
+                                Some(v) => m.eval(v, &sym),
+                                None => m.absent,
+                            }
+                        })
+                    });
+                    if !hit {
+                        continue;
+                    }
+                    for &id in key.iter() {
+                        let slot = &mut sel.g2l[id as usize];
+                        if *slot == NONE {
+                            let s = sym.resolve(id);
+                            *slot = sel.spans.len() as u32;
+                            sel.spans.push((sel.arena.len() as u32, s.len() as u32));
+                            sel.arena.push_str(s);
+                        }
+                    }
+                    sel.entries.push(Entry {
+                        key: key.clone(),
+                        family: slot.family,
+                        value: slot.value,
+                        timestamp_ms: slot.timestamp_ms,
+                        fam_rank: 0,
+                        suffix: 0,
+                        bound: 0.0,
+                    });
+                }
+            }
+            sel.families = read(&self.families).metas.clone();
+        }
+        sel.sort(le_id, quantile_id);
+        sel
+    }
+}
+
+impl Selection {
+    fn sort(&mut self, le_id: SymbolId, quantile_id: SymbolId) {
+        // Rank of every local string, so comparisons are integer compares.
+        let mut order: Vec<u32> = (0..self.spans.len() as u32).collect();
+        {
+            let arena = &self.arena;
+            let spans = &self.spans;
+            let st = |i: u32| {
+                let (s, l) = spans[i as usize];
+                &arena.as_bytes()[s as usize..(s + l) as usize]
+            };
+            order.sort_unstable_by(|&a, &b| st(a).cmp(st(b)));
+        }
+        let mut rank = vec![0u32; self.spans.len()];
+        for (r, &i) in order.iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        let mut fam_order: Vec<u32> = (0..self.families.len() as u32).collect();
+        fam_order.sort_by(|&a, &b| {
+            self.families[a as usize]
+                .name
+                .cmp(&self.families[b as usize].name)
+        });
+        let mut fam_rank = vec![0u32; self.families.len()];
+        for (r, &i) in fam_order.iter().enumerate() {
+            fam_rank[i as usize] = r as u32;
+        }
+
+        for i in 0..self.entries.len() {
+            let (fr, suffix, bound) = {
+                let e = &self.entries[i];
+                let fam = &self.families[e.family as usize].name;
+                let name = self.s(e.key[0]);
+                let suffix = match name.strip_prefix(fam.as_str()) {
+                    Some("") | Some("_bucket") => 0,
+                    Some("_sum") => 1,
+                    Some("_count") => 2,
+                    _ => 3,
+                };
+                let bound = e.key[1..]
+                    .chunks_exact(2)
+                    .find(|c| c[0] == le_id || c[0] == quantile_id)
+                    .map(|c| parse_bound(self.s(c[1])))
+                    .unwrap_or(0.0);
+                (fam_rank[e.family as usize], suffix, bound)
+            };
+            let e = &mut self.entries[i];
+            e.fam_rank = fr;
+            e.suffix = suffix;
+            e.bound = bound;
+        }
+
+        let g2l = &self.g2l;
+        let r = |id: SymbolId| rank[g2l[id as usize] as usize];
+        let skip = |id: SymbolId| id == le_id || id == quantile_id;
+        self.entries.sort_unstable_by(|a, b| {
+            a.fam_rank
+                .cmp(&b.fam_rank)
+                .then_with(|| {
+                    let la = a.key[1..].chunks_exact(2).filter(|c| !skip(c[0]));
+                    let lb = b.key[1..].chunks_exact(2).filter(|c| !skip(c[0]));
+                    cmp_pairs(la, lb, &r)
+                })
+                .then_with(|| a.suffix.cmp(&b.suffix))
+                .then_with(|| a.bound.total_cmp(&b.bound))
+                .then_with(|| r(a.key[0]).cmp(&r(b.key[0])))
+                .then_with(|| {
+                    cmp_pairs(a.key[1..].chunks_exact(2), b.key[1..].chunks_exact(2), &r)
+                })
+        });
+    }
+}
+
+fn cmp_pairs<'x>(
+    mut a: impl Iterator<Item = &'x [SymbolId]>,
+    mut b: impl Iterator<Item = &'x [SymbolId]>,
+    r: &impl Fn(SymbolId) -> u32,
+) -> Ordering {
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => {
+                let o = r(x[0]).cmp(&r(y[0])).then_with(|| r(x[1]).cmp(&r(y[1])));
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+        }
+    }
+}
+
+fn parse_bound(s: &str) -> f64 {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => f64::INFINITY,
+        "-Inf" | "-inf" => f64::NEG_INFINITY,
+        _ => s.parse().unwrap_or(f64::NAN),
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<Store>();
+    f::<Selection>();
+    let _ = Arc::new(0);
+}

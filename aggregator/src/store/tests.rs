@@ -1,0 +1,269 @@
+use super::*;
+
+fn store(staleness_s: u64) -> Store {
+    Store::new(
+        StoreOptions {
+            staleness: Duration::from_secs(staleness_s),
+        },
+        &prometheus::Registry::new(),
+    )
+}
+
+fn all(sel: &Selection) -> Vec<(String, Vec<(String, String)>, f64, i64)> {
+    sel.iter()
+        .map(|s| {
+            (
+                s.name().to_owned(),
+                s.labels().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                s.value(),
+                s.timestamp_ms(),
+            )
+        })
+        .collect()
+}
+
+fn sel(s: &str) -> Vec<Selector> {
+    Selector::parse(s).unwrap()
+}
+
+#[test]
+fn latest_sample_wins_and_older_is_ignored() {
+    let st = store(300);
+    let f = st.family("up", MetricType::Gauge, "", "");
+    assert_eq!(st.write(f, "up", &[("job", "a")], 1.0, 1000, 1000), WriteOutcome::Inserted);
+    assert_eq!(st.write(f, "up", &[("job", "a")], 2.0, 2000, 2000), WriteOutcome::Updated);
+    assert_eq!(st.write(f, "up", &[("job", "a")], 3.0, 1500, 2100), WriteOutcome::OutOfOrder);
+    assert_eq!(st.write(f, "up", &[("job", "a")], 4.0, 2000, 2200), WriteOutcome::Updated);
+    let r = all(&st.select(&sel("up"), 2200));
+    assert_eq!(r, vec![("up".into(), vec![("job".into(), "a".into())], 4.0, 2000)]);
+    assert_eq!(st.series_count(), 1);
+}
+
+#[test]
+fn label_order_empty_values_and_duplicates() {
+    let st = store(300);
+    let f = st.family("m", MetricType::Gauge, "", "");
+    st.write(f, "m", &[("b", "2"), ("a", "1"), ("c", ""), ("a", "9")], 1.0, 1, 1);
+    assert_eq!(
+        st.write(f, "m", &[("a", "9"), ("b", "2")], 2.0, 2, 2),
+        WriteOutcome::Updated,
+        "same identity regardless of order/empties"
+    );
+    let r = all(&st.select(&sel("m"), 2));
+    assert_eq!(r[0].1, vec![("a".to_owned(), "9".to_owned()), ("b".to_owned(), "2".to_owned())]);
+}
+
+#[test]
+fn staleness_hides_then_sweep_removes_and_frees_symbols() {
+    let st = store(10);
+    let f = st.family("g", MetricType::Gauge, "", "");
+    st.write(f, "g", &[("pod", "p1")], 1.0, 0, 0);
+    st.write(f, "g", &[("pod", "p2")], 1.0, 5_000, 5_000);
+    assert_eq!(st.select(&sel("g"), 10_000).len(), 2);
+    // p1 last updated at 0 → stale after 10 s
+    let r = all(&st.select(&sel("g"), 10_001));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].1[0].1, "p2");
+    assert_eq!(st.sweep(10_001), 1);
+    assert_eq!(st.series_count(), 1);
+    assert_eq!(read(&st.symbols).get("p1"), None, "unused symbol freed");
+    assert!(read(&st.symbols).get("p2").is_some());
+    // a re-appearing series comes back
+    st.write(f, "g", &[("pod", "p1")], 3.0, 11_000, 11_000);
+    assert_eq!(st.select(&sel("g"), 11_000).len(), 2);
+    assert_eq!(st.sweep(100_000), 2);
+    assert_eq!(st.series_count(), 0);
+    assert_eq!(read(&st.symbols).live(), 0);
+}
+
+#[test]
+fn matchers_union_and_anchoring() {
+    let st = store(300);
+    let f = st.family("ovms_requests_success", MetricType::Counter, "", "");
+    let g = st.family("up", MetricType::Gauge, "", "");
+    st.write(f, "ovms_requests_success", &[("cluster", "edge-a"), ("job", "m")], 1.0, 1, 1);
+    st.write(f, "ovms_requests_success", &[("cluster", "edge-b"), ("job", "m")], 2.0, 1, 1);
+    st.write(g, "up", &[("cluster", "edge-a"), ("job", "xm")], 1.0, 1, 1);
+    st.write(g, "up", &[("instance", "i")], 1.0, 1, 1);
+    let names = |q: &[&str]| {
+        let s: Vec<Selector> = q.iter().flat_map(|q| sel(q)).collect();
+        st.select(&s, 1)
+            .iter()
+            .map(|s| format!("{}{:?}", s.name(), s.labels().collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&[r#"{__name__=~"ovms_.*",cluster="edge-a"}"#]).len(), 1);
+    assert_eq!(names(&[r#"{job=~"m"}"#]).len(), 2, "anchored: xm not matched");
+    assert_eq!(names(&[r#"{job=~".+"}"#]).len(), 3);
+    assert_eq!(names(&[r#"{job!~".+",instance="i"}"#]), vec![r#"up[("instance", "i")]"#]);
+}
+
+#[test]
+fn union_dedups() {
+    let st = store(300);
+    let g = st.family("up", MetricType::Gauge, "", "");
+    st.write(g, "up", &[("job", "a")], 1.0, 1, 1);
+    let mut s = sel("up");
+    s.extend(sel(r#"{job="a"}"#));
+    assert_eq!(st.select(&s, 1).len(), 1);
+}
+
+#[test]
+fn histogram_family_order() {
+    let st = store(300);
+    let h = st.family("lat", MetricType::Histogram, "", "");
+    for (le, v) in [("+Inf", 5.0), ("10", 4.0), ("0.5", 1.0), ("2", 3.0)] {
+        st.write(h, "lat_bucket", &[("le", le), ("job", "b")], v, 1, 1);
+        st.write(h, "lat_bucket", &[("le", le), ("job", "a")], v, 1, 1);
+    }
+    for j in ["b", "a"] {
+        st.write(h, "lat_count", &[("job", j)], 5.0, 1, 1);
+        st.write(h, "lat_sum", &[("job", j)], 9.0, 1, 1);
+    }
+    let g = st.family("lat_a", MetricType::Gauge, "", "");
+    st.write(g, "lat_a", &[], 1.0, 1, 1);
+    let r: Vec<String> = st
+        .select(&sel(r#"{__name__=~"lat.*"}"#), 1)
+        .iter()
+        .map(|s| format!("{} {:?}", s.name(), s.labels().collect::<Vec<_>>()))
+        .collect();
+    let want = vec![
+        r#"lat_bucket [("job", "a"), ("le", "0.5")]"#,
+        r#"lat_bucket [("job", "a"), ("le", "2")]"#,
+        r#"lat_bucket [("job", "a"), ("le", "10")]"#,
+        r#"lat_bucket [("job", "a"), ("le", "+Inf")]"#,
+        r#"lat_sum [("job", "a")]"#,
+        r#"lat_count [("job", "a")]"#,
+        r#"lat_bucket [("job", "b"), ("le", "0.5")]"#,
+        r#"lat_bucket [("job", "b"), ("le", "2")]"#,
+        r#"lat_bucket [("job", "b"), ("le", "10")]"#,
+        r#"lat_bucket [("job", "b"), ("le", "+Inf")]"#,
+        r#"lat_sum [("job", "b")]"#,
+        r#"lat_count [("job", "b")]"#,
+        r#"lat_a []"#,
+    ];
+    assert_eq!(r, want);
+}
+
+#[test]
+fn selector_parse_errors() {
+    for bad in [
+        r#"{job=~".*"}"#,
+        r#"{job=""}"#,
+        "",
+        "sum(up)",
+        "up[5m]",
+        "up offset 5m",
+        r#"{job=~"("}"#,
+        "1",
+    ] {
+        assert!(Selector::parse(bad).is_err(), "{bad:?} should be rejected");
+    }
+    for good in ["up", r#"{job=~".+"}"#, r#"{__name__=~"ovms_.*",cluster="edge-a"}"#, r#"up{job!=""}"#] {
+        assert!(Selector::parse(good).is_ok(), "{good:?} should parse");
+    }
+    // `or` selectors yield one selector per alternative
+    assert_eq!(Selector::parse(r#"{a="1" or b="2"}"#).map(|v| v.len()).unwrap_or(1), 2);
+}
+
+#[test]
+fn family_metadata_last_writer_wins() {
+    let st = store(300);
+    let a = st.family("x", MetricType::Gauge, "h1", "");
+    let b = st.family("x", MetricType::Gauge, "h2", "By");
+    assert_eq!(a, b);
+    assert_eq!(st.family_meta("x").unwrap().help, "h2");
+}
+
+#[test]
+fn concurrent_writes_and_selects() {
+    let st = Arc::new(store(300));
+    let f = st.family("c", MetricType::Counter, "", "");
+    let mut hs = Vec::new();
+    for t in 0..4 {
+        let st = st.clone();
+        hs.push(std::thread::spawn(move || {
+            for i in 0..2000 {
+                let inst = format!("i{}", i % 500);
+                st.write(f, "c", &[("t", &t.to_string()), ("instance", &inst)], i as f64, i, i);
+                if i % 500 == 0 {
+                    st.sweep(i);
+                }
+            }
+        }));
+    }
+    for _ in 0..20 {
+        let _ = st.select(&sel("c"), 10);
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert_eq!(st.series_count(), 2000);
+    assert_eq!(st.select(&sel("c"), 2000).len(), 2000);
+}
+
+/// Memory per series at 1,000,000 series. Run with:
+/// `cargo test --release -p edgewatch-aggregator store_memory_per_series -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn store_memory_per_series() {
+    fn rss_kib() -> usize {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+    let n: usize = std::env::var("EW_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let before = rss_kib();
+    let st = store(300);
+    // A realistic edge fleet shape: 20 clusters × 50 nodes × 10 model pods,
+    // 100 metric names; labels job, instance, cluster, node, pod, model,
+    // otel_scope_name, otel_scope_version.
+    let fams: Vec<FamilyId> = (0..100)
+        .map(|m| st.family(&format!("model_metric_{m}_total"), MetricType::Counter, "", ""))
+        .collect();
+    let t0 = std::time::Instant::now();
+    for i in 0..n {
+        let m = i % 100;
+        let pod = i / 100;
+        let node = pod / 10;
+        let cluster = node / 50;
+        let name = format!("model_metric_{m}_total");
+        let pod_s = format!("ovms-{pod}-7f9c8d6b5-x2k4q");
+        let node_s = format!("edge-node-{node}");
+        let cl_s = format!("edge-cluster-{cluster}");
+        let inst = format!("{pod_s}:8080");
+        let model = format!("model-{}", pod % 37);
+        st.write(
+            fams[m],
+            &name,
+            &[
+                ("job", "edge/ovms"),
+                ("instance", &inst),
+                ("cluster", &cl_s),
+                ("node", &node_s),
+                ("pod", &pod_s),
+                ("model", &model),
+                ("otel_scope_name", "edgewatch.collector"),
+                ("otel_scope_version", "0.1.0"),
+            ],
+            i as f64,
+            1,
+            1,
+        );
+    }
+    let ins = t0.elapsed();
+    let after = rss_kib();
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    println!(
+        "series={n} rss_delta={} MiB bytes/series={per:.0} heap_estimate/series={} insert={ins:?}",
+        (after - before) / 1024,
+        st.heap_estimate() / n
+    );
+    let t1 = std::time::Instant::now();
+    let s = st.select(&sel(r#"{job=~".+"}"#), 1);
+    println!("select+sort of {} series: {:?}", s.len(), t1.elapsed());
+    assert!(per <= 300.0, "bytes/series {per}");
+}

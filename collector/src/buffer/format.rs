@@ -1,0 +1,183 @@
+//! On-disk encoding of one queue entry (the sled value; the key is the
+//! big-endian sequence number) and of segment directory names.
+
+use std::io;
+
+/// Format byte: payload stored as given (compression did not help).
+const CODEC_RAW: u8 = 0x10;
+/// Format byte: zstd frame compressed against the segment's dictionary.
+const CODEC_ZSTD_DICT: u8 = 0x12;
+
+/// Header fields of one entry, decoded without touching the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub points: u64,
+    /// Sum of the points of every entry appended before this one (ever).
+    /// Lets the buffer count dropped points exactly from two boundaries.
+    pub points_before: u64,
+    pub appended_at_ms: u64,
+    pub raw_len: u64,
+}
+
+pub(crate) fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub(crate) fn seq_of_key(k: &[u8]) -> Option<u64> {
+    let arr: [u8; 8] = k.try_into().ok()?;
+    Some(u64::from_be_bytes(arr))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        if shift > 63 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+    }
+}
+
+/// Encodes an entry. `compressor` must hold the segment dictionary.
+pub(crate) fn encode(
+    h: &Header,
+    payload: &[u8],
+    compressor: &mut zstd::bulk::Compressor<'static>,
+) -> io::Result<Vec<u8>> {
+    let compressed = compressor.compress(payload)?;
+    let (codec, body): (u8, &[u8]) = if compressed.len() < payload.len() {
+        (CODEC_ZSTD_DICT, &compressed)
+    } else {
+        (CODEC_RAW, payload)
+    };
+    let mut out = Vec::with_capacity(body.len() + 24);
+    out.push(codec);
+    put_varint(&mut out, h.points);
+    put_varint(&mut out, h.points_before);
+    put_varint(&mut out, h.appended_at_ms);
+    put_varint(&mut out, h.raw_len);
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// Decodes the header; returns it and the offset of the body.
+pub(crate) fn decode_header(v: &[u8]) -> Option<(u8, Header, usize)> {
+    let codec = *v.first()?;
+    if codec != CODEC_RAW && codec != CODEC_ZSTD_DICT {
+        return None;
+    }
+    let mut pos = 1;
+    let points = get_varint(v, &mut pos)?;
+    let points_before = get_varint(v, &mut pos)?;
+    let appended_at_ms = get_varint(v, &mut pos)?;
+    let raw_len = get_varint(v, &mut pos)?;
+    Some((
+        codec,
+        Header {
+            points,
+            points_before,
+            appended_at_ms,
+            raw_len,
+        },
+        pos,
+    ))
+}
+
+/// Decodes a whole entry. `None` means the value is corrupt.
+pub(crate) fn decode(
+    v: &[u8],
+    decompressor: &mut Option<zstd::bulk::Decompressor<'static>>,
+) -> Option<(Header, Vec<u8>)> {
+    let (codec, h, pos) = decode_header(v)?;
+    let body = v.get(pos..)?;
+    let raw_len = usize::try_from(h.raw_len).ok()?;
+    let payload = if codec == CODEC_RAW {
+        if body.len() != raw_len {
+            return None;
+        }
+        body.to_vec()
+    } else {
+        let d = decompressor.as_mut()?;
+        let out = d.decompress(body, raw_len).ok()?;
+        if out.len() != raw_len {
+            return None;
+        }
+        out
+    };
+    Some((h, payload))
+}
+
+/// Segment directory name: `<first seq>-<points before first seq>`, both
+/// zero-padded so that names sort like the numbers.
+pub(crate) fn segment_name(first: u64, points_before: u64) -> String {
+    format!("{first:020}-{points_before:020}")
+}
+
+pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+    let (a, b) = name.split_once('-')?;
+    if a.len() != 20 || b.len() != 20 {
+        return None;
+    }
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Raw-content zstd dictionary made from a sample payload. The leading zero
+/// byte keeps zstd from mistaking it for a formatted dictionary.
+pub(crate) fn make_dictionary(sample: &[u8]) -> Vec<u8> {
+    const MAX_DICT: usize = 64 * 1024;
+    let take = sample.len().min(MAX_DICT);
+    let mut d = Vec::with_capacity(take + 1);
+    d.push(0);
+    d.extend_from_slice(&sample[..take]);
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_names() {
+        let dict = make_dictionary(b"hello hello hello world");
+        let mut c = zstd::bulk::Compressor::with_dictionary(3, &dict).expect("compressor");
+        let mut d = Some(zstd::bulk::Decompressor::with_dictionary(&dict).expect("decompressor"));
+        let payload = b"hello hello hello world, hello hello hello world".repeat(20);
+        let h = Header {
+            points: 7,
+            points_before: 1 << 40,
+            appended_at_ms: 1_760_000_000_000,
+            raw_len: payload.len() as u64,
+        };
+        let v = encode(&h, &payload, &mut c).expect("encode");
+        assert!(v.len() < payload.len());
+        let (h2, p2) = decode(&v, &mut d).expect("decode");
+        assert_eq!(h2, h);
+        assert_eq!(p2, payload);
+        // A tiny payload that does not compress is stored raw.
+        let h = Header { raw_len: 1, ..h };
+        let v = encode(&h, b"x", &mut c).expect("encode");
+        assert_eq!(decode(&v, &mut None).expect("decode").1, b"x");
+        assert!(decode(&[0xff, 1, 2], &mut d).is_none());
+        assert!(decode(&v[..3], &mut d).is_none());
+
+        let n = segment_name(42, 4200);
+        assert_eq!(parse_segment_name(&n), Some((42, 4200)));
+        assert_eq!(parse_segment_name("00042"), None);
+        assert_eq!(seq_of_key(&key(99)), Some(99));
+    }
+}

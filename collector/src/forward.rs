@@ -1,0 +1,342 @@
+//! The drain loop: read the buffer in order, send batches to the aggregator over
+//! OTLP/gRPC, delete entries only once the aggregator acknowledged them.
+//!
+//! Several batches are in flight at once; they complete in any order but are
+//! acknowledged to the buffer strictly in order, so a crash re-sends at most the
+//! batches that were in flight. Each batch names its entries' sequence numbers
+//! (see `edgewatch_otlp::BatchInfo`) so the aggregator drops what it already has.
+
+use crate::buffer::{Buffer, Entry, Seq};
+use bytes::{Bytes, BytesMut};
+use edgewatch_otlp::codec::ClientCodec;
+use edgewatch_otlp::{BatchInfo, EXPORT_PATH};
+use futures::stream::{FuturesOrdered, StreamExt};
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use rand::Rng;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    pub endpoint: String,
+    pub timeout: Duration,
+    pub max_batch_bytes: usize,
+    pub max_in_flight: usize,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl ForwardOptions {
+    pub fn from_config(c: &edgewatch_config::collector::ForwardConfig) -> Self {
+        ForwardOptions {
+            endpoint: c.endpoint.0.clone(),
+            timeout: c.timeout.get(),
+            max_batch_bytes: c.max_batch_bytes.bytes() as usize,
+            max_in_flight: c.max_in_flight.max(1),
+            initial_backoff: c.initial_backoff.get(),
+            max_backoff: c.max_backoff.get(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Metrics {
+    sent_points: IntCounter,
+    sent_batches: IntCounter,
+    retries: IntCounter,
+    rejected_points: IntCounter,
+    last_success: Gauge,
+    in_flight: IntGauge,
+    send_seconds: Histogram,
+}
+
+impl Metrics {
+    fn new(r: &Registry) -> prometheus::Result<Self> {
+        let m = Metrics {
+            sent_points: IntCounter::new(
+                "edgewatch_forward_sent_points_total",
+                "Data points the aggregator acknowledged.",
+            )?,
+            sent_batches: IntCounter::new(
+                "edgewatch_forward_sent_batches_total",
+                "Batches the aggregator acknowledged.",
+            )?,
+            retries: IntCounter::new(
+                "edgewatch_forward_retries_total",
+                "Export attempts that failed with a retryable error and were retried.",
+            )?,
+            rejected_points: IntCounter::new(
+                "edgewatch_forward_rejected_points_total",
+                "Data points the aggregator rejected as invalid; removed from the buffer, not retried.",
+            )?,
+            last_success: Gauge::new(
+                "edgewatch_forward_last_success_timestamp_seconds",
+                "When the aggregator last acknowledged a batch (Unix seconds).",
+            )?,
+            in_flight: IntGauge::new("edgewatch_forward_in_flight_batches", "Batches being sent.")?,
+            send_seconds: Histogram::with_opts(HistogramOpts::new(
+                "edgewatch_forward_send_duration_seconds",
+                "Time from the first attempt to the acknowledgement of a batch.",
+            ))?,
+        };
+        r.register(Box::new(m.sent_points.clone()))?;
+        r.register(Box::new(m.sent_batches.clone()))?;
+        r.register(Box::new(m.retries.clone()))?;
+        r.register(Box::new(m.rejected_points.clone()))?;
+        r.register(Box::new(m.last_success.clone()))?;
+        r.register(Box::new(m.in_flight.clone()))?;
+        r.register(Box::new(m.send_seconds.clone()))?;
+        Ok(m)
+    }
+}
+
+pub struct Forwarder {
+    buffer: Buffer,
+    opts: ForwardOptions,
+    client: tonic::client::Grpc<Channel>,
+    metrics: Metrics,
+}
+
+/// How a batch ended.
+enum Sent {
+    /// Acknowledged (possibly with some points rejected): drop through `last`.
+    Done { last: Seq },
+    /// Shutdown came first: leave it in the buffer.
+    Abandoned,
+}
+
+/// Largest response we accept from the aggregator.
+const MAX_RESPONSE: usize = 1 << 20;
+/// Entries per batch at most, whatever their size.
+const MAX_BATCH_ENTRIES: usize = 4096;
+
+impl Forwarder {
+    pub fn new(buffer: Buffer, opts: ForwardOptions, registry: &Registry) -> Result<Self, ForwardError> {
+        let endpoint = Endpoint::from_shared(opts.endpoint.clone())
+            .map_err(|e| ForwardError::Endpoint(format!("{:?}: {e}", opts.endpoint)))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(opts.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let client = tonic::client::Grpc::new(endpoint.connect_lazy())
+            .send_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_RESPONSE);
+        let metrics = Metrics::new(registry)?;
+        Ok(Forwarder { buffer, opts, client, metrics })
+    }
+
+    /// Drains until `shutdown`; batches still in flight then stay in the buffer and
+    /// are re-sent after restart (the aggregator drops the duplicates).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut next: Seq = self.buffer.first_seq().unwrap_or(0);
+        let mut in_flight = FuturesOrdered::new();
+        loop {
+            while in_flight.len() < self.opts.max_in_flight {
+                let entries = match self.read(next).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the buffer failed; retrying in 1s");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
+                };
+                let Some(last) = entries.last() else { break };
+                next = last.seq + 1;
+                self.metrics.in_flight.inc();
+                in_flight.push_back(self.send(entries, shutdown.clone()));
+            }
+            if in_flight.is_empty() {
+                tokio::select! {
+                    _ = self.buffer.wait_for_entries(next) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            let window_open = in_flight.len() < self.opts.max_in_flight;
+            tokio::select! {
+                done = in_flight.next() => {
+                    self.metrics.in_flight.dec();
+                    match done {
+                        Some(Sent::Done { last }) => {
+                            if let Err(e) = self.buffer.ack(last) {
+                                tracing::error!(error = %e, seq = last, "acknowledging delivered entries failed; they may be re-sent");
+                            }
+                        }
+                        Some(Sent::Abandoned) | None => return,
+                    }
+                }
+                _ = self.buffer.wait_for_entries(next), if window_open => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn read(&self, from: Seq) -> Result<Vec<Entry>, String> {
+        let buffer = self.buffer.clone();
+        let max_bytes = self.opts.max_batch_bytes;
+        tokio::task::spawn_blocking(move || buffer.read(from, MAX_BATCH_ENTRIES, max_bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    fn send(&self, entries: Vec<Entry>, shutdown: CancellationToken) -> impl std::future::Future<Output = Sent> {
+        let mut client = self.client.clone();
+        let metrics = self.metrics.clone();
+        let opts = self.opts.clone();
+        let floor = self.buffer.first_seq().unwrap_or(0);
+        let info = BatchInfo {
+            collector_id: self.buffer.instance_id().to_string(),
+            first_seq: entries[0].seq,
+            entry_lens: entries.iter().map(|e| e.payload.len()).collect(),
+            floor: floor.min(entries[0].seq),
+        };
+        let last = entries[entries.len() - 1].seq;
+        let points: u64 = entries.iter().map(|e| e.points).sum();
+        let body = concat(&entries);
+        async move {
+            let started = std::time::Instant::now();
+            let mut backoff = opts.initial_backoff;
+            loop {
+                let attempt = export(&mut client, body.clone(), &info);
+                let result = tokio::select! {
+                    r = attempt => r,
+                    _ = shutdown.cancelled() => return Sent::Abandoned,
+                };
+                match result {
+                    Ok(rejected) => {
+                        let rejected = rejected.min(points);
+                        metrics.sent_points.inc_by(points - rejected);
+                        metrics.rejected_points.inc_by(rejected);
+                        metrics.sent_batches.inc();
+                        metrics.last_success.set(unix_seconds());
+                        metrics.send_seconds.observe(started.elapsed().as_secs_f64());
+                        return Sent::Done { last };
+                    }
+                    Err(status) if is_retryable(&status) => {
+                        metrics.retries.inc();
+                        let wait = retry_delay(&status).unwrap_or_else(|| jitter(backoff));
+                        tracing::debug!(code = ?status.code(), message = status.message(), ?wait, "export failed; retrying");
+                        backoff = (backoff * 2).min(opts.max_backoff);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.cancelled() => return Sent::Abandoned,
+                        }
+                    }
+                    Err(status) => {
+                        tracing::error!(
+                            code = ?status.code(), message = status.message(), points,
+                            first_seq = info.first_seq, last_seq = last,
+                            "aggregator rejected a batch as invalid; dropping it (not retryable)"
+                        );
+                        metrics.rejected_points.inc_by(points);
+                        return Sent::Done { last };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Entries are encoded `ExportMetricsServiceRequest`s; their concatenation is the
+/// encoding of one request holding all their resource metrics.
+fn concat(entries: &[Entry]) -> Bytes {
+    if let [one] = entries {
+        return one.payload.clone();
+    }
+    let mut buf = BytesMut::with_capacity(entries.iter().map(|e| e.payload.len()).sum());
+    for e in entries {
+        buf.extend_from_slice(&e.payload);
+    }
+    buf.freeze()
+}
+
+/// One export call; Ok carries the number of rejected points.
+async fn export(client: &mut tonic::client::Grpc<Channel>, body: Bytes, info: &BatchInfo) -> Result<u64, tonic::Status> {
+    client.ready().await.map_err(|e| tonic::Status::unavailable(format!("connecting: {e}")))?;
+    let mut req = tonic::Request::new(body);
+    for (k, v) in info.to_headers() {
+        let v = v.parse().map_err(|_| tonic::Status::internal(format!("bad header value for {k}")))?;
+        req.metadata_mut().insert(k, v);
+    }
+    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+    let resp = client.unary(req, path, ClientCodec::new(MAX_RESPONSE)).await?;
+    Ok(resp
+        .into_inner()
+        .partial_success
+        .map(|p| p.rejected_data_points.max(0) as u64)
+        .unwrap_or(0))
+}
+
+/// Retryable per the OTLP spec (specification/protocol/otlp.md, "Failures"), plus
+/// RESOURCE_EXHAUSTED, which an aggregator under backpressure answers, and
+/// UNKNOWN/INTERNAL, which tonic reports for transport failures (stream resets):
+/// the aggregator answers bad data with INVALID_ARGUMENT, and dropping acknowledged
+/// data on a transport hiccup would be worse than retrying it.
+fn is_retryable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::DataLoss
+            | Code::Unknown
+            | Code::Internal
+    )
+}
+
+fn retry_delay(s: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    s.get_details_retry_info().and_then(|r| r.retry_delay)
+}
+
+/// "Full jitter": uniformly in [d/2, d], so reconnecting collectors spread out.
+fn jitter(d: Duration) -> Duration {
+    let ms = d.as_millis().max(2) as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("forward.endpoint {0}")]
+    Endpoint(String),
+    #[error("registering forwarder metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_codes_follow_otlp() {
+        for c in [Code::Unavailable, Code::ResourceExhausted, Code::DeadlineExceeded] {
+            assert!(is_retryable(&tonic::Status::new(c, "")), "{c:?}");
+        }
+        for c in [Code::InvalidArgument, Code::PermissionDenied, Code::Unauthenticated, Code::Unimplemented] {
+            assert!(!is_retryable(&tonic::Status::new(c, "")), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(200));
+            assert!(j >= Duration::from_millis(100) && j <= Duration::from_millis(200));
+        }
+    }
+}

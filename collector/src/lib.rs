@@ -1,0 +1,129 @@
+//! edgewatch collector: receive OTLP → stamp cluster/node → buffer durably in sled →
+//! forward in order to the aggregator. One instance per edge node (a DaemonSet).
+
+pub mod admin;
+pub mod buffer;
+pub mod enrich;
+pub mod forward;
+pub mod receive;
+
+use buffer::{Buffer, BufferOptions};
+use edgewatch_config::CollectorConfig;
+use edgewatch_otlp::server::OtlpListeners;
+use prometheus::Registry;
+use std::net::SocketAddr;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("buffer at {path}: {source}")]
+    Buffer { path: String, source: buffer::BufferError },
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A started collector: where it listens, and its task.
+pub struct Collector {
+    pub otlp_grpc: Option<SocketAddr>,
+    pub otlp_http: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub instance_id: String,
+    pub node: String,
+    task: JoinHandle<Result<(), CollectorError>>,
+}
+
+impl Collector {
+    /// Waits until the collector stopped (after `shutdown` was cancelled).
+    pub async fn wait(self) -> Result<(), CollectorError> {
+        self.task.await.map_err(|e| CollectorError::Io(std::io::Error::other(e)))?
+    }
+}
+
+/// Opens the buffer, binds every listener, and starts the receivers, the forwarder
+/// and the admin server. Returns once all listen.
+pub async fn start(cfg: &CollectorConfig, shutdown: CancellationToken) -> Result<Collector, CollectorError> {
+    let registry = Registry::new();
+    let opts = BufferOptions {
+        path: cfg.buffer.path.clone(),
+        max_bytes: cfg.buffer.max_bytes.bytes(),
+        full_policy: cfg.buffer.full_policy,
+        max_age: cfg.buffer.max_age.map(|d| d.get()),
+    };
+    let reg = registry.clone();
+    let buffer = tokio::task::spawn_blocking(move || Buffer::open(opts, &reg))
+        .await
+        .map_err(|e| CollectorError::Io(std::io::Error::other(e)))?
+        .map_err(|source| CollectorError::Buffer { path: cfg.buffer.path.display().to_string(), source })?;
+
+    let node = enrich::node_name(cfg.node.as_ref().map(|n| n.0.as_str()));
+    let stamp = enrich::Stamp::new(&cfg.cluster.0, &node);
+    let sink = receive::otlp::BufferSink::new(buffer.clone(), stamp, &registry)?;
+    let otlp = &cfg.receivers.otlp;
+    let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    let admin_listener = edgewatch_otlp::server::bind(cfg.admin.listen.0, "admin HTTP").await?;
+    let forwarder = forward::Forwarder::new(buffer.clone(), forward::ForwardOptions::from_config(&cfg.forward), &registry)?;
+
+    let collector_info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new("edgewatch_collector_info", "Identity of this collector (value 1)."),
+        &["cluster", "node", "instance_id", "version"],
+    )?;
+    collector_info
+        .with_label_values(&[cfg.cluster.0.as_str(), node.as_str(), buffer.instance_id(), env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry.register(Box::new(collector_info))?;
+
+    let out = Collector {
+        otlp_grpc: listeners.grpc_addr(),
+        otlp_http: listeners.http_addr(),
+        admin: admin_listener.local_addr()?,
+        instance_id: buffer.instance_id().to_string(),
+        node,
+        task: tokio::spawn(run(
+            buffer,
+            sink,
+            listeners,
+            otlp.max_request_bytes.bytes() as usize,
+            forwarder,
+            admin_listener,
+            registry,
+            shutdown,
+        )),
+    };
+    tracing::info!(
+        otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, admin = %out.admin,
+        instance_id = %out.instance_id, node = %out.node, "collector started"
+    );
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    buffer: Buffer,
+    sink: receive::otlp::BufferSink,
+    listeners: OtlpListeners,
+    max_request_bytes: usize,
+    forwarder: forward::Forwarder,
+    admin_listener: tokio::net::TcpListener,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
+    let forward_task = tokio::spawn(forwarder.run(shutdown.clone()));
+    let admin_app = admin::router(registry, buffer.clone());
+    let admin_stop = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_app).with_graceful_shutdown(admin_stop.cancelled_owned()).await
+    });
+    let served = listeners.serve(sink, max_request_bytes, shutdown.clone()).await;
+    // Receivers are done: nothing new can be acknowledged. Let the writer finish.
+    let _ = forward_task.await;
+    let _ = admin_task.await;
+    let b = buffer.clone();
+    let _ = tokio::task::spawn_blocking(move || b.close()).await;
+    tracing::info!("collector stopped");
+    served.map_err(CollectorError::Io)
+}

@@ -1,0 +1,102 @@
+//! The collector's OTLP sink: validate, stamp, append durably; answer only then.
+
+use crate::buffer::{Buffer, BufferError};
+use crate::enrich::Stamp;
+use bytes::Bytes;
+use edgewatch_otlp::{ExportContext, ExportError, ExportOutcome, MetricsSink};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct BufferSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    buffer: Buffer,
+    stamp: Stamp,
+    received_points: IntCounter,
+    requests: IntCounterVec,
+    refused_points: IntCounterVec,
+}
+
+impl BufferSink {
+    pub fn new(buffer: Buffer, stamp: Stamp, registry: &Registry) -> prometheus::Result<Self> {
+        let received_points = IntCounter::new(
+            "edgewatch_received_points_total",
+            "Data points accepted from senders and written durably to the buffer.",
+        )?;
+        let requests = IntCounterVec::new(
+            Opts::new("edgewatch_received_requests_total", "OTLP export requests by outcome."),
+            &["outcome"],
+        )?;
+        let refused_points = IntCounterVec::new(
+            Opts::new(
+                "edgewatch_refused_points_total",
+                "Data points refused to senders (they may retry), by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(received_points.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(refused_points.clone()))?;
+        Ok(BufferSink { inner: Arc::new(Inner { buffer, stamp, received_points, requests, refused_points }) })
+    }
+}
+
+impl MetricsSink for BufferSink {
+    async fn export(&self, body: Bytes, _ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
+        let i = &self.inner;
+        let mut req = match edgewatch_otlp::decode_request(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                i.requests.with_label_values(&["invalid"]).inc();
+                return Err(e);
+            }
+        };
+        let points = edgewatch_otlp::count_points(&req);
+        if points == 0 {
+            i.requests.with_label_values(&["empty"]).inc();
+            return Ok(ExportOutcome::default());
+        }
+        i.stamp.apply(&mut req);
+        let payload = Bytes::from(req.encode_to_vec());
+        match i.buffer.append(points, payload).await {
+            Ok(_) => {
+                i.received_points.inc_by(points);
+                i.requests.with_label_values(&["ok"]).inc();
+                Ok(ExportOutcome::default())
+            }
+            Err(e) => {
+                let (reason, err) = match e {
+                    BufferError::Full { retry_after } => (
+                        "buffer_full",
+                        ExportError::ResourceExhausted {
+                            message: "buffer full (full_policy: backpressure); retry later".into(),
+                            retry_after,
+                        },
+                    ),
+                    BufferError::Io(msg) => (
+                        "write_error",
+                        ExportError::Unavailable {
+                            message: format!("buffer write failed: {msg}"),
+                            retry_after: Duration::from_secs(5),
+                        },
+                    ),
+                    BufferError::Closed => (
+                        "shutting_down",
+                        ExportError::Unavailable {
+                            message: "collector is shutting down".into(),
+                            retry_after: Duration::from_secs(1),
+                        },
+                    ),
+                };
+                i.requests.with_label_values(&[reason]).inc();
+                i.refused_points.with_label_values(&[reason]).inc_by(points);
+                Err(err)
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Configuration of both edgewatch roles: one typed struct per component, read from
+//! YAML with `deny_unknown_fields`, validated while deserialising so that every error
+//! carries `FILE:LINE:COL`.
+
+pub mod aggregator;
+pub mod collector;
+pub mod units;
+
+pub use aggregator::AggregatorConfig;
+pub use collector::CollectorConfig;
+pub use units::{ByteSize, Dur};
+
+use serde::de::{self, DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration error, displayed as `FILE:LINE:COL: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Reads and validates a YAML configuration file.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses YAML text; `origin` names the source in error messages.
+pub fn parse<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let yaml_location = inner.location().map(|l| (l.line(), l.column()));
+        let mut message = inner.to_string();
+        if let Some(i) = message.rfind(" at line ") {
+            message.truncate(i);
+        }
+        // serde_yaml prefixes the part of the path it knows; we prefix the whole path.
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.contains(' ') && path.starts_with(prefix) {
+                message = rest.to_string();
+            }
+        }
+        // serde_yaml locates syntax errors and unknown keys exactly, but errors raised
+        // by a value's own validation only at the enclosing mapping: find the value by
+        // its path instead.
+        let exact = message.starts_with("unknown field") || path == "." || path.is_empty();
+        let (line, column) = if exact {
+            yaml_location.unwrap_or((1, 1))
+        } else {
+            locate(text, &path).or(yaml_location).unwrap_or((1, 1))
+        };
+        if !exact && !message.starts_with("missing field") {
+            message = format!("{path}: {message}");
+        }
+        ConfigError::Invalid {
+            path: origin.to_string(),
+            line,
+            column,
+            message,
+        }
+    })
+}
+
+/// Finds the 1-based line and column of the value at a dotted path (`buffer.max_bytes`,
+/// `rules[2].expr`) in block-style YAML, by indentation. A heuristic used only to
+/// place error messages; returns None when the layout is not understood.
+fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut cursor = 0usize; // first line to search
+    let mut min_indent = 0usize;
+    let mut found: Option<(usize, usize)> = None;
+    for segment in path.split('.') {
+        let (key, index) = match segment.find('[') {
+            Some(i) => (&segment[..i], segment[i + 1..].trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        if key.is_empty() || key == "?" {
+            continue;
+        }
+        let mut hit = None;
+        for (n, line) in lines.iter().enumerate().skip(cursor) {
+            let indent = line.len() - line.trim_start().len();
+            let content = line.trim_start().trim_start_matches("- ");
+            let content_col = line.len() - content.len();
+            if !line.trim().is_empty() && !line.trim_start().starts_with('#') && indent < min_indent && found.is_some() {
+                break; // left the parent mapping
+            }
+            if content_col >= min_indent && content.starts_with(key) && content[key.len()..].starts_with(':') {
+                let after = &content[key.len() + 1..];
+                let value_col = content_col + key.len() + 1 + (after.len() - after.trim_start().len());
+                let col = if after.trim().is_empty() { content_col } else { value_col };
+                hit = Some((n, content_col, col));
+                break;
+            }
+        }
+        let (n, content_col, col) = hit?;
+        found = Some((n + 1, col + 1));
+        cursor = n + 1;
+        min_indent = content_col + 1;
+        if let Some(want) = index {
+            let mut seen = 0usize;
+            let mut item = None;
+            for (m, line) in lines.iter().enumerate().skip(cursor) {
+                let trimmed = line.trim_start();
+                let indent = line.len() - trimmed.len();
+                if trimmed.is_empty() || trimmed.starts_with('#') {
+                    continue;
+                }
+                if indent + 1 < min_indent && !trimmed.starts_with('-') {
+                    break;
+                }
+                if trimmed.starts_with("- ") || trimmed == "-" {
+                    if seen == want {
+                        item = Some((m, indent + 2));
+                        break;
+                    }
+                    seen += 1;
+                }
+            }
+            match item {
+                Some((m, col)) => {
+                    found = Some((m + 1, col + 1));
+                    cursor = m;
+                    min_indent = col;
+                }
+                None => return found,
+            }
+        }
+    }
+    found
+}
+
+/// A listen or peer address `host:port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Addr(a));
+        }
+        // `localhost:4317` is common in OTel configs; resolve it without DNS.
+        if let Some(port) = s.strip_prefix("localhost:") {
+            if let Ok(p) = port.parse::<u16>() {
+                return Ok(Addr(SocketAddr::from(([127, 0, 0, 1], p))));
+            }
+        }
+        Err(de::Error::custom(format!(
+            "invalid address {s:?}: expected host:port such as 127.0.0.1:4317"
+        )))
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url(pub String);
+
+impl<'de> Deserialize<'de> for Url {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+            .ok_or_else(|| {
+                de::Error::custom(format!("invalid URL {s:?}: must start with http:// or https://"))
+            })?;
+        if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
+            return Err(de::Error::custom(format!("invalid URL {s:?}: missing host")));
+        }
+        Ok(Url(s))
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A string that must not be empty (cluster names, node names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name(pub String);
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Err(de::Error::custom("must not be empty"));
+        }
+        Ok(Name(s))
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The OTLP receiver block shared by both roles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// gRPC listen address; omit to disable.
+    pub grpc: Option<Addr>,
+    /// HTTP listen address (`/v1/metrics`); omit to disable.
+    pub http: Option<Addr>,
+    /// Largest accepted request, also after gzip inflation.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: ByteSize,
+}
+
+fn default_max_request_bytes() -> ByteSize {
+    ByteSize::mib(4)
+}
+
+impl Default for OtlpReceiverConfig {
+    fn default() -> Self {
+        OtlpReceiverConfig {
+            grpc: None,
+            http: None,
+            max_request_bytes: default_max_request_bytes(),
+        }
+    }
+}
+
+/// A path in the configuration, kept as written.
+pub type ConfigPath = PathBuf;

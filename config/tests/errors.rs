@@ -1,0 +1,69 @@
+use edgewatch_config::{parse, AggregatorConfig, CollectorConfig, ConfigError};
+
+fn err<T: serde::de::DeserializeOwned + std::fmt::Debug>(yaml: &str) -> String {
+    parse::<T>(yaml, "c.yaml").unwrap_err().to_string()
+}
+
+const GOOD: &str = "cluster: edge-a
+node: node-1
+receivers:
+  otlp:
+    grpc: 127.0.0.1:4317
+    http: 127.0.0.1:4318
+buffer:
+  path: ./data/collector
+  max_bytes: 1GiB
+forward:
+  endpoint: http://127.0.0.1:14317
+admin:
+  listen: 127.0.0.1:9464
+";
+
+#[test]
+fn the_documented_collector_config_parses() {
+    let c: CollectorConfig = parse(GOOD, "c.yaml").unwrap();
+    assert_eq!(c.cluster.0, "edge-a");
+    assert_eq!(c.buffer.max_bytes.bytes(), 1 << 30);
+    assert_eq!(c.receivers.otlp.grpc.unwrap().0.port(), 4317);
+}
+
+#[test]
+fn unknown_key_is_located() {
+    let e = err::<CollectorConfig>(&GOOD.replace("  max_bytes: 1GiB", "  max_bytes: 1GiB\n  maxbytes: 2"));
+    assert!(e.starts_with("c.yaml:10:3: "), "{e}");
+    assert!(e.contains("unknown field `maxbytes`"), "{e}");
+}
+
+#[test]
+fn bad_size_duration_address_are_located() {
+    let e = err::<CollectorConfig>(&GOOD.replace("1GiB", "1GiBs"));
+    assert!(e.starts_with("c.yaml:9:14: "), "{e}");
+    assert!(e.contains("unknown unit"), "{e}");
+    let e = err::<CollectorConfig>(&GOOD.replace("127.0.0.1:4318", "nowhere"));
+    assert!(e.starts_with("c.yaml:6:11: "), "{e}");
+    assert!(e.contains("invalid address"), "{e}");
+    let e = err::<CollectorConfig>(&GOOD.replace(
+        "  endpoint: http://127.0.0.1:14317",
+        "  endpoint: http://127.0.0.1:14317\n  timeout: 10 seconds",
+    ));
+    assert!(e.starts_with("c.yaml:12:12: "), "{e}");
+    assert!(e.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn missing_cluster_is_reported() {
+    let e = err::<CollectorConfig>(&GOOD.replace("cluster: edge-a\n", ""));
+    assert!(e.starts_with("c.yaml:"), "{e}");
+    assert!(e.contains("missing field `cluster`"), "{e}");
+    let e = err::<CollectorConfig>(&GOOD.replace("cluster: edge-a", "cluster: ''"));
+    assert!(e.starts_with("c.yaml:1:10: "), "{e}");
+}
+
+#[test]
+fn aggregator_config_parses_and_rejects_unknown_keys() {
+    let yaml = "receivers:\n  otlp:\n    grpc: 127.0.0.1:14317\n    http: 127.0.0.1:14318\nhttp:\n  listen: 127.0.0.1:9090\nstate:\n  path: ./data/aggregator\n";
+    let a: AggregatorConfig = parse(yaml, "a.yaml").unwrap();
+    assert_eq!(a.http.listen.0.port(), 9090);
+    let e = parse::<AggregatorConfig>(&format!("{yaml}bogus: 1\n"), "a.yaml").unwrap_err();
+    assert!(matches!(e, ConfigError::Invalid { line: 9, .. }), "{e}");
+}

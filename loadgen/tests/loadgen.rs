@@ -1,0 +1,384 @@
+//! The load generator against the counting sink on 127.0.0.1.
+//!
+//! Timing-sensitive tests take a global lock so they don't compete with each other for
+//! the machine's cores; rates are modest and the asserted band is the generator's
+//! correctness requirement (±5% of target), not a benchmark.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edgewatch_loadgen::{run, FailCode, LoadgenArgs, Protocol, Rate, Report, Sink, SinkArgs, SinkStats};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn start_sink(args: SinkArgs) -> Sink {
+    Sink::start(&args).await.expect("sink starts")
+}
+
+fn args(sink: &Sink, protocol: Protocol, rate: Rate, duration: Duration) -> LoadgenArgs {
+    LoadgenArgs {
+        endpoint: Some(sink.endpoint()),
+        protocol,
+        rate,
+        duration,
+        quiet: true,
+        timeout: Duration::from_secs(5),
+        ..LoadgenArgs::default()
+    }
+}
+
+fn within(actual: f64, target: f64, tolerance: f64) -> bool {
+    (actual - target).abs() <= target * tolerance
+}
+
+/// Runs at `rate` dp/s for `secs` and checks the report and the sink agree with the target.
+async fn check_rate(protocol: Protocol, rate: f64, batch: usize, concurrency: usize, secs: f64) {
+    let _serial = SERIAL.lock().await;
+    let sink = start_sink(SinkArgs::new(local())).await;
+    let mut a = args(
+        &sink,
+        protocol,
+        Rate::PerSecond(rate),
+        Duration::from_secs_f64(secs),
+    );
+    a.batch = batch;
+    a.concurrency = concurrency;
+    let report = run(a).await.expect("run");
+    let stats = sink.stop().await;
+    let ctx = format!("{protocol} @ {rate}: {}\nsink: {stats:?}", report.to_text());
+
+    assert!(report.errors.is_empty(), "{ctx}");
+    assert_eq!(report.failed_requests, 0, "{ctx}");
+    assert_eq!(report.acked_points, report.sent_points, "{ctx}");
+    assert_eq!(stats.points, report.acked_points, "{ctx}");
+    assert_eq!(stats.requests, report.acked_requests, "{ctx}");
+    // Exactly the scheduled requests were sent: ceil(duration * rate / batch).
+    let scheduled = (secs * rate / batch as f64).ceil() as u64;
+    assert_eq!(report.sent_requests, scheduled, "{ctx}");
+    assert!(within(report.achieved_rate, rate, 0.05), "{ctx}");
+    assert!(
+        within(stats.points as f64 / report.elapsed_s, rate, 0.05),
+        "{ctx}"
+    );
+    // Stopped at --duration (answers of in-flight requests may trail a little).
+    assert!(report.elapsed_s < secs + 0.5, "{ctx}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_10k_grpc() {
+    check_rate(Protocol::Grpc, 10_000.0, 100, 1, 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_10k_http() {
+    check_rate(Protocol::Http, 10_000.0, 100, 1, 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_100k_grpc() {
+    check_rate(Protocol::Grpc, 100_000.0, 200, 4, 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_100k_http() {
+    check_rate(Protocol::Http, 100_000.0, 200, 4, 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_rate_stops_at_duration_and_counts_match() {
+    let _serial = SERIAL.lock().await;
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        let sink = start_sink(SinkArgs::new(local())).await;
+        let mut a = args(&sink, protocol, Rate::Max, Duration::from_millis(500));
+        a.concurrency = 2;
+        let report = run(a).await.unwrap();
+        let stats = sink.stop().await;
+        assert!(report.acked_points > 0, "{}", report.to_text());
+        assert_eq!(report.target_rate, None);
+        assert_eq!(stats.points, report.acked_points, "{}", report.to_text());
+        assert!(report.elapsed_s < 1.0, "{}", report.to_text());
+        assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.max >= report.latency_ms.p99);
+    }
+}
+
+fn seq_args(sink: &Sink, protocol: Protocol) -> LoadgenArgs {
+    let mut a = args(
+        sink,
+        protocol,
+        Rate::PerSecond(20_000.0),
+        Duration::from_secs(1),
+    );
+    a.sequence_check = true;
+    a.series = 250;
+    a.batch = 100;
+    a
+}
+
+fn assert_sequences_match(report: &Report, sink: &Sink) {
+    let seq = report.sequence.as_ref().expect("sequence report");
+    let acked = seq.acked_through_map();
+    assert_eq!(acked.len(), 250);
+    // 20k points over 250 series: every series acked through 80.
+    assert!(acked.values().all(|&v| v == 80), "{acked:?}");
+    assert_eq!(sink.max_seq(&report.instance_id), acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_check_clean_run_has_no_gaps() {
+    let _serial = SERIAL.lock().await;
+    for (protocol, concurrency) in [(Protocol::Grpc, 1), (Protocol::Http, 4)] {
+        let sink = start_sink(SinkArgs::new(local())).await;
+        let mut a = seq_args(&sink, protocol);
+        a.concurrency = concurrency;
+        let report = run(a).await.unwrap();
+        assert_eq!(report.acked_points, 20_000, "{}", report.to_text());
+        assert_sequences_match(&report, &sink);
+        let stats = sink.stop().await;
+        let s = &stats.sequence[&report.instance_id];
+        assert_eq!(s.series, 250);
+        assert_eq!(s.points, 20_000);
+        assert_eq!((s.gaps, s.duplicates), (0, 0), "{stats:?}");
+        assert!(s.missing.is_empty());
+        if concurrency == 1 {
+            assert_eq!(s.out_of_order, 0);
+        }
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(
+            json["sequence"]["acked_through"],
+            serde_json::json!([{"from": "s000000", "to": "s000249", "seq": 80}])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_check_detects_a_dropped_request() {
+    let _serial = SERIAL.lock().await;
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        let mut sa = SinkArgs::new(local());
+        sa.drop_request = vec![5];
+        let sink = start_sink(sa).await;
+        let report = run(seq_args(&sink, protocol)).await.unwrap();
+        // The generator saw every request acknowledged...
+        assert!(report.errors.is_empty());
+        assert_eq!(report.acked_points, 20_000);
+        let stats = sink.stop().await;
+        // ...but the sink lost request 5 = points 400..500 = series 150..249, sequence 2.
+        assert_eq!(stats.dropped_requests, 1);
+        assert_eq!(stats.dropped_points, 100);
+        assert_eq!(stats.points, 19_900);
+        let s = &stats.sequence[&report.instance_id];
+        assert_eq!(s.gaps, 100, "{stats:?}");
+        assert_eq!(stats.gaps(), 100);
+        assert_eq!(s.duplicates, 0);
+        assert_eq!(s.missing.len(), 100);
+        assert_eq!(
+            (s.missing[0].series.as_str(), s.missing[0].from, s.missing[0].to),
+            ("s000150", 2, 2)
+        );
+        assert_eq!(s.missing[99].series, "s000249");
+    }
+}
+
+async fn failing_run(protocol: Protocol, code: &str, fail_every: usize, retry: u32) -> (Report, SinkStats) {
+    let mut sa = SinkArgs::new(local());
+    sa.fail_with = Some(code.parse::<FailCode>().unwrap());
+    sa.fail_every = fail_every;
+    let sink = start_sink(sa).await;
+    let mut a = args(
+        &sink,
+        protocol,
+        Rate::PerSecond(5_000.0),
+        Duration::from_millis(400),
+    );
+    a.retry = retry;
+    let report = run(a).await.unwrap();
+    (report, sink.stop().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_counted_by_code() {
+    let _serial = SERIAL.lock().await;
+    let (r, s) = failing_run(Protocol::Grpc, "RESOURCE_EXHAUSTED", 1, 0).await;
+    assert_eq!(r.sent_requests, 20);
+    assert_eq!(r.failed_requests, 20, "{}", r.to_text());
+    assert_eq!(r.failed_points, 2000);
+    assert_eq!(r.acked_points, 0);
+    assert_eq!(r.achieved_rate, 0.0);
+    assert_eq!(r.errors.get("RESOURCE_EXHAUSTED"), Some(&20), "{:?}", r.errors);
+    assert_eq!(r.errors.len(), 1);
+    assert_eq!((s.failed_requests, s.points), (20, 0));
+
+    let (r, _) = failing_run(Protocol::Http, "RESOURCE_EXHAUSTED", 1, 0).await;
+    assert_eq!(r.errors.get("429"), Some(&20), "{:?}", r.errors);
+
+    let (r, _) = failing_run(Protocol::Http, "503", 2, 0).await;
+    assert_eq!(r.errors.get("503"), Some(&10), "{:?}", r.errors);
+    assert_eq!((r.acked_requests, r.failed_requests), (10, 10));
+
+    let (r, _) = failing_run(Protocol::Grpc, "UNAVAILABLE", 2, 0).await;
+    assert_eq!(r.errors.get("UNAVAILABLE"), Some(&10), "{:?}", r.errors);
+
+    let text = r.to_text();
+    assert!(text.contains("UNAVAILABLE=10"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["errors"]["UNAVAILABLE"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_resends_failed_requests() {
+    let _serial = SERIAL.lock().await;
+    // Every 2nd request received fails; with one retry each request gets through.
+    let (r, s) = failing_run(Protocol::Grpc, "UNAVAILABLE", 2, 1).await;
+    assert_eq!(r.failed_requests, 0, "{}", r.to_text());
+    assert_eq!(r.acked_requests, r.sent_requests);
+    assert_eq!(r.retries, r.errors["UNAVAILABLE"]);
+    assert!(r.retries > 0);
+    assert_eq!(s.points, r.acked_points);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_is_counted_as_connect() {
+    let _serial = SERIAL.lock().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        let a = LoadgenArgs {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            protocol,
+            rate: Rate::PerSecond(1000.0),
+            duration: Duration::from_millis(300),
+            quiet: true,
+            ..LoadgenArgs::default()
+        };
+        let r = run(a).await.unwrap();
+        assert_eq!(r.acked_requests, 0);
+        assert_eq!(r.failed_requests, r.sent_requests);
+        assert_eq!(
+            r.errors.get("connect"),
+            Some(&r.sent_requests),
+            "{protocol}: {:?}",
+            r.errors
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_are_accepted() {
+    let _serial = SERIAL.lock().await;
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        let sink = start_sink(SinkArgs::new(local())).await;
+        let mut a = args(
+            &sink,
+            protocol,
+            Rate::PerSecond(10_000.0),
+            Duration::from_millis(300),
+        );
+        a.gzip = true;
+        let r = run(a).await.unwrap();
+        let s = sink.stop().await;
+        assert!(r.errors.is_empty(), "{protocol}: {:?}", r.errors);
+        assert_eq!(r.acked_points, 3000);
+        assert_eq!(s.points, 3000);
+        assert!(s.bytes > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_serves_stats_json_and_otlp_json() {
+    let sink = start_sink(SinkArgs::new(local())).await;
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({
+        "resourceMetrics": [{
+            "resource": {"attributes": [{"key": "service.instance.id", "value": {"stringValue": "j"}}]},
+            "scopeMetrics": [{"metrics": [{
+                "name": "edgewatch_loadgen_sequence",
+                "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [
+                    {"asInt": "1", "timeUnixNano": "1", "attributes": [{"key": "series", "value": {"stringValue": "a"}}]},
+                    {"asInt": "3", "timeUnixNano": "2", "attributes": [{"key": "series", "value": {"stringValue": "a"}}]}
+                ]}
+            }]}]
+        }]
+    });
+    let resp = client
+        .post(format!("{}/v1/metrics", sink.endpoint()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let stats: serde_json::Value = client
+        .get(format!("{}/stats", sink.endpoint()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["points"], 2);
+    assert_eq!(stats["requests"], 1);
+    assert_eq!(stats["sequence"]["j"]["gaps"], 1);
+    assert_eq!(
+        stats["sequence"]["j"]["missing"],
+        serde_json::json!([{"series": "a", "from": 2, "to": 2}])
+    );
+
+    let bad = client
+        .post(format!("{}/v1/metrics", sink.endpoint()))
+        .header("content-type", "application/x-protobuf")
+        .body(vec![0x0Au8, 0x05, 0x01])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(sink.stats().malformed_requests, 1);
+}
+
+#[test]
+fn args_parse_with_clap() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+    let cli = Cli::try_parse_from([
+        "loadgen",
+        "--endpoint",
+        "http://127.0.0.1:4318",
+        "--protocol",
+        "http",
+        "--rate",
+        "100k",
+        "--batch",
+        "500",
+        "--series",
+        "10",
+        "--concurrency",
+        "8",
+        "--duration",
+        "500ms",
+        "--sequence-check",
+        "--json",
+        "--gzip",
+        "--quiet",
+    ])
+    .unwrap();
+    let a = cli.args;
+    assert_eq!(a.protocol, Protocol::Http);
+    assert_eq!(a.rate, Rate::PerSecond(100_000.0));
+    assert_eq!((a.batch, a.series, a.concurrency), (500, 10, 8));
+    assert_eq!(a.duration, Duration::from_millis(500));
+    assert!(a.sequence_check && a.json && a.gzip && a.quiet);
+    assert_eq!(a.retry, 0);
+
+    let cli = Cli::try_parse_from(["loadgen", "--rate", "max"]).unwrap();
+    assert_eq!(cli.args.rate, Rate::Max);
+    assert_eq!(cli.args.endpoint_or_default(), "http://127.0.0.1:4317");
+    assert!(Cli::try_parse_from(["loadgen", "--batch", "0"]).is_err());
+}

@@ -1,0 +1,96 @@
+//! OTLP/gRPC metrics service over the raw codec (see [`crate::codec`]).
+
+use crate::codec::ServerCodec;
+use crate::{BatchInfo, ExportContext, ExportMetricsPartialSuccess, ExportMetricsServiceResponse, MetricsSink};
+use bytes::Bytes;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+
+/// A tower service answering `MetricsService/Export`; everything else is UNIMPLEMENTED.
+pub struct MetricsService<S> {
+    sink: S,
+    max_request_bytes: usize,
+}
+
+impl<S: Clone> Clone for MetricsService<S> {
+    fn clone(&self) -> Self {
+        MetricsService { sink: self.sink.clone(), max_request_bytes: self.max_request_bytes }
+    }
+}
+
+impl<S: MetricsSink> MetricsService<S> {
+    pub fn new(sink: S, max_request_bytes: usize) -> Self {
+        MetricsService { sink, max_request_bytes }
+    }
+}
+
+impl<S> NamedService for MetricsService<S> {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+struct Export<S>(S);
+
+impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
+    type Response = ExportMetricsServiceResponse;
+    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let sink = self.0.clone();
+        Box::pin(async move {
+            let peer = request.remote_addr();
+            let md = request.metadata();
+            let batch = BatchInfo::from_headers(|k| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned))
+                .map_err(|e| e.grpc_status())?;
+            let ctx = ExportContext { peer, batch };
+            let outcome = sink.export(request.into_inner(), ctx).await.map_err(|e| e.grpc_status())?;
+            let partial_success = (outcome.rejected_points > 0 || !outcome.message.is_empty()).then(|| {
+                ExportMetricsPartialSuccess {
+                    rejected_data_points: outcome.rejected_points,
+                    error_message: outcome.message,
+                }
+            });
+            Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success }))
+        })
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: MetricsSink,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != crate::EXPORT_PATH {
+            return Box::pin(async {
+                Ok(tonic::Status::unimplemented("only MetricsService/Export is served").into_http())
+            });
+        }
+        let sink = self.sink.clone();
+        let max = self.max_request_bytes;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ServerCodec::new(max))
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .send_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Zstd)
+                // Frames up to twice the limit reach the codec, which answers
+                // RESOURCE_EXHAUSTED; larger frames get tonic's OUT_OF_RANGE before
+                // being buffered.
+                .max_decoding_message_size(max.saturating_mul(2));
+            Ok(grpc.unary(Export(sink), req).await)
+        })
+    }
+}

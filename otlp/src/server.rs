@@ -1,0 +1,76 @@
+//! Binding and running the OTLP servers of one role.
+
+use crate::MetricsSink;
+use std::io;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// Listeners bound at start, so "address in use" is reported before the role says it
+/// is up.
+pub struct OtlpListeners {
+    grpc: Option<TcpListener>,
+    http: Option<TcpListener>,
+}
+
+impl OtlpListeners {
+    pub async fn bind(grpc: Option<SocketAddr>, http: Option<SocketAddr>) -> io::Result<Self> {
+        let grpc = match grpc {
+            Some(a) => Some(bind(a, "OTLP/gRPC").await?),
+            None => None,
+        };
+        let http = match http {
+            Some(a) => Some(bind(a, "OTLP/HTTP").await?),
+            None => None,
+        };
+        Ok(OtlpListeners { grpc, http })
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` is cancelled; in-flight requests are completed.
+    pub async fn serve<S: MetricsSink>(
+        self,
+        sink: S,
+        max_request_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> io::Result<()> {
+        let grpc = self.grpc.map(|l| {
+            let svc = crate::grpc::MetricsService::new(sink.clone(), max_request_bytes);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop.cancelled_owned())
+                    .await
+                    .map_err(io::Error::other)
+            })
+        });
+        let http = self.http.map(|l| {
+            let app = crate::http::router(sink, max_request_bytes);
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        });
+        for task in [grpc, http].into_iter().flatten() {
+            task.await.map_err(io::Error::other)??;
+        }
+        Ok(())
+    }
+}
+
+pub async fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for {what} on {addr}: {e}")))
+}

@@ -1,0 +1,159 @@
+//! The `edgewatch` binary: one executable for every role.
+
+mod demo;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "edgewatch", version, about = "Observability collector and fleet monitor for ML models at the Kubernetes edge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the edge collector (one per node).
+    Collector {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the core aggregator.
+    Aggregator {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file: prints `ok`, or `FILE:LINE:COL: what is wrong` and exits 2.
+    Validate {
+        #[arg(value_enum)]
+        role: Role,
+        file: PathBuf,
+    },
+    /// Run a local fleet (aggregator, three collectors, simulated model servers) on embedded defaults.
+    Demo(demo::DemoArgs),
+    /// Generate OTLP metrics load against any OTLP receiver.
+    #[command(args_conflicts_with_subcommands = true)]
+    Loadgen {
+        #[command(subcommand)]
+        sink: Option<LoadgenCommand>,
+        #[command(flatten)]
+        args: edgewatch_loadgen::LoadgenArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum LoadgenCommand {
+    /// A counting OTLP sink that checks `--sequence-check` sequences.
+    Sink(edgewatch_loadgen::SinkArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Role {
+    Collector,
+    Aggregator,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Validate { role, file } = &cli.command {
+        return validate(*role, file);
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgewatch: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgewatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("EDGEWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn validate(role: Role, file: &std::path::Path) -> ExitCode {
+    let result = match role {
+        Role::Collector => edgewatch_config::load::<edgewatch_config::CollectorConfig>(file).map(|_| ()),
+        Role::Aggregator => edgewatch_config::load::<edgewatch_config::AggregatorConfig>(file).map(|_| ()),
+    };
+    match result {
+        Ok(()) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Cancelled on SIGINT or SIGTERM (Kubernetes stops pods with SIGTERM).
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Collector { config } => {
+            let cfg: edgewatch_config::CollectorConfig = edgewatch_config::load(&config)?;
+            let c = edgewatch_collector::start(&cfg, shutdown_on_signal()).await.context("starting the collector")?;
+            c.wait().await?;
+        }
+        Command::Aggregator { config } => {
+            let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::load(&config)?;
+            let a = edgewatch_aggregator::start(&cfg, shutdown_on_signal()).await.context("starting the aggregator")?;
+            a.wait().await?;
+        }
+        Command::Demo(args) => demo::run(args, shutdown_on_signal()).await?,
+        Command::Loadgen { sink: Some(LoadgenCommand::Sink(args)), .. } => {
+            let stop = shutdown_on_signal();
+            edgewatch_loadgen::run_sink(args, stop.cancelled_owned()).await?;
+        }
+        Command::Loadgen { sink: None, args } => {
+            let json = args.json;
+            let report = edgewatch_loadgen::run(args).await?;
+            println!("{}", if json { report.to_json() } else { report.to_text() });
+        }
+        Command::Validate { .. } => unreachable!("handled before the runtime starts"),
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! Harness for end-to-end tests: the built `edgewatch` binary and real peers
+//! (Prometheus) as child processes on free 127.0.0.1 ports.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A child process killed (SIGKILL) when dropped; its output goes to a log file that
+/// is printed if the test fails.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &str, args: &[&str], dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .env("EDGEWATCH_LOG", "info")
+            .stdout(out.try_clone().expect("log fd"))
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+        Proc { name: name.to_string(), child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILL, as a power loss or OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    let mut f = std::fs::File::create(path).expect("create file");
+    f.write_all(text.as_bytes()).expect("write file");
+}
+
+/// Polls `f` until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn get(url: &str) -> Option<(u16, String)> {
+    let r = reqwest::get(url).await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
+}
+
+pub async fn wait_ready(url: &str) {
+    eventually(Duration::from_secs(30), url, || async { get(url).await.filter(|(s, _)| *s == 200) }).await;
+}
+
+/// The aggregator under test: its config and process.
+pub struct Aggregator {
+    pub grpc: u16,
+    pub http_otlp: u16,
+    pub http: u16,
+    pub config: PathBuf,
+    pub proc: Proc,
+}
+
+impl Aggregator {
+    pub async fn start(dir: &Path) -> Aggregator {
+        let (grpc, http_otlp, http) = (free_port(), free_port(), free_port());
+        let config = dir.join("aggregator.yaml");
+        write(
+            &config,
+            &format!(
+                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\nstate:\n  path: {}\n",
+                dir.join("aggregator-state").display()
+            ),
+        );
+        let proc = Self::spawn(&config, dir);
+        let a = Aggregator { grpc, http_otlp, http, config, proc };
+        wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await;
+        a
+    }
+
+    fn spawn(config: &Path, dir: &Path) -> Proc {
+        Proc::spawn("aggregator", BIN, &["aggregator", "--config", config.to_str().expect("utf-8 path")], dir)
+    }
+
+    pub async fn restart(&mut self, dir: &Path) {
+        self.proc.stop();
+        self.proc = Self::spawn(&self.config, dir);
+        wait_ready(&format!("http://127.0.0.1:{}/readyz", self.http)).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// `/federate` for one selector.
+    pub async fn federate(&self, selector: &str) -> String {
+        let client = reqwest::Client::new();
+        let r = client
+            .get(self.url("/federate"))
+            .query(&[("match[]", selector)])
+            .send()
+            .await
+            .expect("federate request");
+        assert_eq!(r.status(), 200, "federate {selector}");
+        r.text().await.expect("federate body")
+    }
+}
+
+pub struct Collector {
+    pub grpc: u16,
+    pub http: u16,
+    pub admin: u16,
+    pub config: PathBuf,
+    pub proc: Proc,
+}
+
+impl Collector {
+    /// `extra` is appended to the `buffer:` block (e.g. `  max_bytes: 1MiB\n`).
+    pub async fn start(dir: &Path, name: &str, cluster: &str, node: &str, aggregator_grpc: u16, extra_buffer: &str) -> Collector {
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let config = dir.join(format!("{name}.yaml"));
+        write(
+            &config,
+            &format!(
+                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\nbuffer:\n  path: {}\n{extra_buffer}forward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n",
+                dir.join(format!("{name}-buffer")).display()
+            ),
+        );
+        let proc = Proc::spawn(name, BIN, &["collector", "--config", config.to_str().expect("utf-8 path")], dir);
+        let c = Collector { grpc, http, admin, config, proc };
+        wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
+        c
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin)).await.expect("collector /metrics");
+        sample_value(&body, name).unwrap_or(0.0)
+    }
+}
+
+/// The value of the first sample line of exposition text whose series starts with
+/// `series` (a name, or a name with a label prefix).
+pub fn sample_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(series) && matches!(l.as_bytes().get(series.len()), Some(b' ') | Some(b'{') | Some(b',') | Some(b'}')))
+        .and_then(|l| l.rsplit_once('}').map(|(_, v)| v).or_else(|| l.split_once(' ').map(|(_, v)| v)))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A real Prometheus server (Debian package `prometheus`) on a free port.
+pub struct Prometheus {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Prometheus {
+    pub async fn start(dir: &Path, scrape_configs: &str) -> Prometheus {
+        let port = free_port();
+        let cfg = dir.join("prometheus.yml");
+        write(&cfg, &format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{scrape_configs}"));
+        let data = dir.join("prometheus-data");
+        let proc = Proc::spawn(
+            "prometheus",
+            "prometheus",
+            &[
+                &format!("--config.file={}", cfg.display()),
+                &format!("--storage.tsdb.path={}", data.display()),
+                &format!("--web.listen-address=127.0.0.1:{port}"),
+                "--web.enable-remote-write-receiver",
+            ],
+            dir,
+        );
+        let p = Prometheus { port, proc };
+        wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
+        p
+    }
+
+    /// An instant query; the `data.result` array.
+    pub async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let client = reqwest::Client::new();
+        let Ok(r) = client
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query(&[("query", promql)])
+            .send()
+            .await
+        else {
+            return vec![];
+        };
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// One sample line of exposition text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+    pub timestamp: Option<i64>,
+}
+
+impl Sample {
+    pub fn label(&self, k: &str) -> &str {
+        self.labels.get(k).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Parses the sample lines of Prometheus text exposition (escapes in label values
+/// are kept as written; the tests do not use them).
+pub fn parse_samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, rest) = match line.find('}') {
+            Some(i) => (&line[..=i], line[i + 1..].trim()),
+            None => line.split_once(' ').expect("name value"),
+        };
+        let (name, labels) = match series.find('{') {
+            Some(i) => (&series[..i], &series[i + 1..series.len() - 1]),
+            None => (series, ""),
+        };
+        let mut map = std::collections::BTreeMap::new();
+        let mut rest_labels = labels;
+        while let Some(eq) = rest_labels.find("=\"") {
+            let key = rest_labels[..eq].trim_start_matches(',').trim().to_string();
+            let after = &rest_labels[eq + 2..];
+            let end = after.find('"').expect("closing quote");
+            map.insert(key, after[..end].to_string());
+            rest_labels = &after[end + 1..];
+        }
+        let mut parts = rest.split_whitespace();
+        let value = match parts.next().expect("value") {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().expect("numeric value"),
+        };
+        let timestamp = parts.next().map(|t| t.parse().expect("timestamp"));
+        out.push(Sample { name: name.to_string(), labels: map, value, timestamp });
+    }
+    out
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}

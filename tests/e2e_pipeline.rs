@@ -1,0 +1,172 @@
+//! Edge to core, end to end: an official OpenTelemetry SDK exporter → the collector
+//! process → the aggregator process → `/federate` → a real Prometheus.
+
+mod common;
+
+use common::*;
+use opentelemetry::metrics::MeterProvider;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::Resource;
+use std::time::Duration;
+
+/// Records a counter, a gauge and a histogram through the Rust OpenTelemetry SDK and
+/// flushes them to `endpoint` over gRPC or HTTP/protobuf.
+fn sdk_send(service: &str, grpc: bool, endpoint: String) {
+    let exporter = if grpc {
+        opentelemetry_otlp::MetricExporter::builder().with_tonic().with_endpoint(endpoint).build()
+    } else {
+        opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{endpoint}/v1/metrics"))
+            .build()
+    }
+    .expect("exporter");
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter).with_interval(Duration::from_secs(3600)).build())
+        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .build();
+    let meter = provider.meter("e2e");
+    let attrs = [KeyValue::new("model", "housing")];
+    let requests = meter.u64_counter("e2e.requests").with_description("Requests served.").build();
+    requests.add(3, &attrs);
+    requests.add(2, &attrs);
+    let depth = meter.i64_gauge("e2e.queue.depth").build();
+    depth.record(7, &attrs);
+    let latency = meter
+        .f64_histogram("e2e.latency")
+        .with_unit("s")
+        .with_boundaries(vec![0.1, 0.5, 1.0])
+        .build();
+    for v in [0.05, 0.3, 2.0] {
+        latency.record(v, &attrs);
+    }
+    provider.force_flush().expect("flush");
+    provider.shutdown().expect("shutdown");
+}
+
+async fn send_with_sdk(service: &'static str, grpc: bool, endpoint: String) {
+    // The SDK's periodic reader runs on its own thread; the HTTP exporter blocks.
+    tokio::task::spawn_blocking(move || sdk_send(service, grpc, endpoint)).await.expect("sdk thread");
+}
+
+fn find<'a>(samples: &'a [Sample], name: &str, job: &str, extra: &[(&str, &str)]) -> Option<&'a Sample> {
+    samples
+        .iter()
+        .find(|s| s.name == name && s.label("job") == job && extra.iter().all(|(k, v)| s.label(k) == *v))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_metrics_reach_federate_and_prometheus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agg = Aggregator::start(dir.path()).await;
+    let col = Collector::start(dir.path(), "collector", "edge-a", "node-1", agg.grpc, "").await;
+
+    let before = now_ms();
+    send_with_sdk("sdk-grpc", true, format!("http://127.0.0.1:{}", col.grpc)).await;
+    send_with_sdk("sdk-http", false, format!("http://127.0.0.1:{}", col.http)).await;
+
+    let text = eventually(Duration::from_secs(20), "both senders' series on /federate", || async {
+        let t = agg.federate(r#"{__name__=~"e2e_.*"}"#).await;
+        let s = parse_samples(&t);
+        (find(&s, "e2e_requests_total", "sdk-grpc", &[]).is_some() && find(&s, "e2e_requests_total", "sdk-http", &[]).is_some())
+            .then_some(t)
+    })
+    .await;
+
+    for ty in ["# TYPE e2e_requests_total counter", "# TYPE e2e_queue_depth gauge", "# TYPE e2e_latency_seconds histogram"] {
+        assert!(text.contains(ty), "missing {ty:?} in\n{text}");
+    }
+    let samples = parse_samples(&text);
+    for job in ["sdk-grpc", "sdk-http"] {
+        let c = find(&samples, "e2e_requests_total", job, &[]).expect("counter");
+        assert_eq!(c.value, 5.0, "{c:?}");
+        assert_eq!(c.label("cluster"), "edge-a");
+        assert_eq!(c.label("node"), "node-1");
+        assert_eq!(c.label("model"), "housing");
+        assert_eq!(c.label("otel_scope_name"), "e2e");
+        let ts = c.timestamp.expect("federate keeps the original timestamp");
+        assert!(ts >= before - 1000 && ts <= now_ms(), "timestamp {ts} not the SDK's collection time");
+
+        assert_eq!(find(&samples, "e2e_queue_depth", job, &[]).expect("gauge").value, 7.0);
+        let bucket = |le: &str| find(&samples, "e2e_latency_seconds_bucket", job, &[("le", le)]).map(|s| s.value);
+        assert_eq!(bucket("0.1"), Some(1.0), "{text}");
+        assert_eq!(bucket("0.5"), Some(2.0));
+        assert_eq!(bucket("1"), Some(2.0));
+        assert_eq!(bucket("+Inf"), Some(3.0));
+        assert_eq!(find(&samples, "e2e_latency_seconds_count", job, &[]).map(|s| s.value), Some(3.0));
+        let sum = find(&samples, "e2e_latency_seconds_sum", job, &[]).expect("sum").value;
+        assert!((sum - 2.35).abs() < 1e-9, "sum {sum}");
+    }
+
+    // A real Prometheus federating from the aggregator sees the same value.
+    let scrape = format!(
+        "  - job_name: edgewatch-federate\n    honor_labels: true\n    metrics_path: /federate\n    params:\n      'match[]': ['{{__name__=~\"e2e_.*\"}}']\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+        agg.http
+    );
+    let prom = Prometheus::start(dir.path(), &scrape).await;
+    let result = eventually(Duration::from_secs(30), "Prometheus to have federated the counter", || async {
+        let r = prom.query(r#"e2e_requests_total{cluster="edge-a",job="sdk-grpc"}"#).await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert_eq!(result.len(), 1, "{result:?}");
+    assert_eq!(result[0]["metric"]["cluster"], "edge-a");
+    assert_eq!(result[0]["metric"]["node"], "node-1");
+    assert_eq!(result[0]["value"][1], "5");
+    let hist = prom
+        .query(r#"histogram_quantile(0.5, sum by (le) (e2e_latency_seconds_bucket{job="sdk-http"}))"#)
+        .await;
+    assert_eq!(hist.len(), 1, "{hist:?}");
+    assert_eq!(hist[0]["value"][1], "0.3", "median of 0.05, 0.3, 2.0 by linear interpolation in (0.1, 0.5]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agg = Aggregator::start(dir.path()).await;
+    let col = Collector::start(dir.path(), "collector", "edge-b", "node-7", agg.grpc, "").await;
+
+    agg.proc.stop();
+    let client = reqwest::Client::new();
+    let now_ns = now_ms() * 1_000_000;
+    for i in 0..20 {
+        // OTLP/JSON, as curl-based senders use it.
+        let body = format!(
+            r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"outage"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"e2e_outage","gauge":{{"dataPoints":[{{"timeUnixNano":"{}","asDouble":{i},"attributes":[{{"key":"i","value":{{"stringValue":"{i}"}}}}]}}]}}}}]}}]}}]}}"#,
+            now_ns + i
+        );
+        let r = client
+            .post(format!("http://127.0.0.1:{}/v1/metrics", col.http))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200, "the collector accepts while the core is down: {:?}", r.text().await);
+    }
+    assert!(col.metric("edgewatch_buffer_entries").await >= 1.0, "data waits in the buffer");
+    eventually(Duration::from_secs(10), "forward retries", || async {
+        (col.metric("edgewatch_forward_retries_total").await >= 1.0).then_some(())
+    })
+    .await;
+
+    agg.restart(dir.path()).await;
+    let samples = eventually(Duration::from_secs(30), "all 20 series after the core returned", || async {
+        let s = parse_samples(&agg.federate("e2e_outage").await);
+        (s.len() == 20).then_some(s)
+    })
+    .await;
+    for s in &samples {
+        assert_eq!(s.label("cluster"), "edge-b");
+        assert_eq!(s.label("node"), "node-7");
+        assert_eq!(s.label("job"), "outage");
+        assert_eq!(s.value.to_string(), s.label("i"), "{s:?}");
+    }
+    eventually(Duration::from_secs(10), "the buffer to drain", || async {
+        (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(())
+    })
+    .await;
+}
