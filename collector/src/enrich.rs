@@ -30,6 +30,7 @@ impl Stamp {
                     resource.attributes.push(KeyValue {
                         key: (*key).to_string(),
                         value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.clone())) }),
+                        ..Default::default()
                     });
                 }
             }
@@ -65,7 +66,11 @@ mod tests {
     use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 
     fn attr(k: &str, v: &str) -> KeyValue {
-        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }) }
+        KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
     }
 
     fn get<'a>(r: &'a ResourceMetrics, k: &str) -> Vec<&'a KeyValue> {

@@ -5,7 +5,7 @@
 //! cargo run --release -p edgewatch-loadgen --example loadgen -- --endpoint http://127.0.0.1:4317 --rate max --duration 10s
 //! ```
 //!
-//! `--threads N` sets the tokio worker threads (1 = current-thread runtime, i.e. one core).
+//! `LOADGEN_THREADS=N` sets the tokio worker threads (1 = current-thread runtime, i.e. one core).
 
 use clap::{Parser, Subcommand};
 use edgewatch_loadgen::{LoadgenArgs, SinkArgs};
@@ -17,9 +17,6 @@ struct Cli {
     cmd: Option<Cmd>,
     #[command(flatten)]
     args: LoadgenArgs,
-    /// Tokio worker threads (1 = a current-thread runtime). Default: all cores.
-    #[arg(long, global = true)]
-    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -30,7 +27,10 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = match cli.threads {
+    let threads = std::env::var("LOADGEN_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok());
+    let rt = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,

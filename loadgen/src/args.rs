@@ -376,7 +376,10 @@ mod tests {
         assert_eq!("max".parse::<Rate>().unwrap(), Rate::Max);
         assert_eq!("10000".parse::<Rate>().unwrap(), Rate::PerSecond(10_000.0));
         assert_eq!("100k".parse::<Rate>().unwrap(), Rate::PerSecond(100_000.0));
-        assert_eq!("1.5M".parse::<Rate>().unwrap(), Rate::PerSecond(1_500_000.0));
+        assert_eq!(
+            "1.5M".parse::<Rate>().unwrap(),
+            Rate::PerSecond(1_500_000.0)
+        );
         assert!("0".parse::<Rate>().is_err());
         assert!("fast".parse::<Rate>().is_err());
     }

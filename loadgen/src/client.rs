@@ -14,7 +14,8 @@ use crate::args::{grpc_code_name, LoadgenArgs, Protocol};
 use crate::codec::RawCodec;
 
 /// The OTLP/gRPC metrics export method.
-pub const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+pub const GRPC_EXPORT_PATH: &str =
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 /// The OTLP/HTTP metrics path.
 pub const HTTP_EXPORT_PATH: &str = "/v1/metrics";
 
@@ -157,16 +158,13 @@ impl Sender {
         match self {
             Sender::Grpc { client, timeout } => {
                 let fut = async {
-                    client
-                        .ready()
-                        .await
-                        .map_err(|e| -> ErrorCode {
-                            if is_connect_error(&e) {
-                                "connect".into()
-                            } else {
-                                "transport".into()
-                            }
-                        })?;
+                    client.ready().await.map_err(|e| -> ErrorCode {
+                        if is_connect_error(&e) {
+                            "connect".into()
+                        } else {
+                            "transport".into()
+                        }
+                    })?;
                     let resp = client
                         .unary(
                             tonic::Request::new(body),

@@ -129,11 +129,13 @@ async fn worker(plan: Arc<Plan>, mut sender: client::Sender) -> WorkerResult {
                 Err(code) => {
                     c.errors.fetch_add(1, Relaxed);
                     *res.errors.entry(code).or_default() += 1;
-                    if attempt < plan.retry && Instant::now() < plan.end {
-                        attempt += 1;
+                    // Retries belong to a request already started, so they may run
+                    // past --duration; backoff 10 ms, 20 ms, ... up to 640 ms.
+                    if attempt < plan.retry {
                         res.retries += 1;
                         let backoff = Duration::from_millis(10 << attempt.min(6));
-                        tokio::time::sleep(backoff.min(plan.end - Instant::now())).await;
+                        attempt += 1;
+                        tokio::time::sleep(backoff).await;
                         continue;
                     }
                     break Err(());
@@ -175,7 +177,9 @@ async fn progress(plan: Arc<Plan>, target: Option<f64>) {
         let acked = c.acked_points.load(Relaxed);
         let rate = (acked - last.1) as f64 / (now - last.0).as_secs_f64();
         last = (now, acked);
-        let target = target.map(|t| format!(" (target {t:.0})")).unwrap_or_default();
+        let target = target
+            .map(|t| format!(" (target {t:.0})"))
+            .unwrap_or_default();
         eprintln!(
             "[{:>6.1}s] rate {rate:>10.0} dp/s{target}  acked {acked} dp / {} req  errors {}  in-flight {}",
             (now - plan.t0).as_secs_f64(),
@@ -218,10 +222,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         &instance_id,
         unix_nanos(),
     );
-    let interval = args
-        .rate
-        .per_second()
-        .map(|r| args.batch as f64 / r);
+    let interval = args.rate.per_second().map(|r| args.batch as f64 / r);
     let seq_acked = if args.sequence_check {
         (0..args.series).map(|_| AtomicU64::new(0)).collect()
     } else {
@@ -238,7 +239,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         retry: args.retry,
         seq_acked,
     });
-    let progress = (!args.quiet).then(|| tokio::spawn(progress(plan.clone(), args.rate.per_second())));
+    let progress =
+        (!args.quiet).then(|| tokio::spawn(progress(plan.clone(), args.rate.per_second())));
     let handles: Vec<_> = senders
         .into_iter()
         .map(|s| tokio::spawn(worker(plan.clone(), s)))
@@ -251,7 +253,11 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         p.abort();
     }
 
-    let last = results.iter().filter_map(|r| r.last_answer).max().unwrap_or(t0);
+    let last = results
+        .iter()
+        .filter_map(|r| r.last_answer)
+        .max()
+        .unwrap_or(t0);
     let elapsed = (last - t0).max(args.duration);
     let mut latency = Histogram::<u64>::new(3).expect("valid sigfig");
     let mut errors = BTreeMap::new();

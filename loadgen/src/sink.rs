@@ -71,7 +71,9 @@ impl Track {
 
     fn has(&self, seq: u64) -> bool {
         let i = (seq - 1) as usize;
-        self.bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.bits
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     /// Missing sequence ranges below the highest seen.
@@ -271,13 +273,12 @@ impl Shared {
                     st.untracked += t.untracked;
                     let room = MAX_MISSING_RANGES - st.missing.len();
                     if room > 0 && t.distinct < t.max {
-                        st.missing.extend(t.missing(room).into_iter().map(|(from, to)| {
-                            MissingRange {
+                        st.missing
+                            .extend(t.missing(room).into_iter().map(|(from, to)| MissingRange {
                                 series: name.clone(),
                                 from,
                                 to,
-                            }
-                        }));
+                            }));
                     }
                     match st.max_seq.last_mut() {
                         Some(r) if r.seq == t.max => r.to = name.clone(),
@@ -343,10 +344,7 @@ impl tonic::server::UnaryService<Bytes> for Export {
     }
 }
 
-async fn grpc_export(
-    State(shared): State<Arc<Shared>>,
-    req: axum::extract::Request,
-) -> Response {
+async fn grpc_export(State(shared): State<Arc<Shared>>, req: axum::extract::Request) -> Response {
     let mut grpc = tonic::server::Grpc::new(RawCodec)
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -419,7 +417,8 @@ async fn http_export(
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
         Outcome::Fail(code) => {
-            let status = StatusCode::from_u16(code.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status =
+                StatusCode::from_u16(code.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (status, "edgewatch loadgen sink: injected fault").into_response()
         }
         Outcome::Malformed(msg) => (StatusCode::BAD_REQUEST, msg).into_response(),

@@ -10,7 +10,7 @@ use crate::payload::{SEQUENCE_METRIC, SERIES_ATTRIBUTE};
 pub struct WireError(pub &'static str);
 
 enum Value<'a> {
-    Varint(u64),
+    Varint,
     Fixed64(u64),
     Fixed32,
     Len(&'a [u8]),
@@ -56,7 +56,10 @@ impl<'a> Fields<'a> {
         let key = self.varint()?;
         let field = key >> 3;
         let v = match key & 7 {
-            0 => Value::Varint(self.varint()?),
+            0 => {
+                self.varint()?;
+                Value::Varint
+            }
             1 => Value::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().unwrap())),
             2 => {
                 let n = self.varint()?;
@@ -228,7 +231,9 @@ mod tests {
     use crate::payload::PayloadBuilder;
     use bytes::BytesMut;
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, Histogram, HistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+    };
     use prost::Message;
 
     #[test]
@@ -248,7 +253,11 @@ mod tests {
         b.build(1, 5, &mut buf); // points 4..8: s1 r1, s2 r1, s0 r2, s1 r2
         let s = summarize(&buf).unwrap();
         assert_eq!(s.points, 4);
-        let got: Vec<(&str, &str, u64)> = s.seq.iter().map(|p| (p.instance, p.series, p.seq)).collect();
+        let got: Vec<(&str, &str, u64)> = s
+            .seq
+            .iter()
+            .map(|p| (p.instance, p.series, p.seq))
+            .collect();
         assert_eq!(
             got,
             vec![

@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use edgewatch_loadgen::{run, FailCode, LoadgenArgs, Protocol, Rate, Report, Sink, SinkArgs, SinkStats};
+use edgewatch_loadgen::{
+    run, FailCode, LoadgenArgs, Protocol, Rate, Report, Sink, SinkArgs, SinkStats,
+};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -176,14 +178,23 @@ async fn sequence_check_detects_a_dropped_request() {
         assert_eq!(s.duplicates, 0);
         assert_eq!(s.missing.len(), 100);
         assert_eq!(
-            (s.missing[0].series.as_str(), s.missing[0].from, s.missing[0].to),
+            (
+                s.missing[0].series.as_str(),
+                s.missing[0].from,
+                s.missing[0].to
+            ),
             ("s000150", 2, 2)
         );
         assert_eq!(s.missing[99].series, "s000249");
     }
 }
 
-async fn failing_run(protocol: Protocol, code: &str, fail_every: usize, retry: u32) -> (Report, SinkStats) {
+async fn failing_run(
+    protocol: Protocol,
+    code: &str,
+    fail_every: usize,
+    retry: u32,
+) -> (Report, SinkStats) {
     let mut sa = SinkArgs::new(local());
     sa.fail_with = Some(code.parse::<FailCode>().unwrap());
     sa.fail_every = fail_every;
@@ -208,7 +219,12 @@ async fn errors_are_counted_by_code() {
     assert_eq!(r.failed_points, 2000);
     assert_eq!(r.acked_points, 0);
     assert_eq!(r.achieved_rate, 0.0);
-    assert_eq!(r.errors.get("RESOURCE_EXHAUSTED"), Some(&20), "{:?}", r.errors);
+    assert_eq!(
+        r.errors.get("RESOURCE_EXHAUSTED"),
+        Some(&20),
+        "{:?}",
+        r.errors
+    );
     assert_eq!(r.errors.len(), 1);
     assert_eq!((s.failed_requests, s.points), (20, 0));
 

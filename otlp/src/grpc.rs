@@ -86,11 +86,20 @@ where
                 .accept_compressed(CompressionEncoding::Zstd)
                 .send_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Zstd)
-                // Frames up to twice the limit reach the codec, which answers
-                // RESOURCE_EXHAUSTED; larger frames get tonic's OUT_OF_RANGE before
-                // being buffered.
+                // Frames up to twice the limit reach the codec, which checks the
+                // decompressed size; larger frames are refused by tonic before being
+                // buffered.
                 .max_decoding_message_size(max.saturating_mul(2));
-            Ok(grpc.unary(Export(sink), req).await)
+            let mut resp = grpc.unary(Export(sink), req).await;
+            // tonic answers an over-long frame with OUT_OF_RANGE; OTLP senders expect
+            // RESOURCE_EXHAUSTED for an oversized request. Our sinks never answer
+            // OUT_OF_RANGE, so the code can only be tonic's length check.
+            let out_of_range = http::HeaderValue::from(tonic::Code::OutOfRange as i32);
+            if resp.headers().get("grpc-status") == Some(&out_of_range) {
+                resp.headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+            }
+            Ok(resp)
         })
     }
 }

@@ -78,13 +78,12 @@ async fn receive<S: MetricsSink>(
         }
     };
     let body = match format {
-        Format::Protobuf => {
-            crate::decode_request(&raw)?; // reject malformed bodies before acknowledging
-            raw
-        }
+        // The sink decodes (and so validates) protobuf bodies itself.
+        Format::Protobuf => raw,
         Format::Json => {
-            let req: ExportMetricsServiceRequest = serde_json::from_slice(&raw)
-                .map_err(|e| ExportError::InvalidArgument(format!("malformed OTLP/JSON: {e}")))?;
+            let de = &mut serde_json::Deserializer::from_slice(&raw);
+            let req: ExportMetricsServiceRequest = serde_path_to_error::deserialize(de)
+                .map_err(|e| ExportError::InvalidArgument(format!("malformed OTLP/JSON at {}: {}", e.path(), e.inner())))?;
             Bytes::from(req.encode_to_vec())
         }
     };

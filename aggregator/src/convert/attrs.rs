@@ -16,6 +16,8 @@ pub fn any_value_string(v: Option<&AnyValue>) -> String {
         Some(Value::DoubleValue(d)) => double_string(*d),
         Some(Value::BytesValue(b)) => base64(b),
         Some(v @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => json(Some(v)).to_string(),
+        // An index into a profiles string table: meaningless without it.
+        Some(Value::StringValueStrindex(_)) => String::new(),
     }
 }
 
@@ -43,18 +45,21 @@ fn json(v: Option<&Value>) -> serde_json::Value {
             .map(J::Number)
             .unwrap_or_else(|| J::String(double_string(*d))),
         Some(Value::BytesValue(b)) => J::String(base64(b)),
-        Some(Value::ArrayValue(a)) => J::Array(
-            a.values
-                .iter()
-                .map(|x| json(x.value.as_ref()))
-                .collect(),
-        ),
+        Some(Value::ArrayValue(a)) => {
+            J::Array(a.values.iter().map(|x| json(x.value.as_ref())).collect())
+        }
         Some(Value::KvlistValue(kv)) => J::Object(
             kv.values
                 .iter()
-                .map(|x| (x.key.clone(), json(x.value.as_ref().and_then(|v| v.value.as_ref()))))
+                .map(|x| {
+                    (
+                        x.key.clone(),
+                        json(x.value.as_ref().and_then(|v| v.value.as_ref())),
+                    )
+                })
                 .collect(),
         ),
+        Some(Value::StringValueStrindex(_)) => J::Null,
     }
 }
 
@@ -63,11 +68,21 @@ pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         out.push(A[(n >> 18) as usize & 63] as char);
         out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -112,6 +127,7 @@ mod tests {
                 Some(av(Value::KvlistValue(KeyValueList {
                     values: vec![KeyValue {
                         key: "k".into(),
+                        key_strindex: 0,
                         value: Some(av(Value::ArrayValue(ArrayValue {
                             values: vec![av(Value::StringValue("v\"".into()))],
                         }))),
@@ -127,7 +143,15 @@ mod tests {
 
     #[test]
     fn base64_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }

@@ -66,7 +66,8 @@ pub(crate) struct DeltaState {
 
 fn shard(key: &str) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault};
-    let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key);
+    let h =
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key);
     (h as usize) % SHARDS
 }
 
@@ -80,7 +81,9 @@ impl DeltaState {
     }
 
     fn lock(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Acc>> {
-        self.shards[shard(key)].lock().unwrap_or_else(|e| e.into_inner())
+        self.shards[shard(key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds a delta sum; returns the cumulative value, or `None` when the
@@ -120,9 +123,7 @@ impl DeltaState {
         &self,
         key: &str,
         bounds: &[f64],
-        counts: &[u64],
-        sum: f64,
-        count: u64,
+        delta: HistTotals,
         time_ns: u64,
         now_ms: i64,
     ) -> Option<HistTotals> {
@@ -139,12 +140,12 @@ impl DeltaState {
             if time_ns <= *last_ns {
                 return None;
             }
-            if b.as_slice() == bounds && c.len() == counts.len() {
-                for (acc, d) in c.iter_mut().zip(counts) {
+            if b.as_slice() == bounds && c.len() == delta.counts.len() {
+                for (acc, d) in c.iter_mut().zip(&delta.counts) {
                     *acc = acc.saturating_add(*d);
                 }
-                *s += sum;
-                *n = n.saturating_add(count);
+                *s += delta.sum;
+                *n = n.saturating_add(delta.count);
                 *last_ns = time_ns;
                 *seen_ms = now_ms;
                 return Some(HistTotals {
@@ -158,18 +159,14 @@ impl DeltaState {
             key.to_owned(),
             Acc::Hist {
                 bounds: bounds.to_vec(),
-                counts: counts.to_vec(),
-                sum,
-                count,
+                counts: delta.counts.clone(),
+                sum: delta.sum,
+                count: delta.count,
                 last_ns: time_ns,
                 seen_ms: now_ms,
             },
         );
-        Some(HistTotals {
-            counts: counts.to_vec(),
-            sum,
-            count,
-        })
+        Some(delta)
     }
 
     /// Forgets series not updated for the staleness period; runs at most once
@@ -224,16 +221,46 @@ mod tests {
         assert_eq!(d.add_sum("a", 0.5, 30, 0), Some(5.5));
     }
 
+    fn ht(counts: &[u64], sum: f64, count: u64) -> HistTotals {
+        HistTotals {
+            counts: counts.to_vec(),
+            sum,
+            count,
+        }
+    }
+
     #[test]
     fn hist_accumulates_and_resets_on_new_bounds() {
         let d = DeltaState::new(1000);
-        let t = d.add_hist("h", &[1.0, 2.0], &[1, 2, 3], 10.0, 6, 1, 0).unwrap();
+        let t = d
+            .add_hist("h", &[1.0, 2.0], ht(&[1, 2, 3], 10.0, 6), 1, 0)
+            .unwrap();
         assert_eq!(t.counts, vec![1, 2, 3]);
-        let t = d.add_hist("h", &[1.0, 2.0], &[1, 0, 1], 2.0, 2, 2, 0).unwrap();
+        let t = d
+            .add_hist("h", &[1.0, 2.0], ht(&[1, 0, 1], 2.0, 2), 2, 0)
+            .unwrap();
         assert_eq!((t.counts, t.sum, t.count), (vec![2, 2, 4], 12.0, 8));
-        assert!(d.add_hist("h", &[1.0, 2.0], &[1, 0, 1], 2.0, 2, 2, 0).is_none());
-        let t = d.add_hist("h", &[5.0], &[1, 1], 3.0, 2, 3, 0).unwrap();
-        assert_eq!((t.counts, t.sum, t.count), (vec![1, 1], 3.0, 2), "bounds changed: restart");
+        assert!(d
+            .add_hist("h", &[1.0, 2.0], ht(&[1, 0, 1], 2.0, 2), 2, 0)
+            .is_none());
+        let t = d
+            .add_hist(
+                "h",
+                &[5.0],
+                HistTotals {
+                    counts: vec![1, 1],
+                    sum: 3.0,
+                    count: 2,
+                },
+                3,
+                0,
+            )
+            .unwrap();
+        assert_eq!(
+            (t.counts, t.sum, t.count),
+            (vec![1, 1], 3.0, 2),
+            "bounds changed: restart"
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ fn is_name_char(c: char) -> bool {
 /// Splits on every run of characters that are not `[a-zA-Z0-9:]` — this
 /// replaces invalid characters by `_` and collapses repeated `_` at once.
 fn tokens(s: &str) -> impl Iterator<Item = &str> {
-    s.split(|c: char| !is_name_char(c)).filter(|t| !t.is_empty())
+    s.split(|c: char| !is_name_char(c))
+        .filter(|t| !t.is_empty())
 }
 
 /// UCUM unit → Prometheus unit word.
@@ -203,7 +204,13 @@ pub fn scraped_label_name(name: &str) -> Option<String> {
     }
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -220,14 +227,39 @@ mod tests {
     fn metric_names_spec_examples() {
         let cases: &[(&str, &str, NameKind, &str)] = &[
             // spec / translator examples
-            ("http.server.duration", "s", Other, "http_server_duration_seconds"),
-            ("system.memory.usage", "By", Gauge, "system_memory_usage_bytes"),
-            ("system.cpu.utilization", "1", Gauge, "system_cpu_utilization_ratio"),
+            (
+                "http.server.duration",
+                "s",
+                Other,
+                "http_server_duration_seconds",
+            ),
+            (
+                "system.memory.usage",
+                "By",
+                Gauge,
+                "system_memory_usage_bytes",
+            ),
+            (
+                "system.cpu.utilization",
+                "1",
+                Gauge,
+                "system_cpu_utilization_ratio",
+            ),
             ("requests", "1", Counter, "requests_total"),
-            ("requests.count", "{request}", Counter, "requests_count_total"),
+            (
+                "requests.count",
+                "{request}",
+                Counter,
+                "requests_count_total",
+            ),
             ("http.requests", "{requests}", Other, "http_requests"),
             ("speed", "m/s", Gauge, "speed_meters_per_second"),
-            ("throughput", "By/s", Counter, "throughput_bytes_per_second_total"),
+            (
+                "throughput",
+                "By/s",
+                Counter,
+                "throughput_bytes_per_second_total",
+            ),
             ("pages", "{page}/min", Gauge, "pages_per_min"),
             ("hits", "{hit}/s", Counter, "hits_per_second_total"),
             ("latency", "ms", Other, "latency_milliseconds"),
@@ -239,7 +271,12 @@ mod tests {
             ("freq", "Hz", Gauge, "freq_hertz"),
             ("uptime", "d", Gauge, "uptime_days"),
             // suffixes never doubled
-            ("request.duration.seconds", "s", Other, "request_duration_seconds"),
+            (
+                "request.duration.seconds",
+                "s",
+                Other,
+                "request_duration_seconds",
+            ),
             ("requests_total", "", Counter, "requests_total"),
             ("requests.total.count", "", Counter, "requests_count_total"),
             ("cpu_ratio", "1", Gauge, "cpu_ratio"),
@@ -292,7 +329,10 @@ mod tests {
 
     #[test]
     fn scraped_names() {
-        assert_eq!(scraped_metric_name("ovms_requests_success").as_deref(), Some("ovms_requests_success"));
+        assert_eq!(
+            scraped_metric_name("ovms_requests_success").as_deref(),
+            Some("ovms_requests_success")
+        );
         assert_eq!(scraped_metric_name("a__b:c").as_deref(), Some("a__b:c"));
         assert_eq!(scraped_metric_name("a.b").as_deref(), Some("a_b"));
         assert_eq!(scraped_label_name("__meta").as_deref(), Some("__meta"));

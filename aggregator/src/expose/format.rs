@@ -27,14 +27,20 @@ impl std::fmt::Write for Stack {
 /// digits) when the decimal exponent is < -4 or >= 6 (Go uses precision 6 for
 /// that decision in shortest mode), plain decimal otherwise.
 fn append_g(out: &mut Vec<u8>, f: f64) {
-    let mut s = Stack { buf: [0; 40], len: 0 };
+    let mut s = Stack {
+        buf: [0; 40],
+        len: 0,
+    };
     // Rust's LowerExp without precision prints the shortest representation
     // that round-trips, like Go's shortest mode: "1.2345e-7", "5e0".
     let _ = write!(s, "{:e}", f.abs());
     let text = &s.buf[..s.len];
     let epos = text.iter().position(|&c| c == b'e').unwrap_or(text.len());
     let (mant, exp) = (&text[..epos], &text[epos + 1..]);
-    let exp: i32 = std::str::from_utf8(exp).ok().and_then(|e| e.parse().ok()).unwrap_or(0);
+    let exp: i32 = std::str::from_utf8(exp)
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
     let mut digits = [0u8; 24];
     let mut nd = 0;
     for &c in mant {
@@ -234,6 +240,9 @@ mod tests {
         append_i64(&mut v, 0);
         v.push(b' ');
         append_i64(&mut v, 1_700_000_000_123);
-        assert_eq!(String::from_utf8(v).unwrap(), "-9223372036854775808 0 1700000000123");
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "-9223372036854775808 0 1700000000123"
+        );
     }
 }

@@ -42,7 +42,7 @@ use std::time::Duration;
 use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
 
-pub use select::{LabelMatcher, MatchOp, Selection, SelectorError, SeriesRef, Selector};
+pub use select::{LabelMatcher, MatchOp, Selection, Selector, SelectorError, SeriesRef};
 
 const SHARDS: usize = 64;
 
@@ -173,6 +173,11 @@ impl Store {
     /// Number of series held (including stale ones not yet swept).
     pub fn series_count(&self) -> usize {
         self.series.load(Ordering::Relaxed)
+    }
+
+    /// Number of interned strings (label names, values, metric names).
+    pub fn symbol_count(&self) -> usize {
+        read(&self.symbols).live()
     }
 
     /// The staleness period in ms.

@@ -2,9 +2,6 @@
 //! [`Selection`] a reader gets back — an owned, sorted snapshot that needs no
 //! store lock once built.
 
-use std::cmp::Ordering;
-use std::sync::Arc;
-
 use promql_parser::parser::{self, Expr, VectorSelector};
 use regex::Regex;
 
@@ -148,7 +145,10 @@ impl Selector {
                 },
             })
         };
-        let name = vs.name.as_ref().map(|n| LabelMatcher::equal(METRIC_NAME, n));
+        let name = vs
+            .name
+            .as_ref()
+            .map(|n| LabelMatcher::equal(METRIC_NAME, n));
         let mut groups: Vec<Vec<&promql_parser::label::Matcher>> = Vec::new();
         if vs.matchers.or_matchers.is_empty() {
             groups.push(vs.matchers.matchers.iter().collect());
@@ -223,10 +223,6 @@ struct Entry {
     family: u32,
     value: f64,
     timestamp_ms: i64,
-    // sort helpers
-    fam_rank: u32,
-    suffix: u8,
-    bound: f64,
 }
 
 const NONE: u32 = u32::MAX;
@@ -241,6 +237,8 @@ pub struct Selection {
     g2l: Vec<u32>,
     families: Vec<FamilyMeta>,
     entries: Vec<Entry>,
+    /// Exposition order: indices into `entries`.
+    order: Vec<u32>,
 }
 
 /// One selected series.
@@ -292,7 +290,10 @@ impl Selection {
         self.entries.is_empty()
     }
     pub fn iter(&self) -> impl Iterator<Item = SeriesRef<'_>> + '_ {
-        self.entries.iter().map(move |e| SeriesRef { sel: self, e })
+        self.order.iter().map(move |&i| SeriesRef {
+            sel: self,
+            e: &self.entries[i as usize],
+        })
     }
     /// Total bytes of label names/values and names (sizing output buffers).
     pub fn string_bytes(&self) -> usize {
@@ -310,7 +311,8 @@ impl Store {
             spans: Vec::new(),
             g2l: Vec::new(),
             families: Vec::new(),
-            entries: Vec::new(),
+            entries: Vec::with_capacity(self.series_count()),
+            order: Vec::new(),
         };
         let mut compiled: Vec<Vec<Compiled<'_>>> = selectors
             .iter()
@@ -383,9 +385,6 @@ impl Store {
                         family: slot.family,
                         value: slot.value,
                         timestamp_ms: slot.timestamp_ms,
-                        fam_rank: 0,
-                        suffix: 0,
-                        bound: 0.0,
                     });
                 }
             }
@@ -424,68 +423,60 @@ impl Selection {
             fam_rank[i as usize] = r as u32;
         }
 
-        for i in 0..self.entries.len() {
-            let (fr, suffix, bound) = {
-                let e = &self.entries[i];
-                let fam = &self.families[e.family as usize].name;
-                let name = self.s(e.key[0]);
-                let suffix = match name.strip_prefix(fam.as_str()) {
-                    Some("") | Some("_bucket") => 0,
-                    Some("_sum") => 1,
-                    Some("_count") => 2,
-                    _ => 3,
-                };
-                let bound = e.key[1..]
-                    .chunks_exact(2)
-                    .find(|c| c[0] == le_id || c[0] == quantile_id)
-                    .map(|c| parse_bound(self.s(c[1])))
-                    .unwrap_or(0.0);
-                (fam_rank[e.family as usize], suffix, bound)
-            };
-            let e = &mut self.entries[i];
-            e.fam_rank = fr;
-            e.suffix = suffix;
-            e.bound = bound;
-        }
-
+        // One flat sort key per entry, compared as `[u32]` slices (cheap and
+        // cache-friendly compared with chasing each series' key):
+        // [family rank, (label name rank, value rank)* without le/quantile,
+        //  0 (end of labels: a prefix sorts first), suffix order,
+        //  bound (2 words, total order), name rank, le/quantile value rank]
+        // Ranks are shifted by one so that 0 is below every label.
         let g2l = &self.g2l;
-        let r = |id: SymbolId| rank[g2l[id as usize] as usize];
+        let r = |id: SymbolId| rank[g2l[id as usize] as usize] + 1;
         let skip = |id: SymbolId| id == le_id || id == quantile_id;
-        self.entries.sort_unstable_by(|a, b| {
-            a.fam_rank
-                .cmp(&b.fam_rank)
-                .then_with(|| {
-                    let la = a.key[1..].chunks_exact(2).filter(|c| !skip(c[0]));
-                    let lb = b.key[1..].chunks_exact(2).filter(|c| !skip(c[0]));
-                    cmp_pairs(la, lb, &r)
-                })
-                .then_with(|| a.suffix.cmp(&b.suffix))
-                .then_with(|| a.bound.total_cmp(&b.bound))
-                .then_with(|| r(a.key[0]).cmp(&r(b.key[0])))
-                .then_with(|| {
-                    cmp_pairs(a.key[1..].chunks_exact(2), b.key[1..].chunks_exact(2), &r)
-                })
-        });
+        let mut flat: Vec<u32> = Vec::with_capacity(self.entries.len() * 20);
+        let mut keys: Vec<(u32, u32, u32)> = Vec::with_capacity(self.entries.len());
+        for (i, e) in self.entries.iter().enumerate() {
+            let start = flat.len();
+            let fam = &self.families[e.family as usize].name;
+            flat.push(fam_rank[e.family as usize]);
+            let mut bound = 0.0;
+            let mut bound_rank = 0;
+            for c in e.key[1..].chunks_exact(2) {
+                if skip(c[0]) {
+                    bound = parse_bound(self.s(c[1]));
+                    bound_rank = r(c[1]);
+                } else {
+                    flat.push(r(c[0]));
+                    flat.push(r(c[1]));
+                }
+            }
+            flat.push(0);
+            let suffix = match self.s(e.key[0]).strip_prefix(fam.as_str()) {
+                Some("") | Some("_bucket") => 0,
+                Some("_sum") => 1,
+                Some("_count") => 2,
+                _ => 3,
+            };
+            flat.push(suffix);
+            let bits = bound_bits(bound);
+            flat.push((bits >> 32) as u32);
+            flat.push(bits as u32);
+            flat.push(r(e.key[0]));
+            flat.push(bound_rank);
+            keys.push((start as u32, (flat.len() - start) as u32, i as u32));
+        }
+        let slice = |k: &(u32, u32, u32)| &flat[k.0 as usize..(k.0 + k.1) as usize];
+        keys.sort_unstable_by(|a, b| slice(a).cmp(slice(b)));
+        self.order = keys.into_iter().map(|k| k.2).collect();
     }
 }
 
-fn cmp_pairs<'x>(
-    mut a: impl Iterator<Item = &'x [SymbolId]>,
-    mut b: impl Iterator<Item = &'x [SymbolId]>,
-    r: &impl Fn(SymbolId) -> u32,
-) -> Ordering {
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => {
-                let o = r(x[0]).cmp(&r(y[0])).then_with(|| r(x[1]).cmp(&r(y[1])));
-                if o != Ordering::Equal {
-                    return o;
-                }
-            }
-        }
+/// Maps an f64 to a u64 whose unsigned order is `f64::total_cmp`'s order.
+fn bound_bits(f: f64) -> u64 {
+    let b = f.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
     }
 }
 
@@ -502,5 +493,4 @@ pub(crate) fn _assert_send_sync() {
     fn f<T: Send + Sync>() {}
     f::<Store>();
     f::<Selection>();
-    let _ = Arc::new(0);
 }

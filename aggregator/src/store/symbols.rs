@@ -102,12 +102,7 @@ impl Symbols {
 
     /// Approximate heap bytes held (for reports and the memory test).
     pub(crate) fn heap_bytes(&self) -> usize {
-        let strings: usize = self
-            .strs
-            .iter()
-            .flatten()
-            .map(|s| s.len() + 16)
-            .sum();
+        let strings: usize = self.strs.iter().flatten().map(|s| s.len() + 16).sum();
         strings
             + self.map.capacity() * (16 + 4 + 1)
             + self.strs.capacity() * 16

@@ -9,12 +9,16 @@ fn store(staleness_s: u64) -> Store {
     )
 }
 
-fn all(sel: &Selection) -> Vec<(String, Vec<(String, String)>, f64, i64)> {
+type Row = (String, Vec<(String, String)>, f64, i64);
+
+fn all(sel: &Selection) -> Vec<Row> {
     sel.iter()
         .map(|s| {
             (
                 s.name().to_owned(),
-                s.labels().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                s.labels()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
                 s.value(),
                 s.timestamp_ms(),
             )
@@ -30,12 +34,27 @@ fn sel(s: &str) -> Vec<Selector> {
 fn latest_sample_wins_and_older_is_ignored() {
     let st = store(300);
     let f = st.family("up", MetricType::Gauge, "", "");
-    assert_eq!(st.write(f, "up", &[("job", "a")], 1.0, 1000, 1000), WriteOutcome::Inserted);
-    assert_eq!(st.write(f, "up", &[("job", "a")], 2.0, 2000, 2000), WriteOutcome::Updated);
-    assert_eq!(st.write(f, "up", &[("job", "a")], 3.0, 1500, 2100), WriteOutcome::OutOfOrder);
-    assert_eq!(st.write(f, "up", &[("job", "a")], 4.0, 2000, 2200), WriteOutcome::Updated);
+    assert_eq!(
+        st.write(f, "up", &[("job", "a")], 1.0, 1000, 1000),
+        WriteOutcome::Inserted
+    );
+    assert_eq!(
+        st.write(f, "up", &[("job", "a")], 2.0, 2000, 2000),
+        WriteOutcome::Updated
+    );
+    assert_eq!(
+        st.write(f, "up", &[("job", "a")], 3.0, 1500, 2100),
+        WriteOutcome::OutOfOrder
+    );
+    assert_eq!(
+        st.write(f, "up", &[("job", "a")], 4.0, 2000, 2200),
+        WriteOutcome::Updated
+    );
     let r = all(&st.select(&sel("up"), 2200));
-    assert_eq!(r, vec![("up".into(), vec![("job".into(), "a".into())], 4.0, 2000)]);
+    assert_eq!(
+        r,
+        vec![("up".into(), vec![("job".into(), "a".into())], 4.0, 2000)]
+    );
     assert_eq!(st.series_count(), 1);
 }
 
@@ -43,14 +62,27 @@ fn latest_sample_wins_and_older_is_ignored() {
 fn label_order_empty_values_and_duplicates() {
     let st = store(300);
     let f = st.family("m", MetricType::Gauge, "", "");
-    st.write(f, "m", &[("b", "2"), ("a", "1"), ("c", ""), ("a", "9")], 1.0, 1, 1);
+    st.write(
+        f,
+        "m",
+        &[("b", "2"), ("a", "1"), ("c", ""), ("a", "9")],
+        1.0,
+        1,
+        1,
+    );
     assert_eq!(
         st.write(f, "m", &[("a", "9"), ("b", "2")], 2.0, 2, 2),
         WriteOutcome::Updated,
         "same identity regardless of order/empties"
     );
     let r = all(&st.select(&sel("m"), 2));
-    assert_eq!(r[0].1, vec![("a".to_owned(), "9".to_owned()), ("b".to_owned(), "2".to_owned())]);
+    assert_eq!(
+        r[0].1,
+        vec![
+            ("a".to_owned(), "9".to_owned()),
+            ("b".to_owned(), "2".to_owned())
+        ]
+    );
 }
 
 #[test]
@@ -81,8 +113,22 @@ fn matchers_union_and_anchoring() {
     let st = store(300);
     let f = st.family("ovms_requests_success", MetricType::Counter, "", "");
     let g = st.family("up", MetricType::Gauge, "", "");
-    st.write(f, "ovms_requests_success", &[("cluster", "edge-a"), ("job", "m")], 1.0, 1, 1);
-    st.write(f, "ovms_requests_success", &[("cluster", "edge-b"), ("job", "m")], 2.0, 1, 1);
+    st.write(
+        f,
+        "ovms_requests_success",
+        &[("cluster", "edge-a"), ("job", "m")],
+        1.0,
+        1,
+        1,
+    );
+    st.write(
+        f,
+        "ovms_requests_success",
+        &[("cluster", "edge-b"), ("job", "m")],
+        2.0,
+        1,
+        1,
+    );
     st.write(g, "up", &[("cluster", "edge-a"), ("job", "xm")], 1.0, 1, 1);
     st.write(g, "up", &[("instance", "i")], 1.0, 1, 1);
     let names = |q: &[&str]| {
@@ -92,10 +138,20 @@ fn matchers_union_and_anchoring() {
             .map(|s| format!("{}{:?}", s.name(), s.labels().collect::<Vec<_>>()))
             .collect::<Vec<_>>()
     };
-    assert_eq!(names(&[r#"{__name__=~"ovms_.*",cluster="edge-a"}"#]).len(), 1);
-    assert_eq!(names(&[r#"{job=~"m"}"#]).len(), 2, "anchored: xm not matched");
+    assert_eq!(
+        names(&[r#"{__name__=~"ovms_.*",cluster="edge-a"}"#]).len(),
+        1
+    );
+    assert_eq!(
+        names(&[r#"{job=~"m"}"#]).len(),
+        2,
+        "anchored: xm not matched"
+    );
     assert_eq!(names(&[r#"{job=~".+"}"#]).len(), 3);
-    assert_eq!(names(&[r#"{job!~".+",instance="i"}"#]), vec![r#"up[("instance", "i")]"#]);
+    assert_eq!(
+        names(&[r#"{job!~".+",instance="i"}"#]),
+        vec![r#"up[("instance", "i")]"#]
+    );
 }
 
 #[test]
@@ -159,11 +215,21 @@ fn selector_parse_errors() {
     ] {
         assert!(Selector::parse(bad).is_err(), "{bad:?} should be rejected");
     }
-    for good in ["up", r#"{job=~".+"}"#, r#"{__name__=~"ovms_.*",cluster="edge-a"}"#, r#"up{job!=""}"#] {
+    for good in [
+        "up",
+        r#"{job=~".+"}"#,
+        r#"{__name__=~"ovms_.*",cluster="edge-a"}"#,
+        r#"up{job!=""}"#,
+    ] {
         assert!(Selector::parse(good).is_ok(), "{good:?} should parse");
     }
     // `or` selectors yield one selector per alternative
-    assert_eq!(Selector::parse(r#"{a="1" or b="2"}"#).map(|v| v.len()).unwrap_or(1), 2);
+    assert_eq!(
+        Selector::parse(r#"{a="1" or b="2"}"#)
+            .map(|v| v.len())
+            .unwrap_or(1),
+        2
+    );
 }
 
 #[test]
@@ -185,7 +251,14 @@ fn concurrent_writes_and_selects() {
         hs.push(std::thread::spawn(move || {
             for i in 0..2000 {
                 let inst = format!("i{}", i % 500);
-                st.write(f, "c", &[("t", &t.to_string()), ("instance", &inst)], i as f64, i, i);
+                st.write(
+                    f,
+                    "c",
+                    &[("t", &t.to_string()), ("instance", &inst)],
+                    i as f64,
+                    i,
+                    i,
+                );
                 if i % 500 == 0 {
                     st.sweep(i);
                 }
@@ -215,14 +288,24 @@ fn store_memory_per_series() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     }
-    let n: usize = std::env::var("EW_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("EW_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let before = rss_kib();
     let st = store(300);
     // A realistic edge fleet shape: 20 clusters × 50 nodes × 10 model pods,
     // 100 metric names; labels job, instance, cluster, node, pod, model,
     // otel_scope_name, otel_scope_version.
     let fams: Vec<FamilyId> = (0..100)
-        .map(|m| st.family(&format!("model_metric_{m}_total"), MetricType::Counter, "", ""))
+        .map(|m| {
+            st.family(
+                &format!("model_metric_{m}_total"),
+                MetricType::Counter,
+                "",
+                "",
+            )
+        })
         .collect();
     let t0 = std::time::Instant::now();
     for i in 0..n {
@@ -264,6 +347,16 @@ fn store_memory_per_series() {
     );
     let t1 = std::time::Instant::now();
     let s = st.select(&sel(r#"{job=~".+"}"#), 1);
-    println!("select+sort of {} series: {:?}", s.len(), t1.elapsed());
+    let sel_t = t1.elapsed();
+    let mut out = Vec::new();
+    crate::expose::render(&s, crate::expose::Format::Text, &mut out);
+    println!(
+        "select+sort of {} series: {sel_t:?}; +text render: {:?} ({} MiB body)",
+        s.len(),
+        t1.elapsed(),
+        out.len() >> 20
+    );
+    drop(out);
+    drop(s);
     assert!(per <= 300.0, "bytes/series {per}");
 }

@@ -102,12 +102,6 @@ impl Metrics {
         Ok(())
     }
 
-    pub fn unregister(&self, registry: &Registry) {
-        for c in boxed(self) {
-            let _ = registry.unregister(c);
-        }
-    }
-
     pub fn dropped(&self, reason: &str, points: u64) {
         if points > 0 {
             self.dropped_points
