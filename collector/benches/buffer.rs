@@ -21,7 +21,9 @@ fn open(dir: &std::path::Path) -> Buffer {
 }
 
 fn payloads() -> Vec<Bytes> {
-    (0..256).map(|i| Bytes::from(testdata::otlp_100_points(i))).collect()
+    (0..256)
+        .map(|i| Bytes::from(testdata::otlp_100_points(i)))
+        .collect()
 }
 
 fn bench_append(c: &mut Criterion) {

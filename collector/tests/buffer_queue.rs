@@ -93,7 +93,10 @@ fn read_all(b: &Buffer) -> Vec<edgewatch_collector::buffer::Entry> {
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -102,7 +105,11 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 async fn round_trip_in_order_with_bounded_reads() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let reg = prometheus::Registry::new();
-    let b = Buffer::open(opts(&tmp.path().join("q"), 64 << 20, FullPolicy::DropOldest), &reg).expect("open");
+    let b = Buffer::open(
+        opts(&tmp.path().join("q"), 64 << 20, FullPolicy::DropOldest),
+        &reg,
+    )
+    .expect("open");
     assert_eq!(b.first_seq(), None);
     let mut seqs = Vec::new();
     for i in 0..20u64 {
@@ -135,7 +142,10 @@ async fn round_trip_in_order_with_bounded_reads() {
     // Reading from below the head starts at the head.
     assert_eq!(b.read(0, 1, usize::MAX).expect("read")[0].seq, seqs[5]);
     assert_eq!(metric(&reg, "edgewatch_buffer_entries", None), 15.0);
-    assert_eq!(metric(&reg, "edgewatch_buffer_appended_points_total", None), 210.0);
+    assert_eq!(
+        metric(&reg, "edgewatch_buffer_appended_points_total", None),
+        210.0
+    );
     for name in [
         "edgewatch_buffer_bytes",
         "edgewatch_buffer_oldest_timestamp_seconds",
@@ -146,10 +156,20 @@ async fn round_trip_in_order_with_bounded_reads() {
         metric(&reg, name, None);
     }
     for reason in ["full", "max_age", "corrupt"] {
-        assert_eq!(metric(&reg, "edgewatch_buffer_dropped_points_total", Some(("reason", reason))), 0.0);
+        assert_eq!(
+            metric(
+                &reg,
+                "edgewatch_buffer_dropped_points_total",
+                Some(("reason", reason))
+            ),
+            0.0
+        );
     }
     b.close();
-    assert!(matches!(b.append(1, payload(0)).await, Err(BufferError::Closed)));
+    assert!(matches!(
+        b.append(1, payload(0)).await,
+        Err(BufferError::Closed)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,8 +203,11 @@ async fn seqs_survive_reopen_and_full_drain() {
     assert_eq!(s2, s1 + 1, "never reused after drain and restart");
 
     // A brand-new directory gets a new identity.
-    let other = Buffer::open(opts(&tmp.path().join("other"), 8 << 20, FullPolicy::DropOldest), &prometheus::Registry::new())
-        .expect("open other");
+    let other = Buffer::open(
+        opts(&tmp.path().join("other"), 8 << 20, FullPolicy::DropOldest),
+        &prometheus::Registry::new(),
+    )
+    .expect("open other");
     assert_ne!(other.instance_id(), id);
 }
 
@@ -192,7 +215,11 @@ async fn seqs_survive_reopen_and_full_drain() {
 async fn concurrent_appends_share_flushes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let reg = prometheus::Registry::new();
-    let b = Buffer::open(opts(&tmp.path().join("q"), 64 << 20, FullPolicy::DropOldest), &reg).expect("open");
+    let b = Buffer::open(
+        opts(&tmp.path().join("q"), 64 << 20, FullPolicy::DropOldest),
+        &reg,
+    )
+    .expect("open");
     let payloads: Vec<Bytes> = (0..200).map(payload).collect();
     let flushes0 = metric(&reg, "edgewatch_buffer_flushes_total", None);
     let futs = payloads.into_iter().map(|p| {
@@ -205,9 +232,15 @@ async fn concurrent_appends_share_flushes() {
         .map(|r| r.expect("join").expect("append"))
         .collect();
     let flushes = metric(&reg, "edgewatch_buffer_flushes_total", None) - flushes0;
-    assert!(flushes <= 40.0, "200 concurrent appends took {flushes} flushes");
+    assert!(
+        flushes <= 40.0,
+        "200 concurrent appends took {flushes} flushes"
+    );
     seqs.sort_unstable();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "unique, contiguous");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "unique, contiguous"
+    );
     assert_eq!(read_all(&b).len(), 200);
     eprintln!("200 concurrent appends: {flushes} flushes");
 }
@@ -226,16 +259,33 @@ async fn drop_oldest_keeps_disk_under_cap_and_counts_points() {
     }
     let appended = metric(&reg, "edgewatch_buffer_appended_points_total", None);
     assert_eq!(appended, 300_000.0);
-    let dropped = metric(&reg, "edgewatch_buffer_dropped_points_total", Some(("reason", "full")));
+    let dropped = metric(
+        &reg,
+        "edgewatch_buffer_dropped_points_total",
+        Some(("reason", "full")),
+    );
     assert!(dropped > 0.0, "something was dropped");
     let held: u64 = read_all(&b).iter().map(|e| e.points).sum();
-    assert_eq!(dropped + held as f64, appended, "every point is either held or counted as dropped");
-    assert!(max_seen as f64 <= cap as f64 * 1.1, "disk {max_seen} > cap {cap} + 10%");
+    assert_eq!(
+        dropped + held as f64,
+        appended,
+        "every point is either held or counted as dropped"
+    );
+    assert!(
+        max_seen as f64 <= cap as f64 * 1.1,
+        "disk {max_seen} > cap {cap} + 10%"
+    );
     // The newest data is what is kept.
     let all = read_all(&b);
     let last = all.last().map(|e| e.payload.clone()).expect("entries held");
-    assert!((2975..3000).any(|i| payload(i) == last), "newest batch is kept");
-    eprintln!("drop_oldest: cap {cap}, max on disk {max_seen}, held {} entries", all.len());
+    assert!(
+        (2975..3000).any(|i| payload(i) == last),
+        "newest batch is kept"
+    );
+    eprintln!(
+        "drop_oldest: cap {cap}, max on disk {max_seen}, held {} entries",
+        all.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,11 +311,19 @@ async fn backpressure_refuses_when_full_and_recovers_after_drain() {
         other => panic!("expected Full, got {other:?}"),
     }
     assert!(dir_bytes(&path) as f64 <= cap as f64 * 1.1);
-    assert_eq!(metric(&reg, "edgewatch_buffer_dropped_points_total", Some(("reason", "full"))), 0.0);
+    assert_eq!(
+        metric(
+            &reg,
+            "edgewatch_buffer_dropped_points_total",
+            Some(("reason", "full"))
+        ),
+        0.0
+    );
     let held = read_all(&b);
     assert_eq!(held.last().map(|e| e.seq), last_ok, "nothing was dropped");
     // Drain: room comes back.
-    b.ack(last_ok.expect("some appends succeeded")).expect("ack");
+    b.ack(last_ok.expect("some appends succeeded"))
+        .expect("ack");
     let t = Instant::now();
     loop {
         match b.append(100, payload(0)).await {
@@ -290,12 +348,33 @@ async fn max_age_drops_old_entries() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let fresh = b.append(7, payload(9)).await.expect("append");
     let got = read_all(&b);
-    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![fresh], "old entries dropped on read");
-    assert_eq!(metric(&reg, "edgewatch_buffer_dropped_points_total", Some(("reason", "max_age"))), 500.0);
+    assert_eq!(
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![fresh],
+        "old entries dropped on read"
+    );
+    assert_eq!(
+        metric(
+            &reg,
+            "edgewatch_buffer_dropped_points_total",
+            Some(("reason", "max_age"))
+        ),
+        500.0
+    );
     // And periodically, without reads.
     eventually("periodic max_age", || b.stats().entries == 0).await;
-    assert_eq!(metric(&reg, "edgewatch_buffer_dropped_points_total", Some(("reason", "max_age"))), 507.0);
-    assert_eq!(metric(&reg, "edgewatch_buffer_oldest_timestamp_seconds", None), 0.0);
+    assert_eq!(
+        metric(
+            &reg,
+            "edgewatch_buffer_dropped_points_total",
+            Some(("reason", "max_age"))
+        ),
+        507.0
+    );
+    assert_eq!(
+        metric(&reg, "edgewatch_buffer_oldest_timestamp_seconds", None),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +387,9 @@ async fn disk_returns_to_baseline_after_drain() {
     let mut seqs = fill(&b, 0, 4000, 50).await;
     seqs.sort_unstable();
     let full = dir_bytes(&path);
-    let segs = std::fs::read_dir(path.join("segments")).expect("segments").count();
+    let segs = std::fs::read_dir(path.join("segments"))
+        .expect("segments")
+        .count();
     assert!(segs > 2, "rolled into several segments ({segs})");
     // Drain in forwarder-sized steps.
     for chunk in seqs.chunks(500) {
@@ -320,7 +401,10 @@ async fn disk_returns_to_baseline_after_drain() {
             t.elapsed() < Duration::from_secs(15),
             "disk not back to baseline: {} bytes, segments {:?}",
             dir_bytes(&path),
-            std::fs::read_dir(path.join("segments")).map(|d| d.flatten().map(|e| (e.file_name(), dir_bytes(&e.path()))).collect::<Vec<_>>())
+            std::fs::read_dir(path.join("segments")).map(|d| d
+                .flatten()
+                .map(|e| (e.file_name(), dir_bytes(&e.path())))
+                .collect::<Vec<_>>())
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -338,7 +422,11 @@ async fn garbage_over_files_is_moved_aside() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("q");
     {
-        let b = Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &prometheus::Registry::new()).expect("open");
+        let b = Buffer::open(
+            opts(&path, 8 << 20, FullPolicy::DropOldest),
+            &prometheus::Registry::new(),
+        )
+        .expect("open");
         fill(&b, 0, 20, 5).await;
         b.close();
     }
@@ -355,12 +443,18 @@ async fn garbage_over_files_is_moved_aside() {
     }
     assert!(!files.is_empty());
     for (i, f) in files.iter().enumerate() {
-        let garbage: Vec<u8> = (0..4096u32).map(|k| (k.wrapping_mul(2_654_435_761) >> (i % 24)) as u8).collect();
+        let garbage: Vec<u8> = (0..4096u32)
+            .map(|k| (k.wrapping_mul(2_654_435_761) >> (i % 24)) as u8)
+            .collect();
         std::fs::write(f, garbage).expect("garbage");
     }
     let reg = prometheus::Registry::new();
-    let b = Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &reg).expect("open succeeds");
-    assert_eq!(metric(&reg, "edgewatch_buffer_corruptions_total", None), 1.0);
+    let b =
+        Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &reg).expect("open succeeds");
+    assert_eq!(
+        metric(&reg, "edgewatch_buffer_corruptions_total", None),
+        1.0
+    );
     let aside: Vec<_> = std::fs::read_dir(tmp.path())
         .expect("read_dir")
         .flatten()
@@ -369,7 +463,10 @@ async fn garbage_over_files_is_moved_aside() {
     assert_eq!(aside.len(), 1, "moved aside as q.corrupt-<ts>");
     assert_eq!(b.stats().entries, 0);
     let s = b.append(100, payload(1)).await.expect("append works");
-    assert_eq!(read_all(&b).iter().map(|e| e.seq).collect::<Vec<_>>(), vec![s]);
+    assert_eq!(
+        read_all(&b).iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![s]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +474,11 @@ async fn truncated_meta_is_moved_aside() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("q");
     {
-        let b = Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &prometheus::Registry::new()).expect("open");
+        let b = Buffer::open(
+            opts(&path, 8 << 20, FullPolicy::DropOldest),
+            &prometheus::Registry::new(),
+        )
+        .expect("open");
         fill(&b, 0, 3, 3).await;
         b.close();
     }
@@ -385,8 +486,12 @@ async fn truncated_meta_is_moved_aside() {
     let body = std::fs::read(&meta).expect("meta");
     std::fs::write(&meta, &body[..body.len() / 2]).expect("truncate");
     let reg = prometheus::Registry::new();
-    let b = Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &reg).expect("open succeeds");
-    assert_eq!(metric(&reg, "edgewatch_buffer_corruptions_total", None), 1.0);
+    let b =
+        Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &reg).expect("open succeeds");
+    assert_eq!(
+        metric(&reg, "edgewatch_buffer_corruptions_total", None),
+        1.0
+    );
     b.append(1, payload(0)).await.expect("append");
 }
 
@@ -415,11 +520,26 @@ async fn corrupt_sealed_segment_is_skipped_and_counted() {
     let reg = prometheus::Registry::new();
     let b = Buffer::open(o(), &reg).expect("open");
     let all = read_all(&b);
-    assert!(all.len() < 1500 && !all.is_empty(), "read {} entries", all.len());
+    assert!(
+        all.len() < 1500 && !all.is_empty(),
+        "read {} entries",
+        all.len()
+    );
     assert!(all.windows(2).all(|w| w[1].seq > w[0].seq));
-    assert_eq!(metric(&reg, "edgewatch_buffer_corruptions_total", None), 1.0);
-    let lost = metric(&reg, "edgewatch_buffer_dropped_points_total", Some(("reason", "corrupt")));
-    assert_eq!(lost as usize, (1500 - all.len()) * 100, "lost points counted exactly");
+    assert_eq!(
+        metric(&reg, "edgewatch_buffer_corruptions_total", None),
+        1.0
+    );
+    let lost = metric(
+        &reg,
+        "edgewatch_buffer_dropped_points_total",
+        Some(("reason", "corrupt")),
+    );
+    assert_eq!(
+        lost as usize,
+        (1500 - all.len()) * 100,
+        "lost points counted exactly"
+    );
     assert!(!victim.exists(), "segment moved aside");
     // The queue keeps flowing.
     let s = b.append(100, payload(1)).await.expect("append");
@@ -429,11 +549,16 @@ async fn corrupt_sealed_segment_is_skipped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_for_entries_wakes_on_append_and_close() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let b = Buffer::open(opts(&tmp.path().join("q"), 8 << 20, FullPolicy::DropOldest), &prometheus::Registry::new())
-        .expect("open");
+    let b = Buffer::open(
+        opts(&tmp.path().join("q"), 8 << 20, FullPolicy::DropOldest),
+        &prometheus::Registry::new(),
+    )
+    .expect("open");
     let s = b.append(1, payload(0)).await.expect("append");
     // Already there: returns at once.
-    tokio::time::timeout(Duration::from_secs(1), b.wait_for_entries(s)).await.expect("immediate");
+    tokio::time::timeout(Duration::from_secs(1), b.wait_for_entries(s))
+        .await
+        .expect("immediate");
     let waiter = {
         let b = b.clone();
         tokio::spawn(async move { b.wait_for_entries(s + 1).await })
@@ -441,7 +566,10 @@ async fn wait_for_entries_wakes_on_append_and_close() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiter.is_finished());
     b.append(1, payload(1)).await.expect("append");
-    tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("woken").expect("join");
+    tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("woken")
+        .expect("join");
 
     let waiter = {
         let b = b.clone();
@@ -449,6 +577,11 @@ async fn wait_for_entries_wakes_on_append_and_close() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let b2 = b.clone();
-    tokio::task::spawn_blocking(move || b2.close()).await.expect("close");
-    tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("woken at close").expect("join");
+    tokio::task::spawn_blocking(move || b2.close())
+        .await
+        .expect("close");
+    tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .expect("woken at close")
+        .expect("join");
 }

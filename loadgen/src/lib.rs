@@ -82,7 +82,7 @@ struct Plan {
 
 async fn worker(plan: Arc<Plan>, mut sender: client::Sender) -> WorkerResult {
     let mut res = WorkerResult {
-        latency_us: Histogram::new(3).expect("valid sigfig"),
+        latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
         errors: BTreeMap::new(),
         failed: Vec::new(),
         rejected_points: 0,
@@ -259,7 +259,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         .max()
         .unwrap_or(t0);
     let elapsed = (last - t0).max(args.duration);
-    let mut latency = Histogram::<u64>::new(3).expect("valid sigfig");
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
     let mut errors = BTreeMap::new();
     let mut failed = Vec::new();
     let (mut rejected, mut retries, mut lag) = (0, 0, Duration::ZERO);

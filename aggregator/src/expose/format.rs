@@ -103,6 +103,9 @@ pub fn write_go_float(out: &mut Vec<u8>, f: f64) {
         out.extend_from_slice(b"+Inf");
     } else if f == f64::NEG_INFINITY {
         out.extend_from_slice(b"-Inf");
+    } else if f.fract() == 0.0 && f.abs() < 1e6 {
+        // Integers below 1e6 print as plain integers in Go's shortest 'g'.
+        append_i64(out, f as i64);
     } else {
         append_g(out, f);
     }
@@ -130,6 +133,9 @@ pub fn write_om_float(out: &mut Vec<u8>, f: f64) {
         out.extend_from_slice(b"+Inf");
     } else if f == f64::NEG_INFINITY {
         out.extend_from_slice(b"-Inf");
+    } else if f.fract() == 0.0 && f.abs() < 1e6 {
+        append_i64(out, f as i64);
+        out.extend_from_slice(b".0");
     } else {
         let start = out.len();
         append_g(out, f);
@@ -203,6 +209,8 @@ mod tests {
             (f64::MAX, "1.7976931348623157e+308"),
             (0.1 + 0.2, "0.30000000000000004"),
             (100.0, "100"),
+            (-999_999.0, "-999999"),
+            (-1_000_000.0, "-1e+06"),
             (2.5e-5, "2.5e-05"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
@@ -221,6 +229,8 @@ mod tests {
             (-1.0, "-1.0"),
             (2.0, "2.0"),
             (100.0, "100.0"),
+            (-42.0, "-42.0"),
+            (999_999.0, "999999.0"),
             (0.5, "0.5"),
             (1e6, "1e+06"),
             (1_700_000_000.123, "1.700000000123e+09"),

@@ -226,6 +226,8 @@ struct Entry {
 }
 
 const NONE: u32 = u32::MAX;
+/// Sort-key words kept inline (see `Selection::sort`).
+const PREFIX: usize = 7;
 
 /// An owned, sorted snapshot of selected series: families by name; within a
 /// family series by label set (ignoring `le`/`quantile`), then `_bucket`
@@ -433,7 +435,9 @@ impl Selection {
         let r = |id: SymbolId| rank[g2l[id as usize] as usize] + 1;
         let skip = |id: SymbolId| id == le_id || id == quantile_id;
         let mut flat: Vec<u32> = Vec::with_capacity(self.entries.len() * 20);
-        let mut keys: Vec<(u32, u32, u32)> = Vec::with_capacity(self.entries.len());
+        // (first PREFIX words inline, start, len, entry index): most
+        // comparisons are decided by the inline prefix without touching `flat`.
+        let mut keys: Vec<([u32; PREFIX], u32, u32, u32)> = Vec::with_capacity(self.entries.len());
         for (i, e) in self.entries.iter().enumerate() {
             let start = flat.len();
             let fam = &self.families[e.family as usize].name;
@@ -462,11 +466,20 @@ impl Selection {
             flat.push(bits as u32);
             flat.push(r(e.key[0]));
             flat.push(bound_rank);
-            keys.push((start as u32, (flat.len() - start) as u32, i as u32));
+            // Pad short keys with zeros inline; a padded zero only ever meets
+            // the end-of-labels zero or padding of an equal prefix, and the
+            // remainder comparison below settles the rest.
+            let mut prefix = [0u32; PREFIX];
+            let n = (flat.len() - start).min(PREFIX);
+            prefix[..n].copy_from_slice(&flat[start..start + n]);
+            keys.push((prefix, start as u32, (flat.len() - start) as u32, i as u32));
         }
-        let slice = |k: &(u32, u32, u32)| &flat[k.0 as usize..(k.0 + k.1) as usize];
-        keys.sort_unstable_by(|a, b| slice(a).cmp(slice(b)));
-        self.order = keys.into_iter().map(|k| k.2).collect();
+        let rest = |k: &([u32; PREFIX], u32, u32, u32)| {
+            let skip = (k.2 as usize).min(PREFIX);
+            &flat[k.1 as usize + skip..(k.1 + k.2) as usize]
+        };
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| rest(a).cmp(rest(b))));
+        self.order = keys.into_iter().map(|k| k.3).collect();
     }
 }
 

@@ -67,7 +67,11 @@ pub(crate) fn aside_path(path: &Path, suffix: &str) -> PathBuf {
     let ts = unix_secs();
     let mut n = 0;
     loop {
-        let extra = if n == 0 { String::new() } else { format!(".{n}") };
+        let extra = if n == 0 {
+            String::new()
+        } else {
+            format!(".{n}")
+        };
         let p = path.with_file_name(format!("{name}.corrupt-{ts}{suffix}{extra}"));
         if !p.exists() {
             return p;
@@ -209,7 +213,11 @@ impl State {
         let end_points = self.seg_end_points(i);
         let seg = self.segs.remove(i);
         self.open.retain(|(f, _)| *f != seg.first);
-        if self.read_cache.as_ref().is_some_and(|h| h.first == seg.first) {
+        if self
+            .read_cache
+            .as_ref()
+            .is_some_and(|h| h.first == seg.first)
+        {
             self.read_cache = None;
         }
         let lost = if self.head < end {
@@ -321,7 +329,9 @@ impl State {
         m.bytes.set(self.total_bytes() as i64);
         m.entries.set(self.entries() as i64);
         let oldest = if self.entries() > 0 {
-            self.head_appended_ms.map(|t| t as f64 / 1000.0).unwrap_or(0.0)
+            self.head_appended_ms
+                .map(|t| t as f64 / 1000.0)
+                .unwrap_or(0.0)
         } else {
             0.0
         };

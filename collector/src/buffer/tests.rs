@@ -38,11 +38,17 @@ async fn injected_write_and_flush_failures_are_io_errors_and_recover() {
         assert!(matches!(err, BufferError::Io(_)), "{name}: {err:?}");
         assert!(!b.writable(), "{name}: unwritable after a failure");
         // Still failing while the fault lasts, and reads keep working.
-        assert!(matches!(b.append(1, p.clone()).await, Err(BufferError::Io(_))));
+        assert!(matches!(
+            b.append(1, p.clone()).await,
+            Err(BufferError::Io(_))
+        ));
         let got = b.read(0, 100, usize::MAX).expect("read during fault");
         assert_eq!(got.len() as u64, b.stats().entries);
         fault.store(false, Ordering::SeqCst);
-        let s = b.append(100, p.clone()).await.expect("append after fault cleared");
+        let s = b
+            .append(100, p.clone())
+            .await
+            .expect("append after fault cleared");
         assert!(b.writable(), "{name}: writable again");
         assert!(s > s0);
     }

@@ -89,8 +89,7 @@ impl Writer {
                     Msg::Wake => self.shared.wake_pending.store(false, Ordering::Release),
                     Msg::Close => closing = true,
                 }
-                if closing || group.len() >= MAX_GROUP_REQUESTS || group_bytes >= MAX_GROUP_BYTES
-                {
+                if closing || group.len() >= MAX_GROUP_REQUESTS || group_bytes >= MAX_GROUP_BYTES {
                     break;
                 }
                 next = self.rx.try_recv().ok();
@@ -141,12 +140,11 @@ impl Writer {
         }
         self.compressor = None;
         let h = SegHandle::open(&dir, first, true).map_err(|e| e.to_string())?;
-        let tail: Vec<_> = h
-            .db
-            .range(format::key(st.durable_next)..)
-            .keys()
-            .filter_map(|k| k.ok())
-            .collect();
+        let tail: Vec<_> =
+            h.db.range(format::key(st.durable_next)..)
+                .keys()
+                .filter_map(|k| k.ok())
+                .collect();
         for k in tail {
             h.db.remove(k).map_err(|e| e.to_string())?;
         }
@@ -454,10 +452,7 @@ impl Writer {
         }
         // Drained: give the active segment's space back too.
         let drained = st.head >= st.durable_next;
-        let active_big = st
-            .segs
-            .last()
-            .is_some_and(|s| s.bytes > DRAINED_ROLL_BYTES);
+        let active_big = st.segs.last().is_some_and(|s| s.bytes > DRAINED_ROLL_BYTES);
         if drained && active_big && !self.suspect && st.active.is_some() {
             if let Err(e) = self.roll(&mut st) {
                 warn!(error = %e, "edgewatch buffer: could not roll after drain");
