@@ -1,5 +1,6 @@
 //! The `edgewatch` binary: one executable for every role.
 
+mod bench;
 mod demo;
 
 use anyhow::Context;
@@ -35,6 +36,8 @@ enum Command {
     },
     /// Run a local fleet (aggregator, three collectors, simulated model servers) on embedded defaults.
     Demo(demo::DemoArgs),
+    /// Run the benchmark scenarios and write the results into BENCHMARKS.md.
+    Bench(bench::BenchArgs),
     /// Generate OTLP metrics load against any OTLP receiver.
     #[command(args_conflicts_with_subcommands = true)]
     Loadgen {
@@ -144,6 +147,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             a.wait().await?;
         }
         Command::Demo(args) => demo::run(args, shutdown_on_signal()).await?,
+        Command::Bench(args) => bench::run(args).await?,
         Command::Loadgen { sink: Some(LoadgenCommand::Sink(args)), .. } => {
             let stop = shutdown_on_signal();
             edgewatch_loadgen::run_sink(args, stop.cancelled_owned()).await?;

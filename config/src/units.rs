@@ -66,7 +66,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if b >= m && b % m == 0 {
+            if b >= m && b.is_multiple_of(m) {
                 return write!(f, "{}{unit}", b / m);
             }
         }
@@ -150,11 +150,11 @@ impl FromStr for Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
-        } else if ms % 60_000 != 0 {
+        } else if !ms.is_multiple_of(60_000) {
             write!(f, "{}s", ms / 1000)
-        } else if ms % 3_600_000 != 0 {
+        } else if !ms.is_multiple_of(3_600_000) {
             write!(f, "{}m", ms / 60_000)
         } else {
             write!(f, "{}h", ms / 3_600_000)

@@ -102,6 +102,10 @@ async fn worker(plan: Arc<Plan>, mut sender: client::Sender) -> WorkerResult {
                     break;
                 }
                 let now = Instant::now();
+                if now >= plan.end {
+                    // Fell behind schedule: never send after --duration.
+                    break;
+                }
                 if due > now {
                     tokio::time::sleep_until(due.into()).await;
                 } else {

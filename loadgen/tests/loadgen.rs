@@ -58,9 +58,14 @@ async fn check_rate(protocol: Protocol, rate: f64, batch: usize, concurrency: us
     assert_eq!(report.acked_points, report.sent_points, "{ctx}");
     assert_eq!(stats.points, report.acked_points, "{ctx}");
     assert_eq!(stats.requests, report.acked_requests, "{ctx}");
-    // Exactly the scheduled requests were sent: ceil(duration * rate / batch).
+    // The scheduled requests were sent: ceil(duration * rate / batch) unless the
+    // generator fell behind (on a loaded machine) and had to stop at --duration.
     let scheduled = (secs * rate / batch as f64).ceil() as u64;
-    assert_eq!(report.sent_requests, scheduled, "{ctx}");
+    assert!(report.sent_requests <= scheduled, "{ctx}");
+    assert!(
+        report.sent_requests as f64 >= scheduled as f64 * 0.95,
+        "{ctx}"
+    );
     assert!(within(report.achieved_rate, rate, 0.05), "{ctx}");
     assert!(
         within(stats.points as f64 / report.elapsed_s, rate, 0.05),
@@ -397,4 +402,32 @@ fn args_parse_with_clap() {
     assert_eq!(cli.args.rate, Rate::Max);
     assert_eq!(cli.args.endpoint_or_default(), "http://127.0.0.1:4317");
     assert!(Cli::try_parse_from(["loadgen", "--batch", "0"]).is_err());
+}
+
+/// Payload build throughput (no network): `cargo test --release -p edgewatch-loadgen
+/// --test loadgen -- --ignored --nocapture encode_throughput`.
+#[test]
+#[ignore = "benchmark"]
+fn encode_throughput() {
+    use edgewatch_loadgen::PayloadBuilder;
+    for (batch, sequence) in [(100, false), (1000, false), (100, true)] {
+        let b = PayloadBuilder::new(1000, batch, sequence, "bench", 1);
+        let start = std::time::Instant::now();
+        let mut k = 0u64;
+        let mut bytes = 0;
+        while start.elapsed() < Duration::from_secs(1) {
+            for _ in 0..100 {
+                let mut buf = bytes::BytesMut::with_capacity(b.max_request_len());
+                b.build(k, 1_700_000_000_000_000_000 + k, &mut buf);
+                bytes += buf.len();
+                k += 1;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "batch {batch} sequence {sequence}: {:.1} M dp/s encoded, {:.0} bytes/dp",
+            k as f64 * batch as f64 / secs / 1e6,
+            bytes as f64 / (k as f64 * batch as f64)
+        );
+    }
 }

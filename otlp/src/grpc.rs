@@ -1,7 +1,7 @@
 //! OTLP/gRPC metrics service over the raw codec (see [`crate::codec`]).
 
 use crate::codec::ServerCodec;
-use crate::{BatchInfo, ExportContext, ExportMetricsPartialSuccess, ExportMetricsServiceResponse, MetricsSink};
+use crate::{BatchInfo, ExportContext, ExportMetricsServiceResponse, MetricsSink};
 use bytes::Bytes;
 use std::convert::Infallible;
 use std::future::Future;
@@ -47,13 +47,7 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
                 .map_err(|e| e.grpc_status())?;
             let ctx = ExportContext { peer, batch };
             let outcome = sink.export(request.into_inner(), ctx).await.map_err(|e| e.grpc_status())?;
-            let partial_success = (outcome.rejected_points > 0 || !outcome.message.is_empty()).then(|| {
-                ExportMetricsPartialSuccess {
-                    rejected_data_points: outcome.rejected_points,
-                    error_message: outcome.message,
-                }
-            });
-            Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success }))
+            Ok(tonic::Response::new(outcome.into_response()))
         })
     }
 }

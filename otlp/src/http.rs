@@ -2,7 +2,7 @@
 //! `application/json` bodies, optionally `Content-Encoding: gzip`
 //! (opentelemetry-proto specification/protocol/otlp.md, "OTLP/HTTP").
 
-use crate::{ExportContext, ExportError, ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse, MetricsSink};
+use crate::{ExportContext, ExportError, ExportMetricsServiceRequest, ExportMetricsServiceResponse, MetricsSink};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
@@ -88,10 +88,7 @@ async fn receive<S: MetricsSink>(
         }
     };
     let outcome = rx.sink.export(body, ExportContext { peer, batch: None }).await?;
-    let partial_success = (outcome.rejected_points > 0 || !outcome.message.is_empty()).then(|| {
-        ExportMetricsPartialSuccess { rejected_data_points: outcome.rejected_points, error_message: outcome.message }
-    });
-    Ok(ExportMetricsServiceResponse { partial_success })
+    Ok(outcome.into_response())
 }
 
 fn request_format(headers: &HeaderMap) -> Result<Format, ExportError> {

@@ -106,6 +106,19 @@ pub struct ExportOutcome {
     pub message: String,
 }
 
+impl ExportOutcome {
+    /// The OTLP response: empty on full success, `partial_success` otherwise.
+    pub fn into_response(self) -> ExportMetricsServiceResponse {
+        let partial = self.rejected_points > 0 || !self.message.is_empty();
+        ExportMetricsServiceResponse {
+            partial_success: partial.then_some(ExportMetricsPartialSuccess {
+                rejected_data_points: self.rejected_points,
+                error_message: self.message,
+            }),
+        }
+    }
+}
+
 /// Why a request was not accepted. Mapped to gRPC and HTTP status in one place.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ExportError {

@@ -60,7 +60,7 @@ impl SeqWindow {
     }
 
     pub fn decode(raw: &[u8]) -> Option<Self> {
-        if raw.len() < 8 || raw.len() % 8 != 0 {
+        if raw.len() < 8 || !raw.len().is_multiple_of(8) {
             return None;
         }
         let mut words = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));

@@ -345,9 +345,19 @@ fn store_memory_per_series() {
         (after - before) / 1024,
         st.heap_estimate() / n
     );
+    // CPU time of this thread (utime + stime, clock ticks of 10 ms): the
+    // wall clock is unreliable on a loaded 2-core machine.
+    fn cpu_ms() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        (t(11) + t(12)) * 10
+    }
+    let c0 = cpu_ms();
     let t1 = std::time::Instant::now();
     let s = st.select(&sel(r#"{job=~".+"}"#), 1);
     let sel_t = t1.elapsed();
+    let c1 = cpu_ms();
     let mut out = Vec::new();
     crate::expose::render(&s, crate::expose::Format::Text, &mut out);
     println!(
@@ -355,6 +365,11 @@ fn store_memory_per_series() {
         s.len(),
         t1.elapsed(),
         out.len() >> 20
+    );
+    println!(
+        "cpu: select+sort {} ms, render {} ms",
+        c1 - c0,
+        cpu_ms() - c1
     );
     drop(out);
     drop(s);
