@@ -191,29 +191,28 @@ impl Forwarder {
         let mut client = self.client.clone();
         let metrics = self.metrics.clone();
         let opts = self.opts.clone();
-        let floor = self.buffer.first_seq().unwrap_or(0);
-        let info = BatchInfo {
-            collector_id: self.buffer.instance_id().to_string(),
-            first_seq: entries[0].seq,
-            entry_lens: entries.iter().map(|e| e.payload.len()).collect(),
-            floor: floor.min(entries[0].seq),
-        };
+        let buffer = self.buffer.clone();
         let last = entries[entries.len() - 1].seq;
-        let points: u64 = entries.iter().map(|e| e.points).sum();
-        let body = concat(&entries);
         async move {
             let started = std::time::Instant::now();
             let mut backoff = opts.initial_backoff;
+            let mut batch = Batch::new(entries, &buffer);
             loop {
-                let attempt = export(&mut client, body.clone(), &info);
+                // Entries the buffer dropped while this batch waited (cap, max_age) are
+                // counted as dropped there; delivering them too would count them twice.
+                match buffer.first_seq() {
+                    Some(head) if head <= last => batch.trim_below(head, &buffer),
+                    _ => return Sent::Done { last },
+                }
+                let attempt = export(&mut client, batch.body.clone(), &batch.info);
                 let result = tokio::select! {
                     r = attempt => r,
                     _ = shutdown.cancelled() => return Sent::Abandoned,
                 };
                 match result {
                     Ok(rejected) => {
-                        let rejected = rejected.min(points);
-                        metrics.sent_points.inc_by(points - rejected);
+                        let rejected = rejected.min(batch.points);
+                        metrics.sent_points.inc_by(batch.points - rejected);
                         metrics.rejected_points.inc_by(rejected);
                         metrics.sent_batches.inc();
                         metrics.last_success.set(unix_seconds());
@@ -232,15 +231,43 @@ impl Forwarder {
                     }
                     Err(status) => {
                         tracing::error!(
-                            code = ?status.code(), message = status.message(), points,
-                            first_seq = info.first_seq, last_seq = last,
+                            code = ?status.code(), message = status.message(), points = batch.points,
+                            first_seq = batch.info.first_seq, last_seq = last,
                             "aggregator rejected a batch as invalid; dropping it (not retryable)"
                         );
-                        metrics.rejected_points.inc_by(points);
+                        metrics.rejected_points.inc_by(batch.points);
                         return Sent::Done { last };
                     }
                 }
             }
+        }
+    }
+}
+
+/// One forwarded request: its entries, their concatenated body and its headers.
+struct Batch {
+    entries: Vec<Entry>,
+    body: Bytes,
+    info: BatchInfo,
+    points: u64,
+}
+
+impl Batch {
+    fn new(entries: Vec<Entry>, buffer: &Buffer) -> Batch {
+        let info = BatchInfo {
+            collector_id: buffer.instance_id().to_string(),
+            first_seq: entries[0].seq,
+            entry_lens: entries.iter().map(|e| e.payload.len()).collect(),
+            floor: buffer.first_seq().unwrap_or(0).min(entries[0].seq),
+        };
+        Batch { body: concat(&entries), points: entries.iter().map(|e| e.points).sum(), info, entries }
+    }
+
+    /// Drops the entries below `head` (no longer in the buffer).
+    fn trim_below(&mut self, head: Seq, buffer: &Buffer) {
+        if self.entries[0].seq < head {
+            let entries = std::mem::take(&mut self.entries).into_iter().filter(|e| e.seq >= head).collect();
+            *self = Batch::new(entries, buffer);
         }
     }
 }

@@ -123,7 +123,12 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub async fn start(dir: &Path) -> Aggregator {
-        let (grpc, http_otlp, http) = (free_port(), free_port(), free_port());
+        Self::start_with_grpc(dir, free_port()).await
+    }
+
+    /// On a given OTLP/gRPC port (collectors may have been pointed at it already).
+    pub async fn start_with_grpc(dir: &Path, grpc: u16) -> Aggregator {
+        let (http_otlp, http) = (free_port(), free_port());
         let config = dir.join("aggregator.yaml");
         write(
             &config,
@@ -150,6 +155,11 @@ impl Aggregator {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = get(&self.url("/metrics")).await.expect("aggregator /metrics");
+        sample_value(&body, name).unwrap_or(0.0)
     }
 
     /// `/federate` for one selector.
@@ -304,4 +314,88 @@ pub fn parse_samples(text: &str) -> Vec<Sample> {
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+/// An OTLP request of `points` gauge points in series `series_prefix-<i>`, values
+/// random (so the buffer cannot compress them away), timestamped now.
+pub fn gauge_request(metric: &str, series_prefix: &str, points: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+    use prost::Message;
+    use rand::Rng;
+    let kv = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }),
+        ..Default::default()
+    };
+    let now = now_ms() as u64 * 1_000_000;
+    let mut rng = rand::rng();
+    let data_points = (0..points)
+        .map(|i| NumberDataPoint {
+            attributes: vec![kv("series", format!("{series_prefix}-{i}"))],
+            time_unix_nano: now,
+            value: Some(number_data_point::Value::AsDouble(rng.random())),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv("service.name", "durability".into())],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric { name: metric.into(), data: Some(metric::Data::Gauge(Gauge { data_points })), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// POSTs a protobuf OTLP body; the HTTP status and the Retry-After header.
+pub async fn post_otlp(port: u16, body: Vec<u8>) -> (u16, Option<String>) {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("post to the collector");
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (r.status().as_u16(), retry)
+}
+
+/// Bytes of all files under `dir`.
+pub fn disk_usage(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += disk_usage(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+impl Collector {
+    /// Sum of a labelled counter family's samples (e.g. all `reason`s).
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin)).await.expect("collector /metrics");
+        parse_samples(&body).iter().filter(|s| s.name == name).map(|s| s.value).sum()
+    }
+
+    pub async fn metric_with(&self, name: &str, label: &str, value: &str) -> f64 {
+        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin)).await.expect("collector /metrics");
+        parse_samples(&body).iter().filter(|s| s.name == name && s.label(label) == value).map(|s| s.value).sum()
+    }
+
+    pub fn buffer_dir(&self) -> PathBuf {
+        self.config.with_file_name(format!("{}-buffer", self.proc.name))
+    }
 }
