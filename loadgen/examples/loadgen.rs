@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
                 if json {
                     println!("{}", report.to_json());
                 } else {
-                    print!("{}", report.to_text());
+                    println!("{}", report.to_text());
                 }
                 Ok(())
             }

@@ -107,7 +107,7 @@ impl Report {
         serde_json::to_string(self).expect("report serializes")
     }
 
-    /// The report for people.
+    /// The report for people (several lines, no trailing newline).
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let target = match self.target_rate {
@@ -183,6 +183,7 @@ impl Report {
                 );
             }
         }
+        s.truncate(s.trim_end().len());
         s
     }
 }

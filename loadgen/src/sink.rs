@@ -223,7 +223,7 @@ impl Shared {
             }
         };
         if let Some(code) = self.fail_with {
-            if n % self.fail_every == 0 {
+            if n.is_multiple_of(self.fail_every) {
                 self.failed_requests.fetch_add(1, Relaxed);
                 self.failed_points.fetch_add(summary.points, Relaxed);
                 return Outcome::Fail(code);
