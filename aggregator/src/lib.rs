@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod expose;
 pub mod ingest;
+pub mod notify;
 pub mod store;
 
 use edgewatch_config::AggregatorConfig;
@@ -39,22 +40,37 @@ pub struct Aggregator {
 
 impl Aggregator {
     pub async fn wait(self) -> Result<(), AggregatorError> {
-        self.task.await.map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
+        self.task
+            .await
+            .map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
     }
 }
 
-pub async fn start(cfg: &AggregatorConfig, shutdown: CancellationToken) -> Result<Aggregator, AggregatorError> {
+pub async fn start(
+    cfg: &AggregatorConfig,
+    shutdown: CancellationToken,
+) -> Result<Aggregator, AggregatorError> {
     let registry = Registry::new();
     let state_path = cfg.state.path.clone();
     let state = tokio::task::spawn_blocking(move || {
-        sled::Config::new().path(&state_path).cache_capacity(16 << 20).flush_every_ms(Some(200)).open()
+        sled::Config::new()
+            .path(&state_path)
+            .cache_capacity(16 << 20)
+            .flush_every_ms(Some(200))
+            .open()
     })
     .await
     .map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
-    .map_err(|source| AggregatorError::State { path: cfg.state.path.display().to_string(), source })?;
+    .map_err(|source| AggregatorError::State {
+        path: cfg.state.path.display().to_string(),
+        source,
+    })?;
 
     let staleness = cfg.store.staleness.get();
-    let store = Arc::new(store::Store::new(store::StoreOptions { staleness }, &registry));
+    let store = Arc::new(store::Store::new(
+        store::StoreOptions { staleness },
+        &registry,
+    ));
     let sink = ingest::IngestSink::new(store.clone(), &state, &registry)?;
     let otlp = &cfg.receivers.otlp;
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
@@ -66,7 +82,17 @@ pub async fn start(cfg: &AggregatorConfig, shutdown: CancellationToken) -> Resul
         otlp_http: listeners.http_addr(),
         http: http_listener.local_addr()?,
         store: store.clone(),
-        task: tokio::spawn(run(listeners, sink, otlp.max_request_bytes.bytes() as usize, http_listener, app, store, state, staleness, shutdown)),
+        task: tokio::spawn(run(
+            listeners,
+            sink,
+            otlp.max_request_bytes.bytes() as usize,
+            http_listener,
+            app,
+            store,
+            state,
+            staleness,
+            shutdown,
+        )),
     };
     tracing::info!(otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, http = %out.http, "aggregator started");
     Ok(out)
@@ -86,9 +112,12 @@ async fn run(
 ) -> Result<(), AggregatorError> {
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
     });
     let stop = shutdown.clone();
     let sweeper = tokio::spawn(async move {
@@ -134,7 +163,12 @@ pub fn prometheus_text(registry: &Registry) -> axum::response::Response {
     let enc = prometheus::TextEncoder::new();
     let mut body = Vec::new();
     match enc.encode(&registry.gather(), &mut body) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, enc.format_type().to_string())], body).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, enc.format_type().to_string())],
+            body,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -25,10 +25,19 @@
 //! Scraped-origin metrics (InstrumentationScope name `edgewatch.scrape`)
 //! come out as Prometheus would have stored the scrape: original metric and
 //! label names (only characters Prometheus' classic rules reject are
-//! replaced), no suffixes, no scope labels, no `target_info`; `job`,
-//! `instance`, `cluster`, `node` are attached like target labels, and a
-//! scraped label of the same name is kept as `exported_<name>` (Prometheus'
-//! `honor_labels: false` behaviour).
+//! replaced), no suffixes, no scope labels, no `target_info`; `job`
+//! (`service.name` alone: the scrape job), `instance`
+//! (`service.instance.id`), `cluster`, `node` are attached like target
+//! labels, and a scraped label of the same name is kept as
+//! `exported_<name>` (Prometheus' `honor_labels: false` behaviour).
+//! A counter keeps its scraped name (`ovms_requests_success`, no `_total`).
+//!
+//! Other rules: a point's `time_unix_nano` becomes the sample timestamp (ms);
+//! 0 means "now". Points flagged `NO_RECORDED_VALUE` write nothing (no stale
+//! marker) and count as accepted. NaN/±Inf values pass through. Every dropped
+//! point is counted in `edgewatch_convert_dropped_points_total{reason}` and
+//! in [`IngestOutcome::dropped_points`]; converted points in
+//! `edgewatch_convert_points_total`.
 
 pub mod attrs;
 pub mod delta;

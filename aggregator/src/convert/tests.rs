@@ -122,7 +122,7 @@ fn hp(time: u64, bounds: &[f64], counts: &[u64], sum: f64) -> HistogramDataPoint
         time_unix_nano: time,
         explicit_bounds: bounds.to_vec(),
         bucket_counts: counts.to_vec(),
-        count: counts.iter().sum(),
+        count: counts.iter().fold(0u64, |a, b| a.saturating_add(*b)),
         sum: Some(sum),
         ..Default::default()
     }
@@ -614,4 +614,76 @@ fn mixed_scopes_in_one_resource() {
 fn converter_is_send_sync() {
     fn f<X: Send + Sync>() {}
     f::<Converter>();
+}
+
+#[test]
+fn malformed_input_never_panics() {
+    use AggregationTemporality::*;
+    let e = env();
+    let weird = vec![
+        ExportMetricsServiceRequest::default(),
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics::default()],
+        },
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics::default()],
+                ..Default::default()
+            }],
+        },
+        req(vec![
+            Metric {
+                name: "no_data".into(),
+                ..Default::default()
+            },
+            hist(
+                "nan_bound",
+                Cumulative,
+                vec![hp(T, &[f64::NAN], &[1, 1], 0.0)],
+            ),
+            hist(
+                "inf_bound",
+                Cumulative,
+                vec![hp(T, &[1.0, f64::INFINITY], &[1, 1, 0], 0.0)],
+            ),
+            hist(
+                "huge",
+                Delta,
+                vec![hp(u64::MAX, &[1.0], &[u64::MAX, u64::MAX], f64::MAX)],
+            ),
+            hist(
+                "huge",
+                Delta,
+                vec![hp(u64::MAX - 1, &[1.0], &[u64::MAX, 1], f64::MAX)],
+            ),
+            sum("s", "", true, Delta, vec![np(f64::NAN, u64::MAX, vec![])]),
+            gauge(
+                "\u{0}\u{ffff}",
+                "\u{0}/\u{0}",
+                vec![np(1.0, T, vec![kv("", "x"), kv("\n", "y")])],
+            ),
+            gauge("u", "/", vec![np(1.0, T, vec![])]),
+            gauge("u2", "{a}/{b}", vec![np(1.0, T, vec![])]),
+        ]),
+    ];
+    for r in &weird {
+        e.ingest(r);
+    }
+    let text = e.dump();
+    assert!(
+        text.contains("inf_bound_seconds_bucket{job=\"svc\",le=\"1\"} 1 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("inf_bound_seconds_bucket{job=\"svc\",le=\"+Inf\"} 2 "),
+        "{text}"
+    );
+    assert!(!text.contains("nan_bound"), "{text}");
+    assert_eq!(e.dropped("invalid_histogram"), 1);
+    assert_eq!(e.dropped("delta_out_of_order"), 1);
+    assert_eq!(
+        e.dropped("invalid_name"),
+        1,
+        "a name of only invalid characters"
+    );
 }

@@ -145,6 +145,43 @@ pub fn write_om_float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
+/// An OpenMetrics timestamp (seconds) from ms, exactly as expfmt writes
+/// `float64(ms)/1000` — without float formatting for realistic timestamps:
+/// for 1e9 <= ms < 1e15 the shortest round-trip digits of ms/1000 are the
+/// decimal digits of ms (a shorter decimal is at least 1e-3 away while the
+/// double's rounding interval, below 1.3e-4 there, is far smaller), and the
+/// decimal exponent is >= 6, so Go prints `d.ddde+XX`.
+pub fn write_om_timestamp(out: &mut Vec<u8>, ms: i64) {
+    if !(1_000_000_000..1_000_000_000_000_000).contains(&ms) {
+        write_om_float(out, ms as f64 / 1000.0);
+        return;
+    }
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = ms as u64;
+    while v > 0 {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    let digits = &buf[i..];
+    let exp = digits.len() as i64 - 1 - 3;
+    let mut nd = digits.len();
+    while nd > 1 && digits[nd - 1] == b'0' {
+        nd -= 1;
+    }
+    out.push(digits[0]);
+    if nd > 1 {
+        out.push(b'.');
+        out.extend_from_slice(&digits[1..nd]);
+    }
+    out.extend_from_slice(b"e+");
+    if exp < 10 {
+        out.push(b'0');
+    }
+    append_u64(out, exp as u64);
+}
+
 pub fn append_u64(out: &mut Vec<u8>, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -239,6 +276,39 @@ mod tests {
         ];
         for (f, want) in cases {
             assert_eq!(om(*f), *want);
+        }
+    }
+
+    #[test]
+    fn om_timestamp_fast_path_matches_float_path() {
+        let mut x: i64 = 1_000_000_000;
+        let mut cases = vec![
+            0,
+            1,
+            999,
+            1000,
+            123_456,
+            999_999_999,
+            1_700_000_000_123,
+            1_700_000_000_000,
+            (1 << 53) - 1,
+            1 << 53,
+        ];
+        while x < 1_000_000_000_000_000 {
+            cases.push(x);
+            cases.push(x + 7);
+            cases.push(x * 3 + 123);
+            x = x * 13 / 7 + 1;
+        }
+        for ms in cases {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_om_timestamp(&mut a, ms);
+            write_om_float(&mut b, ms as f64 / 1000.0);
+            assert_eq!(
+                String::from_utf8(a).unwrap(),
+                String::from_utf8(b).unwrap(),
+                "{ms}"
+            );
         }
     }
 

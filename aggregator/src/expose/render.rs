@@ -4,7 +4,7 @@
 
 use crate::store::{MetricType, Selection};
 
-use super::format::{append_i64, append_u64, write_go_float, write_om_float};
+use super::format::{append_i64, append_u64, write_go_float, write_om_float, write_om_timestamp};
 
 /// Exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,7 @@ pub fn render(sel: &Selection, format: Format, out: &mut Vec<u8>) {
                 write_om_float(out, v);
             }
             out.push(b' ');
-            write_om_float(out, s.timestamp_ms() as f64 / 1000.0);
+            write_om_timestamp(out, s.timestamp_ms());
         } else {
             write_go_float(out, v);
             out.push(b' ');

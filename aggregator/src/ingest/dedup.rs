@@ -63,9 +63,14 @@ impl SeqWindow {
         if raw.len() < 8 || !raw.len().is_multiple_of(8) {
             return None;
         }
-        let mut words = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        let mut words = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
         let next = words.next()?;
-        Some(SeqWindow { next, above: words.collect() })
+        Some(SeqWindow {
+            next,
+            above: words.collect(),
+        })
     }
 }
 

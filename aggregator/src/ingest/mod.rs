@@ -7,7 +7,9 @@ use crate::convert::Converter;
 use crate::store::Store;
 use bytes::Bytes;
 use dedup::SeqWindow;
-use edgewatch_otlp::{BatchInfo, ExportContext, ExportError, ExportOutcome, ExportMetricsServiceRequest, MetricsSink};
+use edgewatch_otlp::{
+    BatchInfo, ExportContext, ExportError, ExportMetricsServiceRequest, ExportOutcome, MetricsSink,
+};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,12 +39,22 @@ pub enum IngestError {
 }
 
 impl IngestSink {
-    pub fn new(store: Arc<Store>, state: &sled::Db, registry: &Registry) -> Result<Self, IngestError> {
+    pub fn new(
+        store: Arc<Store>,
+        state: &sled::Db,
+        registry: &Registry,
+    ) -> Result<Self, IngestError> {
         let requests = IntCounterVec::new(
-            Opts::new("edgewatch_ingest_requests_total", "OTLP export requests by outcome."),
+            Opts::new(
+                "edgewatch_ingest_requests_total",
+                "OTLP export requests by outcome.",
+            ),
             &["outcome"],
         )?;
-        let points = IntCounter::new("edgewatch_ingest_points_total", "Data points ingested into the store.")?;
+        let points = IntCounter::new(
+            "edgewatch_ingest_points_total",
+            "Data points ingested into the store.",
+        )?;
         let rejected_points = IntCounter::new(
             "edgewatch_ingest_rejected_points_total",
             "Data points rejected as malformed (answered as partial success or INVALID_ARGUMENT).",
@@ -70,7 +82,10 @@ impl IngestSink {
     }
 
     fn ingest(&self, req: &ExportMetricsServiceRequest) {
-        let outcome = self.inner.converter.ingest(req, &self.inner.store, crate::now_ms());
+        let outcome = self
+            .inner
+            .converter
+            .ingest(req, &self.inner.store, crate::now_ms());
         self.inner.points.inc_by(outcome.accepted_points);
     }
 
@@ -107,11 +122,18 @@ impl IngestSink {
                     window.claim(info.first_seq + i);
                 }
             }
-            let fresh = decoded.into_iter().filter(|(seq, _)| window.claim(*seq)).collect();
+            let fresh = decoded
+                .into_iter()
+                .filter(|(seq, _)| window.claim(*seq))
+                .collect();
             // sled's background flush persists this within its flush interval; a
             // crash of the aggregator loses its in-memory store too, so a replay
             // accepted after such a crash refills rather than double-counts.
-            if let Err(e) = self.inner.state.insert(info.collector_id.as_bytes(), window.encode()) {
+            if let Err(e) = self
+                .inner
+                .state
+                .insert(info.collector_id.as_bytes(), window.encode())
+            {
                 tracing::warn!(error = %e, "persisting replay state failed");
             }
             fresh
@@ -126,7 +148,10 @@ impl IngestSink {
         }
         // The points of malformed entries are unknown; report one per entry.
         self.inner.rejected_points.inc_by(errors.len() as u64);
-        Ok(ExportOutcome { rejected_points: errors.len() as i64, message: errors.join("; ") })
+        Ok(ExportOutcome {
+            rejected_points: errors.len() as i64,
+            message: errors.join("; "),
+        })
     }
 
     fn load_window(&self, collector_id: &str) -> SeqWindow {

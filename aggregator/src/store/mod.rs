@@ -6,9 +6,9 @@
 //! # Layout
 //! - Every string (metric name, label name, label value) is interned in a
 //!   [`symbols::Symbols`] table and referred to by a `u32` id.
-//! - A series key is an `Arc<[u32]>`: `[name, l1, v1, l2, v2, ...]` with the
+//! - A series key is a `Box<[u32]>`: `[name, l1, v1, l2, v2, ...]` with the
 //!   label pairs sorted by label *name string* (Prometheus label order) and no
-//!   empty values. The key is both the hash-map key and what a reader clones.
+//!   empty values; it is the hash-map key and the only copy of the label set.
 //! - Series live in `SHARDS` shards (`RwLock<HashMap<key, Slot>>`) picked by a
 //!   hash of the key, so writers on different connections rarely contend and a
 //!   reader holds one shard at a time for a short scan.
@@ -35,8 +35,8 @@ mod symbols;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use hash::FxBuildHasher;
@@ -120,7 +120,7 @@ struct Slot {
     family: u32,
 }
 
-type Key = Arc<[SymbolId]>;
+type Key = Box<[SymbolId]>;
 type Shard = HashMap<Key, Slot, FxBuildHasher>;
 
 #[derive(Default)]
@@ -137,6 +137,8 @@ pub struct Store {
     families: RwLock<Families>,
     shards: Box<[RwLock<Shard>]>,
     series: AtomicUsize,
+    /// Set when series were removed and their symbols not yet collected.
+    gc_pending: AtomicBool,
     series_gauge: prometheus::IntGauge,
 }
 
@@ -166,6 +168,7 @@ impl Store {
             families: RwLock::new(Families::default()),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             series: AtomicUsize::new(0),
+            gc_pending: AtomicBool::new(false),
             series_gauge,
         }
     }
@@ -277,7 +280,7 @@ impl Store {
         }
         read(&self.symbols).retain(&key);
         map.insert(
-            Arc::from(key),
+            key.into_boxed_slice(),
             Slot {
                 value,
                 timestamp_ms,
@@ -318,10 +321,19 @@ impl Store {
             let n = self.series.fetch_sub(removed, Ordering::Relaxed) - removed;
             self.series_gauge.set(n as i64);
         }
-        if let Ok(_gc) = self.gc.try_write() {
-            let freed = write(&self.symbols).collect();
-            if freed > 0 {
-                tracing::debug!(freed, "store: freed unused symbols");
+        if removed > 0 {
+            self.gc_pending.store(true, Ordering::Relaxed);
+        }
+        // Symbols interned by a write whose series then already existed
+        // (a race between two writers) also end up unreferenced; they are
+        // collected with the next removal.
+        if self.gc_pending.load(Ordering::Relaxed) {
+            if let Ok(_gc) = self.gc.try_write() {
+                self.gc_pending.store(false, Ordering::Relaxed);
+                let freed = write(&self.symbols).collect();
+                if freed > 0 {
+                    tracing::debug!(freed, "store: freed unused symbols");
+                }
             }
         }
         removed

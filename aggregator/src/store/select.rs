@@ -6,7 +6,7 @@ use promql_parser::parser::{self, Expr, VectorSelector};
 use regex::Regex;
 
 use super::symbols::{SymbolId, Symbols};
-use super::{read, FamilyMeta, Key, Store};
+use super::{read, FamilyMeta, Store};
 
 /// The label name that holds the metric name in matchers.
 pub const METRIC_NAME: &str = "__name__";
@@ -217,10 +217,13 @@ impl Compiled<'_> {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    key: Key,
+/// One selected series: its family, sample, and where its symbol ids are.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
     family: u32,
+    /// Offset into `Selection::ids`: `[name, k1, v1, k2, v2, ...]` (local ids).
+    start: u32,
+    len: u32,
     value: f64,
     timestamp_ms: i64,
 }
@@ -233,31 +236,37 @@ const PREFIX: usize = 7;
 /// family series by label set (ignoring `le`/`quantile`), then `_bucket`
 /// (or quantile) lines by numeric bound, `_sum`, `_count` — the order the
 /// Prometheus text encoders write. Needs no store lock once built.
+///
+/// Everything is held in a few flat arrays laid out in output order (local
+/// string ids into a private arena), so iterating it is sequential memory
+/// access: rendering a million series is bound by formatting, not cache misses.
 pub struct Selection {
     arena: String,
+    /// Local id → (start, len) in `arena`.
     spans: Vec<(u32, u32)>,
-    g2l: Vec<u32>,
     families: Vec<FamilyMeta>,
-    entries: Vec<Entry>,
-    /// Exposition order: indices into `entries`.
-    order: Vec<u32>,
+    recs: Vec<Rec>,
+    ids: Vec<u32>,
 }
 
 /// One selected series.
 #[derive(Clone, Copy)]
 pub struct SeriesRef<'a> {
     sel: &'a Selection,
-    e: &'a Entry,
+    r: &'a Rec,
 }
 
 impl<'a> SeriesRef<'a> {
+    fn ids(&self) -> &'a [u32] {
+        &self.sel.ids[self.r.start as usize..(self.r.start + self.r.len) as usize]
+    }
     pub fn name(&self) -> &'a str {
-        self.sel.s(self.e.key[0])
+        self.sel.s(self.ids()[0])
     }
     /// Label pairs sorted by name, without `__name__`, no empty values.
     pub fn labels(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let sel = self.sel;
-        self.e.key[1..]
+        self.ids()[1..]
             .chunks_exact(2)
             .map(move |c| (sel.s(c[0]), sel.s(c[1])))
     }
@@ -265,37 +274,34 @@ impl<'a> SeriesRef<'a> {
         self.labels().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
     pub fn value(&self) -> f64 {
-        self.e.value
+        self.r.value
     }
     pub fn timestamp_ms(&self) -> i64 {
-        self.e.timestamp_ms
+        self.r.timestamp_ms
     }
     pub fn family(&self) -> &'a FamilyMeta {
-        &self.sel.families[self.e.family as usize]
+        &self.sel.families[self.r.family as usize]
     }
     /// Index of this series' family (equal for series of one family).
     pub fn family_index(&self) -> u32 {
-        self.e.family
+        self.r.family
     }
 }
 
 impl Selection {
     #[inline]
-    fn s(&self, global: SymbolId) -> &str {
-        let (start, len) = self.spans[self.g2l[global as usize] as usize];
+    fn s(&self, local: u32) -> &str {
+        let (start, len) = self.spans[local as usize];
         &self.arena[start as usize..(start + len) as usize]
     }
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.recs.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.recs.is_empty()
     }
     pub fn iter(&self) -> impl Iterator<Item = SeriesRef<'_>> + '_ {
-        self.order.iter().map(move |&i| SeriesRef {
-            sel: self,
-            e: &self.entries[i as usize],
-        })
+        self.recs.iter().map(move |r| SeriesRef { sel: self, r })
     }
     /// Total bytes of label names/values and names (sizing output buffers).
     pub fn string_bytes(&self) -> usize {
@@ -311,10 +317,9 @@ impl Store {
         let mut sel = Selection {
             arena: String::new(),
             spans: Vec::new(),
-            g2l: Vec::new(),
             families: Vec::new(),
-            entries: Vec::with_capacity(self.series_count()),
-            order: Vec::new(),
+            recs: Vec::with_capacity(self.series_count()),
+            ids: Vec::new(),
         };
         let mut compiled: Vec<Vec<Compiled<'_>>> = selectors
             .iter()
@@ -330,8 +335,8 @@ impl Store {
                     .collect()
             })
             .collect();
-        let mut le_id = NONE;
-        let mut quantile_id = NONE;
+        // Global symbol id → local id (NONE until first used).
+        let mut g2l: Vec<u32> = Vec::new();
         {
             // Ids stay valid (not freed/reused) while `gc` is held shared.
             let _gc = read(&self.gc);
@@ -342,15 +347,13 @@ impl Store {
                     continue;
                 }
                 let sym = read(&self.symbols);
-                if sel.g2l.len() < sym.capacity() {
-                    sel.g2l.resize(sym.capacity(), NONE);
+                if g2l.len() < sym.capacity() {
+                    g2l.resize(sym.capacity(), NONE);
                 }
                 name_ids.clear();
                 for c in &compiled {
                     name_ids.push(c.iter().map(|m| sym.get(&m.m.name)).collect());
                 }
-                le_id = sym.get("le").unwrap_or(le_id);
-                quantile_id = sym.get("quantile").unwrap_or(quantile_id);
                 for (key, slot) in map.iter() {
                     if slot.updated_ms < cutoff {
                         continue;
@@ -373,18 +376,21 @@ impl Store {
                     if !hit {
                         continue;
                     }
+                    let start = sel.ids.len();
                     for &id in key.iter() {
-                        let slot = &mut sel.g2l[id as usize];
+                        let slot = &mut g2l[id as usize];
                         if *slot == NONE {
                             let s = sym.resolve(id);
                             *slot = sel.spans.len() as u32;
                             sel.spans.push((sel.arena.len() as u32, s.len() as u32));
                             sel.arena.push_str(s);
                         }
+                        sel.ids.push(*slot);
                     }
-                    sel.entries.push(Entry {
-                        key: key.clone(),
+                    sel.recs.push(Rec {
                         family: slot.family,
+                        start: start as u32,
+                        len: key.len() as u32,
                         value: slot.value,
                         timestamp_ms: slot.timestamp_ms,
                     });
@@ -392,28 +398,38 @@ impl Store {
             }
             sel.families = read(&self.families).metas.clone();
         }
-        sel.sort(le_id, quantile_id);
+        let local = |name: &str| {
+            sel.spans
+                .iter()
+                .position(|&(s, l)| &sel.arena[s as usize..(s + l) as usize] == name)
+                .map(|p| p as u32)
+                .unwrap_or(NONE)
+        };
+        let (le, quantile) = (local("le"), local("quantile"));
+        sel.sort(le, quantile);
         sel
     }
 }
 
 impl Selection {
-    fn sort(&mut self, le_id: SymbolId, quantile_id: SymbolId) {
+    fn sort(&mut self, le: u32, quantile: u32) {
         // Rank of every local string, so comparisons are integer compares.
-        let mut order: Vec<u32> = (0..self.spans.len() as u32).collect();
+        let mut by_str: Vec<u32> = (0..self.spans.len() as u32).collect();
         {
-            let arena = &self.arena;
+            let arena = self.arena.as_bytes();
             let spans = &self.spans;
             let st = |i: u32| {
                 let (s, l) = spans[i as usize];
-                &arena.as_bytes()[s as usize..(s + l) as usize]
+                &arena[s as usize..(s + l) as usize]
             };
-            order.sort_unstable_by(|&a, &b| st(a).cmp(st(b)));
+            by_str.sort_unstable_by(|&a, &b| st(a).cmp(st(b)));
         }
+        // Shifted by one so that 0 sorts below every label (end of labels).
         let mut rank = vec![0u32; self.spans.len()];
-        for (r, &i) in order.iter().enumerate() {
-            rank[i as usize] = r as u32;
+        for (r, &i) in by_str.iter().enumerate() {
+            rank[i as usize] = r as u32 + 1;
         }
+        drop(by_str);
         let mut fam_order: Vec<u32> = (0..self.families.len() as u32).collect();
         fam_order.sort_by(|&a, &b| {
             self.families[a as usize]
@@ -425,61 +441,65 @@ impl Selection {
             fam_rank[i as usize] = r as u32;
         }
 
-        // One flat sort key per entry, compared as `[u32]` slices (cheap and
-        // cache-friendly compared with chasing each series' key):
+        // One flat sort key per series, compared as `[u32]` slices:
         // [family rank, (label name rank, value rank)* without le/quantile,
-        //  0 (end of labels: a prefix sorts first), suffix order,
-        //  bound (2 words, total order), name rank, le/quantile value rank]
-        // Ranks are shifted by one so that 0 is below every label.
-        let g2l = &self.g2l;
-        let r = |id: SymbolId| rank[g2l[id as usize] as usize] + 1;
-        let skip = |id: SymbolId| id == le_id || id == quantile_id;
-        let mut flat: Vec<u32> = Vec::with_capacity(self.entries.len() * 20);
-        // (first PREFIX words inline, start, len, entry index): most
-        // comparisons are decided by the inline prefix without touching `flat`.
-        let mut keys: Vec<([u32; PREFIX], u32, u32, u32)> = Vec::with_capacity(self.entries.len());
-        for (i, e) in self.entries.iter().enumerate() {
-            let start = flat.len();
-            let fam = &self.families[e.family as usize].name;
-            flat.push(fam_rank[e.family as usize]);
+        //  0 (end of labels: a label set that is a prefix sorts first),
+        //  suffix order, bound (2 words, total order), name rank,
+        //  le/quantile value rank]. The first PREFIX words are kept inline
+        // (every key has at least that many), the rest in `flat`.
+        let n = self.recs.len();
+        let mut flat: Vec<u32> = Vec::with_capacity(n * 8);
+        let mut keys: Vec<([u32; PREFIX], u32, u32, u32)> = Vec::with_capacity(n);
+        let mut key: Vec<u32> = Vec::with_capacity(32);
+        for (i, r) in self.recs.iter().enumerate() {
+            let ids = &self.ids[r.start as usize..(r.start + r.len) as usize];
+            key.clear();
+            key.push(fam_rank[r.family as usize]);
             let mut bound = 0.0;
             let mut bound_rank = 0;
-            for c in e.key[1..].chunks_exact(2) {
-                if skip(c[0]) {
+            for c in ids[1..].chunks_exact(2) {
+                if c[0] == le || c[0] == quantile {
                     bound = parse_bound(self.s(c[1]));
-                    bound_rank = r(c[1]);
+                    bound_rank = rank[c[1] as usize];
                 } else {
-                    flat.push(r(c[0]));
-                    flat.push(r(c[1]));
+                    key.push(rank[c[0] as usize]);
+                    key.push(rank[c[1] as usize]);
                 }
             }
-            flat.push(0);
-            let suffix = match self.s(e.key[0]).strip_prefix(fam.as_str()) {
+            key.push(0);
+            let fam = &self.families[r.family as usize].name;
+            key.push(match self.s(ids[0]).strip_prefix(fam.as_str()) {
                 Some("") | Some("_bucket") => 0,
                 Some("_sum") => 1,
                 Some("_count") => 2,
                 _ => 3,
-            };
-            flat.push(suffix);
+            });
             let bits = bound_bits(bound);
-            flat.push((bits >> 32) as u32);
-            flat.push(bits as u32);
-            flat.push(r(e.key[0]));
-            flat.push(bound_rank);
-            // Pad short keys with zeros inline; a padded zero only ever meets
-            // the end-of-labels zero or padding of an equal prefix, and the
-            // remainder comparison below settles the rest.
+            key.push((bits >> 32) as u32);
+            key.push(bits as u32);
+            key.push(rank[ids[0] as usize]);
+            key.push(bound_rank);
             let mut prefix = [0u32; PREFIX];
-            let n = (flat.len() - start).min(PREFIX);
-            prefix[..n].copy_from_slice(&flat[start..start + n]);
+            prefix.copy_from_slice(&key[..PREFIX]);
+            let start = flat.len();
+            flat.extend_from_slice(&key[PREFIX..]);
             keys.push((prefix, start as u32, (flat.len() - start) as u32, i as u32));
         }
-        let rest = |k: &([u32; PREFIX], u32, u32, u32)| {
-            let skip = (k.2 as usize).min(PREFIX);
-            &flat[k.1 as usize + skip..(k.1 + k.2) as usize]
-        };
+        let rest = |k: &([u32; PREFIX], u32, u32, u32)| &flat[k.1 as usize..(k.1 + k.2) as usize];
         keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| rest(a).cmp(rest(b))));
-        self.order = keys.into_iter().map(|k| k.3).collect();
+        drop(flat);
+
+        // Gather into output order (independent loads: memory-parallel).
+        let mut recs = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(self.ids.len());
+        for k in &keys {
+            let r = self.recs[k.3 as usize];
+            let start = ids.len() as u32;
+            ids.extend_from_slice(&self.ids[r.start as usize..(r.start + r.len) as usize]);
+            recs.push(Rec { start, ..r });
+        }
+        self.recs = recs;
+        self.ids = ids;
     }
 }
 

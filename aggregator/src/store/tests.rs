@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::Arc;
 
 fn store(staleness_s: u64) -> Store {
     Store::new(
@@ -103,8 +104,10 @@ fn staleness_hides_then_sweep_removes_and_frees_symbols() {
     // a re-appearing series comes back
     st.write(f, "g", &[("pod", "p1")], 3.0, 11_000, 11_000);
     assert_eq!(st.select(&sel("g"), 11_000).len(), 2);
+    assert_eq!(st.series_gauge.get(), 2);
     assert_eq!(st.sweep(100_000), 2);
     assert_eq!(st.series_count(), 0);
+    assert_eq!(st.series_gauge.get(), 0);
     assert_eq!(read(&st.symbols).live(), 0);
 }
 
@@ -273,105 +276,4 @@ fn concurrent_writes_and_selects() {
     }
     assert_eq!(st.series_count(), 2000);
     assert_eq!(st.select(&sel("c"), 2000).len(), 2000);
-}
-
-/// Memory per series at 1,000,000 series. Run with:
-/// `cargo test --release -p edgewatch-aggregator store_memory_per_series -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn store_memory_per_series() {
-    fn rss_kib() -> usize {
-        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        s.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-    let n: usize = std::env::var("EW_SERIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let before = rss_kib();
-    let st = store(300);
-    // A realistic edge fleet shape: 20 clusters × 50 nodes × 10 model pods,
-    // 100 metric names; labels job, instance, cluster, node, pod, model,
-    // otel_scope_name, otel_scope_version.
-    let fams: Vec<FamilyId> = (0..100)
-        .map(|m| {
-            st.family(
-                &format!("model_metric_{m}_total"),
-                MetricType::Counter,
-                "",
-                "",
-            )
-        })
-        .collect();
-    let t0 = std::time::Instant::now();
-    for i in 0..n {
-        let m = i % 100;
-        let pod = i / 100;
-        let node = pod / 10;
-        let cluster = node / 50;
-        let name = format!("model_metric_{m}_total");
-        let pod_s = format!("ovms-{pod}-7f9c8d6b5-x2k4q");
-        let node_s = format!("edge-node-{node}");
-        let cl_s = format!("edge-cluster-{cluster}");
-        let inst = format!("{pod_s}:8080");
-        let model = format!("model-{}", pod % 37);
-        st.write(
-            fams[m],
-            &name,
-            &[
-                ("job", "edge/ovms"),
-                ("instance", &inst),
-                ("cluster", &cl_s),
-                ("node", &node_s),
-                ("pod", &pod_s),
-                ("model", &model),
-                ("otel_scope_name", "edgewatch.collector"),
-                ("otel_scope_version", "0.1.0"),
-            ],
-            i as f64,
-            1,
-            1,
-        );
-    }
-    let ins = t0.elapsed();
-    let after = rss_kib();
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
-    println!(
-        "series={n} rss_delta={} MiB bytes/series={per:.0} heap_estimate/series={} insert={ins:?}",
-        (after - before) / 1024,
-        st.heap_estimate() / n
-    );
-    // CPU time of this thread (utime + stime, clock ticks of 10 ms): the
-    // wall clock is unreliable on a loaded 2-core machine.
-    fn cpu_ms() -> u64 {
-        let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-        let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        (t(11) + t(12)) * 10
-    }
-    let c0 = cpu_ms();
-    let t1 = std::time::Instant::now();
-    let s = st.select(&sel(r#"{job=~".+"}"#), 1);
-    let sel_t = t1.elapsed();
-    let c1 = cpu_ms();
-    let mut out = Vec::new();
-    crate::expose::render(&s, crate::expose::Format::Text, &mut out);
-    println!(
-        "select+sort of {} series: {sel_t:?}; +text render: {:?} ({} MiB body)",
-        s.len(),
-        t1.elapsed(),
-        out.len() >> 20
-    );
-    println!(
-        "cpu: select+sort {} ms, render {} ms",
-        c1 - c0,
-        cpu_ms() - c1
-    );
-    drop(out);
-    drop(s);
-    assert!(per <= 300.0, "bytes/series {per}");
 }
