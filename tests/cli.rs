@@ -9,9 +9,16 @@ fn validate(role: &str, yaml: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("c.yaml");
     write(&f, yaml);
-    let out = Command::new(BIN).args(["validate", role, f.to_str().expect("utf-8")]).output().expect("run");
+    let out = Command::new(BIN)
+        .args(["validate", role, f.to_str().expect("utf-8")])
+        .output()
+        .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&f.display().to_string(), "FILE");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
 }
 
 const COLLECTOR: &str = "cluster: edge-a
@@ -27,7 +34,10 @@ forward:
 
 #[test]
 fn valid_files_print_ok() {
-    assert_eq!(validate("collector", COLLECTOR), (0, "ok\n".into(), String::new()));
+    assert_eq!(
+        validate("collector", COLLECTOR),
+        (0, "ok\n".into(), String::new())
+    );
     let agg = "http:\n  listen: 127.0.0.1:9090\nstate:\n  path: ./data/aggregator\n";
     assert_eq!(validate("aggregator", agg).0, 0);
 }
@@ -35,18 +45,39 @@ fn valid_files_print_ok() {
 #[test]
 fn errors_name_file_line_column() {
     let cases = [
-        (COLLECTOR.replace("  max_bytes: 1GiB", "  max_bytes: 1GiB\n  colour: red"), "FILE:8:3: unknown field `colour`"),
-        (COLLECTOR.replace("1GiB", "lots"), "FILE:7:14: buffer.max_bytes: invalid size"),
-        (COLLECTOR.replace("127.0.0.1:4317", "4317"), "FILE:4:11: receivers.otlp.grpc: invalid address"),
-        (COLLECTOR.replace("http://127.0.0.1:14317", "127.0.0.1:14317"), "FILE:9:13: forward.endpoint: invalid URL"),
-        (COLLECTOR.replace("cluster: edge-a\n", ""), "missing field `cluster`"),
-        (format!("{COLLECTOR}  timeout: soon\n"), "FILE:10:12: forward.timeout: invalid duration"),
+        (
+            COLLECTOR.replace("  max_bytes: 1GiB", "  max_bytes: 1GiB\n  colour: red"),
+            "FILE:8:3: unknown field `colour`",
+        ),
+        (
+            COLLECTOR.replace("1GiB", "lots"),
+            "FILE:7:14: buffer.max_bytes: invalid size",
+        ),
+        (
+            COLLECTOR.replace("127.0.0.1:4317", "4317"),
+            "FILE:4:11: receivers.otlp.grpc: invalid address",
+        ),
+        (
+            COLLECTOR.replace("http://127.0.0.1:14317", "127.0.0.1:14317"),
+            "FILE:9:13: forward.endpoint: invalid URL",
+        ),
+        (
+            COLLECTOR.replace("cluster: edge-a\n", ""),
+            "missing field `cluster`",
+        ),
+        (
+            format!("{COLLECTOR}  timeout: soon\n"),
+            "FILE:10:12: forward.timeout: invalid duration",
+        ),
     ];
     for (yaml, want) in cases {
         let (code, stdout, stderr) = validate("collector", &yaml);
         assert_eq!(code, 2, "{want}: {stderr}");
         assert!(stdout.is_empty());
-        assert!(stderr.starts_with(want) || stderr.contains(want), "want {want:?}, got {stderr:?}");
+        assert!(
+            stderr.starts_with(want) || stderr.contains(want),
+            "want {want:?}, got {stderr:?}"
+        );
         assert!(stderr.starts_with("FILE:"), "{stderr}");
     }
 }

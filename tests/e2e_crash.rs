@@ -23,8 +23,25 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
         let endpoint = format!("http://127.0.0.1:{}", col.grpc);
         move || {
             std::process::Command::new(BIN)
-                .args(["loadgen", "--endpoint", &endpoint, "--protocol", "grpc", "--batch", "10", "--concurrency", "4"])
-                .args(["--rate", &rate.to_string(), "--series", &series.to_string(), "--duration", &format!("{seconds}s")])
+                .args([
+                    "loadgen",
+                    "--endpoint",
+                    &endpoint,
+                    "--protocol",
+                    "grpc",
+                    "--batch",
+                    "10",
+                    "--concurrency",
+                    "4",
+                ])
+                .args([
+                    "--rate",
+                    &rate.to_string(),
+                    "--series",
+                    &series.to_string(),
+                    "--duration",
+                    &format!("{seconds}s"),
+                ])
                 .args(["--sequence-check", "--json", "--quiet", "--timeout", "3s"])
                 .output()
                 .expect("run loadgen")
@@ -37,48 +54,79 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
         let wait = rand::rng().random_range(300..900);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         col.proc.kill();
-        col.proc = Proc::spawn("col", BIN, &["collector", "--config", config.to_str().expect("utf-8")], dir.path());
+        col.proc = Proc::spawn(
+            "col",
+            BIN,
+            &["collector", "--config", config.to_str().expect("utf-8")],
+            dir.path(),
+        );
         wait_ready(&format!("http://127.0.0.1:{}/readyz", col.admin)).await;
     }
 
     let out = loadgen.await.expect("loadgen thread");
-    assert!(out.status.success(), "loadgen: {}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("loadgen JSON report");
+    assert!(
+        out.status.success(),
+        "loadgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("loadgen JSON report");
     let acked_points = report["acked_points"].as_u64().expect("acked_points");
     let sent_points = report["sent_points"].as_u64().expect("sent_points");
-    assert!(acked_points > (rate * seconds / 2) as u64, "most points were acknowledged: {report}");
-    assert!(report["failed_points"].as_u64().unwrap_or(0) > 0, "the kills made some requests fail: {report}");
+    assert!(
+        acked_points > (rate * seconds / 2) as u64,
+        "most points were acknowledged: {report}"
+    );
+    assert!(
+        report["failed_points"].as_u64().unwrap_or(0) > 0,
+        "the kills made some requests fail: {report}"
+    );
 
     let mut acked = BTreeSet::new();
-    for run in report["sequence"]["acked_through"].as_array().expect("acked_through runs") {
+    for run in report["sequence"]["acked_through"]
+        .as_array()
+        .expect("acked_through runs")
+    {
         if run["seq"].as_u64() != Some(1) {
             assert_eq!(run["seq"].as_u64(), Some(0), "one point per series: {run}");
             continue;
         }
-        let from: usize = run["from"].as_str().expect("from")[1..].parse().expect("index");
+        let from: usize = run["from"].as_str().expect("from")[1..]
+            .parse()
+            .expect("index");
         let to: usize = run["to"].as_str().expect("to")[1..].parse().expect("index");
         acked.extend(from..=to);
     }
     assert_eq!(acked.len() as u64, acked_points);
 
-    eventually(Duration::from_secs(60), "the collector's buffer to drain", || async {
-        (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the collector's buffer to drain",
+        || async { (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(()) },
+    )
     .await;
-    let at_core: BTreeSet<usize> = parse_samples(&agg.federate("edgewatch_loadgen_sequence_total").await)
-        .iter()
-        .map(|s| {
-            assert_eq!(s.value, 1.0, "{s:?}");
-            s.label("series")[1..].parse().expect("series index")
-        })
-        .collect();
+    let at_core: BTreeSet<usize> =
+        parse_samples(&agg.federate("edgewatch_loadgen_sequence_total").await)
+            .iter()
+            .map(|s| {
+                assert_eq!(s.value, 1.0, "{s:?}");
+                s.label("series")[1..].parse().expect("series index")
+            })
+            .collect();
     let missing: Vec<_> = acked.difference(&at_core).take(10).collect();
-    assert!(missing.is_empty(), "acknowledged points missing at the core (first 10): {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged points missing at the core (first 10): {missing:?}"
+    );
     assert!(at_core.len() as u64 <= sent_points);
 
     // Exactly once: the core ingested as many points as it holds distinct points.
     let ingested = agg.metric("edgewatch_ingest_points_total").await;
-    assert_eq!(ingested, at_core.len() as f64, "a replayed batch was ingested twice");
+    assert_eq!(
+        ingested,
+        at_core.len() as f64,
+        "a replayed batch was ingested twice"
+    );
     let replays = agg.metric("edgewatch_ingest_duplicate_batches_total").await;
     eprintln!(
         "crash test: sent {sent_points}, acked {acked_points}, at core {}, replays dropped {replays}",

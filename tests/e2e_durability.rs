@@ -14,7 +14,9 @@ const POINTS: usize = 500;
 async fn flood(port: u16, metric: &str, n: usize) -> Vec<(u16, Option<String>)> {
     let mut out = Vec::new();
     for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
-        let sends = chunk.iter().map(|i| post_otlp(port, gauge_request(metric, &format!("r{i}"), POINTS)));
+        let sends = chunk
+            .iter()
+            .map(|i| post_otlp(port, gauge_request(metric, &format!("r{i}"), POINTS)));
         out.extend(futures::future::join_all(sends).await);
     }
     out
@@ -25,19 +27,39 @@ async fn drop_oldest_keeps_disk_under_the_cap_and_counts_every_drop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port(); // the core is down for now
     let cap: u64 = 2 << 20;
-    let col = Collector::start(dir.path(), "col", "edge-a", "n1", agg_port, "  max_bytes: 2MiB\n").await;
+    let col = Collector::start(
+        dir.path(),
+        "col",
+        "edge-a",
+        "n1",
+        agg_port,
+        "  max_bytes: 2MiB\n",
+    )
+    .await;
 
     let statuses = flood(col.http, "cap_test", 600).await;
-    assert!(statuses.iter().all(|(s, _)| *s == 200), "drop_oldest never refuses: {statuses:?}");
+    assert!(
+        statuses.iter().all(|(s, _)| *s == 200),
+        "drop_oldest never refuses: {statuses:?}"
+    );
     let on_disk = disk_usage(&col.buffer_dir());
-    assert!(on_disk <= cap + cap / 10, "buffer uses {on_disk} bytes on disk, cap {cap}");
+    assert!(
+        on_disk <= cap + cap / 10,
+        "buffer uses {on_disk} bytes on disk, cap {cap}"
+    );
 
     let received = col.metric("edgewatch_received_points_total").await;
-    let dropped = col.metric_with("edgewatch_buffer_dropped_points_total", "reason", "full").await;
+    let dropped = col
+        .metric_with("edgewatch_buffer_dropped_points_total", "reason", "full")
+        .await;
     let held = col.metric("edgewatch_buffer_entries").await * POINTS as f64;
     assert_eq!(received, (600 * POINTS) as f64);
     assert!(dropped > 0.0, "a 2 MiB cap cannot hold 300k random points");
-    assert_eq!(dropped + held, received, "every point is either held or counted as dropped");
+    assert_eq!(
+        dropped + held,
+        received,
+        "every point is either held or counted as dropped"
+    );
 
     // The core comes back: exactly what was held arrives.
     let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
@@ -46,24 +68,52 @@ async fn drop_oldest_keeps_disk_under_the_cap_and_counts_every_drop() {
     })
     .await;
     let ingested = agg.metric("edgewatch_ingest_points_total").await;
-    assert_eq!(ingested, held, "the aggregator got exactly the points the buffer held");
+    assert_eq!(
+        ingested, held,
+        "the aggregator got exactly the points the buffer held"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port();
-    let col =
-        Collector::start(dir.path(), "col", "edge-a", "n1", agg_port, "  max_bytes: 1MiB\n  full_policy: backpressure\n").await;
+    let col = Collector::start(
+        dir.path(),
+        "col",
+        "edge-a",
+        "n1",
+        agg_port,
+        "  max_bytes: 1MiB\n  full_policy: backpressure\n",
+    )
+    .await;
 
     let statuses = flood(col.http, "bp_test", 200).await;
     let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
-    assert!(!refused.is_empty(), "a full buffer refuses in backpressure mode");
-    assert!(refused.iter().all(|(_, r)| r.is_some()), "429 carries Retry-After");
+    assert!(
+        !refused.is_empty(),
+        "a full buffer refuses in backpressure mode"
+    );
+    assert!(
+        refused.iter().all(|(_, r)| r.is_some()),
+        "429 carries Retry-After"
+    );
     let accepted = statuses.iter().filter(|(s, _)| *s == 200).count();
-    assert_eq!(col.metric("edgewatch_received_points_total").await, (accepted * POINTS) as f64);
-    assert_eq!(col.metric_sum("edgewatch_buffer_dropped_points_total").await, 0.0, "nothing accepted is dropped");
-    assert!(col.metric_with("edgewatch_refused_points_total", "reason", "buffer_full").await > 0.0);
+    assert_eq!(
+        col.metric("edgewatch_received_points_total").await,
+        (accepted * POINTS) as f64
+    );
+    assert_eq!(
+        col.metric_sum("edgewatch_buffer_dropped_points_total")
+            .await,
+        0.0,
+        "nothing accepted is dropped"
+    );
+    assert!(
+        col.metric_with("edgewatch_refused_points_total", "reason", "buffer_full")
+            .await
+            > 0.0
+    );
 
     // An OpenTelemetry SDK exporter with retries gets RESOURCE_EXHAUSTED, backs off,
     // and succeeds once the core drains the buffer.
@@ -72,13 +122,25 @@ async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted
     tokio::time::sleep(Duration::from_secs(2)).await;
     let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
     sdk.await.expect("sdk thread");
-    let text = eventually(Duration::from_secs(60), "the SDK's metric at the core", || async {
-        let t = agg.federate("bp_sdk_total").await;
-        (!t.is_empty()).then_some(t)
-    })
+    let text = eventually(
+        Duration::from_secs(60),
+        "the SDK's metric at the core",
+        || async {
+            let t = agg.federate("bp_sdk_total").await;
+            (!t.is_empty()).then_some(t)
+        },
+    )
     .await;
     assert!(text.contains("bp_sdk_total{"), "{text}");
-    assert!(col.metric_with("edgewatch_received_requests_total", "outcome", "buffer_full").await > 0.0);
+    assert!(
+        col.metric_with(
+            "edgewatch_received_requests_total",
+            "outcome",
+            "buffer_full"
+        )
+        .await
+            > 0.0
+    );
 }
 
 fn sdk_send_with_retry(endpoint: String) {
@@ -98,11 +160,17 @@ fn sdk_send_with_retry(endpoint: String) {
         .build()
         .expect("exporter");
     let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter).with_interval(Duration::from_secs(3600)).build())
+        .with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
         .build();
     let c = provider.meter("bp").u64_counter("bp_sdk").build();
     c.add(1, &[]);
-    provider.force_flush().expect("the SDK's export eventually succeeds");
+    provider
+        .force_flush()
+        .expect("the SDK's export eventually succeeds");
     let _ = provider.shutdown();
 }
 
@@ -127,29 +195,51 @@ async fn garbage_over_the_buffer_files_is_moved_aside_and_ingest_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port();
     let mut col = Collector::start(dir.path(), "col", "edge-a", "n1", agg_port, "").await;
-    assert!(flood(col.http, "before", 10).await.iter().all(|(s, _)| *s == 200));
+    assert!(flood(col.http, "before", 10)
+        .await
+        .iter()
+        .all(|(s, _)| *s == 200));
     col.proc.kill();
     let buffer = col.buffer_dir();
     assert!(overwrite_with_garbage(&buffer) > 0);
 
     let config = col.config.clone();
-    col.proc = Proc::spawn("col", BIN, &["collector", "--config", config.to_str().expect("utf-8")], dir.path());
+    col.proc = Proc::spawn(
+        "col",
+        BIN,
+        &["collector", "--config", config.to_str().expect("utf-8")],
+        dir.path(),
+    );
     wait_ready(&format!("http://127.0.0.1:{}/readyz", col.admin)).await;
     let moved: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("col-buffer.corrupt-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("col-buffer.corrupt-")
+        })
         .collect();
     assert_eq!(moved.len(), 1, "the corrupt buffer was moved aside once");
     assert_eq!(col.metric("edgewatch_buffer_corruptions_total").await, 1.0);
-    assert!(col.proc.log_text().contains("corrupt"), "the log says what happened");
+    assert!(
+        col.proc.log_text().contains("corrupt"),
+        "the log says what happened"
+    );
 
-    assert!(flood(col.http, "after", 3).await.iter().all(|(s, _)| *s == 200));
+    assert!(flood(col.http, "after", 3)
+        .await
+        .iter()
+        .all(|(s, _)| *s == 200));
     let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
-    let samples = eventually(Duration::from_secs(30), "the new data at the core", || async {
-        let s = parse_samples(&agg.federate("after").await);
-        (s.len() == 3 * POINTS).then_some(s)
-    })
+    let samples = eventually(
+        Duration::from_secs(30),
+        "the new data at the core",
+        || async {
+            let s = parse_samples(&agg.federate("after").await);
+            (s.len() == 3 * POINTS).then_some(s)
+        },
+    )
     .await;
     assert!(samples.iter().all(|s| s.label("cluster") == "edge-a"));
 }
@@ -165,7 +255,10 @@ impl TinyDisk {
             .arg(path)
             .status()
             .expect("run mount");
-        assert!(st.success(), "mounting a tmpfs needs root (CI runs as root)");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
         TinyDisk(path.to_path_buf())
     }
 
@@ -200,7 +293,12 @@ async fn a_full_disk_answers_retryable_errors_and_recovers_when_space_returns() 
             disk.0.join("buffer").display()
         ),
     );
-    let col_proc = Proc::spawn("col", BIN, &["collector", "--config", yaml.to_str().expect("utf-8")], dir.path());
+    let col_proc = Proc::spawn(
+        "col",
+        BIN,
+        &["collector", "--config", yaml.to_str().expect("utf-8")],
+        dir.path(),
+    );
     wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
 
     let mut accepted = 0usize;
@@ -219,23 +317,34 @@ async fn a_full_disk_answers_retryable_errors_and_recovers_when_space_returns() 
         }
     }
     assert!(unavailable > 0, "3 MiB filled up");
-    let (ready, _) = get(&format!("http://127.0.0.1:{admin}/readyz")).await.expect("readyz");
+    let (ready, _) = get(&format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .expect("readyz");
     assert_eq!(ready, 503, "not ready while the buffer cannot write");
 
     disk.grow("64m");
-    let again = eventually(Duration::from_secs(20), "writes to succeed again", || async {
-        let (s, _) = post_otlp(http, gauge_request("full_test", "again", POINTS)).await;
-        (s == 200).then_some(())
-    })
+    let again = eventually(
+        Duration::from_secs(20),
+        "writes to succeed again",
+        || async {
+            let (s, _) = post_otlp(http, gauge_request("full_test", "again", POINTS)).await;
+            (s == 200).then_some(())
+        },
+    )
     .await;
     let _: () = again;
     accepted += 1;
     wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
 
     let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
-    eventually(Duration::from_secs(60), "every accepted point at the core", || async {
-        (agg.metric("edgewatch_ingest_points_total").await == (accepted * POINTS) as f64).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every accepted point at the core",
+        || async {
+            (agg.metric("edgewatch_ingest_points_total").await == (accepted * POINTS) as f64)
+                .then_some(())
+        },
+    )
     .await;
     drop(col_proc);
 }

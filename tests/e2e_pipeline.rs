@@ -15,7 +15,10 @@ use std::time::Duration;
 /// flushes them to `endpoint` over gRPC or HTTP/protobuf.
 fn sdk_send(service: &str, grpc: bool, endpoint: String) {
     let exporter = if grpc {
-        opentelemetry_otlp::MetricExporter::builder().with_tonic().with_endpoint(endpoint).build()
+        opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
     } else {
         opentelemetry_otlp::MetricExporter::builder()
             .with_http()
@@ -25,12 +28,23 @@ fn sdk_send(service: &str, grpc: bool, endpoint: String) {
     }
     .expect("exporter");
     let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter).with_interval(Duration::from_secs(3600)).build())
-        .with_resource(Resource::builder().with_service_name(service.to_string()).build())
+        .with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
         .build();
     let meter = provider.meter("e2e");
     let attrs = [KeyValue::new("model", "housing")];
-    let requests = meter.u64_counter("e2e.requests").with_description("Requests served.").build();
+    let requests = meter
+        .u64_counter("e2e.requests")
+        .with_description("Requests served.")
+        .build();
     requests.add(3, &attrs);
     requests.add(2, &attrs);
     let depth = meter.i64_gauge("e2e.queue.depth").build();
@@ -49,13 +63,20 @@ fn sdk_send(service: &str, grpc: bool, endpoint: String) {
 
 async fn send_with_sdk(service: &'static str, grpc: bool, endpoint: String) {
     // The SDK's periodic reader runs on its own thread; the HTTP exporter blocks.
-    tokio::task::spawn_blocking(move || sdk_send(service, grpc, endpoint)).await.expect("sdk thread");
+    tokio::task::spawn_blocking(move || sdk_send(service, grpc, endpoint))
+        .await
+        .expect("sdk thread");
 }
 
-fn find<'a>(samples: &'a [Sample], name: &str, job: &str, extra: &[(&str, &str)]) -> Option<&'a Sample> {
-    samples
-        .iter()
-        .find(|s| s.name == name && s.label("job") == job && extra.iter().all(|(k, v)| s.label(k) == *v))
+fn find<'a>(
+    samples: &'a [Sample],
+    name: &str,
+    job: &str,
+    extra: &[(&str, &str)],
+) -> Option<&'a Sample> {
+    samples.iter().find(|s| {
+        s.name == name && s.label("job") == job && extra.iter().all(|(k, v)| s.label(k) == *v)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,15 +89,24 @@ async fn sdk_metrics_reach_federate_and_prometheus() {
     send_with_sdk("sdk-grpc", true, format!("http://127.0.0.1:{}", col.grpc)).await;
     send_with_sdk("sdk-http", false, format!("http://127.0.0.1:{}", col.http)).await;
 
-    let text = eventually(Duration::from_secs(20), "both senders' series on /federate", || async {
-        let t = agg.federate(r#"{__name__=~"e2e_.*"}"#).await;
-        let s = parse_samples(&t);
-        (find(&s, "e2e_requests_total", "sdk-grpc", &[]).is_some() && find(&s, "e2e_requests_total", "sdk-http", &[]).is_some())
+    let text = eventually(
+        Duration::from_secs(20),
+        "both senders' series on /federate",
+        || async {
+            let t = agg.federate(r#"{__name__=~"e2e_.*"}"#).await;
+            let s = parse_samples(&t);
+            (find(&s, "e2e_requests_total", "sdk-grpc", &[]).is_some()
+                && find(&s, "e2e_requests_total", "sdk-http", &[]).is_some())
             .then_some(t)
-    })
+        },
+    )
     .await;
 
-    for ty in ["# TYPE e2e_requests_total counter", "# TYPE e2e_queue_depth gauge", "# TYPE e2e_latency_seconds histogram"] {
+    for ty in [
+        "# TYPE e2e_requests_total counter",
+        "# TYPE e2e_queue_depth gauge",
+        "# TYPE e2e_latency_seconds histogram",
+    ] {
         assert!(text.contains(ty), "missing {ty:?} in\n{text}");
     }
     let samples = parse_samples(&text);
@@ -88,16 +118,31 @@ async fn sdk_metrics_reach_federate_and_prometheus() {
         assert_eq!(c.label("model"), "housing");
         assert_eq!(c.label("otel_scope_name"), "e2e");
         let ts = c.timestamp.expect("federate keeps the original timestamp");
-        assert!(ts >= before - 1000 && ts <= now_ms(), "timestamp {ts} not the SDK's collection time");
+        assert!(
+            ts >= before - 1000 && ts <= now_ms(),
+            "timestamp {ts} not the SDK's collection time"
+        );
 
-        assert_eq!(find(&samples, "e2e_queue_depth", job, &[]).expect("gauge").value, 7.0);
-        let bucket = |le: &str| find(&samples, "e2e_latency_seconds_bucket", job, &[("le", le)]).map(|s| s.value);
+        assert_eq!(
+            find(&samples, "e2e_queue_depth", job, &[])
+                .expect("gauge")
+                .value,
+            7.0
+        );
+        let bucket = |le: &str| {
+            find(&samples, "e2e_latency_seconds_bucket", job, &[("le", le)]).map(|s| s.value)
+        };
         assert_eq!(bucket("0.1"), Some(1.0), "{text}");
         assert_eq!(bucket("0.5"), Some(2.0));
         assert_eq!(bucket("1"), Some(2.0));
         assert_eq!(bucket("+Inf"), Some(3.0));
-        assert_eq!(find(&samples, "e2e_latency_seconds_count", job, &[]).map(|s| s.value), Some(3.0));
-        let sum = find(&samples, "e2e_latency_seconds_sum", job, &[]).expect("sum").value;
+        assert_eq!(
+            find(&samples, "e2e_latency_seconds_count", job, &[]).map(|s| s.value),
+            Some(3.0)
+        );
+        let sum = find(&samples, "e2e_latency_seconds_sum", job, &[])
+            .expect("sum")
+            .value;
         assert!((sum - 2.35).abs() < 1e-9, "sum {sum}");
     }
 
@@ -107,20 +152,31 @@ async fn sdk_metrics_reach_federate_and_prometheus() {
         agg.http
     );
     let prom = Prometheus::start(dir.path(), &scrape).await;
-    let result = eventually(Duration::from_secs(30), "Prometheus to have federated the counter", || async {
-        let r = prom.query(r#"e2e_requests_total{cluster="edge-a",job="sdk-grpc"}"#).await;
-        (!r.is_empty()).then_some(r)
-    })
+    let result = eventually(
+        Duration::from_secs(30),
+        "Prometheus to have federated the counter",
+        || async {
+            let r = prom
+                .query(r#"e2e_requests_total{cluster="edge-a",job="sdk-grpc"}"#)
+                .await;
+            (!r.is_empty()).then_some(r)
+        },
+    )
     .await;
     assert_eq!(result.len(), 1, "{result:?}");
     assert_eq!(result[0]["metric"]["cluster"], "edge-a");
     assert_eq!(result[0]["metric"]["node"], "node-1");
     assert_eq!(result[0]["value"][1], "5");
     let hist = prom
-        .query(r#"histogram_quantile(0.5, sum by (le) (e2e_latency_seconds_bucket{job="sdk-http"}))"#)
+        .query(
+            r#"histogram_quantile(0.5, sum by (le) (e2e_latency_seconds_bucket{job="sdk-http"}))"#,
+        )
         .await;
     assert_eq!(hist.len(), 1, "{hist:?}");
-    let median: f64 = hist[0]["value"][1].as_str().and_then(|v| v.parse().ok()).expect("a number");
+    let median: f64 = hist[0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
     // Of 0.05, 0.3 and 2.0 the median falls in (0.1, 0.5]: linear interpolation gives 0.3.
     assert!((median - 0.3).abs() < 1e-9, "{median}");
 }
@@ -147,8 +203,28 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
             .send()
             .await
             .expect("post");
-        assert_eq!(r.status(), 200, "the collector accepts while the core is down: {:?}", r.text().await);
+        assert_eq!(
+            r.status(),
+            200,
+            "the collector accepts while the core is down: {:?}",
+            r.text().await
+        );
     }
+    // Numbered points, many per series, also while the core is down.
+    let endpoint = format!("http://127.0.0.1:{}", col.grpc);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["loadgen", "--endpoint", &endpoint, "--rate", "4000", "--batch", "20", "--series", "20"])
+            .args(["--duration", "3s", "--sequence-check", "--json", "--quiet"])
+            .output()
+            .expect("run loadgen")
+    })
+    .await
+    .expect("loadgen thread");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("loadgen report");
+    assert_eq!(report["failed_points"], 0, "the collector accepts while the core is down: {report}");
+    let acked = report["acked_points"].as_f64().expect("acked_points");
     assert!(col.metric("edgewatch_buffer_entries").await >= 1.0, "data waits in the buffer");
     eventually(Duration::from_secs(10), "forward retries", || async {
         (col.metric("edgewatch_forward_retries_total").await >= 1.0).then_some(())
@@ -156,10 +232,14 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     .await;
 
     agg.restart(dir.path()).await;
-    let samples = eventually(Duration::from_secs(30), "all 20 series after the core returned", || async {
-        let s = parse_samples(&agg.federate("e2e_outage").await);
-        (s.len() == 20).then_some(s)
-    })
+    let samples = eventually(
+        Duration::from_secs(30),
+        "all 20 series after the core returned",
+        || async {
+            let s = parse_samples(&agg.federate("e2e_outage").await);
+            (s.len() == 20).then_some(s)
+        },
+    )
     .await;
     for s in &samples {
         assert_eq!(s.label("cluster"), "edge-b");
@@ -171,4 +251,29 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
         (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(())
     })
     .await;
+
+    // Every numbered point arrived once, in order per series: the newest value of each
+    // series is its last sequence number and the store never saw an older sample
+    // after a newer one.
+    let last = eventually(Duration::from_secs(10), "all numbered points", || async {
+        let ingested = agg.metric("edgewatch_ingest_points_total").await;
+        (ingested == acked + 20.0).then_some(parse_samples(&agg.federate("edgewatch_loadgen_sequence_total").await))
+    })
+    .await;
+    let runs = report["sequence"]["acked_through"].as_array().expect("runs");
+    assert_eq!(last.len(), 20);
+    for s in &last {
+        let idx: usize = s.label("series")[1..].parse().expect("index");
+        let want = runs
+            .iter()
+            .find(|r| {
+                let a: usize = r["from"].as_str().unwrap_or("s0")[1..].parse().unwrap_or(usize::MAX);
+                let b: usize = r["to"].as_str().unwrap_or("s0")[1..].parse().unwrap_or(0);
+                (a..=b).contains(&idx)
+            })
+            .and_then(|r| r["seq"].as_f64())
+            .expect("series in the report");
+        assert_eq!(s.value, want, "{s:?}");
+    }
+    assert_eq!(agg.metric("edgewatch_store_out_of_order_samples_total").await, 0.0, "samples arrived in order");
 }

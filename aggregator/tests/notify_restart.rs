@@ -15,7 +15,7 @@ route:
   receiver: pd
   group_by: [alertname]
   group_wait: 50ms
-  group_interval: 1500ms
+  group_interval: 5s
   repeat_interval: 1h
 receivers:
   - name: pd
@@ -49,7 +49,7 @@ async fn restart_neither_repages_nor_loses_the_resolve() {
         "re-paged after restart: {:?}",
         pd.requests()
     );
-    // the alert resolves; we stop before the group's next flush (group_interval 1.5 s)
+    // the alert resolves; we stop before the group's next flush (group_interval 5 s)
     let resolved = alert(
         &[("alertname", "ModelDown"), ("node", "n1")],
         t0,

@@ -12,6 +12,41 @@ pub struct AggregatorConfig {
     pub state: StateConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    /// Prometheus rule files (globs, relative to the working directory).
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// Default evaluation interval of rule groups.
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: Dur,
+    /// Built-in fleet rules.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+}
+
+fn default_evaluation_interval() -> Dur {
+    Dur::secs(60)
+}
+
+/// Built-in fleet rules (`EdgeCollectorDown`, `EdgeBufferBacklog`, `EdgeBufferDropping`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// A collector without data for this long is down (`EdgeCollectorDown`). Keep it
+    /// below `store.staleness`: the store drops a silent collector's series after that.
+    #[serde(default = "default_down_after")]
+    pub down_after: Dur,
+}
+
+fn default_down_after() -> Dur {
+    Dur::secs(120)
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            down_after: default_down_after(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +76,13 @@ pub struct StoreConfig {
     /// A series without a new sample for this long is stale: no longer served.
     #[serde(default = "default_staleness")]
     pub staleness: Dur,
+    /// Recent samples kept per series that rules read (range functions, `offset`).
+    #[serde(default = "default_window")]
+    pub window: Dur,
+}
+
+fn default_window() -> Dur {
+    Dur::secs(600)
 }
 
 fn default_staleness() -> Dur {
@@ -51,6 +93,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             staleness: default_staleness(),
+            window: default_window(),
         }
     }
 }

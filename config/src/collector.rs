@@ -17,6 +17,9 @@ pub struct CollectorConfig {
     pub forward: ForwardConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Kubernetes pod discovery (inference pods on this node, scrape targets).
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -24,6 +27,155 @@ pub struct CollectorConfig {
 pub struct CollectorReceivers {
     #[serde(default)]
     pub otlp: OtlpReceiverConfig,
+    /// The Prometheus scrape receiver. It scrapes `static_targets` and, with
+    /// `discovery.kubernetes: true`, the discovered pods; with neither it is idle.
+    #[serde(default)]
+    pub prometheus: PrometheusReceiverConfig,
+}
+
+/// `receivers.prometheus`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusReceiverConfig {
+    /// Default interval between two scrapes of a target.
+    #[serde(default = "default_scrape_interval")]
+    pub scrape_interval: Dur,
+    /// Default deadline of one scrape (capped at the target's interval).
+    #[serde(default = "default_scrape_timeout")]
+    pub scrape_timeout: Dur,
+    /// `job` label of static targets (Prometheus' `job_name`).
+    #[serde(default = "default_scrape_job")]
+    pub job: String,
+    /// `job` label of targets discovered from pods.
+    #[serde(default = "default_pod_job")]
+    pub pod_job: String,
+    /// Largest accepted response body; a bigger one fails the scrape (`up` 0).
+    #[serde(default = "default_body_size_limit")]
+    pub body_size_limit: ByteSize,
+    /// URLs (`http://host:port/path`) or `{url, interval, timeout, job}` mappings.
+    #[serde(default)]
+    pub static_targets: Vec<StaticTarget>,
+}
+
+impl Default for PrometheusReceiverConfig {
+    fn default() -> Self {
+        PrometheusReceiverConfig {
+            scrape_interval: default_scrape_interval(),
+            scrape_timeout: default_scrape_timeout(),
+            job: default_scrape_job(),
+            pod_job: default_pod_job(),
+            body_size_limit: default_body_size_limit(),
+            static_targets: Vec::new(),
+        }
+    }
+}
+
+fn default_scrape_interval() -> Dur {
+    Dur::secs(15)
+}
+fn default_scrape_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_scrape_job() -> String {
+    "prometheus".to_string()
+}
+fn default_pod_job() -> String {
+    "kubernetes-pods".to_string()
+}
+fn default_body_size_limit() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+/// One static scrape target: a URL, or a URL with its own interval/timeout/job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StaticTarget {
+    Url(Url),
+    Full(StaticTargetSpec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticTargetSpec {
+    pub url: Url,
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+impl StaticTarget {
+    pub fn spec(&self) -> StaticTargetSpec {
+        match self {
+            StaticTarget::Url(u) => StaticTargetSpec {
+                url: u.clone(),
+                interval: None,
+                timeout: None,
+                job: None,
+            },
+            StaticTarget::Full(s) => s.clone(),
+        }
+    }
+}
+
+/// `discovery`: which pods on this node are inference pods, and how to reach the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Watch the pods of this node through the Kubernetes API. Default `false`, so that
+    /// a collector without a cluster (demo, tests) works; the DaemonSet sets `true`.
+    #[serde(default)]
+    pub kubernetes: bool,
+    /// A kubeconfig file (`~` expands to `$HOME`); unset: in-cluster service account.
+    #[serde(default)]
+    pub kubeconfig: Option<ConfigPath>,
+    /// Pod label keys whose value names the model; the first present one wins.
+    #[serde(default = "default_model_labels")]
+    pub model_labels: Vec<String>,
+    /// Generic keys in `model_labels` (such as `app.kubernetes.io/name`, which names any
+    /// app) that mark an inference pod only with a hint: the pod's
+    /// `app.kubernetes.io/component` label equals `modelserver_hint`, or one of its
+    /// containers runs a known model server image (Triton, OVMS, MLServer, KServe).
+    #[serde(default = "default_hinted_labels")]
+    pub hinted_labels: Vec<String>,
+    /// See `hinted_labels`.
+    #[serde(default = "default_modelserver_hint")]
+    pub modelserver_hint: String,
+    /// How often `edgewatch_model_*` are emitted (also at once on every change).
+    #[serde(default = "default_metadata_interval")]
+    pub metadata_interval: Dur,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            kubernetes: false,
+            kubeconfig: None,
+            model_labels: default_model_labels(),
+            hinted_labels: default_hinted_labels(),
+            modelserver_hint: default_modelserver_hint(),
+            metadata_interval: default_metadata_interval(),
+        }
+    }
+}
+
+fn default_model_labels() -> Vec<String> {
+    vec![
+        "model-name".to_string(),
+        "serving.kserve.io/inferenceservice".to_string(),
+        "app.kubernetes.io/name".to_string(),
+    ]
+}
+fn default_hinted_labels() -> Vec<String> {
+    vec!["app.kubernetes.io/name".to_string()]
+}
+fn default_modelserver_hint() -> String {
+    "modelserver".to_string()
+}
+fn default_metadata_interval() -> Dur {
+    Dur::secs(30)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -3,6 +3,7 @@
 //! carries `FILE:LINE:COL`.
 
 pub mod aggregator;
+pub mod alerting;
 pub mod collector;
 pub mod units;
 
@@ -90,7 +91,10 @@ fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     let mut found: Option<(usize, usize)> = None;
     for segment in path.split('.') {
         let (key, index) = match segment.find('[') {
-            Some(i) => (&segment[..i], segment[i + 1..].trim_end_matches(']').parse::<usize>().ok()),
+            Some(i) => (
+                &segment[..i],
+                segment[i + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
             None => (segment, None),
         };
         if key.is_empty() || key == "?" {
@@ -101,13 +105,25 @@ fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
             let indent = line.len() - line.trim_start().len();
             let content = line.trim_start().trim_start_matches("- ");
             let content_col = line.len() - content.len();
-            if !line.trim().is_empty() && !line.trim_start().starts_with('#') && indent < min_indent && found.is_some() {
+            if !line.trim().is_empty()
+                && !line.trim_start().starts_with('#')
+                && indent < min_indent
+                && found.is_some()
+            {
                 break; // left the parent mapping
             }
-            if content_col >= min_indent && content.starts_with(key) && content[key.len()..].starts_with(':') {
+            if content_col >= min_indent
+                && content.starts_with(key)
+                && content[key.len()..].starts_with(':')
+            {
                 let after = &content[key.len() + 1..];
-                let value_col = content_col + key.len() + 1 + (after.len() - after.trim_start().len());
-                let col = if after.trim().is_empty() { content_col } else { value_col };
+                let value_col =
+                    content_col + key.len() + 1 + (after.len() - after.trim_start().len());
+                let col = if after.trim().is_empty() {
+                    content_col
+                } else {
+                    value_col
+                };
                 hit = Some((n, content_col, col));
                 break;
             }
@@ -188,10 +204,14 @@ impl<'de> Deserialize<'de> for Url {
             .strip_prefix("http://")
             .or_else(|| s.strip_prefix("https://"))
             .ok_or_else(|| {
-                de::Error::custom(format!("invalid URL {s:?}: must start with http:// or https://"))
+                de::Error::custom(format!(
+                    "invalid URL {s:?}: must start with http:// or https://"
+                ))
             })?;
         if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
-            return Err(de::Error::custom(format!("invalid URL {s:?}: missing host")));
+            return Err(de::Error::custom(format!(
+                "invalid URL {s:?}: missing host"
+            )));
         }
         Ok(Url(s))
     }

@@ -33,7 +33,9 @@ impl FromStr for ByteSize {
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         if num.is_empty() {
-            return Err(format!("invalid size {s:?}: expected a number such as 512MiB"));
+            return Err(format!(
+                "invalid size {s:?}: expected a number such as 512MiB"
+            ));
         }
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
@@ -126,7 +128,9 @@ impl FromStr for Dur {
             }
             let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let ms: u64 = match unit {
@@ -180,7 +184,10 @@ mod tests {
         assert_eq!("10MB".parse::<ByteSize>().unwrap(), ByteSize(10_000_000));
         assert_eq!("1.5KiB".parse::<ByteSize>().unwrap(), ByteSize(1536));
         assert_eq!("42".parse::<ByteSize>().unwrap(), ByteSize(42));
-        assert!("12XB".parse::<ByteSize>().unwrap_err().contains("unknown unit"));
+        assert!("12XB"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!("MiB".parse::<ByteSize>().is_err());
     }
 

@@ -29,7 +29,9 @@ fn the_documented_collector_config_parses() {
 
 #[test]
 fn unknown_key_is_located() {
-    let e = err::<CollectorConfig>(&GOOD.replace("  max_bytes: 1GiB", "  max_bytes: 1GiB\n  maxbytes: 2"));
+    let e = err::<CollectorConfig>(
+        &GOOD.replace("  max_bytes: 1GiB", "  max_bytes: 1GiB\n  maxbytes: 2"),
+    );
     assert!(e.starts_with("c.yaml:10:3: "), "{e}");
     assert!(e.contains("unknown field `maxbytes`"), "{e}");
 }

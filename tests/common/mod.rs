@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A child process killed (SIGKILL) when dropped; its output goes to a log file that
@@ -25,7 +28,11 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, program: &str, args: &[&str], dir: &Path) -> Proc {
         let log = dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(program)
             .args(args)
             .env("EDGEWATCH_LOG", "info")
@@ -34,7 +41,11 @@ impl Proc {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
-        Proc { name: name.to_string(), child: Some(child), log }
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -52,7 +63,10 @@ impl Proc {
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -109,7 +123,10 @@ pub async fn get(url: &str) -> Option<(u16, String)> {
 }
 
 pub async fn wait_ready(url: &str) {
-    eventually(Duration::from_secs(30), url, || async { get(url).await.filter(|(s, _)| *s == 200) }).await;
+    eventually(Duration::from_secs(30), url, || async {
+        get(url).await.filter(|(s, _)| *s == 200)
+    })
+    .await;
 }
 
 /// The aggregator under test: its config and process.
@@ -138,13 +155,28 @@ impl Aggregator {
             ),
         );
         let proc = Self::spawn(&config, dir);
-        let a = Aggregator { grpc, http_otlp, http, config, proc };
+        let a = Aggregator {
+            grpc,
+            http_otlp,
+            http,
+            config,
+            proc,
+        };
         wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await;
         a
     }
 
     fn spawn(config: &Path, dir: &Path) -> Proc {
-        Proc::spawn("aggregator", BIN, &["aggregator", "--config", config.to_str().expect("utf-8 path")], dir)
+        Proc::spawn(
+            "aggregator",
+            BIN,
+            &[
+                "aggregator",
+                "--config",
+                config.to_str().expect("utf-8 path"),
+            ],
+            dir,
+        )
     }
 
     pub async fn restart(&mut self, dir: &Path) {
@@ -158,7 +190,9 @@ impl Aggregator {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        let (_, body) = get(&self.url("/metrics")).await.expect("aggregator /metrics");
+        let (_, body) = get(&self.url("/metrics"))
+            .await
+            .expect("aggregator /metrics");
         sample_value(&body, name).unwrap_or(0.0)
     }
 
@@ -186,7 +220,14 @@ pub struct Collector {
 
 impl Collector {
     /// `extra` is appended to the `buffer:` block (e.g. `  max_bytes: 1MiB\n`).
-    pub async fn start(dir: &Path, name: &str, cluster: &str, node: &str, aggregator_grpc: u16, extra_buffer: &str) -> Collector {
+    pub async fn start(
+        dir: &Path,
+        name: &str,
+        cluster: &str,
+        node: &str,
+        aggregator_grpc: u16,
+        extra_buffer: &str,
+    ) -> Collector {
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let config = dir.join(format!("{name}.yaml"));
         write(
@@ -196,14 +237,31 @@ impl Collector {
                 dir.join(format!("{name}-buffer")).display()
             ),
         );
-        let proc = Proc::spawn(name, BIN, &["collector", "--config", config.to_str().expect("utf-8 path")], dir);
-        let c = Collector { grpc, http, admin, config, proc };
+        let proc = Proc::spawn(
+            name,
+            BIN,
+            &[
+                "collector",
+                "--config",
+                config.to_str().expect("utf-8 path"),
+            ],
+            dir,
+        );
+        let c = Collector {
+            grpc,
+            http,
+            admin,
+            config,
+            proc,
+        };
         wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
         c
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin)).await.expect("collector /metrics");
+        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin))
+            .await
+            .expect("collector /metrics");
         sample_value(&body, name).unwrap_or(0.0)
     }
 }
@@ -213,8 +271,18 @@ impl Collector {
 pub fn sample_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(series) && matches!(l.as_bytes().get(series.len()), Some(b' ') | Some(b'{') | Some(b',') | Some(b'}')))
-        .and_then(|l| l.rsplit_once('}').map(|(_, v)| v).or_else(|| l.split_once(' ').map(|(_, v)| v)))
+        .find(|l| {
+            l.starts_with(series)
+                && matches!(
+                    l.as_bytes().get(series.len()),
+                    Some(b' ') | Some(b'{') | Some(b',') | Some(b'}')
+                )
+        })
+        .and_then(|l| {
+            l.rsplit_once('}')
+                .map(|(_, v)| v)
+                .or_else(|| l.split_once(' ').map(|(_, v)| v))
+        })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
 }
@@ -282,7 +350,10 @@ impl Sample {
 /// are kept as written; the tests do not use them).
 pub fn parse_samples(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (series, rest) = match line.find('}') {
             Some(i) => (&line[..=i], line[i + 1..].trim()),
             None => line.split_once(' ').expect("name value"),
@@ -307,13 +378,21 @@ pub fn parse_samples(text: &str) -> Vec<Sample> {
             v => v.parse().expect("numeric value"),
         };
         let timestamp = parts.next().map(|t| t.parse().expect("timestamp"));
-        out.push(Sample { name: name.to_string(), labels: map, value, timestamp });
+        out.push(Sample {
+            name: name.to_string(),
+            labels: map,
+            value,
+            timestamp,
+        });
     }
     out
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
 }
 
 /// An OTLP request of `points` gauge points in series `series_prefix-<i>`, values
@@ -321,12 +400,16 @@ pub fn now_ms() -> i64 {
 pub fn gauge_request(metric: &str, series_prefix: &str, points: usize) -> Vec<u8> {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
     use prost::Message;
     use rand::Rng;
     let kv = |k: &str, v: String| KeyValue {
         key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
         ..Default::default()
     };
     let now = now_ms() as u64 * 1_000_000;
@@ -346,7 +429,11 @@ pub fn gauge_request(metric: &str, series_prefix: &str, points: usize) -> Vec<u8
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric { name: metric.into(), data: Some(metric::Data::Gauge(Gauge { data_points })), ..Default::default() }],
+                metrics: vec![Metric {
+                    name: metric.into(),
+                    data: Some(metric::Data::Gauge(Gauge { data_points })),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             ..Default::default()
@@ -364,7 +451,11 @@ pub async fn post_otlp(port: u16, body: Vec<u8>) -> (u16, Option<String>) {
         .send()
         .await
         .expect("post to the collector");
-    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     (r.status().as_u16(), retry)
 }
 
@@ -386,16 +477,57 @@ pub fn disk_usage(dir: &Path) -> u64 {
 impl Collector {
     /// Sum of a labelled counter family's samples (e.g. all `reason`s).
     pub async fn metric_sum(&self, name: &str) -> f64 {
-        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin)).await.expect("collector /metrics");
-        parse_samples(&body).iter().filter(|s| s.name == name).map(|s| s.value).sum()
+        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin))
+            .await
+            .expect("collector /metrics");
+        parse_samples(&body)
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
     }
 
     pub async fn metric_with(&self, name: &str, label: &str, value: &str) -> f64 {
-        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin)).await.expect("collector /metrics");
-        parse_samples(&body).iter().filter(|s| s.name == name && s.label(label) == value).map(|s| s.value).sum()
+        let (_, body) = get(&format!("http://127.0.0.1:{}/metrics", self.admin))
+            .await
+            .expect("collector /metrics");
+        parse_samples(&body)
+            .iter()
+            .filter(|s| s.name == name && s.label(label) == value)
+            .map(|s| s.value)
+            .sum()
     }
 
     pub fn buffer_dir(&self) -> PathBuf {
-        self.config.with_file_name(format!("{}-buffer", self.proc.name))
+        self.config
+            .with_file_name(format!("{}-buffer", self.proc.name))
+    }
+}
+
+impl Collector {
+    /// Like [`Collector::start`], with `receivers_extra` appended to the `receivers:` block
+    /// (e.g. a `  prometheus:` section) and `top_extra` appended at the top level.
+    pub async fn start_with_receivers(
+        dir: &Path,
+        name: &str,
+        cluster: &str,
+        node: &str,
+        aggregator_grpc: u16,
+        receivers_extra: &str,
+        top_extra: &str,
+    ) -> Collector {
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let config = dir.join(format!("{name}.yaml"));
+        write(
+            &config,
+            &format!(
+                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers_extra}buffer:\n  path: {}\nforward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n{top_extra}",
+                dir.join(format!("{name}-buffer")).display()
+            ),
+        );
+        let proc = Proc::spawn(name, BIN, &["collector", "--config", config.to_str().expect("utf-8 path")], dir);
+        let c = Collector { grpc, http, admin, config, proc };
+        wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
+        c
     }
 }

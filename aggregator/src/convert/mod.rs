@@ -114,6 +114,7 @@ pub struct Converter {
     delta: DeltaState,
     points: prometheus::IntCounter,
     dropped: prometheus::IntCounterVec,
+    out_of_order: prometheus::IntCounter,
 }
 
 type Labels = Vec<(String, String)>;
@@ -170,9 +171,15 @@ impl Converter {
             &["reason"],
         )
         .expect("valid metric");
+        let out_of_order = prometheus::IntCounter::new(
+            "edgewatch_store_out_of_order_samples_total",
+            "Samples ignored because the store held a newer one for the series.",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(points.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dropped.clone()),
+            Box::new(out_of_order.clone()),
         ] {
             if let Err(e) = registry.register(c) {
                 tracing::warn!(error = %e, "registering converter metrics");
@@ -182,6 +189,7 @@ impl Converter {
             delta: DeltaState::new(staleness.as_millis().min(i64::MAX as u128) as i64),
             points,
             dropped,
+            out_of_order,
         }
     }
 
@@ -224,6 +232,7 @@ impl Converter {
                 }
                 let ctx = Ctx {
                     store,
+                    out_of_order: std::cell::Cell::new(0),
                     now_ms,
                     scraped,
                     scope_labels: &scope_labels,
@@ -232,6 +241,7 @@ impl Converter {
                 for m in &sm.metrics {
                     self.metric(&ctx, m, &mut t);
                 }
+                self.out_of_order.inc_by(ctx.out_of_order.get());
             }
             if native {
                 write_target_info(store, res_attrs, &target, now_ms);
@@ -359,7 +369,7 @@ impl Converter {
         } else {
             v
         };
-        ctx.store.write(fam, name, &labels, v, ts, ctx.now_ms);
+        ctx.write(fam, name, &labels, v, ts, ctx.now_ms);
         t.accepted += 1;
     }
 
@@ -413,18 +423,15 @@ impl Converter {
                 }
                 let le = go_float_string(*b);
                 let labels = ctx.merge(&attrs, Some(("le", &le)));
-                ctx.store
-                    .write(fam, &bucket, &labels, cum as f64, ts, ctx.now_ms);
+                ctx.write(fam, &bucket, &labels, cum as f64, ts, ctx.now_ms);
             }
         }
         let labels = ctx.merge(&attrs, Some(("le", "+Inf")));
-        ctx.store
-            .write(fam, &bucket, &labels, count as f64, ts, ctx.now_ms);
+        ctx.write(fam, &bucket, &labels, count as f64, ts, ctx.now_ms);
         if let Some(sum) = sum {
-            ctx.store
-                .write(fam, &format!("{name}_sum"), &base, sum, ts, ctx.now_ms);
+            ctx.write(fam, &format!("{name}_sum"), &base, sum, ts, ctx.now_ms);
         }
-        ctx.store.write(
+        ctx.write(
             fam,
             &format!("{name}_count"),
             &base,
@@ -453,11 +460,10 @@ impl Converter {
         for q in &p.quantile_values {
             let qs = go_float_string(q.quantile);
             let labels = ctx.merge(&attrs, Some(("quantile", &qs)));
-            ctx.store.write(fam, name, &labels, q.value, ts, ctx.now_ms);
+            ctx.write(fam, name, &labels, q.value, ts, ctx.now_ms);
         }
-        ctx.store
-            .write(fam, &format!("{name}_sum"), &base, p.sum, ts, ctx.now_ms);
-        ctx.store.write(
+        ctx.write(fam, &format!("{name}_sum"), &base, p.sum, ts, ctx.now_ms);
+        ctx.write(
             fam,
             &format!("{name}_count"),
             &base,
@@ -480,6 +486,8 @@ fn temporality(t: i32) -> Option<bool> {
 
 struct Ctx<'a> {
     store: &'a Store,
+    /// Samples the store ignored as older than the one it holds.
+    out_of_order: std::cell::Cell<u64>,
     now_ms: i64,
     scraped: bool,
     scope_labels: &'a Labels,
@@ -487,6 +495,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn write(&self, fam: FamilyId, name: &str, labels: &[(&str, &str)], value: f64, ts: i64, now_ms: i64) {
+        if self.store.write(fam, name, labels, value, ts, now_ms) == crate::store::WriteOutcome::OutOfOrder {
+            self.out_of_order.set(self.out_of_order.get() + 1);
+        }
+    }
+
     fn ts(&self, time_unix_nano: u64) -> i64 {
         if time_unix_nano == 0 {
             self.now_ms

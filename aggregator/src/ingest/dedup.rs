@@ -20,6 +20,11 @@ pub struct SeqWindow {
 }
 
 impl SeqWindow {
+    /// Every sequence number below this one is settled.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Everything below `floor` is settled at the edge.
     pub fn raise_floor(&mut self, floor: u64) {
         if floor > self.next {

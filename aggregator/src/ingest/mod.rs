@@ -12,7 +12,24 @@ use edgewatch_otlp::{
 };
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a batch waits for the batches its collector sent before it.
+const REORDER_WAIT: Duration = Duration::from_secs(1);
+
+/// One collector's replay state. Its lock is held while the collector's entries are
+/// converted, so one collector's batches reach the store in sequence order even
+/// though the forwarder keeps several in flight (a sample older than the one held
+/// would otherwise be ignored by the store).
+struct CollectorState {
+    window: Mutex<SeqWindow>,
+    turn: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Clone)]
 pub struct IngestSink {
@@ -22,7 +39,7 @@ pub struct IngestSink {
 struct Inner {
     converter: Converter,
     store: Arc<Store>,
-    windows: Mutex<HashMap<String, SeqWindow>>,
+    collectors: Mutex<HashMap<String, Arc<CollectorState>>>,
     state: sled::Tree,
     requests: IntCounterVec,
     points: IntCounter,
@@ -71,7 +88,7 @@ impl IngestSink {
             inner: Arc::new(Inner {
                 converter: Converter::new(registry),
                 store,
-                windows: Mutex::new(HashMap::new()),
+                collectors: Mutex::new(HashMap::new()),
                 state: state.open_tree("dedup")?,
                 requests,
                 points,
@@ -110,39 +127,37 @@ impl IngestSink {
             }
             offset += len;
         }
-        let fresh: Vec<_> = {
-            let mut windows = self.inner.windows.lock().unwrap_or_else(|p| p.into_inner());
-            let window = windows
-                .entry(info.collector_id.clone())
-                .or_insert_with(|| self.load_window(&info.collector_id));
-            window.raise_floor(info.floor);
-            // Malformed entries are settled too: re-sending them cannot help.
-            for i in 0..info.entry_lens.len() as u64 {
-                if !decoded.iter().any(|(s, _)| *s == info.first_seq + i) {
-                    window.claim(info.first_seq + i);
-                }
+        let collector = self.collector(&info.collector_id);
+        let mut window = lock(&collector.window);
+        window.raise_floor(info.floor);
+        let deadline = Instant::now() + REORDER_WAIT;
+        while info.first_seq > window.next() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break; // the earlier batch is being retried; go ahead out of order
             }
-            let fresh = decoded
-                .into_iter()
-                .filter(|(seq, _)| window.claim(*seq))
-                .collect();
-            // sled's background flush persists this within its flush interval; a
-            // crash of the aggregator loses its in-memory store too, so a replay
-            // accepted after such a crash refills rather than double-counts.
-            if let Err(e) = self
-                .inner
-                .state
-                .insert(info.collector_id.as_bytes(), window.encode())
-            {
-                tracing::warn!(error = %e, "persisting replay state failed");
+            window = collector.turn.wait_timeout(window, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        // Malformed entries are settled too: re-sending them cannot help.
+        for i in 0..info.entry_lens.len() as u64 {
+            if !decoded.iter().any(|(s, _)| *s == info.first_seq + i) {
+                window.claim(info.first_seq + i);
             }
-            fresh
-        };
+        }
+        let fresh: Vec<_> = decoded.into_iter().filter(|(seq, _)| window.claim(*seq)).collect();
+        // sled's background flush persists this within its flush interval; a crash of
+        // the aggregator loses its in-memory store too, so a replay accepted after
+        // such a crash refills rather than double-counts.
+        if let Err(e) = self.inner.state.insert(info.collector_id.as_bytes(), window.encode()) {
+            tracing::warn!(error = %e, "persisting replay state failed");
+        }
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
         self.inner.duplicate_batches.inc_by(duplicates as u64);
         for (_, req) in &fresh {
             self.ingest(req);
         }
+        drop(window);
+        collector.turn.notify_all();
         if errors.is_empty() {
             return Ok(ExportOutcome::default());
         }
@@ -152,6 +167,16 @@ impl IngestSink {
             rejected_points: errors.len() as i64,
             message: errors.join("; "),
         })
+    }
+
+    fn collector(&self, id: &str) -> Arc<CollectorState> {
+        let mut all = lock(&self.inner.collectors);
+        if let Some(c) = all.get(id) {
+            return c.clone();
+        }
+        let c = Arc::new(CollectorState { window: Mutex::new(self.load_window(id)), turn: Condvar::new() });
+        all.insert(id.to_string(), c.clone());
+        c
     }
 
     fn load_window(&self, collector_id: &str) -> SeqWindow {

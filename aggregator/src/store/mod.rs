@@ -32,6 +32,7 @@
 mod hash;
 mod select;
 mod symbols;
+mod window;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -43,6 +44,8 @@ use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
 
 pub use select::{LabelMatcher, MatchOp, Selection, Selector, SelectorError, SeriesRef};
+pub use window::{SeriesSamples, WindowOptions, WindowScope};
+use window::{Ring, WindowState};
 
 const SHARDS: usize = 64;
 
@@ -111,13 +114,15 @@ pub enum WriteOutcome {
     OutOfOrder,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Slot {
     value: f64,
     timestamp_ms: i64,
     /// Arrival time (ms) of the last accepted sample.
     updated_ms: i64,
     family: u32,
+    /// Recent samples, only for series in the window's scope (see `window`).
+    ring: Option<Box<Ring>>,
 }
 
 type Key = Box<[SymbolId]>;
@@ -140,6 +145,10 @@ pub struct Store {
     /// Set when series were removed and their symbols not yet collected.
     gc_pending: AtomicBool,
     series_gauge: prometheus::IntGauge,
+    /// Window of recent samples (see [`Store::set_window`]); `window_on`
+    /// is the lock-free fast path when it is off.
+    window: RwLock<WindowState>,
+    window_on: AtomicBool,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -170,6 +179,8 @@ impl Store {
             series: AtomicUsize::new(0),
             gc_pending: AtomicBool::new(false),
             series_gauge,
+            window: RwLock::new(WindowState::default()),
+            window_on: AtomicBool::new(false),
         }
     }
 
@@ -276,8 +287,18 @@ impl Store {
             slot.timestamp_ms = timestamp_ms;
             slot.updated_ms = now_ms;
             slot.family = family.0;
+            if let Some(ring) = slot.ring.as_mut() {
+                ring.push(timestamp_ms, value, &read(&self.window));
+            }
             return WriteOutcome::Updated;
         }
+        let ring = if self.window_on.load(Ordering::Acquire)
+            && read(&self.window).wants_pairs(name, &sorted)
+        {
+            Some(Ring::new(timestamp_ms, value))
+        } else {
+            None
+        };
         read(&self.symbols).retain(&key);
         map.insert(
             key.into_boxed_slice(),
@@ -286,6 +307,7 @@ impl Store {
                 timestamp_ms,
                 updated_ms: now_ms,
                 family: family.0,
+                ring,
             },
         );
         drop(map);
@@ -347,6 +369,10 @@ impl Store {
         for shard in self.shards.iter() {
             let m = read(shard);
             shards += m.capacity() * (std::mem::size_of::<(Key, Slot)>() + 1);
+            shards += m
+                .values()
+                .filter_map(|s| s.ring.as_ref().map(|r| r.heap_bytes()))
+                .sum::<usize>();
             shards += m.keys().map(|k| 16 + 4 * k.len()).sum::<usize>();
         }
         sym + shards

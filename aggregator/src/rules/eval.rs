@@ -1,0 +1,1050 @@
+//! A PromQL evaluator over the [`Store`] at one instant, following Prometheus
+//! 2.x (`promql/engine.go`, `promql/functions.go`) semantics: closed lookback
+//! and range windows, `extrapolatedRate`, counter resets, `__name__` dropped
+//! by functions and arithmetic, comparison filtering vs `bool`, one-to-one /
+//! many-to-one matching with the same errors.
+//!
+//! [`check`] rejects at load time everything that is not supported, naming the
+//! construct, so an unsupported expression never evaluates to a wrong answer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{
+    AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, Offset,
+    VectorMatchCardinality, VectorSelector,
+};
+
+use crate::store::{Selector, Store};
+
+/// A label set, `__name__` included.
+pub type Labels = BTreeMap<String, String>;
+
+const NAME: &str = "__name__";
+/// Prometheus' default lookback delta for instant selectors.
+pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+/// Prometheus' stale marker NaN.
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// One series of a range vector.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub labels: Labels,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// The value of an expression.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+    Matrix(Vec<Series>),
+    String(String),
+}
+
+impl Value {
+    /// As an instant vector: a scalar becomes one sample without labels (as
+    /// Prometheus' rule query function does).
+    pub fn into_vector(self) -> Result<Vec<Sample>, EvalError> {
+        match self {
+            Value::Vector(v) => Ok(v),
+            Value::Scalar(s) => Ok(vec![Sample {
+                labels: Labels::new(),
+                value: s,
+            }]),
+            _ => Err(EvalError(
+                "rule result is not a vector or scalar".to_string(),
+            )),
+        }
+    }
+}
+
+/// An evaluation error (Prometheus' wording where it has one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+fn err<T>(s: impl Into<String>) -> Result<T, EvalError> {
+    Err(EvalError(s.into()))
+}
+
+// ---------------------------------------------------------------------------
+// Load-time check
+
+const RANGE_FUNCS: &[&str] = &[
+    "rate",
+    "increase",
+    "irate",
+    "idelta",
+    "delta",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "present_over_time",
+    "absent_over_time",
+    "changes",
+    "resets",
+];
+const VECTOR_FUNCS: &[&str] = &[
+    "abs",
+    "ceil",
+    "floor",
+    "exp",
+    "ln",
+    "log2",
+    "log10",
+    "sqrt",
+    "clamp_min",
+    "clamp_max",
+    "timestamp",
+    "absent",
+    "scalar",
+    "vector",
+    "time",
+    "histogram_quantile",
+];
+
+/// Checks that every construct of `expr` is supported.
+pub fn check(expr: &Expr) -> Result<(), String> {
+    match expr {
+        Expr::Aggregate(a) => {
+            let op = a.op.to_string();
+            match op.as_str() {
+                "sum" | "avg" | "min" | "max" | "count" | "topk" | "bottomk" | "group" => {}
+                other => return Err(format!("unsupported aggregation \"{other}\"")),
+            }
+            check(&a.expr)?;
+            if let Some(p) = &a.param {
+                check(p)?;
+            }
+            Ok(())
+        }
+        Expr::Unary(u) => check(&u.expr),
+        Expr::Binary(b) => {
+            if b.op.to_string() == "atan2" {
+                return Err("unsupported operator \"atan2\"".into());
+            }
+            if let Some(m) = &b.modifier {
+                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+                    return Err("unsupported modifier \"fill\"".into());
+                }
+            }
+            check(&b.lhs)?;
+            check(&b.rhs)
+        }
+        Expr::Paren(p) => check(&p.expr),
+        Expr::Subquery(_) => Err("unsupported construct: subquery".into()),
+        Expr::NumberLiteral(_) => Ok(()),
+        Expr::StringLiteral(_) => Err("unsupported construct: string literal".into()),
+        Expr::VectorSelector(vs) => check_vs(vs),
+        Expr::MatrixSelector(ms) => check_vs(&ms.vs),
+        Expr::Call(c) => {
+            let name = c.func.name;
+            if !RANGE_FUNCS.contains(&name) && !VECTOR_FUNCS.contains(&name) {
+                return Err(format!("unsupported function \"{name}\""));
+            }
+            for a in &c.args.args {
+                check(a)?;
+            }
+            Ok(())
+        }
+        Expr::Extension(_) => Err("unsupported construct: extension".into()),
+    }
+}
+
+fn check_vs(vs: &VectorSelector) -> Result<(), String> {
+    if vs.at.is_some() {
+        return Err("unsupported modifier \"@\"".into());
+    }
+    Selector::from_promql(vs).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The selectors whose series need a window of recent samples (range
+/// selectors and selectors with `offset`).
+pub fn window_selectors(expr: &Expr, out: &mut Vec<Selector>) {
+    match expr {
+        Expr::Aggregate(a) => {
+            window_selectors(&a.expr, out);
+            if let Some(p) = &a.param {
+                window_selectors(p, out);
+            }
+        }
+        Expr::Unary(u) => window_selectors(&u.expr, out),
+        Expr::Binary(b) => {
+            window_selectors(&b.lhs, out);
+            window_selectors(&b.rhs, out);
+        }
+        Expr::Paren(p) => window_selectors(&p.expr, out),
+        Expr::Subquery(s) => window_selectors(&s.expr, out),
+        Expr::VectorSelector(vs) => {
+            if vs.offset.is_some() {
+                out.extend(Selector::from_promql(vs).unwrap_or_default());
+            }
+        }
+        Expr::MatrixSelector(ms) => out.extend(Selector::from_promql(&ms.vs).unwrap_or_default()),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| window_selectors(a, out)),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Evaluation
+
+/// Evaluates `expr` over `store` at `t_ms`.
+pub fn eval(expr: &Expr, store: &Store, t_ms: i64) -> Result<Value, EvalError> {
+    Evaluator { store, t: t_ms }.eval(expr)
+}
+
+struct Evaluator<'a> {
+    store: &'a Store,
+    t: i64,
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+    }
+}
+
+fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+fn drop_name(mut l: Labels) -> Labels {
+    l.remove(NAME);
+    l
+}
+
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        e => e,
+    }
+}
+
+impl Evaluator<'_> {
+    fn eval(&self, expr: &Expr) -> Result<Value, EvalError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => match self.eval(&u.expr)? {
+                Value::Scalar(s) => Ok(Value::Scalar(-s)),
+                Value::Vector(v) => Ok(Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample {
+                            labels: drop_name(s.labels),
+                            value: -s.value,
+                        })
+                        .collect(),
+                )),
+                _ => err("unary minus needs a scalar or an instant vector"),
+            },
+            Expr::VectorSelector(vs) => Ok(Value::Vector(
+                self.instant(vs)?
+                    .into_iter()
+                    .map(|(labels, _, value)| Sample { labels, value })
+                    .collect(),
+            )),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range(ms)?)),
+            Expr::Aggregate(a) => self.aggregate(a),
+            Expr::Binary(b) => self.binary(b),
+            Expr::Call(c) => self.call(c),
+            Expr::Subquery(_) => err("unsupported construct: subquery"),
+            Expr::Extension(_) => err("unsupported construct: extension"),
+        }
+    }
+
+    fn selectors(vs: &VectorSelector) -> Result<Vec<Selector>, EvalError> {
+        if vs.at.is_some() {
+            return err("unsupported modifier \"@\"");
+        }
+        Selector::from_promql(vs).map_err(|e| EvalError(e.to_string()))
+    }
+
+    /// Instant selector: the newest sample in `[t - offset - 5m, t - offset]`
+    /// of every series, with its timestamp.
+    fn instant(&self, vs: &VectorSelector) -> Result<Vec<(Labels, i64, f64)>, EvalError> {
+        let sels = Self::selectors(vs)?;
+        let end = self.t - offset_ms(&vs.offset);
+        let found = self.store.samples(&sels, end - LOOKBACK_MS, end, self.t);
+        Ok(found
+            .into_iter()
+            .filter_map(|s| {
+                let &(ts, v) = s.samples.last()?;
+                if is_stale(v) {
+                    return None;
+                }
+                let mut labels: Labels = s.labels.into_iter().collect();
+                labels.insert(NAME.to_string(), s.name);
+                Some((labels, ts, v))
+            })
+            .collect())
+    }
+
+    /// Range selector: samples in `[t - offset - range, t - offset]`.
+    fn range(&self, ms: &MatrixSelector) -> Result<Vec<Series>, EvalError> {
+        let sels = Self::selectors(&ms.vs)?;
+        let end = self.t - offset_ms(&ms.vs.offset);
+        let start = end - ms.range.as_millis() as i64;
+        let found = self.store.samples(&sels, start, end, self.t);
+        Ok(found
+            .into_iter()
+            .filter_map(|s| {
+                let points: Vec<(i64, f64)> =
+                    s.samples.into_iter().filter(|p| !is_stale(p.1)).collect();
+                if points.is_empty() {
+                    return None;
+                }
+                let mut labels: Labels = s.labels.into_iter().collect();
+                labels.insert(NAME.to_string(), s.name);
+                Some(Series { labels, points })
+            })
+            .collect())
+    }
+
+    fn scalar_arg(&self, e: &Expr) -> Result<f64, EvalError> {
+        match self.eval(e)? {
+            Value::Scalar(s) => Ok(s),
+            _ => err("expected a scalar argument"),
+        }
+    }
+
+    fn vector_arg(&self, e: &Expr) -> Result<Vec<Sample>, EvalError> {
+        match self.eval(e)? {
+            Value::Vector(v) => Ok(v),
+            _ => err("expected an instant vector argument"),
+        }
+    }
+
+    // -- functions ----------------------------------------------------------
+
+    fn call(&self, c: &Call) -> Result<Value, EvalError> {
+        let name = c.func.name;
+        let args = &c.args.args;
+        if RANGE_FUNCS.contains(&name) {
+            let arg = unparen(&args[0]);
+            let Expr::MatrixSelector(ms) = arg else {
+                return err(format!("{name}: expected a range vector selector"));
+            };
+            let series = self.range(ms)?;
+            if name == "absent_over_time" {
+                return Ok(Value::Vector(if series.is_empty() {
+                    vec![Sample {
+                        labels: absent_labels(&ms.vs),
+                        value: 1.0,
+                    }]
+                } else {
+                    vec![]
+                }));
+            }
+            let range_ms = ms.range.as_millis() as i64;
+            let end = self.t - offset_ms(&ms.vs.offset);
+            let mut out = Vec::with_capacity(series.len());
+            for s in series {
+                let v = range_func(name, &s.points, end - range_ms, end, range_ms);
+                if let Some(v) = v {
+                    let labels = if name == "last_over_time" {
+                        s.labels
+                    } else {
+                        drop_name(s.labels)
+                    };
+                    out.push(Sample { labels, value: v });
+                }
+            }
+            return Ok(Value::Vector(dedup_check(out)?));
+        }
+        match name {
+            "time" => Ok(Value::Scalar(self.t as f64 / 1000.0)),
+            "vector" => Ok(Value::Vector(vec![Sample {
+                labels: Labels::new(),
+                value: self.scalar_arg(&args[0])?,
+            }])),
+            "scalar" => {
+                let v = self.vector_arg(&args[0])?;
+                Ok(Value::Scalar(if v.len() == 1 {
+                    v[0].value
+                } else {
+                    f64::NAN
+                }))
+            }
+            "absent" => {
+                let v = self.vector_arg(&args[0])?;
+                if !v.is_empty() {
+                    return Ok(Value::Vector(vec![]));
+                }
+                let labels = match unparen(&args[0]) {
+                    Expr::VectorSelector(vs) => absent_labels(vs),
+                    _ => Labels::new(),
+                };
+                Ok(Value::Vector(vec![Sample { labels, value: 1.0 }]))
+            }
+            "timestamp" => {
+                let out: Vec<Sample> = if let Expr::VectorSelector(vs) = unparen(&args[0]) {
+                    self.instant(vs)?
+                        .into_iter()
+                        .map(|(l, ts, _)| Sample {
+                            labels: drop_name(l),
+                            value: ts as f64 / 1000.0,
+                        })
+                        .collect()
+                } else {
+                    self.vector_arg(&args[0])?
+                        .into_iter()
+                        .map(|s| Sample {
+                            labels: drop_name(s.labels),
+                            value: self.t as f64 / 1000.0,
+                        })
+                        .collect()
+                };
+                Ok(Value::Vector(dedup_check(out)?))
+            }
+            "histogram_quantile" => {
+                let q = self.scalar_arg(&args[0])?;
+                let v = self.vector_arg(&args[1])?;
+                Ok(Value::Vector(dedup_check(histogram_quantile(q, v))?))
+            }
+            "clamp_min" | "clamp_max" => {
+                let v = self.vector_arg(&args[0])?;
+                let b = self.scalar_arg(&args[1])?;
+                let out = v
+                    .into_iter()
+                    .map(|s| Sample {
+                        labels: drop_name(s.labels),
+                        value: if name == "clamp_min" {
+                            // Go's math.Max/Min propagate NaN.
+                            if s.value.is_nan() || b.is_nan() {
+                                f64::NAN
+                            } else {
+                                s.value.max(b)
+                            }
+                        } else if s.value.is_nan() || b.is_nan() {
+                            f64::NAN
+                        } else {
+                            s.value.min(b)
+                        },
+                    })
+                    .collect();
+                Ok(Value::Vector(dedup_check(out)?))
+            }
+            "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" => {
+                let f: fn(f64) -> f64 = match name {
+                    "abs" => f64::abs,
+                    "ceil" => f64::ceil,
+                    "floor" => f64::floor,
+                    "exp" => f64::exp,
+                    "ln" => f64::ln,
+                    "log2" => f64::log2,
+                    "log10" => f64::log10,
+                    _ => f64::sqrt,
+                };
+                let out = self
+                    .vector_arg(&args[0])?
+                    .into_iter()
+                    .map(|s| Sample {
+                        labels: drop_name(s.labels),
+                        value: f(s.value),
+                    })
+                    .collect();
+                Ok(Value::Vector(dedup_check(out)?))
+            }
+            other => err(format!("unsupported function \"{other}\"")),
+        }
+    }
+
+    // -- aggregation --------------------------------------------------------
+
+    fn aggregate(&self, a: &AggregateExpr) -> Result<Value, EvalError> {
+        let op = a.op.to_string();
+        let param = match &a.param {
+            Some(p) => Some(self.eval(p)?),
+            None => None,
+        };
+        let input = self.vector_arg(&a.expr)?;
+        let group_labels = |l: &Labels| -> Labels {
+            match &a.modifier {
+                None => Labels::new(),
+                Some(LabelModifier::Include(ls)) => l
+                    .iter()
+                    .filter(|(k, _)| ls.labels.iter().any(|x| x == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                Some(LabelModifier::Exclude(ls)) => l
+                    .iter()
+                    .filter(|(k, _)| *k != NAME && !ls.labels.iter().any(|x| x == *k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        };
+        // Groups in first-seen order.
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut groups: Vec<(Labels, Vec<Sample>)> = Vec::new();
+        for s in input {
+            let g = group_labels(&s.labels);
+            let i = *index.entry(g.clone()).or_insert_with(|| {
+                groups.push((g, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(s);
+        }
+        let mut out = Vec::new();
+        match op.as_str() {
+            "topk" | "bottomk" => {
+                let k = match param {
+                    Some(Value::Scalar(k)) => k,
+                    _ => return err(format!("{op}: expected a scalar parameter")),
+                };
+                if k.is_nan() || k < 1.0 {
+                    return Ok(Value::Vector(vec![]));
+                }
+                let k = k.min(i64::MAX as f64) as usize;
+                for (_, mut ss) in groups {
+                    // NaN sorts as the smallest value for topk and largest
+                    // for bottomk: it is chosen last either way.
+                    ss.sort_by(|x, y| {
+                        let o = match (x.value.is_nan(), y.value.is_nan()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ if op == "topk" => y.value.total_cmp(&x.value),
+                            _ => x.value.total_cmp(&y.value),
+                        };
+                        o
+                    });
+                    ss.truncate(k);
+                    out.extend(ss);
+                }
+            }
+            _ => {
+                for (labels, ss) in groups {
+                    let vals = ss.iter().map(|s| s.value);
+                    let value = match op.as_str() {
+                        "sum" => kahan_sum(vals),
+                        "avg" => {
+                            let n = ss.len() as f64;
+                            avg(vals, n)
+                        }
+                        "count" => ss.len() as f64,
+                        "group" => 1.0,
+                        "min" => vals.fold(f64::NAN, |m, v| if m > v || m.is_nan() { v } else { m }),
+                        "max" => vals.fold(f64::NAN, |m, v| if m < v || m.is_nan() { v } else { m }),
+                        other => return err(format!("unsupported aggregation \"{other}\"")),
+                    };
+                    out.push(Sample { labels, value });
+                }
+            }
+        }
+        Ok(Value::Vector(out))
+    }
+
+    // -- binary operators ---------------------------------------------------
+
+    fn binary(&self, b: &BinaryExpr) -> Result<Value, EvalError> {
+        let op = b.op.to_string();
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let lhs = self.eval(&b.lhs)?;
+        let rhs = self.eval(&b.rhs)?;
+        match (lhs, rhs) {
+            (Value::Scalar(l), Value::Scalar(r)) => {
+                let (v, keep) = elem_binop(&op, l, r)?;
+                if is_comparison(&op) {
+                    // The parser only allows scalar comparisons with `bool`.
+                    Ok(Value::Scalar(if keep { 1.0 } else { 0.0 }))
+                } else {
+                    Ok(Value::Scalar(v))
+                }
+            }
+            (Value::Vector(v), Value::Scalar(s)) => {
+                Ok(Value::Vector(vector_scalar(&op, v, s, false, return_bool)?))
+            }
+            (Value::Scalar(s), Value::Vector(v)) => {
+                Ok(Value::Vector(vector_scalar(&op, v, s, true, return_bool)?))
+            }
+            (Value::Vector(l), Value::Vector(r)) => {
+                let out = match op.as_str() {
+                    "and" | "or" | "unless" => set_op(&op, l, r, b.modifier.as_ref()),
+                    _ => vector_vector(&op, l, r, b.modifier.as_ref(), return_bool)?,
+                };
+                Ok(Value::Vector(dedup_check(out)?))
+            }
+            _ => err(format!("operator \"{op}\" needs scalar or instant vector operands")),
+        }
+    }
+}
+
+fn is_comparison(op: &str) -> bool {
+    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+}
+
+fn should_drop_name(op: &str) -> bool {
+    matches!(op, "+" | "-" | "*" | "/" | "%" | "^")
+}
+
+/// Prometheus' `vectorElemBinop`: the value and whether to keep it.
+fn elem_binop(op: &str, l: f64, r: f64) -> Result<(f64, bool), EvalError> {
+    Ok(match op {
+        "+" => (l + r, true),
+        "-" => (l - r, true),
+        "*" => (l * r, true),
+        "/" => (l / r, true),
+        "^" => (l.powf(r), true),
+        "%" => (go_mod(l, r), true),
+        "==" => (l, l == r),
+        "!=" => (l, l != r),
+        ">" => (l, l > r),
+        "<" => (l, l < r),
+        ">=" => (l, l >= r),
+        "<=" => (l, l <= r),
+        other => return err(format!("unsupported operator \"{other}\"")),
+    })
+}
+
+/// Go's `math.Mod` (result has the sign of `l`), which is Rust's `%` on f64.
+fn go_mod(l: f64, r: f64) -> f64 {
+    l % r
+}
+
+fn vector_scalar(
+    op: &str,
+    v: Vec<Sample>,
+    s: f64,
+    swap: bool,
+    return_bool: bool,
+) -> Result<Vec<Sample>, EvalError> {
+    let mut out = Vec::with_capacity(v.len());
+    for e in v {
+        let (l, r) = if swap { (s, e.value) } else { (e.value, s) };
+        let (mut value, mut keep) = elem_binop(op, l, r)?;
+        if is_comparison(op) && swap {
+            value = r;
+        }
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+            keep = true;
+        }
+        if keep {
+            let labels = if should_drop_name(op) || return_bool {
+                drop_name(e.labels)
+            } else {
+                e.labels
+            };
+            out.push(Sample { labels, value });
+        }
+    }
+    dedup_check(out)
+}
+
+/// The matching signature of a label set.
+fn signature(l: &Labels, on: bool, names: &[String]) -> Vec<(String, String)> {
+    if on {
+        l.iter()
+            .filter(|(k, _)| names.iter().any(|n| n == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    } else {
+        l.iter()
+            .filter(|(k, _)| *k != NAME && !names.iter().any(|n| n == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+fn matching(m: Option<&BinModifier>) -> (bool, Vec<String>) {
+    match m.and_then(|m| m.matching.as_ref()) {
+        Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
+        Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
+        None => (false, Vec::new()),
+    }
+}
+
+fn set_op(op: &str, l: Vec<Sample>, r: Vec<Sample>, m: Option<&BinModifier>) -> Vec<Sample> {
+    let (on, names) = matching(m);
+    match op {
+        "and" => {
+            if l.is_empty() || r.is_empty() {
+                return vec![];
+            }
+            let rs: HashSet<_> = r.iter().map(|s| signature(&s.labels, on, &names)).collect();
+            l.into_iter()
+                .filter(|s| rs.contains(&signature(&s.labels, on, &names)))
+                .collect()
+        }
+        "or" => {
+            let ls: HashSet<_> = l.iter().map(|s| signature(&s.labels, on, &names)).collect();
+            let mut out = l;
+            out.extend(
+                r.into_iter()
+                    .filter(|s| !ls.contains(&signature(&s.labels, on, &names))),
+            );
+            out
+        }
+        _ => {
+            let rs: HashSet<_> = r.iter().map(|s| signature(&s.labels, on, &names)).collect();
+            l.into_iter()
+                .filter(|s| !rs.contains(&signature(&s.labels, on, &names)))
+                .collect()
+        }
+    }
+}
+
+fn fmt_labels(l: &[(String, String)]) -> String {
+    let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+fn vector_vector(
+    op: &str,
+    mut lhs: Vec<Sample>,
+    mut rhs: Vec<Sample>,
+    m: Option<&BinModifier>,
+    return_bool: bool,
+) -> Result<Vec<Sample>, EvalError> {
+    if lhs.is_empty() || rhs.is_empty() {
+        return Ok(vec![]);
+    }
+    let (on, names) = matching(m);
+    let card = m.map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+    let include: Vec<String> = match &card {
+        VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
+            l.labels.clone()
+        }
+        _ => Vec::new(),
+    };
+    let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    if one_to_many {
+        std::mem::swap(&mut lhs, &mut rhs);
+    }
+    let mut right: HashMap<Vec<(String, String)>, Sample> = HashMap::new();
+    for rs in rhs {
+        let sig = signature(&rs.labels, on, &names);
+        if right.contains_key(&sig) {
+            let side = if one_to_many {
+                "left-hand side"
+            } else {
+                "right-hand side"
+            };
+            return err(format!(
+                "found duplicate series for the match group {} on the {side} of the operation: \
+                 many-to-many matching not allowed: matching labels must be unique on one side",
+                fmt_labels(&sig)
+            ));
+        }
+        right.insert(sig, rs);
+    }
+    let mut matched: HashMap<Vec<(String, String)>, HashSet<Labels>> = HashMap::new();
+    let mut out = Vec::new();
+    for ls in lhs {
+        let sig = signature(&ls.labels, on, &names);
+        let Some(rs) = right.get(&sig) else { continue };
+        let (vl, vr) = if one_to_many {
+            (rs.value, ls.value)
+        } else {
+            (ls.value, rs.value)
+        };
+        let (mut value, keep) = elem_binop(op, vl, vr)?;
+        if return_bool {
+            value = if keep { 1.0 } else { 0.0 };
+        } else if !keep {
+            continue;
+        }
+        // resultMetric
+        let mut metric = ls.labels.clone();
+        if should_drop_name(op) {
+            metric.remove(NAME);
+        }
+        if one_to_one {
+            if on {
+                metric.retain(|k, _| names.iter().any(|n| n == k));
+            } else {
+                metric.retain(|k, _| !names.iter().any(|n| n == k));
+            }
+        }
+        for ln in &include {
+            match rs.labels.get(ln) {
+                Some(v) if !v.is_empty() => {
+                    metric.insert(ln.clone(), v.clone());
+                }
+                _ => {
+                    metric.remove(ln);
+                }
+            }
+        }
+        if return_bool {
+            metric.remove(NAME);
+        }
+        let seen = matched.entry(sig).or_default();
+        if one_to_one {
+            if !seen.is_empty() {
+                return err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)");
+            }
+            seen.insert(Labels::new());
+        } else if !seen.insert(metric.clone()) {
+            return err("multiple matches for labels: grouping labels must ensure unique matches");
+        }
+        out.push(Sample {
+            labels: metric,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Prometheus rejects a result with two elements of one label set.
+fn dedup_check(v: Vec<Sample>) -> Result<Vec<Sample>, EvalError> {
+    let mut seen: HashSet<&Labels> = HashSet::with_capacity(v.len());
+    for s in &v {
+        if !seen.insert(&s.labels) {
+            return err("vector cannot contain metrics with the same labelset");
+        }
+    }
+    Ok(v)
+}
+
+fn absent_labels(vs: &VectorSelector) -> Labels {
+    let mut m = Labels::new();
+    let mut empty = Vec::new();
+    for ma in &vs.matchers.matchers {
+        if ma.name == NAME {
+            continue;
+        }
+        if matches!(ma.op, PMatchOp::Equal) && !m.contains_key(&ma.name) {
+            m.insert(ma.name.clone(), ma.value.clone());
+        } else {
+            empty.push(ma.name.clone());
+        }
+    }
+    for e in empty {
+        m.remove(&e);
+    }
+    m
+}
+
+fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut c) = (0.0f64, 0.0f64);
+    for v in vals {
+        let t = sum + v;
+        if sum.abs() >= v.abs() {
+            c += (sum - t) + v;
+        } else {
+            c += (v - t) + sum;
+        }
+        sum = t;
+    }
+    if sum.is_infinite() {
+        sum
+    } else {
+        sum + c
+    }
+}
+
+fn avg(vals: impl Iterator<Item = f64>, n: f64) -> f64 {
+    let s = kahan_sum(vals);
+    s / n
+}
+
+/// Functions over a range of samples (`points` non-empty, in time order).
+fn range_func(name: &str, p: &[(i64, f64)], start: i64, end: i64, range_ms: i64) -> Option<f64> {
+    let vals = || p.iter().map(|x| x.1);
+    match name {
+        "rate" => extrapolated_rate(p, start, end, range_ms, true, true),
+        "increase" => extrapolated_rate(p, start, end, range_ms, true, false),
+        "delta" => extrapolated_rate(p, start, end, range_ms, false, false),
+        "irate" | "idelta" => {
+            if p.len() < 2 {
+                return None;
+            }
+            let (last, prev) = (p[p.len() - 1], p[p.len() - 2]);
+            let is_rate = name == "irate";
+            let mut v = if is_rate && last.1 < prev.1 {
+                last.1
+            } else {
+                last.1 - prev.1
+            };
+            let dt = last.0 - prev.0;
+            if dt == 0 {
+                return None;
+            }
+            if is_rate {
+                v /= dt as f64 / 1000.0;
+            }
+            Some(v)
+        }
+        "avg_over_time" => Some(avg(vals(), p.len() as f64)),
+        "sum_over_time" => Some(kahan_sum(vals())),
+        "count_over_time" => Some(p.len() as f64),
+        "min_over_time" => Some(vals().fold(f64::NAN, |m, v| if m > v || m.is_nan() { v } else { m })),
+        "max_over_time" => Some(vals().fold(f64::NAN, |m, v| if m < v || m.is_nan() { v } else { m })),
+        "last_over_time" => Some(p[p.len() - 1].1),
+        "present_over_time" => Some(1.0),
+        "changes" => Some(
+            p.windows(2)
+                .filter(|w| w[1].1 != w[0].1 && !(w[1].1.is_nan() && w[0].1.is_nan()))
+                .count() as f64,
+        ),
+        "resets" => Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
+        _ => None,
+    }
+}
+
+/// Prometheus' `extrapolatedRate` (2.x).
+fn extrapolated_rate(
+    p: &[(i64, f64)],
+    range_start: i64,
+    range_end: i64,
+    range_ms: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if p.len() < 2 {
+        return None;
+    }
+    let (first, last) = (p[0], p[p.len() - 1]);
+    let mut result = last.1 - first.1;
+    if is_counter {
+        let mut last_value = 0.0;
+        for &(_, v) in p {
+            if v < last_value {
+                result += last_value;
+            }
+            last_value = v;
+        }
+    }
+    let mut duration_to_start = (first.0 - range_start) as f64 / 1000.0;
+    let duration_to_end = (range_end - last.0) as f64 / 1000.0;
+    let sampled_interval = (last.0 - first.0) as f64 / 1000.0;
+    let avg_between = sampled_interval / (p.len() - 1) as f64;
+    if is_counter && result > 0.0 && first.1 >= 0.0 {
+        let duration_to_zero = sampled_interval * (first.1 / result);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    let threshold = avg_between * 1.1;
+    let mut extrapolate_to = sampled_interval;
+    extrapolate_to += if duration_to_start < threshold {
+        duration_to_start
+    } else {
+        avg_between / 2.0
+    };
+    extrapolate_to += if duration_to_end < threshold {
+        duration_to_end
+    } else {
+        avg_between / 2.0
+    };
+    result *= extrapolate_to / sampled_interval;
+    if is_rate {
+        result /= range_ms as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    let t = s.trim();
+    match t {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => t.parse().ok(),
+    }
+}
+
+/// Prometheus' `funcHistogramQuantile` over classic buckets.
+fn histogram_quantile(q: f64, v: Vec<Sample>) -> Vec<Sample> {
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+    for s in v {
+        let Some(le) = s.labels.get("le").and_then(|x| parse_le(x)) else {
+            continue;
+        };
+        let mut key = s.labels;
+        key.remove("le");
+        let i = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let out = drop_name(key.clone());
+                groups.push((out, Vec::new()));
+                index.insert(key, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        groups[i].1.push((le, s.value));
+    }
+    groups
+        .into_iter()
+        .map(|(labels, b)| Sample {
+            labels,
+            value: bucket_quantile(q, b),
+        })
+        .collect()
+}
+
+fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // coalesceBuckets
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for x in b {
+        match c.last_mut() {
+            Some(l) if l.0 == x.0 => l.1 += x.1,
+            _ => c.push(x),
+        }
+    }
+    // ensureMonotonic
+    let mut max = f64::NEG_INFINITY;
+    for x in c.iter_mut() {
+        if x.1 > max {
+            max = x.1;
+        } else if x.1 < max {
+            x.1 = max;
+        }
+    }
+    if c.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = c[c.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let n = c.len() - 1;
+    let idx = (0..n).find(|&i| c[i].1 >= rank).unwrap_or(n);
+    if idx == n {
+        return c[n - 1].0;
+    }
+    if idx == 0 && c[0].0 <= 0.0 {
+        return c[0].0;
+    }
+    let mut start = 0.0;
+    let end = c[idx].0;
+    let mut count = c[idx].1;
+    if idx > 0 {
+        start = c[idx - 1].0;
+        count -= c[idx - 1].1;
+        rank -= c[idx - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}

@@ -1,0 +1,268 @@
+//! A bounded window of recent samples per series, for PromQL range functions.
+//!
+//! Off by default: a series holds a [`Ring`] only when the window is enabled
+//! ([`Store::set_window`]) and the series matches its [`WindowScope`] (the
+//! rule engine passes the selectors its rules read), so a store that only
+//! serves `/federate` keeps one sample per series. A ring keeps at most
+//! `max_samples` samples and none older than `window` before its newest one.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::select::{LabelMatcher, Selector, METRIC_NAME};
+use super::symbols::Symbols;
+use super::{read, write, Key, Store};
+
+/// Which series keep a window of recent samples.
+#[derive(Debug, Clone, Default)]
+pub enum WindowScope {
+    /// None (the default): only the latest sample is kept.
+    #[default]
+    None,
+    /// Every series.
+    All,
+    /// Series matching any of these selectors.
+    Matching(Vec<Selector>),
+}
+
+/// Window settings (see [`Store::set_window`]).
+#[derive(Debug, Clone)]
+pub struct WindowOptions {
+    /// Samples older than this before a series' newest sample are dropped.
+    pub window: Duration,
+    /// At most this many samples per series.
+    pub max_samples: usize,
+    pub scope: WindowScope,
+}
+
+impl Default for WindowOptions {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(600),
+            max_samples: 1024,
+            scope: WindowScope::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WindowState {
+    pub(crate) window_ms: i64,
+    pub(crate) max_samples: usize,
+    pub(crate) scope: WindowScope,
+}
+
+impl WindowState {
+    pub(crate) fn from_options(o: &WindowOptions) -> Self {
+        Self {
+            window_ms: o.window.as_millis().min(i64::MAX as u128) as i64,
+            max_samples: o.max_samples.max(1),
+            scope: o.scope.clone(),
+        }
+    }
+    fn wants(&self, name: &str, labels: &dyn Fn(&str) -> Option<String>) -> bool {
+        match &self.scope {
+            WindowScope::None => false,
+            WindowScope::All => true,
+            WindowScope::Matching(sels) => sels.iter().any(|s| {
+                s.matchers.iter().all(|m: &LabelMatcher| {
+                    if m.name == METRIC_NAME {
+                        m.matches(name)
+                    } else {
+                        m.matches(labels(&m.name).as_deref().unwrap_or(""))
+                    }
+                })
+            }),
+        }
+    }
+    pub(crate) fn wants_pairs(&self, name: &str, pairs: &[(&str, &str)]) -> bool {
+        self.wants(name, &|l| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == l)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+    pub(crate) fn wants_key(&self, key: &Key, sym: &Symbols) -> bool {
+        self.wants(sym.resolve(key[0]), &|l| {
+            key[1..]
+                .chunks_exact(2)
+                .find(|c| sym.resolve(c[0]) == l)
+                .map(|c| sym.resolve(c[1]).to_owned())
+        })
+    }
+}
+
+/// Recent samples of one series, oldest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ring {
+    samples: VecDeque<(i64, f64)>,
+}
+
+impl Ring {
+    pub(crate) fn new(ts: i64, v: f64) -> Box<Self> {
+        let mut samples = VecDeque::with_capacity(4);
+        samples.push_back((ts, v));
+        Box::new(Self { samples })
+    }
+    /// Appends a sample (a sample at the newest timestamp replaces it) and
+    /// trims by age and count.
+    pub(crate) fn push(&mut self, ts: i64, v: f64, w: &WindowState) {
+        match self.samples.back_mut() {
+            Some(last) if last.0 == ts => last.1 = v,
+            Some(last) if last.0 > ts => return,
+            _ => self.samples.push_back((ts, v)),
+        }
+        let floor = ts.saturating_sub(w.window_ms);
+        while self.samples.len() > w.max_samples
+            || self.samples.front().is_some_and(|s| s.0 < floor)
+        {
+            self.samples.pop_front();
+        }
+        if self.samples.capacity() > 2 * self.samples.len() + 8 {
+            self.samples.shrink_to_fit();
+        }
+    }
+    pub(crate) fn range(&self, start: i64, end: i64, out: &mut Vec<(i64, f64)>) {
+        out.extend(
+            self.samples
+                .iter()
+                .filter(|s| s.0 >= start && s.0 <= end)
+                .copied(),
+        );
+    }
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.samples.capacity() * 16
+    }
+}
+
+/// The samples of one series in a time range (see [`Store::samples`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// Metric name.
+    pub name: String,
+    /// Labels without `__name__`, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// `(timestamp ms, value)` in time order.
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl Store {
+    /// Enables (or changes, or with [`WindowScope::None`] disables) the window
+    /// of recent samples. Series that newly match start with their latest
+    /// sample; series that no longer match lose their window.
+    pub fn set_window(&self, opts: WindowOptions) {
+        let st = WindowState::from_options(&opts);
+        let on = !matches!(st.scope, WindowScope::None);
+        {
+            let _gc = read(&self.gc);
+            for shard in self.shards.iter() {
+                let mut map = write(shard);
+                let sym = read(&self.symbols);
+                for (key, slot) in map.iter_mut() {
+                    if on && st.wants_key(key, &sym) {
+                        if slot.ring.is_none() {
+                            slot.ring = Some(Ring::new(slot.timestamp_ms, slot.value));
+                        }
+                    } else {
+                        slot.ring = None;
+                    }
+                }
+            }
+        }
+        *write(&self.window) = st;
+        self.window_on.store(on, Ordering::Release);
+    }
+
+    /// The configured window length in ms (0 when the window is off).
+    pub fn window_ms(&self) -> i64 {
+        if self.window_on.load(Ordering::Acquire) {
+            read(&self.window).window_ms
+        } else {
+            0
+        }
+    }
+
+    /// Samples with `start_ms <= ts <= end_ms` of the series matching any of
+    /// `selectors` (not stale at `now_ms`). A series without a window
+    /// contributes its latest sample if that is in range. Sorted by labels.
+    pub fn samples(
+        &self,
+        selectors: &[Selector],
+        start_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> Vec<SeriesSamples> {
+        let cutoff = now_ms.saturating_sub(self.staleness_ms);
+        let mut out = Vec::new();
+        let _gc = read(&self.gc);
+        let mut buf = Vec::new();
+        for shard in self.shards.iter() {
+            let map = read(shard);
+            if map.is_empty() {
+                continue;
+            }
+            let sym = read(&self.symbols);
+            // Cheap prefilter on the metric name where a selector fixes it.
+            let names: Vec<Option<Option<u32>>> = selectors
+                .iter()
+                .map(|s| {
+                    s.matchers.iter().find_map(|m| match &m.op {
+                        super::MatchOp::Equal(v) if m.name == METRIC_NAME => Some(sym.get(v)),
+                        _ => None,
+                    })
+                })
+                .collect();
+            for (key, slot) in map.iter() {
+                if slot.updated_ms < cutoff {
+                    continue;
+                }
+                let hit = selectors.iter().zip(&names).any(|(s, n)| {
+                    if let Some(n) = n {
+                        if *n != Some(key[0]) {
+                            return false;
+                        }
+                    }
+                    s.matchers.iter().all(|m| {
+                        let v = if m.name == METRIC_NAME {
+                            sym.resolve(key[0])
+                        } else {
+                            key[1..]
+                                .chunks_exact(2)
+                                .find(|c| sym.resolve(c[0]) == m.name)
+                                .map(|c| sym.resolve(c[1]))
+                                .unwrap_or("")
+                        };
+                        m.matches(v)
+                    })
+                });
+                if !hit {
+                    continue;
+                }
+                buf.clear();
+                match &slot.ring {
+                    Some(r) => r.range(start_ms, end_ms, &mut buf),
+                    None => {
+                        if slot.timestamp_ms >= start_ms && slot.timestamp_ms <= end_ms {
+                            buf.push((slot.timestamp_ms, slot.value));
+                        }
+                    }
+                }
+                if buf.is_empty() {
+                    continue;
+                }
+                out.push(SeriesSamples {
+                    name: sym.resolve(key[0]).to_owned(),
+                    labels: key[1..]
+                        .chunks_exact(2)
+                        .map(|c| (sym.resolve(c[0]).to_owned(), sym.resolve(c[1]).to_owned()))
+                        .collect(),
+                    samples: std::mem::take(&mut buf),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        out
+    }
+}
