@@ -24,6 +24,8 @@ pub enum AggregatorError {
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
     #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -76,7 +78,22 @@ pub async fn start(
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
     let http_listener = edgewatch_otlp::server::bind(cfg.http.listen.0, "HTTP").await?;
 
-    let app = expose::router(store.clone()).merge(web_router(registry.clone()));
+    let notifier = match &cfg.alerting {
+        Some(alerting) => {
+            let n = notify::Notifier::new(alerting, &state, &registry)?;
+            n.set_eval_interval(cfg.evaluation_interval.get());
+            Some(n)
+        }
+        None => None,
+    };
+    let mut background = vec![tokio::spawn(sweep(store.clone(), staleness, shutdown.clone()))];
+    if let Some(n) = &notifier {
+        background.push(tokio::spawn(n.clone().run(shutdown.clone())));
+    }
+    let mut app = expose::router(store.clone()).merge(web_router(registry.clone()));
+    if let Some(n) = &notifier {
+        app = app.merge(n.router());
+    }
     let out = Aggregator {
         otlp_grpc: listeners.grpc_addr(),
         otlp_http: listeners.http_addr(),
@@ -88,9 +105,8 @@ pub async fn start(
             otlp.max_request_bytes.bytes() as usize,
             http_listener,
             app,
-            store,
+            background,
             state,
-            staleness,
             shutdown,
         )),
     };
@@ -105,40 +121,39 @@ async fn run(
     max_request_bytes: usize,
     http_listener: tokio::net::TcpListener,
     app: axum::Router,
-    store: Arc<store::Store>,
+    background: Vec<JoinHandle<()>>,
     state: sled::Db,
-    staleness: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        axum::serve(
-            http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    });
-    let stop = shutdown.clone();
-    let sweeper = tokio::spawn(async move {
-        let every = (staleness / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.cancelled() => return,
-            }
-            let s = store.clone();
-            let _ = tokio::task::spawn_blocking(move || s.sweep(now_ms())).await;
-        }
+        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
     });
     let served = listeners.serve(sink, max_request_bytes, shutdown).await;
-    let _ = sweeper.await;
+    for task in background {
+        let _ = task.await;
+    }
     let _ = http.await;
     if let Err(e) = tokio::task::spawn_blocking(move || state.flush()).await {
         tracing::warn!(error = %e, "flushing state at shutdown failed");
     }
     tracing::info!("aggregator stopped");
     served.map_err(AggregatorError::Io)
+}
+
+/// Removes stale series periodically.
+async fn sweep(store: Arc<store::Store>, staleness: Duration, stop: CancellationToken) {
+    let every = (staleness / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let s = store.clone();
+        let _ = tokio::task::spawn_blocking(move || s.sweep(now_ms())).await;
+    }
 }
 
 fn web_router(registry: Registry) -> axum::Router {

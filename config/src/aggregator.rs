@@ -21,6 +21,9 @@ pub struct AggregatorConfig {
     /// Built-in fleet rules.
     #[serde(default)]
     pub fleet: FleetConfig,
+    /// Routing and delivery of alerts, in Alertmanager's configuration shape.
+    #[serde(default)]
+    pub alerting: Option<crate::alerting::AlertingConfig>,
 }
 
 fn default_evaluation_interval() -> Dur {
