@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use rand::Rng;
@@ -35,7 +35,11 @@ pub struct DemoArgs {
 }
 
 /// (cluster, node) of each simulated edge node; each runs its own collector.
-const NODES: [(&str, &str); 3] = [("edge-a", "node-1"), ("edge-a", "node-2"), ("edge-b", "node-1")];
+const NODES: [(&str, &str); 3] = [
+    ("edge-a", "node-1"),
+    ("edge-a", "node-2"),
+    ("edge-b", "node-1"),
+];
 /// (model, version) served on every node.
 const MODELS: [(&str, &str); 2] = [("tensorflow-housing", "1"), ("bike-rental", "3")];
 
@@ -44,7 +48,9 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let data = match &args.data_dir {
         Some(d) => d.clone(),
         None => {
-            tmp = tempfile::Builder::new().prefix("edgewatch-demo-").tempdir()?;
+            tmp = tempfile::Builder::new()
+                .prefix("edgewatch-demo-")
+                .tempdir()?;
             tmp.path().to_path_buf()
         }
     };
@@ -57,7 +63,9 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         data.join("aggregator").display()
     );
     let agg_cfg: AggregatorConfig = parse(&agg_yaml, "<demo aggregator>")?;
-    let aggregator = edgewatch_aggregator::start(&agg_cfg, shutdown.clone()).await.context("starting the demo aggregator")?;
+    let aggregator = edgewatch_aggregator::start(&agg_cfg, shutdown.clone())
+        .await
+        .context("starting the demo aggregator")?;
 
     let mut collectors = Vec::new();
     let mut servers = Vec::new();
@@ -75,7 +83,10 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         let c = edgewatch_collector::start(&cfg, shutdown.clone())
             .await
             .with_context(|| format!("starting the demo collector for {cluster}/{node}"))?;
-        let endpoint = format!("http://{}", c.otlp_grpc.context("demo collector has no gRPC receiver")?);
+        let endpoint = format!(
+            "http://{}",
+            c.otlp_grpc.context("demo collector has no gRPC receiver")?
+        );
         for (model, version) in MODELS {
             let pod = format!("{model}-{cluster}-{node}");
             servers.push(tokio::spawn(model_server(
@@ -87,13 +98,24 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
                 shutdown.clone(),
             )));
         }
-        println!("collector {cluster}/{node}: OTLP gRPC {endpoint}, admin http://{}/metrics", c.admin);
+        println!(
+            "collector {cluster}/{node}: OTLP gRPC {endpoint}, admin http://{}/metrics",
+            c.admin
+        );
         collectors.push(c);
     }
     let http = aggregator.http;
     println!();
-    println!("aggregator: http://{http}/metrics (own metrics), OTLP gRPC {}", aggregator.otlp_grpc.map(|a| a.to_string()).unwrap_or_default());
-    println!("federate:   curl -s 'http://{http}/federate?match[]=%7B__name__%3D~%22ovms_.*%22%7D'");
+    println!(
+        "aggregator: http://{http}/metrics (own metrics), OTLP gRPC {}",
+        aggregator
+            .otlp_grpc
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "federate:   curl -s 'http://{http}/federate?match[]=%7B__name__%3D~%22ovms_.*%22%7D'"
+    );
     println!("            curl -s -G 'http://{http}/federate' --data-urlencode 'match[]={{cluster=\"edge-a\"}}'");
     println!("data:       {}", data.display());
     println!("Ctrl-C stops the fleet.");
@@ -142,11 +164,16 @@ async fn model_server(
             for _ in 0..n {
                 let latency: f64 = rng.random_range(800.0..60000.0);
                 sum += latency;
-                let i = bounds.iter().position(|b| latency <= *b).unwrap_or(bounds.len());
+                let i = bounds
+                    .iter()
+                    .position(|b| latency <= *b)
+                    .unwrap_or(bounds.len());
                 buckets[i] += 1;
             }
         }
-        let req = ovms_request(&pod, model, version, start, success, fail, &bounds, &buckets, sum);
+        let req = ovms_request(
+            &pod, model, version, start, success, fail, &bounds, &buckets, sum,
+        );
         if client.is_none() {
             client = MetricsServiceClient::connect(endpoint.clone()).await.ok();
         }
@@ -194,8 +221,16 @@ fn ovms_request(
         ..Default::default()
     };
     let metrics = vec![
-        counter("ovms_requests_success", "Number of successful requests to a model or a DAG.", success),
-        counter("ovms_requests_fail", "Number of failed requests to a model or a DAG.", fail),
+        counter(
+            "ovms_requests_success",
+            "Number of successful requests to a model or a DAG.",
+            success,
+        ),
+        counter(
+            "ovms_requests_fail",
+            "Number of failed requests to a model or a DAG.",
+            fail,
+        ),
         Metric {
             name: "ovms_request_time_us".into(),
             description: "Processing time of requests to a model or a DAG.".into(),
@@ -221,7 +256,9 @@ fn ovms_request(
                 data_points: vec![NumberDataPoint {
                     attributes: attrs.clone(),
                     time_unix_nano: now,
-                    value: Some(number_data_point::Value::AsInt(rand::rng().random_range(0..8))),
+                    value: Some(number_data_point::Value::AsInt(
+                        rand::rng().random_range(0..8),
+                    )),
                     ..Default::default()
                 }],
             })),
@@ -231,11 +268,18 @@ fn ovms_request(
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "ovms"), kv("service.instance.id", pod), kv("k8s.pod.name", pod)],
+                attributes: vec![
+                    kv("service.name", "ovms"),
+                    kv("service.instance.id", pod),
+                    kv("k8s.pod.name", pod),
+                ],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope { name: "ovms".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "ovms".into(),
+                    ..Default::default()
+                }),
                 metrics,
                 ..Default::default()
             }],
@@ -247,11 +291,16 @@ fn ovms_request(
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
         key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
         ..Default::default()
     }
 }
 
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

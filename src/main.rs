@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "edgewatch", version, about = "Observability collector and fleet monitor for ML models at the Kubernetes edge")]
+#[command(
+    name = "edgewatch",
+    version,
+    about = "Observability collector and fleet monitor for ML models at the Kubernetes edge"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,10 @@ fn main() -> ExitCode {
         return validate(*role, file);
     }
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("edgewatch: cannot start the runtime: {e}");
@@ -84,14 +91,22 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("EDGEWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        EnvFilter::try_from_env("EDGEWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn validate(role: Role, file: &std::path::Path) -> ExitCode {
     let result = match role {
-        Role::Collector => edgewatch_config::load::<edgewatch_config::CollectorConfig>(file).map(|_| ()),
-        Role::Aggregator => edgewatch_config::load::<edgewatch_config::AggregatorConfig>(file).map(|_| ()),
+        Role::Collector => {
+            edgewatch_config::load::<edgewatch_config::CollectorConfig>(file).map(|_| ())
+        }
+        Role::Aggregator => {
+            edgewatch_config::load::<edgewatch_config::AggregatorConfig>(file).map(|_| ())
+        }
     };
     match result {
         Ok(()) => {
@@ -113,14 +128,15 @@ fn shutdown_on_signal() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    t.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -138,24 +154,38 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Collector { config } => {
             let cfg: edgewatch_config::CollectorConfig = edgewatch_config::load(&config)?;
-            let c = edgewatch_collector::start(&cfg, shutdown_on_signal()).await.context("starting the collector")?;
+            let c = edgewatch_collector::start(&cfg, shutdown_on_signal())
+                .await
+                .context("starting the collector")?;
             c.wait().await?;
         }
         Command::Aggregator { config } => {
             let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::load(&config)?;
-            let a = edgewatch_aggregator::start(&cfg, shutdown_on_signal()).await.context("starting the aggregator")?;
+            let a = edgewatch_aggregator::start(&cfg, shutdown_on_signal())
+                .await
+                .context("starting the aggregator")?;
             a.wait().await?;
         }
         Command::Demo(args) => demo::run(args, shutdown_on_signal()).await?,
         Command::Bench(args) => bench::run(args).await?,
-        Command::Loadgen { sink: Some(LoadgenCommand::Sink(args)), .. } => {
+        Command::Loadgen {
+            sink: Some(LoadgenCommand::Sink(args)),
+            ..
+        } => {
             let stop = shutdown_on_signal();
             edgewatch_loadgen::run_sink(args, stop.cancelled_owned()).await?;
         }
         Command::Loadgen { sink: None, args } => {
             let json = args.json;
             let report = edgewatch_loadgen::run(args).await?;
-            println!("{}", if json { report.to_json() } else { report.to_text() });
+            println!(
+                "{}",
+                if json {
+                    report.to_json()
+                } else {
+                    report.to_text()
+                }
+            );
         }
         Command::Validate { .. } => unreachable!("handled before the runtime starts"),
     }

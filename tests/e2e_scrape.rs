@@ -14,11 +14,15 @@ const OVMS: &str = include_str!("../collector/tests/fixtures/ovms.prom");
 
 /// A minimal HTTP/1.1 server answering every request with the fixture (text 0.0.4).
 async fn serve_fixture(body: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut got = Vec::new();
@@ -43,7 +47,11 @@ async fn serve_fixture(body: &'static str) -> u16 {
 
 type Series = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
-const COMPARED_SCRAPE_SERIES: [&str; 3] = ["up", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling"];
+const COMPARED_SCRAPE_SERIES: [&str; 3] = [
+    "up",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+];
 
 fn wanted(name: &str) -> bool {
     name.starts_with("ovms_") || COMPARED_SCRAPE_SERIES.contains(&name)
@@ -58,7 +66,10 @@ async fn prometheus_series(p: &Prometheus) -> Series {
         if !wanted(&name) {
             continue;
         }
-        let v: f64 = s["value"][1].as_str().and_then(|v| v.parse().ok()).expect("value");
+        let v: f64 = s["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("value");
         out.insert((name, labels), v);
     }
     out
@@ -101,17 +112,28 @@ async fn scraped_series_match_a_real_prometheus() {
     .await;
 
     let expected_samples = parse_samples(OVMS).len();
-    let prom = eventually(Duration::from_secs(60), "Prometheus to scrape the fixture", || async {
-        let s = prometheus_series(&prometheus).await;
-        (s.keys().filter(|(n, _)| n.starts_with("ovms_")).count() == expected_samples).then_some(s)
-    })
+    let prom = eventually(
+        Duration::from_secs(60),
+        "Prometheus to scrape the fixture",
+        || async {
+            let s = prometheus_series(&prometheus).await;
+            (s.keys().filter(|(n, _)| n.starts_with("ovms_")).count() == expected_samples)
+                .then_some(s)
+        },
+    )
     .await;
-    let fed = eventually(Duration::from_secs(60), "the scraped series at /federate", || async {
-        let s = federated_series(&aggregator).await;
-        (s.keys().filter(|(n, _)| n.starts_with("ovms_")).count() == expected_samples
-            && COMPARED_SCRAPE_SERIES.iter().all(|n| s.keys().any(|(k, _)| k == n)))
-        .then_some(s)
-    })
+    let fed = eventually(
+        Duration::from_secs(60),
+        "the scraped series at /federate",
+        || async {
+            let s = federated_series(&aggregator).await;
+            (s.keys().filter(|(n, _)| n.starts_with("ovms_")).count() == expected_samples
+                && COMPARED_SCRAPE_SERIES
+                    .iter()
+                    .all(|n| s.keys().any(|(k, _)| k == n)))
+            .then_some(s)
+        },
+    )
     .await;
 
     let pk: BTreeSet<_> = prom.keys().collect();
@@ -122,9 +144,16 @@ async fn scraped_series_match_a_real_prometheus() {
     }
     // The names stay as scraped: no `_total` suffix, no otel_scope labels, no target_info.
     assert!(fed.keys().any(|(n, _)| n == "ovms_requests_success"));
-    assert!(fed.keys().all(|(_, l)| !l.keys().any(|k| k.starts_with("otel_scope"))));
+    assert!(fed
+        .keys()
+        .all(|(_, l)| !l.keys().any(|k| k.starts_with("otel_scope"))));
     let all = aggregator.federate("{job=\"prometheus\"}").await;
     assert!(!all.contains("target_info"));
-    assert_eq!(collector.metric_sum("edgewatch_scrape_failures_total").await, 0.0);
+    assert_eq!(
+        collector
+            .metric_sum("edgewatch_scrape_failures_total")
+            .await,
+        0.0
+    );
     assert!(collector.metric("edgewatch_scrape_samples_total").await >= expected_samples as f64);
 }

@@ -194,3 +194,7 @@ pub(crate) fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+pub mod rules;
+pub mod fleet;
+pub mod reconcile;
+pub mod web;

@@ -27,7 +27,11 @@ pub async fn metrics_response(registry: &Registry) -> impl IntoResponse {
     let enc = TextEncoder::new();
     let mut body = Vec::new();
     match enc.encode(&registry.gather(), &mut body) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, enc.format_type().to_string())], body),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, enc.format_type().to_string())],
+            body,
+        ),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain".to_string())],
@@ -44,6 +48,9 @@ async fn readyz(State(a): State<Admin>) -> impl IntoResponse {
     if a.buffer.writable() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "buffer cannot accept writes\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "buffer cannot accept writes\n",
+        )
     }
 }

@@ -15,7 +15,12 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn new(cluster: &str, node: &str) -> Self {
-        Stamp { attrs: vec![(CLUSTER_ATTR, cluster.to_string()), (NODE_ATTR, node.to_string())] }
+        Stamp {
+            attrs: vec![
+                (CLUSTER_ATTR, cluster.to_string()),
+                (NODE_ATTR, node.to_string()),
+            ],
+        }
     }
 
     /// Adds each attribute the sender did not set itself (a sender's own non-empty
@@ -24,12 +29,17 @@ impl Stamp {
         for rm in &mut req.resource_metrics {
             let resource = rm.resource.get_or_insert_with(Resource::default);
             for (key, value) in &self.attrs {
-                let present = resource.attributes.iter().any(|kv| kv.key == *key && !is_empty(&kv.value));
+                let present = resource
+                    .attributes
+                    .iter()
+                    .any(|kv| kv.key == *key && !is_empty(&kv.value));
                 if !present {
                     resource.attributes.retain(|kv| kv.key != *key);
                     resource.attributes.push(KeyValue {
                         key: (*key).to_string(),
-                        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.clone())) }),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(value.clone())),
+                        }),
                         ..Default::default()
                     });
                 }
@@ -57,7 +67,10 @@ pub fn node_name(configured: Option<&str>) -> String {
             return n;
         }
     }
-    hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".to_string())
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 #[cfg(test)]
@@ -67,14 +80,22 @@ mod tests {
 
     fn attr(k: &str, v: &str) -> KeyValue {
         KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
     }
 
     fn get<'a>(r: &'a ResourceMetrics, k: &str) -> Vec<&'a KeyValue> {
-        r.resource.as_ref().unwrap().attributes.iter().filter(|kv| kv.key == k).collect()
+        r.resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .filter(|kv| kv.key == k)
+            .collect()
     }
 
     #[test]
@@ -84,7 +105,10 @@ mod tests {
                 ResourceMetrics::default(),
                 ResourceMetrics {
                     resource: Some(Resource {
-                        attributes: vec![attr("k8s.node.name", "sender-node"), attr("k8s.cluster.name", "")],
+                        attributes: vec![
+                            attr("k8s.node.name", "sender-node"),
+                            attr("k8s.cluster.name", ""),
+                        ],
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -92,7 +116,9 @@ mod tests {
             ],
         };
         Stamp::new("edge-a", "node-1").apply(&mut req);
-        let [a, b] = &req.resource_metrics[..] else { panic!("two resources") };
+        let [a, b] = &req.resource_metrics[..] else {
+            panic!("two resources")
+        };
         assert_eq!(get(a, CLUSTER_ATTR), vec![&attr(CLUSTER_ATTR, "edge-a")]);
         assert_eq!(get(a, NODE_ATTR), vec![&attr(NODE_ATTR, "node-1")]);
         assert_eq!(get(b, NODE_ATTR), vec![&attr(NODE_ATTR, "sender-node")]);

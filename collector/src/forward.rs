@@ -114,7 +114,11 @@ const MAX_RESPONSE: usize = 1 << 20;
 const MAX_BATCH_ENTRIES: usize = 4096;
 
 impl Forwarder {
-    pub fn new(buffer: Buffer, opts: ForwardOptions, registry: &Registry) -> Result<Self, ForwardError> {
+    pub fn new(
+        buffer: Buffer,
+        opts: ForwardOptions,
+        registry: &Registry,
+    ) -> Result<Self, ForwardError> {
         let endpoint = Endpoint::from_shared(opts.endpoint.clone())
             .map_err(|e| ForwardError::Endpoint(format!("{:?}: {e}", opts.endpoint)))?
             .connect_timeout(Duration::from_secs(5))
@@ -128,7 +132,12 @@ impl Forwarder {
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(MAX_RESPONSE);
         let metrics = Metrics::new(registry)?;
-        Ok(Forwarder { buffer, opts, client, metrics })
+        Ok(Forwarder {
+            buffer,
+            opts,
+            client,
+            metrics,
+        })
     }
 
     /// Drains until `shutdown`; batches still in flight then stay in the buffer and
@@ -187,7 +196,11 @@ impl Forwarder {
             .map_err(|e| e.to_string())
     }
 
-    fn send(&self, entries: Vec<Entry>, shutdown: CancellationToken) -> impl std::future::Future<Output = Sent> {
+    fn send(
+        &self,
+        entries: Vec<Entry>,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Sent> {
         let mut client = self.client.clone();
         let metrics = self.metrics.clone();
         let opts = self.opts.clone();
@@ -216,7 +229,9 @@ impl Forwarder {
                         metrics.rejected_points.inc_by(rejected);
                         metrics.sent_batches.inc();
                         metrics.last_success.set(unix_seconds());
-                        metrics.send_seconds.observe(started.elapsed().as_secs_f64());
+                        metrics
+                            .send_seconds
+                            .observe(started.elapsed().as_secs_f64());
                         return Sent::Done { last };
                     }
                     Err(status) if is_retryable(&status) => {
@@ -260,13 +275,21 @@ impl Batch {
             entry_lens: entries.iter().map(|e| e.payload.len()).collect(),
             floor: buffer.first_seq().unwrap_or(0).min(entries[0].seq),
         };
-        Batch { body: concat(&entries), points: entries.iter().map(|e| e.points).sum(), info, entries }
+        Batch {
+            body: concat(&entries),
+            points: entries.iter().map(|e| e.points).sum(),
+            info,
+            entries,
+        }
     }
 
     /// Drops the entries below `head` (no longer in the buffer).
     fn trim_below(&mut self, head: Seq, buffer: &Buffer) {
         if self.entries[0].seq < head {
-            let entries = std::mem::take(&mut self.entries).into_iter().filter(|e| e.seq >= head).collect();
+            let entries = std::mem::take(&mut self.entries)
+                .into_iter()
+                .filter(|e| e.seq >= head)
+                .collect();
             *self = Batch::new(entries, buffer);
         }
     }
@@ -286,15 +309,26 @@ fn concat(entries: &[Entry]) -> Bytes {
 }
 
 /// One export call; Ok carries the number of rejected points.
-async fn export(client: &mut tonic::client::Grpc<Channel>, body: Bytes, info: &BatchInfo) -> Result<u64, tonic::Status> {
-    client.ready().await.map_err(|e| tonic::Status::unavailable(format!("connecting: {e}")))?;
+async fn export(
+    client: &mut tonic::client::Grpc<Channel>,
+    body: Bytes,
+    info: &BatchInfo,
+) -> Result<u64, tonic::Status> {
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connecting: {e}")))?;
     let mut req = tonic::Request::new(body);
     for (k, v) in info.to_headers() {
-        let v = v.parse().map_err(|_| tonic::Status::internal(format!("bad header value for {k}")))?;
+        let v = v
+            .parse()
+            .map_err(|_| tonic::Status::internal(format!("bad header value for {k}")))?;
         req.metadata_mut().insert(k, v);
     }
     let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-    let resp = client.unary(req, path, ClientCodec::new(MAX_RESPONSE)).await?;
+    let resp = client
+        .unary(req, path, ClientCodec::new(MAX_RESPONSE))
+        .await?;
     Ok(resp
         .into_inner()
         .partial_success
@@ -334,7 +368,10 @@ fn jitter(d: Duration) -> Duration {
 }
 
 fn unix_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -351,10 +388,19 @@ mod tests {
 
     #[test]
     fn retryable_codes_follow_otlp() {
-        for c in [Code::Unavailable, Code::ResourceExhausted, Code::DeadlineExceeded] {
+        for c in [
+            Code::Unavailable,
+            Code::ResourceExhausted,
+            Code::DeadlineExceeded,
+        ] {
             assert!(is_retryable(&tonic::Status::new(c, "")), "{c:?}");
         }
-        for c in [Code::InvalidArgument, Code::PermissionDenied, Code::Unauthenticated, Code::Unimplemented] {
+        for c in [
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::Unimplemented,
+        ] {
             assert!(!is_retryable(&tonic::Status::new(c, "")), "{c:?}");
         }
     }

@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod buffer;
+pub mod discover;
 pub mod enrich;
 pub mod forward;
+pub mod model;
 pub mod receive;
 
 use buffer::{Buffer, BufferOptions};
@@ -18,13 +20,18 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
     #[error("buffer at {path}: {source}")]
-    Buffer { path: String, source: buffer::BufferError },
+    Buffer {
+        path: String,
+        source: buffer::BufferError,
+    },
     #[error(transparent)]
     Forward(#[from] forward::ForwardError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("kubernetes discovery: {0}")]
+    Discovery(String),
 }
 
 /// A started collector: where it listens, and its task.
@@ -40,13 +47,18 @@ pub struct Collector {
 impl Collector {
     /// Waits until the collector stopped (after `shutdown` was cancelled).
     pub async fn wait(self) -> Result<(), CollectorError> {
-        self.task.await.map_err(|e| CollectorError::Io(std::io::Error::other(e)))?
+        self.task
+            .await
+            .map_err(|e| CollectorError::Io(std::io::Error::other(e)))?
     }
 }
 
 /// Opens the buffer, binds every listener, and starts the receivers, the forwarder
 /// and the admin server. Returns once all listen.
-pub async fn start(cfg: &CollectorConfig, shutdown: CancellationToken) -> Result<Collector, CollectorError> {
+pub async fn start(
+    cfg: &CollectorConfig,
+    shutdown: CancellationToken,
+) -> Result<Collector, CollectorError> {
     let registry = Registry::new();
     let opts = BufferOptions {
         path: cfg.buffer.path.clone(),
@@ -58,22 +70,42 @@ pub async fn start(cfg: &CollectorConfig, shutdown: CancellationToken) -> Result
     let buffer = tokio::task::spawn_blocking(move || Buffer::open(opts, &reg))
         .await
         .map_err(|e| CollectorError::Io(std::io::Error::other(e)))?
-        .map_err(|source| CollectorError::Buffer { path: cfg.buffer.path.display().to_string(), source })?;
+        .map_err(|source| CollectorError::Buffer {
+            path: cfg.buffer.path.display().to_string(),
+            source,
+        })?;
 
     let node = enrich::node_name(cfg.node.as_ref().map(|n| n.0.as_str()));
     let stamp = enrich::Stamp::new(&cfg.cluster.0, &node);
-    let sink = receive::otlp::BufferSink::new(buffer.clone(), stamp, &registry)?;
+    let mut sink = receive::otlp::BufferSink::new(buffer.clone(), stamp.clone(), &registry)?;
+    let (sink_models, side_tasks) =
+        start_discovery_and_scrape(cfg, &node, &buffer, &stamp, &registry, &shutdown).await?;
+    if let Some(rx) = sink_models {
+        sink = sink.with_models(rx);
+    }
     let otlp = &cfg.receivers.otlp;
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
     let admin_listener = edgewatch_otlp::server::bind(cfg.admin.listen.0, "admin HTTP").await?;
-    let forwarder = forward::Forwarder::new(buffer.clone(), forward::ForwardOptions::from_config(&cfg.forward), &registry)?;
+    let forwarder = forward::Forwarder::new(
+        buffer.clone(),
+        forward::ForwardOptions::from_config(&cfg.forward),
+        &registry,
+    )?;
 
     let collector_info = prometheus::IntGaugeVec::new(
-        prometheus::Opts::new("edgewatch_collector_info", "Identity of this collector (value 1)."),
+        prometheus::Opts::new(
+            "edgewatch_collector_info",
+            "Identity of this collector (value 1).",
+        ),
         &["cluster", "node", "instance_id", "version"],
     )?;
     collector_info
-        .with_label_values(&[cfg.cluster.0.as_str(), node.as_str(), buffer.instance_id(), env!("CARGO_PKG_VERSION")])
+        .with_label_values(&[
+            cfg.cluster.0.as_str(),
+            node.as_str(),
+            buffer.instance_id(),
+            env!("CARGO_PKG_VERSION"),
+        ])
         .set(1);
     registry.register(Box::new(collector_info))?;
 
@@ -92,6 +124,7 @@ pub async fn start(cfg: &CollectorConfig, shutdown: CancellationToken) -> Result
             admin_listener,
             registry,
             shutdown,
+            side_tasks,
         )),
     };
     tracing::info!(
@@ -111,14 +144,22 @@ async fn run(
     admin_listener: tokio::net::TcpListener,
     registry: Registry,
     shutdown: CancellationToken,
+    side_tasks: Vec<JoinHandle<()>>,
 ) -> Result<(), CollectorError> {
     let forward_task = tokio::spawn(forwarder.run(shutdown.clone()));
     let admin_app = admin::router(registry, buffer.clone());
     let admin_stop = shutdown.clone();
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_app).with_graceful_shutdown(admin_stop.cancelled_owned()).await
+        axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(admin_stop.cancelled_owned())
+            .await
     });
-    let served = listeners.serve(sink, max_request_bytes, shutdown.clone()).await;
+    let served = listeners
+        .serve(sink, max_request_bytes, shutdown.clone())
+        .await;
+    for t in side_tasks {
+        let _ = t.await;
+    }
     // Receivers are done: nothing new can be acknowledged. Let the writer finish.
     let _ = forward_task.await;
     let _ = admin_task.await;
@@ -126,4 +167,91 @@ async fn run(
     let _ = tokio::task::spawn_blocking(move || b.close()).await;
     tracing::info!("collector stopped");
     served.map_err(CollectorError::Io)
+}
+
+/// Starts pod discovery (`discovery.kubernetes`), the model metadata emitter and the
+/// Prometheus scrape receiver (static targets and discovered pods), as configured.
+/// Returns the snapshot handle for the OTLP sink's model enrichment and the tasks.
+async fn start_discovery_and_scrape(
+    cfg: &CollectorConfig,
+    node: &str,
+    buffer: &Buffer,
+    stamp: &enrich::Stamp,
+    registry: &Registry,
+    shutdown: &CancellationToken,
+) -> Result<(Option<discover::SnapshotRx>, Vec<JoinHandle<()>>), CollectorError> {
+    use std::sync::Arc;
+    let mut tasks = Vec::new();
+    let output = receive::scrape::Output::new(buffer.clone(), stamp.clone());
+    let prom = &cfg.receivers.prometheus;
+    let rules = discover::Rules {
+        model_labels: cfg.discovery.model_labels.clone(),
+        hinted_labels: cfg.discovery.hinted_labels.clone(),
+        hint: cfg.discovery.modelserver_hint.clone(),
+        job: prom.pod_job.clone(),
+        interval: prom.scrape_interval.get(),
+        timeout: prom.scrape_timeout.get(),
+    };
+    let snapshots = if cfg.discovery.kubernetes {
+        let client = discover::watch::client(cfg.discovery.kubeconfig.as_deref())
+            .await
+            .map_err(CollectorError::Discovery)?;
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(discover::Snapshot::default()));
+        tasks.push(tokio::spawn(discover::watch::run(
+            client,
+            node.to_string(),
+            rules.clone(),
+            tx,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(model::run(
+            rx.clone(),
+            output.clone(),
+            cfg.discovery.metadata_interval.get(),
+            shutdown.clone(),
+        )));
+        Some(rx)
+    } else {
+        None
+    };
+    let statics = receive::scrape::static_targets(prom);
+    if !statics.is_empty() || snapshots.is_some() {
+        let metrics = receive::scrape::ScrapeMetrics::new(registry)?;
+        let (ttx, trx) = tokio::sync::watch::channel(statics.clone());
+        if let Some(mut rx) = snapshots.clone() {
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let mut all = statics.clone();
+                    all.extend(rx.borrow_and_update().scrape_targets(&rules));
+                    ttx.send_if_modified(|cur| {
+                        let changed = *cur != all;
+                        *cur = all;
+                        changed
+                    });
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        c = rx.changed() => if c.is_err() { return },
+                    }
+                }
+            }));
+        } else {
+            // Keep the sender alive for the receiver's lifetime.
+            tasks.push(tokio::spawn({
+                let stop = shutdown.clone();
+                async move {
+                    stop.cancelled().await;
+                    drop(ttx);
+                }
+            }));
+        }
+        tasks.push(tokio::spawn(receive::scrape::run(
+            prom.clone(),
+            output,
+            metrics,
+            trx,
+            shutdown.clone(),
+        )));
+    }
+    Ok((snapshots, tasks))
 }

@@ -24,6 +24,42 @@ pub struct AggregatorConfig {
     /// Routing and delivery of alerts, in Alertmanager's configuration shape.
     #[serde(default)]
     pub alerting: Option<crate::alerting::AlertingConfig>,
+    /// Deployment status reconciler (desired state from a GitOps checkout).
+    #[serde(default)]
+    pub reconciler: Option<ReconcilerConfig>,
+}
+
+/// Deployment status reconciler: desired state from a GitOps checkout (ai-edge layout),
+/// observed state from the collectors' `edgewatch_model_*` series.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerConfig {
+    pub gitops: GitopsConfig,
+    /// Cluster → app names. Optional when the repository has
+    /// `clusters/<cluster>/kustomization.yaml` files listing the apps.
+    #[serde(default)]
+    pub clusters: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// How long a rollout may take before it is `Degraded` / `OutOfSync`.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: Dur,
+    /// How often desired state is checked for changes and status reconciled.
+    #[serde(default = "default_reconcile_interval")]
+    pub interval: Dur,
+}
+
+fn default_progress_deadline() -> Dur {
+    Dur::secs(600)
+}
+
+fn default_reconcile_interval() -> Dur {
+    Dur::secs(5)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitopsConfig {
+    /// A git checkout of the GitOps repository.
+    pub path: ConfigPath,
 }
 
 fn default_evaluation_interval() -> Dur {

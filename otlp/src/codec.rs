@@ -22,7 +22,10 @@ impl<E, D> RawCodec<E, D> {
     /// `max_decoded` bounds the decoded (decompressed) size of a message; over it the
     /// call fails with RESOURCE_EXHAUSTED, as OTLP asks for oversized requests.
     pub fn new(max_decoded: usize) -> Self {
-        RawCodec { max_decoded, _p: PhantomData }
+        RawCodec {
+            max_decoded,
+            _p: PhantomData,
+        }
     }
 }
 
@@ -43,10 +46,12 @@ impl Wire for Bytes {
 
 impl Wire for crate::ExportMetricsServiceResponse {
     fn encode_to(self, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        self.encode(dst).map_err(|e| Status::internal(e.to_string()))
+        self.encode(dst)
+            .map_err(|e| Status::internal(e.to_string()))
     }
     fn decode_from(src: &mut DecodeBuf<'_>) -> Result<Self, Status> {
-        Message::decode(src).map_err(|e| Status::internal(format!("malformed export response: {e}")))
+        Message::decode(src)
+            .map_err(|e| Status::internal(format!("malformed export response: {e}")))
     }
 }
 
@@ -88,7 +93,10 @@ impl<E: Wire, D: Wire> Codec for RawCodec<E, D> {
         WireEncoder(PhantomData)
     }
     fn decoder(&mut self) -> Self::Decoder {
-        WireDecoder { max: self.max_decoded, _p: PhantomData }
+        WireDecoder {
+            max: self.max_decoded,
+            _p: PhantomData,
+        }
     }
 }
 

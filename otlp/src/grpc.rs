@@ -18,13 +18,19 @@ pub struct MetricsService<S> {
 
 impl<S: Clone> Clone for MetricsService<S> {
     fn clone(&self) -> Self {
-        MetricsService { sink: self.sink.clone(), max_request_bytes: self.max_request_bytes }
+        MetricsService {
+            sink: self.sink.clone(),
+            max_request_bytes: self.max_request_bytes,
+        }
     }
 }
 
 impl<S: MetricsSink> MetricsService<S> {
     pub fn new(sink: S, max_request_bytes: usize) -> Self {
-        MetricsService { sink, max_request_bytes }
+        MetricsService {
+            sink,
+            max_request_bytes,
+        }
     }
 }
 
@@ -36,17 +42,24 @@ struct Export<S>(S);
 
 impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
     type Response = ExportMetricsServiceResponse;
-    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send>>;
+    type Future = Pin<
+        Box<dyn Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send>,
+    >;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let sink = self.0.clone();
         Box::pin(async move {
             let peer = request.remote_addr();
             let md = request.metadata();
-            let batch = BatchInfo::from_headers(|k| md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned))
-                .map_err(|e| e.grpc_status())?;
+            let batch = BatchInfo::from_headers(|k| {
+                md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            })
+            .map_err(|e| e.grpc_status())?;
             let ctx = ExportContext { peer, batch };
-            let outcome = sink.export(request.into_inner(), ctx).await.map_err(|e| e.grpc_status())?;
+            let outcome = sink
+                .export(request.into_inner(), ctx)
+                .await
+                .map_err(|e| e.grpc_status())?;
             Ok(tonic::Response::new(outcome.into_response()))
         })
     }
@@ -69,7 +82,10 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if req.uri().path() != crate::EXPORT_PATH {
             return Box::pin(async {
-                Ok(tonic::Status::unimplemented("only MetricsService/Export is served").into_http())
+                Ok(
+                    tonic::Status::unimplemented("only MetricsService/Export is served")
+                        .into_http(),
+                )
             });
         }
         let sink = self.sink.clone();
@@ -90,8 +106,10 @@ where
             // OUT_OF_RANGE, so the code can only be tonic's length check.
             let out_of_range = http::HeaderValue::from(tonic::Code::OutOfRange as i32);
             if resp.headers().get("grpc-status") == Some(&out_of_range) {
-                resp.headers_mut()
-                    .insert("grpc-status", http::HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+                resp.headers_mut().insert(
+                    "grpc-status",
+                    http::HeaderValue::from(tonic::Code::ResourceExhausted as i32),
+                );
             }
             Ok(resp)
         })

@@ -2,7 +2,10 @@
 //! `application/json` bodies, optionally `Content-Encoding: gzip`
 //! (opentelemetry-proto specification/protocol/otlp.md, "OTLP/HTTP").
 
-use crate::{ExportContext, ExportError, ExportMetricsServiceRequest, ExportMetricsServiceResponse, MetricsSink};
+use crate::{
+    ExportContext, ExportError, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    MetricsSink,
+};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
@@ -39,14 +42,20 @@ struct Receiver<S> {
 pub fn router<S: MetricsSink>(sink: S, max_request_bytes: usize) -> Router {
     Router::new()
         .route("/v1/metrics", post(export::<S>))
-        .with_state(Receiver { sink, max_request_bytes })
+        .with_state(Receiver {
+            sink,
+            max_request_bytes,
+        })
         // The limit is enforced by `read_body` with a 413 naming it; axum's default
         // 2 MB cap would answer first with less to say.
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 async fn export<S: MetricsSink>(State(rx): State<Receiver<S>>, req: Request<Body>) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let (parts, body) = req.into_parts();
     let format = match request_format(&parts.headers) {
         Ok(f) => f,
@@ -67,7 +76,10 @@ async fn receive<S: MetricsSink>(
     peer: Option<SocketAddr>,
 ) -> Result<ExportMetricsServiceResponse, ExportError> {
     let raw = read_body(body, rx.max_request_bytes).await?;
-    let raw = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+    let raw = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
         None => raw,
         Some(e) if e.is_empty() || e == "identity" => raw,
         Some(e) if e == "gzip" => gunzip(&raw, rx.max_request_bytes)?,
@@ -82,18 +94,35 @@ async fn receive<S: MetricsSink>(
         Format::Protobuf => raw,
         Format::Json => {
             let de = &mut serde_json::Deserializer::from_slice(&raw);
-            let req: ExportMetricsServiceRequest = serde_path_to_error::deserialize(de)
-                .map_err(|e| ExportError::InvalidArgument(format!("malformed OTLP/JSON at {}: {}", e.path(), e.inner())))?;
+            let req: ExportMetricsServiceRequest =
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    ExportError::InvalidArgument(format!(
+                        "malformed OTLP/JSON at {}: {}",
+                        e.path(),
+                        e.inner()
+                    ))
+                })?;
             Bytes::from(req.encode_to_vec())
         }
     };
-    let outcome = rx.sink.export(body, ExportContext { peer, batch: None }).await?;
+    let outcome = rx
+        .sink
+        .export(body, ExportContext { peer, batch: None })
+        .await?;
     Ok(outcome.into_response())
 }
 
 fn request_format(headers: &HeaderMap) -> Result<Format, ExportError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
         "application/json" => Ok(Format::Json),
@@ -112,9 +141,13 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ExportError> {
                 .map(|s| s.is::<http_body_util::LengthLimitError>())
                 .unwrap_or(false);
             if over {
-                Err(ExportError::TooLarge(format!("body exceeds the limit of {limit} bytes")))
+                Err(ExportError::TooLarge(format!(
+                    "body exceeds the limit of {limit} bytes"
+                )))
             } else {
-                Err(ExportError::InvalidArgument(format!("reading the body failed: {e}")))
+                Err(ExportError::InvalidArgument(format!(
+                    "reading the body failed: {e}"
+                )))
             }
         }
     }
@@ -127,7 +160,9 @@ fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, ExportError> {
     dec.read_to_end(&mut out)
         .map_err(|e| ExportError::InvalidArgument(format!("malformed gzip body: {e}")))?;
     if out.len() > limit {
-        return Err(ExportError::TooLarge(format!("inflated body exceeds the limit of {limit} bytes")));
+        return Err(ExportError::TooLarge(format!(
+            "inflated body exceeds the limit of {limit} bytes"
+        )));
     }
     Ok(Bytes::from(out))
 }
@@ -142,15 +177,26 @@ struct RpcStatus {
 }
 
 fn error_response(format: Format, e: &ExportError) -> Response {
-    let status = RpcStatus { code: e.grpc_status().code() as i32, message: e.to_string() };
+    let status = RpcStatus {
+        code: e.grpc_status().code() as i32,
+        message: e.to_string(),
+    };
     let mut resp = match format {
         Format::Protobuf => (e.http_status(), status.encode_to_vec()).into_response(),
-        Format::Json => (e.http_status(), serde_json::to_vec(&status).unwrap_or_default()).into_response(),
+        Format::Json => (
+            e.http_status(),
+            serde_json::to_vec(&status).unwrap_or_default(),
+        )
+            .into_response(),
     };
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     if let Some(after) = e.retry_after() {
         let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }
@@ -161,6 +207,9 @@ fn encode(format: Format, resp: &ExportMetricsServiceResponse) -> Response {
         Format::Json => serde_json::to_vec(resp).unwrap_or_else(|_| b"{}".to_vec()),
     };
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     r
 }

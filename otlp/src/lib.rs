@@ -70,19 +70,31 @@ impl BatchInfo {
             .map(|s| s.trim().parse::<usize>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| {
-                ExportError::InvalidArgument(format!("{HEADER_ENTRY_LENS}: {lens:?} is not a list of lengths"))
+                ExportError::InvalidArgument(format!(
+                    "{HEADER_ENTRY_LENS}: {lens:?} is not a list of lengths"
+                ))
             })?;
         if id.is_empty() || entry_lens.is_empty() {
             return Err(ExportError::InvalidArgument(format!(
                 "{HEADER_COLLECTOR_ID} and {HEADER_ENTRY_LENS} must not be empty"
             )));
         }
-        Ok(Some(BatchInfo { collector_id: id, first_seq, entry_lens, floor }))
+        Ok(Some(BatchInfo {
+            collector_id: id,
+            first_seq,
+            entry_lens,
+            floor,
+        }))
     }
 
     /// The header values, in the order of the constants.
     pub fn to_headers(&self) -> [(&'static str, String); 4] {
-        let lens = self.entry_lens.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",");
+        let lens = self
+            .entry_lens
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         [
             (HEADER_COLLECTOR_ID, self.collector_id.clone()),
             (HEADER_FIRST_SEQ, self.first_seq.to_string()),
@@ -133,10 +145,16 @@ pub enum ExportError {
     UnsupportedMediaType(String),
     /// Backpressure: gRPC RESOURCE_EXHAUSTED with RetryInfo, HTTP 429 with Retry-After.
     #[error("{message}")]
-    ResourceExhausted { message: String, retry_after: Duration },
+    ResourceExhausted {
+        message: String,
+        retry_after: Duration,
+    },
     /// Temporary failure (write error, shutting down): gRPC UNAVAILABLE, HTTP 503.
     #[error("{message}")]
-    Unavailable { message: String, retry_after: Duration },
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl ExportError {
@@ -145,14 +163,18 @@ impl ExportError {
         match self {
             ExportError::InvalidArgument(_) => tonic::Status::invalid_argument(self.to_string()),
             ExportError::TooLarge(_) => tonic::Status::resource_exhausted(self.to_string()),
-            ExportError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(self.to_string()),
+            ExportError::UnsupportedMediaType(_) => {
+                tonic::Status::invalid_argument(self.to_string())
+            }
             // RetryInfo is what OTLP exporters read to pace their retries
             // (opentelemetry-proto specification/protocol/otlp.md, "Throttling").
-            ExportError::ResourceExhausted { retry_after, .. } => tonic::Status::with_error_details(
-                tonic::Code::ResourceExhausted,
-                self.to_string(),
-                ErrorDetails::with_retry_info(Some(*retry_after)),
-            ),
+            ExportError::ResourceExhausted { retry_after, .. } => {
+                tonic::Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    self.to_string(),
+                    ErrorDetails::with_retry_info(Some(*retry_after)),
+                )
+            }
             ExportError::Unavailable { retry_after, .. } => tonic::Status::with_error_details(
                 tonic::Code::Unavailable,
                 self.to_string(),
@@ -174,9 +196,8 @@ impl ExportError {
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ExportError::ResourceExhausted { retry_after, .. } | ExportError::Unavailable { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            ExportError::ResourceExhausted { retry_after, .. }
+            | ExportError::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -196,8 +217,9 @@ pub trait MetricsSink: Clone + Send + Sync + 'static {
 /// Decodes protobuf bytes, naming the decode error for the sender.
 pub fn decode_request(body: &[u8]) -> Result<ExportMetricsServiceRequest, ExportError> {
     use prost::Message;
-    ExportMetricsServiceRequest::decode(body)
-        .map_err(|e| ExportError::InvalidArgument(format!("malformed ExportMetricsServiceRequest: {e}")))
+    ExportMetricsServiceRequest::decode(body).map_err(|e| {
+        ExportError::InvalidArgument(format!("malformed ExportMetricsServiceRequest: {e}"))
+    })
 }
 
 /// Counts the data points in a request (histogram and summary points count as one).
@@ -227,25 +249,45 @@ mod tests {
 
     #[test]
     fn batch_info_round_trips_through_headers() {
-        let b = BatchInfo { collector_id: "abc".into(), first_seq: 42, entry_lens: vec![10, 20, 3], floor: 40 };
+        let b = BatchInfo {
+            collector_id: "abc".into(),
+            first_seq: 42,
+            entry_lens: vec![10, 20, 3],
+            floor: 40,
+        };
         let h = b.to_headers();
-        let got = BatchInfo::from_headers(|k| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-            .unwrap()
-            .unwrap();
+        let got =
+            BatchInfo::from_headers(|k| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+                .unwrap()
+                .unwrap();
         assert_eq!(got, b);
         assert_eq!(BatchInfo::from_headers(|_| None).unwrap(), None);
         let partial = BatchInfo::from_headers(|k| (k == HEADER_FIRST_SEQ).then(|| "1".to_string()));
         assert!(matches!(partial, Err(ExportError::InvalidArgument(_))));
-        let bad = BatchInfo::from_headers(|k| Some(if k == HEADER_FIRST_SEQ { "x".into() } else { "1".into() }));
+        let bad = BatchInfo::from_headers(|k| {
+            Some(if k == HEADER_FIRST_SEQ {
+                "x".into()
+            } else {
+                "1".into()
+            })
+        });
         assert!(matches!(bad, Err(ExportError::InvalidArgument(m)) if m.contains("first-seq")));
     }
 
     #[test]
     fn status_mapping() {
-        let e = ExportError::ResourceExhausted { message: "full".into(), retry_after: Duration::from_secs(2) };
+        let e = ExportError::ResourceExhausted {
+            message: "full".into(),
+            retry_after: Duration::from_secs(2),
+        };
         assert_eq!(e.http_status(), 429);
         assert_eq!(e.grpc_status().code(), tonic::Code::ResourceExhausted);
-        assert_eq!(ExportError::InvalidArgument("x".into()).grpc_status().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            ExportError::InvalidArgument("x".into())
+                .grpc_status()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(ExportError::TooLarge("x".into()).http_status(), 413);
     }
 }

@@ -525,8 +525,23 @@ impl Collector {
                 dir.join(format!("{name}-buffer")).display()
             ),
         );
-        let proc = Proc::spawn(name, BIN, &["collector", "--config", config.to_str().expect("utf-8 path")], dir);
-        let c = Collector { grpc, http, admin, config, proc };
+        let proc = Proc::spawn(
+            name,
+            BIN,
+            &[
+                "collector",
+                "--config",
+                config.to_str().expect("utf-8 path"),
+            ],
+            dir,
+        );
+        let c = Collector {
+            grpc,
+            http,
+            admin,
+            config,
+            proc,
+        };
         wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
         c
     }

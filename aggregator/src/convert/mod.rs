@@ -53,7 +53,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use crate::expose::format::go_float_string;
-use crate::store::{FamilyId, MetricType, Store};
+use crate::store::{FamilyId, MetricType, Store, STALE_NAN};
 use attrs::any_value_string;
 use delta::DeltaState;
 use names::NameKind;
@@ -62,7 +62,8 @@ use names::NameKind;
 /// sets on metrics it scraped.
 pub const SCRAPE_SCOPE: &str = "edgewatch.scrape";
 
-/// `DataPointFlags.FLAG_NO_RECORDED_VALUE`.
+/// `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the OTLP stale marker, written to the
+/// store as Prometheus' stale NaN so the series stops being served at once.
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
 
 /// Resource attributes turned into labels of every series (not target_info).
@@ -72,6 +73,8 @@ const PROMOTED: &[&str] = &[
     "service.instance.id",
     "k8s.cluster.name",
     "k8s.node.name",
+    "model.name",
+    "model.version",
 ];
 
 /// What one request produced. Points with the `NO_RECORDED_VALUE` flag are
@@ -126,6 +129,9 @@ struct Target {
     /// The same for scraped-origin series: job is `service.name` alone (the
     /// scrape job name the receiver put there).
     scraped_labels: Labels,
+    /// `model`, `model_version` from the collector's model enrichment: added only
+    /// where the series has no label of that name (Triton's own `model` wins).
+    defaults: Labels,
 }
 
 /// Per-request counters.
@@ -346,6 +352,8 @@ impl Converter {
         t: &mut Tally,
     ) {
         if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
+            let attrs = ctx.point_labels(&p.attributes);
+            ctx.write(fam, name, &ctx.merge(&attrs, None), STALE_NAN, ctx.ts(p.time_unix_nano), ctx.now_ms);
             t.accepted += 1;
             return;
         }
@@ -383,6 +391,18 @@ impl Converter {
         t: &mut Tally,
     ) {
         if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
+            // A stale marker names its bounds, so every bucket series can be ended.
+            let attrs = ctx.point_labels(&p.attributes);
+            let ts = ctx.ts(p.time_unix_nano);
+            let bucket = format!("{name}_bucket");
+            let les = p.explicit_bounds.iter().filter(|b| b.is_finite()).map(|b| go_float_string(*b));
+            for le in les.chain(std::iter::once("+Inf".to_string())) {
+                ctx.write(fam, &bucket, &ctx.merge(&attrs, Some(("le", &le))), STALE_NAN, ts, ctx.now_ms);
+            }
+            let base = ctx.merge(&attrs, None);
+            for suffix in ["_sum", "_count"] {
+                ctx.write(fam, &format!("{name}{suffix}"), &base, STALE_NAN, ts, ctx.now_ms);
+            }
             t.accepted += 1;
             return;
         }
@@ -451,6 +471,18 @@ impl Converter {
         t: &mut Tally,
     ) {
         if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
+            // Quantile series not named in the marker go stale with the store's
+            // staleness period instead.
+            let attrs = ctx.point_labels(&p.attributes);
+            let ts = ctx.ts(p.time_unix_nano);
+            for q in &p.quantile_values {
+                let qs = go_float_string(q.quantile);
+                ctx.write(fam, name, &ctx.merge(&attrs, Some(("quantile", &qs))), STALE_NAN, ts, ctx.now_ms);
+            }
+            let base = ctx.merge(&attrs, None);
+            for suffix in ["_sum", "_count"] {
+                ctx.write(fam, &format!("{name}{suffix}"), &base, STALE_NAN, ts, ctx.now_ms);
+            }
             t.accepted += 1;
             return;
         }
@@ -534,7 +566,8 @@ impl Ctx<'_> {
     }
 
     /// Final label set (sorted by name, unique names, no empty values):
-    /// attributes < scope labels < target labels < `extra` (`le`/`quantile`).
+    /// model defaults < attributes < scope labels < target labels < `extra`
+    /// (`le`/`quantile`).
     fn merge<'s>(
         &'s self,
         attrs: &'s Labels,
@@ -543,8 +576,11 @@ impl Ctx<'_> {
         let mut v: Vec<(&str, &str)> = Vec::with_capacity(
             attrs.len() + self.scope_labels.len() + self.target.labels.len() + 1,
         );
-        let pairs = attrs
+        let pairs = self
+            .target
+            .defaults
             .iter()
+            .chain(attrs.iter())
             .chain(self.scope_labels.iter())
             .chain(if self.scraped {
                 self.target.scraped_labels.iter()
@@ -651,9 +687,15 @@ fn target_of(res: &[KeyValue]) -> Target {
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     };
+    let defaults = [("model", attr(res, "model.name")), ("model_version", attr(res, "model.version"))]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     Target {
         labels: build(job),
         scraped_labels: build(attr(res, "service.name")),
+        defaults,
     }
 }
 

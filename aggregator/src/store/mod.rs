@@ -15,9 +15,10 @@
 //! - A [`Slot`] holds the latest value, its original timestamp (ms), the
 //!   arrival time of the last accepted sample (for staleness) and the family
 //!   id (index into the metadata table for `# TYPE`/`# HELP`).
-//!   Room for later: a bounded window of recent samples for PromQL range
-//!   functions belongs in `Slot` as an optional boxed ring buffer, allocated
-//!   only for series a rule reads, so the common case stays this size.
+//!   A bounded window of recent samples for PromQL range functions is an
+//!   optional boxed ring in `Slot`, allocated only for series in the
+//!   window's scope (the selectors rules read; see `window.rs` and
+//!   [`Store::set_window`]), so the common case stays one sample.
 //!
 //! # Locks (always taken in this order: gc → shard → symbols/families)
 //! - `gc` (RwLock<()>): writers and selects hold it shared; [`Store::sweep`]
@@ -103,6 +104,15 @@ pub struct FamilyMeta {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FamilyId(u32);
 
+/// Prometheus' stale marker (value/value.go `StaleNaN`): a sample with this value
+/// ends its series; [`Store::select`] no longer returns it.
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+/// True for [`STALE_NAN`] (compared by bits: every NaN is unequal to itself).
+pub fn is_stale_marker(v: f64) -> bool {
+    v.to_bits() == STALE_NAN.to_bits()
+}
+
 /// What [`Store::write`] did with a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -112,6 +122,8 @@ pub enum WriteOutcome {
     Updated,
     /// The sample was older than the held one and was ignored.
     OutOfOrder,
+    /// A stale marker for a series the store does not hold: nothing to end.
+    Absent,
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +279,9 @@ impl Store {
             }
             ok
         };
+        if !complete && is_stale_marker(value) {
+            return WriteOutcome::Absent;
+        }
         if !complete {
             key.clear();
             let mut sym = write(&self.symbols);
@@ -279,6 +294,9 @@ impl Store {
 
         let shard = &self.shards[shard_of(&key)];
         let mut map = write(shard);
+        if is_stale_marker(value) && !map.contains_key(&key[..]) {
+            return WriteOutcome::Absent;
+        }
         if let Some(slot) = map.get_mut(&key[..]) {
             if timestamp_ms < slot.timestamp_ms {
                 return WriteOutcome::OutOfOrder;
@@ -314,6 +332,33 @@ impl Store {
         let n = self.series.fetch_add(1, Ordering::Relaxed) + 1;
         self.series_gauge.set(n as i64);
         WriteOutcome::Inserted
+    }
+
+    /// Removes one series now (e.g. an `ALERTS` series whose alert ended).
+    /// `labels` as for [`Store::write`]. Returns whether it existed.
+    pub fn delete(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
+        sorted.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        dedup_keep_last(&mut sorted);
+        let _gc = read(&self.gc);
+        let key: Option<Vec<SymbolId>> = {
+            let sym = read(&self.symbols);
+            std::iter::once(name)
+                .chain(sorted.iter().flat_map(|(k, v)| [*k, *v]))
+                .map(|s| sym.get(s))
+                .collect()
+        };
+        let Some(key) = key else { return false };
+        let removed = write(&self.shards[shard_of(&key)]).remove(&key[..]);
+        if removed.is_none() {
+            return false;
+        }
+        read(&self.symbols).release(&key);
+        let n = self.series.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.series_gauge.set(n as i64);
+        self.gc_pending.store(true, Ordering::Relaxed);
+        true
     }
 
     /// Removes series without an accepted sample for longer than the

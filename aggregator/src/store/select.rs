@@ -355,7 +355,7 @@ impl Store {
                     name_ids.push(c.iter().map(|m| sym.get(&m.m.name)).collect());
                 }
                 for (key, slot) in map.iter() {
-                    if slot.updated_ms < cutoff {
+                    if slot.updated_ms < cutoff || super::is_stale_marker(slot.value) {
                         continue;
                     }
                     let hit = compiled.iter_mut().zip(&name_ids).any(|(ms, ids)| {

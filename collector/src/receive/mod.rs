@@ -1,3 +1,5 @@
-//! Receivers: OTLP (gRPC and HTTP, served by `edgewatch-otlp`) into the buffer.
+//! Receivers: OTLP (gRPC and HTTP, served by `edgewatch-otlp`) and Prometheus scrapes
+//! (`scrape`), into the buffer.
 
 pub mod otlp;
+pub mod scrape;

@@ -20,6 +20,8 @@ struct Inner {
     received_points: IntCounter,
     requests: IntCounterVec,
     refused_points: IntCounterVec,
+    /// Inference pods of this node: `model.name`/`model.version` for pushes from them.
+    models: Option<crate::discover::SnapshotRx>,
 }
 
 impl BufferSink {
@@ -29,7 +31,10 @@ impl BufferSink {
             "Data points accepted from senders and written durably to the buffer.",
         )?;
         let requests = IntCounterVec::new(
-            Opts::new("edgewatch_received_requests_total", "OTLP export requests by outcome."),
+            Opts::new(
+                "edgewatch_received_requests_total",
+                "OTLP export requests by outcome.",
+            ),
             &["outcome"],
         )?;
         let refused_points = IntCounterVec::new(
@@ -42,12 +47,34 @@ impl BufferSink {
         registry.register(Box::new(received_points.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(refused_points.clone()))?;
-        Ok(BufferSink { inner: Arc::new(Inner { buffer, stamp, received_points, requests, refused_points }) })
+        Ok(BufferSink {
+            inner: Arc::new(Inner {
+                buffer,
+                stamp,
+                received_points,
+                requests,
+                refused_points,
+                models: None,
+            }),
+        })
+    }
+}
+
+impl BufferSink {
+    /// Enriches pushes from model pods with `model.name`/`model.version` (resource
+    /// attributes), looked up in the discovery snapshot by pod uid/name/IP or peer address.
+    pub fn with_models(self, models: crate::discover::SnapshotRx) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_models before the sink is shared"));
+        inner.models = Some(models);
+        BufferSink {
+            inner: Arc::new(inner),
+        }
     }
 }
 
 impl MetricsSink for BufferSink {
-    async fn export(&self, body: Bytes, _ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
+    async fn export(&self, body: Bytes, ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
         let i = &self.inner;
         let mut req = match edgewatch_otlp::decode_request(&body) {
             Ok(r) => r,
@@ -60,6 +87,9 @@ impl MetricsSink for BufferSink {
         if points == 0 {
             i.requests.with_label_values(&["empty"]).inc();
             return Ok(ExportOutcome::default());
+        }
+        if let Some(models) = &i.models {
+            crate::discover::enrich_models(&models.borrow(), &mut req, ctx.peer);
         }
         i.stamp.apply(&mut req);
         let payload = Bytes::from(req.encode_to_vec());

@@ -1,0 +1,587 @@
+//! Desired state from a GitOps checkout in the ai-edge layout.
+//!
+//! - An **app** is a Kustomize directory whose `kustomization.yaml` has
+//!   `commonLabels.model-name` (or `labels[].pairs.model-name`) and an image
+//!   pinned by digest in `images[].{name,newName,digest}`; its name is the
+//!   directory name. A plain `Deployment` manifest (in a directory without a
+//!   kustomization) with a `model-name` label and an `image@sha256:…` counts
+//!   too; its name is its `app` label, else `metadata.name`.
+//! - **Clusters → apps**: `reconciler.clusters` in the config, else every
+//!   `clusters/<cluster>/kustomization.yaml`, whose `resources` are relative
+//!   paths to app directories (or plain manifests).
+//! - The **revision** is the commit `HEAD` points at, read with `gix`.
+//!
+//! An unparsable file fails the whole load (the caller keeps the last good
+//! state); every other problem (bad digest, duplicate app, unknown app or
+//! cluster, remote base) skips only the item concerned. Every problem is an
+//! [`Issue`] located as `file:line`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// One app the GitOps repository wants deployed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DesiredApp {
+    pub name: String,
+    /// The `model-name` label.
+    pub model: String,
+    /// The kustomization's (or manifest's) namespace, when it sets one.
+    pub namespace: Option<String>,
+    /// The image repository (`newName`, else `name`).
+    pub image: String,
+    /// `sha256:<64 hex>`.
+    pub digest: String,
+    /// Where it is defined, relative to the repository root.
+    pub file: String,
+}
+
+/// Everything the repository wants, at one revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DesiredState {
+    /// The commit id of `HEAD` (`unknown` when it could not be read).
+    pub revision: String,
+    pub apps: BTreeMap<String, DesiredApp>,
+    /// Cluster → app names (each one in `apps`).
+    pub clusters: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A problem in the repository, located.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Issue {
+    pub file: String,
+    /// 1-based; 0 when the problem has no line (a config key, the git dir).
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.file, self.message)
+        }
+    }
+}
+
+/// A successful load: the state and the problems that skipped single items.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub desired: DesiredState,
+    pub issues: Vec<Issue>,
+}
+
+/// `sha256:` followed by 64 lowercase hex digits.
+pub fn valid_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The commit `HEAD` of the repository at `root` points at.
+pub fn read_revision(root: &Path) -> Result<String, String> {
+    let repo = gix::open(root).map_err(|e| e.to_string())?;
+    let id = repo.head_id().map_err(|e| e.to_string())?;
+    Ok(id.to_string())
+}
+
+/// What decides whether the repository must be read again: the commit and
+/// every YAML file's (path, mtime, size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    revision: Option<String>,
+    files: Vec<(PathBuf, Option<SystemTime>, u64)>,
+}
+
+pub fn fingerprint(root: &Path) -> Fingerprint {
+    let files = yaml_files(root)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let mtime = m.as_ref().and_then(|m| m.modified().ok());
+            (p, mtime, m.map(|m| m.len()).unwrap_or(0))
+        })
+        .collect();
+    Fingerprint {
+        revision: read_revision(root).ok(),
+        files,
+    }
+}
+
+fn yaml_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization"
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_kustomization(p: &Path) -> bool {
+    matches!(
+        p.file_name().and_then(|n| n.to_str()),
+        Some("kustomization.yaml" | "kustomization.yml" | "Kustomization")
+    )
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// The 1-based line of the first occurrence of `needle` in `text` (1 if absent).
+fn line_of(text: &str, needle: &str) -> usize {
+    text.find(needle)
+        .map(|i| text[..i].matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+fn is_remote(resource: &str) -> bool {
+    resource.contains("://")
+        || resource.starts_with("git@")
+        || resource.starts_with("github.com/")
+        || resource.starts_with("gitlab.com/")
+        || resource.contains("?ref=")
+        || resource.contains(".git//")
+}
+
+/// Lexically normalises a relative path (`a/b/../c` → `a/c`); None if it
+/// leaves the repository.
+fn normalize(p: &Path) -> Option<PathBuf> {
+    let mut out: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => out.push(s.to_string_lossy().into_owned()),
+            Component::ParentDir => {
+                out.pop()?;
+            }
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out.iter().collect())
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for k in path {
+        cur = cur.get(*k)?;
+    }
+    cur.as_str()
+}
+
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_sequence)
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses every YAML document of a file; a syntax error is an [`Issue`].
+fn parse_docs(root: &Path, path: &Path) -> Result<(String, Vec<Value>), Issue> {
+    let file = rel(root, path);
+    let text = std::fs::read_to_string(path).map_err(|e| Issue {
+        file: file.clone(),
+        line: 0,
+        message: e.to_string(),
+    })?;
+    let mut docs = Vec::new();
+    for de in serde_yaml_ng::Deserializer::from_str(&text) {
+        match Value::deserialize(de) {
+            Ok(v) => docs.push(v),
+            Err(e) => {
+                let line = e.location().map(|l| l.line()).unwrap_or(1);
+                let mut message = e.to_string();
+                if let Some(i) = message.rfind(" at line ") {
+                    message.truncate(i);
+                }
+                return Err(Issue {
+                    file,
+                    line,
+                    message: format!("unparsable YAML: {message}"),
+                });
+            }
+        }
+    }
+    Ok((text, docs))
+}
+
+/// Reads the desired state. `Err` when a file cannot be parsed at all (the
+/// caller keeps the last good state); the issues then include every
+/// unparsable file.
+pub fn load(
+    root: &Path,
+    config_clusters: Option<&BTreeMap<String, Vec<String>>>,
+) -> Result<Loaded, Vec<Issue>> {
+    let mut issues = Vec::new();
+    if !root.is_dir() {
+        return Err(vec![Issue {
+            file: root.display().to_string(),
+            line: 0,
+            message: "GitOps path is not a directory".into(),
+        }]);
+    }
+    let revision = match read_revision(root) {
+        Ok(r) => r,
+        Err(e) => {
+            issues.push(Issue {
+                file: ".git".into(),
+                line: 0,
+                message: format!("reading the current commit: {e}"),
+            });
+            "unknown".into()
+        }
+    };
+
+    let files = yaml_files(root);
+    let mut parsed: Vec<(PathBuf, String, Vec<Value>)> = Vec::new();
+    let mut broken = Vec::new();
+    for p in &files {
+        match parse_docs(root, p) {
+            Ok((text, docs)) => parsed.push((p.clone(), text, docs)),
+            Err(i) => broken.push(i),
+        }
+    }
+    if !broken.is_empty() {
+        return Err(broken);
+    }
+    let kustomized_dirs: BTreeSet<PathBuf> = parsed
+        .iter()
+        .filter(|(p, _, _)| is_kustomization(p))
+        .filter_map(|(p, _, _)| p.parent().map(Path::to_path_buf))
+        .collect();
+
+    let mut apps: BTreeMap<String, DesiredApp> = BTreeMap::new();
+    // Relative path (dir of an app kustomization, or a manifest file) → app.
+    let mut app_paths: BTreeMap<PathBuf, String> = BTreeMap::new();
+    // Cluster name → (file, text, resources) from clusters/<c>/kustomization.yaml.
+    let mut repo_clusters: BTreeMap<String, (String, String, Vec<String>)> = BTreeMap::new();
+
+    let mut add_app = |app: DesiredApp,
+                       path: PathBuf,
+                       line: usize,
+                       apps: &mut BTreeMap<String, DesiredApp>,
+                       issues: &mut Vec<Issue>| {
+        if let Some(first) = apps.get(&app.name) {
+            issues.push(Issue {
+                file: app.file.clone(),
+                line,
+                message: format!(
+                    "duplicate app name {:?} (first defined in {}); ignored",
+                    app.name, first.file
+                ),
+            });
+            return;
+        }
+        app_paths.insert(path, app.name.clone());
+        apps.insert(app.name.clone(), app);
+    };
+
+    for (path, text, docs) in &parsed {
+        let file = rel(root, path);
+        let rel_path = PathBuf::from(&file);
+        if is_kustomization(path) {
+            let Some(k) = docs.first() else { continue };
+            let mut resources = string_list(k.get("resources"));
+            resources.extend(string_list(k.get("bases")));
+            for r in &resources {
+                if is_remote(r) {
+                    issues.push(Issue {
+                        file: file.clone(),
+                        line: line_of(text, r),
+                        message: format!("remote base {r:?} is not followed"),
+                    });
+                }
+            }
+            let dir = rel_path.parent().unwrap_or(Path::new("")).to_path_buf();
+            let comps: Vec<String> = dir
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            if comps.len() == 2 && comps[0] == "clusters" {
+                repo_clusters.insert(comps[1].clone(), (file.clone(), text.clone(), resources));
+                continue;
+            }
+            let model = str_at(k, &["commonLabels", "model-name"])
+                .map(str::to_owned)
+                .or_else(|| {
+                    k.get("labels")?.as_sequence()?.iter().find_map(|l| {
+                        l.get("pairs")?
+                            .get("model-name")?
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                });
+            let Some(model) = model else { continue };
+            let name = comps.last().cloned().unwrap_or_else(|| "root".into());
+            let images = k
+                .get("images")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default();
+            let mut chosen = None;
+            for img in &images {
+                let iname = img.get("name").and_then(Value::as_str).unwrap_or("");
+                let repo = img.get("newName").and_then(Value::as_str).unwrap_or(iname);
+                match img.get("digest").and_then(Value::as_str) {
+                    Some(d) if valid_digest(d) => {
+                        if chosen.is_none() {
+                            chosen = Some((repo.to_owned(), d.to_owned()));
+                        }
+                    }
+                    Some(d) => issues.push(Issue {
+                        file: file.clone(),
+                        line: line_of(text, d),
+                        message: format!(
+                            "app {name}: image {iname}: digest {d:?} is not sha256:<64 lowercase hex>"
+                        ),
+                    }),
+                    None => {}
+                }
+            }
+            let Some((image, digest)) = chosen else {
+                issues.push(Issue {
+                    file: file.clone(),
+                    line: line_of(text, "images"),
+                    message: format!("app {name}: no image pinned by a valid digest; ignored"),
+                });
+                continue;
+            };
+            let app = DesiredApp {
+                name,
+                model,
+                namespace: k.get("namespace").and_then(Value::as_str).map(str::to_owned),
+                image,
+                digest,
+                file: file.clone(),
+            };
+            add_app(app, dir, 1, &mut apps, &mut issues);
+        } else {
+            if path
+                .parent()
+                .is_some_and(|d| kustomized_dirs.contains(d))
+            {
+                continue; // a resource of a kustomization, not a standalone app
+            }
+            for doc in docs {
+                if doc.get("kind").and_then(Value::as_str) != Some("Deployment") {
+                    continue;
+                }
+                let labels = |base: &[&str]| {
+                    let mut p = base.to_vec();
+                    p.push("model-name");
+                    str_at(doc, &p).map(str::to_owned)
+                };
+                let Some(model) = labels(&["metadata", "labels"])
+                    .or_else(|| labels(&["spec", "template", "metadata", "labels"]))
+                else {
+                    continue;
+                };
+                let dname = str_at(doc, &["metadata", "name"]).unwrap_or("deployment");
+                let name = str_at(doc, &["metadata", "labels", "app"])
+                    .unwrap_or(dname)
+                    .to_owned();
+                let containers = doc
+                    .get("spec")
+                    .and_then(|s| s.get("template"))
+                    .and_then(|t| t.get("spec"))
+                    .and_then(|s| s.get("containers"))
+                    .and_then(Value::as_sequence)
+                    .cloned()
+                    .unwrap_or_default();
+                let mut chosen = None;
+                for c in &containers {
+                    let Some(img) = c.get("image").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if let Some((repo, d)) = img.split_once('@') {
+                        if valid_digest(d) {
+                            chosen.get_or_insert((repo.to_owned(), d.to_owned()));
+                        } else {
+                            issues.push(Issue {
+                                file: file.clone(),
+                                line: line_of(text, img),
+                                message: format!(
+                                    "app {name}: digest {d:?} is not sha256:<64 lowercase hex>"
+                                ),
+                            });
+                        }
+                    }
+                }
+                let Some((image, digest)) = chosen else {
+                    issues.push(Issue {
+                        file: file.clone(),
+                        line: line_of(text, dname),
+                        message: format!("app {name}: no image pinned by a valid digest; ignored"),
+                    });
+                    continue;
+                };
+                let app = DesiredApp {
+                    name: name.clone(),
+                    model,
+                    namespace: str_at(doc, &["metadata", "namespace"]).map(str::to_owned),
+                    image,
+                    digest,
+                    file: file.clone(),
+                };
+                add_app(
+                    app,
+                    rel_path.clone(),
+                    line_of(text, &name),
+                    &mut apps,
+                    &mut issues,
+                );
+            }
+        }
+    }
+
+    // Clusters → apps.
+    let mut clusters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    match config_clusters {
+        Some(cfg) => {
+            for (cluster, names) in cfg {
+                let set = clusters.entry(cluster.clone()).or_default();
+                for n in names {
+                    if apps.contains_key(n) {
+                        set.insert(n.clone());
+                    } else {
+                        issues.push(Issue {
+                            file: format!("config reconciler.clusters.{cluster}"),
+                            line: 0,
+                            message: format!("unknown app {n:?} (not in the GitOps repository)"),
+                        });
+                    }
+                }
+            }
+            for (cluster, (file, _, _)) in &repo_clusters {
+                if !cfg.contains_key(cluster) {
+                    issues.push(Issue {
+                        file: file.clone(),
+                        line: 1,
+                        message: format!(
+                            "unknown cluster {cluster:?} (not in reconciler.clusters); ignored"
+                        ),
+                    });
+                }
+            }
+        }
+        None => {
+            for (cluster, (file, text, resources)) in &repo_clusters {
+                let set = clusters.entry(cluster.clone()).or_default();
+                let base = Path::new("clusters").join(cluster);
+                for r in resources {
+                    if is_remote(r) {
+                        continue; // reported above
+                    }
+                    let target = normalize(&base.join(r));
+                    match target.as_ref().and_then(|t| app_paths.get(t)) {
+                        Some(app) => {
+                            set.insert(app.clone());
+                        }
+                        None => issues.push(Issue {
+                            file: file.clone(),
+                            line: line_of(text, r),
+                            message: format!("resource {r:?} is not an app of this repository"),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+    Ok(Loaded {
+        desired: DesiredState {
+            revision,
+            apps,
+            clusters,
+        },
+        issues,
+    })
+}
+
+/// A GitOps checkout watched for changes: keeps the last good state.
+#[derive(Debug)]
+pub struct Source {
+    root: PathBuf,
+    config_clusters: Option<BTreeMap<String, Vec<String>>>,
+    seen: Option<Fingerprint>,
+    /// The last good desired state (None until one loaded).
+    pub desired: Option<DesiredState>,
+    /// The problems of the latest load (also when it failed).
+    pub issues: Vec<Issue>,
+    /// Whether the latest load failed (so `desired` is older than the checkout).
+    pub stale: bool,
+}
+
+impl Source {
+    pub fn new(root: PathBuf, config_clusters: Option<BTreeMap<String, Vec<String>>>) -> Self {
+        Source {
+            root,
+            config_clusters,
+            seen: None,
+            desired: None,
+            issues: Vec::new(),
+            stale: false,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Reads the checkout again if its commit or files changed. True when
+    /// something was (re)read.
+    pub fn poll(&mut self) -> bool {
+        let fp = fingerprint(&self.root);
+        if self.seen.as_ref() == Some(&fp) {
+            return false;
+        }
+        self.seen = Some(fp);
+        match load(&self.root, self.config_clusters.as_ref()) {
+            Ok(l) => {
+                for i in &l.issues {
+                    tracing::warn!(issue = %i, "gitops");
+                }
+                self.desired = Some(l.desired);
+                self.issues = l.issues;
+                self.stale = false;
+            }
+            Err(issues) => {
+                for i in &issues {
+                    tracing::warn!(issue = %i, "gitops: keeping the last good desired state");
+                }
+                self.issues = issues;
+                self.stale = true;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,178 @@
+//! `GET /api/v1/alerts` and `GET /api/v1/rules` in Prometheus' JSON shapes.
+
+use std::time::SystemTime;
+
+use axum::routing::get;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::alerting::{ms_to_time, ActiveAlert, AlertState};
+use super::file::RuleKind;
+use super::{lock, RuleEngine};
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`.
+fn float_e(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    let s = format!("{v:e}");
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let (sign, d) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            format!("{m}e{sign}{d:0>2}")
+        }
+        None => s,
+    }
+}
+
+fn alert_json(a: &ActiveAlert) -> Value {
+    let mut v = json!({
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "state": a.state.as_str(),
+        "activeAt": rfc3339(ms_to_time(a.active_at)),
+        "value": float_e(a.value),
+    });
+    if let Some(k) = a.keep_firing_since {
+        v["keepFiringSince"] = json!(rfc3339(ms_to_time(k)));
+    }
+    v
+}
+
+impl RuleEngine {
+    /// Active (pending or firing) alerts, as `/api/v1/alerts` data.
+    pub fn alerts_json(&self) -> Value {
+        let mut alerts = Vec::new();
+        for g in &self.inner.groups {
+            for r in &g.rules {
+                let rt = lock(&r.state);
+                for a in rt.alerts.active.values() {
+                    if a.state != AlertState::Inactive {
+                        alerts.push(alert_json(a));
+                    }
+                }
+            }
+        }
+        json!({ "alerts": alerts })
+    }
+
+    /// Groups and rules with state and health, as `/api/v1/rules` data.
+    pub fn rules_json(&self) -> Value {
+        let mut groups = Vec::new();
+        for g in &self.inner.groups {
+            let mut rules = Vec::new();
+            for r in &g.rules {
+                let rt = lock(&r.state);
+                let last_eval = rt
+                    .health
+                    .last_eval
+                    .map(rfc3339)
+                    .unwrap_or_else(|| ZERO_TIME.to_string());
+                let labels: std::collections::BTreeMap<&str, &str> = r
+                    .spec
+                    .labels
+                    .iter()
+                    .map(|(k, t)| (k.as_str(), t.raw()))
+                    .collect();
+                let mut v = match &r.spec.kind {
+                    RuleKind::Alert {
+                        name,
+                        for_,
+                        keep_firing_for,
+                        annotations,
+                    } => {
+                        let state = rt
+                            .alerts
+                            .active
+                            .values()
+                            .map(|a| a.state)
+                            .fold(AlertState::Inactive, |m, s| match (m, s) {
+                                (AlertState::Firing, _) | (_, AlertState::Firing) => {
+                                    AlertState::Firing
+                                }
+                                (AlertState::Pending, _) | (_, AlertState::Pending) => {
+                                    AlertState::Pending
+                                }
+                                _ => AlertState::Inactive,
+                            });
+                        let anns: std::collections::BTreeMap<&str, &str> = annotations
+                            .iter()
+                            .map(|(k, t)| (k.as_str(), t.raw()))
+                            .collect();
+                        let alerts: Vec<Value> = rt
+                            .alerts
+                            .active
+                            .values()
+                            .filter(|a| a.state != AlertState::Inactive)
+                            .map(alert_json)
+                            .collect();
+                        json!({
+                            "state": state.as_str(),
+                            "name": name,
+                            "query": r.spec.expr.text,
+                            "duration": for_.get().as_secs_f64(),
+                            "keepFiringFor": keep_firing_for.get().as_secs_f64(),
+                            "labels": labels,
+                            "annotations": anns,
+                            "alerts": alerts,
+                            "type": "alerting",
+                        })
+                    }
+                    RuleKind::Record { name } => json!({
+                        "name": name,
+                        "query": r.spec.expr.text,
+                        "labels": labels,
+                        "type": "recording",
+                    }),
+                };
+                v["health"] = json!(rt.health.health);
+                v["lastError"] = json!(rt.health.last_error);
+                v["evaluationTime"] = json!(rt.health.eval_seconds);
+                v["lastEvaluation"] = json!(last_eval);
+                rules.push(v);
+            }
+            let st = lock(&g.status);
+            groups.push(json!({
+                "name": g.name,
+                "file": g.file,
+                "rules": rules,
+                "interval": g.interval.as_secs_f64(),
+                "limit": 0,
+                "evaluationTime": st.health.eval_seconds,
+                "lastEvaluation": st.health.last_eval.map(rfc3339).unwrap_or_else(|| ZERO_TIME.to_string()),
+            }));
+        }
+        json!({ "groups": groups })
+    }
+}
+
+pub(super) fn router(engine: RuleEngine) -> axum::Router {
+    let e2 = engine.clone();
+    axum::Router::new()
+        .route(
+            "/api/v1/alerts",
+            get(move || {
+                let e = engine.clone();
+                async move { Json(json!({"status": "success", "data": e.alerts_json()})) }
+            }),
+        )
+        .route(
+            "/api/v1/rules",
+            get(move || {
+                let e = e2.clone();
+                async move { Json(json!({"status": "success", "data": e.rules_json()})) }
+            }),
+        )
+}

@@ -1,0 +1,240 @@
+//! Prometheus rule files: `groups[].{name, interval, rules[]}`, each rule an
+//! `alert` (with `for`, `keep_firing_for`, `labels`, `annotations`) or a
+//! `record`. Expressions and templates are parsed while deserialising, so
+//! every error — YAML, unknown field, bad PromQL, unsupported function, bad
+//! template — comes out of [`edgewatch_config::parse`] as `FILE:LINE:COL`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use edgewatch_config::Dur;
+use promql_parser::parser::Expr;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::eval;
+use super::template::Template;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub name: String,
+    /// Defaults to the aggregator's `evaluation_interval`.
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawRule")]
+pub struct RuleSpec {
+    pub kind: RuleKind,
+    pub expr: PromExpr,
+    pub labels: BTreeMap<String, Template>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RuleKind {
+    Alert {
+        name: String,
+        for_: Dur,
+        keep_firing_for: Dur,
+        annotations: BTreeMap<String, Template>,
+    },
+    Record {
+        name: String,
+    },
+}
+
+impl RuleSpec {
+    pub fn name(&self) -> &str {
+        match &self.kind {
+            RuleKind::Alert { name, .. } | RuleKind::Record { name } => name,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    alert: Option<String>,
+    #[serde(default)]
+    record: Option<String>,
+    expr: PromExpr,
+    #[serde(default, rename = "for")]
+    for_: Option<Dur>,
+    #[serde(default)]
+    keep_firing_for: Option<Dur>,
+    #[serde(default)]
+    labels: BTreeMap<String, Template>,
+    #[serde(default)]
+    annotations: BTreeMap<String, Template>,
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+fn valid_metric_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
+}
+
+impl TryFrom<RawRule> for RuleSpec {
+    type Error = String;
+    fn try_from(r: RawRule) -> Result<Self, String> {
+        for k in r.labels.keys() {
+            if !valid_label_name(k) || k == "__name__" {
+                return Err(format!("invalid label name {k:?}"));
+            }
+        }
+        for k in r.annotations.keys() {
+            if !valid_label_name(k) {
+                return Err(format!("invalid annotation name {k:?}"));
+            }
+        }
+        let kind = match (r.alert, r.record) {
+            (Some(_), Some(_)) => return Err("only one of 'record' and 'alert' may be set".into()),
+            (None, None) => return Err("one of 'record' or 'alert' must be set".into()),
+            (Some(name), None) => {
+                if name.trim().is_empty() {
+                    return Err("alert name must not be empty".into());
+                }
+                RuleKind::Alert {
+                    name,
+                    for_: r.for_.unwrap_or_default(),
+                    keep_firing_for: r.keep_firing_for.unwrap_or_default(),
+                    annotations: r.annotations,
+                }
+            }
+            (None, Some(name)) => {
+                if !valid_metric_name(&name) {
+                    return Err(format!("invalid recording rule name {name:?}"));
+                }
+                if r.for_.is_some() || r.keep_firing_for.is_some() {
+                    return Err("invalid field 'for' or 'keep_firing_for' in recording rule".into());
+                }
+                if !r.annotations.is_empty() {
+                    return Err("invalid field 'annotations' in recording rule".into());
+                }
+                if r.labels.values().any(|t| t.raw().contains("{{")) {
+                    return Err("recording rule labels cannot be templated".into());
+                }
+                RuleKind::Record { name }
+            }
+        };
+        Ok(RuleSpec {
+            kind,
+            expr: r.expr,
+            labels: r.labels,
+        })
+    }
+}
+
+/// A parsed and checked PromQL expression.
+#[derive(Clone)]
+pub struct PromExpr {
+    pub text: String,
+    pub expr: Arc<Expr>,
+}
+
+impl fmt::Debug for PromExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PromExpr({:?})", self.text)
+    }
+}
+
+impl PromExpr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let expr = promql_parser::parser::parse(text)
+            .map_err(|e| format!("invalid PromQL {text:?}: {}", e.trim()))?;
+        eval::check(&expr).map_err(|e| format!("{e} in {text:?}"))?;
+        use promql_parser::parser::value::ValueType;
+        match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            other => {
+                return Err(format!(
+                    "invalid PromQL {text:?}: a rule needs an instant vector or scalar, got {other}"
+                ))
+            }
+        }
+        Ok(Self {
+            text: text.to_string(),
+            expr: Arc::new(expr),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for PromExpr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = String;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a PromQL expression")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+        }
+        let s = d.deserialize_any(V)?;
+        PromExpr::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Template {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Template::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+/// Parses a rule file's text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<RuleFile, edgewatch_config::ConfigError> {
+    let f: RuleFile = edgewatch_config::parse(text, origin)?;
+    let mut seen = std::collections::HashSet::new();
+    for g in &f.groups {
+        if !seen.insert(g.name.as_str()) {
+            let (line, column) = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| {
+                    let t = l.trim_start().trim_start_matches("- ").trim_start();
+                    t.strip_prefix("name:")
+                        .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == g.name)
+                })
+                .nth(1)
+                .map(|(n, l)| (n + 1, l.find("name").unwrap_or(0) + 1))
+                .unwrap_or((1, 1));
+            return Err(edgewatch_config::ConfigError::Invalid {
+                path: origin.to_string(),
+                line,
+                column,
+                message: format!("groupname: {:?} is repeated in the same file", g.name),
+            });
+        }
+    }
+    Ok(f)
+}

@@ -1,0 +1,747 @@
+//! Alerting and recording rules over the store, as Prometheus evaluates them.
+//!
+//! ```text
+//! rule_files (globs) ─► file::parse (YAML + PromQL + templates, FILE:LINE:COL)
+//!                              │
+//!   built-in fleet rules ──────┤ (EdgeCollectorDown, EdgeBufferBacklog, EdgeBufferDropping;
+//!                              │  a file rule of the same name replaces one)
+//!                              ▼
+//! per group, every interval: eval::eval(expr, store, now)        [PromQL over the store]
+//!        alerting::step(state, result, now) → (state, alerts)    [pure state machine]
+//!        ALERTS / ALERTS_FOR_STATE / recorded series → store     [visible on /federate]
+//!        state → sled tree `rules`                               [restart keeps for-timers]
+//!        Notifier::send(alerts)                                  [active + resolved (15m)]
+//! ```
+//!
+//! Range functions need recent samples: at load the engine enables the store's
+//! window (`store.window`) for exactly the series its range/`offset` selectors
+//! read. Evaluation follows Prometheus 2.x (closed lookback/range windows).
+//!
+//! `EdgeCollectorDown` must outlive the store's staleness (a silent collector's
+//! series are swept after `store.staleness`, 5m by default): the fleet group
+//! keeps its own `edgewatch_collector_last_seen_timestamp_seconds{cluster,node,…}`
+//! series per collector (from `timestamp(edgewatch_collector_info)`, re-written every
+//! evaluation, persisted in sled, forgotten after 24h of silence) and alerts on
+//! `time() - edgewatch_collector_last_seen_timestamp_seconds > fleet.down_after`.
+//! So the alert keeps firing after the store dropped the collector's own series,
+//! and `fleet.down_after` may be longer than the staleness.
+
+pub mod alerting;
+mod api;
+pub mod eval;
+pub mod file;
+pub mod template;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use edgewatch_config::{AggregatorConfig, ConfigError};
+use prometheus::Registry;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::notify::{self, Notifier};
+use crate::store::{
+    LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope,
+};
+use alerting::{AlertRule, RuleState, SendOptions};
+use eval::Labels;
+use file::{PromExpr, RuleKind, RuleSpec};
+
+/// Why rules could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// A rule file error, `FILE:LINE:COL: message`.
+    #[error(transparent)]
+    File(#[from] ConfigError),
+    #[error("rule_files: {0}")]
+    Glob(String),
+    #[error("rule state: {0}")]
+    State(#[from] sled::Error),
+    #[error("registering rule metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The group of built-in fleet rules.
+pub const FLEET_GROUP: &str = "edgewatch-fleet";
+const FLEET_FILE: &str = "<built-in>";
+const LAST_SEEN: &str = "edgewatch_collector_last_seen_timestamp_seconds";
+const COLLECTOR_INFO: &str = "edgewatch_collector_info";
+/// A collector silent this long is forgotten (its alert resolves).
+const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
+const FLEET_STATE_KEY: &[u8] = b"\x00fleet/last_seen";
+
+fn builtin_rules(down_after: Duration) -> Vec<(String, RuleSpec)> {
+    let t = |s: &str| template::Template::parse(s).expect("valid built-in template");
+    let mk = |name: &str, expr: &str, for_s: u64, sev: &str, summary: &str, desc: &str| {
+        let mut labels = BTreeMap::new();
+        labels.insert("severity".to_string(), t(sev));
+        let mut annotations = BTreeMap::new();
+        annotations.insert("summary".to_string(), t(summary));
+        annotations.insert("description".to_string(), t(desc));
+        (
+            name.to_string(),
+            RuleSpec {
+                kind: RuleKind::Alert {
+                    name: name.to_string(),
+                    for_: edgewatch_config::Dur::secs(for_s),
+                    keep_firing_for: edgewatch_config::Dur::secs(0),
+                    annotations,
+                },
+                expr: PromExpr::parse(expr).expect("valid built-in rule"),
+                labels,
+            },
+        )
+    };
+    let down = down_after.as_secs_f64();
+    vec![
+        mk(
+            "EdgeCollectorDown",
+            &format!("time() - {LAST_SEEN} > {down}"),
+            0,
+            "critical",
+            "Edge collector {{ $labels.node }} in {{ $labels.cluster }} is down",
+            "No data from the collector on {{ $labels.node }} (cluster {{ $labels.cluster }}) for {{ $value | humanizeDuration }}.",
+        ),
+        mk(
+            "EdgeBufferBacklog",
+            "time() - edgewatch_buffer_oldest_timestamp_seconds > 600 and edgewatch_buffer_oldest_timestamp_seconds > 0",
+            0,
+            "warning",
+            "Edge collector {{ $labels.node }} is forwarding with a backlog",
+            "The oldest buffered point on {{ $labels.node }} (cluster {{ $labels.cluster }}) is {{ $value | humanizeDuration }} old.",
+        ),
+        mk(
+            "EdgeBufferDropping",
+            "increase(edgewatch_buffer_dropped_points_total[5m]) > 0",
+            0,
+            "warning",
+            "Edge collector {{ $labels.node }} is dropping buffered points",
+            "{{ $value | humanize }} points dropped on {{ $labels.node }} (cluster {{ $labels.cluster }}) in the last 5m.",
+        ),
+    ]
+}
+
+/// A loaded rule group (before state).
+struct GroupDef {
+    name: String,
+    file: String,
+    interval: Duration,
+    rules: Vec<RuleSpec>,
+}
+
+fn expand_globs(cfg: &AggregatorConfig) -> Result<Vec<PathBuf>, RulesError> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for pat in &cfg.rule_files {
+        let paths = glob::glob(pat)
+            .map_err(|e| RulesError::Glob(format!("invalid pattern {pat:?}: {e}")))?;
+        let mut n = 0;
+        for p in paths {
+            let p = p.map_err(|e| RulesError::Glob(format!("{pat:?}: {e}")))?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+            n += 1;
+        }
+        if n == 0 {
+            if !pat.contains(['*', '?', '[']) {
+                return Err(RulesError::Glob(format!("{pat}: no such file")));
+            }
+            tracing::warn!(pattern = %pat, "rule_files pattern matches no file");
+        }
+    }
+    Ok(out)
+}
+
+fn load_groups(cfg: &AggregatorConfig) -> Result<Vec<GroupDef>, RulesError> {
+    let mut groups = Vec::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    for path in expand_globs(cfg)? {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        let f = file::parse(&text, &origin)?;
+        for g in f.groups {
+            if let Some(other) = names.insert(g.name.clone(), origin.clone()) {
+                if other != origin {
+                    return Err(RulesError::Glob(format!(
+                        "{origin}: group {:?} is also defined in {other}",
+                        g.name
+                    )));
+                }
+            }
+            groups.push(GroupDef {
+                name: g.name,
+                file: origin.clone(),
+                interval: g
+                    .interval
+                    .map(|d| d.get())
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(cfg.evaluation_interval.get()),
+                rules: g.rules,
+            });
+        }
+    }
+    let overridden: HashSet<String> = groups
+        .iter()
+        .flat_map(|g| g.rules.iter())
+        .filter(|r| matches!(r.kind, RuleKind::Alert { .. }))
+        .map(|r| r.name().to_string())
+        .collect();
+    let fleet: Vec<RuleSpec> = builtin_rules(cfg.fleet.down_after.get())
+        .into_iter()
+        .filter(|(n, _)| !overridden.contains(n))
+        .map(|(_, r)| r)
+        .collect();
+    if !fleet.is_empty() {
+        groups.push(GroupDef {
+            name: FLEET_GROUP.to_string(),
+            file: FLEET_FILE.to_string(),
+            interval: cfg.evaluation_interval.get(),
+            rules: fleet,
+        });
+    }
+    Ok(groups)
+}
+
+/// Checks every rule file (`edgewatch validate aggregator`).
+pub fn validate_rule_files(cfg: &AggregatorConfig) -> Result<(), RulesError> {
+    load_groups(cfg).map(|_| ())
+}
+
+// ---------------------------------------------------------------------------
+
+struct Metrics {
+    evaluations: prometheus::IntCounterVec,
+    failures: prometheus::IntCounterVec,
+    last_duration: prometheus::GaugeVec,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let evaluations = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "edgewatch_rule_evaluations_total",
+                "Rule evaluations, by rule group.",
+            ),
+            &["group"],
+        )?;
+        let failures = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "edgewatch_rule_evaluation_failures_total",
+                "Rule evaluations that failed, by rule group.",
+            ),
+            &["group"],
+        )?;
+        let last_duration = prometheus::GaugeVec::new(
+            prometheus::Opts::new(
+                "edgewatch_rule_group_last_duration_seconds",
+                "Duration of the last evaluation of a rule group.",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(evaluations.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        registry.register(Box::new(last_duration.clone()))?;
+        Ok(Self {
+            evaluations,
+            failures,
+            last_duration,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Health {
+    health: &'static str,
+    last_error: String,
+    last_eval: Option<SystemTime>,
+    eval_seconds: f64,
+}
+
+struct Rule {
+    spec: RuleSpec,
+    /// sled key of an alerting rule's state.
+    key: Vec<u8>,
+    alert: Option<AlertRule>,
+    state: Mutex<RuleRuntime>,
+}
+
+#[derive(Default)]
+struct RuleRuntime {
+    alerts: RuleState,
+    health: Health,
+    persisted: Vec<u8>,
+}
+
+struct Group {
+    name: String,
+    file: String,
+    interval: Duration,
+    rules: Vec<Rule>,
+    status: Mutex<GroupStatus>,
+}
+
+#[derive(Default)]
+struct GroupStatus {
+    health: Health,
+    /// Series this group wrote last time (ALERTS*, recorded), to delete
+    /// the ones that disappear.
+    written: HashSet<(String, Vec<(String, String)>)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LastSeen {
+    /// Labels (without `__name__`, `version`) → (last sample time ms).
+    collectors: BTreeMap<String, (Vec<(String, String)>, i64)>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    tree: sled::Tree,
+    groups: Vec<Group>,
+    metrics: Metrics,
+    eval_interval: Duration,
+    send: SendOptions,
+    last_seen: Mutex<LastSeen>,
+}
+
+/// The rule engine. Cheap to clone.
+#[derive(Clone)]
+pub struct RuleEngine {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl RuleEngine {
+    /// Loads and validates every rule file, restores rule state from the
+    /// `rules` tree of `state`, enables the store's sample window for the
+    /// series the rules read, and registers the engine's metrics.
+    pub fn load(
+        cfg: &AggregatorConfig,
+        store: Arc<Store>,
+        state: &sled::Db,
+        registry: &Registry,
+    ) -> Result<Self, RulesError> {
+        let defs = load_groups(cfg)?;
+        let tree = state.open_tree("rules")?;
+        let metrics = Metrics::new(registry)?;
+        let mut window = Vec::new();
+        let mut groups = Vec::new();
+        for d in defs {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            let mut rules = Vec::new();
+            for spec in d.rules {
+                eval::window_selectors(&spec.expr.expr, &mut window);
+                let n = seen.entry(spec.name().to_string()).or_default();
+                let key = format!("alert\x00{}\x00{}\x00{}", d.name, spec.name(), n).into_bytes();
+                *n += 1;
+                let alert = match &spec.kind {
+                    RuleKind::Alert {
+                        name,
+                        for_,
+                        keep_firing_for,
+                        annotations,
+                    } => Some(AlertRule {
+                        name: name.clone(),
+                        expr: spec.expr.text.clone(),
+                        for_ms: for_.get().as_millis() as i64,
+                        keep_firing_for_ms: keep_firing_for.get().as_millis() as i64,
+                        labels: spec.labels.clone(),
+                        annotations: annotations.clone(),
+                        external_url: String::new(),
+                    }),
+                    RuleKind::Record { .. } => None,
+                };
+                let mut rt = RuleRuntime {
+                    health: Health {
+                        health: "unknown",
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                if alert.is_some() {
+                    if let Some(v) = tree.get(&key)? {
+                        match serde_json::from_slice::<RuleState>(&v) {
+                            Ok(s) => {
+                                rt.alerts = s;
+                                rt.persisted = v.to_vec();
+                            }
+                            Err(e) => {
+                                tracing::warn!(rule = %spec.name(), error = %e, "ignoring unreadable rule state")
+                            }
+                        }
+                    }
+                }
+                rules.push(Rule {
+                    spec,
+                    key,
+                    alert,
+                    state: Mutex::new(rt),
+                });
+            }
+            groups.push(Group {
+                name: d.name,
+                file: d.file,
+                interval: d.interval,
+                rules,
+                status: Mutex::new(GroupStatus {
+                    health: Health {
+                        health: "unknown",
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }),
+            });
+        }
+        for g in &groups {
+            // Export zeros from the start.
+            metrics.evaluations.with_label_values(&[&g.name]);
+            metrics.failures.with_label_values(&[&g.name]);
+        }
+        if groups.iter().any(|g| g.name == FLEET_GROUP) {
+            window.extend(
+                Selector::new(vec![LabelMatcher::equal("__name__", COLLECTOR_INFO)]).ok(),
+            );
+        }
+        let last_seen = match tree.get(FLEET_STATE_KEY)? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+            None => LastSeen::default(),
+        };
+        let scope = if window.is_empty() {
+            WindowScope::None
+        } else {
+            WindowScope::Matching(window)
+        };
+        store.set_window(WindowOptions {
+            window: cfg.store.window.get(),
+            scope,
+            ..WindowOptions::default()
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                tree,
+                groups,
+                metrics,
+                eval_interval: cfg.evaluation_interval.get(),
+                send: SendOptions::default(),
+                last_seen: Mutex::new(last_seen),
+            }),
+        })
+    }
+
+    /// Names of the loaded groups, in evaluation order.
+    pub fn group_names(&self) -> Vec<String> {
+        self.inner.groups.iter().map(|g| g.name.clone()).collect()
+    }
+
+    /// Evaluates every group once at `now_ms` and returns the alerts to send
+    /// (tests and tools; [`RuleEngine::run`] evaluates each group on its own
+    /// interval).
+    pub fn evaluate_all(&self, now_ms: i64) -> Vec<notify::Alert> {
+        (0..self.inner.groups.len())
+            .flat_map(|i| self.evaluate_group(i, now_ms))
+            .collect()
+    }
+
+    /// Evaluates group `i` at `now_ms`: every rule in order (a recording rule's
+    /// output is visible to the rules after it), writes `ALERTS*` and recorded
+    /// series, persists alert state; returns the alerts to send.
+    pub fn evaluate_group(&self, i: usize, now_ms: i64) -> Vec<notify::Alert> {
+        let inner = &self.inner;
+        let g = &inner.groups[i];
+        let started = Instant::now();
+        if g.name == FLEET_GROUP {
+            self.track_collectors(now_ms);
+        }
+        let store = &inner.store;
+        let mut to_send = Vec::new();
+        let mut written: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
+        let mut group_err = String::new();
+        let alerts_family = store.family(
+            "ALERTS",
+            MetricType::Gauge,
+            "Alerts of the aggregator's alerting rules (1 while pending or firing).",
+            "",
+        );
+        let for_family = store.family(
+            "ALERTS_FOR_STATE",
+            MetricType::Gauge,
+            "Active-since time (unix seconds) of the aggregator's alerts.",
+            "",
+        );
+        let mut write = |name: &str, family, labels: &Labels, v: f64| {
+            let pairs: Vec<(&str, &str)> = labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            store.write(family, name, &pairs, v, now_ms, now_ms);
+            written.insert((
+                name.to_string(),
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ));
+        };
+        for rule in &g.rules {
+            let t0 = Instant::now();
+            inner.metrics.evaluations.with_label_values(&[&g.name]).inc();
+            let result = eval::eval(&rule.spec.expr.expr, store, now_ms)
+                .and_then(|v| v.into_vector());
+            let mut rt = lock(&rule.state);
+            let outcome: Result<(), String> = match (&rule.alert, result) {
+                (_, Err(e)) => Err(e.to_string()),
+                (Some(ar), Ok(samples)) => {
+                    match alerting::step(ar, rt.alerts.clone(), &samples, now_ms, inner.send) {
+                        Ok((st, sends)) => {
+                            rt.alerts = st;
+                            to_send.extend(sends);
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                (None, Ok(samples)) => {
+                    let name = rule.spec.name().to_string();
+                    let fam = store.family(&name, MetricType::Unknown, "", "");
+                    let mut seen = HashSet::new();
+                    let mut out = Vec::new();
+                    let mut dup = false;
+                    for s in samples {
+                        let mut l = s.labels;
+                        l.remove("__name__");
+                        for (k, t) in &rule.spec.labels {
+                            l.insert(k.clone(), t.raw().to_string());
+                        }
+                        if !seen.insert(l.clone()) {
+                            dup = true;
+                            break;
+                        }
+                        out.push((l, s.value));
+                    }
+                    if dup {
+                        Err("vector contains metrics with the same labelset after applying rule labels".into())
+                    } else {
+                        for (l, v) in out {
+                            write(&name, fam, &l, v);
+                        }
+                        Ok(())
+                    }
+                }
+            };
+            // ALERTS series of the rule's (possibly unchanged) state.
+            if rule.alert.is_some() {
+                for (name, l, v) in alerting::alert_series(&rt.alerts) {
+                    let fam = if name == "ALERTS" {
+                        alerts_family
+                    } else {
+                        for_family
+                    };
+                    write(name, fam, &l, v);
+                }
+                if let Ok(bytes) = serde_json::to_vec(&rt.alerts) {
+                    if bytes != rt.persisted {
+                        let res = if rt.alerts.active.is_empty() {
+                            inner.tree.remove(&rule.key).map(|_| ())
+                        } else {
+                            inner.tree.insert(&rule.key, bytes.clone()).map(|_| ())
+                        };
+                        match res {
+                            Ok(()) => rt.persisted = bytes,
+                            Err(e) => tracing::warn!(error = %e, "persisting rule state"),
+                        }
+                    }
+                }
+            }
+            rt.health.last_eval = Some(SystemTime::now());
+            rt.health.eval_seconds = t0.elapsed().as_secs_f64();
+            match outcome {
+                Ok(()) => {
+                    rt.health.health = "ok";
+                    rt.health.last_error.clear();
+                }
+                Err(e) => {
+                    inner.metrics.failures.with_label_values(&[&g.name]).inc();
+                    tracing::warn!(group = %g.name, rule = %rule.spec.name(), error = %e, "rule evaluation failed");
+                    rt.health.health = "err";
+                    if group_err.is_empty() {
+                        group_err = e.clone();
+                    }
+                    rt.health.last_error = e;
+                }
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut st = lock(&g.status);
+        for (name, labels) in st.written.difference(&written) {
+            let pairs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            store.delete(name, &pairs);
+        }
+        st.written = written;
+        st.health = Health {
+            health: if group_err.is_empty() { "ok" } else { "err" },
+            last_error: group_err,
+            last_eval: Some(SystemTime::now()),
+            eval_seconds: elapsed,
+        };
+        inner
+            .metrics
+            .last_duration
+            .with_label_values(&[&g.name])
+            .set(elapsed);
+        to_send
+    }
+
+    /// Updates and re-writes `edgewatch_collector_last_seen_timestamp_seconds`.
+    fn track_collectors(&self, now_ms: i64) {
+        let inner = &self.inner;
+        let store = &inner.store;
+        let Ok(sel) = Selector::new(vec![LabelMatcher::equal("__name__", COLLECTOR_INFO)]) else {
+            return;
+        };
+        let found = store.samples(&[sel], now_ms - eval::LOOKBACK_MS, now_ms, now_ms);
+        let mut ls = lock(&inner.last_seen);
+        let before = ls.collectors.clone();
+        for s in found {
+            let Some(&(ts, _)) = s.samples.last() else { continue };
+            let labels: Vec<(String, String)> =
+                s.labels.into_iter().filter(|(k, _)| k != "version").collect();
+            let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let key = match (get("cluster"), get("node")) {
+                (Some(c), Some(n)) => format!("{c}\x00{n}"),
+                _ => labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("\x00"),
+            };
+            match ls.collectors.get_mut(&key) {
+                Some((old_labels, old_ts)) => {
+                    if *old_labels != labels {
+                        let pairs: Vec<(&str, &str)> = old_labels
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        store.delete(LAST_SEEN, &pairs);
+                        *old_labels = labels;
+                    }
+                    *old_ts = (*old_ts).max(ts);
+                }
+                None => {
+                    ls.collectors.insert(key, (labels, ts));
+                }
+            }
+        }
+        let fam = store.family(
+            LAST_SEEN,
+            MetricType::Gauge,
+            "Time (unix seconds) of the newest edgewatch_collector_info sample of each collector.",
+            "",
+        );
+        let mut forget = Vec::new();
+        for (k, (labels, ts)) in &ls.collectors {
+            let pairs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if now_ms - ts > FORGET_AFTER_MS {
+                store.delete(LAST_SEEN, &pairs);
+                forget.push(k.clone());
+                continue;
+            }
+            store.write(fam, LAST_SEEN, &pairs, *ts as f64 / 1000.0, now_ms, now_ms);
+        }
+        for k in forget {
+            ls.collectors.remove(&k);
+        }
+        if before.len() != ls.collectors.len()
+            || before.iter().zip(ls.collectors.iter()).any(|(a, b)| a != b)
+        {
+            if let Ok(b) = serde_json::to_vec(&*ls) {
+                if let Err(e) = inner.tree.insert(FLEET_STATE_KEY, b) {
+                    tracing::warn!(error = %e, "persisting collector last-seen state");
+                }
+            }
+        }
+    }
+
+    /// Evaluates every group on its interval until `shutdown`, handing the
+    /// alerts of each evaluation to `notifier` (Prometheus `sendAlerts`:
+    /// firing alerts re-sent at most every minute, resolved ones for 15m).
+    pub async fn run(self, notifier: Option<Notifier>, shutdown: CancellationToken) {
+        if let Some(n) = &notifier {
+            n.set_eval_interval(self.inner.eval_interval);
+        }
+        let mut tasks = Vec::new();
+        for i in 0..self.inner.groups.len() {
+            let engine = self.clone();
+            let notifier = notifier.clone();
+            let stop = shutdown.clone();
+            let every = self.inner.groups[i].interval.max(Duration::from_millis(100));
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    let e = engine.clone();
+                    let alerts =
+                        match tokio::task::spawn_blocking(move || e.evaluate_group(i, now_ms()))
+                            .await
+                        {
+                            Ok(a) => a,
+                            Err(err) => {
+                                tracing::error!(error = %err, "rule group evaluation panicked");
+                                continue;
+                            }
+                        };
+                    if let Some(n) = &notifier {
+                        if !alerts.is_empty() {
+                            n.send(alerts);
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.inner.tree.flush_async().await {
+            tracing::warn!(error = %e, "flushing rule state");
+        }
+    }
+
+    /// `GET /api/v1/alerts` and `GET /api/v1/rules` (Prometheus' JSON shapes).
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<RuleEngine>();
+    let _ = Path::new("");
+}

@@ -1,0 +1,478 @@
+//! GitOps parsing on real git repositories (made with the `git` CLI), the
+//! reconciler over a store, the rule YAML, and the status page in headless
+//! Chromium.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use edgewatch_aggregator::reconcile::gitops::{self, Source};
+use edgewatch_aggregator::reconcile::{Reconciler, RULES_YAML, STATUS_METRIC};
+use edgewatch_aggregator::store::{MetricType, Selector, Store, StoreOptions};
+use edgewatch_config::AggregatorConfig;
+
+const D1: &str = "sha256:8486af7728e1214ac5f81c6b93d560078d357f2096d1b40c38a9ac8e1cd68767";
+const D2: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const D3: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn put(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn commit(root: &Path, msg: &str) -> String {
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", msg]);
+    git(root, &["rev-parse", "HEAD"])
+}
+
+fn app_kustomization(app: &str, model: &str, digest: &str) -> String {
+    format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {app}\nnamePrefix: {model}-\ncommonLabels:\n  app: {app}-1\n  model-name: {model}\nresources:\n- ../../base\nimages:\n- name: edge-model-template-image\n  newName: quay.io/rhoai-edge/{model}\n  digest: {digest}\n"
+    )
+}
+
+/// An ai-edge shaped repository: base, two apps, two clusters.
+fn ai_edge_repo(root: &Path) -> String {
+    git(root, &["init", "-q", "-b", "main"]);
+    put(
+        root,
+        "acm/odh-edge/base/kustomization.yaml",
+        "resources:\n- deployment.yaml\n",
+    );
+    put(
+        root,
+        "acm/odh-edge/base/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: model-1\nspec:\n  progressDeadlineSeconds: 600\n  template:\n    spec:\n      containers:\n      - name: model\n        image: edge-model-template-image\n",
+    );
+    put(
+        root,
+        "acm/odh-edge/apps/tensorflow-housing-app/kustomization.yaml",
+        &app_kustomization("tensorflow-housing-app", "tensorflow-housing", D1),
+    );
+    put(
+        root,
+        "acm/odh-edge/apps/bike-rental-app/kustomization.yaml",
+        &app_kustomization("bike-rental-app", "bike-rentals-auto-ml", D2),
+    );
+    put(
+        root,
+        "clusters/edge-a/kustomization.yaml",
+        "resources:\n- ../../acm/odh-edge/apps/tensorflow-housing-app\n- ../../acm/odh-edge/apps/bike-rental-app\n",
+    );
+    put(
+        root,
+        "clusters/edge-b/kustomization.yaml",
+        "resources:\n- ../../acm/odh-edge/apps/bike-rental-app/\n",
+    );
+    commit(root, "initial")
+}
+
+#[test]
+fn ai_edge_layout_apps_clusters_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = ai_edge_repo(dir.path());
+    let l = gitops::load(dir.path(), None).expect("loads");
+    assert!(l.issues.is_empty(), "{:?}", l.issues);
+    let d = l.desired;
+    assert_eq!(d.revision, head);
+    assert_eq!(d.apps.len(), 2);
+    let h = &d.apps["tensorflow-housing-app"];
+    assert_eq!(h.model, "tensorflow-housing");
+    assert_eq!(h.digest, D1);
+    assert_eq!(h.image, "quay.io/rhoai-edge/tensorflow-housing");
+    assert_eq!(h.namespace.as_deref(), Some("tensorflow-housing-app"));
+    assert_eq!(
+        d.clusters["edge-a"].iter().collect::<Vec<_>>(),
+        ["bike-rental-app", "tensorflow-housing-app"]
+    );
+    assert_eq!(d.clusters["edge-b"].iter().collect::<Vec<_>>(), ["bike-rental-app"]);
+
+    // The config's mapping wins; a repo cluster not in it is reported.
+    let cfg = [("edge-a".to_string(), vec!["bike-rental-app".to_string()])]
+        .into_iter()
+        .collect();
+    let l = gitops::load(dir.path(), Some(&cfg)).expect("loads");
+    assert_eq!(l.desired.clusters.len(), 1);
+    assert_eq!(l.desired.clusters["edge-a"].len(), 1);
+    let msgs: Vec<String> = l.issues.iter().map(|i| i.to_string()).collect();
+    assert_eq!(
+        msgs,
+        ["clusters/edge-b/kustomization.yaml:1: unknown cluster \"edge-b\" (not in reconciler.clusters); ignored"]
+    );
+}
+
+#[test]
+fn commits_change_digests_and_a_broken_file_keeps_the_last_good_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let first = ai_edge_repo(root);
+    let mut src = Source::new(root.to_path_buf(), None);
+    assert!(src.poll());
+    assert!(!src.poll(), "nothing changed");
+    assert_eq!(src.desired.as_ref().unwrap().revision, first);
+
+    let app = "acm/odh-edge/apps/tensorflow-housing-app/kustomization.yaml";
+    put(root, app, &app_kustomization("tensorflow-housing-app", "tensorflow-housing", D3));
+    let second = commit(root, "bump housing");
+    assert!(src.poll());
+    let d = src.desired.clone().unwrap();
+    assert_eq!(d.revision, second);
+    assert_eq!(d.apps["tensorflow-housing-app"].digest, D3);
+    assert!(!src.stale);
+
+    // Broken YAML on line 7 (an unclosed flow mapping), committed.
+    let mut text = app_kustomization("tensorflow-housing-app", "tensorflow-housing", D1);
+    text = text.replace("  model-name: tensorflow-housing\n", "  model-name: {tensorflow-housing\n");
+    put(root, app, &text);
+    let third = commit(root, "broken");
+    assert!(src.poll());
+    assert!(src.stale);
+    assert_eq!(src.desired.as_ref().unwrap().revision, second, "last good state in force");
+    assert_eq!(src.desired.as_ref().unwrap().apps["tensorflow-housing-app"].digest, D3);
+    assert_eq!(src.issues.len(), 1, "{:?}", src.issues);
+    let msg = src.issues[0].to_string();
+    assert!(msg.starts_with(&format!("{app}:")), "{msg}");
+    let line = src.issues[0].line;
+    assert!((7..=9).contains(&line), "{msg}");
+    assert_ne!(third, second);
+
+    // Fixed: the new state applies.
+    put(root, app, &app_kustomization("tensorflow-housing-app", "tensorflow-housing", D1));
+    let fourth = commit(root, "fixed");
+    assert!(src.poll());
+    assert!(!src.stale);
+    assert_eq!(src.desired.as_ref().unwrap().revision, fourth);
+    assert_eq!(src.desired.as_ref().unwrap().apps["tensorflow-housing-app"].digest, D1);
+}
+
+#[test]
+fn bad_input_is_located_and_the_rest_reconciles() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    ai_edge_repo(root);
+    // Bad digest.
+    put(
+        root,
+        "acm/odh-edge/apps/bad-digest-app/kustomization.yaml",
+        &app_kustomization("bad-digest-app", "x", "sha256:1234"),
+    );
+    // Duplicate app name (same directory name elsewhere).
+    put(
+        root,
+        "other/apps/bike-rental-app/kustomization.yaml",
+        &app_kustomization("bike-rental-app", "bike-copy", D3),
+    );
+    // Remote base.
+    put(
+        root,
+        "acm/odh-edge/apps/remote-app/kustomization.yaml",
+        &format!(
+            "commonLabels:\n  model-name: remote\nresources:\n- https://github.com/example/edge//base?ref=v1\nimages:\n- name: m\n  newName: quay.io/x/remote\n  digest: {D3}\n"
+        ),
+    );
+    // A plain Deployment manifest counts as an app.
+    put(
+        root,
+        "plain/llm.yaml",
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: llm\n  namespace: llm\n  labels:\n    app: llm-app\n    model-name: llama\nspec:\n  template:\n    spec:\n      containers:\n      - name: m\n        image: quay.io/x/llama@{D2}\n"
+        ),
+    );
+    // A cluster referencing an app that does not exist.
+    put(
+        root,
+        "clusters/edge-c/kustomization.yaml",
+        "resources:\n- ../../plain/llm.yaml\n- ../../acm/odh-edge/apps/nope\n",
+    );
+    commit(root, "bad input");
+    let l = gitops::load(root, None).expect("semantic errors do not fail the load");
+    let msgs: Vec<String> = l.issues.iter().map(|i| i.to_string()).collect();
+    let has = |needle: &str| msgs.iter().any(|m| m.contains(needle));
+    assert!(
+        has("acm/odh-edge/apps/bad-digest-app/kustomization.yaml:13: app bad-digest-app: image edge-model-template-image: digest \"sha256:1234\" is not sha256:<64 lowercase hex>"),
+        "{msgs:#?}"
+    );
+    assert!(has("other/apps/bike-rental-app/kustomization.yaml:1: duplicate app name \"bike-rental-app\""), "{msgs:#?}");
+    assert!(
+        has("acm/odh-edge/apps/remote-app/kustomization.yaml:4: remote base \"https://github.com/example/edge//base?ref=v1\" is not followed"),
+        "{msgs:#?}"
+    );
+    assert!(
+        has("clusters/edge-c/kustomization.yaml:3: resource \"../../acm/odh-edge/apps/nope\" is not an app of this repository"),
+        "{msgs:#?}"
+    );
+    let d = l.desired;
+    assert!(!d.apps.contains_key("bad-digest-app"));
+    assert_eq!(d.apps["bike-rental-app"].digest, D2, "the first definition stays");
+    assert_eq!(d.apps["llm-app"].model, "llama");
+    assert_eq!(d.apps["llm-app"].digest, D2);
+    assert_eq!(d.apps["remote-app"].digest, D3);
+    assert_eq!(d.clusters["edge-c"].iter().collect::<Vec<_>>(), ["llm-app"]);
+    assert_eq!(d.clusters["edge-a"].len(), 2);
+
+    // Unknown app in the config's mapping.
+    let cfg = [(
+        "edge-a".to_string(),
+        vec!["bike-rental-app".to_string(), "ghost".to_string()],
+    )]
+    .into_iter()
+    .collect();
+    let l = gitops::load(root, Some(&cfg)).unwrap();
+    assert!(l
+        .issues
+        .iter()
+        .any(|i| i.to_string() == "config reconciler.clusters.edge-a: unknown app \"ghost\" (not in the GitOps repository)"));
+    assert_eq!(l.desired.clusters["edge-a"].len(), 1);
+}
+
+#[test]
+fn digest_validation() {
+    assert!(gitops::valid_digest(D1));
+    assert!(!gitops::valid_digest(&D1.to_uppercase()));
+    assert!(!gitops::valid_digest(&D1[..70]));
+    assert!(!gitops::valid_digest(&D1.replace("sha256", "sha512")));
+}
+
+#[test]
+fn rules_yaml_is_a_rule_group_over_deployment_status() {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(RULES_YAML).unwrap();
+    let rules = v["groups"][0]["rules"].as_sequence().unwrap();
+    let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ModelDeploymentOutOfSync", "ModelDeploymentDegraded"]);
+    for r in rules {
+        let expr = r["expr"].as_str().unwrap();
+        assert!(expr.contains(STATUS_METRIC));
+        promql_parser::parser::parse(expr).expect("valid PromQL");
+    }
+}
+
+fn config(gitops: &Path, extra: &str) -> AggregatorConfig {
+    edgewatch_config::parse(
+        &format!(
+            "http:\n  listen: 127.0.0.1:0\nstate:\n  path: /tmp/unused\nreconciler:\n  gitops:\n    path: {}\n  progress_deadline: 600s\n  interval: 1s\n{extra}fleet:\n  down_after: 2m\n",
+            gitops.display()
+        ),
+        "test.yaml",
+    )
+    .expect("config")
+}
+
+fn write_pod(store: &Store, cluster: &str, pod: &str, model: &str, ns: &str, digest: &str, ready: bool, ts: i64) {
+    let info = store.family("edgewatch_model_info", MetricType::Gauge, "", "");
+    let rdy = store.family("edgewatch_model_ready", MetricType::Gauge, "", "");
+    let labels = [
+        ("cluster", cluster),
+        ("node", "n1"),
+        ("namespace", ns),
+        ("pod", pod),
+        ("deployment", "model-1"),
+        ("model", model),
+        ("version", "1"),
+        ("image", "quay.io/x"),
+        ("digest", digest),
+    ];
+    store.write(info, "edgewatch_model_info", &labels, 1.0, ts, ts);
+    store.write(rdy, "edgewatch_model_ready", &labels, if ready { 1.0 } else { 0.0 }, ts, ts);
+}
+
+fn status_lines(store: &Store, now: i64) -> Vec<String> {
+    let sel = store.select(&Selector::parse(STATUS_METRIC).unwrap(), now);
+    sel.iter()
+        .filter(|s| s.value() == 1.0)
+        .map(|s| {
+            format!(
+                "{}/{}={}",
+                s.label("cluster").unwrap(),
+                s.label("app").unwrap(),
+                s.label("state").unwrap()
+            )
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn reconciler_writes_status_series_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    ai_edge_repo(dir.path());
+    let store = Arc::new(Store::new(StoreOptions::default(), &prometheus::Registry::new()));
+    let cfg = config(dir.path(), "");
+    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
+        .unwrap()
+        .expect("configured");
+    let t0 = 1_800_000_000_000i64;
+    write_pod(&store, "edge-a", "p1", "tensorflow-housing", "tensorflow-housing-app", D2, true, t0);
+    write_pod(&store, "edge-a", "p2", "bike-rentals-auto-ml", "bike-rental-app", D2, true, t0);
+    r.step(t0);
+    assert_eq!(
+        status_lines(&store, t0),
+        [
+            "edge-a/bike-rental-app=Synced",
+            "edge-a/tensorflow-housing-app=Progressing",
+            "edge-b/bike-rental-app=Unknown",
+        ]
+    );
+    // The housing pod moves to the desired digest: Synced, and the old label
+    // set is retired (value 0), so one series per (cluster, app) is 1.
+    write_pod(&store, "edge-a", "p1", "tensorflow-housing", "tensorflow-housing-app", D1, true, t0 + 5000);
+    write_pod(&store, "edge-a", "p2", "bike-rentals-auto-ml", "bike-rental-app", D2, true, t0 + 5000);
+    r.step(t0 + 5000);
+    assert_eq!(
+        status_lines(&store, t0 + 5000),
+        [
+            "edge-a/bike-rental-app=Synced",
+            "edge-a/tensorflow-housing-app=Synced",
+            "edge-b/bike-rental-app=Unknown",
+        ]
+    );
+    let ts = store.select(
+        &Selector::parse("edgewatch_deployment_last_transition_timestamp_seconds{app=\"tensorflow-housing-app\"}").unwrap(),
+        t0 + 5000,
+    );
+    assert_eq!(ts.iter().next().unwrap().value(), (t0 + 5000) as f64 / 1000.0);
+    let snap = r.handle().read().unwrap().clone();
+    let j = edgewatch_aggregator::reconcile::deployments_json(&snap);
+    assert_eq!(
+        j["rollouts"][1]["summary"],
+        format!("digest {D1}: 1/1 clusters synced")
+    );
+    assert_eq!(
+        j["rollouts"][0]["summary"],
+        format!("digest {D2}: 1/2 clusters synced, 1 unknown")
+    );
+}
+
+#[test]
+fn not_configured_is_none() {
+    let cfg: AggregatorConfig = edgewatch_config::parse(
+        "http:\n  listen: 127.0.0.1:0\nstate:\n  path: /tmp/unused\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let store = Arc::new(Store::new(StoreOptions::default(), &prometheus::Registry::new()));
+    assert!(Reconciler::new(&cfg, store, &prometheus::Registry::new())
+        .unwrap()
+        .is_none());
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// Headless Chromium loads `/`, the script polls the APIs (alerts: 404,
+/// tolerated) and the grid shows the expected cells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        panic!("chromium not installed: apt-get install -y chromium");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    ai_edge_repo(&repo);
+    let store = Arc::new(Store::new(StoreOptions::default(), &prometheus::Registry::new()));
+    let cfg = config(&repo, "");
+    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
+        .unwrap()
+        .unwrap();
+    let now = edgewatch_aggregator_now();
+    write_pod(&store, "edge-a", "p1", "tensorflow-housing", "tensorflow-housing-app", D1, true, now);
+    write_pod(&store, "edge-a", "p2", "bike-rentals-auto-ml", "bike-rental-app", D3, true, now);
+    let ci = store.family("edgewatch_collector_info", MetricType::Gauge, "", "");
+    store.write(
+        ci,
+        "edgewatch_collector_info",
+        &[("cluster", "edge-a"), ("node", "n1"), ("instance_id", "i-1"), ("version", "9.9.9")],
+        1.0,
+        now,
+        now,
+    );
+    let be = store.family("edgewatch_buffer_entries", MetricType::Gauge, "", "");
+    store.write(
+        be,
+        "edgewatch_buffer_entries",
+        &[("cluster", "edge-a"), ("node", "n1"), ("job", "edgewatch-collector"), ("instance", "i-1")],
+        4242.0,
+        now,
+        now,
+    );
+    r.step(now);
+    let handle = r.handle();
+    let down_after = r.options().down_after;
+    let app = r
+        .router()
+        .merge(edgewatch_aggregator::fleet::router(store.clone(), down_after))
+        .merge(edgewatch_aggregator::web::router(store.clone(), down_after, Some(handle)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(edgewatch_aggregator::web::serve(listener, app, stop.clone()));
+
+    let profile = dir.path().join("chromium-profile");
+    let out = tokio::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(90), out)
+        .await
+        .expect("chromium finished in time")
+        .expect("chromium ran");
+    stop.cancel();
+    let _ = server.await;
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-cluster=\"edge-a\" data-app=\"tensorflow-housing-app\" data-state=\"Synced\""),
+        "DOM:\n{dom}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dom.contains("data-cluster=\"edge-a\" data-app=\"bike-rental-app\" data-state=\"Progressing\""), "{dom}");
+    assert!(dom.contains("data-cluster=\"edge-b\" data-app=\"bike-rental-app\" data-state=\"Unknown\""), "{dom}");
+    assert!(dom.contains("class=\"cell state-Unknown\""), "{dom}");
+    // The script ran and redrew from the APIs; the alerts API is absent here.
+    assert!(!dom.contains("data-updates=\"0\""), "JS did not update: {dom}");
+    assert!(dom.contains("Alerts API not enabled"), "{dom}");
+    assert!(dom.contains("4242"), "buffer backlog shown: {dom}");
+    assert!(dom.contains("9.9.9"), "collector version shown: {dom}");
+    assert!(dom.contains("0/2 clusters synced, 1 progressing, 1 unknown"), "rollout summary: {dom}");
+    assert!(!dom.contains("update failed"), "{dom}");
+}
+
+fn edgewatch_aggregator_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

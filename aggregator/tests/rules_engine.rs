@@ -1,0 +1,316 @@
+//! The rule engine over a store: rule files, ALERTS series, recording rules,
+//! built-in fleet rules, the HTTP API, and restart from sled.
+
+use std::sync::Arc;
+
+use edgewatch_aggregator::rules::{validate_rule_files, RuleEngine, RulesError, FLEET_GROUP};
+use edgewatch_aggregator::store::{MetricType, Selector, Store, StoreOptions};
+use edgewatch_config::AggregatorConfig;
+use prometheus::Registry;
+
+const T0: i64 = 1_700_000_000_000;
+const S: i64 = 1000;
+
+fn config(dir: &std::path::Path, extra: &str) -> AggregatorConfig {
+    let yaml = format!(
+        "http: {{listen: \"127.0.0.1:0\"}}\nstate: {{path: \"{}\"}}\nrule_files: [\"{}/*.rules.yml\"]\nevaluation_interval: 15s\n{extra}",
+        dir.join("state").display(),
+        dir.display()
+    );
+    edgewatch_config::parse(&yaml, "aggregator.yml").unwrap()
+}
+
+const RULES: &str = r#"
+groups:
+  - name: nodes
+    interval: 30s
+    rules:
+      - record: node:temp:avg5m
+        expr: avg_over_time(temp[5m])
+        labels:
+          source: rules
+      - alert: HotNode
+        expr: node:temp:avg5m > 30
+        for: 2m
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.node }} averages {{ $value }} degrees"
+      - alert: EdgeBufferDropping
+        expr: increase(edgewatch_buffer_dropped_points_total[5m]) > 100
+"#;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    cfg: AggregatorConfig,
+    db_path: std::path::PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nodes.rules.yml"), RULES).unwrap();
+    let cfg = config(dir.path(), "fleet: {down_after: 2m}\n");
+    let db_path = dir.path().join("state");
+    Env {
+        _dir: dir,
+        cfg,
+        db_path,
+    }
+}
+
+fn store() -> Arc<Store> {
+    Arc::new(Store::new(StoreOptions::default(), &Registry::new()))
+}
+
+fn write_temp(s: &Store, node: &str, ts: i64, v: f64) {
+    let f = s.family("temp", MetricType::Gauge, "", "");
+    s.write(f, "temp", &[("node", node)], v, ts, ts);
+}
+
+fn series(s: &Store, sel: &str, now: i64) -> Vec<(String, Vec<(String, String)>, f64)> {
+    s.samples(&Selector::parse(sel).unwrap(), now - 1, now, now)
+        .into_iter()
+        .map(|x| (x.name, x.labels, x.samples.last().unwrap().1))
+        .collect()
+}
+
+#[test]
+fn rules_alerts_recording_and_restart() {
+    let env = env();
+    validate_rule_files(&env.cfg).unwrap();
+    let store = store();
+    let db = sled::open(&env.db_path).unwrap();
+    let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
+    // A file rule named like a built-in replaces it; the others stay.
+    assert_eq!(engine.group_names(), vec!["nodes", FLEET_GROUP]);
+
+    // n1 hot, n2 cool; samples every 15s (the window holds the temp series).
+    let mut t = T0;
+    for i in 0..20 {
+        write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
+        write_temp(&store, "n2", T0 + i * 15 * S, 20.0);
+    }
+    t += 19 * 15 * S;
+    let sent = engine.evaluate_all(t);
+    assert!(sent.is_empty(), "pending: nothing sent");
+    let rec = series(&store, "node:temp:avg5m", t);
+    assert_eq!(rec.len(), 2, "{rec:?}");
+    assert!(rec
+        .iter()
+        .any(|(_, l, v)| *v == 40.0 && l.contains(&("source".into(), "rules".into()))));
+    let alerts = series(&store, "ALERTS", t);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0]
+        .1
+        .contains(&("alertstate".to_string(), "pending".to_string())));
+    let api = engine.alerts_json();
+    assert_eq!(api["alerts"][0]["state"], "pending");
+    assert_eq!(api["alerts"][0]["labels"]["node"], "n1");
+    assert_eq!(api["alerts"][0]["annotations"]["summary"], "n1 averages 40 degrees");
+    assert_eq!(api["alerts"][0]["value"], "4e+01");
+
+    // 1m later: still pending. Then restart the engine (new store, same sled).
+    for i in 20..24 {
+        write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
+    }
+    t += 60 * S;
+    assert!(engine.evaluate_all(t).is_empty());
+    drop(engine);
+    db.flush().unwrap();
+    drop(db);
+
+    let store = self::store();
+    let db = sled::open(&env.db_path).unwrap();
+    let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
+    for i in 24..30 {
+        write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
+    }
+    // The for timer resumed: 2m after the first evaluation it fires.
+    t += 60 * S;
+    let sent = engine.evaluate_all(t);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].labels["alertname"], "HotNode");
+    assert_eq!(sent[0].labels["severity"], "page");
+    let alerts = series(&store, "ALERTS", t);
+    assert!(alerts[0]
+        .1
+        .contains(&("alertstate".to_string(), "firing".to_string())));
+    let rules = engine.rules_json();
+    let g = &rules["groups"][0];
+    assert_eq!(g["name"], "nodes");
+    assert_eq!(g["interval"], 30.0);
+    assert_eq!(g["rules"][0]["type"], "recording");
+    assert_eq!(g["rules"][1]["state"], "firing");
+    assert_eq!(g["rules"][1]["health"], "ok");
+    assert_eq!(g["rules"][1]["duration"], 120.0);
+
+    // Restart while firing: stays firing, no new send before the resend delay.
+    drop(engine);
+    db.flush().unwrap();
+    drop(db);
+    let store = self::store();
+    let db = sled::open(&env.db_path).unwrap();
+    let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
+    for i in 30..32 {
+        write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
+    }
+    // 60s after the last evaluation (= the resend delay, not more).
+    t = T0 + 31 * 15 * S;
+    let sent = engine.evaluate_all(t);
+    assert!(sent.is_empty(), "no re-page after restart: {sent:?}");
+    assert_eq!(engine.alerts_json()["alerts"][0]["state"], "firing");
+
+    // Cools down: resolved, sent with an end time, ALERTS series removed.
+    for i in 32..60 {
+        write_temp(&store, "n1", T0 + i * 15 * S, 10.0);
+    }
+    t = T0 + 59 * 15 * S;
+    let sent = engine.evaluate_all(t);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].ends_at.is_some());
+    assert!(series(&store, "ALERTS", t).is_empty());
+    assert_eq!(engine.alerts_json()["alerts"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn fleet_collector_down_survives_staleness() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "");
+    let store = store();
+    let db = sled::open(dir.path().join("state")).unwrap();
+    let engine = RuleEngine::load(&cfg, store.clone(), &db, &Registry::new()).unwrap();
+    let f = store.family("edgewatch_collector_info", MetricType::Gauge, "", "");
+    let info = |node: &str, ts: i64| {
+        store.write(
+            f,
+            "edgewatch_collector_info",
+            &[
+                ("cluster", "edge-a"),
+                ("node", node),
+                ("instance_id", "x"),
+                ("version", "1"),
+            ],
+            1.0,
+            ts,
+            ts,
+        );
+    };
+    let mut t = T0;
+    info("n1", t);
+    info("n2", t);
+    assert!(engine.evaluate_all(t).is_empty());
+    // n2 goes silent; n1 keeps reporting.
+    for _ in 0..40 {
+        t += 15 * S;
+        info("n1", t);
+        store.sweep(t);
+        let sent = engine.evaluate_all(t);
+        let silent = t - T0;
+        if silent > 2 * 60 * S {
+            assert_eq!(
+                engine.alerts_json()["alerts"].as_array().unwrap().len(),
+                1,
+                "at {silent}ms"
+            );
+        } else {
+            assert!(sent.is_empty());
+        }
+    }
+    // 10 minutes: the store swept n2's own series long ago, the alert still fires.
+    assert_eq!(
+        store
+            .samples(
+                &Selector::parse("edgewatch_collector_info").unwrap(),
+                t - 600 * S,
+                t,
+                t
+            )
+            .len(),
+        1
+    );
+    let a = &engine.alerts_json()["alerts"][0];
+    assert_eq!(a["labels"]["alertname"], "EdgeCollectorDown");
+    assert_eq!(a["labels"]["node"], "n2");
+    assert_eq!(a["labels"]["cluster"], "edge-a");
+    assert_eq!(a["state"], "firing");
+    // n2 comes back: resolved.
+    t += 15 * S;
+    info("n1", t);
+    info("n2", t);
+    let sent = engine.evaluate_all(t);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].ends_at.is_some());
+}
+
+#[tokio::test]
+async fn http_api_shapes() {
+    use tower::ServiceExt;
+    let env = env();
+    let store = store();
+    let db = sled::open(&env.db_path).unwrap();
+    let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
+    write_temp(&store, "n1", T0, 50.0);
+    engine.evaluate_all(T0);
+    for path in ["/api/v1/alerts", "/api/v1/rules"] {
+        let resp = engine
+            .router()
+            .oneshot(
+                axum::http::Request::get(path)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["status"], "success");
+        if path.ends_with("alerts") {
+            assert_eq!(v["data"]["alerts"][0]["state"], "pending");
+            assert!(v["data"]["alerts"][0]["activeAt"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z'));
+        } else {
+            let groups = v["data"]["groups"].as_array().unwrap();
+            assert_eq!(groups.len(), 2);
+            let fleet = &groups[1];
+            assert_eq!(fleet["file"], "<built-in>");
+            let names: Vec<&str> = fleet["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, vec!["EdgeCollectorDown", "EdgeBufferBacklog"]);
+            for r in fleet["rules"].as_array().unwrap() {
+                for k in ["query", "health", "lastError", "evaluationTime", "lastEvaluation", "alerts", "labels", "annotations", "duration"] {
+                    assert!(r.get(k).is_some(), "{k} missing in {r}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn metrics_registered() {
+    let env = env();
+    let registry = Registry::new();
+    let db = sled::open(&env.db_path).unwrap();
+    let engine = RuleEngine::load(&env.cfg, store(), &db, &registry).unwrap();
+    engine.evaluate_all(T0);
+    let names: Vec<String> = registry
+        .gather()
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    for n in [
+        "edgewatch_rule_evaluations_total",
+        "edgewatch_rule_evaluation_failures_total",
+        "edgewatch_rule_group_last_duration_seconds",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
+    }
+    let e = RuleEngine::load(&env.cfg, store(), &db, &registry).err();
+    assert!(matches!(e, Some(RulesError::Metrics(_))));
+}

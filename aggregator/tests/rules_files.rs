@@ -1,0 +1,136 @@
+//! Rule-file errors are located as FILE:LINE:COL.
+
+use edgewatch_aggregator::rules::{file, validate_rule_files};
+
+fn err(text: &str) -> String {
+    match file::parse(text, "r.yml") {
+        Ok(f) => panic!("accepted: {f:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn at(e: &str, line: usize) {
+    assert!(
+        e.starts_with(&format!("r.yml:{line}:")),
+        "want line {line}: {e}"
+    );
+}
+
+#[test]
+fn accepts_prometheus_rule_files() {
+    let f = file::parse(
+        r#"
+groups:
+  - name: g
+    interval: 1m
+    rules:
+      - alert: A
+        expr: |
+          sum by (job) (rate(x_total[5m]))
+            > 1
+        for: 5m
+        keep_firing_for: 10m
+        labels: {severity: page}
+        annotations:
+          summary: "{{ $labels.job }}: {{ $value | humanize }}"
+      - record: job:x:rate5m
+        expr: sum by (job) (rate(x_total[5m]))
+      - alert: B
+        expr: 1
+"#,
+        "r.yml",
+    )
+    .unwrap();
+    assert_eq!(f.groups[0].rules.len(), 3);
+}
+
+#[test]
+fn bad_promql() {
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x[5m]\n");
+    at(&e, 5);
+    assert!(e.contains("r.yml:5:15:"), "{e}");
+    assert!(e.contains("invalid PromQL"), "{e}");
+}
+
+#[test]
+fn unknown_function() {
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        for: 1m\n        expr: predict_linear(x[5m], 60) > 0\n");
+    at(&e, 6);
+    assert!(e.contains("unsupported function \"predict_linear\""), "{e}");
+    let e = err("groups:\n  - name: g\n    rules:\n      - record: r\n        expr: x[5m]\n");
+    at(&e, 5);
+    assert!(e.contains("instant vector or scalar"), "{e}");
+}
+
+#[test]
+fn second_group_and_rule() {
+    let e = err(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n  - name: h\n    rules:\n      - alert: B\n        expr: up\n      - alert: C\n        expr: stddev(up)\n",
+    );
+    at(&e, 11);
+    assert!(e.contains("unsupported aggregation \"stddev\""), "{e}");
+}
+
+#[test]
+fn bad_template() {
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        annotations:\n          summary: \"{{ $labels.job \"\n");
+    at(&e, 7);
+    assert!(e.contains("unclosed action"), "{e}");
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        labels:\n          team: \"{{ .Foo }}\"\n");
+    at(&e, 7);
+    assert!(e.contains("unsupported template action"), "{e}");
+}
+
+#[test]
+fn unknown_field() {
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n        severity: page\n");
+    at(&e, 6);
+    assert!(e.contains("unknown field `severity`"), "{e}");
+    let e = err("groups:\n  - name: g\n    evaluation: 1m\n    rules: []\n");
+    at(&e, 3);
+}
+
+#[test]
+fn rule_shape() {
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        record: b\n        expr: up\n");
+    assert!(e.contains("only one of 'record' and 'alert'"), "{e}");
+    assert!(e.starts_with("r.yml:4:") || e.starts_with("r.yml:3:"), "{e}");
+    let e = err("groups:\n  - name: g\n    rules:\n      - record: b\n        for: 1m\n        expr: up\n");
+    assert!(e.contains("recording rule"), "{e}");
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        for: 5 minutes\n");
+    at(&e, 6);
+    assert!(e.contains("invalid duration"), "{e}");
+    let e = err("groups:\n  - name: g\n    rules: []\n  - name: g\n    rules: []\n");
+    at(&e, 4);
+    assert!(e.contains("repeated"), "{e}");
+}
+
+#[test]
+fn validate_via_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.rules.yml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: holt_winters(x[5m], 0.1, 0.1)\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "http: {{listen: \"127.0.0.1:0\"}}\nstate: {{path: /tmp/x}}\nrule_files: [\"{}/*.rules.yml\"]\n",
+        dir.path().display()
+    );
+    let cfg: edgewatch_config::AggregatorConfig =
+        edgewatch_config::parse(&yaml, "agg.yml").unwrap();
+    let e = validate_rule_files(&cfg).unwrap_err().to_string();
+    assert!(e.contains("a.rules.yml:5:15:"), "{e}");
+    assert!(e.contains("unsupported function \"holt_winters\""), "{e}");
+    // A literal path that does not exist is an error; an empty glob is not.
+    let yaml = "http: {listen: \"127.0.0.1:0\"}\nstate: {path: /tmp/x}\nrule_files: [/nonexistent/rules.yml]\n";
+    let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::parse(yaml, "agg.yml").unwrap();
+    assert!(validate_rule_files(&cfg).is_err());
+    let yaml = "http: {listen: \"127.0.0.1:0\"}\nstate: {path: /tmp/x}\nrule_files: [\"/nonexistent/*.yml\"]\n";
+    let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::parse(yaml, "agg.yml").unwrap();
+    validate_rule_files(&cfg).unwrap();
+    // Defaults keep old configs working.
+    assert_eq!(cfg.evaluation_interval.get().as_secs(), 60);
+    assert_eq!(cfg.fleet.down_after.get().as_secs(), 120);
+    assert_eq!(cfg.store.window.get().as_secs(), 600);
+}

@@ -1,0 +1,520 @@
+//! Prometheus text exposition 0.0.4 and OpenMetrics 1.0 parsing.
+//!
+//! Written by hand on purpose. The maintained crate that covers both formats with
+//! histograms and summaries (`openmetrics-parser` 0.5) rejects whole expositions that
+//! Prometheus accepts: samples of one family with different label-name sets ("Labels in
+//! metrics have different label sets"), consecutive untyped metrics without `# TYPE`
+//! lines (its grammar folds them into one family, then fails "Invalid Name in metric
+//! family"), and a duplicated series fails the whole document. `prometheus-parse` does
+//! not speak OpenMetrics. A scrape must be stored exactly as Prometheus stores it, so this
+//! parser follows Prometheus' own line-oriented parsers (model/textparse `promparse.go`,
+//! `openmetricsparse.go`): every sample line is a series of its own; `# TYPE`/`# HELP`/
+//! `# UNIT` are metadata looked up by family name; a syntax error fails the scrape.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4` (and anything that is not OpenMetrics).
+    Text,
+    /// `application/openmetrics-text`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// From a response's `Content-Type` (Prometheus falls back to the text format).
+    pub fn from_content_type(ct: Option<&str>) -> Format {
+        match ct {
+            Some(ct)
+                if ct
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/openmetrics-text") =>
+            {
+                Format::OpenMetrics
+            }
+            _ => Format::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    GaugeHistogram,
+    Summary,
+    Info,
+    StateSet,
+    Unknown,
+}
+
+impl Kind {
+    fn parse(s: &str, format: Format) -> Option<Kind> {
+        Some(match (s, format) {
+            ("counter", _) => Kind::Counter,
+            ("gauge", _) => Kind::Gauge,
+            ("histogram", _) => Kind::Histogram,
+            ("summary", _) => Kind::Summary,
+            ("untyped", Format::Text) | ("unknown", Format::OpenMetrics) => Kind::Unknown,
+            ("gaugehistogram", Format::OpenMetrics) => Kind::GaugeHistogram,
+            ("info", Format::OpenMetrics) => Kind::Info,
+            ("stateset", Format::OpenMetrics) => Kind::StateSet,
+            _ => return None,
+        })
+    }
+}
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    /// In the order written (duplicates are rejected).
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    /// Explicit timestamp in milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A parsed exposition: samples in order, and the metadata by family name.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    pub samples: Vec<Sample>,
+    pub types: HashMap<String, Kind>,
+    pub help: HashMap<String, String>,
+    pub units: HashMap<String, String>,
+    /// Samples dropped for a label name written twice (Prometheus would fail the scrape).
+    pub label_clashes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses a whole exposition.
+pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
+    let mut out = Exposition::default();
+    let mut saw_eof = false;
+    let n_lines = text.split('\n').count();
+    for (i, raw) in text.split('\n').enumerate() {
+        let line_no = i + 1;
+        let err = |m: String| ParseError {
+            line: line_no,
+            message: m,
+        };
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let last = i + 1 == n_lines; // what follows the final '\n'
+        if saw_eof {
+            if line.is_empty() && last {
+                continue;
+            }
+            return Err(err("content after # EOF".into()));
+        }
+        if line.trim().is_empty() {
+            if format == Format::OpenMetrics && !last {
+                return Err(err("empty line".into()));
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            if format == Format::OpenMetrics && rest == " EOF" {
+                saw_eof = true;
+                continue;
+            }
+            let rest = rest.trim_start_matches([' ', '\t']);
+            let (kw, rest) = split_word(rest);
+            match kw {
+                "TYPE" | "HELP" | "UNIT" => {
+                    let (name, rest) = split_word(rest.trim_start_matches([' ', '\t']));
+                    if name.is_empty() || !valid_metric_name(name) {
+                        if format == Format::OpenMetrics {
+                            return Err(err(format!("invalid metric name in # {kw}")));
+                        }
+                        continue; // promparse: an unparsable comment is a comment
+                    }
+                    let value = rest.strip_prefix([' ', '\t']).unwrap_or(rest);
+                    match kw {
+                        "TYPE" => {
+                            let t = Kind::parse(value.trim(), format).ok_or_else(|| {
+                                err(format!("invalid metric type {:?}", value.trim()))
+                            })?;
+                            out.types.insert(name.to_string(), t);
+                        }
+                        "HELP" => {
+                            out.help.insert(name.to_string(), unescape_help(value));
+                        }
+                        _ if format == Format::OpenMetrics => {
+                            out.units.insert(name.to_string(), value.trim().to_string());
+                        }
+                        _ => {}
+                    }
+                }
+                _ if format == Format::OpenMetrics => return Err(err("invalid comment".into())),
+                _ => {}
+            }
+            continue;
+        }
+        match sample_line(line, format).map_err(err)? {
+            Some(s) => out.samples.push(s),
+            None => out.label_clashes += 1,
+        }
+    }
+    if format == Format::OpenMetrics && !saw_eof {
+        return Err(ParseError {
+            line: text.lines().count(),
+            message: "missing # EOF".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    match s.find([' ', '\t']) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    }
+}
+
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+pub fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn unescape_help(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('n') => out.push('\n'),
+                Some('\\') => out.push('\\'),
+                Some('"') => out.push('"'),
+                Some(o) => {
+                    out.push('\\');
+                    out.push(o);
+                }
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `Ok(None)`: a label name written twice (dropped and counted by the caller).
+fn sample_line(line: &str, format: Format) -> Result<Option<Sample>, String> {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
+        i += 1;
+    }
+    let name = &line[..i];
+    if !valid_metric_name(name) {
+        return Err(format!("invalid metric name in {:?}", truncate(line)));
+    }
+    let mut labels: Vec<(String, String)> = Vec::new();
+    let mut clash = false;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
+            *i += 1;
+        }
+    };
+    if format == Format::Text {
+        let mut j = i;
+        skip_ws(&mut j);
+        if b.get(j) == Some(&b'{') {
+            i = j;
+        }
+    }
+    if i < b.len() && b[i] == b'{' {
+        i += 1;
+        loop {
+            skip_ws(&mut i);
+            if i < b.len() && b[i] == b'}' {
+                i += 1;
+                break;
+            }
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            let lname = &line[start..i];
+            if !valid_label_name(lname) {
+                return Err(format!("invalid label name in {:?}", truncate(line)));
+            }
+            skip_ws(&mut i);
+            if i >= b.len() || b[i] != b'=' {
+                return Err(format!(
+                    "expected '=' after label name in {:?}",
+                    truncate(line)
+                ));
+            }
+            i += 1;
+            skip_ws(&mut i);
+            if i >= b.len() || b[i] != b'"' {
+                return Err(format!("expected '\"' in {:?}", truncate(line)));
+            }
+            i += 1;
+            let mut value = String::new();
+            loop {
+                let Some(&c) = b.get(i) else {
+                    return Err(format!("unterminated label value in {:?}", truncate(line)));
+                };
+                match c {
+                    b'"' => {
+                        i += 1;
+                        break;
+                    }
+                    b'\\' => {
+                        match b.get(i + 1) {
+                            Some(b'n') => value.push('\n'),
+                            Some(b'\\') => value.push('\\'),
+                            Some(b'"') => value.push('"'),
+                            _ => {
+                                return Err(format!(
+                                    "invalid escape in label value in {:?}",
+                                    truncate(line)
+                                ))
+                            }
+                        }
+                        i += 2;
+                    }
+                    _ => {
+                        // Copy one UTF-8 character.
+                        let ch = line[i..].chars().next().expect("in bounds");
+                        value.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+            }
+            if lname == "__name__" || labels.iter().any(|(k, _)| k == lname) {
+                clash = true;
+            }
+            labels.push((lname.to_string(), value));
+            skip_ws(&mut i);
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return Err(format!("expected ',' or '}}' in {:?}", truncate(line))),
+            }
+        }
+    }
+    // Value, optional timestamp, optional exemplar (OpenMetrics).
+    let rest = &line[i..];
+    if !rest.starts_with([' ', '\t']) {
+        return Err(format!("expected a value in {:?}", truncate(line)));
+    }
+    let rest = match (format, rest.find(" # ")) {
+        (Format::OpenMetrics, Some(p)) => &rest[..p],
+        _ => rest,
+    };
+    let mut parts = rest.split([' ', '\t']).filter(|p| !p.is_empty());
+    let value = parts
+        .next()
+        .ok_or_else(|| format!("expected a value in {:?}", truncate(line)))?;
+    let value = parse_float(value).ok_or_else(|| format!("invalid value {value:?}"))?;
+    let timestamp_ms = match parts.next() {
+        None => None,
+        Some(t) => Some(match format {
+            Format::Text => t
+                .parse::<i64>()
+                .map_err(|_| format!("invalid timestamp {t:?}"))?,
+            Format::OpenMetrics => {
+                let s: f64 = parse_float(t)
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| format!("invalid timestamp {t:?}"))?;
+                (s * 1000.0).round() as i64
+            }
+        }),
+    };
+    if let Some(extra) = parts.next() {
+        return Err(format!("unexpected {extra:?} after the timestamp"));
+    }
+    if clash {
+        return Ok(None);
+    }
+    Ok(Some(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+        timestamp_ms,
+    }))
+}
+
+/// Go `strconv.ParseFloat` for what expositions contain (`NaN`, `+Inf`, `-Inf`, `Inf`).
+pub fn parse_float(s: &str) -> Option<f64> {
+    match s {
+        "NaN" | "nan" => Some(f64::NAN),
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => {
+            let t = s.strip_prefix('+').unwrap_or(s);
+            if t.is_empty()
+                || !t.bytes().all(|c| {
+                    c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+' | b'_')
+                })
+            {
+                return None;
+            }
+            t.replace('_', "").parse().ok()
+        }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(120) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'g', -1, 64)`, the form Prometheus' own clients write
+/// `le`/`quantile` values in and the aggregator writes them back in.
+pub fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
+    }
+    // Shortest round-trip digits and decimal exponent.
+    let e = format!("{:e}", f);
+    let (mant, exp) = e.split_once('e').expect("exponent form");
+    let exp: i32 = exp.parse().expect("exponent");
+    let neg = mant.starts_with('-');
+    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    // strconv/ftoa.go formatDigits, 'g' shortest: eprec = 6.
+    if !(-4..6).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", exp.abs()));
+    } else if exp < 0 {
+        out.push_str("0.");
+        for _ in 0..(-exp - 1) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(&digits);
+            for _ in digits.len()..int_len {
+                out.push('0');
+            }
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_float_matches_go() {
+        // strconv.FormatFloat(x, 'g', -1, 64)
+        for (f, s) in [
+            (1.0, "1"),
+            (0.5, "0.5"),
+            (0.005, "0.005"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (100.0, "100"),
+            (123456.0, "123456"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (2.5e7, "2.5e+07"),
+            (-3.25, "-3.25"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(go_float(f), s, "{f}");
+        }
+    }
+
+    #[test]
+    fn text_format() {
+        let t = "# HELP a_total Total \\n as.\n# TYPE a_total counter\na_total{x=\"1\",y=\"q\\\"\\\\\\n\"} 3 1700000000000\n\nb 4.5\nc{} NaN\nd { x = \"y\" , } +Inf\n# some comment\n";
+        let e = parse(t, Format::Text).unwrap();
+        assert_eq!(e.types["a_total"], Kind::Counter);
+        assert_eq!(e.help["a_total"], "Total \n as.");
+        assert_eq!(e.samples.len(), 4);
+        assert_eq!(
+            e.samples[0].labels,
+            vec![("x".into(), "1".into()), ("y".into(), "q\"\\\n".into())]
+        );
+        assert_eq!(e.samples[0].timestamp_ms, Some(1_700_000_000_000));
+        assert!(e.samples[2].value.is_nan());
+        assert_eq!(e.samples[3].value, f64::INFINITY);
+        assert_eq!(e.samples[3].labels, vec![("x".into(), "y".into())]);
+    }
+
+    #[test]
+    fn openmetrics_format() {
+        let t = "# TYPE a counter\n# UNIT a seconds\na_total{x=\"1\"} 3 1700000000.5 # {trace_id=\"abc\"} 1.0 1700000000.1\na_created{x=\"1\"} 1600000000\n# EOF\n";
+        let e = parse(t, Format::OpenMetrics).unwrap();
+        assert_eq!(e.types["a"], Kind::Counter);
+        assert_eq!(e.units["a"], "seconds");
+        assert_eq!(e.samples.len(), 2);
+        assert_eq!(e.samples[0].timestamp_ms, Some(1_700_000_000_500));
+        assert!(parse("a 1\n", Format::OpenMetrics).is_err(), "missing EOF");
+        assert!(parse("a 1\n# EOF\nb 2\n", Format::OpenMetrics).is_err());
+    }
+
+    #[test]
+    fn errors_and_clashes() {
+        for bad in [
+            "a{x=\"1\" 1\n",
+            "a{x=1} 1\n",
+            "a\n",
+            "a 1 2 3\n",
+            "1a 1\n",
+            "a{x=\"\\q\"} 1\n",
+            "a x\n",
+            "# TYPE a nonsense\n",
+        ] {
+            assert!(parse(bad, Format::Text).is_err(), "{bad:?}");
+        }
+        let e = parse("a{x=\"1\",x=\"2\"} 1\nb 2\n", Format::Text).unwrap();
+        assert_eq!(e.label_clashes, 1);
+        assert_eq!(e.samples.len(), 1);
+    }
+}
