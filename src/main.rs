@@ -70,10 +70,12 @@ fn main() -> ExitCode {
         return validate(*role, file);
     }
     init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if matches!(cli.command, Command::Collector { .. }) {
+        edge_footprint(&mut builder);
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("edgewatch: cannot start the runtime: {e}");
@@ -89,6 +91,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// An edge node gives the collector a sliver of a core: one worker thread (unless
+/// `TOKIO_WORKER_THREADS` says otherwise) avoids cross-thread wake-ups on every
+/// request, a small blocking pool bounds threads, and fewer malloc arenas keep RSS
+/// down (glibc creates one per thread up to 8 × cores).
+fn edge_footprint(builder: &mut tokio::runtime::Builder) {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    builder.max_blocking_threads(8);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread
+    // exists. M_ARENA_MAX is -8 in glibc's malloc.h.
+    unsafe {
+        libc::mallopt(-8, 2);
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter =
@@ -101,12 +120,15 @@ fn init_logging() {
 
 fn validate(role: Role, file: &std::path::Path) -> ExitCode {
     let result = match role {
-        Role::Collector => {
-            edgewatch_config::load::<edgewatch_config::CollectorConfig>(file).map(|_| ())
-        }
-        Role::Aggregator => {
-            edgewatch_config::load::<edgewatch_config::AggregatorConfig>(file).map(|_| ())
-        }
+        Role::Collector => edgewatch_config::load::<edgewatch_config::CollectorConfig>(file)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        // Rule files are part of the aggregator's configuration: check them too.
+        Role::Aggregator => edgewatch_config::load::<edgewatch_config::AggregatorConfig>(file)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                edgewatch_aggregator::rules::validate_rule_files(&cfg).map_err(|e| e.to_string())
+            }),
     };
     match result {
         Ok(()) => {

@@ -26,6 +26,10 @@ pub enum AggregatorError {
     #[error(transparent)]
     Notify(#[from] notify::NotifyError),
     #[error(transparent)]
+    Rules(#[from] rules::RulesError),
+    #[error(transparent)]
+    Reconcile(#[from] reconcile::ReconcileError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -93,6 +97,19 @@ pub async fn start(
     let mut app = expose::router(store.clone()).merge(web_router(registry.clone()));
     if let Some(n) = &notifier {
         app = app.merge(n.router());
+    }
+    // Loaded before ingest starts: it tells the store which series keep a window.
+    let rules = rules::RuleEngine::load(cfg, store.clone(), &state, &registry)?;
+    app = app.merge(rules.router());
+    background.push(tokio::spawn(rules.run(notifier.clone(), shutdown.clone())));
+    let down_after = cfg.fleet.down_after.get();
+    let reconciler = reconcile::Reconciler::new(cfg, store.clone(), &registry)?;
+    app = app
+        .merge(fleet::router(store.clone(), down_after))
+        .merge(web::router(store.clone(), down_after, reconciler.as_ref().map(|r| r.handle())));
+    if let Some(r) = reconciler {
+        app = app.merge(r.router());
+        background.push(tokio::spawn(r.run(shutdown.clone())));
     }
     let out = Aggregator {
         otlp_grpc: listeners.grpc_addr(),

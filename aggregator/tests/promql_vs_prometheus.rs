@@ -177,10 +177,30 @@ fn dataset(now_s: i64) -> Vec<Series> {
             labels: vec![("node", node.into())],
             samples: ts
                 .iter()
-                .map(|&t| (t, if age < 0.0 { 0.0 } else { t as f64 / 1000.0 - age }))
+                .map(|&t| {
+                    (
+                        t,
+                        if age < 0.0 {
+                            0.0
+                        } else {
+                            t as f64 / 1000.0 - age
+                        },
+                    )
+                })
                 .collect(),
         });
     }
+    // A counter that starts 3 minutes ago near zero (rate extrapolation stops at zero).
+    out.push(Series {
+        name: "new_counter_total",
+        kind: MetricType::Counter,
+        labels: vec![("job", "api".into())],
+        samples: ts[ts.len() - 9..]
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, 2.0 + 5.0 * i as f64))
+            .collect(),
+    });
     for (node, drops) in [("n1", true), ("n2", false)] {
         let mut v = 100.0;
         out.push(Series {
@@ -255,6 +275,23 @@ const EXPRS: &[&str] = &[
     "node_meta or temperature",
     "time() - edgewatch_buffer_oldest_timestamp_seconds > 600 and edgewatch_buffer_oldest_timestamp_seconds > 0",
     "increase(edgewatch_buffer_dropped_points_total[5m]) > 0",
+    "rate(new_counter_total[5m])",
+    "increase(new_counter_total[10m])",
+    "delta(new_counter_total[1m])",
+    "absent_over_time(new_counter_total[1m])",
+    "absent_over_time(nothing_here{a=\"b\"}[1m])",
+    "last_over_time(temperature[2m])",
+    "count(temperature > 20)",
+    "bottomk(1, temperature)",
+    "group by (zone) (temperature)",
+    "timestamp(temperature offset 2m)",
+    "max by (zone) (temperature) / on (zone) group_left min by (zone) (temperature)",
+    "sum without (code) (rate(http_requests_total[3m])) * 60",
+    "abs(delta(temperature[4m]))",
+    "clamp_min(temperature, 22) - 22",
+    "http_requests_total % 7",
+    "temperature ^ 2 >= 400",
+    "temperature != bool 20",
     // Both must fail: many-to-many / implicit many-to-one / duplicate label sets.
     "temperature * on (zone) node_meta",
     "temperature * on (zone) sum by (zone) (temperature)",
@@ -306,10 +343,7 @@ fn ours(store: &Store, q: &str, at_ms: i64) -> Result_ {
     eval::check(&e)?;
     match eval::eval(&e, store, at_ms).map_err(|e| e.to_string())? {
         Value::Scalar(s) => Ok((Some(s), BTreeMap::new())),
-        Value::Vector(v) => Ok((
-            None,
-            v.into_iter().map(|s| (s.labels, s.value)).collect(),
-        )),
+        Value::Vector(v) => Ok((None, v.into_iter().map(|s| (s.labels, s.value)).collect())),
         other => Err(format!("unexpected value {other:?}")),
     }
 }
@@ -337,7 +371,10 @@ async fn same_results_as_prometheus() {
     let port = free_port();
     let child = Command::new(PROMETHEUS)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--web.enable-remote-write-receiver")
         .stdout(Stdio::null())
@@ -430,12 +467,16 @@ async fn same_results_as_prometheus() {
         }
     }
 
-    let at_ms = (now_s - 30) * 1000;
-    let at = at_ms as f64 / 1000.0;
-    let mut table = String::from("| expression | prometheus | ours | match |\n|---|---|---|---|\n");
+    let mut table =
+        String::from("| expression | at | prometheus | ours | match |\n|---|---|---|---|---|\n");
     let mut mismatches = Vec::new();
     let mut nonempty = 0;
-    for q in EXPRS {
+    // Aligned with the samples' offsets and not.
+    for (at_ms, q) in [now_s * 1000 - 30_000, now_s * 1000 - 127_500]
+        .into_iter()
+        .flat_map(|t| EXPRS.iter().map(move |q| (t, q)))
+    {
+        let at = at_ms as f64 / 1000.0;
         let p = prometheus_query(&client, port, q, at).await;
         let o = ours(&store, q, at_ms);
         let desc = |r: &Result_| match r {
@@ -466,7 +507,8 @@ async fn same_results_as_prometheus() {
             }
         }
         table.push_str(&format!(
-            "| `{q}` | {} | {} | {} |\n",
+            "| `{q}` | now-{}s | {} | {} | {} |\n",
+            (now_s * 1000 - at_ms) as f64 / 1000.0,
             desc(&p),
             desc(&o),
             if ok { "yes" } else { "NO" }
@@ -477,6 +519,9 @@ async fn same_results_as_prometheus() {
     }
     println!("{table}");
     assert!(EXPRS.len() >= 30);
-    assert!(nonempty >= 28, "too many empty results: {nonempty}\n{table}");
+    assert!(
+        nonempty >= 28,
+        "too many empty results: {nonempty}\n{table}"
+    );
     assert!(mismatches.is_empty(), "{}\n{table}", mismatches.join("\n"));
 }

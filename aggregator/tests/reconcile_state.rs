@@ -45,7 +45,12 @@ fn desired(rev: &str, apps: &[DesiredApp], clusters: &[(&str, &[&str])]) -> Desi
         apps: apps.iter().map(|a| (a.name.clone(), a.clone())).collect(),
         clusters: clusters
             .iter()
-            .map(|(c, a)| (c.to_string(), a.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()))
+            .map(|(c, a)| {
+                (
+                    c.to_string(),
+                    a.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+                )
+            })
             .collect(),
     }
 }
@@ -124,10 +129,34 @@ fn scenarios() -> Vec<(&'static str, Vec<Step>)> {
         (
             "rollout: Synced -> Progressing on digest change -> Synced",
             vec![
-                s(0, Some(D1), Some(1), &[(D1, true), (D1, true)], Some(Synced)),
-                s(10, Some(D2), Some(1), &[(D1, true), (D1, true)], Some(Progressing)),
-                s(60, Some(D2), Some(1), &[(D2, false), (D1, true)], Some(Progressing)),
-                s(120, Some(D2), Some(1), &[(D2, true), (D2, true)], Some(Synced)),
+                s(
+                    0,
+                    Some(D1),
+                    Some(1),
+                    &[(D1, true), (D1, true)],
+                    Some(Synced),
+                ),
+                s(
+                    10,
+                    Some(D2),
+                    Some(1),
+                    &[(D1, true), (D1, true)],
+                    Some(Progressing),
+                ),
+                s(
+                    60,
+                    Some(D2),
+                    Some(1),
+                    &[(D2, false), (D1, true)],
+                    Some(Progressing),
+                ),
+                s(
+                    120,
+                    Some(D2),
+                    Some(1),
+                    &[(D2, true), (D2, true)],
+                    Some(Synced),
+                ),
             ],
         ),
         (
@@ -161,8 +190,20 @@ fn scenarios() -> Vec<(&'static str, Vec<Step>)> {
         (
             "running some other digest past the deadline (mixed) -> OutOfSync",
             vec![
-                s(0, Some(D2), Some(1), &[(D2, true), (D3, true)], Some(Progressing)),
-                s(601, Some(D2), Some(1), &[(D2, true), (D3, true)], Some(OutOfSync)),
+                s(
+                    0,
+                    Some(D2),
+                    Some(1),
+                    &[(D2, true), (D3, true)],
+                    Some(Progressing),
+                ),
+                s(
+                    601,
+                    Some(D2),
+                    Some(1),
+                    &[(D2, true), (D3, true)],
+                    Some(OutOfSync),
+                ),
             ],
         ),
         (
@@ -250,7 +291,10 @@ fn every_state_and_transition() {
                     assert_eq!(g.revision, rev, "{name}: step {i}: transition revision");
                     let t = next.transitions.last().expect("a transition");
                     assert_eq!((t.to, t.at_ms, t.revision.as_str()), (e, now, rev.as_str()));
-                    assert_eq!(t.from, last_state.filter(|_| prev.get("c1", &g.app).is_some()));
+                    assert_eq!(
+                        t.from,
+                        last_state.filter(|_| prev.get("c1", &g.app).is_some())
+                    );
                 } else {
                     assert!(g.since_ms < now, "{name}: step {i}: no transition");
                     assert_eq!(next.transitions.len(), prev.transitions.len());
@@ -263,15 +307,19 @@ fn every_state_and_transition() {
             prev = next;
         }
     }
-    assert_eq!(seen_states, State::ALL.into_iter().collect(), "every state covered");
+    assert_eq!(
+        seen_states,
+        State::ALL.into_iter().collect(),
+        "every state covered"
+    );
 }
 
 #[test]
 fn pure_same_inputs_same_output() {
     let d = desired("r", &[app("a", "m", D1)], &[("c1", &["a"])]);
-    let o = observed(1000_000, &[("c1", Some(1), vec![pod(0, "m", D1, false)])]);
-    let a = reconcile(&d, &o, &Status::default(), 1000_000, &opts());
-    let b = reconcile(&d, &o, &Status::default(), 1000_000, &opts());
+    let o = observed(1_000_000, &[("c1", Some(1), vec![pod(0, "m", D1, false)])]);
+    let a = reconcile(&d, &o, &Status::default(), 1_000_000, &opts());
+    let b = reconcile(&d, &o, &Status::default(), 1_000_000, &opts());
     assert_eq!(a, b);
 }
 

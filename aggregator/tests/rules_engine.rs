@@ -58,6 +58,18 @@ fn env() -> Env {
     }
 }
 
+/// Opens sled, waiting for a previous handle's background thread to let go of
+/// the lock (a restart within one process).
+fn open_db(path: &std::path::Path) -> sled::Db {
+    for _ in 0..100 {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+    sled::open(path).unwrap()
+}
+
 fn store() -> Arc<Store> {
     Arc::new(Store::new(StoreOptions::default(), &Registry::new()))
 }
@@ -67,7 +79,9 @@ fn write_temp(s: &Store, node: &str, ts: i64, v: f64) {
     s.write(f, "temp", &[("node", node)], v, ts, ts);
 }
 
-fn series(s: &Store, sel: &str, now: i64) -> Vec<(String, Vec<(String, String)>, f64)> {
+type Found = Vec<(String, Vec<(String, String)>, f64)>;
+
+fn series(s: &Store, sel: &str, now: i64) -> Found {
     s.samples(&Selector::parse(sel).unwrap(), now - 1, now, now)
         .into_iter()
         .map(|x| (x.name, x.labels, x.samples.last().unwrap().1))
@@ -79,7 +93,7 @@ fn rules_alerts_recording_and_restart() {
     let env = env();
     validate_rule_files(&env.cfg).unwrap();
     let store = store();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = open_db(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     // A file rule named like a built-in replaces it; the others stay.
     assert_eq!(engine.group_names(), vec!["nodes", FLEET_GROUP]);
@@ -106,7 +120,10 @@ fn rules_alerts_recording_and_restart() {
     let api = engine.alerts_json();
     assert_eq!(api["alerts"][0]["state"], "pending");
     assert_eq!(api["alerts"][0]["labels"]["node"], "n1");
-    assert_eq!(api["alerts"][0]["annotations"]["summary"], "n1 averages 40 degrees");
+    assert_eq!(
+        api["alerts"][0]["annotations"]["summary"],
+        "n1 averages 40 degrees"
+    );
     assert_eq!(api["alerts"][0]["value"], "4e+01");
 
     // 1m later: still pending. Then restart the engine (new store, same sled).
@@ -120,7 +137,7 @@ fn rules_alerts_recording_and_restart() {
     drop(db);
 
     let store = self::store();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = open_db(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     for i in 24..30 {
         write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
@@ -149,7 +166,7 @@ fn rules_alerts_recording_and_restart() {
     db.flush().unwrap();
     drop(db);
     let store = self::store();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = open_db(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     for i in 30..32 {
         write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
@@ -247,7 +264,7 @@ async fn http_api_shapes() {
     use tower::ServiceExt;
     let env = env();
     let store = store();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = open_db(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     write_temp(&store, "n1", T0, 50.0);
     engine.evaluate_all(T0);
@@ -262,7 +279,9 @@ async fn http_api_shapes() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["status"], "success");
         if path.ends_with("alerts") {
@@ -284,7 +303,17 @@ async fn http_api_shapes() {
                 .collect();
             assert_eq!(names, vec!["EdgeCollectorDown", "EdgeBufferBacklog"]);
             for r in fleet["rules"].as_array().unwrap() {
-                for k in ["query", "health", "lastError", "evaluationTime", "lastEvaluation", "alerts", "labels", "annotations", "duration"] {
+                for k in [
+                    "query",
+                    "health",
+                    "lastError",
+                    "evaluationTime",
+                    "lastEvaluation",
+                    "alerts",
+                    "labels",
+                    "annotations",
+                    "duration",
+                ] {
                     assert!(r.get(k).is_some(), "{k} missing in {r}");
                 }
             }
@@ -296,7 +325,7 @@ async fn http_api_shapes() {
 fn metrics_registered() {
     let env = env();
     let registry = Registry::new();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = open_db(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store(), &db, &registry).unwrap();
     engine.evaluate_all(T0);
     let names: Vec<String> = registry
@@ -313,4 +342,45 @@ fn metrics_registered() {
     }
     let e = RuleEngine::load(&env.cfg, store(), &db, &registry).err();
     assert!(matches!(e, Some(RulesError::Metrics(_))));
+}
+
+#[tokio::test]
+async fn run_evaluates_on_the_interval_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fast.rules.yml"),
+        "groups:\n  - name: fast\n    interval: 100ms\n    rules:\n      - alert: Always\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    let cfg = config(dir.path(), "");
+    let store = store();
+    let db = sled::open(dir.path().join("state")).unwrap();
+    let registry = Registry::new();
+    let engine = RuleEngine::load(&cfg, store.clone(), &db, &registry).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(engine.clone().run(None, stop.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("run stops on shutdown")
+        .unwrap();
+    let evals = registry
+        .gather()
+        .into_iter()
+        .find(|m| m.name() == "edgewatch_rule_evaluations_total")
+        .unwrap();
+    let fast = evals
+        .get_metric()
+        .iter()
+        .find(|m| m.get_label()[0].value() == "fast")
+        .unwrap()
+        .get_counter()
+        .get_value();
+    assert!(fast >= 3.0, "{fast}");
+    assert_eq!(engine.alerts_json()["alerts"][0]["state"], "firing");
+    assert_eq!(
+        engine.alerts_json()["alerts"][0]["labels"]["alertname"],
+        "Always"
+    );
 }

@@ -60,6 +60,10 @@ fn unknown_function() {
     let e = err("groups:\n  - name: g\n    rules:\n      - record: r\n        expr: x[5m]\n");
     at(&e, 5);
     assert!(e.contains("instant vector or scalar"), "{e}");
+    // Names the parser does not know at all.
+    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: holt_winters(x[5m], 0.1, 0.1)\n");
+    at(&e, 5);
+    assert!(e.contains("holt_winters"), "{e}");
 }
 
 #[test]
@@ -92,10 +96,17 @@ fn unknown_field() {
 
 #[test]
 fn rule_shape() {
-    let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        record: b\n        expr: up\n");
+    let e = err(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        record: b\n        expr: up\n",
+    );
     assert!(e.contains("only one of 'record' and 'alert'"), "{e}");
-    assert!(e.starts_with("r.yml:4:") || e.starts_with("r.yml:3:"), "{e}");
-    let e = err("groups:\n  - name: g\n    rules:\n      - record: b\n        for: 1m\n        expr: up\n");
+    assert!(
+        e.starts_with("r.yml:4:") || e.starts_with("r.yml:3:"),
+        "{e}"
+    );
+    let e = err(
+        "groups:\n  - name: g\n    rules:\n      - record: b\n        for: 1m\n        expr: up\n",
+    );
     assert!(e.contains("recording rule"), "{e}");
     let e = err("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        for: 5 minutes\n");
     at(&e, 6);
@@ -110,7 +121,7 @@ fn validate_via_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("a.rules.yml"),
-        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: holt_winters(x[5m], 0.1, 0.1)\n",
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: quantile_over_time(0.5, x[5m])\n",
     )
     .unwrap();
     let yaml = format!(
@@ -121,7 +132,10 @@ fn validate_via_config() {
         edgewatch_config::parse(&yaml, "agg.yml").unwrap();
     let e = validate_rule_files(&cfg).unwrap_err().to_string();
     assert!(e.contains("a.rules.yml:5:15:"), "{e}");
-    assert!(e.contains("unsupported function \"holt_winters\""), "{e}");
+    assert!(
+        e.contains("unsupported function \"quantile_over_time\""),
+        "{e}"
+    );
     // A literal path that does not exist is an error; an empty glob is not.
     let yaml = "http: {listen: \"127.0.0.1:0\"}\nstate: {path: /tmp/x}\nrule_files: [/nonexistent/rules.yml]\n";
     let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::parse(yaml, "agg.yml").unwrap();

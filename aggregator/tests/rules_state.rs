@@ -109,7 +109,10 @@ fn flapping_pending_alert_is_dropped_and_restarts() {
     let o = SendOptions::default();
     let (s, _) = step(&r, RuleState::default(), &[sample("n1", 12.0)], T0, o).unwrap();
     let (s, sent) = step(&r, s, &[], T0 + MIN, o).unwrap();
-    assert!(s.active.is_empty(), "a pending alert that goes away is dropped");
+    assert!(
+        s.active.is_empty(),
+        "a pending alert that goes away is dropped"
+    );
     assert!(sent.is_empty(), "and never notified");
     let (s, _) = step(&r, s, &[sample("n1", 12.0)], T0 + 2 * MIN, o).unwrap();
     assert_eq!(only(&s).active_at, T0 + 2 * MIN, "the for timer restarts");
@@ -130,7 +133,10 @@ fn firing_resolves_and_is_resent_for_15m() {
     assert_eq!(a.resolved_at, Some(T0 + MIN));
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].ends_at, Some(ms_to_time(T0 + MIN)));
-    assert!(alert_series(&s).is_empty(), "no ALERTS series once resolved");
+    assert!(
+        alert_series(&s).is_empty(),
+        "no ALERTS series once resolved"
+    );
     // Kept and re-sent (resend delay) until 15m after resolving.
     let (s, sent) = step(&r, s, &[], T0 + 3 * MIN, o).unwrap();
     assert_eq!(sent.len(), 1);

@@ -25,6 +25,7 @@ pub struct ForwardOptions {
     pub timeout: Duration,
     pub max_batch_bytes: usize,
     pub max_in_flight: usize,
+    pub linger: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -36,6 +37,7 @@ impl ForwardOptions {
             timeout: c.timeout.get(),
             max_batch_bytes: c.max_batch_bytes.bytes() as usize,
             max_in_flight: c.max_in_flight.max(1),
+            linger: c.linger.get(),
             initial_backoff: c.initial_backoff.get(),
             max_backoff: c.max_backoff.get(),
         }
@@ -163,8 +165,14 @@ impl Forwarder {
                 in_flight.push_back(self.send(entries, shutdown.clone()));
             }
             if in_flight.is_empty() {
+                // Idle: wait for data, then a little longer so that a trickle of small
+                // requests goes out as one batch.
                 tokio::select! {
-                    _ = self.buffer.wait_for_entries(next) => continue,
+                    _ = self.buffer.wait_for_entries(next) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(self.opts.linger) => continue,
                     _ = shutdown.cancelled() => return,
                 }
             }

@@ -70,8 +70,10 @@ fn default_evaluation_interval() -> Dur {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetConfig {
-    /// A collector without data for this long is down (`EdgeCollectorDown`). Keep it
-    /// below `store.staleness`: the store drops a silent collector's series after that.
+    /// A collector without data for this long is down (`EdgeCollectorDown`). May exceed
+    /// `store.staleness`: the rule engine keeps each collector's last-seen time itself
+    /// (`edgewatch_collector_last_seen_timestamp_seconds`) after the store drops the
+    /// silent collector's own series.
     #[serde(default = "default_down_after")]
     pub down_after: Dur,
 }

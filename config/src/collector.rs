@@ -216,6 +216,11 @@ pub struct ForwardConfig {
     /// Upper bound of one forwarded request, before compression.
     #[serde(default = "default_batch_bytes")]
     pub max_batch_bytes: ByteSize,
+    /// How long the forwarder waits for more data before sending a batch that is not
+    /// full (like the OTel Collector batch processor's `timeout`); backlogs are sent
+    /// without waiting.
+    #[serde(default = "default_linger")]
+    pub linger: Dur,
     /// Export calls in flight at once while draining.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
@@ -231,6 +236,9 @@ fn default_forward_timeout() -> Dur {
 }
 fn default_batch_bytes() -> ByteSize {
     ByteSize::mib(2)
+}
+fn default_linger() -> Dur {
+    Dur::millis(200)
 }
 fn default_in_flight() -> usize {
     4

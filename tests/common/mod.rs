@@ -546,3 +546,133 @@ impl Collector {
         c
     }
 }
+
+impl Aggregator {
+    /// Like [`Aggregator::start`], with `extra` appended to the config at the top level
+    /// (e.g. a `reconciler:` or `fleet:` section).
+    pub async fn start_with_extra(dir: &Path, extra: &str) -> Aggregator {
+        let (grpc, http_otlp, http) = (free_port(), free_port(), free_port());
+        let config = dir.join("aggregator.yaml");
+        write(
+            &config,
+            &format!(
+                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\nstate:\n  path: {}\n{extra}",
+                dir.join("aggregator-state").display()
+            ),
+        );
+        let proc = Self::spawn(&config, dir);
+        let a = Aggregator {
+            grpc,
+            http_otlp,
+            http,
+            config,
+            proc,
+        };
+        wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await;
+        a
+    }
+}
+
+/// One inference pod as a collector reports it (`edgewatch_model_info` /
+/// `edgewatch_model_ready`).
+#[derive(Debug, Clone)]
+pub struct ModelPod {
+    pub namespace: String,
+    pub pod: String,
+    pub deployment: String,
+    pub model: String,
+    pub version: String,
+    pub image: String,
+    pub digest: String,
+    pub ready: bool,
+}
+
+/// An OTLP request as a collector on (cluster, node) forwards it: the pods' model
+/// gauges under scope `edgewatch.scrape` (names kept exact) and the collector's own
+/// `edgewatch_collector_info`, resource attributes `k8s.cluster.name`/`k8s.node.name`,
+/// timestamped now.
+pub fn model_request(
+    cluster: &str,
+    node: &str,
+    pods: &[ModelPod],
+    collector_version: &str,
+) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value, AnyValue, InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use prost::Message;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let now = now_ms() as u64 * 1_000_000;
+    let point = |attrs: Vec<KeyValue>, v: f64| NumberDataPoint {
+        attributes: attrs,
+        time_unix_nano: now,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    };
+    let gauge = |name: &str, points: Vec<NumberDataPoint>| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    };
+    let pod_attrs = |p: &ModelPod| {
+        vec![
+            kv("namespace", &p.namespace),
+            kv("pod", &p.pod),
+            kv("deployment", &p.deployment),
+            kv("model", &p.model),
+            kv("version", &p.version),
+            kv("image", &p.image),
+            kv("digest", &p.digest),
+        ]
+    };
+    let info = pods.iter().map(|p| point(pod_attrs(p), 1.0)).collect();
+    let ready = pods
+        .iter()
+        .map(|p| point(pod_attrs(p), if p.ready { 1.0 } else { 0.0 }))
+        .collect();
+    let collector = vec![point(
+        vec![
+            kv("instance_id", &format!("{cluster}-{node}")),
+            kv("version", collector_version),
+        ],
+        1.0,
+    )];
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![
+                    kv("service.name", "edgewatch-collector"),
+                    kv("k8s.cluster.name", cluster),
+                    kv("k8s.node.name", node),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "edgewatch.scrape".into(),
+                    ..Default::default()
+                }),
+                metrics: vec![
+                    gauge("edgewatch_model_info", info),
+                    gauge("edgewatch_model_ready", ready),
+                    gauge("edgewatch_collector_info", collector),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}

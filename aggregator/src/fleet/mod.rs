@@ -14,10 +14,25 @@ use crate::store::{Selector, Store};
 /// Series that carry a `cluster`/`node` pair and say the collector is alive.
 pub const LIVENESS_SELECTORS: &[&str] = &[
     "edgewatch_collector_info",
+    LAST_SEEN,
     "{job=\"edgewatch-collector\"}",
     "edgewatch_model_info",
     "edgewatch_model_ready",
 ];
+
+/// Written by the rules engine per collector (value: unix seconds of its newest
+/// `edgewatch_collector_info` sample), kept after the store drops a silent
+/// collector's own series.
+pub const LAST_SEEN: &str = "edgewatch_collector_last_seen_timestamp_seconds";
+
+/// When a liveness series says its collector was last seen (ms).
+pub fn seen_ms(s: &crate::store::SeriesRef<'_>) -> i64 {
+    if s.name() == LAST_SEEN {
+        (s.value() * 1000.0) as i64
+    } else {
+        s.timestamp_ms()
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NodeView {
@@ -76,9 +91,9 @@ pub fn view(store: &Store, now_ms: i64, down_after: Duration) -> FleetView {
                 node: node.to_owned(),
                 ..Default::default()
             });
-        n.last_seen_ms = n.last_seen_ms.max(s.timestamp_ms());
+        n.last_seen_ms = n.last_seen_ms.max(seen_ms(&s));
         match s.name() {
-            "edgewatch_collector_info" => {
+            "edgewatch_collector_info" | LAST_SEEN => {
                 n.collector_version = s.label("version").map(str::to_owned);
                 n.instance_id = s.label("instance_id").map(str::to_owned);
             }
@@ -88,12 +103,10 @@ pub fn view(store: &Store, now_ms: i64, down_after: Duration) -> FleetView {
             "edgewatch_buffer_bytes" => {
                 *n.buffer_bytes.get_or_insert(0.0) += s.value();
             }
-            "edgewatch_buffer_oldest_timestamp_seconds" => {
-                if s.value() > 0.0 {
-                    let age = (now_ms as f64 / 1000.0 - s.value()).max(0.0);
-                    let cur = n.buffer_oldest_age_seconds.get_or_insert(0.0);
-                    *cur = cur.max(age);
-                }
+            "edgewatch_buffer_oldest_timestamp_seconds" if s.value() > 0.0 => {
+                let age = (now_ms as f64 / 1000.0 - s.value()).max(0.0);
+                let cur = n.buffer_oldest_age_seconds.get_or_insert(0.0);
+                *cur = cur.max(age);
             }
             "edgewatch_model_info" => n.models += 1,
             _ => {}

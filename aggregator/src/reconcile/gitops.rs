@@ -79,7 +79,9 @@ pub struct Loaded {
 /// `sha256:` followed by 64 lowercase hex digits.
 pub fn valid_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -131,8 +133,7 @@ fn yaml_files(root: &Path) -> Vec<PathBuf> {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization"
-            {
+            } else if name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization" {
                 out.push(e.path());
             }
         }
@@ -354,9 +355,7 @@ pub fn load(
                 let repo = img.get("newName").and_then(Value::as_str).unwrap_or(iname);
                 match img.get("digest").and_then(Value::as_str) {
                     Some(d) if valid_digest(d) => {
-                        if chosen.is_none() {
-                            chosen = Some((repo.to_owned(), d.to_owned()));
-                        }
+                        chosen.get_or_insert_with(|| (repo.to_owned(), d.to_owned()));
                     }
                     Some(d) => issues.push(Issue {
                         file: file.clone(),
@@ -379,17 +378,17 @@ pub fn load(
             let app = DesiredApp {
                 name,
                 model,
-                namespace: k.get("namespace").and_then(Value::as_str).map(str::to_owned),
+                namespace: k
+                    .get("namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 image,
                 digest,
                 file: file.clone(),
             };
             add_app(app, dir, 1, &mut apps, &mut issues);
         } else {
-            if path
-                .parent()
-                .is_some_and(|d| kustomized_dirs.contains(d))
-            {
+            if path.parent().is_some_and(|d| kustomized_dirs.contains(d)) {
                 continue; // a resource of a kustomization, not a standalone app
             }
             for doc in docs {

@@ -26,7 +26,7 @@ use edgewatch_config::AggregatorConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{FamilyId, MetricType, Selector, Store};
+use crate::store::{FamilyId, MetricType, Selector, Store, STALE_NAN};
 
 pub const STATUS_METRIC: &str = "edgewatch_deployment_status";
 pub const TRANSITION_METRIC: &str = "edgewatch_deployment_last_transition_timestamp_seconds";
@@ -220,10 +220,18 @@ impl Reconciler {
                 ("observed_digest".to_owned(), st.observed_digest.clone()),
                 ("state".to_owned(), st.state.as_str().to_owned()),
             ];
-            let refs: Vec<(&str, &str)> =
-                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            self.store
-                .write(self.status_family, STATUS_METRIC, &refs, 1.0, now_ms, now_ms);
+            let refs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            self.store.write(
+                self.status_family,
+                STATUS_METRIC,
+                &refs,
+                1.0,
+                now_ms,
+                now_ms,
+            );
             self.store.write(
                 self.transition_family,
                 TRANSITION_METRIC,
@@ -234,17 +242,24 @@ impl Reconciler {
             );
             next.insert((cluster.clone(), app.clone()), labels);
         }
-        // A label set no longer current is written once more as 0 (the store
-        // has no delete; it goes stale and is swept), so `== 1` never matches
-        // two states of one (cluster, app).
+        // A label set no longer current gets a staleness marker: it is no
+        // longer selected (nor on `/federate`), as in Prometheus.
         for (key, labels) in std::mem::take(&mut self.written) {
             if next.get(&key) == Some(&labels) {
                 continue;
             }
-            let refs: Vec<(&str, &str)> =
-                labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            self.store
-                .write(self.status_family, STATUS_METRIC, &refs, 0.0, now_ms, now_ms);
+            let refs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            self.store.write(
+                self.status_family,
+                STATUS_METRIC,
+                &refs,
+                STALE_NAN,
+                now_ms,
+                now_ms,
+            );
         }
         self.written = next;
     }
@@ -277,12 +292,13 @@ pub fn observe(store: &Store, now_ms: i64, opts: &Options) -> Observed {
             continue;
         };
         let c = out.clusters.entry(cluster.to_owned()).or_default();
-        c.last_seen_ms = Some(c.last_seen_ms.unwrap_or(i64::MIN).max(s.timestamp_ms()));
+        let seen = crate::fleet::seen_ms(&s);
+        c.last_seen_ms = Some(c.last_seen_ms.unwrap_or(i64::MIN).max(seen));
         let node = s.label("node").unwrap_or("");
         let n = node_seen
             .entry((cluster.to_owned(), node.to_owned()))
             .or_insert(i64::MIN);
-        *n = (*n).max(s.timestamp_ms());
+        *n = (*n).max(seen);
         if s.name() == "edgewatch_model_ready" {
             let l = |k| s.label(k).unwrap_or("").to_owned();
             ready.insert(
@@ -414,4 +430,3 @@ pub fn deployments_router(shared: Handle) -> axum::Router {
         }),
     )
 }
-

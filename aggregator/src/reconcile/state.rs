@@ -213,8 +213,8 @@ pub fn reconcile(
             };
             let on_desired = pods.iter().filter(|p| p.digest == app.digest).count();
             let ready = pods.iter().filter(|p| p.ready).count();
-            let all_good = !pods.is_empty()
-                && pods.iter().all(|p| p.ready && p.digest == app.digest);
+            let all_good =
+                !pods.is_empty() && pods.iter().all(|p| p.ready && p.digest == app.digest);
             let pending_since_ms = if all_good && up {
                 None
             } else if digest_changed {
@@ -225,8 +225,7 @@ pub fn reconcile(
                     _ => Some(now_ms),
                 }
             };
-            let within =
-                pending_since_ms.is_none_or(|t| now_ms.saturating_sub(t) <= deadline_ms);
+            let within = pending_since_ms.is_none_or(|t| now_ms.saturating_sub(t) <= deadline_ms);
             let state = if !up {
                 State::Unknown
             } else if pods.is_empty() {

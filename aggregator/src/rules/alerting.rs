@@ -185,8 +185,7 @@ pub fn step(
                 }
             }
             if a.state == AlertState::Pending
-                || a
-                    .resolved_at
+                || a.resolved_at
                     .is_some_and(|r| now - r > RESOLVED_RETENTION_MS)
             {
                 remove.push(k.clone());

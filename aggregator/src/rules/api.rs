@@ -22,7 +22,11 @@ fn float_e(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{v:e}");
     match s.split_once('e') {
@@ -93,12 +97,9 @@ impl RuleEngine {
                         keep_firing_for,
                         annotations,
                     } => {
-                        let state = rt
-                            .alerts
-                            .active
-                            .values()
-                            .map(|a| a.state)
-                            .fold(AlertState::Inactive, |m, s| match (m, s) {
+                        let state = rt.alerts.active.values().map(|a| a.state).fold(
+                            AlertState::Inactive,
+                            |m, s| match (m, s) {
                                 (AlertState::Firing, _) | (_, AlertState::Firing) => {
                                     AlertState::Firing
                                 }
@@ -106,7 +107,8 @@ impl RuleEngine {
                                     AlertState::Pending
                                 }
                                 _ => AlertState::Inactive,
-                            });
+                            },
+                        );
                         let anns: std::collections::BTreeMap<&str, &str> = annotations
                             .iter()
                             .map(|(k, t)| (k.as_str(), t.raw()))

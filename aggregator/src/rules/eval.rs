@@ -187,10 +187,8 @@ pub fn window_selectors(expr: &Expr, out: &mut Vec<Selector>) {
         }
         Expr::Paren(p) => window_selectors(&p.expr, out),
         Expr::Subquery(s) => window_selectors(&s.expr, out),
-        Expr::VectorSelector(vs) => {
-            if vs.offset.is_some() {
-                out.extend(Selector::from_promql(vs).unwrap_or_default());
-            }
+        Expr::VectorSelector(vs) if vs.offset.is_some() => {
+            out.extend(Selector::from_promql(vs).unwrap_or_default());
         }
         Expr::MatrixSelector(ms) => out.extend(Selector::from_promql(&ms.vs).unwrap_or_default()),
         Expr::Call(c) => c.args.args.iter().for_each(|a| window_selectors(a, out)),
@@ -514,15 +512,12 @@ impl Evaluator<'_> {
                 for (_, mut ss) in groups {
                     // NaN sorts as the smallest value for topk and largest
                     // for bottomk: it is chosen last either way.
-                    ss.sort_by(|x, y| {
-                        let o = match (x.value.is_nan(), y.value.is_nan()) {
-                            (true, true) => std::cmp::Ordering::Equal,
-                            (true, false) => std::cmp::Ordering::Greater,
-                            (false, true) => std::cmp::Ordering::Less,
-                            _ if op == "topk" => y.value.total_cmp(&x.value),
-                            _ => x.value.total_cmp(&y.value),
-                        };
-                        o
+                    ss.sort_by(|x, y| match (x.value.is_nan(), y.value.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if op == "topk" => y.value.total_cmp(&x.value),
+                        _ => x.value.total_cmp(&y.value),
                     });
                     ss.truncate(k);
                     out.extend(ss);
@@ -539,8 +534,12 @@ impl Evaluator<'_> {
                         }
                         "count" => ss.len() as f64,
                         "group" => 1.0,
-                        "min" => vals.fold(f64::NAN, |m, v| if m > v || m.is_nan() { v } else { m }),
-                        "max" => vals.fold(f64::NAN, |m, v| if m < v || m.is_nan() { v } else { m }),
+                        "min" => {
+                            vals.fold(f64::NAN, |m, v| if m > v || m.is_nan() { v } else { m })
+                        }
+                        "max" => {
+                            vals.fold(f64::NAN, |m, v| if m < v || m.is_nan() { v } else { m })
+                        }
                         other => return err(format!("unsupported aggregation \"{other}\"")),
                     };
                     out.push(Sample { labels, value });
@@ -580,7 +579,9 @@ impl Evaluator<'_> {
                 };
                 Ok(Value::Vector(dedup_check(out)?))
             }
-            _ => err(format!("operator \"{op}\" needs scalar or instant vector operands")),
+            _ => err(format!(
+                "operator \"{op}\" needs scalar or instant vector operands"
+            )),
         }
     }
 }
@@ -716,7 +717,9 @@ fn vector_vector(
         return Ok(vec![]);
     }
     let (on, names) = matching(m);
-    let card = m.map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+    let card = m
+        .map(|m| m.card.clone())
+        .unwrap_or(VectorMatchCardinality::OneToOne);
     let include: Vec<String> = match &card {
         VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
             l.labels.clone()
@@ -731,16 +734,23 @@ fn vector_vector(
     let mut right: HashMap<Vec<(String, String)>, Sample> = HashMap::new();
     for rs in rhs {
         let sig = signature(&rs.labels, on, &names);
-        if right.contains_key(&sig) {
+        if let Some(dup) = right.get(&sig) {
             let side = if one_to_many {
-                "left-hand side"
+                "left hand-side"
             } else {
-                "right-hand side"
+                "right hand-side"
+            };
+            let series = |l: &Labels| {
+                let v: Vec<(String, String)> =
+                    l.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                fmt_labels(&v)
             };
             return err(format!(
                 "found duplicate series for the match group {} on the {side} of the operation: \
-                 many-to-many matching not allowed: matching labels must be unique on one side",
-                fmt_labels(&sig)
+                 [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                fmt_labels(&sig),
+                series(&dup.labels),
+                series(&rs.labels),
             ));
         }
         right.insert(sig, rs);
@@ -886,8 +896,12 @@ fn range_func(name: &str, p: &[(i64, f64)], start: i64, end: i64, range_ms: i64)
         "avg_over_time" => Some(avg(vals(), p.len() as f64)),
         "sum_over_time" => Some(kahan_sum(vals())),
         "count_over_time" => Some(p.len() as f64),
-        "min_over_time" => Some(vals().fold(f64::NAN, |m, v| if m > v || m.is_nan() { v } else { m })),
-        "max_over_time" => Some(vals().fold(f64::NAN, |m, v| if m < v || m.is_nan() { v } else { m })),
+        "min_over_time" => {
+            Some(vals().fold(f64::NAN, |m, v| if m > v || m.is_nan() { v } else { m }))
+        }
+        "max_over_time" => {
+            Some(vals().fold(f64::NAN, |m, v| if m < v || m.is_nan() { v } else { m }))
+        }
         "last_over_time" => Some(p[p.len() - 1].1),
         "present_over_time" => Some(1.0),
         "changes" => Some(

@@ -213,7 +213,29 @@ impl<'de> Deserialize<'de> for Template {
 
 /// Parses a rule file's text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<RuleFile, edgewatch_config::ConfigError> {
-    let f: RuleFile = edgewatch_config::parse(text, origin)?;
+    let f: RuleFile = edgewatch_config::parse(text, origin).map_err(|e| match e {
+        // Errors of a value's own validation (expr, templates, durations) carry
+        // their path: place them at the value.
+        edgewatch_config::ConfigError::Invalid {
+            path,
+            line,
+            column,
+            message,
+        } => {
+            let (line, column) = message
+                .split_once(": ")
+                .filter(|(p, _)| p.starts_with("groups["))
+                .and_then(|(p, _)| locate_path(text, p))
+                .unwrap_or((line, column));
+            edgewatch_config::ConfigError::Invalid {
+                path,
+                line,
+                column,
+                message,
+            }
+        }
+        other => other,
+    })?;
     let mut seen = std::collections::HashSet::new();
     for g in &f.groups {
         if !seen.insert(g.name.as_str()) {
@@ -237,4 +259,93 @@ pub fn parse(text: &str, origin: &str) -> Result<RuleFile, edgewatch_config::Con
         }
     }
     Ok(f)
+}
+
+fn meaningful(l: &str) -> bool {
+    let t = l.trim_start();
+    !t.is_empty() && !t.starts_with('#')
+}
+
+fn indent(l: &str) -> usize {
+    l.len() - l.trim_start().len()
+}
+
+/// Column of a line's content after any leading `- ` sequence markers.
+fn content_col(l: &str) -> usize {
+    let mut rest = l.trim_start();
+    while let Some(r) = rest.strip_prefix("- ") {
+        rest = r.trim_start();
+    }
+    l.len() - rest.len()
+}
+
+/// Finds the 0-based (line, column) of the value at `groups[1].rules[0].expr`
+/// (block-style YAML, by indentation). For a block scalar (`|`, `>`), the
+/// first line of its content.
+fn locate_path(text: &str, path: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut start, mut end) = (0usize, lines.len());
+    let mut found = None;
+    for seg in path.split('.') {
+        let (key, idx) = match seg.find('[') {
+            Some(i) => (
+                &seg[..i],
+                seg[i + 1..].trim_end_matches(']').parse::<usize>().ok(),
+            ),
+            None => (seg, None),
+        };
+        let level = (start..end)
+            .find(|&n| meaningful(lines[n]))
+            .map(|n| content_col(lines[n]))?;
+        let n = (start..end).find(|&n| {
+            let l = lines[n];
+            meaningful(l)
+                && content_col(l) == level
+                && l[level..].starts_with(key)
+                && l[level + key.len()..].starts_with(':')
+        })?;
+        let l = lines[n];
+        let after = &l[level + key.len() + 1..];
+        let value = after.trim_start();
+        let block_end = (n + 1..lines.len())
+            .find(|&m| {
+                let x = lines[m];
+                meaningful(x)
+                    && (indent(x) < level
+                        || (indent(x) == level && !x.trim_start().starts_with('-')))
+            })
+            .unwrap_or(lines.len())
+            .min(end);
+        found = if value.is_empty() || value.starts_with('|') || value.starts_with('>') {
+            match (n + 1..block_end).find(|&m| meaningful(lines[m])) {
+                Some(m) if !value.is_empty() => Some((m + 1, indent(lines[m]) + 1)),
+                _ => Some((n + 1, level + 1)),
+            }
+        } else {
+            Some((n + 1, l.len() - value.len() + 1))
+        };
+        start = n + 1;
+        end = block_end;
+        if let Some(i) = idx {
+            let items: Vec<usize> = {
+                let first = (start..end).find(|&m| {
+                    let t = lines[m].trim_start();
+                    t.starts_with("- ") || t == "-"
+                })?;
+                let dash = indent(lines[first]);
+                (first..end)
+                    .filter(|&m| {
+                        let t = lines[m].trim_start();
+                        indent(lines[m]) == dash && (t.starts_with("- ") || t == "-")
+                    })
+                    .collect()
+            };
+            let m = *items.get(i)?;
+            let item_end = items.get(i + 1).copied().unwrap_or(end);
+            found = Some((m + 1, content_col(lines[m]) + 1));
+            start = m;
+            end = item_end;
+        }
+    }
+    found
 }

@@ -33,7 +33,7 @@ pub mod file;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -43,9 +43,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::notify::{self, Notifier};
-use crate::store::{
-    LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope,
-};
+use crate::store::{LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope};
 use alerting::{AlertRule, RuleState, SendOptions};
 use eval::Labels;
 use file::{PromExpr, RuleKind, RuleSpec};
@@ -204,6 +202,22 @@ fn load_groups(cfg: &AggregatorConfig) -> Result<Vec<GroupDef>, RulesError> {
             interval: cfg.evaluation_interval.get(),
             rules: fleet,
         });
+    }
+    // The reconciler's deployment alerts, when it runs; a rule-file alert of the same
+    // name replaces one.
+    if cfg.reconciler.is_some() {
+        let f = file::parse(crate::reconcile::RULES_YAML, FLEET_FILE)?;
+        for g in f.groups {
+            let rules: Vec<RuleSpec> = g.rules.into_iter().filter(|r| !overridden.contains(r.name())).collect();
+            if !rules.is_empty() {
+                groups.push(GroupDef {
+                    name: g.name,
+                    file: FLEET_FILE.to_string(),
+                    interval: cfg.evaluation_interval.get(),
+                    rules,
+                });
+            }
+        }
     }
     Ok(groups)
 }
@@ -414,9 +428,8 @@ impl RuleEngine {
             metrics.failures.with_label_values(&[&g.name]);
         }
         if groups.iter().any(|g| g.name == FLEET_GROUP) {
-            window.extend(
-                Selector::new(vec![LabelMatcher::equal("__name__", COLLECTOR_INFO)]).ok(),
-            );
+            window
+                .extend(Selector::new(vec![LabelMatcher::equal("__name__", COLLECTOR_INFO)]).ok());
         }
         let last_seen = match tree.get(FLEET_STATE_KEY)? {
             Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
@@ -502,9 +515,13 @@ impl RuleEngine {
         };
         for rule in &g.rules {
             let t0 = Instant::now();
-            inner.metrics.evaluations.with_label_values(&[&g.name]).inc();
-            let result = eval::eval(&rule.spec.expr.expr, store, now_ms)
-                .and_then(|v| v.into_vector());
+            inner
+                .metrics
+                .evaluations
+                .with_label_values(&[&g.name])
+                .inc();
+            let result =
+                eval::eval(&rule.spec.expr.expr, store, now_ms).and_then(|v| v.into_vector());
             let mut rt = lock(&rule.state);
             let outcome: Result<(), String> = match (&rule.alert, result) {
                 (_, Err(e)) => Err(e.to_string()),
@@ -623,9 +640,14 @@ impl RuleEngine {
         let mut ls = lock(&inner.last_seen);
         let before = ls.collectors.clone();
         for s in found {
-            let Some(&(ts, _)) = s.samples.last() else { continue };
-            let labels: Vec<(String, String)> =
-                s.labels.into_iter().filter(|(k, _)| k != "version").collect();
+            let Some(&(ts, _)) = s.samples.last() else {
+                continue;
+            };
+            let labels: Vec<(String, String)> = s
+                .labels
+                .into_iter()
+                .filter(|(k, _)| k != "version")
+                .collect();
             let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             let key = match (get("cluster"), get("node")) {
                 (Some(c), Some(n)) => format!("{c}\x00{n}"),
@@ -697,7 +719,9 @@ impl RuleEngine {
             let engine = self.clone();
             let notifier = notifier.clone();
             let stop = shutdown.clone();
-            let every = self.inner.groups[i].interval.max(Duration::from_millis(100));
+            let every = self.inner.groups[i]
+                .interval
+                .max(Duration::from_millis(100));
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -743,5 +767,4 @@ impl RuleEngine {
 fn _assert_send_sync() {
     fn f<T: Send + Sync>() {}
     f::<RuleEngine>();
-    let _ = Path::new("");
 }

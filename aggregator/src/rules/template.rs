@@ -154,8 +154,11 @@ fn parse_action(action: &str) -> Result<Part, String> {
         }
         [f, fmt, arg] if f == "printf" => {
             let src = parse_source(arg)?;
-            return Ok(Part::Action(src, vec![Pipe::Printf(check_printf(&unquote(fmt)?)?)]))
-                .and_then(|p| with_pipes(p, segs));
+            return Ok(Part::Action(
+                src,
+                vec![Pipe::Printf(check_printf(&unquote(fmt)?)?)],
+            ))
+            .and_then(|p| with_pipes(p, segs));
         }
         _ => return Err(format!("unsupported template action {first:?}")),
     };
@@ -224,7 +227,9 @@ fn check_printf(f: &str) -> Result<String, String> {
         .filter(|&&i| !f[i..].starts_with("%%"))
         .collect();
     if real.len() != 1 || parse_verb(&f[*real[0]..]).is_none() {
-        return Err(format!("unsupported printf format {f:?} (one of %s %v %d %f %.Nf %g %e)"));
+        return Err(format!(
+            "unsupported printf format {f:?} (one of %s %v %d %f %.Nf %g %e)"
+        ));
     }
     Ok(f.to_string())
 }
@@ -303,10 +308,18 @@ pub fn go_float(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if v == 0.0 {
-        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if v.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let e = format!("{v:e}");
     let exp: i32 = e
@@ -386,12 +399,7 @@ fn humanize_duration(v: f64) -> String {
         let sign = if v < 0.0 { "-" } else { "" };
         let v = v.abs();
         let secs = v as i64;
-        let (d, h, m, s) = (
-            secs / 86400,
-            secs / 3600 % 24,
-            secs / 60 % 60,
-            secs % 60,
-        );
+        let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
         let ms = ((v - secs as f64) * 1000.0) as i64;
         if d != 0 {
             return format!("{sign}{d}d {h}h {m}m {s}s");

@@ -45,8 +45,8 @@ use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
 
 pub use select::{LabelMatcher, MatchOp, Selection, Selector, SelectorError, SeriesRef};
-pub use window::{SeriesSamples, WindowOptions, WindowScope};
 use window::{Ring, WindowState};
+pub use window::{SeriesSamples, WindowOptions, WindowScope};
 
 const SHARDS: usize = 64;
 

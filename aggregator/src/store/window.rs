@@ -266,3 +266,108 @@ impl Store {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MetricType, StoreOptions};
+
+    const T: i64 = 1_700_000_000_000;
+
+    fn store() -> Store {
+        Store::new(StoreOptions::default(), &prometheus::Registry::new())
+    }
+
+    #[test]
+    fn window_keeps_recent_samples_of_matching_series_only() {
+        let s = store();
+        s.set_window(WindowOptions {
+            window: Duration::from_secs(60),
+            max_samples: 3,
+            scope: WindowScope::Matching(Selector::parse("a").unwrap()),
+        });
+        let f = s.family("a", MetricType::Gauge, "", "");
+        let g = s.family("b", MetricType::Gauge, "", "");
+        for i in 0..10 {
+            s.write(
+                f,
+                "a",
+                &[("x", "1")],
+                i as f64,
+                T + i * 15_000,
+                T + i * 15_000,
+            );
+            s.write(
+                g,
+                "b",
+                &[("x", "1")],
+                i as f64,
+                T + i * 15_000,
+                T + i * 15_000,
+            );
+        }
+        let now = T + 9 * 15_000;
+        let a = s.samples(&Selector::parse("a").unwrap(), 0, now, now);
+        // max_samples 3 (the 60s window would allow 5).
+        assert_eq!(
+            a[0].samples,
+            vec![(T + 105_000, 7.0), (T + 120_000, 8.0), (T + 135_000, 9.0)]
+        );
+        assert_eq!(a[0].labels, vec![("x".to_string(), "1".to_string())]);
+        let b = s.samples(&Selector::parse("b").unwrap(), 0, now, now);
+        assert_eq!(b[0].samples, vec![(now, 9.0)], "no window: latest only");
+        // Range bounds are inclusive.
+        let a = s.samples(
+            &Selector::parse("a").unwrap(),
+            T + 120_000,
+            T + 120_000,
+            now,
+        );
+        assert_eq!(a[0].samples, vec![(T + 120_000, 8.0)]);
+        assert!(s.heap_estimate() > 0);
+    }
+
+    #[test]
+    fn window_trims_by_age_and_is_seeded_when_enabled_later() {
+        let s = store();
+        let f = s.family("a", MetricType::Gauge, "", "");
+        s.write(f, "a", &[], 1.0, T, T);
+        s.set_window(WindowOptions {
+            window: Duration::from_secs(30),
+            max_samples: 100,
+            scope: WindowScope::All,
+        });
+        assert_eq!(s.window_ms(), 30_000);
+        for i in 1..=4 {
+            s.write(f, "a", &[], 1.0 + i as f64, T + i * 15_000, T + i * 15_000);
+        }
+        let now = T + 60_000;
+        let a = s.samples(&Selector::parse("a").unwrap(), 0, now, now);
+        assert_eq!(a[0].samples.len(), 3, "{:?}", a[0].samples); // 30s window: t-30s..t
+                                                                 // Out-of-order samples are ignored, an equal timestamp replaces.
+        s.write(f, "a", &[], 9.0, T, now);
+        s.write(f, "a", &[], 7.0, now, now);
+        let a = s.samples(&Selector::parse("a").unwrap(), 0, now, now);
+        assert_eq!(a[0].samples.last(), Some(&(now, 7.0)));
+        // Disabling drops the rings.
+        s.set_window(WindowOptions::default());
+        let a = s.samples(&Selector::parse("a").unwrap(), 0, now, now);
+        assert_eq!(a[0].samples, vec![(now, 7.0)]);
+        assert_eq!(s.window_ms(), 0);
+    }
+
+    #[test]
+    fn delete_removes_one_series() {
+        let s = store();
+        let f = s.family("ALERTS", MetricType::Gauge, "", "");
+        s.write(f, "ALERTS", &[("alertname", "A")], 1.0, T, T);
+        s.write(f, "ALERTS", &[("alertname", "B")], 1.0, T, T);
+        assert!(s.delete("ALERTS", &[("alertname", "A")]));
+        assert!(!s.delete("ALERTS", &[("alertname", "A")]));
+        assert!(!s.delete("ALERTS", &[("alertname", "never")]));
+        assert_eq!(s.series_count(), 1);
+        let left = s.samples(&Selector::parse("ALERTS").unwrap(), 0, T, T);
+        assert_eq!(left.len(), 1);
+        s.sweep(T);
+    }
+}

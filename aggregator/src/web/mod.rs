@@ -14,7 +14,11 @@ use crate::reconcile::{self, Handle, Snapshot};
 use crate::store::Store;
 
 /// `GET /`. `deployments` is the reconciler's [`Handle`], when there is one.
-pub fn router(store: Arc<Store>, down_after: Duration, deployments: Option<Handle>) -> axum::Router {
+pub fn router(
+    store: Arc<Store>,
+    down_after: Duration,
+    deployments: Option<Handle>,
+) -> axum::Router {
     use axum::routing::get;
     axum::Router::new().route(
         "/",
@@ -24,9 +28,9 @@ pub fn router(store: Arc<Store>, down_after: Duration, deployments: Option<Handl
             async move {
                 let now = crate::now_ms();
                 let fleet = fleet::view(&store, now, down_after);
-                let snap = deployments.as_ref().map(|h| {
-                    h.read().unwrap_or_else(|e| e.into_inner()).clone()
-                });
+                let snap = deployments
+                    .as_ref()
+                    .map(|h| h.read().unwrap_or_else(|e| e.into_inner()).clone());
                 axum::response::Html(render(&fleet, snap.as_ref()))
             }
         }),

@@ -21,7 +21,7 @@
 //! <path>/segments/<first seq>-<points before>/   one sled Db per segment
 //! <path>.corrupt-<unix secs>[-segment-<name>]    what recovery moved aside
 //! ```
-//! * Each segment is its own sled `Db` (cache 4 MiB, `flush_every_ms(None)`:
+//! * Each segment is its own sled `Db` (cache 1 MiB, `flush_every_ms(None)`:
 //!   we flush ourselves). Key = big-endian seq, value = a small varint header
 //!   (points, points appended before this entry, append time, raw length)
 //!   followed by the payload compressed with zstd (level 3) against a
@@ -539,7 +539,7 @@ impl Buffer {
                     }
                 };
                 let seq = format::seq_of_key(&k);
-                let decoded = state::decode_entry(&v, &mut dec);
+                let decoded = state::decode_entry(&v, &mut dec.dec);
                 let (Some(seq), Some((hd, payload))) = (seq, decoded) else {
                     corrupt = Some("undecodable entry".into());
                     break;

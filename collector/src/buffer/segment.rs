@@ -10,7 +10,7 @@ const DICT_KEY: &[u8] = b"dict";
 
 /// sled page cache per open segment. At most two segments are open (the one
 /// being written and the one being read).
-const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
+const CACHE_CAPACITY: u64 = 1024 * 1024;
 
 /// Why a segment could not be opened or read.
 #[derive(Debug)]
@@ -48,6 +48,25 @@ pub(crate) struct SegHandle {
     meta_tree: sled::Tree,
     /// Raw-content zstd dictionary of this segment, once set.
     pub dict: parking::Slot,
+    /// A decompressor with the dictionary loaded, kept between reads: creating one
+    /// (a context plus digesting the dictionary) cost more than the reads it served.
+    dec_cache: std::sync::Mutex<Option<zstd::bulk::Decompressor<'static>>>,
+}
+
+/// A decompressor borrowed from a segment; goes back to its cache when dropped.
+pub(crate) struct DecGuard<'a> {
+    seg: &'a SegHandle,
+    pub dec: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Drop for DecGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(d) = self.dec.take() {
+            if let Ok(mut slot) = self.seg.dec_cache.lock() {
+                *slot = Some(d);
+            }
+        }
+    }
 }
 
 /// A tiny once-settable slot (avoids another dependency).
@@ -113,6 +132,7 @@ impl SegHandle {
             db,
             meta_tree,
             dict,
+            dec_cache: std::sync::Mutex::new(None),
         }))
     }
 
@@ -123,9 +143,13 @@ impl SegHandle {
         Ok(())
     }
 
-    pub fn decompressor(&self) -> Option<zstd::bulk::Decompressor<'static>> {
-        let d = self.dict.get()?;
-        zstd::bulk::Decompressor::with_dictionary(&d).ok()
+    pub fn decompressor(&self) -> DecGuard<'_> {
+        let cached = self.dec_cache.lock().ok().and_then(|mut c| c.take());
+        let dec = cached.or_else(|| {
+            let d = self.dict.get()?;
+            zstd::bulk::Decompressor::with_dictionary(&d).ok()
+        });
+        DecGuard { seg: self, dec }
     }
 
     pub fn flush(&self) -> Result<(), SegError> {
