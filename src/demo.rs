@@ -72,7 +72,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     for (i, (cluster, node)) in NODES.iter().enumerate() {
         let step = 10 * i as u16;
         let yaml = format!(
-            "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 256MiB\nforward:\n  endpoint: http://{}\nadmin:\n  listen: 127.0.0.1:{}\n",
+            "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 256MiB\nforward:\n  endpoint: http://{}\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 5s\n",
             port(4317 + step),
             port(4318 + step),
             data.join(format!("collector-{cluster}-{node}")).display(),

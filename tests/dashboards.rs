@@ -12,15 +12,21 @@ fn every_dashboard_query_parses() {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read");
-        let d: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(d["uid"].is_string() && d["title"].is_string(), "{}", path.display());
+        let d: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            d["uid"].is_string() && d["title"].is_string(),
+            "{}",
+            path.display()
+        );
         for panel in d["panels"].as_array().expect("panels") {
             for target in panel["targets"].as_array().expect("targets") {
                 let expr = target["expr"].as_str().expect("expr");
                 // Grafana substitutes template variables before querying.
                 let expr = expr.replace("$cluster", ".*");
-                promql_parser::parser::parse(&expr)
-                    .unwrap_or_else(|e| panic!("{} panel {:?}: {expr}: {e}", path.display(), panel["title"]));
+                promql_parser::parser::parse(&expr).unwrap_or_else(|e| {
+                    panic!("{} panel {:?}: {expr}: {e}", path.display(), panel["title"])
+                });
                 queries += 1;
             }
         }

@@ -289,7 +289,7 @@ async fn a_full_disk_answers_retryable_errors_and_recovers_when_space_returns() 
     write(
         &yaml,
         &format!(
-            "cluster: edge-a\nnode: n1\nreceivers:\n  otlp:\n    http: 127.0.0.1:{http}\nbuffer:\n  path: {}\n  max_bytes: 1GiB\nforward:\n  endpoint: http://127.0.0.1:{agg_port}\nadmin:\n  listen: 127.0.0.1:{admin}\n",
+            "cluster: edge-a\nnode: n1\nreceivers:\n  otlp:\n    http: 127.0.0.1:{http}\nbuffer:\n  path: {}\n  max_bytes: 1GiB\nforward:\n  endpoint: http://127.0.0.1:{agg_port}\nadmin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n",
             disk.0.join("buffer").display()
         ),
     );

@@ -214,18 +214,38 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     let endpoint = format!("http://127.0.0.1:{}", col.grpc);
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(BIN)
-            .args(["loadgen", "--endpoint", &endpoint, "--rate", "4000", "--batch", "20", "--series", "20"])
+            .args([
+                "loadgen",
+                "--endpoint",
+                &endpoint,
+                "--rate",
+                "4000",
+                "--batch",
+                "20",
+                "--series",
+                "20",
+            ])
             .args(["--duration", "3s", "--sequence-check", "--json", "--quiet"])
             .output()
             .expect("run loadgen")
     })
     .await
     .expect("loadgen thread");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("loadgen report");
-    assert_eq!(report["failed_points"], 0, "the collector accepts while the core is down: {report}");
+    assert_eq!(
+        report["failed_points"], 0,
+        "the collector accepts while the core is down: {report}"
+    );
     let acked = report["acked_points"].as_f64().expect("acked_points");
-    assert!(col.metric("edgewatch_buffer_entries").await >= 1.0, "data waits in the buffer");
+    assert!(
+        col.metric("edgewatch_buffer_entries").await >= 1.0,
+        "data waits in the buffer"
+    );
     eventually(Duration::from_secs(10), "forward retries", || async {
         (col.metric("edgewatch_forward_retries_total").await >= 1.0).then_some(())
     })
@@ -257,17 +277,23 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     // after a newer one.
     let last = eventually(Duration::from_secs(10), "all numbered points", || async {
         let ingested = agg.metric("edgewatch_ingest_points_total").await;
-        (ingested == acked + 20.0).then_some(parse_samples(&agg.federate("edgewatch_loadgen_sequence_total").await))
+        (ingested == acked + 20.0).then_some(parse_samples(
+            &agg.federate("edgewatch_loadgen_sequence_total").await,
+        ))
     })
     .await;
-    let runs = report["sequence"]["acked_through"].as_array().expect("runs");
+    let runs = report["sequence"]["acked_through"]
+        .as_array()
+        .expect("runs");
     assert_eq!(last.len(), 20);
     for s in &last {
         let idx: usize = s.label("series")[1..].parse().expect("index");
         let want = runs
             .iter()
             .find(|r| {
-                let a: usize = r["from"].as_str().unwrap_or("s0")[1..].parse().unwrap_or(usize::MAX);
+                let a: usize = r["from"].as_str().unwrap_or("s0")[1..]
+                    .parse()
+                    .unwrap_or(usize::MAX);
                 let b: usize = r["to"].as_str().unwrap_or("s0")[1..].parse().unwrap_or(0);
                 (a..=b).contains(&idx)
             })
@@ -275,5 +301,73 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
             .expect("series in the report");
         assert_eq!(s.value, want, "{s:?}");
     }
-    assert_eq!(agg.metric("edgewatch_store_out_of_order_samples_total").await, 0.0, "samples arrived in order");
+    assert_eq!(
+        agg.metric("edgewatch_store_out_of_order_samples_total")
+            .await,
+        0.0,
+        "samples arrived in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_report_themselves_to_the_fleet_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agg = Aggregator::start(dir.path()).await;
+    let col = Collector::start(dir.path(), "collector", "edge-c", "node-3", agg.grpc, "").await;
+    // The harness turns self metrics off for exact counting; a second collector keeps them on.
+    let yaml = std::fs::read_to_string(&col.config)
+        .expect("config")
+        .replace("self_metrics_interval: 0", "self_metrics_interval: 1s")
+        .replace(
+            &format!("127.0.0.1:{}", col.grpc),
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .replace(
+            &format!("127.0.0.1:{}", col.http),
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .replace(
+            &format!("127.0.0.1:{}", col.admin),
+            &format!("127.0.0.1:{}", free_port()),
+        )
+        .replace("collector-buffer", "self-buffer")
+        .replace("node: node-3", "node: node-4");
+    let cfg = dir.path().join("self.yaml");
+    write(&cfg, &yaml);
+    let _reporting = Proc::spawn(
+        "self",
+        BIN,
+        &["collector", "--config", cfg.to_str().expect("utf-8")],
+        dir.path(),
+    );
+
+    let info = eventually(
+        Duration::from_secs(20),
+        "the collector's own metrics at the core",
+        || async {
+            let s = parse_samples(&agg.federate(r#"{job="edgewatch-collector"}"#).await);
+            s.iter()
+                .find(|s| s.name == "edgewatch_collector_info")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(info.label("cluster"), "edge-c");
+    assert_eq!(info.label("node"), "node-4");
+    assert_eq!(info.label("version"), env!("CARGO_PKG_VERSION"));
+    assert!(
+        !info.label("instance").is_empty() && info.label("instance") == info.label("instance_id")
+    );
+    let (_, body) = get(&agg.url("/api/v1/fleet")).await.expect("fleet API");
+    let fleet: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let nodes = &fleet["data"]["clusters"][0]["nodes"];
+    let node = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node"] == "node-4"))
+        .expect("node-4 in the fleet");
+    assert_eq!(node["up"], true, "{fleet}");
+    assert_eq!(node["collector_version"], env!("CARGO_PKG_VERSION"));
+    assert!(node["buffer_entries"].is_number(), "{node}");
+    // The quiet collector sends nothing of its own.
+    assert!(!fleet.to_string().contains("node-3"), "{fleet}");
 }

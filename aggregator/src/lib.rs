@@ -90,7 +90,11 @@ pub async fn start(
         }
         None => None,
     };
-    let mut background = vec![tokio::spawn(sweep(store.clone(), staleness, shutdown.clone()))];
+    let mut background = vec![tokio::spawn(sweep(
+        store.clone(),
+        staleness,
+        shutdown.clone(),
+    ))];
     if let Some(n) = &notifier {
         background.push(tokio::spawn(n.clone().run(shutdown.clone())));
     }
@@ -106,7 +110,11 @@ pub async fn start(
     let reconciler = reconcile::Reconciler::new(cfg, store.clone(), &registry)?;
     app = app
         .merge(fleet::router(store.clone(), down_after))
-        .merge(web::router(store.clone(), down_after, reconciler.as_ref().map(|r| r.handle())));
+        .merge(web::router(
+            store.clone(),
+            down_after,
+            reconciler.as_ref().map(|r| r.handle()),
+        ));
     if let Some(r) = reconciler {
         app = app.merge(r.router());
         background.push(tokio::spawn(r.run(shutdown.clone())));
@@ -144,9 +152,12 @@ async fn run(
 ) -> Result<(), AggregatorError> {
     let stop = shutdown.clone();
     let http = tokio::spawn(async move {
-        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
     });
     let served = listeners.serve(sink, max_request_bytes, shutdown).await;
     for task in background {
@@ -211,7 +222,7 @@ pub(crate) fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
-pub mod rules;
 pub mod fleet;
 pub mod reconcile;
+pub mod rules;
 pub mod web;

@@ -8,6 +8,7 @@ pub mod enrich;
 pub mod forward;
 pub mod model;
 pub mod receive;
+pub mod selfmon;
 
 use buffer::{Buffer, BufferOptions};
 use edgewatch_config::CollectorConfig;
@@ -97,17 +98,23 @@ pub async fn start(
             "edgewatch_collector_info",
             "Identity of this collector (value 1).",
         ),
-        &["cluster", "node", "instance_id", "version"],
+        // cluster and node travel as resource attributes, like on every series.
+        &["instance_id", "version"],
     )?;
     collector_info
-        .with_label_values(&[
-            cfg.cluster.0.as_str(),
-            node.as_str(),
-            buffer.instance_id(),
-            env!("CARGO_PKG_VERSION"),
-        ])
+        .with_label_values(&[buffer.instance_id(), env!("CARGO_PKG_VERSION")])
         .set(1);
     registry.register(Box::new(collector_info))?;
+    let mut side_tasks = side_tasks;
+    if !cfg.admin.self_metrics_interval.get().is_zero() {
+        side_tasks.push(tokio::spawn(selfmon::run(
+            registry.clone(),
+            receive::scrape::Output::new(buffer.clone(), stamp.clone()),
+            buffer.instance_id().to_string(),
+            cfg.admin.self_metrics_interval.get(),
+            shutdown.clone(),
+        )));
+    }
 
     let out = Collector {
         otlp_grpc: listeners.grpc_addr(),

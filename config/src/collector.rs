@@ -254,13 +254,27 @@ fn default_max_backoff() -> Dur {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_admin_listen")]
     pub listen: Addr,
+    /// How often the collector sends its own metrics to the core (through the
+    /// buffer, as job `edgewatch-collector`); `0` disables.
+    #[serde(default = "default_self_metrics_interval")]
+    pub self_metrics_interval: Dur,
+}
+
+fn default_admin_listen() -> Addr {
+    Addr(std::net::SocketAddr::from(([0, 0, 0, 0], 9464)))
+}
+
+fn default_self_metrics_interval() -> Dur {
+    Dur::secs(15)
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: Addr(std::net::SocketAddr::from(([0, 0, 0, 0], 9464))),
+            listen: default_admin_listen(),
+            self_metrics_interval: default_self_metrics_interval(),
         }
     }
 }

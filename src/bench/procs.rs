@@ -130,7 +130,7 @@ impl Env {
         core: Option<usize>,
     ) -> anyhow::Result<Proc> {
         let yaml = format!(
-            "cluster: bench\nnode: node-1\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 8GiB\n  full_policy: backpressure\nforward:\n  endpoint: http://{forward}\n  initial_backoff: 50ms\n  max_backoff: 250ms\nadmin:\n  listen: 127.0.0.1:{}\n",
+            "cluster: bench\nnode: node-1\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 8GiB\n  full_policy: backpressure\nforward:\n  endpoint: http://{forward}\n  initial_backoff: 50ms\n  max_backoff: 250ms\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 0\n",
             ports.grpc,
             ports.http,
             self.path(&format!("{name}-buffer")).display(),

@@ -233,7 +233,7 @@ impl Collector {
         write(
             &config,
             &format!(
-                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\nbuffer:\n  path: {}\n{extra_buffer}forward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n",
+                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\nbuffer:\n  path: {}\n{extra_buffer}forward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n",
                 dir.join(format!("{name}-buffer")).display()
             ),
         );
@@ -521,7 +521,7 @@ impl Collector {
         write(
             &config,
             &format!(
-                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers_extra}buffer:\n  path: {}\nforward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n{top_extra}",
+                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers_extra}buffer:\n  path: {}\nforward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n{top_extra}",
                 dir.join(format!("{name}-buffer")).display()
             ),
         );

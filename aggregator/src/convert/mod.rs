@@ -353,7 +353,14 @@ impl Converter {
     ) {
         if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
             let attrs = ctx.point_labels(&p.attributes);
-            ctx.write(fam, name, &ctx.merge(&attrs, None), STALE_NAN, ctx.ts(p.time_unix_nano), ctx.now_ms);
+            ctx.write(
+                fam,
+                name,
+                &ctx.merge(&attrs, None),
+                STALE_NAN,
+                ctx.ts(p.time_unix_nano),
+                ctx.now_ms,
+            );
             t.accepted += 1;
             return;
         }
@@ -395,13 +402,31 @@ impl Converter {
             let attrs = ctx.point_labels(&p.attributes);
             let ts = ctx.ts(p.time_unix_nano);
             let bucket = format!("{name}_bucket");
-            let les = p.explicit_bounds.iter().filter(|b| b.is_finite()).map(|b| go_float_string(*b));
+            let les = p
+                .explicit_bounds
+                .iter()
+                .filter(|b| b.is_finite())
+                .map(|b| go_float_string(*b));
             for le in les.chain(std::iter::once("+Inf".to_string())) {
-                ctx.write(fam, &bucket, &ctx.merge(&attrs, Some(("le", &le))), STALE_NAN, ts, ctx.now_ms);
+                ctx.write(
+                    fam,
+                    &bucket,
+                    &ctx.merge(&attrs, Some(("le", &le))),
+                    STALE_NAN,
+                    ts,
+                    ctx.now_ms,
+                );
             }
             let base = ctx.merge(&attrs, None);
             for suffix in ["_sum", "_count"] {
-                ctx.write(fam, &format!("{name}{suffix}"), &base, STALE_NAN, ts, ctx.now_ms);
+                ctx.write(
+                    fam,
+                    &format!("{name}{suffix}"),
+                    &base,
+                    STALE_NAN,
+                    ts,
+                    ctx.now_ms,
+                );
             }
             t.accepted += 1;
             return;
@@ -477,11 +502,25 @@ impl Converter {
             let ts = ctx.ts(p.time_unix_nano);
             for q in &p.quantile_values {
                 let qs = go_float_string(q.quantile);
-                ctx.write(fam, name, &ctx.merge(&attrs, Some(("quantile", &qs))), STALE_NAN, ts, ctx.now_ms);
+                ctx.write(
+                    fam,
+                    name,
+                    &ctx.merge(&attrs, Some(("quantile", &qs))),
+                    STALE_NAN,
+                    ts,
+                    ctx.now_ms,
+                );
             }
             let base = ctx.merge(&attrs, None);
             for suffix in ["_sum", "_count"] {
-                ctx.write(fam, &format!("{name}{suffix}"), &base, STALE_NAN, ts, ctx.now_ms);
+                ctx.write(
+                    fam,
+                    &format!("{name}{suffix}"),
+                    &base,
+                    STALE_NAN,
+                    ts,
+                    ctx.now_ms,
+                );
             }
             t.accepted += 1;
             return;
@@ -527,8 +566,18 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn write(&self, fam: FamilyId, name: &str, labels: &[(&str, &str)], value: f64, ts: i64, now_ms: i64) {
-        if self.store.write(fam, name, labels, value, ts, now_ms) == crate::store::WriteOutcome::OutOfOrder {
+    fn write(
+        &self,
+        fam: FamilyId,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+        ts: i64,
+        now_ms: i64,
+    ) {
+        if self.store.write(fam, name, labels, value, ts, now_ms)
+            == crate::store::WriteOutcome::OutOfOrder
+        {
             self.out_of_order.set(self.out_of_order.get() + 1);
         }
     }
@@ -687,11 +736,14 @@ fn target_of(res: &[KeyValue]) -> Target {
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     };
-    let defaults = [("model", attr(res, "model.name")), ("model_version", attr(res, "model.version"))]
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let defaults = [
+        ("model", attr(res, "model.name")),
+        ("model_version", attr(res, "model.version")),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
     Target {
         labels: build(job),
         scraped_labels: build(attr(res, "service.name")),

@@ -697,9 +697,21 @@ fn stale_markers_end_series_at_once() {
         gauge("g", "", vec![p])
     };
     let mut h = hp(T, &[1.0, 5.0], &[1, 2, 3], 9.0);
-    e.ingest(&req(vec![g(0), hist("h", AggregationTemporality::Cumulative, vec![h.clone()])]));
-    assert!(e.dump().contains("g{a=\"1\",job=\"svc\"} 3"), "{}", e.dump());
-    assert!(e.dump().contains("h_seconds_bucket{job=\"svc\",le=\"5\"} 3"), "{}", e.dump());
+    e.ingest(&req(vec![
+        g(0),
+        hist("h", AggregationTemporality::Cumulative, vec![h.clone()]),
+    ]));
+    assert!(
+        e.dump().contains("g{a=\"1\",job=\"svc\"} 3"),
+        "{}",
+        e.dump()
+    );
+    assert!(
+        e.dump()
+            .contains("h_seconds_bucket{job=\"svc\",le=\"5\"} 3"),
+        "{}",
+        e.dump()
+    );
 
     h.flags = FLAG_NO_RECORDED_VALUE;
     h.time_unix_nano = T + 1_000_000;
@@ -707,7 +719,10 @@ fn stale_markers_end_series_at_once() {
     if let Some(Data::Gauge(gg)) = &mut marker.data {
         gg.data_points[0].time_unix_nano = T + 1_000_000;
     }
-    let out = e.ingest(&req(vec![marker, hist("h", AggregationTemporality::Cumulative, vec![h])]));
+    let out = e.ingest(&req(vec![
+        marker,
+        hist("h", AggregationTemporality::Cumulative, vec![h]),
+    ]));
     assert_eq!(out.dropped_points, 0);
     let dump = e.dump();
     assert!(!dump.contains("g{"), "the gauge is gone: {dump}");
@@ -722,10 +737,29 @@ fn model_enrichment_becomes_labels_unless_the_series_has_its_own() {
     res.push(kv("model.version", "3"));
     let own = np(1.0, T, vec![kv("model", "resnet")]);
     let plain = np(2.0, T, vec![]);
-    e.ingest(&req_with(res.clone(), SCRAPE_SCOPE, "", vec![gauge("nv_inference_count", "", vec![own])]));
-    e.ingest(&req_with(res, "", "", vec![gauge("queue", "", vec![plain])]));
+    e.ingest(&req_with(
+        res.clone(),
+        SCRAPE_SCOPE,
+        "",
+        vec![gauge("nv_inference_count", "", vec![own])],
+    ));
+    e.ingest(&req_with(
+        res,
+        "",
+        "",
+        vec![gauge("queue", "", vec![plain])],
+    ));
     let dump = e.dump();
-    assert!(dump.contains("nv_inference_count{job=\"triton\",model=\"resnet\",model_version=\"3\"} 1"), "{dump}");
-    assert!(dump.contains("queue{job=\"triton\",model=\"housing\",model_version=\"3\"} 2"), "{dump}");
-    assert!(!dump.contains("target_info"), "model attributes are labels, not target_info: {dump}");
+    assert!(
+        dump.contains("nv_inference_count{job=\"triton\",model=\"resnet\",model_version=\"3\"} 1"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("queue{job=\"triton\",model=\"housing\",model_version=\"3\"} 2"),
+        "{dump}"
+    );
+    assert!(
+        !dump.contains("target_info"),
+        "model attributes are labels, not target_info: {dump}"
+    );
 }

@@ -136,7 +136,11 @@ impl IngestSink {
             if left.is_zero() {
                 break; // the earlier batch is being retried; go ahead out of order
             }
-            window = collector.turn.wait_timeout(window, left).unwrap_or_else(|p| p.into_inner()).0;
+            window = collector
+                .turn
+                .wait_timeout(window, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         // Malformed entries are settled too: re-sending them cannot help.
         for i in 0..info.entry_lens.len() as u64 {
@@ -144,11 +148,18 @@ impl IngestSink {
                 window.claim(info.first_seq + i);
             }
         }
-        let fresh: Vec<_> = decoded.into_iter().filter(|(seq, _)| window.claim(*seq)).collect();
+        let fresh: Vec<_> = decoded
+            .into_iter()
+            .filter(|(seq, _)| window.claim(*seq))
+            .collect();
         // sled's background flush persists this within its flush interval; a crash of
         // the aggregator loses its in-memory store too, so a replay accepted after
         // such a crash refills rather than double-counts.
-        if let Err(e) = self.inner.state.insert(info.collector_id.as_bytes(), window.encode()) {
+        if let Err(e) = self
+            .inner
+            .state
+            .insert(info.collector_id.as_bytes(), window.encode())
+        {
             tracing::warn!(error = %e, "persisting replay state failed");
         }
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
@@ -174,7 +185,10 @@ impl IngestSink {
         if let Some(c) = all.get(id) {
             return c.clone();
         }
-        let c = Arc::new(CollectorState { window: Mutex::new(self.load_window(id)), turn: Condvar::new() });
+        let c = Arc::new(CollectorState {
+            window: Mutex::new(self.load_window(id)),
+            turn: Condvar::new(),
+        });
         all.insert(id.to_string(), c.clone());
         c
     }

@@ -208,7 +208,11 @@ fn load_groups(cfg: &AggregatorConfig) -> Result<Vec<GroupDef>, RulesError> {
     if cfg.reconciler.is_some() {
         let f = file::parse(crate::reconcile::RULES_YAML, FLEET_FILE)?;
         for g in f.groups {
-            let rules: Vec<RuleSpec> = g.rules.into_iter().filter(|r| !overridden.contains(r.name())).collect();
+            let rules: Vec<RuleSpec> = g
+                .rules
+                .into_iter()
+                .filter(|r| !overridden.contains(r.name()))
+                .collect();
             if !rules.is_empty() {
                 groups.push(GroupDef {
                     name: g.name,
