@@ -1,10 +1,9 @@
-//! `edgewatch demo`: a local fleet on embedded defaults, wired from the same
-//! libraries the real roles use — one aggregator, three collectors (cluster `edge-a`
-//! with two nodes, `edge-b` with one), and simulated OpenVINO Model Servers pushing
-//! OVMS-like metrics over real OTLP/gRPC to their node's collector.
+//! A simulated model-server pod: OpenVINO Model Server metrics (cumulative request
+//! counters, a latency histogram, `name`/`version` labels) and the pod's model
+//! metadata (`edgewatch_model_info`/`edgewatch_model_ready`, as the collector's pod
+//! discovery reports it on a real cluster), pushed over OTLP/gRPC to its node's
+//! collector.
 
-use anyhow::Context;
-use edgewatch_config::{parse, AggregatorConfig, CollectorConfig};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -14,140 +13,25 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use rand::Rng;
-use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
-#[derive(clap::Args, Debug)]
-pub struct DemoArgs {
-    /// Where the fleet keeps its sled data; a fresh temporary directory by default.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Added to every default port (aggregator 9090/14317/14318, collectors 4317.., admin 9464..).
-    #[arg(long, default_value_t = 0)]
-    port_offset: u16,
-    /// Stop by itself after this long (e.g. `30s`); runs until Ctrl-C by default.
-    #[arg(long)]
-    duration: Option<edgewatch_config::Dur>,
-    /// How often each simulated model server pushes its metrics.
-    #[arg(long, default_value = "2s")]
-    push_interval: edgewatch_config::Dur,
+/// What the pod runs right now; the rollout simulation changes it.
+#[derive(Debug, Clone)]
+pub struct PodState {
+    pub namespace: String,
+    pub pod: String,
+    pub model: String,
+    pub version: String,
+    pub digest: String,
+    pub ready: bool,
 }
 
-/// (cluster, node) of each simulated edge node; each runs its own collector.
-const NODES: [(&str, &str); 3] = [
-    ("edge-a", "node-1"),
-    ("edge-a", "node-2"),
-    ("edge-b", "node-1"),
-];
-/// (model, version) served on every node.
-const MODELS: [(&str, &str); 2] = [("tensorflow-housing", "1"), ("bike-rental", "3")];
+pub type SharedPod = Arc<Mutex<PodState>>;
 
-pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let tmp;
-    let data = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("edgewatch-demo-")
-                .tempdir()?;
-            tmp.path().to_path_buf()
-        }
-    };
-    let port = |p: u16| p + args.port_offset;
-    let agg_yaml = format!(
-        "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nhttp:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\n",
-        port(14317),
-        port(14318),
-        port(9090),
-        data.join("aggregator").display()
-    );
-    let agg_cfg: AggregatorConfig = parse(&agg_yaml, "<demo aggregator>")?;
-    let aggregator = edgewatch_aggregator::start(&agg_cfg, shutdown.clone())
-        .await
-        .context("starting the demo aggregator")?;
-
-    let mut collectors = Vec::new();
-    let mut servers = Vec::new();
-    for (i, (cluster, node)) in NODES.iter().enumerate() {
-        let step = 10 * i as u16;
-        let yaml = format!(
-            "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 256MiB\nforward:\n  endpoint: http://{}\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 5s\n",
-            port(4317 + step),
-            port(4318 + step),
-            data.join(format!("collector-{cluster}-{node}")).display(),
-            aggregator.otlp_grpc.context("demo aggregator has no gRPC receiver")?,
-            port(9464 + i as u16),
-        );
-        let cfg: CollectorConfig = parse(&yaml, "<demo collector>")?;
-        let c = edgewatch_collector::start(&cfg, shutdown.clone())
-            .await
-            .with_context(|| format!("starting the demo collector for {cluster}/{node}"))?;
-        let endpoint = format!(
-            "http://{}",
-            c.otlp_grpc.context("demo collector has no gRPC receiver")?
-        );
-        for (model, version) in MODELS {
-            let pod = format!("{model}-{cluster}-{node}");
-            servers.push(tokio::spawn(model_server(
-                endpoint.clone(),
-                pod,
-                model,
-                version,
-                args.push_interval.get(),
-                shutdown.clone(),
-            )));
-        }
-        println!(
-            "collector {cluster}/{node}: OTLP gRPC {endpoint}, admin http://{}/metrics",
-            c.admin
-        );
-        collectors.push(c);
-    }
-    let http = aggregator.http;
-    println!();
-    println!(
-        "aggregator: http://{http}/metrics (own metrics), OTLP gRPC {}",
-        aggregator
-            .otlp_grpc
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    );
-    println!(
-        "federate:   curl -s 'http://{http}/federate?match[]=%7B__name__%3D~%22ovms_.*%22%7D'"
-    );
-    println!("            curl -s -G 'http://{http}/federate' --data-urlencode 'match[]={{cluster=\"edge-a\"}}'");
-    println!("data:       {}", data.display());
-    println!("Ctrl-C stops the fleet.");
-
-    if let Some(d) = args.duration {
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d.get()).await;
-            stop.cancel();
-        });
-    }
-    shutdown.cancelled().await;
-    for s in servers {
-        let _ = s.await;
-    }
-    for c in collectors {
-        c.wait().await?;
-    }
-    aggregator.wait().await?;
-    Ok(())
-}
-
-/// One simulated OpenVINO Model Server: cumulative request counters and a latency
-/// histogram, as OVMS exposes them (`name`, `version` labels), pushed over OTLP.
-async fn model_server(
-    endpoint: String,
-    pod: String,
-    model: &'static str,
-    version: &'static str,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
+/// Pushes the pod's metrics every `every` until shutdown.
+pub async fn run(endpoint: String, pod: SharedPod, every: Duration, shutdown: CancellationToken) {
     let bounds: Vec<f64> = vec![1000.0, 5000.0, 10000.0, 50000.0, 100000.0, 500000.0];
     let mut success = 0u64;
     let mut fail = 0u64;
@@ -171,15 +55,28 @@ async fn model_server(
                 buckets[i] += 1;
             }
         }
-        let req = ovms_request(
-            &pod, model, version, start, success, fail, &bounds, &buckets, sum,
+        let state = pod
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        let mut req = ovms_request(
+            &state.pod,
+            &state.model,
+            &state.version,
+            start,
+            success,
+            fail,
+            &bounds,
+            &buckets,
+            sum,
         );
+        req.resource_metrics[0].scope_metrics.push(metadata(&state));
         if client.is_none() {
             client = MetricsServiceClient::connect(endpoint.clone()).await.ok();
         }
         if let Some(c) = client.as_mut() {
             if let Err(e) = c.export(req).await {
-                tracing::debug!(error = %e, %pod, "demo model server: export failed");
+                tracing::debug!(error = %e, pod = %state.pod, "demo model server: export failed");
                 client = None;
             }
         }
@@ -285,6 +182,44 @@ fn ovms_request(
             }],
             ..Default::default()
         }],
+    }
+}
+
+/// `edgewatch_model_info` and `edgewatch_model_ready` under the scrape scope, so the
+/// names reach the core exactly as the collector's discovery emits them.
+fn metadata(p: &PodState) -> ScopeMetrics {
+    let attrs = vec![
+        kv("namespace", &p.namespace),
+        kv("pod", &p.pod),
+        kv("deployment", &format!("{}-model-1", p.model)),
+        kv("model", &p.model),
+        kv("version", &p.version),
+        kv("image", &format!("quay.io/rhoai-edge/{}", p.model)),
+        kv("digest", &p.digest),
+    ];
+    let now = now_nanos();
+    let gauge = |name: &str, v: f64| Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                attributes: attrs.clone(),
+                time_unix_nano: now,
+                value: Some(number_data_point::Value::AsDouble(v)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    };
+    ScopeMetrics {
+        scope: Some(InstrumentationScope {
+            name: "edgewatch.scrape".into(),
+            ..Default::default()
+        }),
+        metrics: vec![
+            gauge("edgewatch_model_info", 1.0),
+            gauge("edgewatch_model_ready", if p.ready { 1.0 } else { 0.0 }),
+        ],
+        ..Default::default()
     }
 }
 

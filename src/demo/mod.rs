@@ -1,0 +1,220 @@
+//! `edgewatch demo`: a local fleet on embedded defaults, wired from the same
+//! libraries the real roles use — one aggregator, three collectors (cluster `edge-a`
+//! with two nodes, `edge-b` with one), simulated OpenVINO Model Server pods pushing
+//! OVMS-like metrics and their model metadata over real OTLP/gRPC to their node's
+//! collector, and a real git GitOps repository. A minute in, a "PR merge" bumps one
+//! app's digest; the clusters roll it out at different speeds, and `edge-c`, desired
+//! but without a collector, stays Unknown.
+
+mod gitops;
+mod model_server;
+
+use anyhow::Context;
+use edgewatch_config::{parse, AggregatorConfig, CollectorConfig};
+use model_server::{PodState, SharedPod};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Where the fleet keeps its sled data; a fresh temporary directory by default.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Added to every default port (aggregator 9090/14317/14318, collectors 4317.., admin 9464..).
+    #[arg(long, default_value_t = 0)]
+    port_offset: u16,
+    /// Stop by itself after this long (e.g. `30s`); runs until Ctrl-C by default.
+    #[arg(long)]
+    duration: Option<edgewatch_config::Dur>,
+    /// How often each simulated model server pushes its metrics.
+    #[arg(long, default_value = "2s")]
+    push_interval: edgewatch_config::Dur,
+    /// When the "PR merge" bumps tensorflow-housing-app's digest.
+    #[arg(long, default_value = "60s")]
+    bump_after: edgewatch_config::Dur,
+}
+
+/// (cluster, node) of each simulated edge node; each runs its own collector.
+const NODES: [(&str, &str); 3] = [
+    ("edge-a", "node-1"),
+    ("edge-a", "node-2"),
+    ("edge-b", "node-1"),
+];
+/// How long after the bump each node replaces its pod, and how long the new pod
+/// takes to become ready: the clusters roll out at different speeds.
+const ROLLOUT: [(&str, &str, u64, u64); 3] = [
+    ("edge-a", "node-1", 5, 10),
+    ("edge-a", "node-2", 20, 10),
+    ("edge-b", "node-1", 45, 15),
+];
+
+pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tmp;
+    let data = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("edgewatch-demo-")
+                .tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let port = |p: u16| p + args.port_offset;
+    let repo = data.join("gitops");
+    gitops::init(&repo)?;
+    let agg_yaml = format!(
+        "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nhttp:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\nevaluation_interval: 15s\nfleet:\n  down_after: 30s\nreconciler:\n  gitops:\n    path: {}\n  progress_deadline: 120s\n  interval: 2s\n",
+        port(14317),
+        port(14318),
+        port(9090),
+        data.join("aggregator").display(),
+        repo.display()
+    );
+    let agg_cfg: AggregatorConfig = parse(&agg_yaml, "<demo aggregator>")?;
+    let aggregator = edgewatch_aggregator::start(&agg_cfg, shutdown.clone())
+        .await
+        .context("starting the demo aggregator")?;
+
+    let mut collectors = Vec::new();
+    let mut servers = Vec::new();
+    let mut pods: Vec<(String, String, SharedPod)> = Vec::new();
+    for (i, (cluster, node)) in NODES.iter().enumerate() {
+        let step = 10 * i as u16;
+        let yaml = format!(
+            "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 256MiB\nforward:\n  endpoint: http://{}\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 5s\n",
+            port(4317 + step),
+            port(4318 + step),
+            data.join(format!("collector-{cluster}-{node}")).display(),
+            aggregator.otlp_grpc.context("demo aggregator has no gRPC receiver")?,
+            port(9464 + i as u16),
+        );
+        let cfg: CollectorConfig = parse(&yaml, "<demo collector>")?;
+        let c = edgewatch_collector::start(&cfg, shutdown.clone())
+            .await
+            .with_context(|| format!("starting the demo collector for {cluster}/{node}"))?;
+        let endpoint = format!(
+            "http://{}",
+            c.otlp_grpc.context("demo collector has no gRPC receiver")?
+        );
+        for app in &gitops::APPS {
+            let pod = Arc::new(Mutex::new(PodState {
+                namespace: app.name.to_string(),
+                pod: format!("{}-model-1-{}-{node}", app.model, 1),
+                model: app.model.to_string(),
+                version: "1".to_string(),
+                digest: gitops::digest(app.model, 1),
+                ready: true,
+            }));
+            pods.push((cluster.to_string(), node.to_string(), pod.clone()));
+            servers.push(tokio::spawn(model_server::run(
+                endpoint.clone(),
+                pod,
+                args.push_interval.get(),
+                shutdown.clone(),
+            )));
+        }
+        println!(
+            "collector {cluster}/{node}: OTLP gRPC {endpoint}, admin http://{}/metrics",
+            c.admin
+        );
+        collectors.push(c);
+    }
+    servers.push(tokio::spawn(rollout(
+        repo.clone(),
+        pods,
+        args.bump_after.get(),
+        shutdown.clone(),
+    )));
+    let http = aggregator.http;
+    println!();
+    println!(
+        "aggregator: http://{http}/metrics (own metrics), OTLP gRPC {}",
+        aggregator
+            .otlp_grpc
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "federate:   curl -s 'http://{http}/federate?match[]=%7B__name__%3D~%22ovms_.*%22%7D'"
+    );
+    println!("            curl -s -G 'http://{http}/federate' --data-urlencode 'match[]={{cluster=\"edge-a\"}}'");
+    println!("fleet page: http://{http}/   (deployments: http://{http}/api/v1/deployments)");
+    println!(
+        "gitops:     {} (a PR merge bumps tensorflow-housing-app in {})",
+        repo.display(),
+        args.bump_after
+    );
+    println!("data:       {}", data.display());
+    println!("Ctrl-C stops the fleet.");
+
+    if let Some(d) = args.duration {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d.get()).await;
+            stop.cancel();
+        });
+    }
+    shutdown.cancelled().await;
+    for s in servers {
+        let _ = s.await;
+    }
+    for c in collectors {
+        c.wait().await?;
+    }
+    aggregator.wait().await?;
+    Ok(())
+}
+
+/// A minute in, the "PR merge" pins build 2 of the first app; each node then replaces
+/// its pod (not ready on the new digest for a while, then ready) at its own pace.
+async fn rollout(
+    repo: PathBuf,
+    pods: Vec<(String, String, SharedPod)>,
+    after: Duration,
+    stop: CancellationToken,
+) {
+    let app = &gitops::APPS[0];
+    tokio::select! {
+        _ = tokio::time::sleep(after) => {}
+        _ = stop.cancelled() => return,
+    }
+    if let Err(e) = gitops::bump(&repo, app, 2) {
+        tracing::error!(error = %e, "demo: the PR merge failed");
+        return;
+    }
+    println!(
+        "demo: merged a PR pinning {} build 2 ({})",
+        app.model,
+        gitops::digest(app.model, 2)
+    );
+    let mut steps = Vec::new();
+    for (cluster, node, replace_after, ready_after) in ROLLOUT {
+        let Some((_, _, pod)) = pods.iter().find(|(c, n, p)| {
+            c == cluster && n == node && p.lock().map(|p| p.model == app.model).unwrap_or(false)
+        }) else {
+            continue;
+        };
+        steps.push((Duration::from_secs(replace_after), pod.clone(), false));
+        steps.push((
+            Duration::from_secs(replace_after + ready_after),
+            pod.clone(),
+            true,
+        ));
+    }
+    steps.sort_by_key(|(at, _, _)| *at);
+    let start = tokio::time::Instant::now();
+    for (at, pod, ready) in steps {
+        tokio::select! {
+            _ = tokio::time::sleep_until(start + at) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Ok(mut p) = pod.lock() {
+            p.digest = gitops::digest(app.model, 2);
+            p.version = "2".to_string();
+            p.pod = p.pod.replacen("-model-1-1-", "-model-1-2-", 1);
+            p.ready = ready;
+        }
+    }
+}
