@@ -45,29 +45,34 @@ async fn federate(
         .unwrap_or("");
     let format = negotiate(accept);
     let now = now_ms();
-    // Selecting, sorting and encoding a large store is CPU work: keep it off
-    // the async workers.
-    let body = tokio::task::spawn_blocking(move || {
+    // Selecting, sorting and encoding a large store is CPU work: keep it off the
+    // async workers, and stream the body while the rest is rendered.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    tokio::task::spawn_blocking(move || {
         let sel = store.select(&selectors, now);
-        let mut out = Vec::new();
-        render(&sel, format, &mut out);
-        out
-    })
-    .await;
-    match body {
-        Ok(body) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, format.content_type())],
-            body,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("rendering failed: {e}"),
-        )
-            .into_response(),
-    }
+        let mut out = Vec::with_capacity(CHUNK + 4096);
+        let mut send = |buf: &mut Vec<u8>| {
+            let full = std::mem::replace(buf, Vec::with_capacity(CHUNK + 4096));
+            tx.blocking_send(bytes::Bytes::from(full)).is_ok()
+        };
+        render::render_chunked(&sel, format, CHUNK, &mut out, &mut send);
+        if !out.is_empty() {
+            send(&mut out);
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, format.content_type())],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
+
+/// Bytes rendered before they are handed to the connection.
+const CHUNK: usize = 1 << 20;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -48,6 +48,20 @@ fn escaped(out: &mut Vec<u8>, s: &str, quote: bool) {
 /// Renders `sel` (already sorted and family-grouped by the store).
 pub fn render(sel: &Selection, format: Format, out: &mut Vec<u8>) {
     out.reserve(sel.len() * 48 + sel.string_bytes());
+    render_chunked(sel, format, usize::MAX, out, &mut |_| true);
+}
+
+/// Like [`render`], handing `out` to `flush` whenever it holds `chunk` bytes or more
+/// (at a line boundary), so a large body can be sent while the rest is rendered.
+/// Stops early when `flush` returns false (the client went away). The caller sends
+/// what is left in `out` at the end.
+pub fn render_chunked(
+    sel: &Selection,
+    format: Format,
+    chunk: usize,
+    out: &mut Vec<u8>,
+    flush: &mut dyn FnMut(&mut Vec<u8>) -> bool,
+) {
     let om = format == Format::OpenMetrics;
     let mut current: Option<u32> = None;
     for s in sel.iter() {
@@ -125,6 +139,9 @@ pub fn render(sel: &Selection, format: Format, out: &mut Vec<u8>) {
             append_i64(out, s.timestamp_ms());
         }
         out.push(b'\n');
+        if out.len() >= chunk && !flush(out) {
+            return;
+        }
     }
     if om {
         out.extend_from_slice(b"# EOF\n");
