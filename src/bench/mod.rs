@@ -264,13 +264,14 @@ fn judge(o: &Outcome, s2_rate: Option<f64>) -> (String, String) {
     match o.id {
         "S1" => (
             format!(
-                "CPU {:.1}% of a core (avg; max 100 ms interval {:.0}%), RSS avg {:.1} MiB / max {:.1} MiB (idle before load {:.1} MiB); {} dp/s acked",
+                "CPU {:.1}% of a core (avg; max 100 ms interval {:.0}%), RSS avg {:.1} MiB / max {:.1} MiB (idle before load {:.1} MiB); {} dp/s acked, ack latency p99 {:.1} ms (target ≤ 50 ms)",
                 g("cpu_pct"),
                 g("cpu_max_pct"),
                 g("rss_avg_mib"),
                 g("rss_max_mib"),
                 g("rss_idle_mib"),
-                grouped(g("acked_rate"))
+                grouped(g("acked_rate")),
+                g("ack_p99_ms")
             ),
             pf(g("cpu_pct") <= 3.0 && g("rss_max_mib") <= 16.0),
         ),

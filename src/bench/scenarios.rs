@@ -111,6 +111,10 @@ pub async fn s1(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
         ("acked_points", num(&rep, "acked_points")),
         ("received_points", received),
         ("failed_points", num(&rep, "failed_points")),
+        (
+            "ack_p99_ms",
+            rep["latency_ms"]["p99"].as_f64().unwrap_or(f64::NAN),
+        ),
     ]))
 }
 

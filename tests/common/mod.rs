@@ -228,34 +228,17 @@ impl Collector {
         aggregator_grpc: u16,
         extra_buffer: &str,
     ) -> Collector {
-        let (grpc, http, admin) = (free_port(), free_port(), free_port());
-        let config = dir.join(format!("{name}.yaml"));
-        write(
-            &config,
-            &format!(
-                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\nbuffer:\n  path: {}\n{extra_buffer}forward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n",
-                dir.join(format!("{name}-buffer")).display()
-            ),
-        );
-        let proc = Proc::spawn(
-            name,
-            BIN,
-            &[
-                "collector",
-                "--config",
-                config.to_str().expect("utf-8 path"),
-            ],
+        Self::spawn(
             dir,
-        );
-        let c = Collector {
-            grpc,
-            http,
-            admin,
-            config,
-            proc,
-        };
-        wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
-        c
+            name,
+            cluster,
+            node,
+            aggregator_grpc,
+            "",
+            extra_buffer,
+            "",
+        )
+        .await
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
@@ -516,12 +499,37 @@ impl Collector {
         receivers_extra: &str,
         top_extra: &str,
     ) -> Collector {
+        Self::spawn(
+            dir,
+            name,
+            cluster,
+            node,
+            aggregator_grpc,
+            receivers_extra,
+            "",
+            top_extra,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn(
+        dir: &Path,
+        name: &str,
+        cluster: &str,
+        node: &str,
+        aggregator_grpc: u16,
+        receivers_extra: &str,
+        buffer_extra: &str,
+        top_extra: &str,
+    ) -> Collector {
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let config = dir.join(format!("{name}.yaml"));
+        // Own metrics are off: several tests count points exactly.
         write(
             &config,
             &format!(
-                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers_extra}buffer:\n  path: {}\nforward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n{top_extra}",
+                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers_extra}buffer:\n  path: {}\n{buffer_extra}forward:\n  endpoint: http://127.0.0.1:{aggregator_grpc}\n  initial_backoff: 50ms\n  max_backoff: 500ms\nadmin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n{top_extra}",
                 dir.join(format!("{name}-buffer")).display()
             ),
         );
@@ -535,15 +543,14 @@ impl Collector {
             ],
             dir,
         );
-        let c = Collector {
+        wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
+        Collector {
             grpc,
             http,
             admin,
             config,
             proc,
-        };
-        wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
-        c
+        }
     }
 }
 

@@ -353,13 +353,11 @@ impl Converter {
     ) {
         if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
             let attrs = ctx.point_labels(&p.attributes);
-            ctx.write(
+            ctx.end(
                 fam,
                 name,
                 &ctx.merge(&attrs, None),
-                STALE_NAN,
                 ctx.ts(p.time_unix_nano),
-                ctx.now_ms,
             );
             t.accepted += 1;
             return;
@@ -408,26 +406,9 @@ impl Converter {
                 .filter(|b| b.is_finite())
                 .map(|b| go_float_string(*b));
             for le in les.chain(std::iter::once("+Inf".to_string())) {
-                ctx.write(
-                    fam,
-                    &bucket,
-                    &ctx.merge(&attrs, Some(("le", &le))),
-                    STALE_NAN,
-                    ts,
-                    ctx.now_ms,
-                );
+                ctx.end(fam, &bucket, &ctx.merge(&attrs, Some(("le", &le))), ts);
             }
-            let base = ctx.merge(&attrs, None);
-            for suffix in ["_sum", "_count"] {
-                ctx.write(
-                    fam,
-                    &format!("{name}{suffix}"),
-                    &base,
-                    STALE_NAN,
-                    ts,
-                    ctx.now_ms,
-                );
-            }
+            ctx.end_sum_count(fam, name, &ctx.merge(&attrs, None), ts);
             t.accepted += 1;
             return;
         }
@@ -502,26 +483,9 @@ impl Converter {
             let ts = ctx.ts(p.time_unix_nano);
             for q in &p.quantile_values {
                 let qs = go_float_string(q.quantile);
-                ctx.write(
-                    fam,
-                    name,
-                    &ctx.merge(&attrs, Some(("quantile", &qs))),
-                    STALE_NAN,
-                    ts,
-                    ctx.now_ms,
-                );
+                ctx.end(fam, name, &ctx.merge(&attrs, Some(("quantile", &qs))), ts);
             }
-            let base = ctx.merge(&attrs, None);
-            for suffix in ["_sum", "_count"] {
-                ctx.write(
-                    fam,
-                    &format!("{name}{suffix}"),
-                    &base,
-                    STALE_NAN,
-                    ts,
-                    ctx.now_ms,
-                );
-            }
+            ctx.end_sum_count(fam, name, &ctx.merge(&attrs, None), ts);
             t.accepted += 1;
             return;
         }
@@ -566,6 +530,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Ends a series with a stale marker.
+    fn end(&self, fam: FamilyId, name: &str, labels: &[(&str, &str)], ts: i64) {
+        self.write(fam, name, labels, STALE_NAN, ts, self.now_ms);
+    }
+
+    fn end_sum_count(&self, fam: FamilyId, name: &str, base: &[(&str, &str)], ts: i64) {
+        for suffix in ["_sum", "_count"] {
+            self.end(fam, &format!("{name}{suffix}"), base, ts);
+        }
+    }
+
     fn write(
         &self,
         fam: FamilyId,
