@@ -340,8 +340,12 @@ impl Store {
         {
             // Ids stay valid (not freed/reused) while `gc` is held shared.
             let _gc = read(&self.gc);
+            let mask = self.shard_mask(selectors);
             let mut name_ids: Vec<Vec<Option<SymbolId>>> = Vec::new();
-            for shard in self.shards.iter() {
+            for (i, shard) in self.shards.iter().enumerate() {
+                if mask & (1 << i) == 0 {
+                    continue;
+                }
                 let map = read(shard);
                 if map.is_empty() {
                     continue;

@@ -197,8 +197,12 @@ impl Store {
         let cutoff = now_ms.saturating_sub(self.staleness_ms);
         let mut out = Vec::new();
         let _gc = read(&self.gc);
+        let mask = self.shard_mask(selectors);
         let mut buf = Vec::new();
-        for shard in self.shards.iter() {
+        for (i, shard) in self.shards.iter().enumerate() {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
             let map = read(shard);
             if map.is_empty() {
                 continue;
