@@ -86,7 +86,6 @@ fn bench(c: &mut Criterion) {
     let store = Arc::new(Store::new(
         StoreOptions {
             staleness: Duration::from_secs(3600),
-            ..Default::default()
         },
         &registry,
     ));
