@@ -1,13 +1,9 @@
-//! End to end: the aggregator with a reconciler over a real git repository;
-//! simulated collectors send OTLP (`edgewatch_model_info` / `_ready` under scope
-//! `edgewatch.scrape`, `edgewatch_collector_info`) to its OTLP/HTTP port. A commit
-//! changes a digest: `/api/v1/deployments` and `/federate` show Progressing → Synced;
-//! a cluster that stops reporting goes Unknown, and Synced again when it is back.
-//!
-//! `fleet_in_process` runs the real aggregator library (`edgewatch_aggregator::start`)
-//! with the reconciler, fleet and web routers served beside it on one more port (as the
-//! aggregator will serve them once wired into `start`). `fleet_process` runs the same
-//! scenario against the `edgewatch aggregator` process with everything on its HTTP port.
+//! End to end: the `edgewatch aggregator` process with a reconciler over a real git
+//! repository. Cluster `edge-a`'s pods report straight to the aggregator's OTLP/HTTP
+//! port; cluster `edge-b` runs a real collector process (buffer, forwarder) that its
+//! pods push to. A commit changes a digest: `/api/v1/deployments` and `/federate` show
+//! Progressing → Synced; edge-b's collector is SIGKILLed mid-rollout (→ Unknown after
+//! `down_after`), comes back on the same buffer and the cluster turns Synced.
 
 mod common;
 
@@ -77,19 +73,20 @@ fn reconciler_yaml(repo: &Path) -> String {
     )
 }
 
-/// Simulated collectors: per cluster the digest its pod runs (None: silent).
-type Running = Arc<Mutex<BTreeMap<&'static str, Option<&'static str>>>>;
+/// Per cluster: the OTLP/HTTP port its pods push to and the digest they run (None:
+/// silent).
+type Running = Arc<Mutex<BTreeMap<&'static str, (u16, Option<&'static str>)>>>;
 
-fn spawn_collectors(otlp_http: u16, running: Running) -> tokio::task::JoinHandle<()> {
+fn spawn_pods(running: Running) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let now: Vec<(&str, Option<&str>)> = running
+            let now: Vec<(&str, u16, Option<&str>)> = running
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|(k, v)| (*k, *v))
+                .map(|(k, (port, d))| (*k, *port, *d))
                 .collect();
-            for (cluster, digest) in now {
+            for (cluster, otlp_http, digest) in now {
                 let Some(digest) = digest else { continue };
                 let pod = ModelPod {
                     namespace: APP.into(),
@@ -103,7 +100,7 @@ fn spawn_collectors(otlp_http: u16, running: Running) -> tokio::task::JoinHandle
                 };
                 let body = model_request(cluster, "node-1", &[pod], "0.1.0-test");
                 let (status, _) = post_otlp(otlp_http, body).await;
-                assert_eq!(status, 200, "OTLP export to the aggregator");
+                assert_eq!(status, 200, "OTLP export from {cluster}'s pod");
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -163,16 +160,34 @@ async fn expect_state(api: &str, federate: &str, cluster: &str, state: &str, des
     .await;
 }
 
-async fn scenario(otlp_http: u16, api: &str, federate: &str, repo: &Path) {
-    let running: Running = Arc::new(Mutex::new(
-        [("edge-a", Some(D1)), ("edge-b", Some(D1))]
-            .into_iter()
-            .collect(),
-    ));
-    let collectors = spawn_collectors(otlp_http, running.clone());
+fn set(running: &Running, cluster: &'static str, digest: Option<&'static str>) {
+    if let Some(e) = running.lock().unwrap().get_mut(cluster) {
+        e.1 = digest;
+    }
+}
 
-    expect_state(api, federate, "edge-a", "Synced", D1).await;
-    expect_state(api, federate, "edge-b", "Synced", D1).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_with_a_collector_killed_mid_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("gitops");
+    make_repo(&repo);
+    let agg = common::Aggregator::start_with_extra(dir.path(), &reconciler_yaml(&repo)).await;
+    let api = agg.url("");
+    let federate = api.as_str();
+    let mut edge_b =
+        common::Collector::start(dir.path(), "edge-b", "edge-b", "node-1", agg.grpc, "").await;
+    let running: Running = Arc::new(Mutex::new(
+        [
+            ("edge-a", (agg.http_otlp, Some(D1))),
+            ("edge-b", (edge_b.http, Some(D1))),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+    let pods = spawn_pods(running.clone());
+
+    expect_state(&api, federate, "edge-a", "Synced", D1).await;
+    expect_state(&api, federate, "edge-b", "Synced", D1).await;
 
     // Fleet API: both clusters, their node, collector version.
     let (_, fleet) = get(&format!("{api}/api/v1/fleet"))
@@ -184,10 +199,10 @@ async fn scenario(otlp_http: u16, api: &str, federate: &str, repo: &Path) {
     assert_eq!(clusters[0]["nodes"][0]["node"], "node-1");
     assert_eq!(clusters[0]["nodes"][0]["collector_version"], "0.1.0-test");
 
-    // A commit changes the digest: Progressing until the pods run it, then Synced.
-    let rev = set_digest(repo, D2);
-    expect_state(api, federate, "edge-a", "Progressing", D2).await;
-    expect_state(api, federate, "edge-b", "Progressing", D2).await;
+    // A commit changes the digest: Progressing until the pods run it.
+    let rev = set_digest(&repo, D2);
+    expect_state(&api, federate, "edge-a", "Progressing", D2).await;
+    expect_state(&api, federate, "edge-b", "Progressing", D2).await;
     let (_, body) = get(&format!("{api}/api/v1/deployments")).await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["data"]["revision"], rev.as_str());
@@ -200,33 +215,43 @@ async fn scenario(otlp_http: u16, api: &str, federate: &str, repo: &Path) {
             .any(|r| r["summary"] == summary.as_str()),
         "{body}"
     );
-    running.lock().unwrap().insert("edge-a", Some(D2));
-    running.lock().unwrap().insert("edge-b", Some(D2));
-    expect_state(api, federate, "edge-a", "Synced", D2).await;
-    expect_state(api, federate, "edge-b", "Synced", D2).await;
-    let transitions = {
-        let (_, body) = get(&format!("{api}/api/v1/deployments")).await.unwrap();
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["data"]["transitions"].clone()
-    };
-    assert!(
-        transitions
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["cluster"] == "edge-a"
-                && t["from"] == "Progressing"
-                && t["to"] == "Synced"
-                && t["revision"] == rev.as_str()),
-        "{transitions}"
-    );
+    set(&running, "edge-a", Some(D2));
+    expect_state(&api, federate, "edge-a", "Synced", D2).await;
 
-    // edge-b stops reporting: Unknown (disconnected) after down_after; edge-a unaffected.
-    running.lock().unwrap().insert("edge-b", None);
-    expect_state(api, federate, "edge-b", "Unknown", D2).await;
-    assert_eq!(api_state(api, "edge-a").await.unwrap().0, "Synced");
-    running.lock().unwrap().insert("edge-b", Some(D2));
-    expect_state(api, federate, "edge-b", "Synced", D2).await;
+    // Mid-rollout, edge-b's collector dies: disconnected, not failed.
+    set(&running, "edge-b", None);
+    edge_b.proc.kill();
+    expect_state(&api, federate, "edge-b", "Unknown", D2).await;
+    assert_eq!(api_state(&api, "edge-a").await.unwrap().0, "Synced");
+
+    // It comes back on the same buffer; its pods run the new digest.
+    let config = edge_b.config.clone();
+    edge_b.proc = common::Proc::spawn(
+        "edge-b",
+        common::BIN,
+        &["collector", "--config", config.to_str().unwrap()],
+        dir.path(),
+    );
+    common::wait_ready(&format!("http://127.0.0.1:{}/readyz", edge_b.admin)).await;
+    set(&running, "edge-b", Some(D2));
+    expect_state(&api, federate, "edge-b", "Synced", D2).await;
+
+    let (_, body) = get(&format!("{api}/api/v1/deployments")).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let transitions = v["data"]["transitions"].as_array().unwrap();
+    let seen = |cluster: &str, from: &str, to: &str| {
+        transitions.iter().any(|t| {
+            t["cluster"] == cluster
+                && t["from"] == from
+                && t["to"] == to
+                && t["revision"] == rev.as_str()
+        })
+    };
+    assert!(seen("edge-a", "Progressing", "Synced"), "{transitions:?}");
+    assert!(
+        seen("edge-b", "Progressing", "Unknown") && seen("edge-b", "Unknown", "Synced"),
+        "{transitions:?}"
+    );
 
     // The status page renders the grid server-side.
     let (status, page) = get(&format!("{api}/")).await.expect("status page");
@@ -237,69 +262,5 @@ async fn scenario(otlp_http: u16, api: &str, federate: &str, repo: &Path) {
         )),
         "{page}"
     );
-    collectors.abort();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fleet_in_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("gitops");
-    make_repo(&repo);
-    let yaml = format!(
-        "receivers:\n  otlp:\n    http: 127.0.0.1:0\nhttp:\n  listen: 127.0.0.1:0\nstate:\n  path: {}\n{}",
-        dir.path().join("state").display(),
-        reconciler_yaml(&repo)
-    );
-    let cfg: edgewatch_config::AggregatorConfig =
-        edgewatch_config::parse(&yaml, "aggregator.yaml").expect("config");
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let agg = edgewatch_aggregator::start(&cfg, shutdown.clone())
-        .await
-        .expect("aggregator");
-    let registry = prometheus::Registry::new();
-    let r = edgewatch_aggregator::reconcile::Reconciler::new(&cfg, agg.store.clone(), &registry)
-        .expect("reconciler")
-        .expect("configured");
-    let down_after = cfg.fleet.down_after.get();
-    let app = r
-        .router()
-        .merge(edgewatch_aggregator::fleet::router(
-            agg.store.clone(),
-            down_after,
-        ))
-        .merge(edgewatch_aggregator::web::router(
-            agg.store.clone(),
-            down_after,
-            Some(r.handle()),
-        ));
-    let task = tokio::spawn(r.run(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(edgewatch_aggregator::web::serve(
-        listener,
-        app,
-        shutdown.clone(),
-    ));
-    let otlp_http = agg.otlp_http.expect("OTLP/HTTP listener").port();
-    let federate = format!("http://{}", agg.http);
-
-    scenario(otlp_http, &api, &federate, &repo).await;
-
-    shutdown.cancel();
-    let _ = task.await;
-    let _ = server.await;
-    let _ = agg.wait().await;
-}
-
-/// The same against the `edgewatch aggregator` process: needs the reconciler wired
-/// into `edgewatch_aggregator::start` (routes `/`, `/api/v1/fleet`, `/api/v1/deployments`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-
-async fn fleet_process() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("gitops");
-    make_repo(&repo);
-    let agg = common::Aggregator::start_with_extra(dir.path(), &reconciler_yaml(&repo)).await;
-    let base = agg.url("");
-    scenario(agg.http_otlp, &base, &base, &repo).await;
+    pods.abort();
 }
