@@ -843,6 +843,16 @@ fn fleet_view_nodes_last_seen_backlog_and_version() {
         now,
         now,
     );
+    // The rules engine's last-seen series of a live collector has no `version`
+    // label: the version from edgewatch_collector_info must survive it.
+    store.write(
+        ls,
+        fleet::LAST_SEEN,
+        &[("cluster", "a"), ("node", "n1"), ("instance_id", "i1")],
+        (now - 1000) as f64 / 1000.0,
+        now,
+        now,
+    );
     let v = fleet::view(&store, now, std::time::Duration::from_secs(120));
     assert_eq!(v.clusters.len(), 3);
     let c = &v.clusters[2];

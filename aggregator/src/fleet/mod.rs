@@ -93,9 +93,14 @@ pub fn view(store: &Store, now_ms: i64, down_after: Duration) -> FleetView {
             });
         n.last_seen_ms = n.last_seen_ms.max(seen_ms(&s));
         match s.name() {
+            // The rules' last-seen series may lack these labels: never erase them.
             "edgewatch_collector_info" | LAST_SEEN => {
-                n.collector_version = s.label("version").map(str::to_owned);
-                n.instance_id = s.label("instance_id").map(str::to_owned);
+                if let Some(v) = s.label("version") {
+                    n.collector_version = Some(v.to_owned());
+                }
+                if let Some(i) = s.label("instance_id") {
+                    n.instance_id = Some(i.to_owned());
+                }
             }
             "edgewatch_buffer_entries" => {
                 *n.buffer_entries.get_or_insert(0.0) += s.value();
