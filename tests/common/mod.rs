@@ -145,25 +145,34 @@ impl Aggregator {
 
     /// On a given OTLP/gRPC port (collectors may have been pointed at it already).
     pub async fn start_with_grpc(dir: &Path, grpc: u16) -> Aggregator {
+        Self::start_configured(dir, grpc, "").await
+    }
+
+    /// Like [`Aggregator::start`], with `extra` appended to the config at the top level
+    /// (e.g. a `reconciler:` or `fleet:` section).
+    pub async fn start_with_extra(dir: &Path, extra: &str) -> Aggregator {
+        Self::start_configured(dir, free_port(), extra).await
+    }
+
+    async fn start_configured(dir: &Path, grpc: u16, extra: &str) -> Aggregator {
         let (http_otlp, http) = (free_port(), free_port());
         let config = dir.join("aggregator.yaml");
         write(
             &config,
             &format!(
-                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\nstate:\n  path: {}\n",
+                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\nstate:\n  path: {}\n{extra}",
                 dir.join("aggregator-state").display()
             ),
         );
         let proc = Self::spawn(&config, dir);
-        let a = Aggregator {
+        wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await;
+        Aggregator {
             grpc,
             http_otlp,
             http,
             config,
             proc,
-        };
-        wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await;
-        a
+        }
     }
 
     fn spawn(config: &Path, dir: &Path) -> Proc {
@@ -551,32 +560,6 @@ impl Collector {
             config,
             proc,
         }
-    }
-}
-
-impl Aggregator {
-    /// Like [`Aggregator::start`], with `extra` appended to the config at the top level
-    /// (e.g. a `reconciler:` or `fleet:` section).
-    pub async fn start_with_extra(dir: &Path, extra: &str) -> Aggregator {
-        let (grpc, http_otlp, http) = (free_port(), free_port(), free_port());
-        let config = dir.join("aggregator.yaml");
-        write(
-            &config,
-            &format!(
-                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\nstate:\n  path: {}\n{extra}",
-                dir.join("aggregator-state").display()
-            ),
-        );
-        let proc = Self::spawn(&config, dir);
-        let a = Aggregator {
-            grpc,
-            http_otlp,
-            http,
-            config,
-            proc,
-        };
-        wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await;
-        a
     }
 }
 
