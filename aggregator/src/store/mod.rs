@@ -133,7 +133,6 @@ struct Slot {
     timestamp_ms: i64,
     /// Arrival time (ms) of the last accepted sample.
     updated_ms: i64,
-    family: u32,
     /// Recent samples, only for series in the window's scope (see `window`).
     ring: Option<Box<Ring>>,
 }
@@ -153,6 +152,10 @@ pub struct Store {
     gc: RwLock<()>,
     symbols: RwLock<Symbols>,
     families: RwLock<Families>,
+    /// Metric name symbol → family id. Kept per name rather than per series so a
+    /// slot stays 32 bytes (memory per series is a target); the last writer of a
+    /// name wins, as it did per series.
+    name_families: RwLock<HashMap<SymbolId, u32, FxBuildHasher>>,
     shards: Box<[RwLock<Shard>]>,
     series: AtomicUsize,
     /// Set when series were removed and their symbols not yet collected.
@@ -188,6 +191,7 @@ impl Store {
             gc: RwLock::new(()),
             symbols: RwLock::new(Symbols::default()),
             families: RwLock::new(Families::default()),
+            name_families: RwLock::new(HashMap::default()),
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             series: AtomicUsize::new(0),
             gc_pending: AtomicBool::new(false),
@@ -293,6 +297,9 @@ impl Store {
             }
         }
 
+        if read(&self.name_families).get(&key[0]) != Some(&family.0) {
+            write(&self.name_families).insert(key[0], family.0);
+        }
         let shard = &self.shards[shard_of(&key)];
         let mut map = write(shard);
         if is_stale_marker(value) && !map.contains_key(&key[..]) {
@@ -305,7 +312,6 @@ impl Store {
             slot.value = value;
             slot.timestamp_ms = timestamp_ms;
             slot.updated_ms = now_ms;
-            slot.family = family.0;
             if let Some(ring) = slot.ring.as_mut() {
                 ring.push(timestamp_ms, value, &read(&self.window));
             }
@@ -325,7 +331,6 @@ impl Store {
                 value,
                 timestamp_ms,
                 updated_ms: now_ms,
-                family: family.0,
                 ring,
             },
         );

@@ -350,6 +350,7 @@ impl Store {
                 if map.is_empty() {
                     continue;
                 }
+                let name_fams = read(&self.name_families);
                 let sym = read(&self.symbols);
                 if g2l.len() < sym.capacity() {
                     g2l.resize(sym.capacity(), NONE);
@@ -392,7 +393,7 @@ impl Store {
                         sel.ids.push(*slot);
                     }
                     sel.recs.push(Rec {
-                        family: slot.family,
+                        family: name_fams.get(&key[0]).copied().unwrap_or(0),
                         start: start as u32,
                         len: key.len() as u32,
                         value: slot.value,

@@ -277,3 +277,29 @@ fn concurrent_writes_and_selects() {
     assert_eq!(st.series_count(), 2000);
     assert_eq!(st.select(&sel("c"), 2000).len(), 2000);
 }
+
+#[test]
+fn slot_stays_32_bytes() {
+    // Memory per series is a target (≤ 300 B at 1 M series); the slot is most of it.
+    assert_eq!(std::mem::size_of::<super::Slot>(), 32);
+}
+
+#[test]
+fn staleness_counts_from_arrival_even_for_old_samples() {
+    let st = store(10);
+    let f = st.family("g", MetricType::Gauge, "", "");
+    // A sample an hour old arrives now (a drained backlog): served for the staleness period.
+    st.write(
+        f,
+        "g",
+        &[("pod", "p1")],
+        1.0,
+        1_000_000,
+        1_000_000 + 3_600_000,
+    );
+    assert_eq!(st.select(&sel("g"), 1_000_000 + 3_600_000 + 9_000).len(), 1);
+    assert_eq!(
+        st.select(&sel("g"), 1_000_000 + 3_600_000 + 10_001).len(),
+        0
+    );
+}
