@@ -49,7 +49,7 @@ pub use select::{LabelMatcher, MatchOp, Selection, Selector, SelectorError, Seri
 use window::{Ring, WindowState};
 pub use window::{SeriesSamples, WindowOptions, WindowScope};
 
-const SHARDS: usize = 64;
+const SHARDS: usize = 256;
 
 /// Store configuration.
 #[derive(Debug, Clone)]
@@ -451,12 +451,12 @@ fn dedup_keep_last(v: &mut Vec<(&str, &str)>) {
 /// its name's group, so a selector that fixes the name scans 1/`NAME_GROUPS` of the
 /// store (rules evaluate hundreds of such selectors per round), while the writes of
 /// one busy metric still spread over `PER_NAME` locks.
-const NAME_GROUPS: usize = 16;
+const NAME_GROUPS: usize = 8;
 const PER_NAME: usize = SHARDS / NAME_GROUPS;
 
 fn name_group(name: SymbolId) -> usize {
-    // The top 4 bits of a multiplicative hash: 0..16.
-    ((u64::from(name)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize
+    // The top 3 bits of a multiplicative hash: 0..NAME_GROUPS.
+    ((u64::from(name)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61) as usize
 }
 
 fn shard_of(key: &[SymbolId]) -> usize {
@@ -465,11 +465,11 @@ fn shard_of(key: &[SymbolId]) -> usize {
 }
 
 impl Store {
-    /// Bit `i` set: shard `i` may hold series matching any of `selectors`. Call with
+    /// `mask[i]`: shard `i` may hold series matching any of `selectors`. Call with
     /// `gc` held shared (symbol ids stay valid).
-    pub(crate) fn shard_mask(&self, selectors: &[Selector]) -> u64 {
+    pub(crate) fn shard_mask(&self, selectors: &[Selector]) -> Vec<bool> {
         let sym = read(&self.symbols);
-        let mut mask = 0u64;
+        let mut mask = vec![false; SHARDS];
         for s in selectors {
             let name = s.matchers.iter().find_map(|m| match &m.op {
                 MatchOp::Equal(v) if m.name == METRIC_NAME => Some(v),
@@ -479,10 +479,11 @@ impl Store {
                 // A name nobody wrote yet: no shard holds it.
                 Some(v) => {
                     if let Some(id) = sym.get(v) {
-                        mask |= ((1u64 << PER_NAME) - 1) << (name_group(id) * PER_NAME);
+                        let first = name_group(id) * PER_NAME;
+                        mask[first..first + PER_NAME].fill(true);
                     }
                 }
-                None => return u64::MAX,
+                None => return vec![true; SHARDS],
             }
         }
         mask

@@ -200,7 +200,7 @@ impl Store {
         let mask = self.shard_mask(selectors);
         let mut buf = Vec::new();
         for (i, shard) in self.shards.iter().enumerate() {
-            if mask & (1 << i) == 0 {
+            if !mask[i] {
                 continue;
             }
             let map = read(shard);
