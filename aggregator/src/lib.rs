@@ -191,29 +191,11 @@ fn web_router(registry: Registry) -> axum::Router {
             "/metrics",
             get(move || {
                 let r = registry.clone();
-                async move { prometheus_text(&r) }
+                async move { edgewatch_otlp::server::metrics_response(&r) }
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
-}
-
-/// A registry in the Prometheus text format.
-pub fn prometheus_text(registry: &Registry) -> axum::response::Response {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
-    use prometheus::Encoder;
-    let enc = prometheus::TextEncoder::new();
-    let mut body = Vec::new();
-    match enc.encode(&registry.gather(), &mut body) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, enc.format_type().to_string())],
-            body,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
 }
 
 pub(crate) fn now_ms() -> i64 {

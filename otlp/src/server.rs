@@ -74,3 +74,21 @@ pub async fn bind(addr: SocketAddr, what: &str) -> io::Result<TcpListener> {
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for {what} on {addr}: {e}")))
 }
+
+/// A registry in the Prometheus text format: the `/metrics` endpoint of both roles.
+pub fn metrics_response(registry: &prometheus::Registry) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    use prometheus::Encoder;
+    let enc = prometheus::TextEncoder::new();
+    let mut body = Vec::new();
+    match enc.encode(&registry.gather(), &mut body) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, enc.format_type().to_string())],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
