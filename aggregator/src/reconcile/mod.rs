@@ -220,18 +220,7 @@ impl Reconciler {
                 ("observed_digest".to_owned(), st.observed_digest.clone()),
                 ("state".to_owned(), st.state.as_str().to_owned()),
             ];
-            let refs: Vec<(&str, &str)> = labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            self.store.write(
-                self.status_family,
-                STATUS_METRIC,
-                &refs,
-                1.0,
-                now_ms,
-                now_ms,
-            );
+            self.write_status(&labels, 1.0, now_ms);
             self.store.write(
                 self.transition_family,
                 TRANSITION_METRIC,
@@ -248,20 +237,24 @@ impl Reconciler {
             if next.get(&key) == Some(&labels) {
                 continue;
             }
-            let refs: Vec<(&str, &str)> = labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            self.store.write(
-                self.status_family,
-                STATUS_METRIC,
-                &refs,
-                STALE_NAN,
-                now_ms,
-                now_ms,
-            );
+            self.write_status(&labels, STALE_NAN, now_ms);
         }
         self.written = next;
+    }
+
+    fn write_status(&self, labels: &[(String, String)], value: f64, now_ms: i64) {
+        let refs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.store.write(
+            self.status_family,
+            STATUS_METRIC,
+            &refs,
+            value,
+            now_ms,
+            now_ms,
+        );
     }
 }
 

@@ -121,7 +121,19 @@ impl SegHandle {
             .cache_capacity(CACHE_CAPACITY)
             .flush_every_ms(None)
             .mode(sled::Mode::LowSpace);
-        let db = run_guarded("open", || cfg.open())?;
+        // sled releases a dropped database's file lock from its own I/O threads, a
+        // moment after the last handle goes: reopening right away (recovery after a
+        // failed write) can find the lock still held. Wait for it, briefly.
+        let mut tries = 0;
+        let db = loop {
+            match run_guarded("open", || cfg.open()) {
+                Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let meta_tree = run_guarded("open_tree", || db.open_tree(DICT_TREE))?;
         let dict = parking::Slot::default();
         if let Some(d) = run_guarded("get dict", || meta_tree.get(DICT_KEY))? {
