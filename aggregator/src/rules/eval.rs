@@ -7,22 +7,24 @@
 //! [`check`] rejects at load time everything that is not supported, naming the
 //! construct, so an unsupported expression never evaluates to a wrong answer.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{
-    AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, Offset,
+    AggregateExpr, BinModifier, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector,
     VectorMatchCardinality, VectorSelector,
 };
 
-use crate::store::{Selector, Store};
+use super::labels::{Interner, LabelSet, Sym, NAME};
+pub use super::snapshot::LOOKBACK_MS;
+use super::snapshot::{offset_ms, Reads, Snapshot};
+use crate::store::{FxBuildHasher, Selector, Store};
 
 /// A label set, `__name__` included.
 pub type Labels = BTreeMap<String, String>;
 
-const NAME: &str = "__name__";
-/// Prometheus' default lookback delta for instant selectors.
-pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+const NAME_STR: &str = "__name__";
 /// Prometheus' stale marker NaN.
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
@@ -198,32 +200,79 @@ pub fn window_selectors(expr: &Expr, out: &mut Vec<Selector>) {
 
 // ---------------------------------------------------------------------------
 // Evaluation
+//
+// Inside, samples carry interned [`LabelSet`]s (see `labels.rs` for why);
+// strings come back only for the result.
 
 /// Evaluates `expr` over `store` at `t_ms`.
 pub fn eval(expr: &Expr, store: &Store, t_ms: i64) -> Result<Value, EvalError> {
-    Evaluator { store, t: t_ms }.eval(expr)
+    let mut snap = Snapshot::new(store, t_ms, &Reads::of(expr));
+    let v = Evaluator::new(&mut snap, t_ms).eval(expr)?;
+    let i = &snap.interner;
+    Ok(match v {
+        IValue::Scalar(s) => Value::Scalar(s),
+        IValue::String(s) => Value::String(s),
+        IValue::Vector(v) => Value::Vector(export(v, i)),
+        IValue::Matrix(m) => Value::Matrix(
+            m.into_iter()
+                .map(|(l, points)| Series {
+                    labels: l.to_map(i),
+                    points,
+                })
+                .collect(),
+        ),
+    })
 }
 
-struct Evaluator<'a> {
-    store: &'a Store,
-    t: i64,
-}
-
-fn offset_ms(o: &Option<Offset>) -> i64 {
-    match o {
-        None => 0,
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+/// Evaluates a rule's `expr` at `t_ms` over a round's snapshot: the result as
+/// an instant vector (a scalar becomes one sample without labels).
+pub(crate) fn eval_rule(
+    expr: &Expr,
+    snap: &mut Snapshot<'_>,
+    t_ms: i64,
+) -> Result<Vec<Sample>, EvalError> {
+    let v = Evaluator::new(snap, t_ms).eval(expr)?;
+    match v {
+        IValue::Vector(v) => Ok(export(v, &snap.interner)),
+        IValue::Scalar(s) => Ok(vec![Sample {
+            labels: Labels::new(),
+            value: s,
+        }]),
+        _ => err("rule result is not a vector or scalar"),
     }
+}
+
+fn export(v: Vec<ISample>, i: &Interner) -> Vec<Sample> {
+    let mut out: Vec<Sample> = v
+        .into_iter()
+        .map(|s| Sample {
+            labels: s.labels.to_map(i),
+            value: s.value,
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
+struct ISample {
+    labels: LabelSet,
+    value: f64,
+}
+
+enum IValue {
+    Scalar(f64),
+    Vector(Vec<ISample>),
+    Matrix(Vec<(LabelSet, Vec<(i64, f64)>)>),
+    String(String),
+}
+
+struct Evaluator<'a, 's> {
+    snap: RefCell<&'a mut Snapshot<'s>>,
+    t: i64,
 }
 
 fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN
-}
-
-fn drop_name(mut l: Labels) -> Labels {
-    l.remove(NAME);
-    l
 }
 
 fn unparen(e: &Expr) -> &Expr {
@@ -233,31 +282,51 @@ fn unparen(e: &Expr) -> &Expr {
     }
 }
 
-impl Evaluator<'_> {
-    fn eval(&self, expr: &Expr) -> Result<Value, EvalError> {
+/// A label list (`by`, `on`, `group_left(...)`) as round ids; names no series
+/// carries are left out (they match nothing).
+fn syms(names: &[String], i: &Interner) -> Vec<Sym> {
+    names
+        .iter()
+        .filter_map(|n| if n == NAME_STR { Some(NAME) } else { i.get(n) })
+        .collect()
+}
+
+impl<'a, 's> Evaluator<'a, 's> {
+    fn new(snap: &'a mut Snapshot<'s>, t: i64) -> Self {
+        Self {
+            snap: RefCell::new(snap),
+            t,
+        }
+    }
+
+    fn eval(&self, expr: &Expr) -> Result<IValue, EvalError> {
         match expr {
-            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
-            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::NumberLiteral(n) => Ok(IValue::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(IValue::String(s.val.clone())),
             Expr::Paren(p) => self.eval(&p.expr),
             Expr::Unary(u) => match self.eval(&u.expr)? {
-                Value::Scalar(s) => Ok(Value::Scalar(-s)),
-                Value::Vector(v) => Ok(Value::Vector(
+                IValue::Scalar(s) => Ok(IValue::Scalar(-s)),
+                IValue::Vector(v) => Ok(IValue::Vector(
                     v.into_iter()
-                        .map(|s| Sample {
-                            labels: drop_name(s.labels),
+                        .map(|s| ISample {
+                            labels: s.labels.without_name(),
                             value: -s.value,
                         })
                         .collect(),
                 )),
                 _ => err("unary minus needs a scalar or an instant vector"),
             },
-            Expr::VectorSelector(vs) => Ok(Value::Vector(
+            Expr::VectorSelector(vs) => Ok(IValue::Vector(
                 self.instant(vs)?
                     .into_iter()
-                    .map(|(labels, _, value)| Sample { labels, value })
+                    .map(|(labels, _, value)| ISample { labels, value })
                     .collect(),
             )),
-            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.range(ms)?)),
+            Expr::MatrixSelector(ms) => {
+                let mut out = Vec::new();
+                self.range(ms, |l, p| out.push((l.clone(), p.to_vec())))?;
+                Ok(IValue::Matrix(out))
+            }
             Expr::Aggregate(a) => self.aggregate(a),
             Expr::Binary(b) => self.binary(b),
             Expr::Call(c) => self.call(c),
@@ -275,62 +344,67 @@ impl Evaluator<'_> {
 
     /// Instant selector: the newest sample in `[t - offset - 5m, t - offset]`
     /// of every series, with its timestamp.
-    fn instant(&self, vs: &VectorSelector) -> Result<Vec<(Labels, i64, f64)>, EvalError> {
+    fn instant(&self, vs: &VectorSelector) -> Result<Vec<(LabelSet, i64, f64)>, EvalError> {
         let sels = Self::selectors(vs)?;
         let end = self.t - offset_ms(&vs.offset);
-        let found = self.store.samples(&sels, end - LOOKBACK_MS, end, self.t);
-        Ok(found
+        let mut snap = self.snap.borrow_mut();
+        Ok(snap
+            .select(&sels, end - LOOKBACK_MS, end)
             .into_iter()
-            .filter_map(|s| {
-                let &(ts, v) = s.samples.last()?;
-                if is_stale(v) {
-                    return None;
-                }
-                let mut labels: Labels = s.labels.into_iter().collect();
-                labels.insert(NAME.to_string(), s.name);
-                Some((labels, ts, v))
+            .filter_map(|(l, p)| {
+                let &(ts, v) = p.last()?;
+                (!is_stale(v)).then(|| (l.clone(), ts, v))
             })
             .collect())
     }
 
-    /// Range selector: samples in `[t - offset - range, t - offset]`.
-    fn range(&self, ms: &MatrixSelector) -> Result<Vec<Series>, EvalError> {
+    /// Range selector: calls `f` with every series that has samples in
+    /// `[t - offset - range, t - offset]` (stale markers left out).
+    fn range(
+        &self,
+        ms: &MatrixSelector,
+        mut f: impl FnMut(&LabelSet, &[(i64, f64)]),
+    ) -> Result<(), EvalError> {
         let sels = Self::selectors(&ms.vs)?;
         let end = self.t - offset_ms(&ms.vs.offset);
         let start = end - ms.range.as_millis() as i64;
-        let found = self.store.samples(&sels, start, end, self.t);
-        Ok(found
-            .into_iter()
-            .filter_map(|s| {
-                let points: Vec<(i64, f64)> =
-                    s.samples.into_iter().filter(|p| !is_stale(p.1)).collect();
-                if points.is_empty() {
-                    return None;
+        let mut snap = self.snap.borrow_mut();
+        let mut fresh = Vec::new();
+        for (l, p) in snap.select(&sels, start, end) {
+            if p.iter().any(|x| is_stale(x.1)) {
+                fresh.clear();
+                fresh.extend(p.iter().filter(|x| !is_stale(x.1)));
+                if !fresh.is_empty() {
+                    f(l, &fresh);
                 }
-                let mut labels: Labels = s.labels.into_iter().collect();
-                labels.insert(NAME.to_string(), s.name);
-                Some(Series { labels, points })
-            })
-            .collect())
+            } else if !p.is_empty() {
+                f(l, p);
+            }
+        }
+        Ok(())
     }
 
     fn scalar_arg(&self, e: &Expr) -> Result<f64, EvalError> {
         match self.eval(e)? {
-            Value::Scalar(s) => Ok(s),
+            IValue::Scalar(s) => Ok(s),
             _ => err("expected a scalar argument"),
         }
     }
 
-    fn vector_arg(&self, e: &Expr) -> Result<Vec<Sample>, EvalError> {
+    fn vector_arg(&self, e: &Expr) -> Result<Vec<ISample>, EvalError> {
         match self.eval(e)? {
-            Value::Vector(v) => Ok(v),
+            IValue::Vector(v) => Ok(v),
             _ => err("expected an instant vector argument"),
         }
     }
 
+    fn intern(&self, s: &str) -> Sym {
+        self.snap.borrow_mut().interner.intern(s)
+    }
+
     // -- functions ----------------------------------------------------------
 
-    fn call(&self, c: &Call) -> Result<Value, EvalError> {
+    fn call(&self, c: &Call) -> Result<IValue, EvalError> {
         let name = c.func.name;
         let args = &c.args.args;
         if RANGE_FUNCS.contains(&name) {
@@ -338,42 +412,42 @@ impl Evaluator<'_> {
             let Expr::MatrixSelector(ms) = arg else {
                 return err(format!("{name}: expected a range vector selector"));
             };
-            let series = self.range(ms)?;
-            if name == "absent_over_time" {
-                return Ok(Value::Vector(if series.is_empty() {
-                    vec![Sample {
-                        labels: absent_labels(&ms.vs),
-                        value: 1.0,
-                    }]
-                } else {
-                    vec![]
-                }));
-            }
             let range_ms = ms.range.as_millis() as i64;
             let end = self.t - offset_ms(&ms.vs.offset);
-            let mut out = Vec::with_capacity(series.len());
-            for s in series {
-                let v = range_func(name, &s.points, end - range_ms, end, range_ms);
-                if let Some(v) = v {
+            let mut out = Vec::new();
+            let mut any = false;
+            self.range(ms, |l, p| {
+                any = true;
+                if let Some(value) = range_func(name, p, end - range_ms, end, range_ms) {
                     let labels = if name == "last_over_time" {
-                        s.labels
+                        l.clone()
                     } else {
-                        drop_name(s.labels)
+                        l.without_name()
                     };
-                    out.push(Sample { labels, value: v });
+                    out.push(ISample { labels, value });
                 }
+            })?;
+            if name == "absent_over_time" {
+                return Ok(IValue::Vector(if any {
+                    vec![]
+                } else {
+                    vec![ISample {
+                        labels: self.absent_labels(&ms.vs),
+                        value: 1.0,
+                    }]
+                }));
             }
-            return Ok(Value::Vector(dedup_check(out)?));
+            return Ok(IValue::Vector(self.dedup_check(out)?));
         }
         match name {
-            "time" => Ok(Value::Scalar(self.t as f64 / 1000.0)),
-            "vector" => Ok(Value::Vector(vec![Sample {
-                labels: Labels::new(),
+            "time" => Ok(IValue::Scalar(self.t as f64 / 1000.0)),
+            "vector" => Ok(IValue::Vector(vec![ISample {
+                labels: LabelSet::empty(),
                 value: self.scalar_arg(&args[0])?,
             }])),
             "scalar" => {
                 let v = self.vector_arg(&args[0])?;
-                Ok(Value::Scalar(if v.len() == 1 {
+                Ok(IValue::Scalar(if v.len() == 1 {
                     v[0].value
                 } else {
                     f64::NAN
@@ -382,61 +456,61 @@ impl Evaluator<'_> {
             "absent" => {
                 let v = self.vector_arg(&args[0])?;
                 if !v.is_empty() {
-                    return Ok(Value::Vector(vec![]));
+                    return Ok(IValue::Vector(vec![]));
                 }
                 let labels = match unparen(&args[0]) {
-                    Expr::VectorSelector(vs) => absent_labels(vs),
-                    _ => Labels::new(),
+                    Expr::VectorSelector(vs) => self.absent_labels(vs),
+                    _ => LabelSet::empty(),
                 };
-                Ok(Value::Vector(vec![Sample { labels, value: 1.0 }]))
+                Ok(IValue::Vector(vec![ISample { labels, value: 1.0 }]))
             }
             "timestamp" => {
-                let out: Vec<Sample> = if let Expr::VectorSelector(vs) = unparen(&args[0]) {
+                let out: Vec<ISample> = if let Expr::VectorSelector(vs) = unparen(&args[0]) {
                     self.instant(vs)?
                         .into_iter()
-                        .map(|(l, ts, _)| Sample {
-                            labels: drop_name(l),
+                        .map(|(l, ts, _)| ISample {
+                            labels: l.without_name(),
                             value: ts as f64 / 1000.0,
                         })
                         .collect()
                 } else {
                     self.vector_arg(&args[0])?
                         .into_iter()
-                        .map(|s| Sample {
-                            labels: drop_name(s.labels),
+                        .map(|s| ISample {
+                            labels: s.labels.without_name(),
                             value: self.t as f64 / 1000.0,
                         })
                         .collect()
                 };
-                Ok(Value::Vector(dedup_check(out)?))
+                Ok(IValue::Vector(self.dedup_check(out)?))
             }
             "histogram_quantile" => {
                 let q = self.scalar_arg(&args[0])?;
                 let v = self.vector_arg(&args[1])?;
-                Ok(Value::Vector(dedup_check(histogram_quantile(q, v))?))
+                let out = {
+                    let snap = self.snap.borrow();
+                    histogram_quantile(q, v, &snap.interner)
+                };
+                Ok(IValue::Vector(self.dedup_check(out)?))
             }
             "clamp_min" | "clamp_max" => {
                 let v = self.vector_arg(&args[0])?;
                 let b = self.scalar_arg(&args[1])?;
                 let out = v
                     .into_iter()
-                    .map(|s| Sample {
-                        labels: drop_name(s.labels),
-                        value: if name == "clamp_min" {
-                            // Go's math.Max/Min propagate NaN.
-                            if s.value.is_nan() || b.is_nan() {
-                                f64::NAN
-                            } else {
-                                s.value.max(b)
-                            }
-                        } else if s.value.is_nan() || b.is_nan() {
+                    .map(|s| ISample {
+                        labels: s.labels.without_name(),
+                        // Go's math.Max/Min propagate NaN.
+                        value: if s.value.is_nan() || b.is_nan() {
                             f64::NAN
+                        } else if name == "clamp_min" {
+                            s.value.max(b)
                         } else {
                             s.value.min(b)
                         },
                     })
                     .collect();
-                Ok(Value::Vector(dedup_check(out)?))
+                Ok(IValue::Vector(self.dedup_check(out)?))
             }
             "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" => {
                 let f: fn(f64) -> f64 = match name {
@@ -452,61 +526,100 @@ impl Evaluator<'_> {
                 let out = self
                     .vector_arg(&args[0])?
                     .into_iter()
-                    .map(|s| Sample {
-                        labels: drop_name(s.labels),
+                    .map(|s| ISample {
+                        labels: s.labels.without_name(),
                         value: f(s.value),
                     })
                     .collect();
-                Ok(Value::Vector(dedup_check(out)?))
+                Ok(IValue::Vector(self.dedup_check(out)?))
             }
             other => err(format!("unsupported function \"{other}\"")),
         }
     }
 
+    /// The labels `absent(sel)` reports: the selector's equality matchers on
+    /// names that appear once.
+    fn absent_labels(&self, vs: &VectorSelector) -> LabelSet {
+        let mut m: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut empty = Vec::new();
+        for ma in &vs.matchers.matchers {
+            if ma.name == NAME_STR {
+                continue;
+            }
+            if matches!(ma.op, PMatchOp::Equal) && !m.contains_key(ma.name.as_str()) {
+                m.insert(&ma.name, &ma.value);
+            } else {
+                empty.push(ma.name.as_str());
+            }
+        }
+        for e in empty {
+            m.remove(e);
+        }
+        let pairs = m
+            .into_iter()
+            .map(|(k, v)| (self.intern(k), self.intern(v)))
+            .collect();
+        LabelSet::from_pairs(pairs, &self.snap.borrow().interner)
+    }
+
+    /// Prometheus rejects a result with two elements of one label set.
+    fn dedup_check(&self, v: Vec<ISample>) -> Result<Vec<ISample>, EvalError> {
+        let mut seen: HashSet<&LabelSet, FxBuildHasher> =
+            HashSet::with_capacity_and_hasher(v.len(), FxBuildHasher::default());
+        if v.iter().all(|s| seen.insert(&s.labels)) {
+            Ok(v)
+        } else {
+            err("vector cannot contain metrics with the same labelset")
+        }
+    }
+
     // -- aggregation --------------------------------------------------------
 
-    fn aggregate(&self, a: &AggregateExpr) -> Result<Value, EvalError> {
+    fn aggregate(&self, a: &AggregateExpr) -> Result<IValue, EvalError> {
         let op = a.op.to_string();
         let param = match &a.param {
             Some(p) => Some(self.eval(p)?),
             None => None,
         };
         let input = self.vector_arg(&a.expr)?;
-        let group_labels = |l: &Labels| -> Labels {
-            match &a.modifier {
-                None => Labels::new(),
-                Some(LabelModifier::Include(ls)) => l
-                    .iter()
-                    .filter(|(k, _)| ls.labels.iter().any(|x| x == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                Some(LabelModifier::Exclude(ls)) => l
-                    .iter()
-                    .filter(|(k, _)| *k != NAME && !ls.labels.iter().any(|x| x == *k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+        let (by, names) = match &a.modifier {
+            None => (true, Vec::new()),
+            Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
+            Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
+        };
+        let names = syms(&names, &self.snap.borrow().interner);
+        let keep = |k: Sym| {
+            if by {
+                names.contains(&k)
+            } else {
+                k != NAME && !names.contains(&k)
             }
         };
         // Groups in first-seen order.
-        let mut index: HashMap<Labels, usize> = HashMap::new();
-        let mut groups: Vec<(Labels, Vec<Sample>)> = Vec::new();
+        let mut index: HashMap<Box<[Sym]>, usize, FxBuildHasher> = HashMap::default();
+        let mut groups: Vec<(LabelSet, Vec<ISample>)> = Vec::new();
+        let mut key = Vec::new();
         for s in input {
-            let g = group_labels(&s.labels);
-            let i = *index.entry(g.clone()).or_insert_with(|| {
-                groups.push((g, Vec::new()));
-                groups.len() - 1
-            });
+            s.labels.project(keep, &mut key);
+            let i = match index.get(key.as_slice()) {
+                Some(&i) => i,
+                None => {
+                    groups.push((LabelSet::from_projection(&key), Vec::new()));
+                    index.insert(key.as_slice().into(), groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
             groups[i].1.push(s);
         }
         let mut out = Vec::new();
         match op.as_str() {
             "topk" | "bottomk" => {
                 let k = match param {
-                    Some(Value::Scalar(k)) => k,
+                    Some(IValue::Scalar(k)) => k,
                     _ => return err(format!("{op}: expected a scalar parameter")),
                 };
                 if k.is_nan() || k < 1.0 {
-                    return Ok(Value::Vector(vec![]));
+                    return Ok(IValue::Vector(vec![]));
                 }
                 let k = k.min(i64::MAX as f64) as usize;
                 for (_, mut ss) in groups {
@@ -528,10 +641,7 @@ impl Evaluator<'_> {
                     let vals = ss.iter().map(|s| s.value);
                     let value = match op.as_str() {
                         "sum" => kahan_sum(vals),
-                        "avg" => {
-                            let n = ss.len() as f64;
-                            avg(vals, n)
-                        }
+                        "avg" => avg(vals, ss.len() as f64),
                         "count" => ss.len() as f64,
                         "group" => 1.0,
                         "min" => {
@@ -542,46 +652,262 @@ impl Evaluator<'_> {
                         }
                         other => return err(format!("unsupported aggregation \"{other}\"")),
                     };
-                    out.push(Sample { labels, value });
+                    out.push(ISample { labels, value });
                 }
             }
         }
-        Ok(Value::Vector(out))
+        Ok(IValue::Vector(out))
     }
 
     // -- binary operators ---------------------------------------------------
 
-    fn binary(&self, b: &BinaryExpr) -> Result<Value, EvalError> {
+    fn binary(&self, b: &BinaryExpr) -> Result<IValue, EvalError> {
         let op = b.op.to_string();
         let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
         let lhs = self.eval(&b.lhs)?;
         let rhs = self.eval(&b.rhs)?;
         match (lhs, rhs) {
-            (Value::Scalar(l), Value::Scalar(r)) => {
+            (IValue::Scalar(l), IValue::Scalar(r)) => {
                 let (v, keep) = elem_binop(&op, l, r)?;
                 if is_comparison(&op) {
                     // The parser only allows scalar comparisons with `bool`.
-                    Ok(Value::Scalar(if keep { 1.0 } else { 0.0 }))
+                    Ok(IValue::Scalar(if keep { 1.0 } else { 0.0 }))
                 } else {
-                    Ok(Value::Scalar(v))
+                    Ok(IValue::Scalar(v))
                 }
             }
-            (Value::Vector(v), Value::Scalar(s)) => {
-                Ok(Value::Vector(vector_scalar(&op, v, s, false, return_bool)?))
-            }
-            (Value::Scalar(s), Value::Vector(v)) => {
-                Ok(Value::Vector(vector_scalar(&op, v, s, true, return_bool)?))
-            }
-            (Value::Vector(l), Value::Vector(r)) => {
+            (IValue::Vector(v), IValue::Scalar(s)) => Ok(IValue::Vector(
+                self.vector_scalar(&op, v, s, false, return_bool)?,
+            )),
+            (IValue::Scalar(s), IValue::Vector(v)) => Ok(IValue::Vector(
+                self.vector_scalar(&op, v, s, true, return_bool)?,
+            )),
+            (IValue::Vector(l), IValue::Vector(r)) => {
+                let m = Matching::of(b.modifier.as_ref(), &self.snap.borrow().interner);
                 let out = match op.as_str() {
-                    "and" | "or" | "unless" => set_op(&op, l, r, b.modifier.as_ref()),
-                    _ => vector_vector(&op, l, r, b.modifier.as_ref(), return_bool)?,
+                    "and" | "or" | "unless" => set_op(&op, l, r, &m),
+                    _ => self.vector_vector(&op, l, r, &m, return_bool)?,
                 };
-                Ok(Value::Vector(dedup_check(out)?))
+                Ok(IValue::Vector(self.dedup_check(out)?))
             }
             _ => err(format!(
                 "operator \"{op}\" needs scalar or instant vector operands"
             )),
+        }
+    }
+
+    fn vector_scalar(
+        &self,
+        op: &str,
+        v: Vec<ISample>,
+        s: f64,
+        swap: bool,
+        return_bool: bool,
+    ) -> Result<Vec<ISample>, EvalError> {
+        let mut out = Vec::with_capacity(v.len());
+        let drop = should_drop_name(op) || return_bool;
+        for e in v {
+            let (l, r) = if swap { (s, e.value) } else { (e.value, s) };
+            let (mut value, mut keep) = elem_binop(op, l, r)?;
+            if is_comparison(op) && swap {
+                value = r;
+            }
+            if return_bool {
+                value = if keep { 1.0 } else { 0.0 };
+                keep = true;
+            }
+            if keep {
+                let labels = if drop {
+                    e.labels.without_name()
+                } else {
+                    e.labels
+                };
+                out.push(ISample { labels, value });
+            }
+        }
+        if drop {
+            self.dedup_check(out)
+        } else {
+            Ok(out)
+        }
+    }
+
+    fn vector_vector(
+        &self,
+        op: &str,
+        mut lhs: Vec<ISample>,
+        mut rhs: Vec<ISample>,
+        m: &Matching,
+        return_bool: bool,
+    ) -> Result<Vec<ISample>, EvalError> {
+        if lhs.is_empty() || rhs.is_empty() {
+            return Ok(vec![]);
+        }
+        if m.one_to_many {
+            std::mem::swap(&mut lhs, &mut rhs);
+        }
+        let snap = self.snap.borrow();
+        let interner = &snap.interner;
+        let mut right: HashMap<Box<[Sym]>, ISample, FxBuildHasher> = HashMap::default();
+        let mut sig = Vec::new();
+        for rs in rhs {
+            m.signature(&rs.labels, &mut sig);
+            if let Some(dup) = right.get(sig.as_slice()) {
+                let side = if m.one_to_many {
+                    "left hand-side"
+                } else {
+                    "right hand-side"
+                };
+                return err(format!(
+                    "found duplicate series for the match group {} on the {side} of the operation: \
+                     [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    LabelSet::from_projection(&sig).display(interner),
+                    dup.labels.display(interner),
+                    rs.labels.display(interner),
+                ));
+            }
+            right.insert(sig.as_slice().into(), rs);
+        }
+        let empty = interner.get("");
+        let mut matched: HashMap<Box<[Sym]>, HashSet<LabelSet, FxBuildHasher>, FxBuildHasher> =
+            HashMap::default();
+        let mut out = Vec::new();
+        for ls in lhs {
+            m.signature(&ls.labels, &mut sig);
+            let Some(rs) = right.get(sig.as_slice()) else {
+                continue;
+            };
+            let (vl, vr) = if m.one_to_many {
+                (rs.value, ls.value)
+            } else {
+                (ls.value, rs.value)
+            };
+            let (mut value, keep) = elem_binop(op, vl, vr)?;
+            if return_bool {
+                value = if keep { 1.0 } else { 0.0 };
+            } else if !keep {
+                continue;
+            }
+            // resultMetric
+            let mut metric: Vec<(Sym, Sym)> = ls.labels.iter().collect();
+            if should_drop_name(op) || return_bool {
+                metric.retain(|p| p.0 != NAME);
+            }
+            if m.one_to_one {
+                metric.retain(|p| m.names.contains(&p.0) == m.on);
+            }
+            for &ln in &m.include {
+                metric.retain(|p| p.0 != ln);
+                match rs.labels.get(ln) {
+                    Some(v) if Some(v) != empty => metric.push((ln, v)),
+                    _ => {}
+                }
+            }
+            let metric = LabelSet::from_pairs(metric, interner);
+            let seen = matched.entry(sig.as_slice().into()).or_default();
+            if m.one_to_one {
+                if !seen.is_empty() {
+                    return err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)");
+                }
+                seen.insert(LabelSet::empty());
+            } else if !seen.insert(metric.clone()) {
+                return err(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                );
+            }
+            out.push(ISample {
+                labels: metric,
+                value,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Vector matching of a binary operator, as round ids.
+struct Matching {
+    on: bool,
+    names: Vec<Sym>,
+    include: Vec<Sym>,
+    one_to_one: bool,
+    one_to_many: bool,
+}
+
+impl Matching {
+    fn of(m: Option<&BinModifier>, interner: &Interner) -> Self {
+        let (on, names) = match m.and_then(|m| m.matching.as_ref()) {
+            Some(LabelModifier::Include(ls)) => (true, syms(&ls.labels, interner)),
+            Some(LabelModifier::Exclude(ls)) => (false, syms(&ls.labels, interner)),
+            None => (false, Vec::new()),
+        };
+        let card = m
+            .map(|m| m.card.clone())
+            .unwrap_or(VectorMatchCardinality::OneToOne);
+        let include = match &card {
+            VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
+                syms(&l.labels, interner)
+            }
+            _ => Vec::new(),
+        };
+        Self {
+            on,
+            names,
+            include,
+            one_to_one: matches!(card, VectorMatchCardinality::OneToOne),
+            one_to_many: matches!(card, VectorMatchCardinality::OneToMany(_)),
+        }
+    }
+
+    /// The matching signature of a label set, written into `out`.
+    fn signature(&self, l: &LabelSet, out: &mut Vec<Sym>) {
+        if self.on {
+            l.project(|k| self.names.contains(&k), out)
+        } else {
+            l.project(|k| k != NAME && !self.names.contains(&k), out)
+        }
+    }
+}
+
+fn set_op(op: &str, l: Vec<ISample>, r: Vec<ISample>, m: &Matching) -> Vec<ISample> {
+    let mut sig = Vec::new();
+    let mut sigs = |v: &[ISample]| -> HashSet<Box<[Sym]>, FxBuildHasher> {
+        v.iter()
+            .map(|s| {
+                m.signature(&s.labels, &mut sig);
+                sig.as_slice().into()
+            })
+            .collect()
+    };
+    match op {
+        "and" => {
+            if l.is_empty() || r.is_empty() {
+                return vec![];
+            }
+            let rs = sigs(&r);
+            l.into_iter()
+                .filter(|s| {
+                    m.signature(&s.labels, &mut sig);
+                    rs.contains(sig.as_slice())
+                })
+                .collect()
+        }
+        "or" => {
+            let ls = sigs(&l);
+            let mut out = l;
+            out.extend(r.into_iter().filter(|s| {
+                m.signature(&s.labels, &mut sig);
+                !ls.contains(sig.as_slice())
+            }));
+            out
+        }
+        _ => {
+            let rs = sigs(&r);
+            l.into_iter()
+                .filter(|s| {
+                    m.signature(&s.labels, &mut sig);
+                    !rs.contains(sig.as_slice())
+                })
+                .collect()
         }
     }
 }
@@ -616,231 +942,6 @@ fn elem_binop(op: &str, l: f64, r: f64) -> Result<(f64, bool), EvalError> {
 /// Go's `math.Mod` (result has the sign of `l`), which is Rust's `%` on f64.
 fn go_mod(l: f64, r: f64) -> f64 {
     l % r
-}
-
-fn vector_scalar(
-    op: &str,
-    v: Vec<Sample>,
-    s: f64,
-    swap: bool,
-    return_bool: bool,
-) -> Result<Vec<Sample>, EvalError> {
-    let mut out = Vec::with_capacity(v.len());
-    for e in v {
-        let (l, r) = if swap { (s, e.value) } else { (e.value, s) };
-        let (mut value, mut keep) = elem_binop(op, l, r)?;
-        if is_comparison(op) && swap {
-            value = r;
-        }
-        if return_bool {
-            value = if keep { 1.0 } else { 0.0 };
-            keep = true;
-        }
-        if keep {
-            let labels = if should_drop_name(op) || return_bool {
-                drop_name(e.labels)
-            } else {
-                e.labels
-            };
-            out.push(Sample { labels, value });
-        }
-    }
-    dedup_check(out)
-}
-
-/// The matching signature of a label set.
-fn signature(l: &Labels, on: bool, names: &[String]) -> Vec<(String, String)> {
-    if on {
-        l.iter()
-            .filter(|(k, _)| names.iter().any(|n| n == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    } else {
-        l.iter()
-            .filter(|(k, _)| *k != NAME && !names.iter().any(|n| n == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-}
-
-fn matching(m: Option<&BinModifier>) -> (bool, Vec<String>) {
-    match m.and_then(|m| m.matching.as_ref()) {
-        Some(LabelModifier::Include(ls)) => (true, ls.labels.clone()),
-        Some(LabelModifier::Exclude(ls)) => (false, ls.labels.clone()),
-        None => (false, Vec::new()),
-    }
-}
-
-fn set_op(op: &str, l: Vec<Sample>, r: Vec<Sample>, m: Option<&BinModifier>) -> Vec<Sample> {
-    let (on, names) = matching(m);
-    match op {
-        "and" => {
-            if l.is_empty() || r.is_empty() {
-                return vec![];
-            }
-            let rs: HashSet<_> = r.iter().map(|s| signature(&s.labels, on, &names)).collect();
-            l.into_iter()
-                .filter(|s| rs.contains(&signature(&s.labels, on, &names)))
-                .collect()
-        }
-        "or" => {
-            let ls: HashSet<_> = l.iter().map(|s| signature(&s.labels, on, &names)).collect();
-            let mut out = l;
-            out.extend(
-                r.into_iter()
-                    .filter(|s| !ls.contains(&signature(&s.labels, on, &names))),
-            );
-            out
-        }
-        _ => {
-            let rs: HashSet<_> = r.iter().map(|s| signature(&s.labels, on, &names)).collect();
-            l.into_iter()
-                .filter(|s| !rs.contains(&signature(&s.labels, on, &names)))
-                .collect()
-        }
-    }
-}
-
-fn fmt_labels(l: &[(String, String)]) -> String {
-    let inner: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", inner.join(", "))
-}
-
-fn vector_vector(
-    op: &str,
-    mut lhs: Vec<Sample>,
-    mut rhs: Vec<Sample>,
-    m: Option<&BinModifier>,
-    return_bool: bool,
-) -> Result<Vec<Sample>, EvalError> {
-    if lhs.is_empty() || rhs.is_empty() {
-        return Ok(vec![]);
-    }
-    let (on, names) = matching(m);
-    let card = m
-        .map(|m| m.card.clone())
-        .unwrap_or(VectorMatchCardinality::OneToOne);
-    let include: Vec<String> = match &card {
-        VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
-            l.labels.clone()
-        }
-        _ => Vec::new(),
-    };
-    let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
-    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-    if one_to_many {
-        std::mem::swap(&mut lhs, &mut rhs);
-    }
-    let mut right: HashMap<Vec<(String, String)>, Sample> = HashMap::new();
-    for rs in rhs {
-        let sig = signature(&rs.labels, on, &names);
-        if let Some(dup) = right.get(&sig) {
-            let side = if one_to_many {
-                "left hand-side"
-            } else {
-                "right hand-side"
-            };
-            let series = |l: &Labels| {
-                let v: Vec<(String, String)> =
-                    l.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                fmt_labels(&v)
-            };
-            return err(format!(
-                "found duplicate series for the match group {} on the {side} of the operation: \
-                 [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                fmt_labels(&sig),
-                series(&dup.labels),
-                series(&rs.labels),
-            ));
-        }
-        right.insert(sig, rs);
-    }
-    let mut matched: HashMap<Vec<(String, String)>, HashSet<Labels>> = HashMap::new();
-    let mut out = Vec::new();
-    for ls in lhs {
-        let sig = signature(&ls.labels, on, &names);
-        let Some(rs) = right.get(&sig) else { continue };
-        let (vl, vr) = if one_to_many {
-            (rs.value, ls.value)
-        } else {
-            (ls.value, rs.value)
-        };
-        let (mut value, keep) = elem_binop(op, vl, vr)?;
-        if return_bool {
-            value = if keep { 1.0 } else { 0.0 };
-        } else if !keep {
-            continue;
-        }
-        // resultMetric
-        let mut metric = ls.labels.clone();
-        if should_drop_name(op) {
-            metric.remove(NAME);
-        }
-        if one_to_one {
-            if on {
-                metric.retain(|k, _| names.iter().any(|n| n == k));
-            } else {
-                metric.retain(|k, _| !names.iter().any(|n| n == k));
-            }
-        }
-        for ln in &include {
-            match rs.labels.get(ln) {
-                Some(v) if !v.is_empty() => {
-                    metric.insert(ln.clone(), v.clone());
-                }
-                _ => {
-                    metric.remove(ln);
-                }
-            }
-        }
-        if return_bool {
-            metric.remove(NAME);
-        }
-        let seen = matched.entry(sig).or_default();
-        if one_to_one {
-            if !seen.is_empty() {
-                return err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)");
-            }
-            seen.insert(Labels::new());
-        } else if !seen.insert(metric.clone()) {
-            return err("multiple matches for labels: grouping labels must ensure unique matches");
-        }
-        out.push(Sample {
-            labels: metric,
-            value,
-        });
-    }
-    Ok(out)
-}
-
-/// Prometheus rejects a result with two elements of one label set.
-fn dedup_check(v: Vec<Sample>) -> Result<Vec<Sample>, EvalError> {
-    let mut seen: HashSet<&Labels> = HashSet::with_capacity(v.len());
-    for s in &v {
-        if !seen.insert(&s.labels) {
-            return err("vector cannot contain metrics with the same labelset");
-        }
-    }
-    Ok(v)
-}
-
-fn absent_labels(vs: &VectorSelector) -> Labels {
-    let mut m = Labels::new();
-    let mut empty = Vec::new();
-    for ma in &vs.matchers.matchers {
-        if ma.name == NAME {
-            continue;
-        }
-        if matches!(ma.op, PMatchOp::Equal) && !m.contains_key(&ma.name) {
-            m.insert(ma.name.clone(), ma.value.clone());
-        } else {
-            empty.push(ma.name.clone());
-        }
-    }
-    for e in empty {
-        m.remove(&e);
-    }
-    m
 }
 
 fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
@@ -976,29 +1077,31 @@ fn parse_le(s: &str) -> Option<f64> {
 }
 
 /// Prometheus' `funcHistogramQuantile` over classic buckets.
-fn histogram_quantile(q: f64, v: Vec<Sample>) -> Vec<Sample> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+fn histogram_quantile(q: f64, v: Vec<ISample>, interner: &Interner) -> Vec<ISample> {
+    let Some(le) = interner.get("le") else {
+        return vec![];
+    };
+    let mut index: HashMap<Box<[Sym]>, usize, FxBuildHasher> = HashMap::default();
+    let mut groups: Vec<(LabelSet, Vec<(f64, f64)>)> = Vec::new();
+    let mut key = Vec::new();
     for s in v {
-        let Some(le) = s.labels.get("le").and_then(|x| parse_le(x)) else {
+        let Some(bound) = s.labels.get(le).and_then(|x| parse_le(interner.resolve(x))) else {
             continue;
         };
-        let mut key = s.labels;
-        key.remove("le");
-        let i = match index.get(&key) {
+        s.labels.project(|k| k != le, &mut key);
+        let i = match index.get(key.as_slice()) {
             Some(&i) => i,
             None => {
-                let out = drop_name(key.clone());
-                groups.push((out, Vec::new()));
-                index.insert(key, groups.len() - 1);
+                groups.push((LabelSet::from_projection(&key).without_name(), Vec::new()));
+                index.insert(key.as_slice().into(), groups.len() - 1);
                 groups.len() - 1
             }
         };
-        groups[i].1.push((le, s.value));
+        groups[i].1.push((bound, s.value));
     }
     groups
         .into_iter()
-        .map(|(labels, b)| Sample {
+        .map(|(labels, b)| ISample {
             labels,
             value: bucket_quantile(q, b),
         })

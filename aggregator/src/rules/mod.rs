@@ -29,6 +29,8 @@
 pub mod alerting;
 mod api;
 pub mod eval;
+mod labels;
+mod snapshot;
 pub mod file;
 pub mod template;
 
@@ -47,6 +49,7 @@ use crate::store::{LabelMatcher, MetricType, Selector, Store, WindowOptions, Win
 use alerting::{AlertRule, RuleState, SendOptions};
 use eval::Labels;
 use file::{PromExpr, RuleKind, RuleSpec};
+use snapshot::{Reads, Snapshot};
 
 /// Why rules could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +304,8 @@ struct Group {
     file: String,
     interval: Duration,
     rules: Vec<Rule>,
+    /// What the group's expressions read (one store pass per round).
+    reads: Reads,
     status: Mutex<GroupStatus>,
 }
 
@@ -363,8 +368,10 @@ impl RuleEngine {
         for d in defs {
             let mut seen: HashMap<String, usize> = HashMap::new();
             let mut rules = Vec::new();
+            let mut reads = Reads::default();
             for spec in d.rules {
                 eval::window_selectors(&spec.expr.expr, &mut window);
+                reads.add(&spec.expr.expr);
                 let n = seen.entry(spec.name().to_string()).or_default();
                 let key = format!("alert\x00{}\x00{}\x00{}", d.name, spec.name(), n).into_bytes();
                 *n += 1;
@@ -417,6 +424,7 @@ impl RuleEngine {
                 file: d.file,
                 interval: d.interval,
                 rules,
+                reads,
                 status: Mutex::new(GroupStatus {
                     health: Health {
                         health: "unknown",
@@ -468,24 +476,39 @@ impl RuleEngine {
     }
 
     /// Evaluates every group once at `now_ms` and returns the alerts to send
-    /// (tests and tools; [`RuleEngine::run`] evaluates each group on its own
-    /// interval).
+    /// (tests and tools; [`RuleEngine::run`] evaluates groups on their
+    /// intervals).
     pub fn evaluate_all(&self, now_ms: i64) -> Vec<notify::Alert> {
-        (0..self.inner.groups.len())
-            .flat_map(|i| self.evaluate_group(i, now_ms))
-            .collect()
+        let all: Vec<usize> = (0..self.inner.groups.len()).collect();
+        self.evaluate_groups(&all, now_ms)
+    }
+
+    /// Evaluates the groups `idx` at `now_ms`, in order, over one snapshot of
+    /// the series they read (see `snapshot.rs`); returns the alerts to send.
+    pub fn evaluate_groups(&self, idx: &[usize], now_ms: i64) -> Vec<notify::Alert> {
+        let groups = &self.inner.groups;
+        if idx.iter().any(|&i| groups[i].name == FLEET_GROUP) {
+            self.track_collectors(now_ms);
+        }
+        let mut reads = Reads::default();
+        for &i in idx {
+            reads.merge(&groups[i].reads);
+        }
+        let mut snap = Snapshot::new(&self.inner.store, now_ms, &reads);
+        let mut out = Vec::new();
+        for &i in idx {
+            out.extend(self.evaluate_group(i, now_ms, &mut snap));
+        }
+        out
     }
 
     /// Evaluates group `i` at `now_ms`: every rule in order (a recording rule's
     /// output is visible to the rules after it), writes `ALERTS*` and recorded
     /// series, persists alert state; returns the alerts to send.
-    pub fn evaluate_group(&self, i: usize, now_ms: i64) -> Vec<notify::Alert> {
+    fn evaluate_group(&self, i: usize, now_ms: i64, snap: &mut Snapshot<'_>) -> Vec<notify::Alert> {
         let inner = &self.inner;
         let g = &inner.groups[i];
         let started = Instant::now();
-        if g.name == FLEET_GROUP {
-            self.track_collectors(now_ms);
-        }
         let store = &inner.store;
         let mut to_send = Vec::new();
         let mut written: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
@@ -524,8 +547,7 @@ impl RuleEngine {
                 .evaluations
                 .with_label_values(&[&g.name])
                 .inc();
-            let result =
-                eval::eval(&rule.spec.expr.expr, store, now_ms).and_then(|v| v.into_vector());
+            let result = eval::eval_rule(&rule.spec.expr.expr, snap, now_ms);
             let mut rt = lock(&rule.state);
             let outcome: Result<(), String> = match (&rule.alert, result) {
                 (_, Err(e)) => Err(e.to_string()),
@@ -563,6 +585,7 @@ impl RuleEngine {
                         for (l, v) in out {
                             write(&name, fam, &l, v);
                         }
+                        snap.invalidate(&name);
                         Ok(())
                     }
                 }
@@ -576,6 +599,7 @@ impl RuleEngine {
                         for_family
                     };
                     write(name, fam, &l, v);
+                    snap.invalidate(name);
                 }
                 if let Ok(bytes) = serde_json::to_vec(&rt.alerts) {
                     if bytes != rt.persisted {
@@ -718,14 +742,21 @@ impl RuleEngine {
         if let Some(n) = &notifier {
             n.set_eval_interval(self.inner.eval_interval);
         }
+        // Groups that share an interval are evaluated together, at one instant
+        // and over one read of the store (see `snapshot.rs`).
+        let mut by_interval: Vec<(Duration, Vec<usize>)> = Vec::new();
+        for (i, g) in self.inner.groups.iter().enumerate() {
+            let every = g.interval.max(Duration::from_millis(100));
+            match by_interval.iter_mut().find(|(d, _)| *d == every) {
+                Some((_, idx)) => idx.push(i),
+                None => by_interval.push((every, vec![i])),
+            }
+        }
         let mut tasks = Vec::new();
-        for i in 0..self.inner.groups.len() {
+        for (every, idx) in by_interval {
             let engine = self.clone();
             let notifier = notifier.clone();
             let stop = shutdown.clone();
-            let every = self.inner.groups[i]
-                .interval
-                .max(Duration::from_millis(100));
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -735,8 +766,9 @@ impl RuleEngine {
                         _ = stop.cancelled() => return,
                     }
                     let e = engine.clone();
+                    let idx = idx.clone();
                     let alerts =
-                        match tokio::task::spawn_blocking(move || e.evaluate_group(i, now_ms()))
+                        match tokio::task::spawn_blocking(move || e.evaluate_groups(&idx, now_ms()))
                             .await
                         {
                             Ok(a) => a,

@@ -41,13 +41,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use hash::FxBuildHasher;
+pub(crate) use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
 
-use select::METRIC_NAME;
+pub use select::METRIC_NAME;
 pub use select::{LabelMatcher, MatchOp, Selection, Selector, SelectorError, SeriesRef};
 use window::{Ring, WindowState};
-pub use window::{SeriesSamples, WindowOptions, WindowScope};
+pub use window::{SeriesSamples, SeriesView, WindowOptions, WindowScope};
 
 const SHARDS: usize = 256;
 
