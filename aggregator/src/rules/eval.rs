@@ -282,6 +282,37 @@ fn unparen(e: &Expr) -> &Expr {
     }
 }
 
+/// Whether every label set seen has the same metric name (or none).
+struct NameCheck {
+    first: Option<Option<Sym>>,
+    uniform: bool,
+}
+
+impl Default for NameCheck {
+    fn default() -> Self {
+        Self {
+            first: None,
+            uniform: true,
+        }
+    }
+}
+
+impl NameCheck {
+    fn see(&mut self, l: &LabelSet) {
+        let n = l.get(NAME);
+        match self.first {
+            None => self.first = Some(n),
+            Some(f) => self.uniform &= f == n,
+        }
+    }
+
+    fn of(v: &[ISample]) -> bool {
+        let mut c = Self::default();
+        v.iter().for_each(|s| c.see(&s.labels));
+        c.uniform
+    }
+}
+
 /// A label list (`by`, `on`, `group_left(...)`) as round ids; names no series
 /// carries are left out (they match nothing).
 fn syms(names: &[String], i: &Interner) -> Vec<Sym> {
@@ -346,42 +377,52 @@ impl<'a, 's> Evaluator<'a, 's> {
     /// of every series, with its timestamp.
     fn instant(&self, vs: &VectorSelector) -> Result<Vec<(LabelSet, i64, f64)>, EvalError> {
         let sels = Self::selectors(vs)?;
-        let end = self.t - offset_ms(&vs.offset);
+        let off = offset_ms(&vs.offset);
+        let end = self.t - off;
         let mut snap = self.snap.borrow_mut();
         Ok(snap
-            .select(&sels, end - LOOKBACK_MS, end)
+            .select(&sels, (off != 0).then_some((end - LOOKBACK_MS, end)))
             .into_iter()
-            .filter_map(|(l, p)| {
-                let &(ts, v) = p.last()?;
-                (!is_stale(v)).then(|| (l.clone(), ts, v))
+            .filter_map(|p| {
+                let (ts, v) = if off == 0 {
+                    p.last?
+                } else {
+                    *p.points.last()?
+                };
+                (!is_stale(v)).then(|| (p.labels.clone(), ts, v))
             })
             .collect())
     }
 
     /// Range selector: calls `f` with every series that has samples in
-    /// `[t - offset - range, t - offset]` (stale markers left out).
+    /// `[t - offset - range, t - offset]` (stale markers left out). Returns
+    /// whether every such series had the same metric name (then dropping the
+    /// name cannot make two label sets equal).
     fn range(
         &self,
         ms: &MatrixSelector,
         mut f: impl FnMut(&LabelSet, &[(i64, f64)]),
-    ) -> Result<(), EvalError> {
+    ) -> Result<bool, EvalError> {
         let sels = Self::selectors(&ms.vs)?;
         let end = self.t - offset_ms(&ms.vs.offset);
         let start = end - ms.range.as_millis() as i64;
         let mut snap = self.snap.borrow_mut();
         let mut fresh = Vec::new();
-        for (l, p) in snap.select(&sels, start, end) {
-            if p.iter().any(|x| is_stale(x.1)) {
+        let mut names = NameCheck::default();
+        for p in snap.select(&sels, Some((start, end))) {
+            let points = if p.points.iter().any(|x| is_stale(x.1)) {
                 fresh.clear();
-                fresh.extend(p.iter().filter(|x| !is_stale(x.1)));
-                if !fresh.is_empty() {
-                    f(l, &fresh);
-                }
-            } else if !p.is_empty() {
-                f(l, p);
+                fresh.extend(p.points.iter().filter(|x| !is_stale(x.1)));
+                &fresh[..]
+            } else {
+                p.points
+            };
+            if !points.is_empty() {
+                names.see(p.labels);
+                f(p.labels, points);
             }
         }
-        Ok(())
+        Ok(names.uniform)
     }
 
     fn scalar_arg(&self, e: &Expr) -> Result<f64, EvalError> {
@@ -416,7 +457,7 @@ impl<'a, 's> Evaluator<'a, 's> {
             let end = self.t - offset_ms(&ms.vs.offset);
             let mut out = Vec::new();
             let mut any = false;
-            self.range(ms, |l, p| {
+            let uniform = self.range(ms, |l, p| {
                 any = true;
                 if let Some(value) = range_func(name, p, end - range_ms, end, range_ms) {
                     let labels = if name == "last_over_time" {
@@ -437,7 +478,7 @@ impl<'a, 's> Evaluator<'a, 's> {
                     }]
                 }));
             }
-            return Ok(IValue::Vector(self.dedup_check(out)?));
+            return Ok(IValue::Vector(self.dedup_unless(uniform, out)?));
         }
         match name {
             "time" => Ok(IValue::Scalar(self.t as f64 / 1000.0)),
@@ -465,8 +506,13 @@ impl<'a, 's> Evaluator<'a, 's> {
                 Ok(IValue::Vector(vec![ISample { labels, value: 1.0 }]))
             }
             "timestamp" => {
+                let uniform;
                 let out: Vec<ISample> = if let Expr::VectorSelector(vs) = unparen(&args[0]) {
-                    self.instant(vs)?
+                    let found = self.instant(vs)?;
+                    let mut names = NameCheck::default();
+                    found.iter().for_each(|(l, _, _)| names.see(l));
+                    uniform = names.uniform;
+                    found
                         .into_iter()
                         .map(|(l, ts, _)| ISample {
                             labels: l.without_name(),
@@ -474,15 +520,16 @@ impl<'a, 's> Evaluator<'a, 's> {
                         })
                         .collect()
                 } else {
-                    self.vector_arg(&args[0])?
-                        .into_iter()
+                    let v = self.vector_arg(&args[0])?;
+                    uniform = NameCheck::of(&v);
+                    v.into_iter()
                         .map(|s| ISample {
                             labels: s.labels.without_name(),
                             value: self.t as f64 / 1000.0,
                         })
                         .collect()
                 };
-                Ok(IValue::Vector(self.dedup_check(out)?))
+                Ok(IValue::Vector(self.dedup_unless(uniform, out)?))
             }
             "histogram_quantile" => {
                 let q = self.scalar_arg(&args[0])?;
@@ -496,6 +543,7 @@ impl<'a, 's> Evaluator<'a, 's> {
             "clamp_min" | "clamp_max" => {
                 let v = self.vector_arg(&args[0])?;
                 let b = self.scalar_arg(&args[1])?;
+                let uniform = NameCheck::of(&v);
                 let out = v
                     .into_iter()
                     .map(|s| ISample {
@@ -510,7 +558,7 @@ impl<'a, 's> Evaluator<'a, 's> {
                         },
                     })
                     .collect();
-                Ok(IValue::Vector(self.dedup_check(out)?))
+                Ok(IValue::Vector(self.dedup_unless(uniform, out)?))
             }
             "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" => {
                 let f: fn(f64) -> f64 = match name {
@@ -523,15 +571,16 @@ impl<'a, 's> Evaluator<'a, 's> {
                     "log10" => f64::log10,
                     _ => f64::sqrt,
                 };
-                let out = self
-                    .vector_arg(&args[0])?
+                let v = self.vector_arg(&args[0])?;
+                let uniform = NameCheck::of(&v);
+                let out = v
                     .into_iter()
                     .map(|s| ISample {
                         labels: s.labels.without_name(),
                         value: f(s.value),
                     })
                     .collect();
-                Ok(IValue::Vector(self.dedup_check(out)?))
+                Ok(IValue::Vector(self.dedup_unless(uniform, out)?))
             }
             other => err(format!("unsupported function \"{other}\"")),
         }
@@ -560,6 +609,16 @@ impl<'a, 's> Evaluator<'a, 's> {
             .map(|(k, v)| (self.intern(k), self.intern(v)))
             .collect();
         LabelSet::from_pairs(pairs, &self.snap.borrow().interner)
+    }
+
+    /// [`Self::dedup_check`] unless the input had one metric name throughout
+    /// (its label sets were distinct, and stay so without the name).
+    fn dedup_unless(&self, uniform: bool, v: Vec<ISample>) -> Result<Vec<ISample>, EvalError> {
+        if uniform {
+            Ok(v)
+        } else {
+            self.dedup_check(v)
+        }
     }
 
     /// Prometheus rejects a result with two elements of one label set.
@@ -706,6 +765,7 @@ impl<'a, 's> Evaluator<'a, 's> {
     ) -> Result<Vec<ISample>, EvalError> {
         let mut out = Vec::with_capacity(v.len());
         let drop = should_drop_name(op) || return_bool;
+        let uniform = NameCheck::of(&v);
         for e in v {
             let (l, r) = if swap { (s, e.value) } else { (e.value, s) };
             let (mut value, mut keep) = elem_binop(op, l, r)?;
@@ -726,7 +786,7 @@ impl<'a, 's> Evaluator<'a, 's> {
             }
         }
         if drop {
-            self.dedup_check(out)
+            self.dedup_unless(uniform, out)
         } else {
             Ok(out)
         }

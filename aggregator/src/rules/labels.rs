@@ -64,10 +64,31 @@ impl Interner {
 /// A label set: the metric name (if kept) and the other labels as `[k, v, k, v…]`
 /// sorted by key id, no empty values. Equality and hashing are by ids, which is
 /// exact within one round.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+///
+/// The pairs are a range of a shared block: the snapshot puts the label sets
+/// of one metric side by side in one block, so that reading a metric's series
+/// in order reads memory in order.
+#[derive(Clone, Debug)]
 pub(crate) struct LabelSet {
     name: Option<Sym>,
-    pairs: Arc<[Sym]>,
+    block: Arc<[Sym]>,
+    off: u32,
+    len: u32,
+}
+
+impl PartialEq for LabelSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.pairs() == other.pairs()
+    }
+}
+
+impl Eq for LabelSet {}
+
+impl std::hash::Hash for LabelSet {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.pairs().hash(state);
+    }
 }
 
 impl LabelSet {
@@ -95,31 +116,37 @@ impl LabelSet {
             flat.push(p.0);
             flat.push(p.1);
         }
-        Self {
-            name,
-            pairs: flat.into(),
-        }
+        Self::from_sorted(name, &flat)
     }
 
     /// Builds a set from `[k, v, …]` already sorted by key, without `__name__`.
     pub(crate) fn from_sorted(name: Option<Sym>, flat: &[Sym]) -> Self {
+        Self::in_block(name, &Arc::from(flat), 0, flat.len())
+    }
+
+    /// The set whose pairs are `block[off..off + len]` (sorted by key, without
+    /// `__name__`).
+    pub(crate) fn in_block(name: Option<Sym>, block: &Arc<[Sym]>, off: usize, len: usize) -> Self {
         Self {
             name,
-            pairs: flat.into(),
+            block: block.clone(),
+            off: off as u32,
+            len: len as u32,
         }
     }
 
     pub(crate) fn empty() -> Self {
-        Self {
-            name: None,
-            pairs: Arc::from(&[][..]),
-        }
+        Self::from_sorted(None, &[])
+    }
+
+    fn pairs(&self) -> &[Sym] {
+        &self.block[self.off as usize..(self.off + self.len) as usize]
     }
 
     pub(crate) fn without_name(&self) -> Self {
         Self {
             name: None,
-            pairs: self.pairs.clone(),
+            ..self.clone()
         }
     }
 
@@ -127,7 +154,7 @@ impl LabelSet {
         if key == NAME {
             return self.name;
         }
-        self.pairs
+        self.pairs()
             .chunks_exact(2)
             .find(|c| c[0] == key)
             .map(|c| c[1])
@@ -138,7 +165,7 @@ impl LabelSet {
         self.name
             .map(|n| (NAME, n))
             .into_iter()
-            .chain(self.pairs.chunks_exact(2).map(|c| (c[0], c[1])))
+            .chain(self.pairs().chunks_exact(2).map(|c| (c[0], c[1])))
     }
 
     /// Writes into `out` the `[k, v, …]` of the labels `keep` accepts (a

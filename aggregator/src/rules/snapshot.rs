@@ -13,6 +13,7 @@
 //! rules before it in its group recorded (Prometheus' in-group ordering).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use promql_parser::parser::{Expr, Offset, VectorSelector};
 
@@ -37,7 +38,8 @@ pub struct Reads {
     names: HashSet<String>,
     /// A selector without a fixed metric name: every series is read.
     all: bool,
-    /// Samples from `t - back_ms` ...
+    /// Samples from `t - back_ms` ... (instant selectors without offset need
+    /// only each series' newest sample, which the snapshot keeps apart)
     back_ms: i64,
     /// ... to `t + fwd_ms` (negative offsets look ahead).
     fwd_ms: i64,
@@ -65,6 +67,7 @@ impl Reads {
             }
             Expr::Paren(p) => self.add(&p.expr),
             Expr::Subquery(s) => self.add(&s.expr),
+            Expr::VectorSelector(vs) if vs.offset.is_none() => self.selector(vs, 0),
             Expr::VectorSelector(vs) => self.selector(vs, LOOKBACK_MS),
             Expr::MatrixSelector(ms) => self.selector(&ms.vs, ms.range.as_millis() as i64),
             Expr::Call(c) => c.args.args.iter().for_each(|a| self.add(a)),
@@ -105,9 +108,24 @@ fn fixed_name(vs: &VectorSelector) -> Option<&str> {
 
 /// One series of the snapshot.
 struct SnapSeries {
+    /// Until the scan ends, a placeholder (see [`Snapshot::scan`]).
     labels: LabelSet,
+    /// Where the pairs are in the metric's `labels` block.
+    label_off: u32,
+    label_len: u32,
+    /// The newest sample in `[t - lookback, t]` (`i64::MIN` as time if none):
+    /// what an instant selector without offset reads.
+    last: (i64, f64),
     start: u32,
     len: u32,
+}
+
+/// A selected series: labels (with `__name__`), the samples in the asked
+/// range, and its newest sample at the round's time (if any).
+pub(crate) struct Pick<'a> {
+    pub(crate) labels: &'a LabelSet,
+    pub(crate) points: &'a [(i64, f64)],
+    pub(crate) last: Option<(i64, f64)>,
 }
 
 /// The series a round reads, copied out of the store (see the module doc).
@@ -119,14 +137,23 @@ pub(crate) struct Snapshot<'s> {
     pub(crate) interner: Interner,
     /// Every series is loaded (a selector without a fixed name was seen).
     all: bool,
-    by_name: HashMap<Sym, Vec<SnapSeries>, FxBuildHasher>,
+    by_name: HashMap<Sym, Metric, FxBuildHasher>,
     /// Names written during the round: read again on next use.
     dirty: HashSet<Sym, FxBuildHasher>,
-    points: Vec<(i64, f64)>,
 }
 
-/// Selected series: labels (with `__name__`) and samples in the asked range.
-pub(crate) type Picked<'a> = Vec<(&'a LabelSet, &'a [(i64, f64)])>;
+/// The series of one metric name; their samples kept together so that a
+/// selection reads one contiguous block.
+#[derive(Default)]
+struct Metric {
+    series: Vec<SnapSeries>,
+    points: Vec<(i64, f64)>,
+    /// The label pairs of every series, collected during the scan.
+    labels: Vec<Sym>,
+    /// The series' label sets point into their block (the scan is over).
+    sealed: bool,
+}
+
 
 impl<'s> Snapshot<'s> {
     /// Reads what `reads` names, as of `now_ms`.
@@ -134,13 +161,12 @@ impl<'s> Snapshot<'s> {
         let mut s = Self {
             store,
             now_ms,
-            from_ms: now_ms - reads.back_ms.max(LOOKBACK_MS),
+            from_ms: now_ms - reads.back_ms,
             to_ms: now_ms + reads.fwd_ms,
             interner: Interner::new(),
             all: false,
             by_name: HashMap::default(),
             dirty: HashSet::default(),
-            points: Vec::new(),
         };
         if reads.all {
             s.load_all();
@@ -154,7 +180,6 @@ impl<'s> Snapshot<'s> {
     fn load_all(&mut self) {
         self.by_name.clear();
         self.dirty.clear();
-        self.points.clear();
         self.all = true;
         self.scan(None);
     }
@@ -162,7 +187,7 @@ impl<'s> Snapshot<'s> {
     fn load(&mut self, names: &[&str]) {
         for n in names {
             let id = self.interner.intern(n);
-            self.by_name.insert(id, Vec::new());
+            self.by_name.insert(id, Metric::default());
             self.dirty.remove(&id);
         }
         self.scan(Some(names));
@@ -172,23 +197,17 @@ impl<'s> Snapshot<'s> {
         // Store id → round id; valid for this one visit (see `SeriesView::key`).
         const NONE: u32 = u32::MAX;
         let mut local: Vec<u32> = Vec::new();
-        let mut pairs: Vec<Sym> = Vec::with_capacity(32);
         let mut sorted: Vec<(Sym, Sym)> = Vec::with_capacity(16);
         let (from, to) = (self.from_ms, self.to_ms);
+        let placeholder = LabelSet::empty();
         let Self {
             store,
             now_ms,
             interner,
             by_name,
-            points,
             ..
         } = self;
         store.visit(names, *now_ms, |v| {
-            let start = points.len();
-            v.samples(from, to, points);
-            if points.len() == start {
-                return;
-            }
             let key = v.key();
             let mut id = |g: u32| {
                 let g = g as usize;
@@ -201,22 +220,48 @@ impl<'s> Snapshot<'s> {
                 local[g]
             };
             let name = id(key[0]);
+            let metric = by_name.entry(name).or_default();
+            let start = metric.points.len();
+            v.samples(from, to, &mut metric.points);
+            let last = v.last_in(*now_ms - LOOKBACK_MS, *now_ms);
+            if metric.points.len() == start && last.is_none() {
+                return;
+            }
             sorted.clear();
             for c in key[1..].chunks_exact(2) {
                 sorted.push((id(c[0]), id(c[1])));
             }
             sorted.sort_unstable_by_key(|p| p.0);
-            pairs.clear();
+            let label_off = metric.labels.len();
             for &(k, v) in &sorted {
-                pairs.push(k);
-                pairs.push(v);
+                metric.labels.push(k);
+                metric.labels.push(v);
             }
-            by_name.entry(name).or_default().push(SnapSeries {
-                labels: LabelSet::from_sorted(Some(name), &pairs),
+            metric.series.push(SnapSeries {
+                labels: placeholder.clone(),
+                label_off: label_off as u32,
+                label_len: (metric.labels.len() - label_off) as u32,
+                last: last.unwrap_or((i64::MIN, 0.0)),
                 start: start as u32,
-                len: (points.len() - start) as u32,
+                len: (metric.points.len() - start) as u32,
             });
         });
+        // One block per metric for the label sets (see `LabelSet`).
+        for (&name, m) in by_name.iter_mut() {
+            if m.sealed {
+                continue;
+            }
+            m.sealed = true;
+            let block: Arc<[Sym]> = std::mem::take(&mut m.labels).into();
+            for s in &mut m.series {
+                s.labels = LabelSet::in_block(
+                    Some(name),
+                    &block,
+                    s.label_off as usize,
+                    s.label_len as usize,
+                );
+            }
+        }
     }
 
     /// Marks `name` as written: the next selection of it reads the store again.
@@ -249,34 +294,49 @@ impl<'s> Snapshot<'s> {
     }
 
     /// The series matching any of `sels` (each once), with their samples in
-    /// `[start_ms, end_ms]` (possibly none).
-    pub(crate) fn select(&mut self, sels: &[Selector], start_ms: i64, end_ms: i64) -> Picked<'_> {
+    /// `range` `[start_ms, end_ms]` (possibly none; none asked with `None`).
+    pub(crate) fn select(&mut self, sels: &[Selector], range: Option<(i64, i64)>) -> Vec<Pick<'_>> {
         for s in sels {
             self.ensure(s);
         }
         let this = &*self;
-        let mut out: Picked<'_> = Vec::new();
+        let mut out = Vec::new();
         let mut seen: HashSet<&LabelSet, FxBuildHasher> = HashSet::default();
         for sel in sels {
-            let mut ms = Compiled::new(sel, &this.interner);
-            let candidates: Box<dyn Iterator<Item = &SnapSeries>> = match selector_name(sel) {
-                Some(n) => match this.interner.get(n).and_then(|id| this.by_name.get(&id)) {
-                    Some(v) => Box::new(v.iter()),
-                    None => Box::new(std::iter::empty()),
-                },
-                None => Box::new(this.by_name.values().flatten()),
+            let name = selector_name(sel);
+            // Candidates found by name need no name matcher.
+            let mut ms = Compiled::new(sel, name.is_some(), &this.interner);
+            let candidates: Box<dyn Iterator<Item = &Metric>> = match name {
+                Some(n) => Box::new(
+                    this.interner
+                        .get(n)
+                        .and_then(|id| this.by_name.get(&id))
+                        .into_iter(),
+                ),
+                None => Box::new(this.by_name.values()),
             };
-            for s in candidates {
+            let series = candidates.flat_map(|m| m.series.iter().map(move |s| (m, s)));
+            for (m, s) in series {
                 if !ms.matches(&s.labels, &this.interner) {
                     continue;
                 }
                 if sels.len() > 1 && !seen.insert(&s.labels) {
                     continue;
                 }
-                let all = &this.points[s.start as usize..(s.start + s.len) as usize];
-                let lo = all.partition_point(|p| p.0 < start_ms);
-                let hi = all.partition_point(|p| p.0 <= end_ms);
-                out.push((&s.labels, &all[lo..hi.max(lo)]));
+                let points = match range {
+                    Some((start_ms, end_ms)) => {
+                        let all = &m.points[s.start as usize..(s.start + s.len) as usize];
+                        let lo = all.partition_point(|p| p.0 < start_ms);
+                        let hi = all.partition_point(|p| p.0 <= end_ms);
+                        &all[lo..hi.max(lo)]
+                    }
+                    None => &[],
+                };
+                out.push(Pick {
+                    labels: &s.labels,
+                    points,
+                    last: (s.last.0 != i64::MIN).then_some(s.last),
+                });
             }
         }
         out
@@ -296,11 +356,16 @@ struct Compiled<'a> {
 }
 
 impl<'a> Compiled<'a> {
-    fn new(sel: &'a Selector, interner: &Interner) -> Self {
+    fn new(sel: &'a Selector, skip_name_equal: bool, interner: &Interner) -> Self {
         Self {
             matchers: sel
                 .matchers
                 .iter()
+                .filter(|m| {
+                    !(skip_name_equal
+                        && m.name == METRIC_NAME
+                        && matches!(m.op, MatchOp::Equal(_)))
+                })
                 .map(|m| {
                     let key = if m.name == METRIC_NAME {
                         Some(NAME)

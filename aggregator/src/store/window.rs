@@ -132,6 +132,14 @@ impl Ring {
                 .copied(),
         );
     }
+    pub(crate) fn last_in(&self, start: i64, end: i64) -> Option<(i64, f64)> {
+        self.samples
+            .iter()
+            .rev()
+            .find(|s| s.0 <= end)
+            .filter(|s| s.0 >= start)
+            .copied()
+    }
     pub(crate) fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.samples.capacity() * 16
     }
@@ -405,6 +413,19 @@ impl<'a> SeriesView<'a> {
                 if ts >= start_ms && ts <= end_ms {
                     out.push((ts, self.slot.value));
                 }
+            }
+        }
+    }
+}
+
+impl SeriesView<'_> {
+    /// The newest sample in `[start_ms, end_ms]`.
+    pub fn last_in(&self, start_ms: i64, end_ms: i64) -> Option<(i64, f64)> {
+        match &self.slot.ring {
+            Some(r) => r.last_in(start_ms, end_ms),
+            None => {
+                let ts = self.slot.timestamp_ms;
+                (ts >= start_ms && ts <= end_ms).then_some((ts, self.slot.value))
             }
         }
     }
