@@ -1,4 +1,4 @@
-//! `edgewatch bench`: the benchmark harness (scenarios S1–S6 of BENCHMARKS.md).
+//! `edgewatch bench`: the benchmark harness (scenarios S1–S7 of BENCHMARKS.md).
 //!
 //! Spawns this binary as separate processes (aggregator, collector, loadgen, sink) on
 //! free 127.0.0.1 ports with configs in a temp dir, pins them with `taskset` where a
@@ -6,6 +6,7 @@
 //! 100 ms, runs each scenario `--runs` times, and writes the medians into the
 //! `<!-- bench:begin -->` / `<!-- bench:end -->` block of `--out`.
 
+mod alerting;
 mod procs;
 mod scenarios;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run, comma-separated (S1..S6); all by default.
+    /// Scenarios to run, comma-separated (S1..S7); all by default.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// Runs per scenario; the table shows the median of each value.
@@ -61,7 +62,7 @@ impl BenchArgs {
     }
 }
 
-const ALL: [&str; 6] = ["S1", "S2", "S3", "S4", "S5", "S6"];
+const ALL: [&str; 7] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"];
 
 struct Outcome {
     id: &'static str,
@@ -82,7 +83,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             let id = ALL
                 .iter()
                 .find(|a| a.eq_ignore_ascii_case(s.trim()))
-                .with_context(|| format!("unknown scenario {s:?} (S1..S6)"))?;
+                .with_context(|| format!("unknown scenario {s:?} (S1..S7)"))?;
             v.push(*id);
         }
         v
@@ -100,7 +101,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 "S3" => scenarios::s3(&args, r).await,
                 "S4" => scenarios::s4(&args, r).await,
                 "S5" => scenarios::s5(&args, r).await,
-                _ => scenarios::s6(&args, r).await,
+                "S6" => scenarios::s6(&args, r).await,
+                _ => alerting::s7(&args, r).await,
             };
             match res {
                 Ok(v) => {
@@ -229,6 +231,15 @@ fn describe(id: &str, a: &BenchArgs) -> (&'static str, String, &'static str) {
             ),
             "≤ 300 bytes/series; /federate ≤ 1.5 s",
         ),
+        "S7" => (
+            "S7 alert latency: condition true in the aggregator → webhook notified (`group_wait: 0s`)",
+            format!(
+                "aggregator with `evaluation_interval: {}s`, rule `edgewatch_bench_probe > 0` (`for: 0s`), route `group_by: [trial]`, `group_wait: 0s` to a local webhook; {} trials, each a new series posted to `/v1/metrics` after a pseudo-random pause within the interval",
+                alerting::INTERVAL.as_secs(),
+                if a.quick { 6 } else { 30 }
+            ),
+            "p99 ≤ evaluation interval + 1 s",
+        ),
         _ => (
             "S6 limit baseline: S2 payloads decoded by prost alone; appended+flushed to sled alone",
             format!(
@@ -325,6 +336,18 @@ fn judge(o: &Outcome, s2_rate: Option<f64>) -> (String, String) {
                 grouped(g("federate_samples"))
             ),
             pf(g("bytes_per_series") <= 300.0 && g("federate_s") <= 1.5),
+        ),
+        "S7" => (
+            format!(
+                "latency p50 {:.2} s, p99 {:.2} s, min {:.2} s, max {:.2} s over {} trials (interval {} s)",
+                g("p50_s"),
+                g("p99_s"),
+                g("min_s"),
+                g("max_s"),
+                g("trials"),
+                g("interval_s")
+            ),
+            pf(g("p99_s") <= g("interval_s") + 1.0),
         ),
         _ => {
             let lower = g("decode_rate").min(g("sled_rate"));

@@ -96,8 +96,19 @@ impl Env {
         ports: AggPorts,
         core: Option<usize>,
     ) -> anyhow::Result<Proc> {
+        self.aggregator_with(name, ports, core, "").await
+    }
+
+    /// [`Env::aggregator`] with `extra` appended to its configuration.
+    pub async fn aggregator_with(
+        &self,
+        name: &str,
+        ports: AggPorts,
+        core: Option<usize>,
+        extra: &str,
+    ) -> anyhow::Result<Proc> {
         let yaml = format!(
-            "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nhttp:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\n",
+            "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nhttp:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\n{extra}",
             ports.grpc,
             ports.otlp_http,
             ports.http,

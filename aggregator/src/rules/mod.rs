@@ -6,7 +6,9 @@
 //!   built-in fleet rules ──────┤ (EdgeCollectorDown, EdgeBufferBacklog, EdgeBufferDropping;
 //!                              │  a file rule of the same name replaces one)
 //!                              ▼
-//! per group, every interval: eval::eval(expr, store, now)        [PromQL over the store]
+//! groups sharing an interval, every interval:
+//!        snapshot::Snapshot::new(store, now, reads)               [one pass over the store]
+//!        eval::eval_rule(expr, snapshot, now), rule by rule       [PromQL on interned labels]
 //!        alerting::step(state, result, now) → (state, alerts)    [pure state machine]
 //!        ALERTS / ALERTS_FOR_STATE / recorded series → store     [visible on /federate]
 //!        state → sled tree `rules`                               [restart keeps for-timers]
