@@ -72,6 +72,7 @@
 //! * After acknowledging everything: the directory returns to ~200 bytes
 //!   (meta.json plus one empty segment) from 9 MB.
 
+mod compact;
 mod format;
 mod meta;
 mod metrics;
@@ -91,7 +92,7 @@ use segment::{SegError, SegHandle};
 use state::{Ctx, SegMeta, State};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::{error, info};
@@ -161,6 +162,8 @@ pub(crate) struct Shared {
     pub writable: AtomicBool,
     pub wake_pending: AtomicBool,
     pub faults: FaultInjector,
+    /// Wakes the compaction thread (a segment was sealed, or closing).
+    compact_signal: (Mutex<bool>, Condvar),
 }
 
 impl Shared {
@@ -169,6 +172,31 @@ impl Shared {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    pub fn compact_notify(&self) {
+        let (m, c) = &self.compact_signal;
+        match m.lock() {
+            Ok(mut g) => *g = true,
+            Err(p) => *p.into_inner() = true,
+        }
+        c.notify_all();
+    }
+
+    /// Waits for `compact_notify` (or `timeout`).
+    pub fn compact_wait(&self, timeout: Duration) {
+        let (m, c) = &self.compact_signal;
+        let mut g = match m.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !*g {
+            g = match c.wait_timeout(g, timeout) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *g = false;
     }
 
     pub fn ctx(&self) -> Ctx<'_> {
@@ -184,6 +212,7 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     permits: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Queue memory bound: at most this many 4 KiB units of payload waiting for
@@ -199,6 +228,16 @@ impl Drop for Inner {
 impl Inner {
     fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        self.shared.compact_notify();
+        let compactor = match self.compactor.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(h) = compactor {
+            if h.join().is_err() {
+                error!("edgewatch buffer: compaction thread panicked");
+            }
+        }
         let handle = match self.writer.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
@@ -228,8 +267,10 @@ impl std::fmt::Debug for Buffer {
     }
 }
 
+/// The active segment rolls (is sealed, then compacted) at this size on
+/// disk: small, because it holds entries at ~2x their encoded size.
 fn segment_size_for(max_bytes: u64) -> u64 {
-    (max_bytes / 8).clamp(1 << 20, 64 << 20)
+    (max_bytes / 64).clamp(256 << 10, 2 << 20)
 }
 
 /// Opens the directory. `Corrupt` means: move it aside and start fresh.
@@ -244,16 +285,23 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         Err(e) => return Err(io("reading meta.json", e)),
     };
     std::fs::create_dir_all(&cfg.segments_dir).map_err(|e| io("creating segments/", e))?;
-    let mut segs = Vec::new();
+    let mut segs: Vec<SegMeta> = Vec::new();
+    let mut leftovers = Vec::new();
     for e in std::fs::read_dir(&cfg.segments_dir).map_err(|e| io("listing segments/", e))? {
         let e = e.map_err(|e| io("listing segments/", e))?;
         let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(format::COMPACTING_SUFFIX) && e.path().is_dir() {
+            // A compaction interrupted by a crash: the original is intact.
+            leftovers.push(e.path());
+            continue;
+        }
         match format::parse_segment_name(&name) {
-            Some((first, points_before)) if e.path().is_dir() => segs.push(SegMeta {
+            Some((first, points_before, compacted)) if e.path().is_dir() => segs.push(SegMeta {
                 first,
                 points_before,
                 dir: e.path(),
                 bytes: segment::dir_bytes(&e.path()),
+                compacted,
             }),
             _ => {
                 return Err(SegError::Corrupt(format!(
@@ -262,12 +310,26 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
             }
         }
     }
+    // Compacted first: a crash after the compacted copy was renamed into
+    // place but before the original was deleted leaves both; keep the copy.
+    segs.sort_by_key(|s| (s.first, !s.compacted));
+    let mut kept: Vec<SegMeta> = Vec::with_capacity(segs.len());
+    for s in segs {
+        match kept.last() {
+            Some(k) if k.first == s.first => leftovers.push(s.dir),
+            _ => kept.push(s),
+        }
+    }
+    let mut segs = kept;
+    for d in leftovers {
+        std::fs::remove_dir_all(&d).map_err(|e| io("removing a leftover segment copy", e))?;
+    }
     segs.sort_by_key(|s| s.first);
     let m = match m {
         Some(m) => m,
         None if segs.is_empty() => {
             let m = meta::Meta {
-                version: 1,
+                version: meta::VERSION,
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 head: 0,
                 head_points_before: 0,
@@ -279,7 +341,14 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         }
         None => return Err(SegError::Corrupt("segments without meta.json".into())),
     };
-    if m.version != 1 || m.instance_id.is_empty() {
+    if m.version != meta::VERSION {
+        return Err(SegError::Corrupt(format!(
+            "meta.json: on-disk format version {} (this edgewatch reads {})",
+            m.version,
+            meta::VERSION
+        )));
+    }
+    if m.instance_id.is_empty() {
         return Err(SegError::Corrupt("meta.json: unsupported content".into()));
     }
     // The active (last) segment: its last entry gives the next number.
@@ -287,11 +356,9 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
     let mut durable_points = m.next_points_floor;
     let mut active = None;
     if let Some(last) = segs.last() {
-        let h = SegHandle::open(&last.dir, last.first, false)?;
+        let h = SegHandle::open(&last.dir, last.first, false, last.compacted)?;
         let (n, p) = match h.last_entry()? {
-            Some((seq, v)) => {
-                let (_, hd, _) = format::decode_header(&v)
-                    .ok_or_else(|| SegError::Corrupt("undecodable last entry".into()))?;
+            Some((seq, hd)) => {
                 if seq < last.first {
                     return Err(SegError::Corrupt("entry below its segment".into()));
                 }
@@ -299,10 +366,15 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
             }
             None => (last.first, last.points_before),
         };
-        if n >= durable_next {
+        if n >= durable_next && !last.compacted {
             durable_next = n;
             durable_points = p.max(durable_points);
             active = Some(h);
+        } else if n >= durable_next {
+            // Only sealed segments are compacted: start a new active one.
+            durable_next = n;
+            durable_points = p.max(durable_points);
+            drop(h);
         } else {
             drop(h);
         }
@@ -312,14 +384,15 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         // new segment at the floor (numbers stay contiguous per segment).
         let dir = cfg
             .segments_dir
-            .join(format::segment_name(durable_next, durable_points));
-        let h = SegHandle::open(&dir, durable_next, true)?;
+            .join(format::segment_name(durable_next, durable_points, false));
+        let h = SegHandle::open(&dir, durable_next, true, false)?;
         let _ = meta::sync_dir(&cfg.segments_dir);
         segs.push(SegMeta {
             first: durable_next,
             points_before: durable_points,
             dir: dir.clone(),
             bytes: segment::dir_bytes(&dir),
+            compacted: false,
         });
         active = Some(h);
     }
@@ -348,6 +421,8 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         durable_points,
         meta_dirty: true,
         pending_deletes: Vec::new(),
+        sealed: Vec::new(),
+        compacting_bytes: 0,
     };
     Ok((m.instance_id, st))
 }
@@ -404,6 +479,7 @@ impl Buffer {
             writable: AtomicBool::new(true),
             wake_pending: AtomicBool::new(false),
             faults: FaultInjector::default(),
+            compact_signal: (Mutex::new(false), Condvar::new()),
         });
         {
             let ctx = shared.ctx();
@@ -425,12 +501,18 @@ impl Buffer {
             .name("edgewatch-buffer-writer".into())
             .spawn(move || w.run())
             .map_err(|e| BufferError::Io(format!("spawning the writer thread: {e}")))?;
+        let c_shared = shared.clone();
+        let compactor = std::thread::Builder::new()
+            .name("edgewatch-buffer-compact".into())
+            .spawn(move || compact::run(c_shared))
+            .map_err(|e| BufferError::Io(format!("spawning the compaction thread: {e}")))?;
         Ok(Buffer {
             inner: Arc::new(Inner {
                 shared,
                 tx,
                 permits: Arc::new(Semaphore::new(PERMIT_UNITS)),
                 writer: Mutex::new(Some(handle)),
+                compactor: Mutex::new(Some(compactor)),
             }),
         })
     }
@@ -527,27 +609,10 @@ impl Buffer {
                     }
                 }
             };
-            let mut dec = h.decompressor();
-            let mut corrupt: Option<String> = None;
             let start = next;
-            for item in h.db.range(format::key(start)..format::key(end)) {
-                let (k, v) = match item {
-                    Ok(kv) => kv,
-                    Err(e) => {
-                        corrupt = Some(e.to_string());
-                        break;
-                    }
-                };
-                let seq = format::seq_of_key(&k);
-                let decoded = state::decode_entry(&v, &mut dec.dec);
-                let (Some(seq), Some((hd, payload))) = (seq, decoded) else {
-                    corrupt = Some("undecodable entry".into());
-                    break;
-                };
-                if seq != next {
-                    corrupt = Some(format!("missing entry {next}"));
-                    break;
-                }
+            let mut full = false;
+            let scanned = h.scan(start, end, true, &mut |seq, hd, payload| {
+                let payload = payload.unwrap_or_default();
                 bytes += payload.len();
                 out.push(Entry {
                     seq,
@@ -556,10 +621,13 @@ impl Buffer {
                     payload: Bytes::from(payload),
                 });
                 next = seq + 1;
-                if out.len() >= max_entries || bytes >= max_bytes {
-                    return Ok(out);
-                }
+                full = out.len() >= max_entries || bytes >= max_bytes;
+                !full
+            });
+            if full {
+                return Ok(out);
             }
+            let mut corrupt = scanned.err();
             if corrupt.is_none() && next < end {
                 corrupt = Some(format!("missing entry {next}"));
             }
