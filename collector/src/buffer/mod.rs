@@ -15,36 +15,56 @@
 //! * [`Buffer::read`] returns only flushed entries, so nothing the forwarder
 //!   has sent can disappear in a crash and have its number reused.
 //!
-//! # On disk
+//! # On disk (format version 2)
 //! ```text
-//! <path>/meta.json                    instance id, resume checkpoint (head), number floors
-//! <path>/segments/<first seq>-<points before>/   one sled Db per segment
-//! <path>.corrupt-<unix secs>[-segment-<name>]    what recovery moved aside
+//! <path>/meta.json                    version 2, instance id, resume checkpoint (head), number floors
+//! <path>/segments/<first seq>-<points before>/     the active segment (one sled Db)
+//! <path>/segments/<first seq>-<points before>.z/   a sealed, compacted segment (one sled Db)
+//! <path>.corrupt-<unix secs>[-segment-<name>]      what recovery moved aside
 //! ```
 //! * Each segment is its own sled `Db` (cache 1 MiB, `flush_every_ms(None)`:
-//!   we flush ourselves). Key = big-endian seq, value = a small varint header
+//!   we flush ourselves).
+//! * The active segment: key = big-endian seq, value = a small varint header
 //!   (points, points appended before this entry, append time, raw length)
 //!   followed by the payload compressed with zstd (level 3) against a
-//!   raw-content dictionary that is the segment's first payload. Dictionary
-//!   compression exploits the repetition *between* OTLP batches (names,
-//!   attributes), which per-batch compression cannot.
+//!   raw-content dictionary that is the segment's first payload. It rolls
+//!   (is sealed) at `max_bytes/64` clamped to [256 KiB, 2 MiB] on disk, and
+//!   also when the queue is fully drained and it holds more than 256 KiB,
+//!   so a drain gives the disk back.
+//! * Sealed segments are compacted by their own thread (`compact.rs`): the
+//!   entries are rewritten into a new sled Db as at most 8 *blocks* (value
+//!   = the entries' headers, then one zstd level-12 frame over their
+//!   concatenated payloads, ~4 MiB of payload per block), fsynced, renamed
+//!   `<name>.z` into place, and the original deleted. Two measured reasons:
+//!   compressing hundreds of consecutive OTLP batches together beats one
+//!   batch against a dictionary, and sled 0.34 writes a Db of at most 8
+//!   values exactly once (it appends each insert as a delta and rewrites a
+//!   whole leaf after 10 deltas or at 17 items; with one value per entry the
+//!   active segment holds ~2x the encoded bytes until its cleaner runs).
+//!   Compacted Dbs use 8 KiB sled log segments, so blocks are blob files
+//!   and reopening (sled resumes at its next log segment) adds little.
+//!   A crash mid-compaction leaves `<name>.compacting` (deleted at open) or
+//!   both `<name>` and `<name>.z` (the original is deleted at open).
+//!   Appends never wait for compaction.
+//! * A directory of another format version (e.g. version 1, before
+//!   compaction) is moved aside like a corrupt one, never misread.
 //! * Entries are never deleted inside a segment (sled does not give that
 //!   space back). Acknowledging moves the `head` watermark; a segment whose
-//!   entries are all below `head` is deleted as a directory. The active
-//!   segment rolls when it exceeds the segment size
-//!   (`max_bytes/8` clamped to [1 MiB, 64 MiB]) and also when the queue is
-//!   fully drained and it holds more than 256 KiB, so a drain gives the
-//!   disk back.
-//! * `max_bytes` is measured on disk (sum of file sizes under `segments/`).
-//!   Before each group commit the writer estimates its size (encoded bytes
-//!   times sled's space amplification). `DropOldest` then deletes whole
-//!   oldest segments (counting their unacknowledged points exactly from the
-//!   `points before` counters: no scan); `Backpressure` refuses what does not
-//!   fit with [`BufferError::Full`].
+//!   entries are all below `head` is deleted as a directory.
+//! * `max_bytes` is measured on disk (sum of file sizes under `segments/`,
+//!   including a compacted copy being written). Before each group commit
+//!   the writer estimates its size (encoded bytes times sled's space
+//!   amplification). `DropOldest` then deletes whole oldest segments
+//!   (counting their unacknowledged points exactly from the `points before`
+//!   counters: no scan); `Backpressure` refuses what does not fit with
+//!   [`BufferError::Full`].
 //! * `max_age` moves `head` past entries appended longer ago, checked every
 //!   second and at each `read`.
-//! * Only the active segment and the one being read are open; bookkeeping is
-//!   O(segments), never O(entries), and `read` streams with sled iterators.
+//! * Only the active segment, the one being read, the one being compacted
+//!   and up to 8 sealed ones waiting for compaction are open; bookkeeping is
+//!   O(segments), never O(entries), and `read` streams with sled iterators
+//!   (a compacted block is decompressed once, ≤ ~4 MiB, and cached for the
+//!   next read).
 //! * Recovery: a directory that cannot be opened (bad `meta.json`, sled error
 //!   or panic on the active segment) is renamed to `<path>.corrupt-<secs>` and
 //!   a fresh buffer started; a sealed segment found corrupt while reading is
@@ -52,25 +72,26 @@
 //! * A failed write (disk full, read-only, I/O error) answers
 //!   [`BufferError::Io`], marks the buffer unwritable, and the next group
 //!   reopens the active segment and trims anything past the durable
-//!   watermark before writing again.
+//!   watermark before writing again. A failed compaction leaves the sealed
+//!   segment as it is and is retried after 30 s.
 //!
 //! # Measured (2-core VM, ext4, release build unless noted)
-//! * Payload: [`testdata::otlp_100_points`], a model-server scrape of 100
-//!   points (10 metrics x 10 series, random gauge values: near worst case).
-//!   Protobuf 97.5 B/point; zstd-3 per batch 14.2 B/point; zstd-3 with the
-//!   segment dictionary 8.9 B/point (zstd-19: 6.7, too slow).
-//! * On disk incl. sled: 22.5 B/point with 4 MiB segments (test
-//!   `disk_returns_to_baseline_after_drain`, debug build), ~17.5 B/point in one
-//!   large sled Db. sled 0.34 writes every value about twice (leaf deltas, then
-//!   consolidated leaves) and keeps ~1.9x until its cleaner runs; that, not
-//!   compression, is what keeps this above the 8 B/point target.
-//! * Append + flush (criterion, `benches/buffer.rs`): 1 appender ~0.41 ms per
-//!   100-point append (~2.5k appends/s, ~250k points/s; one fsync each);
-//!   16 appenders ~57 us per append (~17.5k appends/s, ~1.75M points/s)
-//!   thanks to group commit. 200 concurrent appends: 2 flushes.
-//! * Read (decompress) ~17M points/s (4000 entries in 500-entry reads: 23 ms).
-//! * After acknowledging everything: the directory returns to ~200 bytes
-//!   (meta.json plus one empty segment) from 9 MB.
+//! * Payloads ([`testdata`]), 100 points each (10 metrics x 10 series):
+//!   `otlp_100_points`, random gauge values (near worst case): protobuf
+//!   97.5 B/point; zstd-3 per batch 14.2; zstd-3 with the segment
+//!   dictionary 8.9; one zstd-12 frame over 4 MiB of batches 6.7 (zstd-19:
+//!   5.8, ~20x slower). `otlp_100_points_typical` (integer counters, a
+//!   12-bucket histogram, few-valued gauges): protobuf 118.8; dictionary
+//!   13.2; 4 MiB zstd-12 block 7.6.
+//! * On disk incl. sled, 4000 x 100 points, 32 MiB cap (test
+//!   `disk_per_data_point`, debug build): random gauges 7.07 B/point once
+//!   sealed segments are compacted (a few seconds; 12.8-14.2 right after
+//!   the appends, when most of it still waits in uncompacted segments),
+//!   typical payload 8.9 B/point (20-27 before compaction). Before
+//!   compaction existed: 22.5 B/point (random gauges).
+//! * Append + flush (criterion, `benches/buffer.rs`): see BENCHMARKS.md.
+//! * After acknowledging everything: the directory returns to ~200 KB at
+//!   most (meta.json plus the active segment) from 5 MB.
 
 mod compact;
 mod format;
