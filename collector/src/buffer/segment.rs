@@ -74,6 +74,9 @@ pub(crate) struct SegHandle {
     block_cache: std::sync::Mutex<Option<(u64, Arc<DecodedBlock>)>>,
 }
 
+/// Visitor of `scan`: (seq, header, payload if asked) → continue?
+pub(crate) type ScanFn<'a> = dyn FnMut(u64, &Header, Option<Vec<u8>>) -> bool + 'a;
+
 pub(crate) struct DecodedBlock {
     pub headers: Vec<Header>,
     pub raw: Vec<u8>,
@@ -239,7 +242,7 @@ impl SegHandle {
         start: u64,
         end: u64,
         payloads: bool,
-        f: &mut dyn FnMut(u64, &Header, Option<Vec<u8>>) -> bool,
+        f: &mut ScanFn<'_>,
     ) -> Result<(), String> {
         let mut expected = start;
         if start >= end {

@@ -456,7 +456,7 @@ impl Writer {
                 st.expire(&ctx, now_ms(), age.as_millis() as u64);
             }
             self.housekeeping_runs += 1;
-            st.remeasure(self.housekeeping_runs % 16 == 0);
+            st.remeasure(self.housekeeping_runs.is_multiple_of(16));
         }
         // Drained: give the active segment's space back too.
         let drained = st.head >= st.durable_next;
