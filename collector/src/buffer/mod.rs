@@ -85,9 +85,9 @@
 //!   13.2; 4 MiB zstd-12 block 7.6.
 //! * On disk incl. sled, 4000 x 100 points, 32 MiB cap (test
 //!   `disk_per_data_point`, debug build): random gauges 7.07 B/point once
-//!   sealed segments are compacted (a few seconds; 12.8-14.2 right after
+//!   sealed segments are compacted (a few seconds; 12.1-14.2 right after
 //!   the appends, when most of it still waits in uncompacted segments),
-//!   typical payload 8.9 B/point (20-27 before compaction). Before
+//!   typical payload 8.9 B/point (17-27 before compaction). Before
 //!   compaction existed: 22.5 B/point (random gauges).
 //! * Append + flush (criterion, `benches/buffer.rs`): see BENCHMARKS.md.
 //! * After acknowledging everything: the directory returns to ~200 KB at
