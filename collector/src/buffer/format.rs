@@ -1,5 +1,11 @@
-//! On-disk encoding of one queue entry (the sled value; the key is the
-//! big-endian sequence number) and of segment directory names.
+//! On-disk encodings (format version 2, see `meta.json`):
+//! * an *entry* of the active segment: the sled value under the big-endian
+//!   sequence number (varint header + payload compressed with the segment
+//!   dictionary);
+//! * a *block* of a compacted segment: the sled value under the big-endian
+//!   sequence number of its first entry (varint headers of all its entries,
+//!   then one zstd frame of their concatenated payloads);
+//! * segment directory names.
 
 use std::io;
 
@@ -7,6 +13,9 @@ use std::io;
 const CODEC_RAW: u8 = 0x10;
 /// Format byte: zstd frame compressed against the segment's dictionary.
 const CODEC_ZSTD_DICT: u8 = 0x12;
+
+/// Format byte of a block: entry headers, then one zstd frame.
+const CODEC_BLOCK: u8 = 0x20;
 
 /// Header fields of one entry, decoded without touching the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,18 +131,109 @@ pub(crate) fn decode(
     Some((h, payload))
 }
 
-/// Segment directory name: `<first seq>-<points before first seq>`, both
-/// zero-padded so that names sort like the numbers.
-pub(crate) fn segment_name(first: u64, points_before: u64) -> String {
-    format!("{first:020}-{points_before:020}")
+/// Encodes a block of consecutive entries. `headers[0].points_before` is
+/// the block's; the others' follow from the points counts.
+pub(crate) fn encode_block(
+    headers: &[Header],
+    raw: &[u8],
+    compressor: &mut zstd::bulk::Compressor<'static>,
+) -> io::Result<Vec<u8>> {
+    let compressed = compressor.compress(raw)?;
+    let mut out = Vec::with_capacity(compressed.len() + 16 + headers.len() * 12);
+    out.push(CODEC_BLOCK);
+    put_varint(&mut out, headers.len() as u64);
+    put_varint(
+        &mut out,
+        headers.first().map(|h| h.points_before).unwrap_or(0),
+    );
+    put_varint(&mut out, raw.len() as u64);
+    let mut prev_ms = 0u64;
+    for h in headers {
+        put_varint(&mut out, h.points);
+        // Append times are non-decreasing within a segment; zigzag keeps
+        // a clock step back representable.
+        let d = h.appended_at_ms.wrapping_sub(prev_ms) as i64;
+        put_varint(&mut out, ((d << 1) ^ (d >> 63)) as u64);
+        prev_ms = h.appended_at_ms;
+        put_varint(&mut out, h.raw_len);
+    }
+    out.extend_from_slice(&compressed);
+    Ok(out)
 }
 
-pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
+/// The entry headers of a block and the offset of its zstd frame.
+pub(crate) fn decode_block_headers(v: &[u8]) -> Option<(Vec<Header>, u64, usize)> {
+    if *v.first()? != CODEC_BLOCK {
+        return None;
+    }
+    let mut pos = 1;
+    let n = get_varint(v, &mut pos)?;
+    let mut points_before = get_varint(v, &mut pos)?;
+    let raw_total = get_varint(v, &mut pos)?;
+    if n == 0 || n > v.len() as u64 {
+        return None;
+    }
+    let mut headers = Vec::with_capacity(n as usize);
+    let (mut ms, mut sum) = (0u64, 0u64);
+    for _ in 0..n {
+        let points = get_varint(v, &mut pos)?;
+        let z = get_varint(v, &mut pos)?;
+        let d = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        ms = ms.wrapping_add(d as u64);
+        let raw_len = get_varint(v, &mut pos)?;
+        sum = sum.checked_add(raw_len)?;
+        headers.push(Header {
+            points,
+            points_before,
+            appended_at_ms: ms,
+            raw_len,
+        });
+        points_before = points_before.checked_add(points)?;
+    }
+    if sum != raw_total {
+        return None;
+    }
+    Some((headers, raw_total, pos))
+}
+
+/// Decompresses a block's payloads (concatenated, in entry order).
+pub(crate) fn decode_block_raw(
+    v: &[u8],
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+) -> Option<(Vec<Header>, Vec<u8>)> {
+    let (headers, raw_total, pos) = decode_block_headers(v)?;
+    let raw = decompressor
+        .decompress(v.get(pos..)?, usize::try_from(raw_total).ok()?)
+        .ok()?;
+    if raw.len() as u64 != raw_total {
+        return None;
+    }
+    Some((headers, raw))
+}
+
+/// Suffix of a compacted segment's directory.
+const COMPACTED_SUFFIX: &str = ".z";
+/// Suffix of a compacted segment being written (removed at open).
+pub(crate) const COMPACTING_SUFFIX: &str = ".compacting";
+
+/// Segment directory name: `<first seq>-<points before first seq>`, both
+/// zero-padded so that names sort like the numbers, plus `.z` once compacted.
+pub(crate) fn segment_name(first: u64, points_before: u64, compacted: bool) -> String {
+    let z = if compacted { COMPACTED_SUFFIX } else { "" };
+    format!("{first:020}-{points_before:020}{z}")
+}
+
+/// `(first, points_before, compacted)`.
+pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, u64, bool)> {
+    let (name, compacted) = match name.strip_suffix(COMPACTED_SUFFIX) {
+        Some(n) => (n, true),
+        None => (name, false),
+    };
     let (a, b) = name.split_once('-')?;
     if a.len() != 20 || b.len() != 20 {
         return None;
     }
-    Some((a.parse().ok()?, b.parse().ok()?))
+    Some((a.parse().ok()?, b.parse().ok()?, compacted))
 }
 
 /// Raw-content zstd dictionary made from a sample payload. The leading zero
@@ -175,9 +275,35 @@ mod tests {
         assert!(decode(&[0xff, 1, 2], &mut d).is_none());
         assert!(decode(&v[..3], &mut d).is_none());
 
-        let n = segment_name(42, 4200);
-        assert_eq!(parse_segment_name(&n), Some((42, 4200)));
+        let n = segment_name(42, 4200, false);
+        assert_eq!(parse_segment_name(&n), Some((42, 4200, false)));
+        let n = segment_name(42, 4200, true);
+        assert_eq!(parse_segment_name(&n), Some((42, 4200, true)));
         assert_eq!(parse_segment_name("00042"), None);
+        assert_eq!(parse_segment_name(&format!("{n}{COMPACTING_SUFFIX}")), None);
+
+        // Blocks.
+        let mut c = zstd::bulk::Compressor::new(9).expect("compressor");
+        let mut d = zstd::bulk::Decompressor::new().expect("decompressor");
+        let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 100 + i as usize]).collect();
+        let mut headers = Vec::new();
+        let mut pb = 1000;
+        for (i, p) in payloads.iter().enumerate() {
+            headers.push(Header {
+                points: 3 + i as u64,
+                points_before: pb,
+                appended_at_ms: 1_760_000_000_000 + [0, 5, 5, 3, 9][i],
+                raw_len: p.len() as u64,
+            });
+            pb += 3 + i as u64;
+        }
+        let raw = payloads.concat();
+        let v = encode_block(&headers, &raw, &mut c).expect("block");
+        let (h2, raw2) = decode_block_raw(&v, &mut d).expect("decode block");
+        assert_eq!(h2, headers);
+        assert_eq!(raw2, raw);
+        assert!(decode_block_raw(&v[..v.len() - 1], &mut d).is_none());
+        assert!(decode_block_headers(&v[..5]).is_none());
         assert_eq!(seq_of_key(&key(99)), Some(99));
     }
 }

@@ -7,6 +7,11 @@ use std::path::Path;
 
 pub(crate) const META_FILE: &str = "meta.json";
 
+/// On-disk format version. 1: every segment one sled value per entry.
+/// 2: sealed segments compacted into blocks (`.z`), block codec 0x20.
+/// A directory of another version is moved aside at open, never misread.
+pub(crate) const VERSION: u32 = 2;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Meta {

@@ -15,36 +15,56 @@
 //! * [`Buffer::read`] returns only flushed entries, so nothing the forwarder
 //!   has sent can disappear in a crash and have its number reused.
 //!
-//! # On disk
+//! # On disk (format version 2)
 //! ```text
-//! <path>/meta.json                    instance id, resume checkpoint (head), number floors
-//! <path>/segments/<first seq>-<points before>/   one sled Db per segment
-//! <path>.corrupt-<unix secs>[-segment-<name>]    what recovery moved aside
+//! <path>/meta.json                    version 2, instance id, resume checkpoint (head), number floors
+//! <path>/segments/<first seq>-<points before>/     the active segment (one sled Db)
+//! <path>/segments/<first seq>-<points before>.z/   a sealed, compacted segment (one sled Db)
+//! <path>.corrupt-<unix secs>[-segment-<name>]      what recovery moved aside
 //! ```
 //! * Each segment is its own sled `Db` (cache 1 MiB, `flush_every_ms(None)`:
-//!   we flush ourselves). Key = big-endian seq, value = a small varint header
+//!   we flush ourselves).
+//! * The active segment: key = big-endian seq, value = a small varint header
 //!   (points, points appended before this entry, append time, raw length)
 //!   followed by the payload compressed with zstd (level 3) against a
-//!   raw-content dictionary that is the segment's first payload. Dictionary
-//!   compression exploits the repetition *between* OTLP batches (names,
-//!   attributes), which per-batch compression cannot.
+//!   raw-content dictionary that is the segment's first payload. It rolls
+//!   (is sealed) at `max_bytes/64` clamped to [256 KiB, 2 MiB] on disk, and
+//!   also when the queue is fully drained and it holds more than 256 KiB,
+//!   so a drain gives the disk back.
+//! * Sealed segments are compacted by their own thread (`compact.rs`): the
+//!   entries are rewritten into a new sled Db as at most 8 *blocks* (value
+//!   = the entries' headers, then one zstd level-12 frame over their
+//!   concatenated payloads, ~4 MiB of payload per block), fsynced, renamed
+//!   `<name>.z` into place, and the original deleted. Two measured reasons:
+//!   compressing hundreds of consecutive OTLP batches together beats one
+//!   batch against a dictionary, and sled 0.34 writes a Db of at most 8
+//!   values exactly once (it appends each insert as a delta and rewrites a
+//!   whole leaf after 10 deltas or at 17 items; with one value per entry the
+//!   active segment holds ~2x the encoded bytes until its cleaner runs).
+//!   Compacted Dbs use 8 KiB sled log segments, so blocks are blob files
+//!   and reopening (sled resumes at its next log segment) adds little.
+//!   A crash mid-compaction leaves `<name>.compacting` (deleted at open) or
+//!   both `<name>` and `<name>.z` (the original is deleted at open).
+//!   Appends never wait for compaction.
+//! * A directory of another format version (e.g. version 1, before
+//!   compaction) is moved aside like a corrupt one, never misread.
 //! * Entries are never deleted inside a segment (sled does not give that
 //!   space back). Acknowledging moves the `head` watermark; a segment whose
-//!   entries are all below `head` is deleted as a directory. The active
-//!   segment rolls when it exceeds the segment size
-//!   (`max_bytes/8` clamped to [1 MiB, 64 MiB]) and also when the queue is
-//!   fully drained and it holds more than 256 KiB, so a drain gives the
-//!   disk back.
-//! * `max_bytes` is measured on disk (sum of file sizes under `segments/`).
-//!   Before each group commit the writer estimates its size (encoded bytes
-//!   times sled's space amplification). `DropOldest` then deletes whole
-//!   oldest segments (counting their unacknowledged points exactly from the
-//!   `points before` counters: no scan); `Backpressure` refuses what does not
-//!   fit with [`BufferError::Full`].
+//!   entries are all below `head` is deleted as a directory.
+//! * `max_bytes` is measured on disk (sum of file sizes under `segments/`,
+//!   including a compacted copy being written). Before each group commit
+//!   the writer estimates its size (encoded bytes times sled's space
+//!   amplification). `DropOldest` then deletes whole oldest segments
+//!   (counting their unacknowledged points exactly from the `points before`
+//!   counters: no scan); `Backpressure` refuses what does not fit with
+//!   [`BufferError::Full`].
 //! * `max_age` moves `head` past entries appended longer ago, checked every
 //!   second and at each `read`.
-//! * Only the active segment and the one being read are open; bookkeeping is
-//!   O(segments), never O(entries), and `read` streams with sled iterators.
+//! * Only the active segment, the one being read, the one being compacted
+//!   and up to 8 sealed ones waiting for compaction are open; bookkeeping is
+//!   O(segments), never O(entries), and `read` streams with sled iterators
+//!   (a compacted block is decompressed once, ≤ ~4 MiB, and cached for the
+//!   next read).
 //! * Recovery: a directory that cannot be opened (bad `meta.json`, sled error
 //!   or panic on the active segment) is renamed to `<path>.corrupt-<secs>` and
 //!   a fresh buffer started; a sealed segment found corrupt while reading is
@@ -52,26 +72,28 @@
 //! * A failed write (disk full, read-only, I/O error) answers
 //!   [`BufferError::Io`], marks the buffer unwritable, and the next group
 //!   reopens the active segment and trims anything past the durable
-//!   watermark before writing again.
+//!   watermark before writing again. A failed compaction leaves the sealed
+//!   segment as it is and is retried after 30 s.
 //!
 //! # Measured (2-core VM, ext4, release build unless noted)
-//! * Payload: [`testdata::otlp_100_points`], a model-server scrape of 100
-//!   points (10 metrics x 10 series, random gauge values: near worst case).
-//!   Protobuf 97.5 B/point; zstd-3 per batch 14.2 B/point; zstd-3 with the
-//!   segment dictionary 8.9 B/point (zstd-19: 6.7, too slow).
-//! * On disk incl. sled: 22.5 B/point with 4 MiB segments (test
-//!   `disk_returns_to_baseline_after_drain`, debug build), ~17.5 B/point in one
-//!   large sled Db. sled 0.34 writes every value about twice (leaf deltas, then
-//!   consolidated leaves) and keeps ~1.9x until its cleaner runs; that, not
-//!   compression, is what keeps this above the 8 B/point target.
-//! * Append + flush (criterion, `benches/buffer.rs`): 1 appender ~0.41 ms per
-//!   100-point append (~2.5k appends/s, ~250k points/s; one fsync each);
-//!   16 appenders ~57 us per append (~17.5k appends/s, ~1.75M points/s)
-//!   thanks to group commit. 200 concurrent appends: 2 flushes.
-//! * Read (decompress) ~17M points/s (4000 entries in 500-entry reads: 23 ms).
-//! * After acknowledging everything: the directory returns to ~200 bytes
-//!   (meta.json plus one empty segment) from 9 MB.
+//! * Payloads ([`testdata`]), 100 points each (10 metrics x 10 series):
+//!   `otlp_100_points`, random gauge values (near worst case): protobuf
+//!   97.5 B/point; zstd-3 per batch 14.2; zstd-3 with the segment
+//!   dictionary 8.9; one zstd-12 frame over 4 MiB of batches 6.7 (zstd-19:
+//!   5.8, ~20x slower). `otlp_100_points_typical` (integer counters, a
+//!   12-bucket histogram, few-valued gauges): protobuf 118.8; dictionary
+//!   13.2; 4 MiB zstd-12 block 7.6.
+//! * On disk incl. sled, 4000 x 100 points, 32 MiB cap (test
+//!   `disk_per_data_point`, debug build): random gauges 7.07 B/point once
+//!   sealed segments are compacted (a few seconds; 12.1-14.2 right after
+//!   the appends, when most of it still waits in uncompacted segments),
+//!   typical payload 8.9 B/point (17-27 before compaction). Before
+//!   compaction existed: 22.5 B/point (random gauges).
+//! * Append + flush (criterion, `benches/buffer.rs`): see BENCHMARKS.md.
+//! * After acknowledging everything: the directory returns to ~200 KB at
+//!   most (meta.json plus the active segment) from 5 MB.
 
+mod compact;
 mod format;
 mod meta;
 mod metrics;
@@ -91,7 +113,7 @@ use segment::{SegError, SegHandle};
 use state::{Ctx, SegMeta, State};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tracing::{error, info};
@@ -161,6 +183,8 @@ pub(crate) struct Shared {
     pub writable: AtomicBool,
     pub wake_pending: AtomicBool,
     pub faults: FaultInjector,
+    /// Wakes the compaction thread (a segment was sealed, or closing).
+    compact_signal: (Mutex<bool>, Condvar),
 }
 
 impl Shared {
@@ -169,6 +193,31 @@ impl Shared {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    pub fn compact_notify(&self) {
+        let (m, c) = &self.compact_signal;
+        match m.lock() {
+            Ok(mut g) => *g = true,
+            Err(p) => *p.into_inner() = true,
+        }
+        c.notify_all();
+    }
+
+    /// Waits for `compact_notify` (or `timeout`).
+    pub fn compact_wait(&self, timeout: Duration) {
+        let (m, c) = &self.compact_signal;
+        let mut g = match m.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if !*g {
+            g = match c.wait_timeout(g, timeout) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *g = false;
     }
 
     pub fn ctx(&self) -> Ctx<'_> {
@@ -184,6 +233,7 @@ struct Inner {
     tx: mpsc::Sender<Msg>,
     permits: Arc<Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Queue memory bound: at most this many 4 KiB units of payload waiting for
@@ -199,6 +249,16 @@ impl Drop for Inner {
 impl Inner {
     fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
+        self.shared.compact_notify();
+        let compactor = match self.compactor.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(h) = compactor {
+            if h.join().is_err() {
+                error!("edgewatch buffer: compaction thread panicked");
+            }
+        }
         let handle = match self.writer.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
@@ -228,8 +288,10 @@ impl std::fmt::Debug for Buffer {
     }
 }
 
+/// The active segment rolls (is sealed, then compacted) at this size on
+/// disk: small, because it holds entries at ~2x their encoded size.
 fn segment_size_for(max_bytes: u64) -> u64 {
-    (max_bytes / 8).clamp(1 << 20, 64 << 20)
+    (max_bytes / 64).clamp(256 << 10, 2 << 20)
 }
 
 /// Opens the directory. `Corrupt` means: move it aside and start fresh.
@@ -244,16 +306,23 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         Err(e) => return Err(io("reading meta.json", e)),
     };
     std::fs::create_dir_all(&cfg.segments_dir).map_err(|e| io("creating segments/", e))?;
-    let mut segs = Vec::new();
+    let mut segs: Vec<SegMeta> = Vec::new();
+    let mut leftovers = Vec::new();
     for e in std::fs::read_dir(&cfg.segments_dir).map_err(|e| io("listing segments/", e))? {
         let e = e.map_err(|e| io("listing segments/", e))?;
         let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(format::COMPACTING_SUFFIX) && e.path().is_dir() {
+            // A compaction interrupted by a crash: the original is intact.
+            leftovers.push(e.path());
+            continue;
+        }
         match format::parse_segment_name(&name) {
-            Some((first, points_before)) if e.path().is_dir() => segs.push(SegMeta {
+            Some((first, points_before, compacted)) if e.path().is_dir() => segs.push(SegMeta {
                 first,
                 points_before,
                 dir: e.path(),
                 bytes: segment::dir_bytes(&e.path()),
+                compacted,
             }),
             _ => {
                 return Err(SegError::Corrupt(format!(
@@ -262,12 +331,26 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
             }
         }
     }
+    // Compacted first: a crash after the compacted copy was renamed into
+    // place but before the original was deleted leaves both; keep the copy.
+    segs.sort_by_key(|s| (s.first, !s.compacted));
+    let mut kept: Vec<SegMeta> = Vec::with_capacity(segs.len());
+    for s in segs {
+        match kept.last() {
+            Some(k) if k.first == s.first => leftovers.push(s.dir),
+            _ => kept.push(s),
+        }
+    }
+    let mut segs = kept;
+    for d in leftovers {
+        std::fs::remove_dir_all(&d).map_err(|e| io("removing a leftover segment copy", e))?;
+    }
     segs.sort_by_key(|s| s.first);
     let m = match m {
         Some(m) => m,
         None if segs.is_empty() => {
             let m = meta::Meta {
-                version: 1,
+                version: meta::VERSION,
                 instance_id: uuid::Uuid::new_v4().to_string(),
                 head: 0,
                 head_points_before: 0,
@@ -279,7 +362,14 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         }
         None => return Err(SegError::Corrupt("segments without meta.json".into())),
     };
-    if m.version != 1 || m.instance_id.is_empty() {
+    if m.version != meta::VERSION {
+        return Err(SegError::Corrupt(format!(
+            "meta.json: on-disk format version {} (this edgewatch reads {})",
+            m.version,
+            meta::VERSION
+        )));
+    }
+    if m.instance_id.is_empty() {
         return Err(SegError::Corrupt("meta.json: unsupported content".into()));
     }
     // The active (last) segment: its last entry gives the next number.
@@ -287,11 +377,9 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
     let mut durable_points = m.next_points_floor;
     let mut active = None;
     if let Some(last) = segs.last() {
-        let h = SegHandle::open(&last.dir, last.first, false)?;
+        let h = SegHandle::open(&last.dir, last.first, false, last.compacted)?;
         let (n, p) = match h.last_entry()? {
-            Some((seq, v)) => {
-                let (_, hd, _) = format::decode_header(&v)
-                    .ok_or_else(|| SegError::Corrupt("undecodable last entry".into()))?;
+            Some((seq, hd)) => {
                 if seq < last.first {
                     return Err(SegError::Corrupt("entry below its segment".into()));
                 }
@@ -299,10 +387,15 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
             }
             None => (last.first, last.points_before),
         };
-        if n >= durable_next {
+        if n >= durable_next && !last.compacted {
             durable_next = n;
             durable_points = p.max(durable_points);
             active = Some(h);
+        } else if n >= durable_next {
+            // Only sealed segments are compacted: start a new active one.
+            durable_next = n;
+            durable_points = p.max(durable_points);
+            drop(h);
         } else {
             drop(h);
         }
@@ -312,14 +405,15 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         // new segment at the floor (numbers stay contiguous per segment).
         let dir = cfg
             .segments_dir
-            .join(format::segment_name(durable_next, durable_points));
-        let h = SegHandle::open(&dir, durable_next, true)?;
+            .join(format::segment_name(durable_next, durable_points, false));
+        let h = SegHandle::open(&dir, durable_next, true, false)?;
         let _ = meta::sync_dir(&cfg.segments_dir);
         segs.push(SegMeta {
             first: durable_next,
             points_before: durable_points,
             dir: dir.clone(),
             bytes: segment::dir_bytes(&dir),
+            compacted: false,
         });
         active = Some(h);
     }
@@ -348,6 +442,8 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         durable_points,
         meta_dirty: true,
         pending_deletes: Vec::new(),
+        sealed: Vec::new(),
+        compacting_bytes: 0,
     };
     Ok((m.instance_id, st))
 }
@@ -404,6 +500,7 @@ impl Buffer {
             writable: AtomicBool::new(true),
             wake_pending: AtomicBool::new(false),
             faults: FaultInjector::default(),
+            compact_signal: (Mutex::new(false), Condvar::new()),
         });
         {
             let ctx = shared.ctx();
@@ -425,12 +522,18 @@ impl Buffer {
             .name("edgewatch-buffer-writer".into())
             .spawn(move || w.run())
             .map_err(|e| BufferError::Io(format!("spawning the writer thread: {e}")))?;
+        let c_shared = shared.clone();
+        let compactor = std::thread::Builder::new()
+            .name("edgewatch-buffer-compact".into())
+            .spawn(move || compact::run(c_shared))
+            .map_err(|e| BufferError::Io(format!("spawning the compaction thread: {e}")))?;
         Ok(Buffer {
             inner: Arc::new(Inner {
                 shared,
                 tx,
                 permits: Arc::new(Semaphore::new(PERMIT_UNITS)),
                 writer: Mutex::new(Some(handle)),
+                compactor: Mutex::new(Some(compactor)),
             }),
         })
     }
@@ -527,27 +630,10 @@ impl Buffer {
                     }
                 }
             };
-            let mut dec = h.decompressor();
-            let mut corrupt: Option<String> = None;
             let start = next;
-            for item in h.db.range(format::key(start)..format::key(end)) {
-                let (k, v) = match item {
-                    Ok(kv) => kv,
-                    Err(e) => {
-                        corrupt = Some(e.to_string());
-                        break;
-                    }
-                };
-                let seq = format::seq_of_key(&k);
-                let decoded = state::decode_entry(&v, &mut dec.dec);
-                let (Some(seq), Some((hd, payload))) = (seq, decoded) else {
-                    corrupt = Some("undecodable entry".into());
-                    break;
-                };
-                if seq != next {
-                    corrupt = Some(format!("missing entry {next}"));
-                    break;
-                }
+            let mut full = false;
+            let scanned = h.scan(start, end, true, &mut |seq, hd, payload| {
+                let payload = payload.unwrap_or_default();
                 bytes += payload.len();
                 out.push(Entry {
                     seq,
@@ -556,10 +642,13 @@ impl Buffer {
                     payload: Bytes::from(payload),
                 });
                 next = seq + 1;
-                if out.len() >= max_entries || bytes >= max_bytes {
-                    return Ok(out);
-                }
+                full = out.len() >= max_entries || bytes >= max_bytes;
+                !full
+            });
+            if full {
+                return Ok(out);
             }
+            let mut corrupt = scanned.err();
             if corrupt.is_none() && next < end {
                 corrupt = Some(format!("missing entry {next}"));
             }

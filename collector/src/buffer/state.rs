@@ -2,7 +2,7 @@
 //! `read`/`ack`/`stats` under one mutex. Everything here is O(segments),
 //! never O(entries): per-entry facts live only on disk.
 
-use super::format::{self, Header};
+use super::format::Header;
 use super::meta::Meta;
 use super::metrics::{Metrics, REASON_CORRUPT, REASON_MAX_AGE};
 use super::segment::{dir_bytes, SegError, SegHandle};
@@ -15,6 +15,8 @@ pub(crate) struct SegMeta {
     pub points_before: u64,
     pub dir: PathBuf,
     pub bytes: u64,
+    /// Sealed and rewritten as blocks (`.z`): never changes again.
+    pub compacted: bool,
 }
 
 pub(crate) struct State {
@@ -37,7 +39,15 @@ pub(crate) struct State {
     pub durable_points: u64,
     pub meta_dirty: bool,
     pub pending_deletes: Vec<PathBuf>,
+    /// Segments sealed and not yet compacted, kept open for the compactor
+    /// (reopening a sled Db makes its file grow by a log segment); at most
+    /// `MAX_SEALED_OPEN`.
+    pub sealed: Vec<Arc<SegHandle>>,
+    /// Bytes of a compacted copy being written (counted against `max_bytes`).
+    pub compacting_bytes: u64,
 }
+
+pub(crate) const MAX_SEALED_OPEN: usize = 8;
 
 pub(crate) struct Ctx<'a> {
     pub path: &'a Path,
@@ -82,7 +92,7 @@ pub(crate) fn aside_path(path: &Path, suffix: &str) -> PathBuf {
 
 impl State {
     pub fn total_bytes(&self) -> u64 {
-        self.segs.iter().map(|s| s.bytes).sum()
+        self.segs.iter().map(|s| s.bytes).sum::<u64>() + self.compacting_bytes
     }
 
     pub fn entries(&self) -> u64 {
@@ -139,10 +149,40 @@ impl State {
         }
         // Only one non-active segment stays open: release the previous one first.
         self.read_cache = None;
-        let h = SegHandle::open(&seg.dir, first, false)?;
+        let h = SegHandle::open(&seg.dir, first, false, seg.compacted)?;
         self.open.push((first, Arc::downgrade(&h)));
         self.read_cache = Some(h.clone());
         Ok(h)
+    }
+
+    /// A handle on sealed segment `i` shared with readers (opened if needed)
+    /// without displacing the readers' cached one.
+    pub fn shared_handle(&mut self, i: usize) -> Result<Arc<SegHandle>, SegError> {
+        let Some(seg) = self.segs.get(i) else {
+            return Err(SegError::Io("no such segment".into()));
+        };
+        let first = seg.first;
+        self.open.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(h) = self
+            .open
+            .iter()
+            .find(|(f, _)| *f == first)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(h);
+        }
+        let h = SegHandle::open(&seg.dir, first, false, seg.compacted)?;
+        self.open.push((first, Arc::downgrade(&h)));
+        Ok(h)
+    }
+
+    /// Drops the cached handles of segment `first` (its files changed).
+    pub fn forget_handle(&mut self, first: u64) {
+        self.sealed.retain(|h| h.first != first);
+        self.open.retain(|(f, _)| *f != first);
+        if self.read_cache.as_ref().is_some_and(|h| h.first == first) {
+            self.read_cache = None;
+        }
     }
 
     pub fn set_head(&mut self, head: u64, points_before: u64, appended_ms: Option<u64>) {
@@ -185,17 +225,13 @@ impl State {
                 }
                 Err(_) => return false,
             };
-            match h.get(self.head) {
-                Ok(Some(v)) => match format::decode_header(&v) {
-                    Some((_, hd, _)) => {
-                        self.head_points_before = hd.points_before;
-                        self.head_appended_ms = Some(hd.appended_at_ms);
-                        self.head_stale = false;
-                        return true;
-                    }
-                    None if !self.is_active(i) => self.quarantine(ctx, i, "undecodable entry"),
-                    None => return false,
-                },
+            match h.header_at(self.head) {
+                Ok(Some(hd)) => {
+                    self.head_points_before = hd.points_before;
+                    self.head_appended_ms = Some(hd.appended_at_ms);
+                    self.head_stale = false;
+                    return true;
+                }
                 Ok(None) if !self.is_active(i) => self.quarantine(ctx, i, "missing entry"),
                 Err(SegError::Corrupt(why)) if !self.is_active(i) => self.quarantine(ctx, i, &why),
                 _ => return false,
@@ -212,14 +248,7 @@ impl State {
         let end = self.seg_end(i);
         let end_points = self.seg_end_points(i);
         let seg = self.segs.remove(i);
-        self.open.retain(|(f, _)| *f != seg.first);
-        if self
-            .read_cache
-            .as_ref()
-            .is_some_and(|h| h.first == seg.first)
-        {
-            self.read_cache = None;
-        }
+        self.forget_handle(seg.first);
         let lost = if self.head < end {
             let from = if self.head <= seg.first {
                 seg.points_before
@@ -291,21 +320,21 @@ impl State {
                 }
                 Err(_) => break,
             };
-            for item in h.db.range(format::key(self.head)..format::key(end)) {
-                let (k, v) = match item {
-                    Ok(kv) => kv,
-                    Err(_) => break 'segments,
-                };
-                let (Some(seq), Some((_, hd, _))) =
-                    (format::seq_of_key(&k), format::decode_header(&v))
-                else {
-                    break 'segments;
-                };
+            let mut found: Option<(u64, Header)> = None;
+            let scanned = h.scan(self.head, end, false, &mut |seq, hd, _| {
                 if hd.appended_at_ms >= cutoff {
-                    dropped += hd.points_before.saturating_sub(self.head_points_before);
-                    self.set_head(seq, hd.points_before, Some(hd.appended_at_ms));
-                    break 'segments;
+                    found = Some((seq, *hd));
+                    return false;
                 }
+                true
+            });
+            if let Some((seq, hd)) = found {
+                dropped += hd.points_before.saturating_sub(self.head_points_before);
+                self.set_head(seq, hd.points_before, Some(hd.appended_at_ms));
+                break 'segments;
+            }
+            if scanned.is_err() {
+                break 'segments;
             }
             let p = self.seg_end_points(i);
             dropped += p.saturating_sub(self.head_points_before);
@@ -316,7 +345,7 @@ impl State {
 
     pub fn meta(&self, instance_id: &str) -> Meta {
         Meta {
-            version: 1,
+            version: super::meta::VERSION,
             instance_id: instance_id.to_string(),
             head: self.head,
             head_points_before: self.head_points_before,
@@ -338,17 +367,13 @@ impl State {
         m.oldest_timestamp_seconds.set(oldest);
     }
 
-    pub fn remeasure(&mut self) {
+    /// Re-reads segment sizes: every segment if `all`, else the ones that
+    /// can still change (not compacted).
+    pub fn remeasure(&mut self, all: bool) {
         for s in &mut self.segs {
-            s.bytes = dir_bytes(&s.dir);
+            if all || !s.compacted {
+                s.bytes = dir_bytes(&s.dir);
+            }
         }
     }
-}
-
-/// Decodes a full entry value into its header and payload.
-pub(crate) fn decode_entry(
-    v: &[u8],
-    dec: &mut Option<zstd::bulk::Decompressor<'static>>,
-) -> Option<(Header, Vec<u8>)> {
-    format::decode(v, dec)
 }

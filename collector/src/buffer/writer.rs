@@ -54,6 +54,7 @@ pub(crate) struct Writer {
     /// A write failed: reopen the active segment and trim its tail first.
     suspect: bool,
     last_housekeeping: Instant,
+    housekeeping_runs: u64,
     last_meta: Instant,
 }
 
@@ -65,6 +66,7 @@ impl Writer {
             compressor: None,
             suspect: false,
             last_housekeeping: Instant::now(),
+            housekeeping_runs: 0,
             last_meta: Instant::now(),
         }
     }
@@ -115,6 +117,7 @@ impl Writer {
         }
         st.active = None;
         st.read_cache = None;
+        st.sealed.clear();
         st.open.clear();
     }
 
@@ -139,7 +142,7 @@ impl Writer {
             drop(old);
         }
         self.compressor = None;
-        let h = SegHandle::open(&dir, first, true).map_err(|e| e.to_string())?;
+        let h = SegHandle::open(&dir, first, true, false).map_err(|e| e.to_string())?;
         let tail: Vec<_> =
             h.db.range(format::key(st.durable_next)..)
                 .keys()
@@ -160,16 +163,21 @@ impl Writer {
         if st.segs.last().is_some_and(|s| s.first == first) {
             return Ok(()); // already empty
         }
-        let dir = self
-            .shared
-            .cfg
-            .segments_dir
-            .join(format::segment_name(first, st.durable_points));
-        let h = SegHandle::open(&dir, first, true)?;
+        let dir = self.shared.cfg.segments_dir.join(format::segment_name(
+            first,
+            st.durable_points,
+            false,
+        ));
+        let h = SegHandle::open(&dir, first, true, false)?;
         let _ = meta::sync_dir(&self.shared.cfg.segments_dir);
         if let Some(old) = st.active.take() {
             let _ = old.flush();
-            drop(old);
+            // Kept open for the compactor (and readers).
+            st.open.push((old.first, Arc::downgrade(&old)));
+            if st.sealed.len() >= super::state::MAX_SEALED_OPEN {
+                st.sealed.remove(0);
+            }
+            st.sealed.push(old);
         }
         if let Some(last) = st.segs.last_mut() {
             last.bytes = dir_bytes(&last.dir);
@@ -179,10 +187,12 @@ impl Writer {
             points_before: st.durable_points,
             dir: dir.clone(),
             bytes: dir_bytes(&dir),
+            compacted: false,
         });
         st.active = Some(h);
         st.meta_dirty = true;
         self.compressor = None;
+        self.shared.compact_notify();
         Ok(())
     }
 
@@ -297,10 +307,7 @@ impl Writer {
                                 st.set_head(end, end_points, None);
                             }
                             let seg = st.segs.remove(0);
-                            st.open.retain(|(f, _)| *f != seg.first);
-                            if st.read_cache.as_ref().is_some_and(|h| h.first == seg.first) {
-                                st.read_cache = None;
-                            }
+                            st.forget_handle(seg.first);
                             deletes.push(seg.dir);
                         } else if !rolled && st.durable_next > st.segs[0].first {
                             if let Err(e) = self.roll(&mut st) {
@@ -448,7 +455,8 @@ impl Writer {
             if let Some(age) = self.shared.cfg.max_age {
                 st.expire(&ctx, now_ms(), age.as_millis() as u64);
             }
-            st.remeasure();
+            self.housekeeping_runs += 1;
+            st.remeasure(self.housekeeping_runs.is_multiple_of(16));
         }
         // Drained: give the active segment's space back too.
         let drained = st.head >= st.durable_next;
@@ -461,10 +469,7 @@ impl Writer {
         let mut deletes = Vec::new();
         while st.segs.len() > 1 && st.segs[1].first <= st.head {
             let seg = st.segs.remove(0);
-            st.open.retain(|(f, _)| *f != seg.first);
-            if st.read_cache.as_ref().is_some_and(|h| h.first == seg.first) {
-                st.read_cache = None;
-            }
+            st.forget_handle(seg.first);
             deletes.push(seg.dir);
         }
         if !deletes.is_empty() || !st.pending_deletes.is_empty() {

@@ -1,0 +1,217 @@
+//! The compaction thread: rewrites each sealed segment as a new sled `Db` of
+//! at most [`MAX_BLOCKS`] blocks, each one zstd frame over many consecutive
+//! payloads, then swaps it in (`<name>.compacting` → `<name>.z`, original
+//! deleted). Compressing hundreds of OTLP batches together finds far more
+//! repetition than one batch against a dictionary, and a fresh `Db` with so
+//! few values is written once (the active segment's sled log holds each
+//! entry ~2x until its cleaner runs). Appends never wait for it.
+//!
+//! Crash safety: the original stays until the copy is flushed, fsynced and
+//! renamed into place; at open a `.compacting` directory is deleted and, if
+//! both `<name>` and `<name>.z` exist, `<name>` is (see `try_open`).
+
+use super::format::{self, Header};
+use super::meta::sync_dir;
+use super::segment::{dir_bytes, SegHandle, MAX_BLOCKS};
+use super::Shared;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// zstd level of blocks. Measured on the random-gauge payload (release,
+/// 2-core VM) in BENCHMARKS.md: level 3 gives little over the dictionary,
+/// 19 is too slow for a 10k points/s budget.
+pub(crate) const BLOCK_LEVEL: i32 = 12;
+/// A failed compaction (disk full, I/O error) is retried after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(500);
+/// Uncompressed payload bytes per block (fewer, larger blocks compress
+/// better and waste less of the file system's last block per blob file);
+/// at most `MAX_BLOCKS` per segment, so large segments get larger blocks.
+const BLOCK_RAW_TARGET: u64 = 4 << 20;
+
+struct Job {
+    first: u64,
+    points_before: u64,
+    end: u64,
+    dir: PathBuf,
+    handle: Arc<SegHandle>,
+}
+
+pub(crate) fn run(shared: Arc<Shared>) {
+    let mut failed: HashMap<u64, Instant> = HashMap::new();
+    let mut compressor = match zstd::bulk::Compressor::new(BLOCK_LEVEL) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "edgewatch buffer: no zstd compressor; compaction disabled");
+            return;
+        }
+    };
+    loop {
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        failed.retain(|_, t| t.elapsed() < RETRY_AFTER);
+        match next_job(&shared, &failed) {
+            Some(job) => {
+                let first = job.first;
+                if let Err(e) = compact(&shared, job, &mut compressor) {
+                    if !shared.closed.load(Ordering::Acquire) {
+                        warn!(segment = first, error = %e, "edgewatch buffer: compaction failed");
+                    }
+                    failed.insert(first, Instant::now());
+                    shared.lock().compacting_bytes = 0;
+                }
+            }
+            None => shared.compact_wait(POLL),
+        }
+    }
+}
+
+fn next_job(shared: &Shared, failed: &HashMap<u64, Instant>) -> Option<Job> {
+    let mut st = shared.lock();
+    let n = st.segs.len();
+    let i = (0..n.saturating_sub(1)).find(|&i| {
+        let s = &st.segs[i];
+        !s.compacted && !failed.contains_key(&s.first) && st.seg_end(i) > s.first.max(st.head)
+    })?;
+    let end = st.seg_end(i);
+    let handle = st.shared_handle(i).ok()?;
+    let s = &st.segs[i];
+    Some(Job {
+        first: s.first,
+        points_before: s.points_before,
+        end,
+        dir: s.dir.clone(),
+        handle,
+    })
+}
+
+fn compact(
+    shared: &Shared,
+    job: Job,
+    compressor: &mut zstd::bulk::Compressor<'static>,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let segs_dir = &shared.cfg.segments_dir;
+    let final_dir = segs_dir.join(format::segment_name(job.first, job.points_before, true));
+    let tmp = segs_dir.join(format!(
+        "{}{}",
+        format::segment_name(job.first, job.points_before, true),
+        format::COMPACTING_SUFFIX
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| e.to_string())?;
+    }
+    let result = (|| -> Result<(), String> {
+        let out = SegHandle::open(&tmp, job.first, true, true).map_err(|e| e.to_string())?;
+        let n = job.end - job.first;
+        let mut total_raw = 0u64;
+        job.handle
+            .scan(job.first, job.end, false, &mut |_, hd, _| {
+                total_raw += hd.raw_len;
+                true
+            })
+            .map_err(|e| format!("reading the sealed segment: {e}"))?;
+        let blocks = total_raw.div_ceil(BLOCK_RAW_TARGET).clamp(1, MAX_BLOCKS);
+        let per_block = n.div_ceil(blocks).max(1);
+        let mut headers: Vec<Header> = Vec::new();
+        let mut raw: Vec<u8> = Vec::new();
+        let mut err: Option<String> = None;
+        let mut emit = |headers: &mut Vec<Header>, raw: &mut Vec<u8>, first: u64| {
+            let v = format::encode_block(headers, raw, compressor).map_err(|e| e.to_string())?;
+            out.insert_block(first, v).map_err(|e| e.to_string())?;
+            headers.clear();
+            raw.clear();
+            shared.lock().compacting_bytes = dir_bytes(&tmp);
+            Ok::<(), String>(())
+        };
+        let mut block_first = job.first;
+        let scanned = job
+            .handle
+            .scan(job.first, job.end, true, &mut |seq, hd, p| {
+                if shared.closed.load(Ordering::Acquire) {
+                    err = Some("closing".into());
+                    return false;
+                }
+                if headers.is_empty() {
+                    block_first = seq;
+                }
+                headers.push(*hd);
+                raw.extend_from_slice(&p.unwrap_or_default());
+                if headers.len() as u64 >= per_block {
+                    if let Err(e) = emit(&mut headers, &mut raw, block_first) {
+                        err = Some(e);
+                        return false;
+                    }
+                }
+                true
+            });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        scanned.map_err(|e| format!("reading the sealed segment: {e}"))?;
+        if !headers.is_empty() {
+            emit(&mut headers, &mut raw, block_first)?;
+        }
+        out.flush().map_err(|e| e.to_string())?;
+        drop(out);
+        sync_dir(&tmp).map_err(|e| e.to_string())?;
+        let blobs = tmp.join("blobs");
+        if blobs.is_dir() {
+            sync_dir(&blobs).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    drop(job.handle);
+    // Swap under the lock: the segment may have been deleted (drained,
+    // dropped, quarantined) meanwhile.
+    let mut st = shared.lock();
+    st.compacting_bytes = 0;
+    let Some(i) = st
+        .segs
+        .iter()
+        .position(|s| s.first == job.first && !s.compacted && s.dir == job.dir)
+    else {
+        drop(st);
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(());
+    };
+    std::fs::rename(&tmp, &final_dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        format!("renaming the compacted copy: {e}")
+    })?;
+    let _ = sync_dir(segs_dir);
+    let before = st.segs[i].bytes;
+    let after = dir_bytes(&final_dir);
+    {
+        let s = &mut st.segs[i];
+        s.dir = final_dir;
+        s.compacted = true;
+        s.bytes = after;
+    }
+    st.forget_handle(job.first);
+    st.update_gauges(&shared.metrics);
+    drop(st);
+    if let Err(e) = std::fs::remove_dir_all(&job.dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            shared.lock().pending_deletes.push(job.dir.clone());
+        }
+    }
+    debug!(
+        segment = job.first,
+        entries = job.end - job.first,
+        before,
+        after,
+        ms = started.elapsed().as_millis() as u64,
+        "edgewatch buffer: segment compacted"
+    );
+    Ok(())
+}
