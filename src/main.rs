@@ -102,9 +102,13 @@ fn edge_footprint(builder: &mut tokio::runtime::Builder) {
     builder.max_blocking_threads(8);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator tuning; called before any other thread
-    // exists. M_ARENA_MAX is -8 in glibc's malloc.h.
+    // exists. M_ARENA_MAX is -8 and M_MMAP_THRESHOLD -3 in glibc's malloc.h. A fixed
+    // mmap threshold stops glibc from raising it after each large free, which would
+    // otherwise keep the buffer compactor's zstd tables (~10 MiB, freed after each
+    // outage) resident in an arena for good.
     unsafe {
         libc::mallopt(-8, 2);
+        libc::mallopt(-3, 4 << 20);
     }
 }
 

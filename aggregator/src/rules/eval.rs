@@ -384,11 +384,7 @@ impl<'a, 's> Evaluator<'a, 's> {
             .select(&sels, (off != 0).then_some((end - LOOKBACK_MS, end)))
             .into_iter()
             .filter_map(|p| {
-                let (ts, v) = if off == 0 {
-                    p.last?
-                } else {
-                    *p.points.last()?
-                };
+                let (ts, v) = if off == 0 { p.last? } else { *p.points.last()? };
                 (!is_stale(v)).then(|| (p.labels.clone(), ts, v))
             })
             .collect())
@@ -735,12 +731,20 @@ impl<'a, 's> Evaluator<'a, 's> {
                     Ok(IValue::Scalar(v))
                 }
             }
-            (IValue::Vector(v), IValue::Scalar(s)) => Ok(IValue::Vector(
-                self.vector_scalar(&op, v, s, false, return_bool)?,
-            )),
-            (IValue::Scalar(s), IValue::Vector(v)) => Ok(IValue::Vector(
-                self.vector_scalar(&op, v, s, true, return_bool)?,
-            )),
+            (IValue::Vector(v), IValue::Scalar(s)) => Ok(IValue::Vector(self.vector_scalar(
+                &op,
+                v,
+                s,
+                false,
+                return_bool,
+            )?)),
+            (IValue::Scalar(s), IValue::Vector(v)) => Ok(IValue::Vector(self.vector_scalar(
+                &op,
+                v,
+                s,
+                true,
+                return_bool,
+            )?)),
             (IValue::Vector(l), IValue::Vector(r)) => {
                 let m = Matching::of(b.modifier.as_ref(), &self.snap.borrow().interner);
                 let out = match op.as_str() {

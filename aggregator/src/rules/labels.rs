@@ -241,6 +241,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>()
         );
-        assert_eq!(x.display(&i), "{__name__=\"up\", instance=\"a\", job=\"api\"}");
+        assert_eq!(
+            x.display(&i),
+            "{__name__=\"up\", instance=\"a\", job=\"api\"}"
+        );
     }
 }

@@ -31,9 +31,9 @@
 pub mod alerting;
 mod api;
 pub mod eval;
+pub mod file;
 mod labels;
 mod snapshot;
-pub mod file;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -769,16 +769,17 @@ impl RuleEngine {
                     }
                     let e = engine.clone();
                     let idx = idx.clone();
-                    let alerts =
-                        match tokio::task::spawn_blocking(move || e.evaluate_groups(&idx, now_ms()))
-                            .await
-                        {
-                            Ok(a) => a,
-                            Err(err) => {
-                                tracing::error!(error = %err, "rule group evaluation panicked");
-                                continue;
-                            }
-                        };
+                    let alerts = match tokio::task::spawn_blocking(move || {
+                        e.evaluate_groups(&idx, now_ms())
+                    })
+                    .await
+                    {
+                        Ok(a) => a,
+                        Err(err) => {
+                            tracing::error!(error = %err, "rule group evaluation panicked");
+                            continue;
+                        }
+                    };
                     if let Some(n) = &notifier {
                         if !alerts.is_empty() {
                             n.send(alerts);

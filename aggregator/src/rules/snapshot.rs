@@ -154,7 +154,6 @@ struct Metric {
     sealed: bool,
 }
 
-
 impl<'s> Snapshot<'s> {
     /// Reads what `reads` names, as of `now_ms`.
     pub(crate) fn new(store: &'s Store, now_ms: i64, reads: &Reads) -> Self {
@@ -362,9 +361,7 @@ impl<'a> Compiled<'a> {
                 .matchers
                 .iter()
                 .filter(|m| {
-                    !(skip_name_equal
-                        && m.name == METRIC_NAME
-                        && matches!(m.op, MatchOp::Equal(_)))
+                    !(skip_name_equal && m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal(_)))
                 })
                 .map(|m| {
                     let key = if m.name == METRIC_NAME {

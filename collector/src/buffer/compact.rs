@@ -31,7 +31,23 @@ const POLL: Duration = Duration::from_millis(500);
 /// Uncompressed payload bytes per block (fewer, larger blocks compress
 /// better and waste less of the file system's last block per blob file);
 /// at most `MAX_BLOCKS` per segment, so large segments get larger blocks.
-const BLOCK_RAW_TARGET: u64 = 4 << 20;
+const BLOCK_RAW_TARGET: u64 = 1 << 20;
+
+/// Level 12's own tables for a 4 MiB input take ~48 MiB (hash log 22, chain
+/// log 23): more than the collector's whole memory budget while it compacts
+/// during an outage. Capped at 2^20 entries each (8 MiB together); the repeats
+/// that matter between consecutive OTLP batches are a few kB apart, so the
+/// ratio barely moves (BENCHMARKS.md, "Buffer disk per data point").
+fn block_compressor() -> std::io::Result<zstd::bulk::Compressor<'static>> {
+    use zstd::zstd_safe::CParameter;
+    let mut c = zstd::bulk::Compressor::new(BLOCK_LEVEL)?;
+    c.set_parameter(CParameter::WindowLog(22))?;
+    c.set_parameter(CParameter::HashLog(HASH_LOG))?;
+    c.set_parameter(CParameter::ChainLog(HASH_LOG))?;
+    Ok(c)
+}
+
+const HASH_LOG: u32 = 20;
 
 struct Job {
     first: u64,
@@ -43,13 +59,6 @@ struct Job {
 
 pub(crate) fn run(shared: Arc<Shared>) {
     let mut failed: HashMap<u64, Instant> = HashMap::new();
-    let mut compressor = match zstd::bulk::Compressor::new(BLOCK_LEVEL) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "edgewatch buffer: no zstd compressor; compaction disabled");
-            return;
-        }
-    };
     loop {
         if shared.closed.load(Ordering::Acquire) {
             return;
@@ -58,7 +67,12 @@ pub(crate) fn run(shared: Arc<Shared>) {
         match next_job(&shared, &failed) {
             Some(job) => {
                 let first = job.first;
-                if let Err(e) = compact(&shared, job, &mut compressor) {
+                // A compressor per job: its tables go back to the system
+                // between outages instead of staying with the thread.
+                let res = block_compressor()
+                    .map_err(|e| format!("zstd compressor: {e}"))
+                    .and_then(|mut c| compact(&shared, job, &mut c));
+                if let Err(e) = res {
                     if !shared.closed.load(Ordering::Acquire) {
                         warn!(segment = first, error = %e, "edgewatch buffer: compaction failed");
                     }
@@ -71,8 +85,18 @@ pub(crate) fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Compaction waits until the forwarder has acknowledged nothing for this
+/// long: while the core answers, sealed segments are drained within seconds,
+/// and compacting them would read and compress them for nothing (and hold
+/// zstd's tables while the forwarder holds its batches). On a link slower than
+/// the input, the backlog stays uncompacted (~2x on disk) until it stops.
+const QUIET: Duration = Duration::from_secs(5);
+
 fn next_job(shared: &Shared, failed: &HashMap<u64, Instant>) -> Option<Job> {
     let mut st = shared.lock();
+    if st.last_ack.is_some_and(|t| t.elapsed() < QUIET) {
+        return None;
+    }
     let n = st.segs.len();
     let i = (0..n.saturating_sub(1)).find(|&i| {
         let s = &st.segs[i];

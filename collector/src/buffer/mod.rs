@@ -444,6 +444,7 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
         pending_deletes: Vec::new(),
         sealed: Vec::new(),
         compacting_bytes: 0,
+        last_ack: None,
     };
     Ok((m.instance_id, st))
 }
@@ -700,6 +701,7 @@ impl Buffer {
             if new_head > st.head {
                 st.set_head(new_head, 0, None);
                 st.head_stale = true;
+                st.last_ack = Some(std::time::Instant::now());
                 st.update_gauges(&shared.metrics);
             }
         }

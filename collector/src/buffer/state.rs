@@ -45,9 +45,11 @@ pub(crate) struct State {
     pub sealed: Vec<Arc<SegHandle>>,
     /// Bytes of a compacted copy being written (counted against `max_bytes`).
     pub compacting_bytes: u64,
+    /// When the forwarder last acknowledged something (see `compact.rs`).
+    pub last_ack: Option<std::time::Instant>,
 }
 
-pub(crate) const MAX_SEALED_OPEN: usize = 8;
+pub(crate) const MAX_SEALED_OPEN: usize = 4;
 
 pub(crate) struct Ctx<'a> {
     pub path: &'a Path,
