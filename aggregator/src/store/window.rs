@@ -279,6 +279,93 @@ impl Store {
     }
 }
 
+/// One series as [`Store::visit`] shows it; valid only inside the callback.
+pub struct SeriesView<'a> {
+    key: &'a [u32],
+    slot: &'a Slot,
+    sym: &'a Symbols,
+}
+
+impl<'a> SeriesView<'a> {
+    /// `[name, k1, v1, k2, v2, …]` as store symbol ids, label pairs sorted by
+    /// label name, no empty values. The ids mean the same string for the whole
+    /// [`Store::visit`] call, and nothing beyond it.
+    pub fn key(&self) -> &'a [u32] {
+        self.key
+    }
+
+    pub fn resolve(&self, id: u32) -> &'a str {
+        self.sym.resolve(id)
+    }
+
+    /// Appends the samples in `[start_ms, end_ms]` in time order: the window
+    /// for series in its scope, the latest sample for the others.
+    pub fn samples(&self, start_ms: i64, end_ms: i64, out: &mut Vec<(i64, f64)>) {
+        match &self.slot.ring {
+            Some(r) => r.range(start_ms, end_ms, out),
+            None => {
+                let ts = self.slot.timestamp_ms;
+                if ts >= start_ms && ts <= end_ms {
+                    out.push((ts, self.slot.value));
+                }
+            }
+        }
+    }
+}
+
+impl SeriesView<'_> {
+    /// The newest sample in `[start_ms, end_ms]`.
+    pub fn last_in(&self, start_ms: i64, end_ms: i64) -> Option<(i64, f64)> {
+        match &self.slot.ring {
+            Some(r) => r.last_in(start_ms, end_ms),
+            None => {
+                let ts = self.slot.timestamp_ms;
+                (ts >= start_ms && ts <= end_ms).then_some((ts, self.slot.value))
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Calls `f` for every series not stale at `now_ms` whose metric name is
+    /// one of `names` (every series with `None`), holding one shard at a time.
+    /// This is how the rule evaluator reads each metric once per round.
+    pub fn visit(&self, names: Option<&[&str]>, now_ms: i64, mut f: impl FnMut(SeriesView<'_>)) {
+        let cutoff = self.staleness_cutoff(now_ms);
+        let _gc = read(&self.gc);
+        let mut mask = vec![names.is_none(); SHARDS];
+        let mut wanted: HashSet<u32, FxBuildHasher> = HashSet::default();
+        if let Some(names) = names {
+            let sym = read(&self.symbols);
+            for id in names.iter().filter_map(|n| sym.get(n)) {
+                let first = name_group(id) * PER_NAME;
+                mask[first..first + PER_NAME].fill(true);
+                wanted.insert(id);
+            }
+        }
+        for (i, shard) in self.shards.iter().enumerate() {
+            if !mask[i] {
+                continue;
+            }
+            let map = read(shard);
+            if map.is_empty() {
+                continue;
+            }
+            let sym = read(&self.symbols);
+            for (key, slot) in map.iter() {
+                if slot.updated_ms < cutoff || (names.is_some() && !wanted.contains(&key[0])) {
+                    continue;
+                }
+                f(SeriesView {
+                    key,
+                    slot,
+                    sym: &sym,
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,92 +468,5 @@ mod tests {
         let left = s.samples(&Selector::parse("ALERTS").unwrap(), 0, T, T);
         assert_eq!(left.len(), 1);
         s.sweep(T);
-    }
-}
-
-/// One series as [`Store::visit`] shows it; valid only inside the callback.
-pub struct SeriesView<'a> {
-    key: &'a [u32],
-    slot: &'a Slot,
-    sym: &'a Symbols,
-}
-
-impl<'a> SeriesView<'a> {
-    /// `[name, k1, v1, k2, v2, …]` as store symbol ids, label pairs sorted by
-    /// label name, no empty values. The ids mean the same string for the whole
-    /// [`Store::visit`] call, and nothing beyond it.
-    pub fn key(&self) -> &'a [u32] {
-        self.key
-    }
-
-    pub fn resolve(&self, id: u32) -> &'a str {
-        self.sym.resolve(id)
-    }
-
-    /// Appends the samples in `[start_ms, end_ms]` in time order: the window
-    /// for series in its scope, the latest sample for the others.
-    pub fn samples(&self, start_ms: i64, end_ms: i64, out: &mut Vec<(i64, f64)>) {
-        match &self.slot.ring {
-            Some(r) => r.range(start_ms, end_ms, out),
-            None => {
-                let ts = self.slot.timestamp_ms;
-                if ts >= start_ms && ts <= end_ms {
-                    out.push((ts, self.slot.value));
-                }
-            }
-        }
-    }
-}
-
-impl SeriesView<'_> {
-    /// The newest sample in `[start_ms, end_ms]`.
-    pub fn last_in(&self, start_ms: i64, end_ms: i64) -> Option<(i64, f64)> {
-        match &self.slot.ring {
-            Some(r) => r.last_in(start_ms, end_ms),
-            None => {
-                let ts = self.slot.timestamp_ms;
-                (ts >= start_ms && ts <= end_ms).then_some((ts, self.slot.value))
-            }
-        }
-    }
-}
-
-impl Store {
-    /// Calls `f` for every series not stale at `now_ms` whose metric name is
-    /// one of `names` (every series with `None`), holding one shard at a time.
-    /// This is how the rule evaluator reads each metric once per round.
-    pub fn visit(&self, names: Option<&[&str]>, now_ms: i64, mut f: impl FnMut(SeriesView<'_>)) {
-        let cutoff = self.staleness_cutoff(now_ms);
-        let _gc = read(&self.gc);
-        let mut mask = vec![names.is_none(); SHARDS];
-        let mut wanted: HashSet<u32, FxBuildHasher> = HashSet::default();
-        if let Some(names) = names {
-            let sym = read(&self.symbols);
-            for id in names.iter().filter_map(|n| sym.get(n)) {
-                let first = name_group(id) * PER_NAME;
-                mask[first..first + PER_NAME].fill(true);
-                wanted.insert(id);
-            }
-        }
-        for (i, shard) in self.shards.iter().enumerate() {
-            if !mask[i] {
-                continue;
-            }
-            let map = read(shard);
-            if map.is_empty() {
-                continue;
-            }
-            let sym = read(&self.symbols);
-            for (key, slot) in map.iter() {
-                if slot.updated_ms < cutoff || (names.is_some() && !wanted.contains(&key[0])) {
-                    continue;
-                }
-                f(SeriesView {
-                    key,
-                    slot,
-                    sym: &sym,
-                });
-            }
-        }
     }
 }

@@ -34,8 +34,13 @@
 //! * Sealed segments are compacted by their own thread (`compact.rs`): the
 //!   entries are rewritten into a new sled Db as at most 8 *blocks* (value
 //!   = the entries' headers, then one zstd level-12 frame over their
-//!   concatenated payloads, ~4 MiB of payload per block), fsynced, renamed
-//!   `<name>.z` into place, and the original deleted. Two measured reasons:
+//!   concatenated payloads, ~1 MiB of payload per block, zstd's tables
+//!   capped at 2^20 entries so a compaction holds ~10 MiB, not ~50),
+//!   fsynced, renamed `<name>.z` into place, and the original deleted.
+//!   Compaction starts only once the forwarder has acknowledged nothing for
+//!   5 s (the core is unreachable): while it answers, sealed segments are
+//!   drained within seconds and compacting them would be wasted work and
+//!   memory during the drain. Two measured reasons for compaction:
 //!   compressing hundreds of consecutive OTLP batches together beats one
 //!   batch against a dictionary, and sled 0.34 writes a Db of at most 8
 //!   values exactly once (it appends each insert as a delta and rewrites a
@@ -61,9 +66,9 @@
 //! * `max_age` moves `head` past entries appended longer ago, checked every
 //!   second and at each `read`.
 //! * Only the active segment, the one being read, the one being compacted
-//!   and up to 8 sealed ones waiting for compaction are open; bookkeeping is
+//!   and up to 4 sealed ones waiting for compaction are open; bookkeeping is
 //!   O(segments), never O(entries), and `read` streams with sled iterators
-//!   (a compacted block is decompressed once, ≤ ~4 MiB, and cached for the
+//!   (a compacted block is decompressed once, ~1 MiB, and cached for the
 //!   next read).
 //! * Recovery: a directory that cannot be opened (bad `meta.json`, sled error
 //!   or panic on the active segment) is renamed to `<path>.corrupt-<secs>` and
@@ -84,11 +89,12 @@
 //!   12-bucket histogram, few-valued gauges): protobuf 118.8; dictionary
 //!   13.2; 4 MiB zstd-12 block 7.6.
 //! * On disk incl. sled, 4000 x 100 points, 32 MiB cap (test
-//!   `disk_per_data_point`, debug build): random gauges 7.07 B/point once
-//!   sealed segments are compacted (a few seconds; 12.1-14.2 right after
-//!   the appends, when most of it still waits in uncompacted segments),
-//!   typical payload 8.9 B/point (17-27 before compaction). Before
-//!   compaction existed: 22.5 B/point (random gauges).
+//!   `disk_per_data_point`, debug build), with 1 MiB blocks and capped
+//!   tables: random gauges 7.27 B/point once sealed segments are compacted
+//!   (a few seconds; 9-14 right after the appends, when most of it still
+//!   waits in uncompacted segments), typical payload 8.8 B/point (17-27
+//!   before compaction). With 4 MiB blocks and level 12's own tables:
+//!   7.07 / 8.9. Before compaction existed: 22.5 B/point (random gauges).
 //! * Append + flush (criterion, `benches/buffer.rs`): see BENCHMARKS.md.
 //! * After acknowledging everything: the directory returns to ~200 KB at
 //!   most (meta.json plus the active segment) from 5 MB.
