@@ -103,12 +103,14 @@ fn edge_footprint(builder: &mut tokio::runtime::Builder) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator tuning; called before any other thread
     // exists. M_ARENA_MAX is -8 and M_MMAP_THRESHOLD -3 in glibc's malloc.h. A fixed
-    // mmap threshold stops glibc from raising it after each large free, which would
-    // otherwise keep the buffer compactor's zstd tables (~10 MiB, freed after each
-    // outage) resident in an arena for good.
+    // mmap threshold (glibc's initial 128 KiB otherwise rises after each large free)
+    // keeps big blocks out of the arenas: sled's zeroed page tables (1.5 MiB per open
+    // segment) stay untouched zero pages instead of memset heap, and the buffer
+    // compactor's zstd tables (~10 MiB) go back to the system when it is done.
+    // Measured in S1: RSS under load 32 → 17.5 MiB (RssAnon 21 → 4 MiB).
     unsafe {
         libc::mallopt(-8, 2);
-        libc::mallopt(-3, 4 << 20);
+        libc::mallopt(-3, 256 << 10);
     }
 }
 
