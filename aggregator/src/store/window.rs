@@ -202,78 +202,51 @@ impl Store {
         end_ms: i64,
         now_ms: i64,
     ) -> Vec<SeriesSamples> {
-        let cutoff = now_ms.saturating_sub(self.staleness_ms);
-        let mut out = Vec::new();
-        let _gc = read(&self.gc);
-        let mask = self.shard_mask(selectors);
-        let mut buf = Vec::new();
-        for (i, shard) in self.shards.iter().enumerate() {
-            if !mask[i] {
-                continue;
-            }
-            let map = read(shard);
-            if map.is_empty() {
-                continue;
-            }
-            let sym = read(&self.symbols);
-            // Cheap prefilter on the metric name where a selector fixes it.
-            let names: Vec<Option<Option<u32>>> = selectors
-                .iter()
-                .map(|s| {
-                    s.matchers.iter().find_map(|m| match &m.op {
-                        super::MatchOp::Equal(v) if m.name == METRIC_NAME => Some(sym.get(v)),
-                        _ => None,
-                    })
+        // Only the fixed metric names' shards, unless a selector fixes none.
+        let names: Option<Vec<&str>> = selectors
+            .iter()
+            .map(|s| {
+                s.matchers.iter().find_map(|m| match &m.op {
+                    super::MatchOp::Equal(v) if m.name == METRIC_NAME => Some(v.as_str()),
+                    _ => None,
                 })
-                .collect();
-            for (key, slot) in map.iter() {
-                if slot.updated_ms < cutoff {
-                    continue;
-                }
-                let hit = selectors.iter().zip(&names).any(|(s, n)| {
-                    if let Some(n) = n {
-                        if *n != Some(key[0]) {
-                            return false;
-                        }
-                    }
-                    s.matchers.iter().all(|m| {
-                        let v = if m.name == METRIC_NAME {
-                            sym.resolve(key[0])
-                        } else {
-                            key[1..]
-                                .chunks_exact(2)
-                                .find(|c| sym.resolve(c[0]) == m.name)
-                                .map(|c| sym.resolve(c[1]))
-                                .unwrap_or("")
-                        };
-                        m.matches(v)
-                    })
-                });
-                if !hit {
-                    continue;
-                }
-                buf.clear();
-                match &slot.ring {
-                    Some(r) => r.range(start_ms, end_ms, &mut buf),
-                    None => {
-                        if slot.timestamp_ms >= start_ms && slot.timestamp_ms <= end_ms {
-                            buf.push((slot.timestamp_ms, slot.value));
-                        }
-                    }
-                }
-                if buf.is_empty() {
-                    continue;
-                }
-                out.push(SeriesSamples {
-                    name: sym.resolve(key[0]).to_owned(),
-                    labels: key[1..]
-                        .chunks_exact(2)
-                        .map(|c| (sym.resolve(c[0]).to_owned(), sym.resolve(c[1]).to_owned()))
-                        .collect(),
-                    samples: std::mem::take(&mut buf),
-                });
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        self.visit(names.as_deref(), now_ms, |v| {
+            let key = v.key();
+            let hit = selectors.iter().any(|s| {
+                s.matchers.iter().all(|m| {
+                    let value = if m.name == METRIC_NAME {
+                        v.resolve(key[0])
+                    } else {
+                        key[1..]
+                            .chunks_exact(2)
+                            .find(|c| v.resolve(c[0]) == m.name)
+                            .map(|c| v.resolve(c[1]))
+                            .unwrap_or("")
+                    };
+                    m.matches(value)
+                })
+            });
+            if !hit {
+                return;
             }
-        }
+            buf.clear();
+            v.samples(start_ms, end_ms, &mut buf);
+            if buf.is_empty() {
+                return;
+            }
+            out.push(SeriesSamples {
+                name: v.resolve(key[0]).to_owned(),
+                labels: key[1..]
+                    .chunks_exact(2)
+                    .map(|c| (v.resolve(c[0]).to_owned(), v.resolve(c[1]).to_owned()))
+                    .collect(),
+                samples: std::mem::take(&mut buf),
+            });
+        });
         out.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
         out
     }
