@@ -189,6 +189,51 @@ fn rules_alerts_recording_and_restart() {
     assert_eq!(engine.alerts_json()["alerts"].as_array().unwrap().len(), 0);
 }
 
+/// A recording rule's output is visible to the rules after it in the same
+/// evaluation, through a fixed name and through a name regex alike (the
+/// round reads the store once, then re-reads what it wrote).
+#[test]
+fn recorded_series_visible_later_in_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jobs.rules.yml"),
+        r#"
+groups:
+  - name: jobs
+    rules:
+      - alert: SeenBeforeRecording
+        expr: '{__name__=~"job:reqs:sum"} > 0'
+      - record: job:reqs:sum
+        expr: sum by (job) (reqs)
+      - alert: ByRegex
+        expr: '{__name__=~"job:reqs:.*"} > 0'
+      - alert: ByName
+        expr: job:reqs:sum > 0
+"#,
+    )
+    .unwrap();
+    let cfg = config(dir.path(), "");
+    let store = store();
+    let db = open_db(&dir.path().join("state"));
+    let engine = RuleEngine::load(&cfg, store.clone(), &db, &Registry::new()).unwrap();
+    let f = store.family("reqs", MetricType::Gauge, "", "");
+    store.write(f, "reqs", &[("job", "api"), ("pod", "a")], 2.0, T0, T0);
+    store.write(f, "reqs", &[("job", "api"), ("pod", "b")], 3.0, T0, T0);
+    let sent = engine.evaluate_all(T0);
+    let mut names: Vec<&str> = sent
+        .iter()
+        .filter_map(|a| a.labels.get("alertname").map(String::as_str))
+        .filter(|n| !n.starts_with("Edge"))
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["ByName", "ByRegex"], "{sent:?}");
+    let by_name = sent
+        .iter()
+        .find(|a| a.labels.get("alertname").is_some_and(|n| n == "ByName"))
+        .unwrap();
+    assert_eq!(by_name.labels.get("job").map(String::as_str), Some("api"));
+}
+
 #[test]
 fn fleet_collector_down_survives_staleness() {
     let dir = tempfile::tempdir().unwrap();

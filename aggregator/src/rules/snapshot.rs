@@ -264,10 +264,10 @@ impl<'s> Snapshot<'s> {
     }
 
     /// Marks `name` as written: the next selection of it reads the store again.
+    /// (Interned even if new: a selector without a fixed name must see it too.)
     pub(crate) fn invalidate(&mut self, name: &str) {
-        if let Some(id) = self.interner.get(name) {
-            self.dirty.insert(id);
-        }
+        let id = self.interner.intern(name);
+        self.dirty.insert(id);
     }
 
     fn ensure(&mut self, sel: &Selector) {
