@@ -10,6 +10,7 @@ pub mod codec;
 pub mod grpc;
 pub mod http;
 pub mod server;
+pub mod shallow;
 
 use bytes::Bytes;
 use std::future::Future;

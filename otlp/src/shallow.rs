@@ -1,0 +1,367 @@
+//! An export request decoded only as deep as the collector needs: each
+//! resource (to stamp and enrich it) and, below it, the scope metrics kept as
+//! encoded bytes — slices of the request body, not copies. Re-encoding writes
+//! the resources and copies those slices once: no allocation per data point.
+//!
+//! The bytes are still checked as strictly as prost's full decode would check
+//! them (wire types of known fields, lengths, varints, UTF-8 of strings,
+//! prost's nesting limit), and the data points are counted, by [`check_scope`]:
+//! a walk over the encoding that allocates nothing. No crate offers a
+//! validating, non-materialising walk over a prost schema, hence this one; its
+//! verdicts are checked against prost's on mutated requests in the tests.
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+use crate::ExportError;
+
+/// `ExportMetricsServiceRequest`, wire-compatible, resources decoded.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShallowRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub resource_metrics: Vec<ShallowResourceMetrics>,
+}
+
+/// `ResourceMetrics` with its scope metrics left encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ShallowResourceMetrics {
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    pub scope_metrics: Vec<Bytes>,
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
+}
+
+/// Decodes `body` shallowly, checks every scope metrics message and counts
+/// the data points (a histogram or summary point counts as one).
+pub fn decode_shallow(body: Bytes) -> Result<(ShallowRequest, u64), ExportError> {
+    use prost::Message;
+    let bad = |e: String| {
+        ExportError::InvalidArgument(format!("malformed ExportMetricsServiceRequest: {e}"))
+    };
+    let req = ShallowRequest::decode(body).map_err(|e| bad(e.to_string()))?;
+    let mut points = 0u64;
+    for rm in &req.resource_metrics {
+        for sm in &rm.scope_metrics {
+            // ScopeMetrics sits two messages below the request.
+            points += check_scope(sm, 2).map_err(bad)?;
+        }
+    }
+    Ok((req, points))
+}
+
+/// prost's recursion limit: a message nested deeper than this is an error.
+const RECURSION_LIMIT: u32 = 100;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    ScopeMetrics,
+    Scope,
+    Metric,
+    /// Gauge, Sum, Histogram, ExponentialHistogram, Summary: field 1 holds
+    /// their data points.
+    Data(Kind),
+    NumberPoint,
+    HistogramPoint,
+    ExpHistogramPoint,
+    Buckets,
+    SummaryPoint,
+    Quantile,
+    Exemplar,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Sum,
+    Histogram,
+    ExpHistogram,
+    Summary,
+}
+
+impl Kind {
+    fn point(self) -> Msg {
+        match self {
+            Kind::Gauge | Kind::Sum => Msg::NumberPoint,
+            Kind::Histogram => Msg::HistogramPoint,
+            Kind::ExpHistogram => Msg::ExpHistogramPoint,
+            Kind::Summary => Msg::SummaryPoint,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Field {
+    Str,
+    Blob,
+    Msg(Msg),
+    Varint,
+    Fixed64,
+    /// repeated fixed64/double: packed or one by one.
+    Fixed64s,
+    /// repeated uint64: packed or one by one.
+    Varints,
+}
+
+/// The fields of the OTLP metrics schema (opentelemetry-proto 0.33) that a
+/// message knows; `None` for fields it does not (skipped, as prost does).
+fn field(m: Msg, tag: u32) -> Option<Field> {
+    use Field::{Blob, Fixed64, Fixed64s, Str, Varint, Varints};
+    Some(match (m, tag) {
+        (Msg::ScopeMetrics, 1) => Field::Msg(Msg::Scope),
+        (Msg::ScopeMetrics, 2) => Field::Msg(Msg::Metric),
+        (Msg::ScopeMetrics, 3) => Str,
+        (Msg::Scope, 1 | 2) => Str,
+        (Msg::Scope, 3) => Field::Msg(Msg::KeyValue),
+        (Msg::Scope, 4) => Varint,
+        (Msg::Metric, 1..=3) => Str,
+        (Msg::Metric, 5) => Field::Msg(Msg::Data(Kind::Gauge)),
+        (Msg::Metric, 7) => Field::Msg(Msg::Data(Kind::Sum)),
+        (Msg::Metric, 9) => Field::Msg(Msg::Data(Kind::Histogram)),
+        (Msg::Metric, 10) => Field::Msg(Msg::Data(Kind::ExpHistogram)),
+        (Msg::Metric, 11) => Field::Msg(Msg::Data(Kind::Summary)),
+        (Msg::Metric, 12) => Field::Msg(Msg::KeyValue),
+        (Msg::Data(k), 1) => Field::Msg(k.point()),
+        // Sum, Histogram, ExponentialHistogram: temporality; Sum: is_monotonic.
+        (Msg::Data(Kind::Sum | Kind::Histogram | Kind::ExpHistogram), 2) => Varint,
+        (Msg::Data(Kind::Sum), 3) => Varint,
+        (Msg::NumberPoint, 7) => Field::Msg(Msg::KeyValue),
+        (Msg::NumberPoint, 2 | 3 | 4 | 6) => Fixed64,
+        (Msg::NumberPoint, 5) => Field::Msg(Msg::Exemplar),
+        (Msg::NumberPoint, 8) => Varint,
+        (Msg::HistogramPoint, 9) => Field::Msg(Msg::KeyValue),
+        (Msg::HistogramPoint, 2..=5 | 11 | 12) => Fixed64,
+        (Msg::HistogramPoint, 6 | 7) => Fixed64s,
+        (Msg::HistogramPoint, 8) => Field::Msg(Msg::Exemplar),
+        (Msg::HistogramPoint, 10) => Varint,
+        (Msg::ExpHistogramPoint, 1) => Field::Msg(Msg::KeyValue),
+        (Msg::ExpHistogramPoint, 2..=5 | 7 | 12..=14) => Fixed64,
+        (Msg::ExpHistogramPoint, 6 | 10) => Varint,
+        (Msg::ExpHistogramPoint, 8 | 9) => Field::Msg(Msg::Buckets),
+        (Msg::ExpHistogramPoint, 11) => Field::Msg(Msg::Exemplar),
+        (Msg::Buckets, 1) => Varint,
+        (Msg::Buckets, 2) => Varints,
+        (Msg::SummaryPoint, 7) => Field::Msg(Msg::KeyValue),
+        (Msg::SummaryPoint, 2..=5) => Fixed64,
+        (Msg::SummaryPoint, 6) => Field::Msg(Msg::Quantile),
+        (Msg::SummaryPoint, 8) => Varint,
+        (Msg::Quantile, 1 | 2) => Fixed64,
+        (Msg::Exemplar, 7) => Field::Msg(Msg::KeyValue),
+        (Msg::Exemplar, 2 | 3 | 6) => Fixed64,
+        (Msg::Exemplar, 4 | 5) => Blob,
+        (Msg::KeyValue, 1) => Str,
+        (Msg::KeyValue, 2) => Field::Msg(Msg::AnyValue),
+        (Msg::KeyValue, 3) => Varint,
+        (Msg::AnyValue, 1) => Str,
+        (Msg::AnyValue, 2 | 3 | 8) => Varint,
+        (Msg::AnyValue, 4) => Fixed64,
+        (Msg::AnyValue, 5) => Field::Msg(Msg::ArrayValue),
+        (Msg::AnyValue, 6) => Field::Msg(Msg::KeyValueList),
+        (Msg::AnyValue, 7) => Blob,
+        (Msg::ArrayValue, 1) => Field::Msg(Msg::AnyValue),
+        (Msg::KeyValueList, 1) => Field::Msg(Msg::KeyValue),
+        _ => return None,
+    })
+}
+
+/// Checks one encoded `ScopeMetrics` found `level` messages below the request
+/// and returns its data point count (prost's semantics: of a metric's `data`
+/// oneof, the last variant seen counts; a repeated variant merges).
+pub fn check_scope(b: &[u8], level: u32) -> Result<u64, String> {
+    walk(b, Msg::ScopeMetrics, level)
+}
+
+fn walk(b: &[u8], m: Msg, level: u32) -> Result<u64, String> {
+    if level > RECURSION_LIMIT {
+        return Err("recursion limit reached".into());
+    }
+    let mut r = Reader { b, pos: 0 };
+    let mut points = 0u64;
+    // Metric: (tag of the data variant, its points).
+    let mut data = (0u32, 0u64);
+    while r.pos < b.len() {
+        let (tag, wt) = r.key()?;
+        let Some(f) = field(m, tag) else {
+            r.skip(tag, wt, level)?;
+            continue;
+        };
+        let wrong = || Err(format!("invalid wire type {wt} for field {tag}"));
+        match f {
+            Field::Str => {
+                if wt != LEN {
+                    return wrong();
+                }
+                std::str::from_utf8(r.delimited()?)
+                    .map_err(|_| "invalid string value: data is not UTF-8 encoded".to_string())?;
+            }
+            Field::Blob => {
+                if wt != LEN {
+                    return wrong();
+                }
+                r.delimited()?;
+            }
+            Field::Varint => {
+                if wt != VARINT {
+                    return wrong();
+                }
+                r.varint()?;
+            }
+            Field::Fixed64 => {
+                if wt != I64 {
+                    return wrong();
+                }
+                r.take(8)?;
+            }
+            Field::Fixed64s => match wt {
+                I64 => {
+                    r.take(8)?;
+                }
+                LEN => {
+                    if r.delimited()?.len() % 8 != 0 {
+                        return Err("delimited length exceeded".into());
+                    }
+                }
+                _ => return wrong(),
+            },
+            Field::Varints => match wt {
+                VARINT => {
+                    r.varint()?;
+                }
+                LEN => {
+                    let mut p = Reader {
+                        b: r.delimited()?,
+                        pos: 0,
+                    };
+                    while p.pos < p.b.len() {
+                        p.varint()?;
+                    }
+                }
+                _ => return wrong(),
+            },
+            Field::Msg(sub) => {
+                if wt != LEN {
+                    return wrong();
+                }
+                let n = walk(r.delimited()?, sub, level + 1)?;
+                match m {
+                    Msg::ScopeMetrics => points += n,
+                    Msg::Metric if matches!(sub, Msg::Data(_)) => {
+                        if data.0 == tag {
+                            data.1 += n;
+                        } else {
+                            data = (tag, n);
+                        }
+                    }
+                    Msg::Data(_) if tag == 1 => points += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(if m == Msg::Metric { data.1 } else { points })
+}
+
+const VARINT: u8 = 0;
+const I64: u8 = 1;
+const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+const I32: u8 = 5;
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or("buffer underflow")?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// prost's varint: at most 10 bytes, the 10th at most 1.
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let &byte = self.b.get(self.pos).ok_or("buffer underflow")?;
+            self.pos += 1;
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                if i == 9 && byte > 1 {
+                    return Err("invalid varint".into());
+                }
+                return Ok(v);
+            }
+        }
+        Err("invalid varint".into())
+    }
+
+    fn delimited(&mut self) -> Result<&'a [u8], String> {
+        let len = self.varint()?;
+        self.take(usize::try_from(len).map_err(|_| "buffer underflow")?)
+    }
+
+    fn key(&mut self) -> Result<(u32, u8), String> {
+        let k = self.varint()?;
+        if k > u64::from(u32::MAX) {
+            return Err(format!("invalid key value: {k}"));
+        }
+        let wt = (k & 7) as u8;
+        if wt > I32 {
+            return Err(format!("invalid wire type value: {wt}"));
+        }
+        let tag = (k >> 3) as u32;
+        if tag == 0 {
+            return Err("invalid tag value: 0".into());
+        }
+        Ok((tag, wt))
+    }
+
+    /// Skips an unknown field (prost's `skip_field`).
+    /// `level`: of the message the field is in (prost counts from there).
+    fn skip(&mut self, tag: u32, wt: u8, level: u32) -> Result<(), String> {
+        if level >= RECURSION_LIMIT {
+            return Err("recursion limit reached".into());
+        }
+        match wt {
+            VARINT => {
+                self.varint()?;
+            }
+            I64 => {
+                self.take(8)?;
+            }
+            LEN => {
+                self.delimited()?;
+            }
+            I32 => {
+                self.take(4)?;
+            }
+            START_GROUP => loop {
+                let (inner, iwt) = self.key()?;
+                if iwt == END_GROUP {
+                    if inner != tag {
+                        return Err("unexpected end group tag".into());
+                    }
+                    break;
+                }
+                self.skip(inner, iwt, level + 1)?;
+            },
+            _ => return Err("unexpected end group tag".into()),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,255 @@
+//! The shallow decode must accept exactly what prost's full decode accepts,
+//! count the same points, and re-encode to the same request.
+
+use super::*;
+use crate::{count_points, ExportMetricsServiceRequest};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::metrics::v1::{
+    exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use prost::Message;
+
+fn kv(k: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+/// A request with every kind of metric, exemplars and nested attribute values.
+fn request() -> ExportMetricsServiceRequest {
+    let attrs = vec![
+        kv("pod", s("ovms-1")),
+        kv("n", any_value::Value::IntValue(-3)),
+        kv(
+            "list",
+            any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(any_value::Value::KvlistValue(KeyValueList {
+                        values: vec![kv("deep", any_value::Value::BoolValue(true))],
+                    })),
+                }],
+            }),
+        ),
+    ];
+    let exemplar = Exemplar {
+        filtered_attributes: vec![kv("trace", s("x"))],
+        time_unix_nano: 7,
+        span_id: vec![1; 8],
+        trace_id: vec![2; 16],
+        value: Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(0.5)),
+    };
+    let number = |v: f64| NumberDataPoint {
+        attributes: attrs.clone(),
+        time_unix_nano: 1_700_000_000_000_000_000,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        exemplars: vec![exemplar.clone()],
+        ..Default::default()
+    };
+    let metric = |name: &str, data: Data| Metric {
+        name: name.into(),
+        unit: "s".into(),
+        data: Some(data),
+        ..Default::default()
+    };
+    let metrics = vec![
+        metric(
+            "g",
+            Data::Gauge(Gauge {
+                data_points: vec![number(1.0), number(2.0)],
+            }),
+        ),
+        metric(
+            "c_total",
+            Data::Sum(Sum {
+                data_points: vec![number(3.0)],
+                aggregation_temporality: 2,
+                is_monotonic: true,
+            }),
+        ),
+        metric(
+            "h",
+            Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    attributes: attrs.clone(),
+                    count: 5,
+                    sum: Some(2.5),
+                    bucket_counts: vec![1, 2, 2],
+                    explicit_bounds: vec![0.1, 1.0],
+                    exemplars: vec![exemplar.clone()],
+                    min: Some(0.01),
+                    ..Default::default()
+                }],
+                aggregation_temporality: 2,
+            }),
+        ),
+        metric(
+            "e",
+            Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: vec![ExponentialHistogramDataPoint {
+                    count: 3,
+                    scale: -2,
+                    positive: Some(Buckets {
+                        offset: -1,
+                        bucket_counts: vec![1, 300, 2],
+                    }),
+                    zero_threshold: 0.001,
+                    ..Default::default()
+                }],
+                aggregation_temporality: 1,
+            }),
+        ),
+        metric(
+            "q",
+            Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    count: 4,
+                    sum: 1.0,
+                    quantile_values: vec![ValueAtQuantile {
+                        quantile: 0.99,
+                        value: 0.7,
+                    }],
+                    ..Default::default()
+                }],
+            }),
+        ),
+    ];
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![
+            ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s("ovms"))],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "sdk".into(),
+                        version: "1".into(),
+                        attributes: vec![kv("a", s("b"))],
+                        dropped_attributes_count: 1,
+                    }),
+                    metrics,
+                    schema_url: "https://opentelemetry.io/schemas/1.21.0".into(),
+                }],
+                schema_url: String::new(),
+            },
+            ResourceMetrics::default(),
+        ],
+    }
+}
+
+/// prost's verdict and ours on `bytes`; when both accept, the same points and
+/// the same request after the shallow re-encode.
+fn agree(bytes: &[u8]) -> bool {
+    let full = ExportMetricsServiceRequest::decode(bytes);
+    let shallow = decode_shallow(Bytes::copy_from_slice(bytes));
+    match (full, shallow) {
+        (Ok(f), Ok((sh, points))) => {
+            assert_eq!(points, count_points(&f), "points of {bytes:?}");
+            let again = ExportMetricsServiceRequest::decode(&sh.encode_to_vec()[..])
+                .expect("re-encoded shallow request decodes");
+            assert_eq!(again, f, "re-encode of {bytes:?}");
+            true
+        }
+        (Err(_), Err(_)) => false,
+        (f, sh) => panic!(
+            "prost {} but shallow {} for {bytes:?}",
+            if f.is_ok() { "accepts" } else { "rejects" },
+            match sh {
+                Ok(_) => "accepts".to_string(),
+                Err(e) => format!("rejects ({e:?})"),
+            }
+        ),
+    }
+}
+
+#[test]
+fn valid_requests_count_and_round_trip() {
+    let req = request();
+    let bytes = req.encode_to_vec();
+    assert!(agree(&bytes));
+    let (sh, points) = decode_shallow(Bytes::from(bytes.clone())).unwrap();
+    assert_eq!(points, 6);
+    // Canonical input: the shallow re-encode is byte for byte the same.
+    assert_eq!(sh.encode_to_vec(), bytes);
+    assert!(agree(&[]));
+}
+
+#[test]
+fn oneof_semantics_match_prost() {
+    // A metric whose `data` appears twice: prost keeps the last variant, and
+    // merges a repeated one.
+    let mut m = Metric {
+        name: "x".into(),
+        data: Some(Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint::default(); 2],
+        })),
+        ..Default::default()
+    };
+    let mut bytes = m.encode_to_vec();
+    m.data = Some(Data::Sum(Sum {
+        data_points: vec![NumberDataPoint::default(); 3],
+        ..Default::default()
+    }));
+    let sum = m.encode_to_vec();
+    bytes.extend_from_slice(&sum);
+    bytes.extend_from_slice(&sum);
+    let sm = ScopeMetrics::default();
+    let mut sm_bytes = sm.encode_to_vec();
+    prost::encoding::bytes::encode(2, &bytes, &mut sm_bytes);
+    let rm = ResourceMetrics::default();
+    let mut rm_bytes = rm.encode_to_vec();
+    prost::encoding::bytes::encode(2, &sm_bytes, &mut rm_bytes);
+    let mut req = Vec::new();
+    prost::encoding::bytes::encode(1, &rm_bytes, &mut req);
+    assert!(agree(&req));
+    assert_eq!(decode_shallow(Bytes::from(req)).unwrap().1, 6);
+}
+
+#[test]
+fn mutated_requests_get_prosts_verdict() {
+    let base = request().encode_to_vec();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..20_000 {
+        let mut b = base.clone();
+        for _ in 0..1 + next() % 3 {
+            let i = (next() % b.len() as u64) as usize;
+            match next() % 5 {
+                0 => b[i] = next() as u8,
+                1 => b[i] ^= 1 << (next() % 8),
+                2 => b.insert(i, next() as u8),
+                3 => {
+                    b.remove(i);
+                }
+                _ => b.truncate(i),
+            }
+            if b.is_empty() {
+                break;
+            }
+        }
+        if agree(&b) {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    // Both verdicts were exercised.
+    assert!(accepted > 1000 && rejected > 1000, "{accepted} / {rejected}");
+}
