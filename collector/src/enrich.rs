@@ -1,6 +1,5 @@
 //! Stamping resource attributes on received metrics: pure, on prost types.
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -24,10 +23,11 @@ impl Stamp {
     }
 
     /// Adds each attribute the sender did not set itself (a sender's own non-empty
-    /// value wins, as with the OTel Collector's `resource` processor `insert` action).
-    pub fn apply(&self, req: &mut ExportMetricsServiceRequest) {
-        for rm in &mut req.resource_metrics {
-            let resource = rm.resource.get_or_insert_with(Resource::default);
+    /// value wins, as with the OTel Collector's `resource` processor `insert` action)
+    /// to every resource of a request.
+    pub fn apply<'a>(&self, resources: impl IntoIterator<Item = &'a mut Option<Resource>>) {
+        for resource in resources {
+            let resource = resource.get_or_insert_with(Resource::default);
             for (key, value) in &self.attrs {
                 let present = resource
                     .attributes
@@ -76,6 +76,7 @@ pub fn node_name(configured: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 
     fn attr(k: &str, v: &str) -> KeyValue {
@@ -115,7 +116,8 @@ mod tests {
                 },
             ],
         };
-        Stamp::new("edge-a", "node-1").apply(&mut req);
+        Stamp::new("edge-a", "node-1")
+            .apply(req.resource_metrics.iter_mut().map(|rm| &mut rm.resource));
         let [a, b] = &req.resource_metrics[..] else {
             panic!("two resources")
         };

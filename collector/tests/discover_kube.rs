@@ -332,7 +332,8 @@ fn otlp_pushes_from_model_pods_are_enriched() {
         ],
     };
     let peer = Some("10.42.0.11:53211".parse().unwrap());
-    assert_eq!(enrich_models(&snap, &mut req, peer), 4);
+    let resources = req.resource_metrics.iter_mut().map(|rm| &mut rm.resource);
+    assert_eq!(enrich_models(&snap, resources, peer), 4);
     for rm in &req.resource_metrics[..4] {
         let a = &rm.resource.as_ref().unwrap().attributes;
         assert!(a.contains(&kv("model.name", "tensorflow-housing")), "{a:?}");

@@ -15,8 +15,8 @@ pub mod watch;
 pub use extract::{ModelMeta, PodInfo, Rules};
 
 use crate::receive::scrape::ScrapeTarget;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,14 +116,14 @@ fn kv(k: &str, v: &str) -> KeyValue {
 
 /// Adds `model.name` / `model.version` to each resource that comes from a model pod and
 /// does not carry them already. Returns how many resources were enriched.
-pub fn enrich_models(
+pub fn enrich_models<'a>(
     snapshot: &Snapshot,
-    req: &mut ExportMetricsServiceRequest,
+    resources: impl IntoIterator<Item = &'a mut Option<Resource>>,
     peer: Option<SocketAddr>,
 ) -> usize {
     let mut n = 0;
-    for rm in &mut req.resource_metrics {
-        let resource = rm.resource.get_or_insert_with(Default::default);
+    for resource in resources {
+        let resource = resource.get_or_insert_with(Default::default);
         let has = |k: &str| {
             resource
                 .attributes

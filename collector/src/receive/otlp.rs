@@ -76,22 +76,25 @@ impl BufferSink {
 impl MetricsSink for BufferSink {
     async fn export(&self, body: Bytes, ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
         let i = &self.inner;
-        let mut req = match edgewatch_otlp::decode_request(&body) {
+        // Resources decoded, scope metrics kept as slices of `body`, checked
+        // and counted without materialising a data point (see `otlp::shallow`).
+        let (mut req, points) = match edgewatch_otlp::shallow::decode_shallow(body) {
             Ok(r) => r,
             Err(e) => {
                 i.requests.with_label_values(&["invalid"]).inc();
                 return Err(e);
             }
         };
-        let points = edgewatch_otlp::count_points(&req);
         if points == 0 {
             i.requests.with_label_values(&["empty"]).inc();
             return Ok(ExportOutcome::default());
         }
         if let Some(models) = &i.models {
-            crate::discover::enrich_models(&models.borrow(), &mut req, ctx.peer);
+            let resources = req.resource_metrics.iter_mut().map(|rm| &mut rm.resource);
+            crate::discover::enrich_models(&models.borrow(), resources, ctx.peer);
         }
-        i.stamp.apply(&mut req);
+        i.stamp
+            .apply(req.resource_metrics.iter_mut().map(|rm| &mut rm.resource));
         let payload = Bytes::from(req.encode_to_vec());
         match i.buffer.append(points, payload).await {
             Ok(_) => {

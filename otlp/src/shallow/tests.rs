@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
     summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
-    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use prost::Message;
 
@@ -251,5 +251,8 @@ fn mutated_requests_get_prosts_verdict() {
         }
     }
     // Both verdicts were exercised.
-    assert!(accepted > 1000 && rejected > 1000, "{accepted} / {rejected}");
+    assert!(
+        accepted > 1000 && rejected > 1000,
+        "{accepted} / {rejected}"
+    );
 }

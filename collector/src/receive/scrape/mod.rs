@@ -102,7 +102,8 @@ impl Output {
         if points == 0 {
             return Ok(0);
         }
-        self.stamp.apply(&mut req);
+        self.stamp
+            .apply(req.resource_metrics.iter_mut().map(|rm| &mut rm.resource));
         self.buffer
             .append(points, Bytes::from(req.encode_to_vec()))
             .await?;
