@@ -84,6 +84,32 @@ enum Kind {
     Summary,
 }
 
+impl Msg {
+    fn name(self) -> &'static str {
+        match self {
+            Msg::ScopeMetrics => "ScopeMetrics",
+            Msg::Scope => "InstrumentationScope",
+            Msg::Metric => "Metric",
+            Msg::Data(Kind::Gauge) => "Gauge",
+            Msg::Data(Kind::Sum) => "Sum",
+            Msg::Data(Kind::Histogram) => "Histogram",
+            Msg::Data(Kind::ExpHistogram) => "ExponentialHistogram",
+            Msg::Data(Kind::Summary) => "Summary",
+            Msg::NumberPoint => "NumberDataPoint",
+            Msg::HistogramPoint => "HistogramDataPoint",
+            Msg::ExpHistogramPoint => "ExponentialHistogramDataPoint",
+            Msg::Buckets => "Buckets",
+            Msg::SummaryPoint => "SummaryDataPoint",
+            Msg::Quantile => "ValueAtQuantile",
+            Msg::Exemplar => "Exemplar",
+            Msg::KeyValue => "KeyValue",
+            Msg::AnyValue => "AnyValue",
+            Msg::ArrayValue => "ArrayValue",
+            Msg::KeyValueList => "KeyValueList",
+        }
+    }
+}
+
 impl Kind {
     fn point(self) -> Msg {
         match self {
@@ -172,11 +198,21 @@ fn field(m: Msg, tag: u32) -> Option<Field> {
 /// Checks one encoded `ScopeMetrics` found `level` messages below the request
 /// and returns its data point count (prost's semantics: of a metric's `data`
 /// oneof, the last variant seen counts; a repeated variant merges).
+/// Errors name the path: `Metric field 5: Gauge field 1: … : reason`.
 pub fn check_scope(b: &[u8], level: u32) -> Result<u64, String> {
-    walk(b, Msg::ScopeMetrics, level)
+    walk(b, Msg::ScopeMetrics, level).map_err(|e| format!("ScopeMetrics {e}"))
 }
 
 fn walk(b: &[u8], m: Msg, level: u32) -> Result<u64, String> {
+    let mut tag = 0;
+    walk_fields(b, m, level, &mut tag).map_err(|e| match tag {
+        0 => e,
+        t => format!("field {t}: {e}"),
+    })
+}
+
+/// The fields of one message; `at` is the field being read (for errors).
+fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32) -> Result<u64, String> {
     if level > RECURSION_LIMIT {
         return Err("recursion limit reached".into());
     }
@@ -185,12 +221,14 @@ fn walk(b: &[u8], m: Msg, level: u32) -> Result<u64, String> {
     // Metric: (tag of the data variant, its points).
     let mut data = (0u32, 0u64);
     while r.pos < b.len() {
+        *at = 0;
         let (tag, wt) = r.key()?;
+        *at = tag;
         let Some(f) = field(m, tag) else {
             r.skip(tag, wt, level)?;
             continue;
         };
-        let wrong = || Err(format!("invalid wire type {wt} for field {tag}"));
+        let wrong = || Err(format!("invalid wire type {wt}"));
         match f {
             Field::Str => {
                 if wt != LEN {
@@ -247,7 +285,8 @@ fn walk(b: &[u8], m: Msg, level: u32) -> Result<u64, String> {
                 if wt != LEN {
                     return wrong();
                 }
-                let n = walk(r.delimited()?, sub, level + 1)?;
+                let n = walk(r.delimited()?, sub, level + 1)
+                    .map_err(|e| format!("{} {e}", sub.name()))?;
                 match m {
                     Msg::ScopeMetrics => points += n,
                     Msg::Metric if matches!(sub, Msg::Data(_)) => {

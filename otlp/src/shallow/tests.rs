@@ -256,3 +256,23 @@ fn mutated_requests_get_prosts_verdict() {
         "{accepted} / {rejected}"
     );
 }
+
+#[test]
+fn errors_name_the_path() {
+    let mut req = request();
+    let m = &mut req.resource_metrics[0].scope_metrics[0].metrics[0];
+    if let Some(Data::Gauge(g)) = &mut m.data {
+        g.data_points[1].attributes[0].key = "BAD-KEY".into();
+    }
+    let mut bytes = req.encode_to_vec();
+    let at = bytes
+        .windows(7)
+        .position(|w| w == b"BAD-KEY")
+        .expect("key in the encoding");
+    bytes[at] = 0xff;
+    let err = decode_shallow(Bytes::from(bytes)).unwrap_err().to_string();
+    assert!(
+        err.contains("ScopeMetrics field 2: Metric field 5: Gauge field 1: NumberDataPoint field 7: KeyValue field 1: invalid string value"),
+        "{err}"
+    );
+}
