@@ -172,30 +172,38 @@ fn check_vs(vs: &VectorSelector) -> Result<(), String> {
     Ok(())
 }
 
+/// Calls `f` with every vector selector of `expr` and its range in ms
+/// (`None` for an instant selector).
+pub(crate) fn for_each_selector(expr: &Expr, f: &mut impl FnMut(&VectorSelector, Option<i64>)) {
+    match expr {
+        Expr::Aggregate(a) => {
+            for_each_selector(&a.expr, f);
+            if let Some(p) = &a.param {
+                for_each_selector(p, f);
+            }
+        }
+        Expr::Unary(u) => for_each_selector(&u.expr, f),
+        Expr::Binary(b) => {
+            for_each_selector(&b.lhs, f);
+            for_each_selector(&b.rhs, f);
+        }
+        Expr::Paren(p) => for_each_selector(&p.expr, f),
+        Expr::Subquery(s) => for_each_selector(&s.expr, f),
+        Expr::VectorSelector(vs) => f(vs, None),
+        Expr::MatrixSelector(ms) => f(&ms.vs, Some(ms.range.as_millis() as i64)),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| for_each_selector(a, f)),
+        _ => {}
+    }
+}
+
 /// The selectors whose series need a window of recent samples (range
 /// selectors and selectors with `offset`).
 pub fn window_selectors(expr: &Expr, out: &mut Vec<Selector>) {
-    match expr {
-        Expr::Aggregate(a) => {
-            window_selectors(&a.expr, out);
-            if let Some(p) = &a.param {
-                window_selectors(p, out);
-            }
-        }
-        Expr::Unary(u) => window_selectors(&u.expr, out),
-        Expr::Binary(b) => {
-            window_selectors(&b.lhs, out);
-            window_selectors(&b.rhs, out);
-        }
-        Expr::Paren(p) => window_selectors(&p.expr, out),
-        Expr::Subquery(s) => window_selectors(&s.expr, out),
-        Expr::VectorSelector(vs) if vs.offset.is_some() => {
+    for_each_selector(expr, &mut |vs, range| {
+        if range.is_some() || vs.offset.is_some() {
             out.extend(Selector::from_promql(vs).unwrap_or_default());
         }
-        Expr::MatrixSelector(ms) => out.extend(Selector::from_promql(&ms.vs).unwrap_or_default()),
-        Expr::Call(c) => c.args.args.iter().for_each(|a| window_selectors(a, out)),
-        _ => {}
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------

@@ -53,26 +53,14 @@ impl Reads {
     }
 
     pub fn add(&mut self, expr: &Expr) {
-        match expr {
-            Expr::Aggregate(a) => {
-                self.add(&a.expr);
-                if let Some(p) = &a.param {
-                    self.add(p);
-                }
-            }
-            Expr::Unary(u) => self.add(&u.expr),
-            Expr::Binary(b) => {
-                self.add(&b.lhs);
-                self.add(&b.rhs);
-            }
-            Expr::Paren(p) => self.add(&p.expr),
-            Expr::Subquery(s) => self.add(&s.expr),
-            Expr::VectorSelector(vs) if vs.offset.is_none() => self.selector(vs, 0),
-            Expr::VectorSelector(vs) => self.selector(vs, LOOKBACK_MS),
-            Expr::MatrixSelector(ms) => self.selector(&ms.vs, ms.range.as_millis() as i64),
-            Expr::Call(c) => c.args.args.iter().for_each(|a| self.add(a)),
-            _ => {}
-        }
+        super::eval::for_each_selector(expr, &mut |vs, range| {
+            let back = match range {
+                Some(r) => r,
+                None if vs.offset.is_none() => 0,
+                None => LOOKBACK_MS,
+            };
+            self.selector(vs, back);
+        });
     }
 
     pub fn merge(&mut self, other: &Reads) {
@@ -271,7 +259,7 @@ impl<'s> Snapshot<'s> {
     }
 
     fn ensure(&mut self, sel: &Selector) {
-        match selector_name(sel) {
+        match sel.metric_name() {
             Some(n) => {
                 let id = self.interner.get(n);
                 let loaded = id.is_some_and(|id| {
@@ -302,7 +290,7 @@ impl<'s> Snapshot<'s> {
         let mut out = Vec::new();
         let mut seen: HashSet<&LabelSet, FxBuildHasher> = HashSet::default();
         for sel in sels {
-            let name = selector_name(sel);
+            let name = sel.metric_name();
             // Candidates found by name need no name matcher.
             let mut ms = Compiled::new(sel, name.is_some(), &this.interner);
             let candidates: Box<dyn Iterator<Item = &Metric>> = match name {
@@ -340,13 +328,6 @@ impl<'s> Snapshot<'s> {
         }
         out
     }
-}
-
-fn selector_name(sel: &Selector) -> Option<&str> {
-    sel.matchers.iter().find_map(|m| match &m.op {
-        MatchOp::Equal(v) if m.name == METRIC_NAME => Some(v.as_str()),
-        _ => None,
-    })
 }
 
 /// A selector's matchers for one selection, memoised per value id.

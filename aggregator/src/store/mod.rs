@@ -471,11 +471,7 @@ impl Store {
         let sym = read(&self.symbols);
         let mut mask = vec![false; SHARDS];
         for s in selectors {
-            let name = s.matchers.iter().find_map(|m| match &m.op {
-                MatchOp::Equal(v) if m.name == METRIC_NAME => Some(v),
-                _ => None,
-            });
-            match name {
+            match s.metric_name() {
                 // A name nobody wrote yet: no shard holds it.
                 Some(v) => {
                     if let Some(id) = sym.get(v) {

@@ -100,6 +100,14 @@ impl Selector {
         Ok(Self { matchers })
     }
 
+    /// The metric name this selector fixes with `__name__="…"`, if any.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.matchers.iter().find_map(|m| match &m.op {
+            MatchOp::Equal(v) if m.name == METRIC_NAME => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
     /// Parses a PromQL instant vector selector (`up`, `{job=~".+"}`,
     /// `{__name__=~"ovms_.*",cluster="edge-a"}`, also the `or` form
     /// `{a="1" or b="2"}` which yields one selector per alternative).

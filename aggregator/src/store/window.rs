@@ -203,15 +203,7 @@ impl Store {
         now_ms: i64,
     ) -> Vec<SeriesSamples> {
         // Only the fixed metric names' shards, unless a selector fixes none.
-        let names: Option<Vec<&str>> = selectors
-            .iter()
-            .map(|s| {
-                s.matchers.iter().find_map(|m| match &m.op {
-                    super::MatchOp::Equal(v) if m.name == METRIC_NAME => Some(v.as_str()),
-                    _ => None,
-                })
-            })
-            .collect();
+        let names: Option<Vec<&str>> = selectors.iter().map(Selector::metric_name).collect();
         let mut out = Vec::new();
         let mut buf = Vec::new();
         self.visit(names.as_deref(), now_ms, |v| {

@@ -135,24 +135,8 @@ impl State {
                 .clone()
                 .ok_or_else(|| SegError::Io("active segment is being recovered".into()));
         }
-        let Some(seg) = self.segs.get(i) else {
-            return Err(SegError::Io("no such segment".into()));
-        };
-        let first = seg.first;
-        self.open.retain(|(_, w)| w.strong_count() > 0);
-        if let Some(h) = self
-            .open
-            .iter()
-            .find(|(f, _)| *f == first)
-            .and_then(|(_, w)| w.upgrade())
-        {
-            self.read_cache = Some(h.clone());
-            return Ok(h);
-        }
-        // Only one non-active segment stays open: release the previous one first.
-        self.read_cache = None;
-        let h = SegHandle::open(&seg.dir, first, false, seg.compacted)?;
-        self.open.push((first, Arc::downgrade(&h)));
+        // Only one non-active segment stays open for readers: the cached one.
+        let h = self.open_segment(i, true)?;
         self.read_cache = Some(h.clone());
         Ok(h)
     }
@@ -160,21 +144,29 @@ impl State {
     /// A handle on sealed segment `i` shared with readers (opened if needed)
     /// without displacing the readers' cached one.
     pub fn shared_handle(&mut self, i: usize) -> Result<Arc<SegHandle>, SegError> {
+        self.open_segment(i, false)
+    }
+
+    /// The handle of segment `i` a reader still holds, else a new one;
+    /// `release_cached` drops the readers' cached handle before opening.
+    fn open_segment(&mut self, i: usize, release_cached: bool) -> Result<Arc<SegHandle>, SegError> {
         let Some(seg) = self.segs.get(i) else {
             return Err(SegError::Io("no such segment".into()));
         };
-        let first = seg.first;
         self.open.retain(|(_, w)| w.strong_count() > 0);
         if let Some(h) = self
             .open
             .iter()
-            .find(|(f, _)| *f == first)
+            .find(|(f, _)| *f == seg.first)
             .and_then(|(_, w)| w.upgrade())
         {
             return Ok(h);
         }
-        let h = SegHandle::open(&seg.dir, first, false, seg.compacted)?;
-        self.open.push((first, Arc::downgrade(&h)));
+        if release_cached {
+            self.read_cache = None;
+        }
+        let h = SegHandle::open(&seg.dir, seg.first, false, seg.compacted)?;
+        self.open.push((seg.first, Arc::downgrade(&h)));
         Ok(h)
     }
 
