@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod footprint;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -185,6 +186,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let c = edgewatch_collector::start(&cfg, shutdown_on_signal())
                 .await
                 .context("starting the collector")?;
+            match footprint::release_startup_pages() {
+                Ok(n) => tracing::debug!(bytes = n, "released startup code pages"),
+                Err(e) => tracing::debug!(error = %e, "could not release startup code pages"),
+            }
             c.wait().await?;
         }
         Command::Aggregator { config } => {

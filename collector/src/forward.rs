@@ -7,15 +7,15 @@
 //! (see `edgewatch_otlp::BatchInfo`) so the aggregator drops what it already has.
 
 use crate::buffer::{Buffer, Entry, Seq};
-use bytes::{Bytes, BytesMut};
-use edgewatch_otlp::codec::ClientCodec;
-use edgewatch_otlp::{BatchInfo, EXPORT_PATH};
+use bytes::BytesMut;
+use edgewatch_otlp::client::{Frame, FrameEncoder};
+use edgewatch_otlp::BatchInfo;
 use futures::stream::{FuturesOrdered, StreamExt};
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
 use rand::Rng;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -98,7 +98,9 @@ impl Metrics {
 pub struct Forwarder {
     buffer: Buffer,
     opts: ForwardOptions,
-    client: tonic::client::Grpc<Channel>,
+    channel: Channel,
+    /// Shared by the batches in flight; a batch holds it only while it compresses.
+    encoder: Arc<Mutex<FrameEncoder>>,
     metrics: Metrics,
 }
 
@@ -114,6 +116,8 @@ enum Sent {
 const MAX_RESPONSE: usize = 1 << 20;
 /// Entries per batch at most, whatever their size.
 const MAX_BATCH_ENTRIES: usize = 4096;
+/// zstd level of forwarded batches (zstd's default).
+const ZSTD_LEVEL: i32 = 3;
 
 impl Forwarder {
     pub fn new(
@@ -128,16 +132,13 @@ impl Forwarder {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let client = tonic::client::Grpc::new(endpoint.connect_lazy())
-            .send_compressed(CompressionEncoding::Zstd)
-            .accept_compressed(CompressionEncoding::Zstd)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_RESPONSE);
+        let encoder = FrameEncoder::new(ZSTD_LEVEL).map_err(ForwardError::Compressor)?;
         let metrics = Metrics::new(registry)?;
         Ok(Forwarder {
             buffer,
             opts,
-            client,
+            channel: endpoint.connect_lazy(),
+            encoder: Arc::new(Mutex::new(encoder)),
             metrics,
         })
     }
@@ -209,7 +210,8 @@ impl Forwarder {
         entries: Vec<Entry>,
         shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = Sent> {
-        let mut client = self.client.clone();
+        let mut channel = self.channel.clone();
+        let encoder = self.encoder.clone();
         let metrics = self.metrics.clone();
         let opts = self.opts.clone();
         let buffer = self.buffer.clone();
@@ -217,15 +219,24 @@ impl Forwarder {
         async move {
             let started = std::time::Instant::now();
             let mut backoff = opts.initial_backoff;
-            let mut batch = Batch::new(entries, &buffer);
+            let mut batch = Batch::new(entries, &buffer, &encoder);
             loop {
                 // Entries the buffer dropped while this batch waited (cap, max_age) are
                 // counted as dropped there; delivering them too would count them twice.
                 match buffer.first_seq() {
-                    Some(head) if head <= last => batch.trim_below(head, &buffer),
+                    Some(head) if head <= last => batch.trim_below(head, &buffer, &encoder),
                     _ => return Sent::Done { last },
                 }
-                let attempt = export(&mut client, batch.body.clone(), &batch.info);
+                let Some(frame) = batch.frame.clone() else {
+                    // Over gRPC's 4 GiB frame: cannot be, batches are capped far below.
+                    tracing::error!(
+                        points = batch.points,
+                        "batch too large for one gRPC message; dropping it"
+                    );
+                    metrics.rejected_points.inc_by(batch.points);
+                    return Sent::Done { last };
+                };
+                let attempt = export(&mut channel, frame, &batch.info);
                 let result = tokio::select! {
                     r = attempt => r,
                     _ = shutdown.cancelled() => return Sent::Abandoned,
@@ -267,24 +278,31 @@ impl Forwarder {
     }
 }
 
-/// One forwarded request: its entries, their concatenated body and its headers.
+/// One forwarded request: its entries, their concatenated and compressed body, and
+/// its headers. The body is compressed once and re-sent as is on retries.
 struct Batch {
     entries: Vec<Entry>,
-    body: Bytes,
+    frame: Option<Frame>,
     info: BatchInfo,
     points: u64,
 }
 
 impl Batch {
-    fn new(entries: Vec<Entry>, buffer: &Buffer) -> Batch {
+    fn new(entries: Vec<Entry>, buffer: &Buffer, encoder: &Mutex<FrameEncoder>) -> Batch {
         let info = BatchInfo {
             collector_id: buffer.instance_id().to_string(),
             first_seq: entries[0].seq,
             entry_lens: entries.iter().map(|e| e.payload.len()).collect(),
             floor: buffer.first_seq().unwrap_or(0).min(entries[0].seq),
         };
+        let frame = concat(&entries, |body| {
+            encoder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .frame(body)
+        });
         Batch {
-            body: concat(&entries),
+            frame,
             points: entries.iter().map(|e| e.points).sum(),
             info,
             entries,
@@ -292,53 +310,39 @@ impl Batch {
     }
 
     /// Drops the entries below `head` (no longer in the buffer).
-    fn trim_below(&mut self, head: Seq, buffer: &Buffer) {
+    fn trim_below(&mut self, head: Seq, buffer: &Buffer, encoder: &Mutex<FrameEncoder>) {
         if self.entries[0].seq < head {
             let entries = std::mem::take(&mut self.entries)
                 .into_iter()
                 .filter(|e| e.seq >= head)
                 .collect();
-            *self = Batch::new(entries, buffer);
+            *self = Batch::new(entries, buffer, encoder);
         }
     }
 }
 
 /// Entries are encoded `ExportMetricsServiceRequest`s; their concatenation is the
 /// encoding of one request holding all their resource metrics.
-fn concat(entries: &[Entry]) -> Bytes {
+fn concat<T>(entries: &[Entry], then: impl FnOnce(&[u8]) -> T) -> T {
     if let [one] = entries {
-        return one.payload.clone();
+        return then(&one.payload);
     }
     let mut buf = BytesMut::with_capacity(entries.iter().map(|e| e.payload.len()).sum());
     for e in entries {
         buf.extend_from_slice(&e.payload);
     }
-    buf.freeze()
+    then(&buf)
 }
 
 /// One export call; Ok carries the number of rejected points.
 async fn export(
-    client: &mut tonic::client::Grpc<Channel>,
-    body: Bytes,
+    channel: &mut Channel,
+    frame: Frame,
     info: &BatchInfo,
 ) -> Result<u64, tonic::Status> {
-    client
-        .ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connecting: {e}")))?;
-    let mut req = tonic::Request::new(body);
-    for (k, v) in info.to_headers() {
-        let v = v
-            .parse()
-            .map_err(|_| tonic::Status::internal(format!("bad header value for {k}")))?;
-        req.metadata_mut().insert(k, v);
-    }
-    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-    let resp = client
-        .unary(req, path, ClientCodec::new(MAX_RESPONSE))
-        .await?;
+    let resp =
+        edgewatch_otlp::client::export(channel, frame, &info.to_headers(), MAX_RESPONSE).await?;
     Ok(resp
-        .into_inner()
         .partial_success
         .map(|p| p.rejected_data_points.max(0) as u64)
         .unwrap_or(0))
@@ -386,6 +390,8 @@ fn unix_seconds() -> f64 {
 pub enum ForwardError {
     #[error("forward.endpoint {0}")]
     Endpoint(String),
+    #[error("creating the zstd compressor: {0}")]
+    Compressor(std::io::Error),
     #[error("registering forwarder metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -2,11 +2,10 @@
 //! real sockets, with a sink that decodes like the collector's and the aggregator's.
 
 use bytes::Bytes;
-use edgewatch_otlp::codec::ClientCodec;
+use edgewatch_otlp::client::FrameEncoder;
 use edgewatch_otlp::server::OtlpListeners;
 use edgewatch_otlp::{
     ExportContext, ExportError, ExportMetricsServiceRequest, ExportOutcome, MetricsSink,
-    EXPORT_PATH,
 };
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
@@ -201,21 +200,16 @@ async fn http_rejects_bad_input_with_the_right_status() {
     assert_eq!((s, retry.as_deref()), (429, Some("3")));
 }
 
+/// Through the forwarder's client: zstd-compressed frames, decompressed by tonic's
+/// server, and the status (with its retry info) as the forwarder sees it.
 async fn grpc_export(addr: SocketAddr, body: Vec<u8>) -> Result<(), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let mut channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-    client
-        .unary(
-            tonic::Request::new(Bytes::from(body)),
-            path,
-            ClientCodec::new(1 << 20),
-        )
+    let frame = FrameEncoder::new(3).unwrap().frame(&body).unwrap();
+    edgewatch_otlp::client::export(&mut channel, frame, &[], 1 << 20)
         .await
         .map(|_| ())
 }

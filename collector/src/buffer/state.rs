@@ -361,13 +361,14 @@ impl State {
         m.oldest_timestamp_seconds.set(oldest);
     }
 
-    /// Re-reads segment sizes: every segment if `all`, else the ones that
-    /// can still change (not compacted).
+    /// Re-reads segment sizes from disk: every segment if `all`, else the active
+    /// one, the only one written to. (A backlog can hold thousands of sealed
+    /// segments; walking all of them every second would cost more than the writes.)
     pub fn remeasure(&mut self, all: bool) {
-        for s in &mut self.segs {
-            if all || !s.compacted {
-                s.bytes = dir_bytes(&s.dir);
-            }
+        let n = self.segs.len();
+        let from = if all { 0 } else { n.saturating_sub(1) };
+        for s in &mut self.segs[from..] {
+            s.bytes = dir_bytes(&s.dir);
         }
     }
 }

@@ -33,6 +33,11 @@ const ZSTD_LEVEL: i32 = 3;
 const DRAINED_ROLL_BYTES: u64 = 256 * 1024;
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Estimated disk bytes of one encoded entry.
+fn entry_cost(encoded: &[u8]) -> u64 {
+    (encoded.len() as u64 + PER_ENTRY_OVERHEAD) * SPACE_AMPLIFICATION
+}
+
 pub(crate) struct Request {
     pub points: u64,
     pub payload: Bytes,
@@ -180,6 +185,7 @@ impl Writer {
             st.sealed.push(old);
         }
         if let Some(last) = st.segs.last_mut() {
+            // Sealed: its final size.
             last.bytes = dir_bytes(&last.dir);
         }
         st.segs.push(SegMeta {
@@ -289,10 +295,9 @@ impl Writer {
             st = shared.lock();
             // Space.
             let max = self.shared.cfg.max_bytes;
-            let cost = |v: &Vec<u8>| (v.len() as u64 + PER_ENTRY_OVERHEAD) * SPACE_AMPLIFICATION;
             match self.shared.cfg.policy {
                 FullPolicy::DropOldest => {
-                    let needed: u64 = encoded.iter().map(|(_, v)| cost(v)).sum();
+                    let needed: u64 = encoded.iter().map(|(_, v)| entry_cost(v)).sum();
                     let mut deletes = Vec::new();
                     let mut dropped = 0u64;
                     let ctx = shared.ctx();
@@ -335,10 +340,10 @@ impl Writer {
                     let mut total = st.total_bytes();
                     let mut n = 0;
                     for (_, v) in &encoded {
-                        if total + cost(v) > max {
+                        if total + entry_cost(v) > max {
                             break;
                         }
-                        total += cost(v);
+                        total += entry_cost(v);
                         n += 1;
                     }
                     break (encoded, n);
@@ -399,7 +404,14 @@ impl Writer {
         st.durable_next = first_seq + group.len() as u64;
         st.durable_points += points;
         if let Some(last) = st.segs.last_mut() {
-            last.bytes = dir_bytes(&last.dir);
+            // Estimated as the space check does; housekeeping re-reads it from disk
+            // every second (walking the directory on every commit cost more CPU
+            // than the commit's compression).
+            last.bytes += encoded
+                .iter()
+                .take(accepted)
+                .map(|(_, v)| entry_cost(v))
+                .sum::<u64>();
         }
         let active_bytes = st.segs.last().map(|s| s.bytes).unwrap_or(0);
         if active_bytes >= self.shared.cfg.segment_size {
