@@ -41,6 +41,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 pub(crate) use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
 
@@ -263,13 +265,19 @@ impl Store {
         timestamp_ms: i64,
         now_ms: i64,
     ) -> WriteOutcome {
-        let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
-        sorted.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
-        sorted.sort_by(|a, b| a.0.cmp(b.0)); // stable: duplicates keep input order
-        dedup_keep_last(&mut sorted);
+        // Ingest passes label sets already in the store's order: used as they are.
+        let mut owned: LabelBuf<'_> = SmallVec::new();
+        let sorted = if in_key_order(labels) {
+            labels
+        } else {
+            owned.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
+            owned.sort_by(|a, b| a.0.cmp(b.0)); // stable: duplicates keep input order
+            dedup_keep_last(&mut owned);
+            &owned[..]
+        };
 
         let _gc = read(&self.gc);
-        let mut key: Vec<SymbolId> = Vec::with_capacity(1 + 2 * sorted.len());
+        let mut key: KeyBuf = SmallVec::new();
         let complete = {
             let sym = read(&self.symbols);
             let mut ok = true;
@@ -291,7 +299,7 @@ impl Store {
             key.clear();
             let mut sym = write(&self.symbols);
             key.push(sym.intern(name));
-            for (k, v) in &sorted {
+            for (k, v) in sorted {
                 key.push(sym.intern(k));
                 key.push(sym.intern(v));
             }
@@ -318,7 +326,7 @@ impl Store {
             return WriteOutcome::Updated;
         }
         let ring = if self.window_on.load(Ordering::Acquire)
-            && read(&self.window).wants_pairs(name, &sorted)
+            && read(&self.window).wants_pairs(name, sorted)
         {
             Some(Ring::new(timestamp_ms, value))
         } else {
@@ -326,7 +334,7 @@ impl Store {
         };
         read(&self.symbols).retain(&key);
         map.insert(
-            key.into_boxed_slice(),
+            Key::from(&key[..]),
             Slot {
                 value,
                 timestamp_ms,
@@ -343,7 +351,7 @@ impl Store {
     /// Removes one series now (e.g. an `ALERTS` series whose alert ended).
     /// `labels` as for [`Store::write`]. Returns whether it existed.
     pub fn delete(&self, name: &str, labels: &[(&str, &str)]) -> bool {
-        let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
+        let mut sorted: LabelBuf<'_> = SmallVec::new();
         sorted.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         dedup_keep_last(&mut sorted);
@@ -434,7 +442,17 @@ impl Store {
     }
 }
 
-fn dedup_keep_last(v: &mut Vec<(&str, &str)>) {
+/// Label pairs on the stack for the common label counts.
+type LabelBuf<'a> = SmallVec<[(&'a str, &'a str); 24]>;
+/// A series key being built: `1 + 2 * LabelBuf` ids.
+type KeyBuf = SmallVec<[SymbolId; 49]>;
+
+/// Sorted by name with unique names and no empty values: a key as it is.
+fn in_key_order(labels: &[(&str, &str)]) -> bool {
+    labels.windows(2).all(|w| w[0].0 < w[1].0) && labels.iter().all(|(_, v)| !v.is_empty())
+}
+
+fn dedup_keep_last(v: &mut LabelBuf<'_>) {
     let mut out = 0;
     for i in 0..v.len() {
         if out > 0 && v[out - 1].0 == v[i].0 {
