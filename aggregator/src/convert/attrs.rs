@@ -77,15 +77,15 @@ pub fn base64(out: &mut Vec<u8>, data: &[u8]) {
         let n = (c[0] as u32) << 16
             | (*c.get(1).unwrap_or(&0) as u32) << 8
             | *c.get(2).unwrap_or(&0) as u32;
-        out.push(A[(n >> 18) as usize & 63] );
-        out.push(A[(n >> 12) as usize & 63] );
+        out.push(A[(n >> 18) as usize & 63]);
+        out.push(A[(n >> 12) as usize & 63]);
         out.push(if c.len() > 1 {
-            A[(n >> 6) as usize & 63] 
+            A[(n >> 6) as usize & 63]
         } else {
             b'='
         });
         out.push(if c.len() > 2 {
-            A[n as usize & 63] 
+            A[n as usize & 63]
         } else {
             b'='
         });

@@ -312,7 +312,8 @@ mod tests {
         time_ns: u64,
         now_ms: i64,
     ) -> Option<HistTotals> {
-        d.add_hist(key, bounds, &mut t, time_ns, now_ms).then_some(t)
+        d.add_hist(key, bounds, &mut t, time_ns, now_ms)
+            .then_some(t)
     }
 
     #[test]

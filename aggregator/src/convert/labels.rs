@@ -48,9 +48,10 @@ pub(super) fn push(arena: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> Span {
 /// (the label sets of successive points borrow different strings).
 pub(super) fn recycle<'b>(mut v: Vec<(&str, &str)>) -> Vec<(&'b str, &'b str)> {
     v.clear();
-    // An empty vector's elements borrow nothing: collecting in place keeps the
-    // allocation (std reuses it for same-layout in-place iteration).
-    v.into_iter().filter_map(|_| None).collect()
+    // An empty vector's elements borrow nothing (the closure never runs):
+    // collecting in place keeps the allocation (std reuses it for same-layout
+    // in-place iteration; tests/ingest_allocs.rs would catch a change).
+    v.into_iter().map(|_| ("", "")).collect()
 }
 
 /// One sanitised attribute.
@@ -192,7 +193,12 @@ impl AttrLabels {
 
 /// Sets `(name, value)` in a label set sorted by name: replaced when `over`
 /// or absent, else kept.
-pub(super) fn set<'x>(labels: &mut Vec<(&'x str, &'x str)>, name: &'x str, value: &'x str, over: bool) {
+pub(super) fn set<'x>(
+    labels: &mut Vec<(&'x str, &'x str)>,
+    name: &'x str,
+    value: &'x str,
+    over: bool,
+) {
     match labels.binary_search_by(|p| p.0.cmp(name)) {
         Ok(i) if over => labels[i].1 = value,
         Ok(_) => {}
@@ -250,7 +256,12 @@ pub(super) struct LeCache {
 impl LeCache {
     /// The `le` value of each bound.
     pub fn les(&mut self, bounds: &[f64]) -> impl Iterator<Item = &str> {
-        if !self.bounds.iter().copied().eq(bounds.iter().map(|b| b.to_bits())) {
+        if !self
+            .bounds
+            .iter()
+            .copied()
+            .eq(bounds.iter().map(|b| b.to_bits()))
+        {
             self.bounds.clear();
             self.text.clear();
             self.spans.clear();

@@ -163,7 +163,11 @@ impl MetricNames {
             };
             (names::metric_name(otlp_name, otlp_unit, kind), unit)
         };
-        let suffixed = |s: &str| name.as_deref().map(|n| format!("{n}{s}")).unwrap_or_default();
+        let suffixed = |s: &str| {
+            name.as_deref()
+                .map(|n| format!("{n}{s}"))
+                .unwrap_or_default()
+        };
         MetricNames {
             otlp_name: otlp_name.into(),
             otlp_unit: otlp_unit.into(),
@@ -194,7 +198,14 @@ struct NameCache {
 }
 
 impl NameCache {
-    fn get(&self, h: u64, name: &str, unit: &str, kind: NameKind, scraped: bool) -> Option<Arc<MetricNames>> {
+    fn get(
+        &self,
+        h: u64,
+        name: &str,
+        unit: &str,
+        kind: NameKind,
+        scraped: bool,
+    ) -> Option<Arc<MetricNames>> {
         self.by_hash
             .get(&h)?
             .iter()
@@ -250,11 +261,13 @@ impl<'r> Target<'r> {
         arena.clear();
         let mut found = [None; PROMOTED.len()];
         for kv in rm.resource_attributes() {
-            if let Some(i) = PROMOTED.iter().position(|p| *p == kv.key()) {
+            let key = kv.key();
+            if let Some(i) = PROMOTED.iter().position(|p| *p == key) {
                 found[i] = Some(kv);
             }
         }
-        let spans = found.map(|kv| push(arena, |a| write_any_value(a, kv.and_then(|kv| kv.value()))));
+        let spans =
+            found.map(|kv| push(arena, |a| write_any_value(a, kv.and_then(|kv| kv.value()))));
         let [name, ns, instance, cluster, node, model, version] = spans;
         let job = if ns.is_empty() || name.is_empty() {
             name
@@ -597,7 +610,13 @@ impl Converter {
                     labels: &base,
                 };
                 self.delta
-                    .add_hist(&key, bounds, hist, ctx.time_ns(p.time_unix_nano), ctx.now_ms)
+                    .add_hist(
+                        &key,
+                        bounds,
+                        hist,
+                        ctx.time_ns(p.time_unix_nano),
+                        ctx.now_ms,
+                    )
                     .then_some((&hist.counts[..], p.sum.map(|_| hist.sum), hist.count))
             } else {
                 Some((&counts[..], p.sum, p.count))
@@ -649,7 +668,13 @@ fn summary(
         let qs = push(&mut s.text, |t| write_go_float(t, q.quantile));
         let mut lab = recycle(std::mem::take(&mut s.extra));
         with(&mut lab, &base, "quantile", at(&s.text, qs));
-        ctx.write(fam, name, &lab, if marker { STALE_NAN } else { q.value }, ts);
+        ctx.write(
+            fam,
+            name,
+            &lab,
+            if marker { STALE_NAN } else { q.value },
+            ts,
+        );
         s.extra = recycle(lab);
     }
     if marker {

@@ -1,14 +1,13 @@
 use super::*;
 use crate::expose::{render, Format};
+use crate::store::{Selector, StoreOptions};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, HistogramDataPoint, Metric, NumberDataPoint,
-    SummaryDataPoint,
-};
-use crate::store::{Selector, StoreOptions};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope,
+};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::metrics::v1::{
     summary_data_point::ValueAtQuantile, ExponentialHistogram, ExponentialHistogramDataPoint,

@@ -31,13 +31,14 @@
 //!   the encoding of a large `/federate` response run with no store lock held.
 
 mod hash;
+mod memo;
 mod select;
 mod symbols;
 mod window;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -52,6 +53,8 @@ use window::{Ring, WindowState};
 pub use window::{SeriesSamples, SeriesView, WindowOptions, WindowScope};
 
 const SHARDS: usize = 256;
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Store configuration.
 #[derive(Debug, Clone)]
@@ -162,6 +165,10 @@ pub struct Store {
     series: AtomicUsize,
     /// Set when series were removed and their symbols not yet collected.
     gc_pending: AtomicBool,
+    /// Distinguishes stores, and collections of symbols (which invalidate
+    /// ids), for the per-thread symbol memo (`memo.rs`).
+    id: u64,
+    epoch: AtomicU64,
     series_gauge: prometheus::IntGauge,
     /// Window of recent samples (see [`Store::set_window`]); `window_on`
     /// is the lock-free fast path when it is off.
@@ -197,6 +204,8 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             series: AtomicUsize::new(0),
             gc_pending: AtomicBool::new(false),
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
             series_gauge,
             window: RwLock::new(WindowState::default()),
             window_on: AtomicBool::new(false),
@@ -279,18 +288,15 @@ impl Store {
         let _gc = read(&self.gc);
         let mut key: KeyBuf = SmallVec::new();
         let complete = {
-            let sym = read(&self.symbols);
-            let mut ok = true;
-            for s in std::iter::once(name).chain(sorted.iter().flat_map(|(k, v)| [*k, *v])) {
-                match sym.get(s) {
-                    Some(id) => key.push(id),
-                    None => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            ok
+            // Taken only when the memo misses a string.
+            let mut sym = None;
+            memo::resolve(
+                self.id,
+                self.epoch.load(Ordering::Relaxed),
+                std::iter::once(name).chain(sorted.iter().flat_map(|(k, v)| [*k, *v])),
+                &mut key,
+                |s| sym.get_or_insert_with(|| read(&self.symbols)).get(s),
+            )
         };
         if !complete && is_stale_marker(value) {
             return WriteOutcome::Absent;
@@ -413,6 +419,9 @@ impl Store {
                 self.gc_pending.store(false, Ordering::Relaxed);
                 let freed = write(&self.symbols).collect();
                 if freed > 0 {
+                    // Under the GC lock: no write is between reading the
+                    // epoch and using the ids it memoised.
+                    self.epoch.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(freed, "store: freed unused symbols");
                 }
             }

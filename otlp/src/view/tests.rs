@@ -364,8 +364,13 @@ fn render_view(req: RequestView<'_>) -> String {
                         numbers_view(&mut o, g);
                     }
                     Some(Data::Sum(s)) => {
-                        write!(o, "sum {} {}", s.aggregation_temporality(), s.is_monotonic())
-                            .unwrap();
+                        write!(
+                            o,
+                            "sum {} {}",
+                            s.aggregation_temporality(),
+                            s.is_monotonic()
+                        )
+                        .unwrap();
                         numbers_view(&mut o, s);
                     }
                     Some(Data::Histogram(h)) => {
@@ -663,13 +668,20 @@ fn errors_name_the_path() {
     );
     // Resource attributes are checked too.
     let mut req = request();
-    req.resource_metrics[0].resource.as_mut().unwrap().attributes[0].key = "BAD-KEY".into();
+    req.resource_metrics[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes[0]
+        .key = "BAD-KEY".into();
     let mut bytes = req.encode_to_vec();
     let at = bytes.windows(7).position(|w| w == b"BAD-KEY").unwrap();
     bytes[at] = 0xff;
     let err = decode(&bytes).err().expect("rejected").to_string();
     assert!(
-        err.contains("ResourceMetrics field 1: Resource field 1: KeyValue field 1: invalid string value"),
+        err.contains(
+            "ResourceMetrics field 1: Resource field 1: KeyValue field 1: invalid string value"
+        ),
         "{err}"
     );
 }
