@@ -91,7 +91,7 @@ fn request(n: usize, step: u64) -> Vec<u8> {
             kv("model", s(&format!("model-{}", i % 25))),
             kv("version", any_value::Value::IntValue((i / 25) as i64)),
             kv("http.route", s("/v2/models/infer")),
-            kv("gpu", any_value::Value::BoolValue(i % 2 == 0)),
+            kv("gpu", any_value::Value::BoolValue(i.is_multiple_of(2))),
             kv("ratio", any_value::Value::DoubleValue(0.5)),
             kv("a.b", s("1")),
             kv("a_b", s("2")),
