@@ -43,6 +43,7 @@ pub mod attrs;
 pub mod delta;
 mod labels;
 pub mod names;
+mod target;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -51,17 +52,16 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use edgewatch_otlp::view::{
-    Data, HistogramPoint, MetricView, NumberPoint, NumberValue, RequestView, ResourceMetricsView,
-    SummaryPoint,
+    Data, HistogramPoint, MetricView, NumberPoint, NumberValue, RequestView, SummaryPoint,
 };
 use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 
 use crate::expose::format::write_go_float;
 use crate::store::{FamilyId, MetricType, Store, STALE_NAN};
-use attrs::write_any_value;
 use delta::{DeltaState, HistTotals, SeriesKey};
 use labels::{at, push, recycle, set, with, AttrLabels, Few, LeCache};
 use names::NameKind;
+use target::{write_target_info, Target};
 
 /// The InstrumentationScope name the collector's Prometheus scrape receiver
 /// sets on metrics it scraped.
@@ -70,17 +70,6 @@ pub const SCRAPE_SCOPE: &str = "edgewatch.scrape";
 /// `DataPointFlags.FLAG_NO_RECORDED_VALUE`: the OTLP stale marker, written to the
 /// store as Prometheus' stale NaN so the series stops being served at once.
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
-
-/// Resource attributes turned into labels of every series (not target_info).
-const PROMOTED: &[&str] = &[
-    "service.name",
-    "service.namespace",
-    "service.instance.id",
-    "k8s.cluster.name",
-    "k8s.node.name",
-    "model.name",
-    "model.version",
-];
 
 /// Metric names kept before the cache is emptied (it holds one entry per
 /// metric name, unit and kind seen; a leak of names must not grow it forever).
@@ -240,62 +229,6 @@ struct PointScratch {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Per-resource context: label pairs sorted by name, values non-empty.
-struct Target<'r> {
-    /// cluster, instance, job, node.
-    labels: Few<'r, 4>,
-    /// The same for scraped-origin series: job is `service.name` alone (the
-    /// scrape job name the receiver put there).
-    scraped_labels: Few<'r, 4>,
-    /// `model`, `model_version` from the collector's model enrichment: added only
-    /// where the series has no label of that name (Triton's own `model` wins).
-    defaults: Few<'r, 2>,
-}
-
-impl<'r> Target<'r> {
-    /// The promoted attributes of a resource (of a duplicated key the last
-    /// occurrence wins), their values written to `arena`.
-    fn of(rm: ResourceMetricsView<'_>, arena: &'r mut Vec<u8>) -> Self {
-        arena.clear();
-        let mut found = [None; PROMOTED.len()];
-        for kv in rm.resource_attributes() {
-            let key = kv.key();
-            if let Some(i) = PROMOTED.iter().position(|p| *p == key) {
-                found[i] = Some(kv);
-            }
-        }
-        let spans =
-            found.map(|kv| push(arena, |a| write_any_value(a, kv.and_then(|kv| kv.value()))));
-        let [name, ns, instance, cluster, node, model, version] = spans;
-        let job = if ns.is_empty() || name.is_empty() {
-            name
-        } else {
-            push(arena, |a| {
-                a.extend_from_within(ns.range());
-                a.push(b'/');
-                a.extend_from_within(name.range());
-            })
-        };
-        let arena: &'r [u8] = arena;
-        let pairs = |job| {
-            Few::non_empty([
-                ("cluster", at(arena, cluster)),
-                ("instance", at(arena, instance)),
-                ("job", at(arena, job)),
-                ("node", at(arena, node)),
-            ])
-        };
-        Target {
-            labels: pairs(job),
-            scraped_labels: pairs(name),
-            defaults: Few::non_empty([
-                ("model", at(arena, model)),
-                ("model_version", at(arena, version)),
-            ]),
-        }
-    }
 }
 
 /// Per-request counters.
@@ -763,34 +696,6 @@ impl Ctx<'_> {
             set(out, k, v, true);
         }
     }
-}
-
-/// `target_info{job, instance, cluster, node, <other resource attributes>} 1`,
-/// only when the resource has attributes beyond the promoted ones.
-fn write_target_info(
-    store: &Store,
-    rm: ResourceMetricsView<'_>,
-    target: &Target<'_>,
-    now_ms: i64,
-    s: &mut PointScratch,
-) {
-    let rest = rm
-        .resource_attributes()
-        .filter(|kv| !PROMOTED.contains(&kv.key()));
-    s.attrs.build(rest, false);
-    if s.attrs.is_empty() {
-        return;
-    }
-    let mut labels = recycle(std::mem::take(&mut s.base));
-    labels.extend(
-        s.attrs
-            .pairs()
-            .filter(|(k, _)| !target.labels.as_slice().iter().any(|(t, _)| t == k)),
-    );
-    labels.extend_from_slice(target.labels.as_slice());
-    let fam = store.family("target_info", MetricType::Gauge, "Target metadata", "");
-    store.write(fam, "target_info", &labels, 1.0, now_ms, now_ms);
-    s.base = recycle(labels);
 }
 
 #[cfg(test)]
