@@ -69,7 +69,7 @@ struct Attr {
 /// label pairs in an arena: sorted by name, unique names, no empty values.
 #[derive(Default)]
 pub(super) struct AttrLabels {
-    pub arena: Vec<u8>,
+    arena: Vec<u8>,
     attrs: Vec<Attr>,
 }
 
