@@ -26,6 +26,9 @@
 //!   a `/federate` render ever waits for the sweep, and ids stay valid for
 //!   anyone holding it shared.
 //! - `symbols`: looked up under a read lock; new strings need a short write.
+//!   A writer first compares its strings with its thread's previous key
+//!   (`memo.rs`) and looks up only those that differ; a collection of
+//!   symbols (under `gc` held exclusively) invalidates every memo.
 //! - shards: a write per sample on ingest; a read per shard during a select.
 //!   A select copies every string it needs into its own arena, so the sort and
 //!   the encoding of a large `/federate` response run with no store lock held.
