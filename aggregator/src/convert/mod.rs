@@ -215,9 +215,10 @@ struct Scratch {
 #[derive(Default)]
 struct PointScratch {
     attrs: AttrLabels,
-    /// The point's label set (borrowing `attrs` and the request; see `recycle`).
+    /// Kept empty between points: the allocation of a point's label set,
+    /// which borrows `attrs` and the request while in use (see `recycle`).
     base: Vec<(&'static str, &'static str)>,
-    /// `base` plus `le` or `quantile`.
+    /// The same for `base` plus `le` or `quantile`.
     extra: Vec<(&'static str, &'static str)>,
     /// A `quantile` value.
     text: Vec<u8>,
