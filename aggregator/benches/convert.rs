@@ -1,5 +1,6 @@
-//! Conversion of one 1,000-point OTLP request into the store (steady state:
-//! the series already exist, as after the first export of a collector).
+//! Decoding and conversion of one encoded 1,000-point OTLP request into the
+//! store, as ingest does it (steady state: the series already exist, as after
+//! the first export of a collector).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edgewatch_aggregator::convert::Converter;
@@ -112,14 +113,15 @@ fn bench(c: &mut Criterion) {
     let reg = prometheus::Registry::new();
     let store = Store::new(StoreOptions::default(), &reg);
     let conv = Converter::new(&reg);
-    let req = request();
-    let out = conv.ingest(&req, &store, 1);
-    assert_eq!(out.accepted_points, 1000);
+    let body = prost::Message::encode_to_vec(&request());
+    let ingest = |now_ms| {
+        let req = edgewatch_otlp::view::decode(&body).expect("valid request");
+        conv.ingest(req.request(), &store, now_ms)
+    };
+    assert_eq!(ingest(1).accepted_points, 1000);
     let mut g = c.benchmark_group("convert");
     g.throughput(Throughput::Elements(1000));
-    g.bench_function("ingest_1000_points", |b| {
-        b.iter(|| conv.ingest(&req, &store, 2))
-    });
+    g.bench_function("ingest_1000_points", |b| b.iter(|| ingest(2)));
     g.finish();
 }
 

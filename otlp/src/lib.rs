@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod http;
 pub mod server;
 pub mod shallow;
+pub mod view;
 
 use bytes::Bytes;
 use std::future::Future;

@@ -55,7 +55,12 @@ pub fn decode_shallow(body: Bytes) -> Result<(ShallowRequest, u64), ExportError>
 const RECURSION_LIMIT: u32 = 100;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Msg {
+pub(crate) enum Msg {
+    /// `ExportMetricsServiceRequest`.
+    Request,
+    ResourceMetrics,
+    Resource,
+    EntityRef,
     ScopeMetrics,
     Scope,
     Metric,
@@ -76,7 +81,7 @@ enum Msg {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Gauge,
     Sum,
     Histogram,
@@ -85,8 +90,12 @@ enum Kind {
 }
 
 impl Msg {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
+            Msg::Request => "ExportMetricsServiceRequest",
+            Msg::ResourceMetrics => "ResourceMetrics",
+            Msg::Resource => "Resource",
+            Msg::EntityRef => "EntityRef",
             Msg::ScopeMetrics => "ScopeMetrics",
             Msg::Scope => "InstrumentationScope",
             Msg::Metric => "Metric",
@@ -139,6 +148,14 @@ enum Field {
 fn field(m: Msg, tag: u32) -> Option<Field> {
     use Field::{Blob, Fixed64, Fixed64s, Str, Varint, Varints};
     Some(match (m, tag) {
+        (Msg::Request, 1) => Field::Msg(Msg::ResourceMetrics),
+        (Msg::ResourceMetrics, 1) => Field::Msg(Msg::Resource),
+        (Msg::ResourceMetrics, 2) => Field::Msg(Msg::ScopeMetrics),
+        (Msg::ResourceMetrics, 3) => Str,
+        (Msg::Resource, 1) => Field::Msg(Msg::KeyValue),
+        (Msg::Resource, 2) => Varint,
+        (Msg::Resource, 3) => Field::Msg(Msg::EntityRef),
+        (Msg::EntityRef, 1..=4) => Str,
         (Msg::ScopeMetrics, 1) => Field::Msg(Msg::Scope),
         (Msg::ScopeMetrics, 2) => Field::Msg(Msg::Metric),
         (Msg::ScopeMetrics, 3) => Str,
@@ -200,19 +217,40 @@ fn field(m: Msg, tag: u32) -> Option<Field> {
 /// oneof, the last variant seen counts; a repeated variant merges).
 /// Errors name the path: `Metric field 5: Gauge field 1: … : reason`.
 pub fn check_scope(b: &[u8], level: u32) -> Result<u64, String> {
-    walk(b, Msg::ScopeMetrics, level).map_err(|e| format!("ScopeMetrics {e}"))
+    walk(b, Msg::ScopeMetrics, level, &mut false).map_err(|e| format!("ScopeMetrics {e}"))
 }
 
-fn walk(b: &[u8], m: Msg, level: u32) -> Result<u64, String> {
+/// A singular message field (or a message variant of a oneof): prost merges
+/// its occurrences when it appears more than once in one message.
+fn singular(m: Msg, tag: u32) -> bool {
+    matches!(
+        (m, tag),
+        (Msg::ResourceMetrics | Msg::ScopeMetrics, 1)
+            | (Msg::Metric, 5 | 7 | 9 | 10 | 11)
+            | (Msg::KeyValue, 2)
+            | (Msg::AnyValue, 5 | 6)
+    )
+}
+
+/// Walks message `m` (checking it as [`check_scope`] does) and returns its
+/// data point count; sets `merges` when a [`singular`] field appears twice in
+/// one message (prost would merge the occurrences).
+pub(crate) fn walk(b: &[u8], m: Msg, level: u32, merges: &mut bool) -> Result<u64, String> {
     let mut tag = 0;
-    walk_fields(b, m, level, &mut tag).map_err(|e| match tag {
+    walk_fields(b, m, level, &mut tag, merges).map_err(|e| match tag {
         0 => e,
         t => format!("field {t}: {e}"),
     })
 }
 
 /// The fields of one message; `at` is the field being read (for errors).
-fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32) -> Result<u64, String> {
+fn walk_fields(
+    b: &[u8],
+    m: Msg,
+    level: u32,
+    at: &mut u32,
+    merges: &mut bool,
+) -> Result<u64, String> {
     if level > RECURSION_LIMIT {
         return Err("recursion limit reached".into());
     }
@@ -220,6 +258,8 @@ fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32) -> Result<u64, String
     let mut points = 0u64;
     // Metric: (tag of the data variant, its points).
     let mut data = (0u32, 0u64);
+    // Tags (all below 32) of the singular message fields seen so far.
+    let mut seen = 0u32;
     while r.pos < b.len() {
         *at = 0;
         let (tag, wt) = r.key()?;
@@ -285,10 +325,14 @@ fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32) -> Result<u64, String
                 if wt != LEN {
                     return wrong();
                 }
-                let n = walk(r.delimited()?, sub, level + 1)
+                if singular(m, tag) {
+                    *merges |= seen & (1 << tag) != 0;
+                    seen |= 1 << tag;
+                }
+                let n = walk(r.delimited()?, sub, level + 1, merges)
                     .map_err(|e| format!("{} {e}", sub.name()))?;
                 match m {
-                    Msg::ScopeMetrics => points += n,
+                    Msg::Request | Msg::ResourceMetrics | Msg::ScopeMetrics => points += n,
                     Msg::Metric if matches!(sub, Msg::Data(_)) => {
                         if data.0 == tag {
                             data.1 += n;
@@ -305,20 +349,21 @@ fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32) -> Result<u64, String
     Ok(if m == Msg::Metric { data.1 } else { points })
 }
 
-const VARINT: u8 = 0;
-const I64: u8 = 1;
-const LEN: u8 = 2;
+pub(crate) const VARINT: u8 = 0;
+pub(crate) const I64: u8 = 1;
+pub(crate) const LEN: u8 = 2;
 const START_GROUP: u8 = 3;
 const END_GROUP: u8 = 4;
 const I32: u8 = 5;
 
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+#[derive(Clone)]
+pub(crate) struct Reader<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self
             .pos
             .checked_add(n)
@@ -330,7 +375,7 @@ impl<'a> Reader<'a> {
     }
 
     /// prost's varint: at most 10 bytes, the 10th at most 1.
-    fn varint(&mut self) -> Result<u64, String> {
+    pub(crate) fn varint(&mut self) -> Result<u64, String> {
         let mut v = 0u64;
         for i in 0..10 {
             let &byte = self.b.get(self.pos).ok_or("buffer underflow")?;
@@ -346,12 +391,12 @@ impl<'a> Reader<'a> {
         Err("invalid varint".into())
     }
 
-    fn delimited(&mut self) -> Result<&'a [u8], String> {
+    pub(crate) fn delimited(&mut self) -> Result<&'a [u8], String> {
         let len = self.varint()?;
         self.take(usize::try_from(len).map_err(|_| "buffer underflow")?)
     }
 
-    fn key(&mut self) -> Result<(u32, u8), String> {
+    pub(crate) fn key(&mut self) -> Result<(u32, u8), String> {
         let k = self.varint()?;
         if k > u64::from(u32::MAX) {
             return Err(format!("invalid key value: {k}"));
@@ -369,7 +414,7 @@ impl<'a> Reader<'a> {
 
     /// Skips an unknown field (prost's `skip_field`).
     /// `level`: of the message the field is in (prost counts from there).
-    fn skip(&mut self, tag: u32, wt: u8, level: u32) -> Result<(), String> {
+    pub(crate) fn skip(&mut self, tag: u32, wt: u8, level: u32) -> Result<(), String> {
         if level >= RECURSION_LIMIT {
             return Err("recursion limit reached".into());
         }

@@ -4,93 +4,137 @@
 //! `Infinity`, `-Infinity`), bytes in standard base64, arrays and maps as JSON
 //! (bytes inside as base64 strings, an empty value as `null`), empty → `""`.
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::AnyValue;
+use edgewatch_otlp::view::AnyValueView;
+use std::io::Write;
 
-pub fn any_value_string(v: Option<&AnyValue>) -> String {
-    match v.and_then(|v| v.value.as_ref()) {
-        None => String::new(),
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::DoubleValue(d)) => double_string(*d),
-        Some(Value::BytesValue(b)) => base64(b),
-        Some(v @ (Value::ArrayValue(_) | Value::KvlistValue(_))) => json(Some(v)).to_string(),
+/// Appends the label value of an attribute value to `out`.
+pub fn write_any_value(out: &mut Vec<u8>, v: Option<AnyValueView<'_>>) {
+    match v {
+        None => {}
+        Some(AnyValueView::String(s)) => out.extend_from_slice(s.as_bytes()),
+        Some(AnyValueView::Bool(b)) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        // Writing to a Vec cannot fail.
+        Some(AnyValueView::Int(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(AnyValueView::Double(d)) => write_double(out, d),
+        Some(AnyValueView::Bytes(b)) => base64(out, b),
+        // Arrays and maps as labels are rare: these build a JSON value (allocating).
+        Some(v @ (AnyValueView::Array(_) | AnyValueView::Kvlist(_))) => {
+            let _ = serde_json::to_writer(out, &json(Some(v)));
+        }
         // An index into a profiles string table: meaningless without it.
-        Some(Value::StringValueStrindex(_)) => String::new(),
+        Some(AnyValueView::StringStrindex(_)) => {}
     }
 }
 
-fn double_string(d: f64) -> String {
+fn write_double(out: &mut Vec<u8>, d: f64) {
     if d.is_nan() {
-        "NaN".into()
+        out.extend_from_slice(b"NaN");
     } else if d == f64::INFINITY {
-        "Infinity".into()
+        out.extend_from_slice(b"Infinity");
     } else if d == f64::NEG_INFINITY {
-        "-Infinity".into()
+        out.extend_from_slice(b"-Infinity");
     } else {
         // Rust's Display never uses an exponent: like Go's FormatFloat(d, 'f', -1).
-        d.to_string()
+        let _ = write!(out, "{d}");
     }
 }
 
-fn json(v: Option<&Value>) -> serde_json::Value {
+fn json(v: Option<AnyValueView<'_>>) -> serde_json::Value {
     use serde_json::Value as J;
     match v {
         None => J::Null,
-        Some(Value::StringValue(s)) => J::String(s.clone()),
-        Some(Value::BoolValue(b)) => J::Bool(*b),
-        Some(Value::IntValue(i)) => J::from(*i),
-        Some(Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+        Some(AnyValueView::String(s)) => J::String(s.to_owned()),
+        Some(AnyValueView::Bool(b)) => J::Bool(b),
+        Some(AnyValueView::Int(i)) => J::from(i),
+        Some(AnyValueView::Double(d)) => serde_json::Number::from_f64(d)
             .map(J::Number)
-            .unwrap_or_else(|| J::String(double_string(*d))),
-        Some(Value::BytesValue(b)) => J::String(base64(b)),
-        Some(Value::ArrayValue(a)) => {
-            J::Array(a.values.iter().map(|x| json(x.value.as_ref())).collect())
+            .unwrap_or_else(|| {
+                let mut s = Vec::new();
+                write_double(&mut s, d);
+                J::String(String::from_utf8_lossy(&s).into_owned())
+            }),
+        Some(AnyValueView::Bytes(b)) => {
+            let mut s = Vec::new();
+            base64(&mut s, b);
+            J::String(String::from_utf8_lossy(&s).into_owned())
         }
-        Some(Value::KvlistValue(kv)) => J::Object(
-            kv.values
-                .iter()
-                .map(|x| {
-                    (
-                        x.key.clone(),
-                        json(x.value.as_ref().and_then(|v| v.value.as_ref())),
-                    )
-                })
+        Some(AnyValueView::Array(a)) => J::Array(a.values().map(json).collect()),
+        Some(AnyValueView::Kvlist(kv)) => J::Object(
+            kv.values()
+                .map(|x| (x.key().to_owned(), json(x.value())))
                 .collect(),
         ),
-        Some(Value::StringValueStrindex(_)) => J::Null,
+        Some(AnyValueView::StringStrindex(_)) => J::Null,
     }
 }
 
-/// Standard base64 with padding (RFC 4648 §4).
-pub fn base64(data: &[u8]) -> String {
+/// Standard base64 with padding (RFC 4648 §4), appended to `out`.
+pub fn base64(out: &mut Vec<u8>, data: &[u8]) {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
         let n = (c[0] as u32) << 16
             | (*c.get(1).unwrap_or(&0) as u32) << 8
             | *c.get(2).unwrap_or(&0) as u32;
-        out.push(A[(n >> 18) as usize & 63] as char);
-        out.push(A[(n >> 12) as usize & 63] as char);
+        out.push(A[(n >> 18) as usize & 63]);
+        out.push(A[(n >> 12) as usize & 63]);
         out.push(if c.len() > 1 {
-            A[(n >> 6) as usize & 63] as char
+            A[(n >> 6) as usize & 63]
         } else {
-            '='
+            b'='
         });
         out.push(if c.len() > 2 {
-            A[n as usize & 63] as char
+            A[n as usize & 63]
         } else {
-            '='
+            b'='
         });
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValue, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
+
+    /// The label value of `v` read through the request view, as ingest reads it.
+    fn any_value_string(v: Option<&AnyValue>) -> String {
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::metrics::v1::{
+            metric::Data, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint {
+                                attributes: vec![KeyValue {
+                                    key: "k".into(),
+                                    value: v.cloned(),
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            }],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = prost::Message::encode_to_vec(&req);
+        let decoded = edgewatch_otlp::view::decode(&body).unwrap();
+        let rm = decoded.request().resource_metrics().next().unwrap();
+        let m = rm.scope_metrics().next().unwrap().metrics().next().unwrap();
+        let p = m.data().unwrap().view().number_points().next().unwrap();
+        let kv = p.attributes.clone().next().unwrap();
+        let mut out = Vec::new();
+        write_any_value(&mut out, kv.value());
+        String::from_utf8(out).unwrap()
+    }
 
     fn av(v: Value) -> AnyValue {
         AnyValue { value: Some(v) }
@@ -152,7 +196,9 @@ mod tests {
             ("fooba", "Zm9vYmE="),
             ("foobar", "Zm9vYmFy"),
         ] {
-            assert_eq!(base64(i.as_bytes()), o);
+            let mut out = Vec::new();
+            base64(&mut out, i.as_bytes());
+            assert_eq!(out, o.as_bytes());
         }
     }
 }

@@ -19,6 +19,7 @@
 //!   minute), so the state is bounded by the series seen in that window.
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
@@ -49,8 +50,9 @@ impl Acc {
     }
 }
 
-/// The cumulative histogram state after adding a delta point.
-#[derive(Debug, Clone, PartialEq)]
+/// A histogram's totals: the delta going in, the cumulative state coming out
+/// of [`DeltaState::add_hist`] (the caller keeps one and reuses its buffer).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HistTotals {
     /// Per-bucket (non-cumulative) counts, `bounds.len() + 1` long, or empty.
     pub counts: Vec<u64>,
@@ -58,17 +60,65 @@ pub struct HistTotals {
     pub count: u64,
 }
 
-pub(crate) struct DeltaState {
-    shards: Vec<Mutex<HashMap<String, Acc>>>,
-    staleness_ms: i64,
-    last_expire_ms: AtomicI64,
+/// A series identity as a sequence of byte strings: the state is looked up
+/// by it without building the key, which is stored only for a new entry.
+pub(crate) trait DeltaKey {
+    fn parts(&self, f: &mut dyn FnMut(&[u8]));
 }
 
-fn shard(key: &str) -> usize {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    let h =
-        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key);
-    (h as usize) % SHARDS
+impl DeltaKey for str {
+    fn parts(&self, f: &mut dyn FnMut(&[u8])) {
+        f(self.as_bytes());
+    }
+}
+
+/// Name and label pairs, separated by bytes that cannot occur in sanitised
+/// names (`\xff` is not valid UTF-8, so a `\u{1}` / `\u{0}` pair is used).
+pub(crate) struct SeriesKey<'a> {
+    pub name: &'a str,
+    pub labels: &'a [(&'a str, &'a str)],
+}
+
+impl DeltaKey for SeriesKey<'_> {
+    fn parts(&self, f: &mut dyn FnMut(&[u8])) {
+        f(self.name.as_bytes());
+        for (k, v) in self.labels {
+            f(b"\0");
+            f(k.as_bytes());
+            f(b"\x01");
+            f(v.as_bytes());
+        }
+    }
+}
+
+/// SipHash is fed byte strings as one stream, however they are split.
+fn hash_of<K: DeltaKey + ?Sized>(k: &K) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    k.parts(&mut |p| h.write(p));
+    h.finish()
+}
+
+fn key_eq<K: DeltaKey + ?Sized>(stored: &[u8], k: &K) -> bool {
+    let mut rest = Some(stored);
+    k.parts(&mut |p| {
+        rest = rest.and_then(|r| r.strip_prefix(p));
+    });
+    rest.is_some_and(|r| r.is_empty())
+}
+
+fn owned<K: DeltaKey + ?Sized>(k: &K) -> Box<[u8]> {
+    let mut v = Vec::new();
+    k.parts(&mut |p| v.extend_from_slice(p));
+    v.into_boxed_slice()
+}
+
+/// Entries by the hash of their key; the rare colliding keys share a bucket.
+type Shard = HashMap<u64, Vec<(Box<[u8]>, Acc)>>;
+
+pub(crate) struct DeltaState {
+    shards: Vec<Mutex<Shard>>,
+    staleness_ms: i64,
+    last_expire_ms: AtomicI64,
 }
 
 impl DeltaState {
@@ -80,93 +130,111 @@ impl DeltaState {
         }
     }
 
-    fn lock(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<String, Acc>> {
-        self.shards[shard(key)]
+    /// Runs `f` on the entry of `key` (`None` when absent); an entry `f`
+    /// returns is stored, replacing the held one.
+    fn update<K: DeltaKey + ?Sized, R>(
+        &self,
+        key: &K,
+        f: impl FnOnce(Option<&mut Acc>) -> (R, Option<Acc>),
+    ) -> R {
+        let h = hash_of(key);
+        let mut m = self.shards[(h % SHARDS as u64) as usize]
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|e| e.into_inner());
+        let bucket = m.entry(h).or_default();
+        let i = bucket.iter().position(|(k, _)| key_eq(k, key));
+        let (r, new) = f(i.map(|i| &mut bucket[i].1));
+        match (new, i) {
+            (Some(acc), Some(i)) => bucket[i].1 = acc,
+            (Some(acc), None) => bucket.push((owned(key), acc)),
+            (None, _) => {}
+        }
+        r
     }
 
     /// Adds a delta sum; returns the cumulative value, or `None` when the
     /// point is not newer than the last one accumulated.
-    pub(crate) fn add_sum(&self, key: &str, delta: f64, time_ns: u64, now_ms: i64) -> Option<f64> {
-        let mut m = self.lock(key);
-        match m.get_mut(key) {
+    pub(crate) fn add_sum<K: DeltaKey + ?Sized>(
+        &self,
+        key: &K,
+        delta: f64,
+        time_ns: u64,
+        now_ms: i64,
+    ) -> Option<f64> {
+        self.update(key, |a| match a {
             Some(Acc::Sum {
                 value,
                 last_ns,
                 seen_ms,
             }) => {
                 if time_ns <= *last_ns {
-                    return None;
+                    return (None, None);
                 }
                 *value += delta;
                 *last_ns = time_ns;
                 *seen_ms = now_ms;
-                Some(*value)
+                (Some(*value), None)
             }
-            _ => {
-                m.insert(
-                    key.to_owned(),
-                    Acc::Sum {
-                        value: delta,
-                        last_ns: time_ns,
-                        seen_ms: now_ms,
-                    },
-                );
-                Some(delta)
-            }
-        }
+            _ => (
+                Some(delta),
+                Some(Acc::Sum {
+                    value: delta,
+                    last_ns: time_ns,
+                    seen_ms: now_ms,
+                }),
+            ),
+        })
     }
 
-    /// Adds a delta histogram (per-bucket counts, not cumulative).
-    pub(crate) fn add_hist(
+    /// Adds a delta histogram (per-bucket counts, not cumulative) held in
+    /// `totals`, which then holds the cumulative totals; false (and `totals`
+    /// unchanged) when the point is not newer than the last one accumulated.
+    pub(crate) fn add_hist<K: DeltaKey + ?Sized>(
         &self,
-        key: &str,
+        key: &K,
         bounds: &[f64],
-        delta: HistTotals,
+        totals: &mut HistTotals,
         time_ns: u64,
         now_ms: i64,
-    ) -> Option<HistTotals> {
-        let mut m = self.lock(key);
-        if let Some(Acc::Hist {
-            bounds: b,
-            counts: c,
-            sum: s,
-            count: n,
-            last_ns,
-            seen_ms,
-        }) = m.get_mut(key)
-        {
-            if time_ns <= *last_ns {
-                return None;
-            }
-            if b.as_slice() == bounds && c.len() == delta.counts.len() {
-                for (acc, d) in c.iter_mut().zip(&delta.counts) {
-                    *acc = acc.saturating_add(*d);
+    ) -> bool {
+        self.update(key, |a| {
+            if let Some(Acc::Hist {
+                bounds: b,
+                counts: c,
+                sum: s,
+                count: n,
+                last_ns,
+                seen_ms,
+            }) = a
+            {
+                if time_ns <= *last_ns {
+                    return (false, None);
                 }
-                *s += delta.sum;
-                *n = n.saturating_add(delta.count);
-                *last_ns = time_ns;
-                *seen_ms = now_ms;
-                return Some(HistTotals {
-                    counts: c.clone(),
-                    sum: *s,
-                    count: *n,
-                });
+                if b.as_slice() == bounds && c.len() == totals.counts.len() {
+                    for (acc, d) in c.iter_mut().zip(&totals.counts) {
+                        *acc = acc.saturating_add(*d);
+                    }
+                    *s += totals.sum;
+                    *n = n.saturating_add(totals.count);
+                    *last_ns = time_ns;
+                    *seen_ms = now_ms;
+                    totals.counts.clear();
+                    totals.counts.extend_from_slice(c);
+                    totals.sum = *s;
+                    totals.count = *n;
+                    return (true, None);
+                }
             }
-        }
-        m.insert(
-            key.to_owned(),
-            Acc::Hist {
+            let acc = Acc::Hist {
                 bounds: bounds.to_vec(),
-                counts: delta.counts.clone(),
-                sum: delta.sum,
-                count: delta.count,
+                counts: totals.counts.clone(),
+                sum: totals.sum,
+                count: totals.count,
                 last_ns: time_ns,
                 seen_ms: now_ms,
-            },
-        );
-        Some(delta)
+            };
+            (true, Some(acc))
+        })
     }
 
     /// Forgets series not updated for the staleness period; runs at most once
@@ -191,9 +259,12 @@ impl DeltaState {
         let mut removed = 0;
         for s in &self.shards {
             let mut m = s.lock().unwrap_or_else(|e| e.into_inner());
-            let before = m.len();
-            m.retain(|_, a| a.seen_ms() >= cutoff);
-            removed += before - m.len();
+            m.retain(|_, bucket| {
+                let before = bucket.len();
+                bucket.retain(|(_, a)| a.seen_ms() >= cutoff);
+                removed += before - bucket.len();
+                !bucket.is_empty()
+            });
         }
         removed
     }
@@ -201,7 +272,10 @@ impl DeltaState {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| {
+                let m = s.lock().unwrap_or_else(|e| e.into_inner());
+                m.values().map(Vec::len).sum::<usize>()
+            })
             .sum()
     }
 }
@@ -229,33 +303,40 @@ mod tests {
         }
     }
 
+    /// `add_hist` as a function of its input totals.
+    fn add_hist(
+        d: &DeltaState,
+        key: &str,
+        bounds: &[f64],
+        mut t: HistTotals,
+        time_ns: u64,
+        now_ms: i64,
+    ) -> Option<HistTotals> {
+        d.add_hist(key, bounds, &mut t, time_ns, now_ms)
+            .then_some(t)
+    }
+
     #[test]
     fn hist_accumulates_and_resets_on_new_bounds() {
         let d = DeltaState::new(1000);
-        let t = d
-            .add_hist("h", &[1.0, 2.0], ht(&[1, 2, 3], 10.0, 6), 1, 0)
-            .unwrap();
+        let t = add_hist(&d, "h", &[1.0, 2.0], ht(&[1, 2, 3], 10.0, 6), 1, 0).unwrap();
         assert_eq!(t.counts, vec![1, 2, 3]);
-        let t = d
-            .add_hist("h", &[1.0, 2.0], ht(&[1, 0, 1], 2.0, 2), 2, 0)
-            .unwrap();
+        let t = add_hist(&d, "h", &[1.0, 2.0], ht(&[1, 0, 1], 2.0, 2), 2, 0).unwrap();
         assert_eq!((t.counts, t.sum, t.count), (vec![2, 2, 4], 12.0, 8));
-        assert!(d
-            .add_hist("h", &[1.0, 2.0], ht(&[1, 0, 1], 2.0, 2), 2, 0)
-            .is_none());
-        let t = d
-            .add_hist(
-                "h",
-                &[5.0],
-                HistTotals {
-                    counts: vec![1, 1],
-                    sum: 3.0,
-                    count: 2,
-                },
-                3,
-                0,
-            )
-            .unwrap();
+        assert!(add_hist(&d, "h", &[1.0, 2.0], ht(&[1, 0, 1], 2.0, 2), 2, 0).is_none());
+        let t = add_hist(
+            &d,
+            "h",
+            &[5.0],
+            HistTotals {
+                counts: vec![1, 1],
+                sum: 3.0,
+                count: 2,
+            },
+            3,
+            0,
+        )
+        .unwrap();
         assert_eq!(
             (t.counts, t.sum, t.count),
             (vec![1, 1], 3.0, 2),

@@ -41,22 +41,27 @@
 
 pub mod attrs;
 pub mod delta;
+mod labels;
 pub mod names;
+mod target;
 
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, AggregationTemporality, HistogramDataPoint, Metric,
-    NumberDataPoint, SummaryDataPoint,
+use edgewatch_otlp::view::{
+    Data, HistogramPoint, MetricView, NumberPoint, NumberValue, RequestView, SummaryPoint,
 };
+use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 
-use crate::expose::format::go_float_string;
+use crate::expose::format::write_go_float;
 use crate::store::{FamilyId, MetricType, Store, STALE_NAN};
-use attrs::any_value_string;
-use delta::DeltaState;
+use delta::{DeltaState, HistTotals, SeriesKey};
+use labels::{at, push, recycle, set, with, AttrLabels, Few, LeCache};
 use names::NameKind;
+use target::{write_target_info, Target};
 
 /// The InstrumentationScope name the collector's Prometheus scrape receiver
 /// sets on metrics it scraped.
@@ -66,16 +71,12 @@ pub const SCRAPE_SCOPE: &str = "edgewatch.scrape";
 /// store as Prometheus' stale NaN so the series stops being served at once.
 const FLAG_NO_RECORDED_VALUE: u32 = 1;
 
-/// Resource attributes turned into labels of every series (not target_info).
-const PROMOTED: &[&str] = &[
-    "service.name",
-    "service.namespace",
-    "service.instance.id",
-    "k8s.cluster.name",
-    "k8s.node.name",
-    "model.name",
-    "model.version",
-];
+/// Metric names kept before the cache is emptied (it holds one entry per
+/// metric name, unit and kind seen; a leak of names must not grow it forever).
+const NAME_CACHE_MAX: usize = 100_000;
+
+/// Scratch buffers kept for reuse (one per concurrent ingest).
+const SCRATCH_POOL_MAX: usize = 16;
 
 /// What one request produced. Points with the `NO_RECORDED_VALUE` flag are
 /// counted as accepted (they are valid; they just carry no sample).
@@ -115,23 +116,120 @@ impl DropReason {
 /// state; `Send + Sync`.
 pub struct Converter {
     delta: DeltaState,
+    names: RwLock<NameCache>,
+    scratch: Mutex<Vec<Scratch>>,
     points: prometheus::IntCounter,
     dropped: prometheus::IntCounterVec,
     out_of_order: prometheus::IntCounter,
 }
 
-type Labels = Vec<(String, String)>;
+/// The Prometheus names of an OTLP metric, worked out once per metric name,
+/// unit and kind rather than per request.
+struct MetricNames {
+    otlp_name: Box<str>,
+    otlp_unit: Box<str>,
+    kind: NameKind,
+    scraped: bool,
+    /// `None` when nothing valid is left of the name.
+    name: Option<String>,
+    unit: String,
+    bucket: String,
+    sum: String,
+    count: String,
+}
 
-/// Per-resource context.
-struct Target {
-    /// job, instance, cluster, node (non-empty only).
-    labels: Labels,
-    /// The same for scraped-origin series: job is `service.name` alone (the
-    /// scrape job name the receiver put there).
-    scraped_labels: Labels,
-    /// `model`, `model_version` from the collector's model enrichment: added only
-    /// where the series has no label of that name (Triton's own `model` wins).
-    defaults: Labels,
+impl MetricNames {
+    fn new(otlp_name: &str, otlp_unit: &str, kind: NameKind, scraped: bool) -> Self {
+        let (name, unit) = if scraped {
+            (names::scraped_metric_name(otlp_name), String::new())
+        } else {
+            let (main, per) = names::unit_words(otlp_unit);
+            let unit = match (main.is_empty(), per.is_empty()) {
+                (false, false) => format!("{main}_per_{per}"),
+                (false, true) => main,
+                (true, false) => format!("per_{per}"),
+                (true, true) => String::new(),
+            };
+            (names::metric_name(otlp_name, otlp_unit, kind), unit)
+        };
+        let suffixed = |s: &str| {
+            name.as_deref()
+                .map(|n| format!("{n}{s}"))
+                .unwrap_or_default()
+        };
+        MetricNames {
+            otlp_name: otlp_name.into(),
+            otlp_unit: otlp_unit.into(),
+            kind,
+            scraped,
+            bucket: suffixed("_bucket"),
+            sum: suffixed("_sum"),
+            count: suffixed("_count"),
+            name,
+            unit,
+        }
+    }
+
+    fn is(&self, name: &str, unit: &str, kind: NameKind, scraped: bool) -> bool {
+        &*self.otlp_name == name
+            && &*self.otlp_unit == unit
+            && self.kind == kind
+            && self.scraped == scraped
+    }
+}
+
+/// [`MetricNames`] by a hash of what they are made from: looked up without
+/// building a key.
+#[derive(Default)]
+struct NameCache {
+    by_hash: HashMap<u64, Vec<Arc<MetricNames>>>,
+    len: usize,
+}
+
+impl NameCache {
+    fn get(
+        &self,
+        h: u64,
+        name: &str,
+        unit: &str,
+        kind: NameKind,
+        scraped: bool,
+    ) -> Option<Arc<MetricNames>> {
+        self.by_hash
+            .get(&h)?
+            .iter()
+            .find(|n| n.is(name, unit, kind, scraped))
+            .cloned()
+    }
+}
+
+/// Buffers reused from request to request.
+#[derive(Default)]
+struct Scratch {
+    /// Target label values of the current resource.
+    resource: Vec<u8>,
+    point: PointScratch,
+}
+
+/// Buffers reused from point to point.
+#[derive(Default)]
+struct PointScratch {
+    attrs: AttrLabels,
+    /// Kept empty between points: the allocation of a point's label set,
+    /// which borrows `attrs` and the request while in use (see `recycle`).
+    base: Vec<(&'static str, &'static str)>,
+    /// The same for `base` plus `le` or `quantile`.
+    extra: Vec<(&'static str, &'static str)>,
+    /// A `quantile` value.
+    text: Vec<u8>,
+    bounds: Vec<f64>,
+    counts: Vec<u64>,
+    hist: HistTotals,
+    les: LeCache,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Per-request counters.
@@ -193,6 +291,8 @@ impl Converter {
         }
         Self {
             delta: DeltaState::new(staleness.as_millis().min(i64::MAX as u128) as i64),
+            names: RwLock::new(NameCache::default()),
+            scratch: Mutex::new(Vec::new()),
             points,
             dropped,
             out_of_order,
@@ -205,54 +305,48 @@ impl Converter {
     }
 
     /// Converts one request into store writes.
-    pub fn ingest(
-        &self,
-        req: &ExportMetricsServiceRequest,
-        store: &Store,
-        now_ms: i64,
-    ) -> IngestOutcome {
+    pub fn ingest(&self, req: RequestView<'_>, store: &Store, now_ms: i64) -> IngestOutcome {
         self.delta.maybe_expire(now_ms);
+        let mut scratch = lock(&self.scratch).pop().unwrap_or_default();
+        let Scratch { resource, point } = &mut scratch;
         let mut t = Tally::default();
-        for rm in &req.resource_metrics {
-            let res_attrs: &[KeyValue] = rm
-                .resource
-                .as_ref()
-                .map(|r| &r.attributes[..])
-                .unwrap_or(&[]);
-            let target = target_of(res_attrs);
+        for rm in req.resource_metrics() {
+            let target = Target::of(rm, resource);
             let mut native = false;
-            for sm in &rm.scope_metrics {
-                let scope = sm.scope.as_ref();
-                let scope_name = scope.map(|s| s.name.as_str()).unwrap_or("");
+            for sm in rm.scope_metrics() {
+                let scope_name = sm.scope_name();
                 let scraped = scope_name == SCRAPE_SCOPE;
-                let mut scope_labels: Labels = Vec::new();
-                if !scraped {
-                    native |= !sm.metrics.is_empty();
-                    if !scope_name.is_empty() {
-                        scope_labels.push(("otel_scope_name".into(), scope_name.into()));
-                    }
-                    let v = scope.map(|s| s.version.as_str()).unwrap_or("");
-                    if !v.is_empty() {
-                        scope_labels.push(("otel_scope_version".into(), v.into()));
-                    }
-                }
+                let scope_labels: Few<'_, 2> = if scraped {
+                    Few::non_empty([])
+                } else {
+                    native |= sm.metrics().next().is_some();
+                    Few::non_empty([
+                        ("otel_scope_name", scope_name),
+                        ("otel_scope_version", sm.scope_version()),
+                    ])
+                };
                 let ctx = Ctx {
                     store,
-                    out_of_order: std::cell::Cell::new(0),
+                    out_of_order: Cell::new(0),
                     now_ms,
                     scraped,
-                    scope_labels: &scope_labels,
+                    scope_labels: scope_labels.as_slice(),
                     target: &target,
                 };
-                for m in &sm.metrics {
-                    self.metric(&ctx, m, &mut t);
+                for m in sm.metrics() {
+                    self.metric(&ctx, m, &mut t, point);
                 }
                 self.out_of_order.inc_by(ctx.out_of_order.get());
             }
             if native {
-                write_target_info(store, res_attrs, &target, now_ms);
+                write_target_info(store, rm, &target, now_ms, point);
             }
         }
+        let mut pool = lock(&self.scratch);
+        if pool.len() < SCRATCH_POOL_MAX {
+            pool.push(scratch);
+        }
+        drop(pool);
         self.points.inc_by(t.accepted);
         let mut dropped = 0;
         for (r, n) in &t.dropped {
@@ -265,16 +359,35 @@ impl Converter {
         }
     }
 
-    fn metric(&self, ctx: &Ctx<'_>, m: &Metric, t: &mut Tally) {
-        let Some(data) = &m.data else { return };
-        let npoints = match data {
-            Data::Gauge(g) => g.data_points.len(),
-            Data::Sum(s) => s.data_points.len(),
-            Data::Histogram(h) => h.data_points.len(),
-            Data::ExponentialHistogram(h) => h.data_points.len(),
-            Data::Summary(s) => s.data_points.len(),
-        } as u64;
-        if m.name.is_empty() {
+    fn names(&self, name: &str, unit: &str, kind: NameKind, scraped: bool) -> Arc<MetricNames> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (name, unit, kind, scraped).hash(&mut h);
+        let h = h.finish();
+        let cache = &self.names;
+        if let Some(n) = cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(h, name, unit, kind, scraped)
+        {
+            return n;
+        }
+        let mut c = cache.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.get(h, name, unit, kind, scraped) {
+            return n;
+        }
+        if c.len >= NAME_CACHE_MAX {
+            *c = NameCache::default();
+        }
+        let n = Arc::new(MetricNames::new(name, unit, kind, scraped));
+        c.by_hash.entry(h).or_default().push(n.clone());
+        c.len += 1;
+        n
+    }
+
+    fn metric(&self, ctx: &Ctx<'_>, m: MetricView<'_>, t: &mut Tally, s: &mut PointScratch) {
+        let Some(data) = m.data() else { return };
+        let npoints = data.view().point_count() as u64;
+        if m.name().is_empty() {
             t.drop(DropReason::EmptyName, npoints);
             return;
         }
@@ -282,17 +395,17 @@ impl Converter {
         let (mtype, kind, delta) = match data {
             Data::Gauge(_) => (MetricType::Gauge, NameKind::Gauge, false),
             Data::Sum(s) => {
-                let delta = match temporality(s.aggregation_temporality) {
+                let delta = match temporality(s.aggregation_temporality()) {
                     Some(d) => d,
                     None => return t.drop(DropReason::UnspecifiedTemporality, npoints),
                 };
-                if s.is_monotonic {
+                if s.is_monotonic() {
                     (MetricType::Counter, NameKind::Counter, delta)
                 } else {
                     (MetricType::Gauge, NameKind::Other, delta)
                 }
             }
-            Data::Histogram(h) => match temporality(h.aggregation_temporality) {
+            Data::Histogram(h) => match temporality(h.aggregation_temporality()) {
                 Some(d) => (MetricType::Histogram, NameKind::Other, d),
                 None => return t.drop(DropReason::UnspecifiedTemporality, npoints),
             },
@@ -301,213 +414,210 @@ impl Converter {
                 return t.drop(DropReason::ExponentialHistogram, npoints);
             }
         };
-        let (name, unit) = if ctx.scraped {
-            (names::scraped_metric_name(&m.name), String::new())
-        } else {
-            let (main, per) = names::unit_words(&m.unit);
-            let unit = match (main.is_empty(), per.is_empty()) {
-                (false, false) => format!("{main}_per_{per}"),
-                (false, true) => main,
-                (true, false) => format!("per_{per}"),
-                (true, true) => String::new(),
-            };
-            (names::metric_name(&m.name, &m.unit, kind), unit)
-        };
-        let Some(name) = name else {
+        let names = self.names(m.name(), m.unit(), kind, ctx.scraped);
+        let Some(name) = names.name.as_deref() else {
             return t.drop(DropReason::InvalidName, npoints);
         };
-        let fam = ctx.store.family(&name, mtype, &m.description, &unit);
+        let fam = ctx.store.family(name, mtype, m.description(), &names.unit);
         match data {
-            Data::Gauge(g) => {
-                for p in &g.data_points {
-                    self.number(ctx, fam, &name, p, false, t);
-                }
-            }
-            Data::Sum(s) => {
-                for p in &s.data_points {
-                    self.number(ctx, fam, &name, p, delta, t);
+            Data::Gauge(d) | Data::Sum(d) => {
+                for p in d.number_points() {
+                    self.number(ctx, fam, name, p, delta, t, s);
                 }
             }
             Data::Histogram(h) => {
-                for p in &h.data_points {
-                    self.histogram(ctx, fam, &name, p, delta, t);
+                for p in h.histogram_points() {
+                    self.histogram(ctx, fam, &names, p, delta, t, s);
                 }
             }
-            Data::Summary(s) => {
-                for p in &s.data_points {
-                    self.summary(ctx, fam, &name, p, t);
+            Data::Summary(d) => {
+                for p in d.summary_points() {
+                    summary(ctx, fam, &names, p, t, s);
                 }
             }
             Data::ExponentialHistogram(_) => {}
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn number(
         &self,
         ctx: &Ctx<'_>,
         fam: FamilyId,
         name: &str,
-        p: &NumberDataPoint,
+        p: NumberPoint<'_>,
         delta: bool,
         t: &mut Tally,
+        s: &mut PointScratch,
     ) {
-        if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
-            let attrs = ctx.point_labels(&p.attributes);
-            ctx.end(
-                fam,
-                name,
-                &ctx.merge(&attrs, None),
-                ctx.ts(p.time_unix_nano),
-            );
-            t.accepted += 1;
-            return;
-        }
+        let marker = p.flags & FLAG_NO_RECORDED_VALUE != 0;
         let v = match p.value {
-            Some(number_data_point::Value::AsDouble(d)) => d,
-            Some(number_data_point::Value::AsInt(i)) => i as f64,
+            _ if marker => STALE_NAN,
+            Some(NumberValue::Double(d)) => d,
+            Some(NumberValue::Int(i)) => i as f64,
             None => return t.drop(DropReason::MissingValue, 1),
         };
-        let attrs = ctx.point_labels(&p.attributes);
-        let labels = ctx.merge(&attrs, None);
+        s.attrs.build(p.attributes, ctx.scraped);
+        let mut base = recycle(std::mem::take(&mut s.base));
+        ctx.merge(&s.attrs, &mut base);
         let ts = ctx.ts(p.time_unix_nano);
-        let v = if delta {
-            let key = series_key(name, &labels);
-            match self
-                .delta
+        let v = if delta && !marker {
+            let key = SeriesKey {
+                name,
+                labels: &base,
+            };
+            self.delta
                 .add_sum(&key, v, ctx.time_ns(p.time_unix_nano), ctx.now_ms)
-            {
-                Some(v) => v,
-                None => return t.drop(DropReason::DeltaOutOfOrder, 1),
-            }
         } else {
-            v
+            Some(v)
         };
-        ctx.write(fam, name, &labels, v, ts, ctx.now_ms);
-        t.accepted += 1;
+        match v {
+            Some(v) => {
+                ctx.write(fam, name, &base, v, ts);
+                t.accepted += 1;
+            }
+            None => t.drop(DropReason::DeltaOutOfOrder, 1),
+        }
+        s.base = recycle(base);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn histogram(
         &self,
         ctx: &Ctx<'_>,
         fam: FamilyId,
-        name: &str,
-        p: &HistogramDataPoint,
+        n: &MetricNames,
+        p: HistogramPoint<'_>,
         delta: bool,
         t: &mut Tally,
+        s: &mut PointScratch,
     ) {
-        if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
+        let PointScratch {
+            attrs,
+            base: base_buf,
+            extra,
+            bounds,
+            counts,
+            hist,
+            les,
+            ..
+        } = s;
+        let name = n.name.as_deref().unwrap_or_default();
+        bounds.clear();
+        bounds.extend(p.explicit_bounds.map(f64::from_bits));
+        let marker = p.flags & FLAG_NO_RECORDED_VALUE != 0;
+        if !marker {
+            counts.clear();
+            counts.extend(p.bucket_counts);
+            let valid = (counts.is_empty() || counts.len() == bounds.len() + 1)
+                && bounds.iter().all(|b| !b.is_nan())
+                && bounds.windows(2).all(|w| w[0] < w[1]);
+            if !valid {
+                return t.drop(DropReason::InvalidHistogram, 1);
+            }
+        }
+        attrs.build(p.attributes, ctx.scraped);
+        let mut base = recycle(std::mem::take(base_buf));
+        ctx.merge(attrs, &mut base);
+        let ts = ctx.ts(p.time_unix_nano);
+        let mut lab = recycle(std::mem::take(extra));
+        if marker {
             // A stale marker names its bounds, so every bucket series can be ended.
-            let attrs = ctx.point_labels(&p.attributes);
-            let ts = ctx.ts(p.time_unix_nano);
-            let bucket = format!("{name}_bucket");
-            let les = p
-                .explicit_bounds
-                .iter()
-                .filter(|b| b.is_finite())
-                .map(|b| go_float_string(*b));
-            for le in les.chain(std::iter::once("+Inf".to_string())) {
-                ctx.end(fam, &bucket, &ctx.merge(&attrs, Some(("le", &le))), ts);
-            }
-            ctx.end_sum_count(fam, name, &ctx.merge(&attrs, None), ts);
-            t.accepted += 1;
-            return;
-        }
-        let bounds = &p.explicit_bounds;
-        let valid = (p.bucket_counts.is_empty() || p.bucket_counts.len() == bounds.len() + 1)
-            && bounds.iter().all(|b| !b.is_nan())
-            && bounds.windows(2).all(|w| w[0] < w[1]);
-        if !valid {
-            return t.drop(DropReason::InvalidHistogram, 1);
-        }
-        let attrs = ctx.point_labels(&p.attributes);
-        let base = ctx.merge(&attrs, None);
-        let ts = ctx.ts(p.time_unix_nano);
-        let (counts, sum, count) = if delta {
-            let key = series_key(name, &base);
-            let d = delta::HistTotals {
-                counts: p.bucket_counts.clone(),
-                sum: p.sum.unwrap_or(0.0),
-                count: p.count,
-            };
-            match self
-                .delta
-                .add_hist(&key, bounds, d, ctx.time_ns(p.time_unix_nano), ctx.now_ms)
-            {
-                Some(h) => (h.counts, p.sum.map(|_| h.sum), h.count),
-                None => return t.drop(DropReason::DeltaOutOfOrder, 1),
-            }
-        } else {
-            (p.bucket_counts.clone(), p.sum, p.count)
-        };
-        let bucket = format!("{name}_bucket");
-        let mut cum: u64 = 0;
-        if !counts.is_empty() {
-            for (i, b) in bounds.iter().enumerate() {
-                cum = cum.saturating_add(counts[i]);
-                if *b == f64::INFINITY {
-                    continue; // the +Inf bucket is written below from the count
+            for (b, le) in bounds.iter().zip(les.les(bounds)) {
+                if b.is_finite() {
+                    with(&mut lab, &base, "le", le);
+                    ctx.write(fam, &n.bucket, &lab, STALE_NAN, ts);
                 }
-                let le = go_float_string(*b);
-                let labels = ctx.merge(&attrs, Some(("le", &le)));
-                ctx.write(fam, &bucket, &labels, cum as f64, ts, ctx.now_ms);
             }
-        }
-        let labels = ctx.merge(&attrs, Some(("le", "+Inf")));
-        ctx.write(fam, &bucket, &labels, count as f64, ts, ctx.now_ms);
-        if let Some(sum) = sum {
-            ctx.write(fam, &format!("{name}_sum"), &base, sum, ts, ctx.now_ms);
-        }
-        ctx.write(
-            fam,
-            &format!("{name}_count"),
-            &base,
-            count as f64,
-            ts,
-            ctx.now_ms,
-        );
-        t.accepted += 1;
-    }
-
-    fn summary(
-        &self,
-        ctx: &Ctx<'_>,
-        fam: FamilyId,
-        name: &str,
-        p: &SummaryDataPoint,
-        t: &mut Tally,
-    ) {
-        if p.flags & FLAG_NO_RECORDED_VALUE != 0 {
-            // Quantile series not named in the marker go stale with the store's
-            // staleness period instead.
-            let attrs = ctx.point_labels(&p.attributes);
-            let ts = ctx.ts(p.time_unix_nano);
-            for q in &p.quantile_values {
-                let qs = go_float_string(q.quantile);
-                ctx.end(fam, name, &ctx.merge(&attrs, Some(("quantile", &qs))), ts);
-            }
-            ctx.end_sum_count(fam, name, &ctx.merge(&attrs, None), ts);
+            with(&mut lab, &base, "le", "+Inf");
+            ctx.write(fam, &n.bucket, &lab, STALE_NAN, ts);
+            ctx.sum_count(fam, n, &base, Some(STALE_NAN), STALE_NAN, ts);
             t.accepted += 1;
-            return;
+        } else {
+            let totals = if delta {
+                hist.counts.clear();
+                hist.counts.extend_from_slice(counts);
+                hist.sum = p.sum.unwrap_or(0.0);
+                hist.count = p.count;
+                let key = SeriesKey {
+                    name,
+                    labels: &base,
+                };
+                self.delta
+                    .add_hist(
+                        &key,
+                        bounds,
+                        hist,
+                        ctx.time_ns(p.time_unix_nano),
+                        ctx.now_ms,
+                    )
+                    .then_some((&hist.counts[..], p.sum.map(|_| hist.sum), hist.count))
+            } else {
+                Some((&counts[..], p.sum, p.count))
+            };
+            match totals {
+                Some((counts, sum, count)) => {
+                    let mut cum: u64 = 0;
+                    if !counts.is_empty() {
+                        for ((b, c), le) in bounds.iter().zip(counts).zip(les.les(bounds)) {
+                            cum = cum.saturating_add(*c);
+                            if *b == f64::INFINITY {
+                                continue; // the +Inf bucket is written below from the count
+                            }
+                            with(&mut lab, &base, "le", le);
+                            ctx.write(fam, &n.bucket, &lab, cum as f64, ts);
+                        }
+                    }
+                    with(&mut lab, &base, "le", "+Inf");
+                    ctx.write(fam, &n.bucket, &lab, count as f64, ts);
+                    ctx.sum_count(fam, n, &base, sum, count as f64, ts);
+                    t.accepted += 1;
+                }
+                None => t.drop(DropReason::DeltaOutOfOrder, 1),
+            }
         }
-        let attrs = ctx.point_labels(&p.attributes);
-        let base = ctx.merge(&attrs, None);
-        let ts = ctx.ts(p.time_unix_nano);
-        for q in &p.quantile_values {
-            let qs = go_float_string(q.quantile);
-            let labels = ctx.merge(&attrs, Some(("quantile", &qs)));
-            ctx.write(fam, name, &labels, q.value, ts, ctx.now_ms);
-        }
-        ctx.write(fam, &format!("{name}_sum"), &base, p.sum, ts, ctx.now_ms);
+        *extra = recycle(lab);
+        *base_buf = recycle(base);
+    }
+}
+
+fn summary(
+    ctx: &Ctx<'_>,
+    fam: FamilyId,
+    n: &MetricNames,
+    p: SummaryPoint<'_>,
+    t: &mut Tally,
+    s: &mut PointScratch,
+) {
+    let name = n.name.as_deref().unwrap_or_default();
+    let marker = p.flags & FLAG_NO_RECORDED_VALUE != 0;
+    s.attrs.build(p.attributes, ctx.scraped);
+    let mut base = recycle(std::mem::take(&mut s.base));
+    ctx.merge(&s.attrs, &mut base);
+    let ts = ctx.ts(p.time_unix_nano);
+    // Without the marker's quantiles their series go stale with the store's
+    // staleness period instead.
+    for q in p.quantile_values {
+        s.text.clear();
+        let qs = push(&mut s.text, |t| write_go_float(t, q.quantile));
+        let mut lab = recycle(std::mem::take(&mut s.extra));
+        with(&mut lab, &base, "quantile", at(&s.text, qs));
         ctx.write(
             fam,
-            &format!("{name}_count"),
-            &base,
-            p.count as f64,
+            name,
+            &lab,
+            if marker { STALE_NAN } else { q.value },
             ts,
-            ctx.now_ms,
         );
-        t.accepted += 1;
+        s.extra = recycle(lab);
     }
+    if marker {
+        ctx.sum_count(fam, n, &base, Some(STALE_NAN), STALE_NAN, ts);
+    } else {
+        ctx.sum_count(fam, n, &base, Some(p.sum), p.count as f64, ts);
+    }
+    t.accepted += 1;
+    s.base = recycle(base);
 }
 
 /// `Some(true)` for delta, `Some(false)` for cumulative, `None` unspecified.
@@ -522,35 +632,33 @@ fn temporality(t: i32) -> Option<bool> {
 struct Ctx<'a> {
     store: &'a Store,
     /// Samples the store ignored as older than the one it holds.
-    out_of_order: std::cell::Cell<u64>,
+    out_of_order: Cell<u64>,
     now_ms: i64,
     scraped: bool,
-    scope_labels: &'a Labels,
-    target: &'a Target,
+    scope_labels: &'a [(&'a str, &'a str)],
+    target: &'a Target<'a>,
 }
 
 impl Ctx<'_> {
-    /// Ends a series with a stale marker.
-    fn end(&self, fam: FamilyId, name: &str, labels: &[(&str, &str)], ts: i64) {
-        self.write(fam, name, labels, STALE_NAN, ts, self.now_ms);
-    }
-
-    fn end_sum_count(&self, fam: FamilyId, name: &str, base: &[(&str, &str)], ts: i64) {
-        for suffix in ["_sum", "_count"] {
-            self.end(fam, &format!("{name}{suffix}"), base, ts);
-        }
-    }
-
-    fn write(
+    /// Writes `_sum` (when there is one) and `_count`.
+    fn sum_count(
         &self,
         fam: FamilyId,
-        name: &str,
-        labels: &[(&str, &str)],
-        value: f64,
+        n: &MetricNames,
+        base: &[(&str, &str)],
+        sum: Option<f64>,
+        count: f64,
         ts: i64,
-        now_ms: i64,
     ) {
-        if self.store.write(fam, name, labels, value, ts, now_ms)
+        if let Some(sum) = sum {
+            self.write(fam, &n.sum, base, sum, ts);
+        }
+        self.write(fam, &n.count, base, count, ts);
+    }
+
+    /// Writes a sample; a stale marker ends the series.
+    fn write(&self, fam: FamilyId, name: &str, labels: &[(&str, &str)], value: f64, ts: i64) {
+        if self.store.write(fam, name, labels, value, ts, self.now_ms)
             == crate::store::WriteOutcome::OutOfOrder
         {
             self.out_of_order.set(self.out_of_order.get() + 1);
@@ -573,179 +681,22 @@ impl Ctx<'_> {
         }
     }
 
-    fn point_labels(&self, attrs: &[KeyValue]) -> Labels {
-        if self.scraped {
-            let mut out = sanitized(attrs, names::scraped_label_name);
-            for (k, _) in out.iter_mut() {
-                if matches!(k.as_str(), "job" | "instance" | "cluster" | "node") {
-                    k.insert_str(0, "exported_");
-                }
-            }
-            // An `exported_x` may now collide with a scraped `exported_x`;
-            // Prometheus would prefix again; keep it simple: join like OTLP.
-            join_collisions(out)
+    /// Final label set into `out` (sorted by name, unique names, no empty
+    /// values): model defaults < attributes < scope labels < target labels.
+    fn merge<'x>(&'x self, attrs: &'x AttrLabels, out: &mut Vec<(&'x str, &'x str)>) {
+        out.extend(attrs.pairs());
+        for &(k, v) in self.target.defaults.as_slice() {
+            set(out, k, v, false);
+        }
+        let target = if self.scraped {
+            &self.target.scraped_labels
         } else {
-            sanitized(attrs, names::label_name)
+            &self.target.labels
+        };
+        for &(k, v) in self.scope_labels.iter().chain(target.as_slice()) {
+            set(out, k, v, true);
         }
     }
-
-    /// Final label set (sorted by name, unique names, no empty values):
-    /// model defaults < attributes < scope labels < target labels < `extra`
-    /// (`le`/`quantile`).
-    fn merge<'s>(
-        &'s self,
-        attrs: &'s Labels,
-        extra: Option<(&'s str, &'s str)>,
-    ) -> Vec<(&'s str, &'s str)> {
-        let mut v: Vec<(&str, &str)> = Vec::with_capacity(
-            attrs.len() + self.scope_labels.len() + self.target.labels.len() + 1,
-        );
-        let pairs = self
-            .target
-            .defaults
-            .iter()
-            .chain(attrs.iter())
-            .chain(self.scope_labels.iter())
-            .chain(if self.scraped {
-                self.target.scraped_labels.iter()
-            } else {
-                self.target.labels.iter()
-            })
-            .map(|(k, v)| (k.as_str(), v.as_str()));
-        v.extend(pairs);
-        v.extend(extra);
-        v.retain(|(_, val)| !val.is_empty());
-        v.sort_by(|a, b| a.0.cmp(b.0)); // stable: later sources stay later
-        let mut out: Vec<(&str, &str)> = Vec::with_capacity(v.len());
-        for p in v {
-            match out.last_mut() {
-                Some(last) if last.0 == p.0 => *last = p,
-                _ => out.push(p),
-            }
-        }
-        out
-    }
-}
-
-/// Sanitises attribute keys with `f`, stringifies values, drops empty values
-/// and joins the values of keys that collide after sanitising with `;`, in
-/// the order of the original keys.
-fn sanitized(attrs: &[KeyValue], f: fn(&str) -> Option<String>) -> Labels {
-    let mut v: Vec<(&str, String, String)> = attrs
-        .iter()
-        .filter_map(|kv| {
-            let val = any_value_string(kv.value.as_ref());
-            if val.is_empty() {
-                return None;
-            }
-            f(&kv.key).map(|k| (kv.key.as_str(), k, val))
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(b.0));
-    join_collisions(v.into_iter().map(|(_, k, val)| (k, val)).collect())
-}
-
-/// Joins values of equal keys with `;` (input order), result sorted by key.
-fn join_collisions(v: Labels) -> Labels {
-    let mut out: Labels = Vec::with_capacity(v.len());
-    for (k, val) in v {
-        match out.iter_mut().find(|(ok, _)| *ok == k) {
-            Some((_, ov)) => {
-                ov.push(';');
-                ov.push_str(&val);
-            }
-            None => out.push((k, val)),
-        }
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-/// The identity of a series for the delta state: name and label pairs,
-/// separated by bytes that cannot occur in sanitised names (`\xff` is not
-/// valid UTF-8, so a `\u{1}` / `\u{0}` pair is used).
-fn series_key(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut k = String::with_capacity(
-        name.len()
-            + labels
-                .iter()
-                .map(|(a, b)| a.len() + b.len() + 2)
-                .sum::<usize>(),
-    );
-    k.push_str(name);
-    for (a, b) in labels {
-        k.push('\u{0}');
-        k.push_str(a);
-        k.push('\u{1}');
-        k.push_str(b);
-    }
-    k
-}
-
-fn attr(attrs: &[KeyValue], key: &str) -> String {
-    attrs
-        .iter()
-        .rev() // the last occurrence of a duplicated key wins
-        .find(|kv| kv.key == key)
-        .map(|kv| any_value_string(kv.value.as_ref()))
-        .unwrap_or_default()
-}
-
-fn target_of(res: &[KeyValue]) -> Target {
-    let name = attr(res, "service.name");
-    let ns = attr(res, "service.namespace");
-    let job = if !ns.is_empty() && !name.is_empty() {
-        format!("{ns}/{name}")
-    } else {
-        name
-    };
-    let build = |job: String| -> Labels {
-        [
-            ("job", job),
-            ("instance", attr(res, "service.instance.id")),
-            ("cluster", attr(res, "k8s.cluster.name")),
-            ("node", attr(res, "k8s.node.name")),
-        ]
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    };
-    let defaults = [
-        ("model", attr(res, "model.name")),
-        ("model_version", attr(res, "model.version")),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    Target {
-        labels: build(job),
-        scraped_labels: build(attr(res, "service.name")),
-        defaults,
-    }
-}
-
-/// `target_info{job, instance, cluster, node, <other resource attributes>} 1`,
-/// only when the resource has attributes beyond the promoted ones.
-fn write_target_info(store: &Store, res: &[KeyValue], target: &Target, now_ms: i64) {
-    let rest: Vec<KeyValue> = res
-        .iter()
-        .filter(|kv| !PROMOTED.contains(&kv.key.as_str()))
-        .cloned()
-        .collect();
-    let mut labels = sanitized(&rest, names::label_name);
-    if labels.is_empty() {
-        return;
-    }
-    labels.retain(|(k, _)| !target.labels.iter().any(|(t, _)| t == k));
-    labels.extend(target.labels.iter().cloned());
-    let refs: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let fam = store.family("target_info", MetricType::Gauge, "Target metadata", "");
-    store.write(fam, "target_info", &refs, 1.0, now_ms, now_ms);
 }
 
 #[cfg(test)]

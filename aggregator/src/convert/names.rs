@@ -5,7 +5,7 @@
 //! opentelemetry-collector-contrib pkg/translator/prometheus).
 
 /// How a metric is exposed, as far as naming cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NameKind {
     /// A monotonic sum → counter (gets `_total`).
     Counter,
@@ -147,30 +147,31 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> Option<String> {
     }
 }
 
-/// Sanitises an attribute key into a Prometheus label name: invalid
-/// characters → `_`, repeated `_` collapsed, a leading digit gets `key_`.
-/// The result never starts with `__` (that prefix is reserved for
-/// Prometheus-internal labels such as `__name__`; an attribute must not be
-/// able to produce one). `None` when nothing valid is left.
-pub fn label_name(key: &str) -> Option<String> {
-    let mut out = String::with_capacity(key.len() + 4);
+/// Sanitises an attribute key into a Prometheus label name, appended to
+/// `out`: invalid characters → `_`, repeated `_` collapsed, a leading digit
+/// gets `key_`. The result never starts with `__` (that prefix is reserved
+/// for Prometheus-internal labels such as `__name__`; an attribute must not be
+/// able to produce one). False (nothing appended) when nothing valid is left.
+pub fn label_name_into(key: &str, out: &mut Vec<u8>) -> bool {
+    // Every run of other bytes (a multi-byte character included) is one `_`,
+    // so the name is empty or all `_` exactly when no byte is alphanumeric.
+    if !key.bytes().any(|b| b.is_ascii_alphanumeric()) {
+        return false;
+    }
+    if key.starts_with(|c: char| c.is_ascii_digit()) {
+        out.extend_from_slice(b"key_");
+    }
     let mut prev_us = false;
-    for c in key.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() {
+            out.push(b);
             prev_us = false;
         } else if !prev_us {
-            out.push('_');
+            out.push(b'_');
             prev_us = true;
         }
     }
-    if out.chars().all(|c| c == '_') {
-        return None;
-    }
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert_str(0, "key_");
-    }
-    Some(out)
+    true
 }
 
 /// Metric name of a scraped-origin series: kept as is when Prometheus'
@@ -196,32 +197,40 @@ pub fn scraped_metric_name(name: &str) -> Option<String> {
     Some(out)
 }
 
-/// Label name of a scraped-origin series: as is when valid
-/// (`[a-zA-Z_][a-zA-Z0-9_]*`), invalid characters → `_` otherwise.
-pub fn scraped_label_name(name: &str) -> Option<String> {
+/// Label name of a scraped-origin series, appended to `out`: as is when
+/// valid (`[a-zA-Z_][a-zA-Z0-9_]*`), each invalid character → `_` otherwise.
+/// False (nothing appended) for an empty name and `__name__`.
+pub fn scraped_label_name_into(name: &str, out: &mut Vec<u8>) -> bool {
     if name.is_empty() || name == "__name__" {
-        return None;
+        return false;
     }
-    let mut out: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push(b'_');
     }
-    Some(out)
+    for c in name.chars() {
+        out.push(if c.is_ascii_alphanumeric() || c == '_' {
+            c as u8
+        } else {
+            b'_'
+        });
+    }
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use NameKind::*;
+
+    fn label_name(key: &str) -> Option<String> {
+        let mut out = Vec::new();
+        label_name_into(key, &mut out).then(|| String::from_utf8(out).unwrap())
+    }
+
+    fn scraped_label_name(name: &str) -> Option<String> {
+        let mut out = Vec::new();
+        scraped_label_name_into(name, &mut out).then(|| String::from_utf8(out).unwrap())
+    }
 
     #[test]
     fn metric_names_spec_examples() {

@@ -1,8 +1,13 @@
 use super::*;
 use crate::expose::{render, Format};
 use crate::store::{Selector, StoreOptions};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope,
+};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, number_data_point, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::metrics::v1::{
     summary_data_point::ValueAtQuantile, ExponentialHistogram, ExponentialHistogramDataPoint,
@@ -144,8 +149,11 @@ fn env() -> Env {
 }
 
 impl Env {
+    /// Encodes `r` and converts it through the request view, as ingest does.
     fn ingest(&self, r: &ExportMetricsServiceRequest) -> IngestOutcome {
-        self.conv.ingest(r, &self.store, NOW)
+        let body = prost::Message::encode_to_vec(r);
+        let req = edgewatch_otlp::view::decode(&body).expect("a valid request");
+        self.conv.ingest(req.request(), &self.store, NOW)
     }
     fn dump(&self) -> String {
         let sel = self
@@ -762,4 +770,102 @@ fn model_enrichment_becomes_labels_unless_the_series_has_its_own() {
         !dump.contains("target_info"),
         "model attributes are labels, not target_info: {dump}"
     );
+}
+
+#[test]
+fn conversion_through_the_view_matches_prosts_decode_on_mutated_requests() {
+    use prost::Message;
+    use AggregationTemporality::*;
+    // Every kind of point, markers, deltas, odd attribute values.
+    let mut marker = np(1.0, T, vec![kv("m", "x")]);
+    marker.flags = FLAG_NO_RECORDED_VALUE;
+    let attrs = vec![
+        kv("a.b", "1"),
+        kv("a_b", "2"),
+        kv("job", "j"),
+        KeyValue {
+            key: "n".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(7)),
+            }),
+            ..Default::default()
+        },
+    ];
+    let summary = metric(
+        "rpc",
+        "ms",
+        Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint {
+                attributes: attrs.clone(),
+                time_unix_nano: T,
+                count: 3,
+                sum: 2.0,
+                quantile_values: vec![ValueAtQuantile {
+                    quantile: 0.5,
+                    value: 1.0,
+                }],
+                ..Default::default()
+            }],
+        }),
+    );
+    let metrics = vec![
+        gauge("g", "1", vec![np(1.0, T, attrs.clone()), marker]),
+        sum("c", "s", true, Cumulative, vec![np(2.0, T, attrs.clone())]),
+        sum("d", "", true, Delta, vec![np(3.0, T, attrs.clone())]),
+        hist("h", Delta, vec![hp(T, &[0.5, 1.0], &[1, 2, 3], 4.0)]),
+        summary,
+    ];
+    let mut r = req_with(resource(), "lib", "1", metrics.clone());
+    r.resource_metrics[0].scope_metrics.push(ScopeMetrics {
+        scope: Some(InstrumentationScope {
+            name: SCRAPE_SCOPE.into(),
+            ..Default::default()
+        }),
+        metrics,
+        ..Default::default()
+    });
+    r.resource_metrics[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("host.arch", "arm64"));
+    let base = r.encode_to_vec();
+    let convert = |body: &[u8]| {
+        let e = env();
+        let req = edgewatch_otlp::view::decode(body).expect("accepted");
+        let out = e.conv.ingest(req.request(), &e.store, NOW);
+        (out, e.dump())
+    };
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut accepted = 0;
+    for _ in 0..3000 {
+        let mut b = base.clone();
+        for _ in 0..1 + next() % 2 {
+            let i = (next() % b.len() as u64) as usize;
+            match next() % 3 {
+                0 => b[i] = next() as u8,
+                1 => b[i] ^= 1 << (next() % 8),
+                _ => {
+                    b.remove(i);
+                }
+            }
+        }
+        let Ok(decoded) = ExportMetricsServiceRequest::decode(&b[..]) else {
+            continue;
+        };
+        accepted += 1;
+        assert_eq!(
+            convert(&b),
+            convert(&decoded.encode_to_vec()),
+            "conversion of {b:?}"
+        );
+    }
+    assert!(accepted > 300, "{accepted}");
 }

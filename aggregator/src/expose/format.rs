@@ -111,13 +111,6 @@ pub fn write_go_float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
-/// A float as the text format writes it (used for `le`/`quantile` values).
-pub fn go_float_string(f: f64) -> String {
-    let mut v = Vec::with_capacity(24);
-    write_go_float(&mut v, f);
-    String::from_utf8(v).unwrap_or_default()
-}
-
 /// OpenMetrics float (expfmt `writeOpenMetricsFloat`): like Go 'g' but an
 /// integral value gets `.0`.
 pub fn write_om_float(out: &mut Vec<u8>, f: f64) {

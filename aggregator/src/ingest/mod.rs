@@ -7,9 +7,8 @@ use crate::convert::Converter;
 use crate::store::Store;
 use bytes::Bytes;
 use dedup::SeqWindow;
-use edgewatch_otlp::{
-    BatchInfo, ExportContext, ExportError, ExportMetricsServiceRequest, ExportOutcome, MetricsSink,
-};
+use edgewatch_otlp::view::{self, RequestView};
+use edgewatch_otlp::{BatchInfo, ExportContext, ExportError, ExportOutcome, MetricsSink};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -98,7 +97,7 @@ impl IngestSink {
         })
     }
 
-    fn ingest(&self, req: &ExportMetricsServiceRequest) {
+    fn ingest(&self, req: RequestView<'_>) {
         let outcome = self
             .inner
             .converter
@@ -121,7 +120,7 @@ impl IngestSink {
         let mut errors = Vec::new();
         for (i, len) in info.entry_lens.iter().enumerate() {
             let seq = info.first_seq + i as u64;
-            match edgewatch_otlp::decode_request(&body[offset..offset + len]) {
+            match view::decode(&body[offset..offset + len]) {
                 Ok(req) => decoded.push((seq, req)),
                 Err(e) => errors.push(format!("entry seq {seq}: {e}")),
             }
@@ -165,7 +164,7 @@ impl IngestSink {
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
         self.inner.duplicate_batches.inc_by(duplicates as u64);
         for (_, req) in &fresh {
-            self.ingest(req);
+            self.ingest(req.request());
         }
         drop(window);
         collector.turn.notify_all();
@@ -212,8 +211,8 @@ impl MetricsSink for IngestSink {
         let result = tokio::task::spawn_blocking(move || match &ctx.batch {
             Some(info) => this.ingest_batch(&body, info),
             None => {
-                let req = edgewatch_otlp::decode_request(&body)?;
-                this.ingest(&req);
+                let req = view::decode(&body)?;
+                this.ingest(req.request());
                 Ok(ExportOutcome::default())
             }
         })

@@ -26,20 +26,26 @@
 //!   a `/federate` render ever waits for the sweep, and ids stay valid for
 //!   anyone holding it shared.
 //! - `symbols`: looked up under a read lock; new strings need a short write.
+//!   A writer first compares its strings with its thread's previous key
+//!   (`memo.rs`) and looks up only those that differ; a collection of
+//!   symbols (under `gc` held exclusively) invalidates every memo.
 //! - shards: a write per sample on ingest; a read per shard during a select.
 //!   A select copies every string it needs into its own arena, so the sort and
 //!   the encoding of a large `/federate` response run with no store lock held.
 
 mod hash;
+mod memo;
 mod select;
 mod symbols;
 mod window;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
+
+use smallvec::SmallVec;
 
 pub(crate) use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
@@ -50,6 +56,8 @@ use window::{Ring, WindowState};
 pub use window::{SeriesSamples, SeriesView, WindowOptions, WindowScope};
 
 const SHARDS: usize = 256;
+
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Store configuration.
 #[derive(Debug, Clone)]
@@ -160,6 +168,10 @@ pub struct Store {
     series: AtomicUsize,
     /// Set when series were removed and their symbols not yet collected.
     gc_pending: AtomicBool,
+    /// Distinguishes stores, and collections of symbols (which invalidate
+    /// ids), for the per-thread symbol memo (`memo.rs`).
+    id: u64,
+    epoch: AtomicU64,
     series_gauge: prometheus::IntGauge,
     /// Window of recent samples (see [`Store::set_window`]); `window_on`
     /// is the lock-free fast path when it is off.
@@ -195,6 +207,8 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             series: AtomicUsize::new(0),
             gc_pending: AtomicBool::new(false),
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
             series_gauge,
             window: RwLock::new(WindowState::default()),
             window_on: AtomicBool::new(false),
@@ -263,26 +277,29 @@ impl Store {
         timestamp_ms: i64,
         now_ms: i64,
     ) -> WriteOutcome {
-        let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
-        sorted.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
-        sorted.sort_by(|a, b| a.0.cmp(b.0)); // stable: duplicates keep input order
-        dedup_keep_last(&mut sorted);
+        // Ingest passes label sets already in the store's order: used as they are.
+        let mut owned: LabelBuf<'_> = SmallVec::new();
+        let sorted = if in_key_order(labels) {
+            labels
+        } else {
+            owned.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
+            owned.sort_by(|a, b| a.0.cmp(b.0)); // stable: duplicates keep input order
+            dedup_keep_last(&mut owned);
+            &owned[..]
+        };
 
         let _gc = read(&self.gc);
-        let mut key: Vec<SymbolId> = Vec::with_capacity(1 + 2 * sorted.len());
+        let mut key: KeyBuf = SmallVec::new();
         let complete = {
-            let sym = read(&self.symbols);
-            let mut ok = true;
-            for s in std::iter::once(name).chain(sorted.iter().flat_map(|(k, v)| [*k, *v])) {
-                match sym.get(s) {
-                    Some(id) => key.push(id),
-                    None => {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            ok
+            // Taken only when the memo misses a string.
+            let mut sym = None;
+            memo::resolve(
+                self.id,
+                self.epoch.load(Ordering::Relaxed),
+                std::iter::once(name).chain(sorted.iter().flat_map(|(k, v)| [*k, *v])),
+                &mut key,
+                |s| sym.get_or_insert_with(|| read(&self.symbols)).get(s),
+            )
         };
         if !complete && is_stale_marker(value) {
             return WriteOutcome::Absent;
@@ -291,7 +308,7 @@ impl Store {
             key.clear();
             let mut sym = write(&self.symbols);
             key.push(sym.intern(name));
-            for (k, v) in &sorted {
+            for (k, v) in sorted {
                 key.push(sym.intern(k));
                 key.push(sym.intern(v));
             }
@@ -318,7 +335,7 @@ impl Store {
             return WriteOutcome::Updated;
         }
         let ring = if self.window_on.load(Ordering::Acquire)
-            && read(&self.window).wants_pairs(name, &sorted)
+            && read(&self.window).wants_pairs(name, sorted)
         {
             Some(Ring::new(timestamp_ms, value))
         } else {
@@ -326,7 +343,7 @@ impl Store {
         };
         read(&self.symbols).retain(&key);
         map.insert(
-            key.into_boxed_slice(),
+            Key::from(&key[..]),
             Slot {
                 value,
                 timestamp_ms,
@@ -343,7 +360,7 @@ impl Store {
     /// Removes one series now (e.g. an `ALERTS` series whose alert ended).
     /// `labels` as for [`Store::write`]. Returns whether it existed.
     pub fn delete(&self, name: &str, labels: &[(&str, &str)]) -> bool {
-        let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
+        let mut sorted: LabelBuf<'_> = SmallVec::new();
         sorted.extend(labels.iter().copied().filter(|(_, v)| !v.is_empty()));
         sorted.sort_by(|a, b| a.0.cmp(b.0));
         dedup_keep_last(&mut sorted);
@@ -405,6 +422,9 @@ impl Store {
                 self.gc_pending.store(false, Ordering::Relaxed);
                 let freed = write(&self.symbols).collect();
                 if freed > 0 {
+                    // Under the GC lock: no write is between reading the
+                    // epoch and using the ids it memoised.
+                    self.epoch.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(freed, "store: freed unused symbols");
                 }
             }
@@ -434,7 +454,17 @@ impl Store {
     }
 }
 
-fn dedup_keep_last(v: &mut Vec<(&str, &str)>) {
+/// Label pairs on the stack for the common label counts.
+type LabelBuf<'a> = SmallVec<[(&'a str, &'a str); 24]>;
+/// A series key being built: `1 + 2 * LabelBuf` ids.
+type KeyBuf = SmallVec<[SymbolId; 49]>;
+
+/// Sorted by name with unique names and no empty values: a key as it is.
+fn in_key_order(labels: &[(&str, &str)]) -> bool {
+    labels.windows(2).all(|w| w[0].0 < w[1].0) && labels.iter().all(|(_, v)| !v.is_empty())
+}
+
+fn dedup_keep_last(v: &mut LabelBuf<'_>) {
     let mut out = 0;
     for i in 0..v.len() {
         if out > 0 && v[out - 1].0 == v[i].0 {

@@ -303,3 +303,35 @@ fn staleness_counts_from_arrival_even_for_old_samples() {
         0
     );
 }
+
+#[test]
+fn symbol_ids_memoised_by_a_writer_do_not_outlive_their_collection() {
+    let st = store(10);
+    let f = st.family("up", MetricType::Gauge, "", "");
+    st.write(f, "up", &[("job", "a")], 1.0, 1000, 1000);
+    // The series goes, its symbols are freed; the next write of the same
+    // strings on this thread must not reuse the ids it saw before.
+    assert_eq!(st.sweep(100_000), 1);
+    assert_eq!(st.symbol_count(), 0);
+    let g = st.family("other", MetricType::Gauge, "", "");
+    let h = std::thread::spawn(move || {
+        // Another thread takes the freed ids for other strings first.
+        st.write(g, "other", &[("zone", "z")], 5.0, 100_000, 100_000);
+        st
+    });
+    let st = h.join().unwrap();
+    st.write(f, "up", &[("job", "a")], 2.0, 100_001, 100_001);
+    let r = all(&st.select(&sel(r#"{__name__=~".+"}"#), 100_001));
+    assert_eq!(
+        r,
+        vec![
+            (
+                "other".into(),
+                vec![("zone".into(), "z".into())],
+                5.0,
+                100_000
+            ),
+            ("up".into(), vec![("job".into(), "a".into())], 2.0, 100_001),
+        ]
+    );
+}
