@@ -186,10 +186,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let c = edgewatch_collector::start(&cfg, shutdown_on_signal())
                 .await
                 .context("starting the collector")?;
-            match footprint::release_startup_pages() {
-                Ok(n) => tracing::debug!(bytes = n, "released startup code pages"),
-                Err(e) => tracing::debug!(error = %e, "could not release startup code pages"),
-            }
+            tokio::spawn(footprint::release_code_pages_every(
+                std::time::Duration::from_secs(30),
+            ));
             c.wait().await?;
         }
         Command::Aggregator { config } => {

@@ -124,7 +124,7 @@ const MAX_RESPONSE: usize = 1 << 20;
 const MAX_BATCH_ENTRIES: usize = 4096;
 /// zstd level of forwarded batches. Level 1 sizes its tables for a 200 ms batch at
 /// ~100 KiB where level 3 takes ~800 KiB (kept for the collector's lifetime), and
-/// costs NN % more bytes on the wire (S1's batches).
+/// costs 2 % more bytes on the wire (S1's batches: 5.62 instead of 5.51 B/point).
 const ZSTD_LEVEL: i32 = 1;
 
 impl Forwarder {
