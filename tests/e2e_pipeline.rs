@@ -271,6 +271,14 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
         (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(())
     })
     .await;
+    // Batches go out zstd-compressed: loadgen's points take ~46 bytes each as OTLP
+    // protobuf, a few once compressed.
+    let sent_bytes = col.metric("edgewatch_forward_sent_bytes_total").await;
+    let sent_points = col.metric("edgewatch_forward_sent_points_total").await;
+    assert!(
+        sent_bytes > 0.0 && sent_bytes / sent_points < 20.0,
+        "{sent_bytes} bytes on the wire for {sent_points} points"
+    );
 
     // Every numbered point arrived once, in order per series: the newest value of each
     // series is its last sequence number and the store never saw an older sample
