@@ -14,6 +14,9 @@ pub mod server;
 pub mod shallow;
 pub mod view;
 
+#[cfg(test)]
+mod testutil;
+
 use bytes::Bytes;
 use std::future::Future;
 use std::net::SocketAddr;

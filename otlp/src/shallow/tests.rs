@@ -2,9 +2,10 @@
 //! count the same points, and re-encode to the same request.
 
 use super::*;
+use crate::testutil::{kv, s};
 use crate::{count_points, ExportMetricsServiceRequest};
 use opentelemetry_proto::tonic::common::v1::{
-    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
 };
 use opentelemetry_proto::tonic::metrics::v1::{
     exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
@@ -13,18 +14,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
     ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use prost::Message;
-
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
 
 /// A request with every kind of metric, exemplars and nested attribute values.
 fn request() -> ExportMetricsServiceRequest {
@@ -219,31 +208,8 @@ fn oneof_semantics_match_prost() {
 #[test]
 fn mutated_requests_get_prosts_verdict() {
     let base = request().encode_to_vec();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
     let (mut accepted, mut rejected) = (0, 0);
-    for _ in 0..20_000 {
-        let mut b = base.clone();
-        for _ in 0..1 + next() % 3 {
-            let i = (next() % b.len() as u64) as usize;
-            match next() % 5 {
-                0 => b[i] = next() as u8,
-                1 => b[i] ^= 1 << (next() % 8),
-                2 => b.insert(i, next() as u8),
-                3 => {
-                    b.remove(i);
-                }
-                _ => b.truncate(i),
-            }
-            if b.is_empty() {
-                break;
-            }
-        }
+    for b in crate::testutil::mutations(&base, 0x2545_f491_4f6c_dd1d, 20_000) {
         if agree(&b) {
             accepted += 1;
         } else {

@@ -3,6 +3,7 @@
 //! hand-made non-canonical and mutated requests.
 
 use super::*;
+use crate::testutil::{kv, s};
 use crate::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
@@ -15,18 +16,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use std::fmt::Write;
-
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
 
 /// Every kind of metric and attribute value, exemplars, optional fields.
 fn request() -> ExportMetricsServiceRequest {
@@ -611,31 +600,8 @@ fn merged_messages_are_read_as_prost_merges_them() {
 #[test]
 fn mutated_requests_get_prosts_verdict_and_reading() {
     let base = request().encode_to_vec();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
     let (mut accepted, mut rejected) = (0, 0);
-    for _ in 0..20_000 {
-        let mut b = base.clone();
-        for _ in 0..1 + next() % 3 {
-            let i = (next() % b.len() as u64) as usize;
-            match next() % 5 {
-                0 => b[i] = next() as u8,
-                1 => b[i] ^= 1 << (next() % 8),
-                2 => b.insert(i, next() as u8),
-                3 => {
-                    b.remove(i);
-                }
-                _ => b.truncate(i),
-            }
-            if b.is_empty() {
-                break;
-            }
-        }
+    for b in crate::testutil::mutations(&base, 0x9e37_79b9_7f4a_7c15, 20_000) {
         if agree(&b) {
             accepted += 1;
         } else {

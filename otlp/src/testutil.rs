@@ -1,0 +1,46 @@
+//! Helpers shared by the decoders' tests.
+
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+
+pub fn kv(k: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+pub fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+/// `n` copies of `base`, each with one to three random byte edits (set, flip a bit,
+/// insert, remove, truncate), reproducible from `seed` (xorshift).
+pub fn mutations(base: &[u8], seed: u64, n: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n).map(move |_| {
+        let mut b = base.to_vec();
+        for _ in 0..1 + next() % 3 {
+            let i = (next() % b.len() as u64) as usize;
+            match next() % 5 {
+                0 => b[i] = next() as u8,
+                1 => b[i] ^= 1 << (next() % 8),
+                2 => b.insert(i, next() as u8),
+                3 => {
+                    b.remove(i);
+                }
+                _ => b.truncate(i),
+            }
+            if b.is_empty() {
+                break;
+            }
+        }
+        b
+    })
+}
