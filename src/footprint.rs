@@ -3,11 +3,11 @@
 //! One binary serves every role, and its text is ~26 MB. The collector touches
 //! megabytes of it once (argument and config parsing, TLS and client setup, sled
 //! recovery, the first connection to the core) and never again, and the kernel maps
-//! code in 64 KiB runs around each fault, so a third of the collector's RSS under
-//! load was pages of code it no longer ran. So the collector tells the kernel, now
-//! and then, that it no longer needs the executable's read-only pages: they stay in
-//! the page cache, and those the steady state runs are mapped again on their next
-//! use (about a hundred minor faults, well under a millisecond).
+//! code in 64 KiB runs around each fault: releasing those pages took S1's peak RSS
+//! from 19.2 to 15.6 MiB. So the collector tells the kernel, now and then, that it
+//! no longer needs the executable's read-only pages: they stay in the page cache,
+//! and those the steady state runs are mapped again (minor faults) on their next
+//! use.
 
 /// Releases the executable's code pages now and after every `period`.
 pub async fn release_code_pages_every(period: std::time::Duration) {

@@ -95,8 +95,8 @@ where
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
                 // Responses are not compressed, whatever the client accepts: they are
-                // a few bytes, and a gzip encoder costs ~256 KiB of fresh memory per
-                // response (most of the collector's CPU at 10k points/s went there).
+                // a few bytes, and creating a gzip encoder per response was 9.5 % of the
+                // collector's CPU samples at 10k points/s.
                 // Frames up to twice the limit reach the codec, which checks the
                 // decompressed size; larger frames are refused by tonic before being
                 // buffered.

@@ -44,3 +44,33 @@ pub fn mutations(base: &[u8], seed: u64, n: usize) -> impl Iterator<Item = Vec<u
         b
     })
 }
+
+/// How many of `mutations(base, seed, n)` `accepts` accepts and rejects.
+pub fn verdicts(
+    base: &[u8],
+    seed: u64,
+    n: usize,
+    mut accepts: impl FnMut(&[u8]) -> bool,
+) -> (usize, usize) {
+    mutations(base, seed, n).fold(
+        (0, 0),
+        |(a, r), b| {
+            if accepts(&b) {
+                (a + 1, r)
+            } else {
+                (a, r + 1)
+            }
+        },
+    )
+}
+
+/// `bytes` with the first byte of `marker` replaced by 0xff, which no UTF-8
+/// string holds.
+pub fn break_utf8(mut bytes: Vec<u8>, marker: &[u8]) -> Vec<u8> {
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("marker in the encoding");
+    bytes[at] = 0xff;
+    bytes
+}

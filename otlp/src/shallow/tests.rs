@@ -2,7 +2,7 @@
 //! count the same points, and re-encode to the same request.
 
 use super::*;
-use crate::testutil::{kv, s};
+use crate::testutil::{break_utf8, kv, s, verdicts};
 use crate::{count_points, ExportMetricsServiceRequest};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
@@ -208,14 +208,7 @@ fn oneof_semantics_match_prost() {
 #[test]
 fn mutated_requests_get_prosts_verdict() {
     let base = request().encode_to_vec();
-    let (mut accepted, mut rejected) = (0, 0);
-    for b in crate::testutil::mutations(&base, 0x2545_f491_4f6c_dd1d, 20_000) {
-        if agree(&b) {
-            accepted += 1;
-        } else {
-            rejected += 1;
-        }
-    }
+    let (accepted, rejected) = verdicts(&base, 0x2545_f491_4f6c_dd1d, 20_000, agree);
     // Both verdicts were exercised.
     assert!(
         accepted > 1000 && rejected > 1000,
@@ -230,12 +223,7 @@ fn errors_name_the_path() {
     if let Some(Data::Gauge(g)) = &mut m.data {
         g.data_points[1].attributes[0].key = "BAD-KEY".into();
     }
-    let mut bytes = req.encode_to_vec();
-    let at = bytes
-        .windows(7)
-        .position(|w| w == b"BAD-KEY")
-        .expect("key in the encoding");
-    bytes[at] = 0xff;
+    let bytes = break_utf8(req.encode_to_vec(), b"BAD-KEY");
     let err = decode_shallow(Bytes::from(bytes)).unwrap_err().to_string();
     assert!(
         err.contains("ScopeMetrics field 2: Metric field 5: Gauge field 1: NumberDataPoint field 7: KeyValue field 1: invalid string value"),

@@ -3,7 +3,7 @@
 //! hand-made non-canonical and mutated requests.
 
 use super::*;
-use crate::testutil::{kv, s};
+use crate::testutil::{break_utf8, kv, s, verdicts};
 use crate::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
@@ -600,14 +600,7 @@ fn merged_messages_are_read_as_prost_merges_them() {
 #[test]
 fn mutated_requests_get_prosts_verdict_and_reading() {
     let base = request().encode_to_vec();
-    let (mut accepted, mut rejected) = (0, 0);
-    for b in crate::testutil::mutations(&base, 0x9e37_79b9_7f4a_7c15, 20_000) {
-        if agree(&b) {
-            accepted += 1;
-        } else {
-            rejected += 1;
-        }
-    }
+    let (accepted, rejected) = verdicts(&base, 0x9e37_79b9_7f4a_7c15, 20_000, agree);
     assert!(
         accepted > 1000 && rejected > 1000,
         "{accepted} / {rejected}"
@@ -621,12 +614,7 @@ fn errors_name_the_path() {
     if let Some(metric::Data::Gauge(g)) = &mut m.data {
         g.data_points[1].attributes[0].key = "BAD-KEY".into();
     }
-    let mut bytes = req.encode_to_vec();
-    let at = bytes
-        .windows(7)
-        .position(|w| w == b"BAD-KEY")
-        .expect("key in the encoding");
-    bytes[at] = 0xff;
+    let bytes = break_utf8(req.encode_to_vec(), b"BAD-KEY");
     let err = decode(&bytes).err().expect("rejected").to_string();
     assert!(
         err.contains("malformed ExportMetricsServiceRequest: ExportMetricsServiceRequest field 1: ResourceMetrics field 2: ScopeMetrics field 2: Metric field 5: Gauge field 1: NumberDataPoint field 7: KeyValue field 1: invalid string value"),
@@ -640,9 +628,7 @@ fn errors_name_the_path() {
         .unwrap()
         .attributes[0]
         .key = "BAD-KEY".into();
-    let mut bytes = req.encode_to_vec();
-    let at = bytes.windows(7).position(|w| w == b"BAD-KEY").unwrap();
-    bytes[at] = 0xff;
+    let bytes = break_utf8(req.encode_to_vec(), b"BAD-KEY");
     let err = decode(&bytes).err().expect("rejected").to_string();
     assert!(
         err.contains(
