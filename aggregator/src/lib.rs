@@ -198,12 +198,7 @@ fn web_router(registry: Registry) -> axum::Router {
         .route("/readyz", get(|| async { "ready\n" }))
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use edgewatch_prom::time::now_ms;
 pub mod fleet;
 pub mod reconcile;
 pub mod rules;

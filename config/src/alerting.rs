@@ -26,6 +26,7 @@
 //! ```
 
 use crate::{ConfigPath, Dur, Url};
+use edgewatch_prom::MatchType;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -610,7 +611,7 @@ pub struct Matcher {
     pub name: String,
     pub op: MatchOp,
     pub value: String,
-    re: Option<regex::Regex>,
+    matcher: edgewatch_prom::Matcher,
 }
 
 impl fmt::Debug for Matcher {
@@ -634,36 +635,26 @@ impl fmt::Display for Matcher {
 
 impl Matcher {
     pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, String> {
-        let valid_name = !name.is_empty()
-            && name
-                .chars()
-                .enumerate()
-                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-        if !valid_name {
+        if !edgewatch_prom::valid_label_name(name) {
             return Err(format!("invalid label name {name:?}"));
         }
-        let re = match op {
-            MatchOp::Re | MatchOp::NotRe => Some(
-                regex::Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("invalid regex {value:?}: {e}"))?,
-            ),
-            _ => None,
+        let kind = match op {
+            MatchOp::Eq => MatchType::Equal,
+            MatchOp::Ne => MatchType::NotEqual,
+            MatchOp::Re => MatchType::Regex,
+            MatchOp::NotRe => MatchType::NotRegex,
         };
+        let matcher = edgewatch_prom::Matcher::new(name, kind, value).map_err(|e| e.to_string())?;
         Ok(Matcher {
             name: name.to_string(),
             op,
             value: value.to_string(),
-            re,
+            matcher,
         })
     }
 
     pub fn matches_value(&self, v: &str) -> bool {
-        match self.op {
-            MatchOp::Eq => v == self.value,
-            MatchOp::Ne => v != self.value,
-            MatchOp::Re => self.re.as_ref().is_some_and(|r| r.is_match(v)),
-            MatchOp::NotRe => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
-        }
+        self.matcher.matches(v)
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {

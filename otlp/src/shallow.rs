@@ -37,19 +37,102 @@ pub struct ShallowResourceMetrics {
 /// the data points (a histogram or summary point counts as one).
 pub fn decode_shallow(body: Bytes) -> Result<(ShallowRequest, u64), ExportError> {
     use prost::Message;
-    let bad = |e: String| {
-        ExportError::InvalidArgument(format!("malformed ExportMetricsServiceRequest: {e}"))
-    };
-    let req = ShallowRequest::decode(body).map_err(|e| bad(e.to_string()))?;
+    let req = ShallowRequest::decode(body).map_err(|e| malformed_request(&e))?;
     let mut points = 0u64;
     for rm in &req.resource_metrics {
         for sm in &rm.scope_metrics {
             // ScopeMetrics sits two messages below the request.
-            points += check_scope(sm, 2).map_err(bad)?;
+            points += check_scope(sm, 2).map_err(|e| malformed_request(&e))?;
         }
     }
     Ok((req, points))
 }
+
+/// The answer to a body that is not a valid export request.
+pub(crate) fn malformed_request(e: &dyn std::fmt::Display) -> ExportError {
+    ExportError::InvalidArgument(format!("malformed ExportMetricsServiceRequest: {e}"))
+}
+
+/// Why bytes are not a valid encoding (worded as prost words it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("buffer underflow")]
+    BufferUnderflow,
+    #[error("invalid varint")]
+    InvalidVarint,
+    #[error("invalid key value: {0}")]
+    InvalidKey(u64),
+    #[error("invalid wire type value: {0}")]
+    InvalidWireTypeValue(u8),
+    #[error("invalid tag value: 0")]
+    ZeroTag,
+    /// A known field encoded with a wire type its type cannot have.
+    #[error("invalid wire type {0}")]
+    WrongWireType(u8),
+    #[error("invalid string value: data is not UTF-8 encoded")]
+    NotUtf8,
+    /// A packed `repeated double` whose length is not a multiple of 8.
+    #[error("delimited length exceeded")]
+    DelimitedLengthExceeded,
+    #[error("recursion limit reached")]
+    RecursionLimit,
+    #[error("unexpected end group tag")]
+    UnexpectedEndGroup,
+}
+
+/// A malformed message and where it is: the messages and fields from the
+/// outermost inward, then the reason — `ScopeMetrics field 2: Metric field 5:
+/// Gauge field 1: … : buffer underflow`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    /// Innermost first: the walk adds a step as the error leaves a message.
+    path: Vec<Step>,
+    reason: WireError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Message(&'static str),
+    Field(u32),
+}
+
+impl Malformed {
+    pub fn reason(&self) -> WireError {
+        self.reason
+    }
+
+    fn within(mut self: Box<Self>, step: Step) -> Box<Self> {
+        self.path.push(step);
+        self
+    }
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for step in self.path.iter().rev() {
+            match step {
+                Step::Message(name) => write!(f, "{name} ")?,
+                Step::Field(tag) => write!(f, "field {tag}: ")?,
+            }
+        }
+        write!(f, "{}", self.reason)
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+impl From<WireError> for Box<Malformed> {
+    fn from(reason: WireError) -> Self {
+        Box::new(Malformed {
+            path: Vec::new(),
+            reason,
+        })
+    }
+}
+
+/// The walk's result: boxed, so that the error path costs the checks on
+/// valid bodies nothing (a `Result` of two words).
+pub(crate) type Walked<T> = Result<T, Box<Malformed>>;
 
 /// prost's recursion limit: a message nested deeper than this is an error.
 const RECURSION_LIMIT: u32 = 100;
@@ -216,8 +299,9 @@ fn field(m: Msg, tag: u32) -> Option<Field> {
 /// and returns its data point count (prost's semantics: of a metric's `data`
 /// oneof, the last variant seen counts; a repeated variant merges).
 /// Errors name the path: `Metric field 5: Gauge field 1: … : reason`.
-pub fn check_scope(b: &[u8], level: u32) -> Result<u64, String> {
-    walk(b, Msg::ScopeMetrics, level, &mut false).map_err(|e| format!("ScopeMetrics {e}"))
+pub fn check_scope(b: &[u8], level: u32) -> Result<u64, Malformed> {
+    walk(b, Msg::ScopeMetrics, level, &mut false)
+        .map_err(|e| *e.within(Step::Message(Msg::ScopeMetrics.name())))
 }
 
 /// A singular message field (or a message variant of a oneof): prost merges
@@ -235,24 +319,18 @@ fn singular(m: Msg, tag: u32) -> bool {
 /// Walks message `m` (checking it as [`check_scope`] does) and returns its
 /// data point count; sets `merges` when a [`singular`] field appears twice in
 /// one message (prost would merge the occurrences).
-pub(crate) fn walk(b: &[u8], m: Msg, level: u32, merges: &mut bool) -> Result<u64, String> {
+pub(crate) fn walk(b: &[u8], m: Msg, level: u32, merges: &mut bool) -> Walked<u64> {
     let mut tag = 0;
     walk_fields(b, m, level, &mut tag, merges).map_err(|e| match tag {
         0 => e,
-        t => format!("field {t}: {e}"),
+        t => e.within(Step::Field(t)),
     })
 }
 
 /// The fields of one message; `at` is the field being read (for errors).
-fn walk_fields(
-    b: &[u8],
-    m: Msg,
-    level: u32,
-    at: &mut u32,
-    merges: &mut bool,
-) -> Result<u64, String> {
+fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32, merges: &mut bool) -> Walked<u64> {
     if level > RECURSION_LIMIT {
-        return Err("recursion limit reached".into());
+        return Err(WireError::RecursionLimit.into());
     }
     let mut r = Reader { b, pos: 0 };
     let mut points = 0u64;
@@ -268,85 +346,96 @@ fn walk_fields(
             r.skip(tag, wt, level)?;
             continue;
         };
-        let wrong = || Err(format!("invalid wire type {wt}"));
-        match f {
-            Field::Str => {
-                if wt != LEN {
-                    return wrong();
-                }
-                std::str::from_utf8(r.delimited()?)
-                    .map_err(|_| "invalid string value: data is not UTF-8 encoded".to_string())?;
+        let sub = match f {
+            Field::Msg(sub) if wt == LEN => sub,
+            Field::Msg(_) => return Err(WireError::WrongWireType(wt).into()),
+            scalar => {
+                check_scalar(&mut r, scalar, wt)?;
+                continue;
             }
-            Field::Blob => {
-                if wt != LEN {
-                    return wrong();
-                }
-                r.delimited()?;
-            }
-            Field::Varint => {
-                if wt != VARINT {
-                    return wrong();
-                }
-                r.varint()?;
-            }
-            Field::Fixed64 => {
-                if wt != I64 {
-                    return wrong();
-                }
-                r.take(8)?;
-            }
-            Field::Fixed64s => match wt {
-                I64 => {
-                    r.take(8)?;
-                }
-                LEN => {
-                    if r.delimited()?.len() % 8 != 0 {
-                        return Err("delimited length exceeded".into());
-                    }
-                }
-                _ => return wrong(),
-            },
-            Field::Varints => match wt {
-                VARINT => {
-                    r.varint()?;
-                }
-                LEN => {
-                    let mut p = Reader {
-                        b: r.delimited()?,
-                        pos: 0,
-                    };
-                    while p.pos < p.b.len() {
-                        p.varint()?;
-                    }
-                }
-                _ => return wrong(),
-            },
-            Field::Msg(sub) => {
-                if wt != LEN {
-                    return wrong();
-                }
-                if singular(m, tag) {
-                    *merges |= seen & (1 << tag) != 0;
-                    seen |= 1 << tag;
-                }
-                let n = walk(r.delimited()?, sub, level + 1, merges)
-                    .map_err(|e| format!("{} {e}", sub.name()))?;
-                match m {
-                    Msg::Request | Msg::ResourceMetrics | Msg::ScopeMetrics => points += n,
-                    Msg::Metric if matches!(sub, Msg::Data(_)) => {
-                        if data.0 == tag {
-                            data.1 += n;
-                        } else {
-                            data = (tag, n);
-                        }
-                    }
-                    Msg::Data(_) if tag == 1 => points += 1,
-                    _ => {}
+        };
+        if singular(m, tag) {
+            *merges |= seen & (1 << tag) != 0;
+            seen |= 1 << tag;
+        }
+        let n = walk(r.delimited()?, sub, level + 1, merges)
+            .map_err(|e| e.within(Step::Message(sub.name())))?;
+        match m {
+            Msg::Request | Msg::ResourceMetrics | Msg::ScopeMetrics => points += n,
+            Msg::Metric if matches!(sub, Msg::Data(_)) => {
+                if data.0 == tag {
+                    data.1 += n;
+                } else {
+                    data = (tag, n);
                 }
             }
+            Msg::Data(_) if tag == 1 => points += 1,
+            _ => {}
         }
     }
     Ok(if m == Msg::Metric { data.1 } else { points })
+}
+
+/// Reads one field that is not a message, checking its wire type and, for a
+/// string, its UTF-8.
+#[inline(always)]
+fn check_scalar(r: &mut Reader<'_>, f: Field, wt: u8) -> Result<(), WireError> {
+    let wrong = || Err(WireError::WrongWireType(wt));
+    match f {
+        Field::Str => {
+            if wt != LEN {
+                return wrong();
+            }
+            std::str::from_utf8(r.delimited()?).map_err(|_| WireError::NotUtf8)?;
+        }
+        Field::Blob => {
+            if wt != LEN {
+                return wrong();
+            }
+            r.delimited()?;
+        }
+        Field::Varint => {
+            if wt != VARINT {
+                return wrong();
+            }
+            r.varint()?;
+        }
+        Field::Fixed64 => {
+            if wt != I64 {
+                return wrong();
+            }
+            r.take(8)?;
+        }
+        Field::Fixed64s => match wt {
+            I64 => {
+                r.take(8)?;
+            }
+            LEN => {
+                if r.delimited()?.len() % 8 != 0 {
+                    return Err(WireError::DelimitedLengthExceeded);
+                }
+            }
+            _ => return wrong(),
+        },
+        Field::Varints => match wt {
+            VARINT => {
+                r.varint()?;
+            }
+            LEN => {
+                let mut p = Reader {
+                    b: r.delimited()?,
+                    pos: 0,
+                };
+                while p.pos < p.b.len() {
+                    p.varint()?;
+                }
+            }
+            _ => return wrong(),
+        },
+        // The caller walks messages.
+        Field::Msg(_) => {}
+    }
+    Ok(())
 }
 
 pub(crate) const VARINT: u8 = 0;
@@ -363,60 +452,60 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.b.len())
-            .ok_or("buffer underflow")?;
+            .ok_or(WireError::BufferUnderflow)?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
     /// prost's varint: at most 10 bytes, the 10th at most 1.
-    pub(crate) fn varint(&mut self) -> Result<u64, String> {
+    pub(crate) fn varint(&mut self) -> Result<u64, WireError> {
         let mut v = 0u64;
         for i in 0..10 {
-            let &byte = self.b.get(self.pos).ok_or("buffer underflow")?;
+            let &byte = self.b.get(self.pos).ok_or(WireError::BufferUnderflow)?;
             self.pos += 1;
             v |= u64::from(byte & 0x7f) << (7 * i);
             if byte < 0x80 {
                 if i == 9 && byte > 1 {
-                    return Err("invalid varint".into());
+                    return Err(WireError::InvalidVarint);
                 }
                 return Ok(v);
             }
         }
-        Err("invalid varint".into())
+        Err(WireError::InvalidVarint)
     }
 
-    pub(crate) fn delimited(&mut self) -> Result<&'a [u8], String> {
+    pub(crate) fn delimited(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.varint()?;
-        self.take(usize::try_from(len).map_err(|_| "buffer underflow")?)
+        self.take(usize::try_from(len).map_err(|_| WireError::BufferUnderflow)?)
     }
 
-    pub(crate) fn key(&mut self) -> Result<(u32, u8), String> {
+    pub(crate) fn key(&mut self) -> Result<(u32, u8), WireError> {
         let k = self.varint()?;
         if k > u64::from(u32::MAX) {
-            return Err(format!("invalid key value: {k}"));
+            return Err(WireError::InvalidKey(k));
         }
         let wt = (k & 7) as u8;
         if wt > I32 {
-            return Err(format!("invalid wire type value: {wt}"));
+            return Err(WireError::InvalidWireTypeValue(wt));
         }
         let tag = (k >> 3) as u32;
         if tag == 0 {
-            return Err("invalid tag value: 0".into());
+            return Err(WireError::ZeroTag);
         }
         Ok((tag, wt))
     }
 
     /// Skips an unknown field (prost's `skip_field`).
     /// `level`: of the message the field is in (prost counts from there).
-    pub(crate) fn skip(&mut self, tag: u32, wt: u8, level: u32) -> Result<(), String> {
+    pub(crate) fn skip(&mut self, tag: u32, wt: u8, level: u32) -> Result<(), WireError> {
         if level >= RECURSION_LIMIT {
-            return Err("recursion limit reached".into());
+            return Err(WireError::RecursionLimit);
         }
         match wt {
             VARINT => {
@@ -435,13 +524,13 @@ impl<'a> Reader<'a> {
                 let (inner, iwt) = self.key()?;
                 if iwt == END_GROUP {
                     if inner != tag {
-                        return Err("unexpected end group tag".into());
+                        return Err(WireError::UnexpectedEndGroup);
                     }
                     break;
                 }
                 self.skip(inner, iwt, level + 1)?;
             },
-            _ => return Err("unexpected end group tag".into()),
+            _ => return Err(WireError::UnexpectedEndGroup),
         }
         Ok(())
     }

@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use crate::shallow::{walk, Msg, Reader, I64, LEN, VARINT};
+use crate::shallow::{malformed_request, walk, Msg, Reader, WireError, I64, LEN, VARINT};
 use crate::ExportError;
 
 /// A checked request body (see the module documentation).
@@ -25,12 +25,9 @@ pub struct Decoded<'a> {
 
 /// Checks `body` as prost's decode would and returns it for viewing.
 pub fn decode(body: &[u8]) -> Result<Decoded<'_>, ExportError> {
-    let bad = |e: String| {
-        ExportError::InvalidArgument(format!("malformed ExportMetricsServiceRequest: {e}"))
-    };
     let mut merges = false;
     walk(body, Msg::Request, 0, &mut merges)
-        .map_err(|e| bad(format!("{} {e}", Msg::Request.name())))?;
+        .map_err(|e| malformed_request(&format_args!("{} {e}", Msg::Request.name())))?;
     if !merges {
         return Ok(Decoded {
             body: Cow::Borrowed(body),
@@ -79,7 +76,7 @@ impl<'a> Iterator for Fields<'a> {
         if r.pos >= r.b.len() {
             return None;
         }
-        let read = |r: &mut Reader<'a>| -> Result<(u32, Val<'a>), String> {
+        let read = |r: &mut Reader<'a>| -> Result<(u32, Val<'a>), WireError> {
             let (tag, wt) = r.key()?;
             let v = match wt {
                 VARINT => Val::Varint(r.varint()?),

@@ -7,7 +7,7 @@ use edgewatch_otlp::view::KeyValueView;
 
 use super::attrs::write_any_value;
 use super::names;
-use crate::expose::format::write_go_float;
+use edgewatch_prom::float::write_text_float;
 
 /// A byte range of an arena.
 #[derive(Clone, Copy, Debug)]
@@ -267,7 +267,7 @@ impl LeCache {
             self.spans.clear();
             for &b in bounds {
                 self.bounds.push(b.to_bits());
-                let s = push(&mut self.text, |t| write_go_float(t, b));
+                let s = push(&mut self.text, |t| write_text_float(t, b));
                 self.spans.push(s);
             }
         }

@@ -56,9 +56,9 @@ use edgewatch_otlp::view::{
 };
 use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 
-use crate::expose::format::write_go_float;
 use crate::store::{FamilyId, MetricType, Store, STALE_NAN};
 use delta::{DeltaState, HistTotals, SeriesKey};
+use edgewatch_prom::float::write_text_float;
 use labels::{at, push, recycle, set, with, AttrLabels, Few, LeCache};
 use names::NameKind;
 use target::{write_target_info, Target};
@@ -599,7 +599,7 @@ fn summary(
     // staleness period instead.
     for q in p.quantile_values {
         s.text.clear();
-        let qs = push(&mut s.text, |t| write_go_float(t, q.quantile));
+        let qs = push(&mut s.text, |t| write_text_float(t, q.quantile));
         let mut lab = recycle(std::mem::take(&mut s.extra));
         with(&mut lab, &base, "quantile", at(&s.text, qs));
         ctx.write(

@@ -9,7 +9,6 @@
 //! - text 0.0.4 by default, OpenMetrics 1.0 when `Accept` prefers
 //!   `application/openmetrics-text`.
 
-pub mod format;
 pub mod render;
 
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::now_ms;
 use crate::store::{Selector, Store};
 pub use render::{render, Format};
 
@@ -75,13 +75,6 @@ async fn federate(
 
 /// Bytes rendered before they are handed to the connection.
 const CHUNK: usize = 1 << 20;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Parses every `match[]` parameter of a raw query string. The error is the
 /// HTTP 400 body.

@@ -4,7 +4,9 @@
 
 use crate::store::{MetricType, Selection};
 
-use super::format::{append_i64, append_u64, write_go_float, write_om_float, write_om_timestamp};
+use edgewatch_prom::float::{
+    append_i64, append_u64, write_om_float, write_om_timestamp, write_text_float,
+};
 
 /// Exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +136,7 @@ pub fn render_chunked(
             out.push(b' ');
             write_om_timestamp(out, s.timestamp_ms());
         } else {
-            write_go_float(out, v);
+            write_text_float(out, v);
             out.push(b' ');
             append_i64(out, s.timestamp_ms());
         }

@@ -71,15 +71,7 @@ pub fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
-/// RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits (Go's `RFC3339Nano` minus the
-/// trailing-zero trimming within a group).
-pub fn rfc3339(t: SystemTime) -> String {
-    let dt: chrono::DateTime<chrono::Utc> = t.into();
-    dt.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
-/// Go's zero time, which Alertmanager shows as `endsAt` of a firing alert.
-pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+pub use edgewatch_prom::time::{rfc3339, ZERO_TIME};
 
 pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
     chrono::DateTime::parse_from_rfc3339(s)

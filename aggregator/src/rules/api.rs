@@ -1,45 +1,14 @@
 //! `GET /api/v1/alerts` and `GET /api/v1/rules` in Prometheus' JSON shapes.
 
-use std::time::SystemTime;
-
 use axum::routing::get;
 use axum::Json;
+use edgewatch_prom::float::format_e;
+use edgewatch_prom::time::{rfc3339, ZERO_TIME};
 use serde_json::{json, Value};
 
 use super::alerting::{ms_to_time, ActiveAlert, AlertState};
 use super::file::RuleKind;
 use super::{lock, RuleEngine};
-
-fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-/// Go's `strconv.FormatFloat(v, 'e', -1, 64)`.
-fn float_e(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let s = format!("{v:e}");
-    match s.split_once('e') {
-        Some((m, e)) => {
-            let (sign, d) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            format!("{m}e{sign}{d:0>2}")
-        }
-        None => s,
-    }
-}
 
 fn alert_json(a: &ActiveAlert) -> Value {
     let mut v = json!({
@@ -47,7 +16,7 @@ fn alert_json(a: &ActiveAlert) -> Value {
         "annotations": a.annotations,
         "state": a.state.as_str(),
         "activeAt": rfc3339(ms_to_time(a.active_at)),
-        "value": float_e(a.value),
+        "value": format_e(a.value),
     });
     if let Some(k) = a.keep_firing_since {
         v["keepFiringSince"] = json!(rfc3339(ms_to_time(k)));

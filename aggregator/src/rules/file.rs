@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use edgewatch_config::Dur;
+use edgewatch_prom::{valid_label_name, valid_metric_name};
 use promql_parser::parser::Expr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -79,18 +80,6 @@ struct RawRule {
     labels: BTreeMap<String, Template>,
     #[serde(default)]
     annotations: BTreeMap<String, Template>,
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
-}
-
-fn valid_metric_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_' || x == ':')
 }
 
 impl TryFrom<RawRule> for RuleSpec {

@@ -345,13 +345,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl RuleEngine {
     /// Loads and validates every rule file, restores rule state from the
     /// `rules` tree of `state`, enables the store's sample window for the
@@ -770,7 +763,7 @@ impl RuleEngine {
                     let e = engine.clone();
                     let idx = idx.clone();
                     let alerts = match tokio::task::spawn_blocking(move || {
-                        e.evaluate_groups(&idx, now_ms())
+                        e.evaluate_groups(&idx, crate::now_ms())
                     })
                     .await
                     {

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use edgewatch_prom::float::format_g;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
     Label(String),
@@ -99,7 +101,7 @@ impl Template {
                     }
                     match cur {
                         Cur::Str(s) => out.push_str(&s),
-                        Cur::Num(v) => out.push_str(&go_float(v)),
+                        Cur::Num(v) => out.push_str(&format_g(v)),
                     }
                 }
             }
@@ -263,11 +265,11 @@ fn printf(f: &str, c: &Cur) -> String {
             if let Some((len, prec, v)) = parse_verb(rest) {
                 out.push_str(&match (v, c) {
                     ('s' | 'v', Cur::Str(s)) => s.clone(),
-                    ('s' | 'v', Cur::Num(n)) => go_float(*n),
+                    ('s' | 'v', Cur::Num(n)) => format_g(*n),
                     ('d', _) => format!("{}", num_of(c) as i64),
                     ('f', _) => format!("{:.*}", prec.unwrap_or(6), num_of(c)),
                     ('e', _) => go_exp(num_of(c), prec.unwrap_or(6)),
-                    _ => go_float(num_of(c)),
+                    _ => format_g(num_of(c)),
                 });
                 i += len;
             } else {
@@ -302,42 +304,10 @@ fn fix_exp(s: &str) -> String {
     }
 }
 
-/// Go's `%v` of a float64 (strconv 'g', shortest).
-pub fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
-    }
-    let e = format!("{v:e}");
-    let exp: i32 = e
-        .split_once('e')
-        .and_then(|(_, x)| x.parse().ok())
-        .unwrap_or(0);
-    // strconv 'g' with the shortest precision: exponent form when
-    // exp < -4 || exp >= 6.
-    if !(-4..6).contains(&exp) {
-        return fix_exp(&e);
-    }
-    format!("{v}")
-}
-
 /// `%.4g` as Go prints it.
 fn fmt_4g(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
-        return go_float(v);
+        return format_g(v);
     }
     let exp = v.abs().log10().floor() as i32;
     if !(-4..4).contains(&exp) {
@@ -462,15 +432,5 @@ mod tests {
         ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn go_floats() {
-        assert_eq!(go_float(1.0), "1");
-        assert_eq!(go_float(0.5), "0.5");
-        assert_eq!(go_float(123456.0), "123456");
-        assert_eq!(go_float(1e21), "1e+21");
-        assert_eq!(go_float(1234567.0), "1.234567e+06");
-        assert_eq!(go_float(1e-5), "1e-05");
     }
 }

@@ -3,82 +3,21 @@
 //! store lock once built.
 
 use promql_parser::parser::{self, Expr, VectorSelector};
-use regex::Regex;
 
 use super::symbols::{SymbolId, Symbols};
 use super::{read, FamilyMeta, Store};
 
-/// The label name that holds the metric name in matchers.
-pub const METRIC_NAME: &str = "__name__";
+pub use edgewatch_prom::{MatchOp, METRIC_NAME};
 
-/// A matcher operation. Regexes are fully anchored (PromQL semantics).
-#[derive(Debug, Clone)]
-pub enum MatchOp {
-    Equal(String),
-    NotEqual(String),
-    Regex(Regex),
-    NotRegex(Regex),
-}
-
-/// One label matcher; a label that a series lacks has the value `""`.
-#[derive(Debug, Clone)]
-pub struct LabelMatcher {
-    pub name: String,
-    pub op: MatchOp,
-}
+/// One label matcher (PromQL semantics, regexes fully anchored); a label that
+/// a series lacks has the value `""`.
+pub type LabelMatcher = edgewatch_prom::Matcher;
 
 /// Why a selector was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
     #[error("invalid selector {selector:?}: {reason}")]
     Parse { selector: String, reason: String },
-    #[error("invalid regex {pattern:?}: {reason}")]
-    Regex { pattern: String, reason: String },
-}
-
-fn anchored(pattern: &str) -> Result<Regex, SelectorError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| SelectorError::Regex {
-        pattern: pattern.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-impl LabelMatcher {
-    pub fn equal(name: &str, value: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            op: MatchOp::Equal(value.to_owned()),
-        }
-    }
-    pub fn not_equal(name: &str, value: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            op: MatchOp::NotEqual(value.to_owned()),
-        }
-    }
-    /// `name=~"pattern"`; the pattern is anchored at both ends.
-    pub fn regex(name: &str, pattern: &str) -> Result<Self, SelectorError> {
-        Ok(Self {
-            name: name.to_owned(),
-            op: MatchOp::Regex(anchored(pattern)?),
-        })
-    }
-    /// `name!~"pattern"`; the pattern is anchored at both ends.
-    pub fn not_regex(name: &str, pattern: &str) -> Result<Self, SelectorError> {
-        Ok(Self {
-            name: name.to_owned(),
-            op: MatchOp::NotRegex(anchored(pattern)?),
-        })
-    }
-
-    pub fn matches(&self, value: &str) -> bool {
-        match &self.op {
-            MatchOp::Equal(v) => v == value,
-            MatchOp::NotEqual(v) => v != value,
-            MatchOp::Regex(r) => r.is_match(value),
-            MatchOp::NotRegex(r) => !r.is_match(value),
-        }
-    }
 }
 
 /// A conjunction of matchers (one PromQL instant vector selector).
@@ -129,10 +68,7 @@ impl Selector {
         if vs.offset.is_some() || vs.at.is_some() {
             return Err(err("offset and @ modifiers are not allowed".into()));
         }
-        Self::from_promql(&vs).map_err(|e| match e {
-            SelectorError::Parse { reason, .. } => err(reason),
-            other => other,
-        })
+        Self::from_promql(&vs).map_err(|SelectorError::Parse { reason, .. }| err(reason))
     }
 
     /// Converts a parsed PromQL vector selector.

@@ -16,7 +16,8 @@
 //! write them. Otherwise (and for gauge histograms, which OTLP cannot carry) its samples
 //! go as Gauges named as written: types are lost, series are exact.
 
-use super::parse::{go_float, parse_float, Exposition, Kind, Sample};
+use super::parse::{Exposition, Kind, Sample};
+use edgewatch_prom::float::{format_g, parse_float};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, summary_data_point::ValueAtQuantile, AggregationTemporality, Gauge,
@@ -584,7 +585,7 @@ fn histogram_point(g: &Group, ts: u64, start: u64) -> Option<HistogramDataPoint>
             saw_inf = true;
             continue;
         }
-        if b.is_nan() || go_float(b) != *le {
+        if b.is_nan() || format_g(b) != *le {
             return None;
         }
         buckets.push((b, *v));
@@ -622,7 +623,7 @@ fn summary_point(g: &Group, ts: u64, start: u64) -> Option<SummaryDataPoint> {
     let mut qs = BTreeMap::new();
     for (q, v) in &g.quantiles {
         let qf = parse_float(q)?;
-        if !(0.0..=1.0).contains(&qf) || go_float(qf) != *q {
+        if !(0.0..=1.0).contains(&qf) || format_g(qf) != *q {
             return None;
         }
         if qs

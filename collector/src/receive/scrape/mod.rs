@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use prost::Message;
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -187,12 +187,7 @@ impl ScrapeError {
     }
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use edgewatch_prom::time::now_ms;
 
 /// Fetches and parses one target's exposition.
 pub async fn fetch(

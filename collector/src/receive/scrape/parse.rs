@@ -13,6 +13,9 @@
 
 use std::collections::HashMap;
 
+use edgewatch_prom::float::parse_float;
+use edgewatch_prom::{valid_label_name, valid_metric_name};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `text/plain; version=0.0.4` (and anything that is not OpenMetrics).
@@ -177,18 +180,6 @@ fn split_word(s: &str) -> (&str, &str) {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, ""),
     }
-}
-
-pub fn valid_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-pub fn valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn unescape_help(s: &str) -> String {
@@ -356,26 +347,6 @@ fn sample_line(line: &str, format: Format) -> Result<Option<Sample>, String> {
     }))
 }
 
-/// Go `strconv.ParseFloat` for what expositions contain (`NaN`, `+Inf`, `-Inf`, `Inf`).
-pub fn parse_float(s: &str) -> Option<f64> {
-    match s {
-        "NaN" | "nan" => Some(f64::NAN),
-        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
-        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        _ => {
-            let t = s.strip_prefix('+').unwrap_or(s);
-            if t.is_empty()
-                || !t.bytes().all(|c| {
-                    c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+' | b'_')
-                })
-            {
-                return None;
-            }
-            t.replace('_', "").parse().ok()
-        }
-    }
-}
-
 fn truncate(s: &str) -> &str {
     match s.char_indices().nth(120) {
         Some((i, _)) => &s[..i],
@@ -383,92 +354,9 @@ fn truncate(s: &str) -> &str {
     }
 }
 
-/// Go's `strconv.FormatFloat(f, 'g', -1, 64)`, the form Prometheus' own clients write
-/// `le`/`quantile` values in and the aggregator writes them back in.
-pub fn go_float(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    if f == 0.0 {
-        return if f.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
-    }
-    // Shortest round-trip digits and decimal exponent.
-    let e = format!("{:e}", f);
-    let (mant, exp) = e.split_once('e').expect("exponent form");
-    let exp: i32 = exp.parse().expect("exponent");
-    let neg = mant.starts_with('-');
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    let mut out = String::new();
-    if neg {
-        out.push('-');
-    }
-    // strconv/ftoa.go formatDigits, 'g' shortest: eprec = 6.
-    if !(-4..6).contains(&exp) {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        out.push_str(&format!("{:02}", exp.abs()));
-    } else if exp < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exp - 1) {
-            out.push('0');
-        }
-        out.push_str(&digits);
-    } else {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            out.push_str(&digits);
-            for _ in digits.len()..int_len {
-                out.push('0');
-            }
-        } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_float_matches_go() {
-        // strconv.FormatFloat(x, 'g', -1, 64)
-        for (f, s) in [
-            (1.0, "1"),
-            (0.5, "0.5"),
-            (0.005, "0.005"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (100.0, "100"),
-            (123456.0, "123456"),
-            (1e6, "1e+06"),
-            (1234567.0, "1.234567e+06"),
-            (2.5e7, "2.5e+07"),
-            (-3.25, "-3.25"),
-            (f64::INFINITY, "+Inf"),
-        ] {
-            assert_eq!(go_float(f), s, "{f}");
-        }
-    }
 
     #[test]
     fn text_format() {
