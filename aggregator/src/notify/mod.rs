@@ -723,3 +723,58 @@ fn build_request(integ: &Integration, data: &payload::Data) -> Request {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The notification log is keyed by integration id and lives in named sled trees:
+    /// renaming either would re-page every open incident after an upgrade.
+    #[test]
+    fn integration_ids_and_state_layout_are_stable() {
+        let cfg = AlertingConfig::from_yaml(
+            r#"
+route: { receiver: team }
+receivers:
+  - name: team
+    pagerduty_configs:
+      - routing_key: 0123456789abcdef0123456789abcdef
+      - routing_key: fedcba9876543210fedcba9876543210
+    dynatrace_configs:
+      - { url: "http://127.0.0.1:1", api_token: t }
+    webhook_configs:
+      - url: http://127.0.0.1:1/a
+      - url: http://127.0.0.1:1/b
+    alertmanager_configs:
+      - url: http://127.0.0.1:1
+"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let n = Notifier::new(&cfg, &db, &prometheus::Registry::new()).unwrap();
+        let ids: Vec<String> = n.inner.receivers["team"]
+            .integrations
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "pagerduty/0",
+                "pagerduty/1",
+                "dynatrace/0",
+                "webhook/0",
+                "webhook/1"
+            ]
+        );
+        assert_eq!(
+            Inner::nflog_key("{}:{alertname=\"X\"}", "team", "pagerduty/1"),
+            b"team\x1fpagerduty/1\x1f{}:{alertname=\"X\"}".to_vec()
+        );
+        let trees: Vec<Vec<u8>> = db.tree_names().iter().map(|t| t.to_vec()).collect();
+        for t in ["notify_nflog", "notify_alerts", "notify_silences"] {
+            assert!(trees.contains(&t.as_bytes().to_vec()), "{t}");
+        }
+    }
+}
