@@ -46,7 +46,7 @@ use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::notify::{self, Notifier};
+use edgewatch_notify::{self as notify, Notifier};
 use crate::store::{LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope};
 use alerting::{AlertRule, RuleState, SendOptions};
 use eval::Labels;

@@ -391,7 +391,7 @@ pub fn alertmanager_push(alerts: &[Alert], now: SystemTime, eval_interval: Durat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::model::from_ms;
+    use crate::model::from_ms;
 
     fn alert(labels: &[(&str, &str)], ann: &[(&str, &str)], start: i64, end: Option<i64>) -> Alert {
         Alert {

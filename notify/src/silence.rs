@@ -190,7 +190,7 @@ pub fn silenced_by<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::model::from_ms;
+    use crate::model::from_ms;
 
     fn l(s: &str) -> Labels {
         s.split(',')
