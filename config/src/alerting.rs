@@ -848,14 +848,25 @@ impl SecretSource {
     }
 
     /// The secret's value (reads the file).
-    pub fn resolve(&self) -> Result<Secret, String> {
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
         match self {
             SecretSource::Value(s) => Ok(s.clone()),
             SecretSource::File(p) => std::fs::read_to_string(p)
                 .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| format!("{}: {e}", p.display())),
+                .map_err(|source| SecretError {
+                    path: p.display().to_string(),
+                    source,
+                }),
         }
     }
+}
+
+/// A secret file that could not be read when the notifier started.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct SecretError {
+    pub path: String,
+    pub source: std::io::Error,
 }
 
 #[cfg(test)]
