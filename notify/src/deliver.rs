@@ -1,8 +1,10 @@
 //! Delivery: one HTTP POST per notification, with a timeout per attempt, exponential
-//! backoff (with jitter) on 429, 5xx and network errors until `max_retry_duration`,
-//! never a retry on any other 4xx (the body is logged, the notification counted
-//! failed `bad_request`). A `Retry-After` in seconds on 429/503 is honoured (capped
-//! at `max_backoff`). Secrets travel in headers/bodies only, never in logs.
+//! backoff (with jitter) on network errors and on the answers the integration
+//! classifies as retryable (429 and 5xx for all of today's) until
+//! `max_retry_duration`, never a retry on the others (the body is logged, the
+//! notification counted failed `bad_request`). A `Retry-After` in seconds on a
+//! retryable answer is honoured (capped at `max_backoff`). Secrets travel in
+//! headers/bodies only, never in logs.
 
 use crate::integration::Verdict;
 use edgewatch_config::alerting::DeliveryConfig;

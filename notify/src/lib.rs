@@ -11,11 +11,16 @@
 //!                     │                     ▼
 //!                     │            per integration: needs_update(notification log) [pure]
 //!                     │                     ▼
-//!                     │            payload (webhook v4 / PagerDuty / Dynatrace)    [pure]
+//!                     │            Integration::request (integration/*.rs)         [pure]
 //!                     │                     ▼
-//!                     │            deliver (timeout, backoff on 429/5xx, metrics)
-//!                     └─► alertmanager_configs: ungrouped pushes, re-sent periodically
+//!                     │            deliver (rate limit, timeout, retries, metrics)
+//!                     └─► integration/alertmanager.rs: ungrouped pushes, re-sent periodically
 //! ```
+//!
+//! Flush of a due group: `flush` → `FlushGroup::new` (mute) → per integration
+//! `notify_integration` (notification log, `needs_update`) → `deliver`
+//! (`Integration::request`, `Deliverer::rate_limit`, `Deliverer::post` with the
+//! integration's `classify`) → `Inner::nflog_put`.
 //!
 //! State in sled (survives restarts): the notification log per (group, receiver,
 //! integration) — what was last notified firing/resolved, and when — the alerts, and
