@@ -5,7 +5,6 @@
 pub mod convert;
 pub mod expose;
 pub mod ingest;
-pub mod notify;
 pub mod store;
 
 use edgewatch_config::AggregatorConfig;
@@ -24,7 +23,7 @@ pub enum AggregatorError {
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
     #[error(transparent)]
-    Notify(#[from] notify::NotifyError),
+    Notify(#[from] edgewatch_notify::NotifyError),
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
     #[error(transparent)]
@@ -84,7 +83,7 @@ pub async fn start(
 
     let notifier = match &cfg.alerting {
         Some(alerting) => {
-            let n = notify::Notifier::new(alerting, &state, &registry)?;
+            let n = edgewatch_notify::Notifier::new(alerting, &state, &registry)?;
             n.set_eval_interval(cfg.evaluation_interval.get());
             Some(n)
         }

@@ -1,6 +1,6 @@
 //! Rules → notifier → webhook: a firing alert is delivered once, its resolve follows.
 
-#[path = "notify_support/mod.rs"]
+#[path = "../../notify/tests/notify_support/mod.rs"]
 mod notify_support;
 
 use std::sync::Arc;

@@ -155,30 +155,57 @@ impl<'de> Deserialize<'de> for AlertingConfig {
     }
 }
 
+/// A route that refers to what does not exist or cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("{path}.receiver: unknown receiver {receiver:?} (defined: {defined})")]
+    UnknownReceiver {
+        path: String,
+        receiver: String,
+        defined: String,
+    },
+    #[error("{path}.group_by: '...' must be the only element")]
+    GroupByAll { path: String },
+    #[error("{path}.{key}: {message}")]
+    Matcher {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
 fn check_route(
     r: &RouteConfig,
     path: &str,
     names: &HashSet<&str>,
     defined: &[&str],
-) -> Result<(), String> {
+) -> Result<(), RouteError> {
     if let Some(recv) = &r.receiver {
         if !names.contains(recv.as_str()) {
-            return Err(format!(
-                "{path}.receiver: unknown receiver {recv:?} (defined: {})",
-                defined.join(", ")
-            ));
+            return Err(RouteError::UnknownReceiver {
+                path: path.to_string(),
+                receiver: recv.clone(),
+                defined: defined.join(", "),
+            });
         }
     }
     if let Some(g) = &r.group_by {
         if g.iter().any(|l| l == "...") && g.len() > 1 {
-            return Err(format!("{path}.group_by: '...' must be the only element"));
+            return Err(RouteError::GroupByAll {
+                path: path.to_string(),
+            });
         }
     }
+    let matcher_error = |key, message| RouteError::Matcher {
+        path: path.to_string(),
+        key,
+        message,
+    };
     for (k, v) in &r.match_re {
-        Matcher::new(k, MatchOp::Re, v).map_err(|e| format!("{path}.match_re: {e}"))?;
+        Matcher::new(k, MatchOp::Re, v).map_err(|e| matcher_error("match_re", e))?;
     }
     for (k, v) in &r.match_eq {
-        Matcher::new(k, MatchOp::Eq, v).map_err(|e| format!("{path}.match: {e}"))?;
+        Matcher::new(k, MatchOp::Eq, v).map_err(|e| matcher_error("match", e))?;
     }
     for (i, c) in r.routes.iter().enumerate() {
         check_route(c, &format!("{path}.routes[{i}]"), names, defined)?;
@@ -802,17 +829,31 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// A `${NAME}` that cannot be expanded.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("unterminated ${{")]
+    Unterminated,
+    #[error("environment variable {name} is not set")]
+    NotSet {
+        name: String,
+        source: std::env::VarError,
+    },
+}
+
 /// Replaces every `${NAME}` with the environment variable NAME.
-pub fn expand_env(s: &str) -> Result<String, String> {
+pub fn expand_env(s: &str) -> Result<String, EnvError> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        let end = after.find('}').ok_or("unterminated ${")?;
+        let end = after.find('}').ok_or(EnvError::Unterminated)?;
         let name = &after[..end];
-        let v =
-            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        let v = std::env::var(name).map_err(|source| EnvError::NotSet {
+            name: name.to_string(),
+            source,
+        })?;
         out.push_str(&v);
         rest = &after[end + 1..];
     }
@@ -829,24 +870,48 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn one_of(v: Option<Secret>, f: Option<ConfigPath>, key: &str) -> Result<Self, String> {
+    fn one_of(
+        v: Option<Secret>,
+        f: Option<ConfigPath>,
+        key: &'static str,
+    ) -> Result<Self, SecretSourceError> {
         match (v, f) {
             (Some(v), None) => Ok(SecretSource::Value(v)),
             (None, Some(f)) => Ok(SecretSource::File(f)),
-            (Some(_), Some(_)) => Err(format!("{key} and {key}_file are mutually exclusive")),
-            (None, None) => Err(format!("one of {key} or {key}_file is required")),
+            (Some(_), Some(_)) => Err(SecretSourceError::Both { key }),
+            (None, None) => Err(SecretSourceError::Neither { key }),
         }
     }
 
     /// The secret's value (reads the file).
-    pub fn resolve(&self) -> Result<Secret, String> {
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
         match self {
             SecretSource::Value(s) => Ok(s.clone()),
             SecretSource::File(p) => std::fs::read_to_string(p)
                 .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| format!("{}: {e}", p.display())),
+                .map_err(|source| SecretError {
+                    path: p.display().to_string(),
+                    source,
+                }),
         }
     }
+}
+
+/// A secret configured both inline and as a file, or not at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretSourceError {
+    #[error("{key} and {key}_file are mutually exclusive")]
+    Both { key: &'static str },
+    #[error("one of {key} or {key}_file is required")]
+    Neither { key: &'static str },
+}
+
+/// A secret file that could not be read when the notifier started.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct SecretError {
+    pub path: String,
+    pub source: std::io::Error,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::eval::{EvalError, Labels, Sample};
 use super::template::Template;
-use crate::notify::Alert;
+use edgewatch_notify::Alert;
 
 /// A resolved alert is kept (and re-sent) this long (Prometheus `resolvedRetention`).
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;

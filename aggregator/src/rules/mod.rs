@@ -46,9 +46,9 @@ use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::notify::{self, Notifier};
 use crate::store::{LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope};
 use alerting::{AlertRule, RuleState, SendOptions};
+use edgewatch_notify::{self as notify, Notifier};
 use eval::Labels;
 use file::{PromExpr, RuleKind, RuleSpec};
 use snapshot::{Reads, Snapshot};

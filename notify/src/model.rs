@@ -73,10 +73,21 @@ pub fn from_ms(ms: i64) -> SystemTime {
 
 pub use edgewatch_prom::time::{rfc3339, ZERO_TIME};
 
-pub fn parse_rfc3339(s: &str) -> Result<SystemTime, String> {
+/// A time that is not RFC 3339.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid time {text:?}: {source}")]
+pub struct TimeError {
+    pub text: String,
+    pub source: chrono::ParseError,
+}
+
+pub fn parse_rfc3339(s: &str) -> Result<SystemTime, TimeError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| SystemTime::from(d.with_timezone(&chrono::Utc)))
-        .map_err(|e| format!("invalid time {s:?}: {e}"))
+        .map_err(|source| TimeError {
+            text: s.to_string(),
+            source,
+        })
 }
 
 /// Cuts a string to at most `max` bytes on a char boundary, marking the cut with `…`.

@@ -5,7 +5,7 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use edgewatch_aggregator::notify::{Alert, Notifier};
+use edgewatch_notify::{Alert, Notifier};
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;

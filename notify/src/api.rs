@@ -39,7 +39,7 @@ async fn post_silence(State(n): State<Notifier>, body: axum::body::Bytes) -> Res
     let now = inner.now();
     let mut s = match Silence::from_json(&j, now) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     {
         let mut sil = inner.silences.write().unwrap_or_else(|e| e.into_inner());

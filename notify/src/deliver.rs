@@ -1,9 +1,12 @@
 //! Delivery: one HTTP POST per notification, with a timeout per attempt, exponential
-//! backoff (with jitter) on 429, 5xx and network errors until `max_retry_duration`,
-//! never a retry on any other 4xx (the body is logged, the notification counted
-//! failed `bad_request`). A `Retry-After` in seconds on 429/503 is honoured (capped
-//! at `max_backoff`). Secrets travel in headers/bodies only, never in logs.
+//! backoff (with jitter) on network errors and on the answers the integration
+//! classifies as retryable (429 and 5xx for all of today's) until
+//! `max_retry_duration`, never a retry on the others (the body is logged, the
+//! notification counted failed `bad_request`). A `Retry-After` in seconds on a
+//! retryable answer is honoured (capped at `max_backoff`). Secrets travel in
+//! headers/bodies only, never in logs.
 
+use crate::integration::Verdict;
 use edgewatch_config::alerting::DeliveryConfig;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use std::collections::{HashMap, VecDeque};
@@ -79,12 +82,9 @@ pub struct Deliverer {
     client: reqwest::Client,
     opts: DeliveryConfig,
     pub metrics: Metrics,
-    /// PagerDuty: send times per routing key in the last minute.
+    /// Send times per rate-limit key in the last minute.
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
-
-/// PagerDuty's documented limit per routing key.
-pub const PD_EVENTS_PER_MINUTE: usize = 120;
 
 impl Deliverer {
     pub fn new(opts: DeliveryConfig, metrics: Metrics) -> Self {
@@ -127,11 +127,13 @@ impl Deliverer {
         }
     }
 
-    /// POSTs until delivered, rejected, out of retry time or shut down.
+    /// POSTs until delivered, rejected, out of retry time or shut down; `classify`
+    /// tells what an answer's status means.
     pub async fn post(
         &self,
         receiver: &str,
         integration: &str,
+        classify: &(dyn Fn(u16) -> Verdict + Sync),
         req: Request,
         shutdown: &CancellationToken,
     ) -> Result<(), Failure> {
@@ -154,53 +156,24 @@ impl Deliverer {
             Err(f)
         };
         loop {
-            let mut rb = self
-                .client
-                .post(&req.url)
-                .header("content-type", "application/json")
-                .body(req.body.clone());
-            for (k, v) in &req.headers {
-                rb = rb.header(*k, v);
-            }
-            let sent = tokio::select! {
-                r = rb.send() => r,
+            let attempt = tokio::select! {
+                a = self.attempt(receiver, integration, classify, &req) => a,
                 _ = shutdown.cancelled() => return fail(Failure::Shutdown),
             };
-            let mut wait = backoff;
-            match sent {
-                Ok(resp) if resp.status().is_success() => {
+            let wait = match attempt {
+                Attempt::Delivered => {
                     self.metrics
                         .latency
                         .with_label_values(&[integration])
                         .observe(started.elapsed().as_secs_f64());
-                    tracing::debug!(receiver, integration, status = %resp.status(), "notification delivered");
                     return Ok(());
                 }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let body = resp.text().await.unwrap_or_default();
-                    let body = super::model::truncate(&body, 1024);
-                    if status.as_u16() == 429 || status.is_server_error() {
-                        tracing::warn!(receiver, integration, %status, body, "notification failed, will retry");
-                        if let Some(ra) = retry_after {
-                            wait = ra.min(max_backoff);
-                        }
-                    } else {
-                        tracing::error!(receiver, integration, %status, body, "notification rejected, not retrying");
-                        return fail(Failure::BadRequest);
-                    }
-                }
-                Err(e) => {
-                    // without the URL: a webhook URL may carry a token
-                    tracing::warn!(receiver, integration, error = %e.without_url(), "notification failed, will retry");
-                }
-            }
+                Attempt::Rejected => return fail(Failure::BadRequest),
+                Attempt::Retry {
+                    retry_after: Some(ra),
+                } => ra.min(max_backoff),
+                Attempt::Retry { retry_after: None } => backoff,
+            };
             if started.elapsed() + wait > self.opts.max_retry_duration.get() {
                 tracing::error!(
                     receiver,
@@ -210,15 +183,75 @@ impl Deliverer {
                 return fail(Failure::RetriesExhausted);
             }
             self.metrics.retries.with_label_values(&[integration]).inc();
-            let jitter = Duration::from_millis(
-                (started.elapsed().subsec_nanos() % 100) as u64 * wait.as_millis().min(1000) as u64
-                    / 1000,
-            );
             tokio::select! {
-                _ = tokio::time::sleep(wait + jitter) => {}
+                _ = tokio::time::sleep(wait + jitter(started, wait)) => {}
                 _ = shutdown.cancelled() => return fail(Failure::Shutdown),
             }
             backoff = (backoff * 2).min(max_backoff);
         }
     }
+
+    /// One request and what its answer means (logged here, without secrets).
+    async fn attempt(
+        &self,
+        receiver: &str,
+        integration: &str,
+        classify: &(dyn Fn(u16) -> Verdict + Sync),
+        req: &Request,
+    ) -> Attempt {
+        let mut rb = self
+            .client
+            .post(&req.url)
+            .header("content-type", "application/json")
+            .body(req.body.clone());
+        for (k, v) in &req.headers {
+            rb = rb.header(*k, v);
+        }
+        let resp = match rb.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // without the URL: a webhook URL may carry a token
+                tracing::warn!(receiver, integration, error = %e.without_url(), "notification failed, will retry");
+                return Attempt::Retry { retry_after: None };
+            }
+        };
+        let status = resp.status();
+        let verdict = classify(status.as_u16());
+        if verdict == Verdict::Delivered {
+            tracing::debug!(receiver, integration, %status, "notification delivered");
+            return Attempt::Delivered;
+        }
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.text().await.unwrap_or_default();
+        let body = super::model::truncate(&body, 1024);
+        if verdict == Verdict::Retry {
+            tracing::warn!(receiver, integration, %status, body, "notification failed, will retry");
+            Attempt::Retry { retry_after }
+        } else {
+            tracing::error!(receiver, integration, %status, body, "notification rejected, not retrying");
+            Attempt::Rejected
+        }
+    }
+}
+
+enum Attempt {
+    Delivered,
+    Rejected,
+    /// `retry_after`: the answer's `Retry-After` in seconds.
+    Retry {
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Up to 10% of `wait` (at most 100 ms), so that receivers that failed together do
+/// not retry in lockstep.
+fn jitter(started: Instant, wait: Duration) -> Duration {
+    Duration::from_millis(
+        (started.elapsed().subsec_nanos() % 100) as u64 * wait.as_millis().min(1000) as u64 / 1000,
+    )
 }

@@ -11,11 +11,16 @@
 //!                     │                     ▼
 //!                     │            per integration: needs_update(notification log) [pure]
 //!                     │                     ▼
-//!                     │            payload (webhook v4 / PagerDuty / Dynatrace)    [pure]
+//!                     │            Integration::request (integration/*.rs)         [pure]
 //!                     │                     ▼
-//!                     │            deliver (timeout, backoff on 429/5xx, metrics)
-//!                     └─► alertmanager_configs: ungrouped pushes, re-sent periodically
+//!                     │            deliver (rate limit, timeout, retries, metrics)
+//!                     └─► integration/alertmanager.rs: ungrouped pushes, re-sent periodically
 //! ```
+//!
+//! Flush of a due group: `flush` → `FlushGroup::new` (mute) → per integration
+//! `notify_integration` (notification log, `needs_update`) → `deliver`
+//! (`Integration::request`, `Deliverer::rate_limit`, `Deliverer::post` with the
+//! integration's `classify`) → `Inner::nflog_put`.
 //!
 //! State in sled (survives restarts): the notification log per (group, receiver,
 //! integration) — what was last notified firing/resolved, and when — the alerts, and
@@ -29,21 +34,22 @@ pub mod api;
 pub mod deliver;
 pub mod dispatch;
 pub mod inhibit;
+pub mod integration;
 pub mod model;
 pub mod payload;
 pub mod route;
 pub mod silence;
 
-use deliver::{Deliverer, Failure, Request};
+use deliver::{Deliverer, Failure};
 use dispatch::{needs_update, Dispatcher, Entry, FlushJob};
-use edgewatch_config::alerting::{
-    AlertingConfig, DynatraceConfig, PagerDutyConfig, Secret, WebhookConfig,
-};
+use edgewatch_config::alerting::{AlertingConfig, ReceiverConfig};
 use inhibit::InhibitRule;
+use integration::alertmanager::{push_loop, AmTarget};
+use integration::{Integration, Integrations};
 use model::{from_ms, to_ms};
 use serde::{Deserialize, Serialize};
 use silence::Silence;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -62,8 +68,11 @@ pub struct Alert {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    #[error("alerting: receiver {receiver}: {message}")]
-    Receiver { receiver: String, message: String },
+    #[error("alerting: receiver {receiver}: {source}")]
+    Receiver {
+        receiver: String,
+        source: integration::ConfigError,
+    },
     #[error("alerting state: {0}")]
     State(#[from] sled::Error),
     #[error("registering alerting metrics: {0}")]
@@ -97,62 +106,11 @@ struct Inner {
 }
 
 struct Receiver {
-    integrations: Vec<(String, Integration)>,
+    integrations: Integrations,
     /// Indices into `am_targets`.
     am: Vec<usize>,
 }
 
-enum Integration {
-    PagerDuty {
-        cfg: PagerDutyConfig,
-        key: Secret,
-        url: String,
-    },
-    Dynatrace {
-        cfg: DynatraceConfig,
-        token: Secret,
-    },
-    Webhook(WebhookConfig),
-}
-
-impl Integration {
-    fn send_resolved(&self) -> bool {
-        match self {
-            Integration::PagerDuty { cfg, .. } => cfg.send_resolved,
-            Integration::Dynatrace { cfg, .. } => cfg.send_resolved,
-            Integration::Webhook(w) => w.send_resolved,
-        }
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            Integration::PagerDuty { .. } => "pagerduty",
-            Integration::Dynatrace { .. } => "dynatrace",
-            Integration::Webhook(_) => "webhook",
-        }
-    }
-    /// Dynatrace closes an event after `timeout`: re-send a firing one at 3/4 of it.
-    fn repeat(&self, route_repeat: Duration) -> Duration {
-        match self {
-            Integration::Dynatrace { cfg, .. } => route_repeat.min(
-                Duration::from_secs(cfg.timeout_minutes as u64 * 45).max(Duration::from_secs(30)),
-            ),
-            _ => route_repeat,
-        }
-    }
-}
-
-struct AmTarget {
-    receiver: String,
-    url: String,
-    queue: Mutex<VecDeque<Alert>>,
-    /// fingerprint → (last pushed, was resolved)
-    last: Mutex<HashMap<u64, (SystemTime, bool)>>,
-    notify: tokio::sync::Notify,
-}
-
-/// Alerts waiting for one Alertmanager beyond this are dropped, oldest first.
-const AM_QUEUE_CAP: usize = 10_000;
-const AM_BATCH: usize = 256;
 const NFLOG_RETENTION: Duration = Duration::from_secs(5 * 24 * 3600);
 
 #[derive(Serialize, Deserialize)]
@@ -172,61 +130,7 @@ impl Notifier {
         state: &sled::Db,
         registry: &prometheus::Registry,
     ) -> Result<Self, NotifyError> {
-        let mut receivers = HashMap::new();
-        let mut am_targets = Vec::new();
-        for r in &cfg.receivers {
-            let err = |message: String| NotifyError::Receiver {
-                receiver: r.name.clone(),
-                message,
-            };
-            let mut integrations = Vec::new();
-            for (i, p) in r.pagerduty_configs.iter().enumerate() {
-                let key = p
-                    .routing_key
-                    .resolve()
-                    .map_err(|e| err(format!("pagerduty_configs[{i}].routing_key_file: {e}")))?;
-                let url =
-                    p.url.as_ref().map(|u| u.0.clone()).unwrap_or_else(|| {
-                        edgewatch_config::alerting::DEFAULT_PAGERDUTY_URL.into()
-                    });
-                integrations.push((
-                    format!("pagerduty/{i}"),
-                    Integration::PagerDuty {
-                        cfg: p.clone(),
-                        key,
-                        url,
-                    },
-                ));
-            }
-            for (i, d) in r.dynatrace_configs.iter().enumerate() {
-                let token = d
-                    .api_token
-                    .resolve()
-                    .map_err(|e| err(format!("dynatrace_configs[{i}].api_token_file: {e}")))?;
-                integrations.push((
-                    format!("dynatrace/{i}"),
-                    Integration::Dynatrace {
-                        cfg: d.clone(),
-                        token,
-                    },
-                ));
-            }
-            for (i, w) in r.webhook_configs.iter().enumerate() {
-                integrations.push((format!("webhook/{i}"), Integration::Webhook(w.clone())));
-            }
-            let mut am = Vec::new();
-            for a in &r.alertmanager_configs {
-                am.push(am_targets.len());
-                am_targets.push(AmTarget {
-                    receiver: r.name.clone(),
-                    url: format!("{}/api/v2/alerts", a.url.0.trim_end_matches('/')),
-                    queue: Mutex::new(VecDeque::new()),
-                    last: Mutex::new(HashMap::new()),
-                    notify: tokio::sync::Notify::new(),
-                });
-            }
-            receivers.insert(r.name.clone(), Receiver { integrations, am });
-        }
+        let (receivers, am_targets) = build_receivers(&cfg.receivers)?;
         let metrics = deliver::Metrics::new(registry)?;
         let tree = route::RouteTree::new(&cfg.route);
         let mut dispatcher = Dispatcher::new(tree, cfg.resolve_timeout.get());
@@ -234,32 +138,8 @@ impl Notifier {
         let alerts_tree = state.open_tree("notify_alerts")?;
         let silences_tree = state.open_tree("notify_silences")?;
         let now = SystemTime::now();
-        let mut silences = BTreeMap::new();
-        for kv in silences_tree.iter() {
-            let (_, v) = kv?;
-            match serde_json::from_slice::<silence::SilenceJson>(&v)
-                .map_err(|e| e.to_string())
-                .and_then(|j| Silence::from_json(&j, now))
-            {
-                Ok(s) => {
-                    silences.insert(s.id.clone(), s);
-                }
-                Err(e) => tracing::warn!(error = %e, "dropping an unreadable stored silence"),
-            }
-        }
-        let mut restored = Vec::new();
-        for kv in alerts_tree.iter() {
-            let (_, v) = kv?;
-            if let Ok(j) = serde_json::from_slice::<StoredAlertJson>(&v) {
-                restored.push(Alert {
-                    labels: j.labels,
-                    annotations: j.annotations,
-                    starts_at: from_ms(j.starts_at_ms),
-                    ends_at: j.ends_at_ms.map(from_ms),
-                    generator_url: j.generator_url,
-                });
-            }
-        }
+        let silences = restore_silences(&silences_tree, now)?;
+        let restored = restore_alerts(&alerts_tree)?;
         if !restored.is_empty() {
             tracing::info!(
                 alerts = restored.len(),
@@ -394,6 +274,64 @@ impl Notifier {
     }
 }
 
+/// Every receiver's grouped integrations, and one push target per Alertmanager.
+fn build_receivers(
+    cfgs: &[ReceiverConfig],
+) -> Result<(HashMap<String, Receiver>, Vec<AmTarget>), NotifyError> {
+    let mut receivers = HashMap::new();
+    let mut am_targets = Vec::new();
+    for r in cfgs {
+        let integrations = integration::build(r).map_err(|source| NotifyError::Receiver {
+            receiver: r.name.clone(),
+            source,
+        })?;
+        let mut am = Vec::new();
+        for a in &r.alertmanager_configs {
+            am.push(am_targets.len());
+            am_targets.push(AmTarget::new(&r.name, &a.url.0));
+        }
+        receivers.insert(r.name.clone(), Receiver { integrations, am });
+    }
+    Ok((receivers, am_targets))
+}
+
+fn restore_silences(
+    tree: &sled::Tree,
+    now: SystemTime,
+) -> Result<BTreeMap<String, Silence>, NotifyError> {
+    let mut silences = BTreeMap::new();
+    for kv in tree.iter() {
+        let (_, v) = kv?;
+        let restored = serde_json::from_slice::<silence::SilenceJson>(&v)
+            .map_err(silence::SilenceError::from)
+            .and_then(|j| Silence::from_json(&j, now));
+        match restored {
+            Ok(s) => {
+                silences.insert(s.id.clone(), s);
+            }
+            Err(e) => tracing::warn!(error = %e, "dropping an unreadable stored silence"),
+        }
+    }
+    Ok(silences)
+}
+
+fn restore_alerts(tree: &sled::Tree) -> Result<Vec<Alert>, NotifyError> {
+    let mut restored = Vec::new();
+    for kv in tree.iter() {
+        let (_, v) = kv?;
+        if let Ok(j) = serde_json::from_slice::<StoredAlertJson>(&v) {
+            restored.push(Alert {
+                labels: j.labels,
+                annotations: j.annotations,
+                starts_at: from_ms(j.starts_at_ms),
+                ends_at: j.ends_at_ms.map(from_ms),
+                generator_url: j.generator_url,
+            });
+        }
+    }
+    Ok(restored)
+}
+
 impl Inner {
     fn now(&self) -> SystemTime {
         (self.clock.read().unwrap_or_else(|e| e.into_inner()))()
@@ -499,32 +437,6 @@ impl Inner {
         }
     }
 
-    fn enqueue_push(&self, t: usize, a: Alert, now: SystemTime) {
-        let target = &self.am_targets[t];
-        let resolved = a.resolved_at(now);
-        {
-            let mut last = target.last.lock().unwrap_or_else(|e| e.into_inner());
-            let fp = a.fingerprint();
-            if let Some((at, was_resolved)) = last.get(&fp) {
-                if *was_resolved == resolved && *at + self.resend_delay > now {
-                    return;
-                }
-            }
-            last.insert(fp, (now, resolved));
-        }
-        let mut q = target.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.len() >= AM_QUEUE_CAP {
-            q.pop_front();
-            self.deliverer
-                .metrics
-                .failed
-                .with_label_values(&[&target.receiver, "queue_full"])
-                .inc();
-        }
-        q.push_back(a);
-        target.notify.notify_one();
-    }
-
     pub(crate) fn save_silence(&self, s: &Silence) {
         let now = self.now();
         if let Ok(v) = serde_json::to_vec(&s.to_json(now)) {
@@ -536,190 +448,205 @@ impl Inner {
     }
 }
 
-async fn push_loop(inner: Arc<Inner>, t: usize, shutdown: CancellationToken) {
-    let target = &inner.am_targets[t];
-    loop {
-        let batch: Vec<Alert> = {
-            let mut q = target.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let n = q.len().min(AM_BATCH);
-            q.drain(..n).collect()
-        };
-        if batch.is_empty() {
-            tokio::select! {
-                _ = target.notify.notified() => continue,
-                _ = shutdown.cancelled() => return,
-            }
-        }
-        let now = inner.now();
-        let eval = Duration::from_millis(inner.eval_interval_ms.load(Ordering::Relaxed));
-        let body = payload::alertmanager_push(&batch, now, eval);
-        let req = Request {
-            url: target.url.clone(),
-            headers: vec![],
-            body: serde_json::to_vec(&body).unwrap_or_default(),
-        };
-        if let Err(f) = inner
-            .deliverer
-            .post(&target.receiver, "alertmanager", req, &shutdown)
-            .await
-        {
-            tracing::warn!(
-                receiver = target.receiver,
-                alerts = batch.len(),
-                reason = f.reason(),
-                "alerts not pushed to Alertmanager"
-            );
-            // let the next round re-push them
-            let mut last = target.last.lock().unwrap_or_else(|e| e.into_inner());
-            for a in &batch {
-                last.remove(&a.fingerprint());
-            }
-            if f == Failure::Shutdown {
-                return;
-            }
-        }
-    }
-}
-
 /// One group flush: mute, decide per integration, build, deliver, log.
 async fn flush(inner: Arc<Inner>, job: FlushJob, shutdown: CancellationToken) {
-    let alerts: Vec<Alert> = {
-        let d = inner.lock_dispatcher();
-        job.alerts
-            .iter()
-            .filter(|a| !inner.muted(&d, a, job.now))
-            .cloned()
-            .collect()
-    };
+    let group = FlushGroup::new(&inner, &job);
     let Some(receiver) = inner.receivers.get(&job.receiver) else {
         inner.lock_dispatcher().complete(&job, true, None);
         return;
     };
-    let firing: BTreeSet<u64> = alerts
+    let sends = receiver
+        .integrations
         .iter()
-        .filter(|a| !a.resolved_at(job.now))
-        .map(Alert::fingerprint)
-        .collect();
-    let resolved: BTreeSet<u64> = alerts
-        .iter()
-        .filter(|a| a.resolved_at(job.now))
-        .map(Alert::fingerprint)
-        .collect();
-    let sends = receiver.integrations.iter().map(|(id, integ)| {
-        let (inner, job, alerts, firing, resolved, shutdown) =
-            (&inner, &job, &alerts, &firing, &resolved, &shutdown);
-        async move {
-            let key = Inner::nflog_key(&job.group_key, &job.receiver, id);
-            let entry = inner.nflog_get(&key);
-            let repeat = integ.repeat(job.repeat_interval);
-            let refresh = |e: &Entry| match integ {
-                Integration::Dynatrace { .. } if !e.firing.is_empty() => {
-                    Some(from_ms(e.ts_ms) + repeat)
-                }
-                _ => None,
-            };
-            if alerts.is_empty()
-                || !needs_update(
-                    entry.as_ref(),
-                    firing,
-                    resolved,
-                    integ.send_resolved(),
-                    repeat,
-                    job.now,
-                )
-            {
-                return (true, entry.as_ref().and_then(refresh));
-            }
-            let to_send: Vec<Alert> = if integ.send_resolved() {
-                alerts.clone()
-            } else {
-                alerts
-                    .iter()
-                    .filter(|a| !a.resolved_at(job.now))
-                    .cloned()
-                    .collect()
-            };
-            let new_entry = Entry {
-                firing: firing.clone(),
-                resolved: resolved.clone(),
-                ts_ms: to_ms(job.now),
-            };
-            if !to_send.is_empty() {
-                let data = payload::Data {
-                    receiver: job.receiver.clone(),
-                    group_key: job.group_key.clone(),
-                    group_labels: job.group_labels.clone(),
-                    external_url: inner.external_url.clone(),
-                    alerts: to_send,
-                    now: job.now,
-                };
-                let req = build_request(integ, &data);
-                if let Integration::PagerDuty { key, .. } = integ {
-                    inner
-                        .deliverer
-                        .rate_limit(&key.0, deliver::PD_EVENTS_PER_MINUTE, shutdown)
-                        .await;
-                }
-                if inner
-                    .deliverer
-                    .post(&job.receiver, integ.name(), req, shutdown)
-                    .await
-                    .is_err()
-                {
-                    return (false, None);
-                }
-            }
-            inner.nflog_put(&key, &new_entry).await;
-            (true, refresh(&new_entry))
-        }
-    });
-    let results = futures::future::join_all(sends).await;
-    let delivered = results.iter().all(|(ok, _)| *ok);
-    let refresh = results.iter().filter_map(|(_, r)| *r).min();
+        .map(|(id, integ)| notify_integration(&inner, &job, &group, id, integ.as_ref(), &shutdown));
+    let outcomes = futures::future::join_all(sends).await;
+    let delivered = outcomes.iter().all(|o| o.delivered);
+    let refresh = outcomes.iter().filter_map(|o| o.refresh_at).min();
     inner.lock_dispatcher().complete(&job, delivered, refresh);
     inner.wake.notify_one();
 }
 
-fn build_request(integ: &Integration, data: &payload::Data) -> Request {
-    let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap_or_default();
-    match integ {
-        Integration::Webhook(w) => Request {
-            url: w.url.0.clone(),
-            headers: vec![],
-            body: json(payload::webhook(data, w.max_alerts)),
-        },
-        Integration::PagerDuty { cfg, key, url } => {
-            let o = payload::PagerDutyOptions {
-                routing_key: &key.0,
-                severity: &cfg.severity,
-                client: &cfg.client,
-                client_url: &cfg.client_url,
-                description: cfg.description.as_deref(),
-                source: cfg.source.as_deref(),
-                component: cfg.component.as_deref(),
-                group: cfg.group.as_deref(),
-                class: cfg.class.as_deref(),
-                details: &cfg.details,
-            };
-            Request {
-                url: url.clone(),
-                headers: vec![],
-                body: json(payload::pagerduty(data, &o)),
-            }
+/// A group's alerts at a flush, muted ones left out.
+struct FlushGroup {
+    alerts: Vec<Alert>,
+    firing: BTreeSet<u64>,
+    resolved: BTreeSet<u64>,
+}
+
+impl FlushGroup {
+    fn new(inner: &Inner, job: &FlushJob) -> Self {
+        let alerts: Vec<Alert> = {
+            let d = inner.lock_dispatcher();
+            job.alerts
+                .iter()
+                .filter(|a| !inner.muted(&d, a, job.now))
+                .cloned()
+                .collect()
+        };
+        let (resolved, firing): (Vec<&Alert>, Vec<&Alert>) =
+            alerts.iter().partition(|a| a.resolved_at(job.now));
+        FlushGroup {
+            firing: firing.into_iter().map(Alert::fingerprint).collect(),
+            resolved: resolved.into_iter().map(Alert::fingerprint).collect(),
+            alerts,
         }
-        Integration::Dynatrace { cfg, token } => {
-            let o = payload::DynatraceOptions {
-                event_type: &cfg.event_type,
-                title: cfg.title.as_deref(),
-                entity_selector: cfg.entity_selector.as_deref(),
-                timeout_minutes: cfg.timeout_minutes,
-                properties: &cfg.properties,
-            };
-            Request {
-                url: format!("{}/api/v2/events/ingest", cfg.url.0),
-                headers: vec![("authorization", format!("Api-Token {}", token.0))],
-                body: json(payload::dynatrace(data, &o)),
-            }
+    }
+
+    /// What an integration is told about: resolved alerts only if it wants them.
+    fn to_send(&self, send_resolved: bool, now: SystemTime) -> Vec<Alert> {
+        self.alerts
+            .iter()
+            .filter(|a| send_resolved || !a.resolved_at(now))
+            .cloned()
+            .collect()
+    }
+}
+
+/// How one integration's part of a flush went.
+struct Outcome {
+    /// Nothing to send, or sent and logged.
+    delivered: bool,
+    /// When the group must flush again although nothing changed (keep-alive).
+    refresh_at: Option<SystemTime>,
+}
+
+/// One integration's part of a flush: compare with the notification log, send if
+/// needed, log what was sent.
+async fn notify_integration(
+    inner: &Inner,
+    job: &FlushJob,
+    group: &FlushGroup,
+    id: &str,
+    integ: &dyn Integration,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let key = Inner::nflog_key(&job.group_key, &job.receiver, id);
+    let entry = inner.nflog_get(&key);
+    let keep_alive = integ.keep_alive();
+    let repeat = keep_alive.map_or(job.repeat_interval, |k| job.repeat_interval.min(k));
+    let refresh = |e: &Entry| {
+        (keep_alive.is_some() && !e.firing.is_empty()).then(|| from_ms(e.ts_ms) + repeat)
+    };
+    if group.alerts.is_empty()
+        || !needs_update(
+            entry.as_ref(),
+            &group.firing,
+            &group.resolved,
+            integ.send_resolved(),
+            repeat,
+            job.now,
+        )
+    {
+        return Outcome {
+            delivered: true,
+            refresh_at: entry.as_ref().and_then(refresh),
+        };
+    }
+    let to_send = group.to_send(integ.send_resolved(), job.now);
+    if !to_send.is_empty() && deliver(inner, job, integ, to_send, shutdown).await.is_err() {
+        return Outcome {
+            delivered: false,
+            refresh_at: None,
+        };
+    }
+    let new_entry = Entry {
+        firing: group.firing.clone(),
+        resolved: group.resolved.clone(),
+        ts_ms: to_ms(job.now),
+    };
+    inner.nflog_put(&key, &new_entry).await;
+    Outcome {
+        delivered: true,
+        refresh_at: refresh(&new_entry),
+    }
+}
+
+/// Builds the integration's request for `alerts` and delivers it (rate limit, retries).
+async fn deliver(
+    inner: &Inner,
+    job: &FlushJob,
+    integ: &dyn Integration,
+    alerts: Vec<Alert>,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    let data = payload::Data {
+        receiver: job.receiver.clone(),
+        group_key: job.group_key.clone(),
+        group_labels: job.group_labels.clone(),
+        external_url: inner.external_url.clone(),
+        alerts,
+        now: job.now,
+    };
+    let req = integ.request(&data);
+    if let Some(limit) = integ.rate_limit() {
+        inner
+            .deliverer
+            .rate_limit(limit.key, limit.per_minute, shutdown)
+            .await;
+    }
+    inner
+        .deliverer
+        .post(
+            &job.receiver,
+            integ.name(),
+            &|status| integ.classify(status),
+            req,
+            shutdown,
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The notification log is keyed by integration id and lives in named sled trees:
+    /// renaming either would re-page every open incident after an upgrade.
+    #[test]
+    fn integration_ids_and_state_layout_are_stable() {
+        let cfg = AlertingConfig::from_yaml(
+            r#"
+route: { receiver: team }
+receivers:
+  - name: team
+    pagerduty_configs:
+      - routing_key: 0123456789abcdef0123456789abcdef
+      - routing_key: fedcba9876543210fedcba9876543210
+    dynatrace_configs:
+      - { url: "http://127.0.0.1:1", api_token: t }
+    webhook_configs:
+      - url: http://127.0.0.1:1/a
+      - url: http://127.0.0.1:1/b
+    alertmanager_configs:
+      - url: http://127.0.0.1:1
+"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let n = Notifier::new(&cfg, &db, &prometheus::Registry::new()).unwrap();
+        let ids: Vec<&str> = n.inner.receivers["team"]
+            .integrations
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "pagerduty/0",
+                "pagerduty/1",
+                "dynatrace/0",
+                "webhook/0",
+                "webhook/1"
+            ]
+        );
+        assert_eq!(
+            Inner::nflog_key("{}:{alertname=\"X\"}", "team", "pagerduty/1"),
+            b"team\x1fpagerduty/1\x1f{}:{alertname=\"X\"}".to_vec()
+        );
+        let trees: Vec<Vec<u8>> = db.tree_names().iter().map(|t| t.to_vec()).collect();
+        for t in ["notify_nflog", "notify_alerts", "notify_silences"] {
+            assert!(trees.contains(&t.as_bytes().to_vec()), "{t}");
         }
     }
 }

@@ -4,10 +4,33 @@
 //! (`endsAt = now`), as Alertmanager does; expired silences are kept for
 //! [`RETENTION`] and then dropped. Persisted in sled (tree `notify_silences`).
 
-use super::model::{parse_rfc3339, rfc3339, Labels};
+use super::model::{parse_rfc3339, rfc3339, Labels, TimeError};
 use edgewatch_config::alerting::{MatchOp, Matcher};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
+
+/// Why a silence is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    #[error("a silence needs at least one matcher")]
+    NoMatchers,
+    #[error("{0}")]
+    Matcher(String),
+    #[error("at least one matcher must not match the empty string (it would silence everything)")]
+    MatchesEverything,
+    #[error(transparent)]
+    Time(#[from] TimeError),
+    #[error("endsAt must be after startsAt")]
+    EndsBeforeStart,
+    #[error("endsAt is in the past")]
+    EndsInThePast,
+    #[error("createdBy is required")]
+    NoCreatedBy,
+    #[error("comment is required")]
+    NoComment,
+    #[error("invalid silence JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
 
 /// Expired silences are kept this long (for the API) before being deleted.
 pub const RETENTION: Duration = Duration::from_secs(5 * 24 * 3600);
@@ -82,9 +105,9 @@ impl State {
 
 impl Silence {
     /// Validates a posted silence. `id` is kept if given (an update).
-    pub fn from_json(j: &SilenceJson, now: SystemTime) -> Result<Silence, String> {
+    pub fn from_json(j: &SilenceJson, now: SystemTime) -> Result<Silence, SilenceError> {
         if j.matchers.is_empty() {
-            return Err("a silence needs at least one matcher".into());
+            return Err(SilenceError::NoMatchers);
         }
         let mut matchers = Vec::new();
         for m in &j.matchers {
@@ -94,24 +117,24 @@ impl Silence {
                 (true, true) => MatchOp::Re,
                 (true, false) => MatchOp::NotRe,
             };
-            matchers.push(Matcher::new(&m.name, op, &m.value)?);
+            matchers.push(Matcher::new(&m.name, op, &m.value).map_err(SilenceError::Matcher)?);
         }
         if matchers.iter().all(|m| m.matches_value("")) {
-            return Err("at least one matcher must not match the empty string (it would silence everything)".into());
+            return Err(SilenceError::MatchesEverything);
         }
         let starts_at = parse_rfc3339(&j.starts_at)?;
         let ends_at = parse_rfc3339(&j.ends_at)?;
         if ends_at <= starts_at {
-            return Err("endsAt must be after startsAt".into());
+            return Err(SilenceError::EndsBeforeStart);
         }
         if ends_at <= now && j.id.is_none() {
-            return Err("endsAt is in the past".into());
+            return Err(SilenceError::EndsInThePast);
         }
         if j.created_by.trim().is_empty() {
-            return Err("createdBy is required".into());
+            return Err(SilenceError::NoCreatedBy);
         }
         if j.comment.trim().is_empty() {
-            return Err("comment is required".into());
+            return Err(SilenceError::NoComment);
         }
         Ok(Silence {
             id: j
@@ -190,7 +213,7 @@ pub fn silenced_by<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::model::from_ms;
+    use crate::model::from_ms;
 
     fn l(s: &str) -> Labels {
         s.split(',')
@@ -285,9 +308,10 @@ mod tests {
         let mut j = base.clone();
         j.matchers[0].value = ".*".into();
         j.matchers[0].is_regex = true;
-        assert!(Silence::from_json(&j, from_ms(0))
-            .unwrap_err()
-            .contains("everything"));
+        assert!(matches!(
+            Silence::from_json(&j, from_ms(0)),
+            Err(SilenceError::MatchesEverything)
+        ));
         let mut j = base.clone();
         j.ends_at = j.starts_at.clone();
         assert!(Silence::from_json(&j, from_ms(0)).is_err());

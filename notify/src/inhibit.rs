@@ -51,7 +51,7 @@ pub fn is_inhibited<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::model::fingerprint;
+    use crate::model::fingerprint;
     use edgewatch_config::alerting::parse_matchers;
 
     fn l(s: &str) -> Labels {

@@ -238,7 +238,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::model::from_ms;
+    use crate::model::from_ms;
     use edgewatch_config::alerting::AlertingConfig;
 
     fn secs(s: u64) -> SystemTime {
