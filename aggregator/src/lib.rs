@@ -205,6 +205,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 pub mod fleet;
+pub mod promql;
 pub mod reconcile;
 pub mod rules;
 pub mod web;

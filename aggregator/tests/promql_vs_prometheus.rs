@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use edgewatch_aggregator::rules::eval::{self, Value};
+use edgewatch_aggregator::promql::{self, Value};
 use edgewatch_aggregator::store::{MetricType, Store, StoreOptions, WindowOptions, WindowScope};
 use prost::Message;
 
@@ -339,9 +339,7 @@ async fn prometheus_query(client: &reqwest::Client, port: u16, q: &str, at: f64)
 }
 
 fn ours(store: &Store, q: &str, at_ms: i64) -> Result_ {
-    let e = promql_parser::parser::parse(q)?;
-    eval::check(&e)?;
-    match eval::eval(&e, store, at_ms).map_err(|e| e.to_string())? {
+    match promql::instant_query(store, q, at_ms).map_err(|e| e.to_string())? {
         Value::Scalar(s) => Ok((Some(s), BTreeMap::new())),
         Value::Vector(v) => Ok((None, v.into_iter().map(|s| (s.labels, s.value)).collect())),
         other => Err(format!("unexpected value {other:?}")),
