@@ -199,6 +199,7 @@ fn web_router(registry: Registry) -> axum::Router {
 
 pub(crate) use edgewatch_prom::time::now_ms;
 pub mod fleet;
+pub mod promql;
 pub mod reconcile;
 pub mod rules;
 pub mod web;

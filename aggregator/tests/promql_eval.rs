@@ -1,6 +1,6 @@
 //! Table tests of the PromQL evaluator on hand-made store data.
 
-use edgewatch_aggregator::rules::eval::{self, Labels, Value};
+use edgewatch_aggregator::promql::{self, Labels, Value};
 use edgewatch_aggregator::store::{MetricType, Store, StoreOptions, WindowOptions, WindowScope};
 use prometheus::Registry;
 
@@ -101,9 +101,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 fn run(s: &Store, q: &str) -> Result<Value, String> {
-    let e = promql_parser::parser::parse(q).map_err(|e| e.to_string())?;
-    eval::check(&e)?;
-    eval::eval(&e, s, T).map_err(|e| e.to_string())
+    promql::instant_query(s, q, T).map_err(|e| e.to_string())
 }
 
 fn vector(s: &Store, q: &str) -> Vec<(Labels, f64)> {
@@ -435,7 +433,7 @@ fn errors() {
         ("temp @ 100", "\"@\""),
     ] {
         let e = promql_parser::parser::parse(q).unwrap();
-        let err = eval::check(&e).unwrap_err();
+        let err = promql::check(&e).unwrap_err().to_string();
         assert!(err.contains(want), "{q}: {err}");
     }
 }

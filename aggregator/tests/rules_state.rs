@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use edgewatch_aggregator::promql::{Labels, Sample};
 use edgewatch_aggregator::rules::alerting::{
     alert_series, ms_to_time, step, AlertRule, AlertState, RuleState, SendOptions,
 };
-use edgewatch_aggregator::rules::eval::{Labels, Sample};
 use edgewatch_aggregator::rules::template::Template;
 
 const T0: i64 = 1_700_000_000_000;

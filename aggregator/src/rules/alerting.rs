@@ -3,13 +3,13 @@
 //! the previous state, the expression's result and the evaluation time and
 //! returns the next state and the alerts to hand to the notifier.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::eval::{EvalError, Labels, Sample};
 use super::template::Template;
+use crate::promql::{Labels, Sample};
 use edgewatch_notify::Alert;
 
 /// A resolved alert is kept (and re-sent) this long (Prometheus `resolvedRetention`).
@@ -110,6 +110,13 @@ fn key_of(l: &Labels) -> String {
     s
 }
 
+/// Why an evaluation's result cannot become alerts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("vector contains metrics with the same labelset after applying alert labels")]
+    DuplicateLabelset,
+}
+
 /// One evaluation: Prometheus' `AlertingRule.Eval` followed by `sendAlerts`.
 pub fn step(
     rule: &AlertRule,
@@ -117,14 +124,28 @@ pub fn step(
     results: &[Sample],
     now: i64,
     opts: SendOptions,
-) -> Result<(RuleState, Vec<Alert>), EvalError> {
-    // Alerts of this evaluation.
+) -> Result<(RuleState, Vec<Alert>), StepError> {
+    let fresh = alerts_of(rule, results, now)?;
+    let result_keys: HashSet<String> = fresh.keys().cloned().collect();
+    merge(&mut state, fresh);
+    advance(rule, &mut state, &result_keys, now);
+    let out = send_alerts(rule, &mut state, now, opts);
+    Ok((state, out))
+}
+
+/// The alerts of this evaluation's result, by label key: labels and
+/// annotations expanded, pending from `now`.
+fn alerts_of(
+    rule: &AlertRule,
+    results: &[Sample],
+    now: i64,
+) -> Result<BTreeMap<String, ActiveAlert>, StepError> {
     let mut fresh: BTreeMap<String, ActiveAlert> = BTreeMap::new();
     for s in results {
         let mut l = s.labels.clone();
         l.remove("__name__");
-        // Templates see the result's labels (as Prometheus: with __name__ dropped? no:
-        // Prometheus passes smpl.Metric.Map(), which includes __name__).
+        // Templates see the result's labels with `__name__`, as Prometheus
+        // passes `smpl.Metric.Map()`.
         let tmpl_labels = &s.labels;
         for (k, t) in &rule.labels {
             let v = t.expand(tmpl_labels, s.value);
@@ -142,10 +163,7 @@ pub fn step(
             .collect();
         let key = key_of(&l);
         if fresh.contains_key(&key) {
-            return Err(EvalError(
-                "vector contains metrics with the same labelset after applying alert labels"
-                    .to_string(),
-            ));
+            return Err(StepError::DuplicateLabelset);
         }
         fresh.insert(
             key,
@@ -162,7 +180,12 @@ pub fn step(
             },
         );
     }
-    let result_keys: std::collections::HashSet<String> = fresh.keys().cloned().collect();
+    Ok(fresh)
+}
+
+/// Alerts still active keep their state and take the new value and
+/// annotations; the others start (again) as pending.
+fn merge(state: &mut RuleState, fresh: BTreeMap<String, ActiveAlert>) {
     for (k, a) in fresh {
         match state.active.get_mut(&k) {
             Some(old) if old.state != AlertState::Inactive => {
@@ -174,6 +197,12 @@ pub fn step(
             }
         }
     }
+}
+
+/// Resolves the alerts missing from the result (unless `keep_firing_for`
+/// holds them), forgets pending ones and resolved ones past retention, and
+/// fires pending alerts whose `for` has passed.
+fn advance(rule: &AlertRule, state: &mut RuleState, result_keys: &HashSet<String>, now: i64) {
     let mut remove = Vec::new();
     for (k, a) in state.active.iter_mut() {
         if !result_keys.contains(k) {
@@ -208,7 +237,10 @@ pub fn step(
     for k in remove {
         state.active.remove(&k);
     }
-    // sendAlerts
+}
+
+/// Prometheus' `sendAlerts`: the alerts due for a (re)send, marked sent.
+fn send_alerts(rule: &AlertRule, state: &mut RuleState, now: i64, opts: SendOptions) -> Vec<Alert> {
     let mut out = Vec::new();
     for a in state.active.values_mut() {
         if needs_sending(a, now, opts.resend_delay_ms) {
@@ -222,7 +254,7 @@ pub fn step(
             });
         }
     }
-    Ok((state, out))
+    out
 }
 
 fn needs_sending(a: &ActiveAlert, now: i64, resend_delay_ms: i64) -> bool {

@@ -14,8 +14,8 @@ use promql_parser::parser::Expr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::eval;
 use super::template::Template;
+use crate::promql;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,7 +150,7 @@ impl PromExpr {
     pub fn parse(text: &str) -> Result<Self, String> {
         let expr = promql_parser::parser::parse(text)
             .map_err(|e| format!("invalid PromQL {text:?}: {}", e.trim()))?;
-        eval::check(&expr).map_err(|e| format!("{e} in {text:?}"))?;
+        promql::check(&expr).map_err(|e| format!("{e} in {text:?}"))?;
         use promql_parser::parser::value::ValueType;
         match expr.value_type() {
             ValueType::Vector | ValueType::Scalar => {}

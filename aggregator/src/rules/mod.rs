@@ -7,8 +7,8 @@
 //!                              │  a file rule of the same name replaces one)
 //!                              ▼
 //! groups sharing an interval, every interval:
-//!        snapshot::Snapshot::new(store, now, reads)               [one pass over the store]
-//!        eval::eval_rule(expr, snapshot, now), rule by rule       [PromQL on interned labels]
+//!        promql::Snapshot::new(store, now, reads)                 [one pass over the store]
+//!        promql::eval_vector(expr, snapshot, now), rule by rule   [PromQL on interned labels]
 //!        alerting::step(state, result, now) → (state, alerts)    [pure state machine]
 //!        ALERTS / ALERTS_FOR_STATE / recorded series → store     [visible on /federate]
 //!        state → sled tree `rules`                               [restart keeps for-timers]
@@ -30,10 +30,7 @@
 
 pub mod alerting;
 mod api;
-pub mod eval;
 pub mod file;
-mod labels;
-mod snapshot;
 pub mod template;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -46,12 +43,13 @@ use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope};
+use crate::promql::{self, Labels, Reads, Snapshot};
+use crate::store::{
+    FamilyId, LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope,
+};
 use alerting::{AlertRule, RuleState, SendOptions};
 use edgewatch_notify::{self as notify, Notifier};
-use eval::Labels;
 use file::{PromExpr, RuleKind, RuleSpec};
-use snapshot::{Reads, Snapshot};
 
 /// Why rules could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -365,7 +363,7 @@ impl RuleEngine {
             let mut rules = Vec::new();
             let mut reads = Reads::default();
             for spec in d.rules {
-                eval::window_selectors(&spec.expr.expr, &mut window);
+                promql::window_selectors(&spec.expr.expr, &mut window);
                 reads.add(&spec.expr.expr);
                 let n = seen.entry(spec.name().to_string()).or_default();
                 let key = format!("alert\x00{}\x00{}\x00{}", d.name, spec.name(), n).into_bytes();
@@ -479,7 +477,7 @@ impl RuleEngine {
     }
 
     /// Evaluates the groups `idx` at `now_ms`, in order, over one snapshot of
-    /// the series they read (see `snapshot.rs`); returns the alerts to send.
+    /// the series they read (see `promql::Snapshot`); returns the alerts to send.
     pub fn evaluate_groups(&self, idx: &[usize], now_ms: i64) -> Vec<notify::Alert> {
         let groups = &self.inner.groups;
         if idx.iter().any(|&i| groups[i].name == FLEET_GROUP) {
@@ -504,37 +502,9 @@ impl RuleEngine {
         let inner = &self.inner;
         let g = &inner.groups[i];
         let started = Instant::now();
-        let store = &inner.store;
+        let mut writes = Writes::new(&inner.store, now_ms);
         let mut to_send = Vec::new();
-        let mut written: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
-        let mut group_err = String::new();
-        let alerts_family = store.family(
-            "ALERTS",
-            MetricType::Gauge,
-            "Alerts of the aggregator's alerting rules (1 while pending or firing).",
-            "",
-        );
-        let for_family = store.family(
-            "ALERTS_FOR_STATE",
-            MetricType::Gauge,
-            "Active-since time (unix seconds) of the aggregator's alerts.",
-            "",
-        );
-        let mut write = |name: &str, family, labels: &Labels, v: f64| {
-            let pairs: Vec<(&str, &str)> = labels
-                .iter()
-                .filter(|(k, _)| k.as_str() != "__name__")
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            store.write(family, name, &pairs, v, now_ms, now_ms);
-            written.insert((
-                name.to_string(),
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ));
-        };
+        let mut group_err = None;
         for rule in &g.rules {
             let t0 = Instant::now();
             inner
@@ -542,10 +512,10 @@ impl RuleEngine {
                 .evaluations
                 .with_label_values(&[&g.name])
                 .inc();
-            let result = eval::eval_rule(&rule.spec.expr.expr, snap, now_ms);
+            let result = promql::eval_vector(&rule.spec.expr.expr, snap, now_ms);
             let mut rt = lock(&rule.state);
-            let outcome: Result<(), String> = match (&rule.alert, result) {
-                (_, Err(e)) => Err(e.to_string()),
+            let outcome = match (&rule.alert, result) {
+                (_, Err(e)) => Err(RuleError::from(e)),
                 (Some(ar), Ok(samples)) => {
                     match alerting::step(ar, rt.alerts.clone(), &samples, now_ms, inner.send) {
                         Ok((st, sends)) => {
@@ -553,103 +523,85 @@ impl RuleEngine {
                             to_send.extend(sends);
                             Ok(())
                         }
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(e.into()),
                     }
                 }
-                (None, Ok(samples)) => {
-                    let name = rule.spec.name().to_string();
-                    let fam = store.family(&name, MetricType::Unknown, "", "");
-                    let mut seen = HashSet::new();
-                    let mut out = Vec::new();
-                    let mut dup = false;
-                    for s in samples {
-                        let mut l = s.labels;
-                        l.remove("__name__");
-                        for (k, t) in &rule.spec.labels {
-                            l.insert(k.clone(), t.raw().to_string());
-                        }
-                        if !seen.insert(l.clone()) {
-                            dup = true;
-                            break;
-                        }
-                        out.push((l, s.value));
-                    }
-                    if dup {
-                        Err("vector contains metrics with the same labelset after applying rule labels".into())
-                    } else {
-                        for (l, v) in out {
-                            write(&name, fam, &l, v);
-                        }
-                        snap.invalidate(&name);
-                        Ok(())
-                    }
-                }
+                (None, Ok(samples)) => record(rule, samples, snap, &mut writes),
             };
-            // ALERTS series of the rule's (possibly unchanged) state.
             if rule.alert.is_some() {
-                for (name, l, v) in alerting::alert_series(&rt.alerts) {
-                    let fam = if name == "ALERTS" {
-                        alerts_family
-                    } else {
-                        for_family
-                    };
-                    write(name, fam, &l, v);
-                    snap.invalidate(name);
-                }
-                if let Ok(bytes) = serde_json::to_vec(&rt.alerts) {
-                    if bytes != rt.persisted {
-                        let res = if rt.alerts.active.is_empty() {
-                            inner.tree.remove(&rule.key).map(|_| ())
-                        } else {
-                            inner.tree.insert(&rule.key, bytes.clone()).map(|_| ())
-                        };
-                        match res {
-                            Ok(()) => rt.persisted = bytes,
-                            Err(e) => tracing::warn!(error = %e, "persisting rule state"),
-                        }
-                    }
-                }
+                // The rule's (possibly unchanged) state.
+                write_alert_series(&rt.alerts, snap, &mut writes);
+                self.persist_alerts(rule, &mut rt);
             }
             rt.health.last_eval = Some(SystemTime::now());
             rt.health.eval_seconds = t0.elapsed().as_secs_f64();
-            match outcome {
-                Ok(()) => {
-                    rt.health.health = "ok";
-                    rt.health.last_error.clear();
-                }
-                Err(e) => {
-                    inner.metrics.failures.with_label_values(&[&g.name]).inc();
-                    tracing::warn!(group = %g.name, rule = %rule.spec.name(), error = %e, "rule evaluation failed");
-                    rt.health.health = "err";
-                    if group_err.is_empty() {
-                        group_err = e.clone();
-                    }
-                    rt.health.last_error = e;
-                }
+            if let Err(e) = outcome {
+                inner.metrics.failures.with_label_values(&[&g.name]).inc();
+                tracing::warn!(group = %g.name, rule = %rule.spec.name(), error = %e, "rule evaluation failed");
+                let e = e.to_string();
+                group_err.get_or_insert_with(|| e.clone());
+                rt.health.health = "err";
+                rt.health.last_error = e;
+            } else {
+                rt.health.health = "ok";
+                rt.health.last_error.clear();
             }
         }
-        let elapsed = started.elapsed().as_secs_f64();
+        self.finish_group(g, writes.written, group_err, started.elapsed());
+        to_send
+    }
+
+    /// Writes a rule's alert state to sled if it changed (an empty state is
+    /// removed), so a restart keeps `for` timers.
+    fn persist_alerts(&self, rule: &Rule, rt: &mut RuleRuntime) {
+        let Ok(bytes) = serde_json::to_vec(&rt.alerts) else {
+            return;
+        };
+        if bytes == rt.persisted {
+            return;
+        }
+        let tree = &self.inner.tree;
+        let res = if rt.alerts.active.is_empty() {
+            tree.remove(&rule.key).map(|_| ())
+        } else {
+            tree.insert(&rule.key, bytes.clone()).map(|_| ())
+        };
+        match res {
+            Ok(()) => rt.persisted = bytes,
+            Err(e) => tracing::warn!(error = %e, "persisting rule state"),
+        }
+    }
+
+    /// Deletes the series the group wrote last time and not this time, and
+    /// records the group's health and duration.
+    fn finish_group(
+        &self,
+        g: &Group,
+        written: HashSet<(String, Vec<(String, String)>)>,
+        error: Option<String>,
+        elapsed: Duration,
+    ) {
+        let elapsed = elapsed.as_secs_f64();
         let mut st = lock(&g.status);
         for (name, labels) in st.written.difference(&written) {
             let pairs: Vec<(&str, &str)> = labels
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            store.delete(name, &pairs);
+            self.inner.store.delete(name, &pairs);
         }
         st.written = written;
         st.health = Health {
-            health: if group_err.is_empty() { "ok" } else { "err" },
-            last_error: group_err,
+            health: if error.is_none() { "ok" } else { "err" },
+            last_error: error.unwrap_or_default(),
             last_eval: Some(SystemTime::now()),
             eval_seconds: elapsed,
         };
-        inner
+        self.inner
             .metrics
             .last_duration
             .with_label_values(&[&g.name])
             .set(elapsed);
-        to_send
     }
 
     /// Updates and re-writes `edgewatch_collector_last_seen_timestamp_seconds`.
@@ -659,7 +611,7 @@ impl RuleEngine {
         let Ok(sel) = Selector::new(vec![LabelMatcher::equal("__name__", COLLECTOR_INFO)]) else {
             return;
         };
-        let found = store.samples(&[sel], now_ms - eval::LOOKBACK_MS, now_ms, now_ms);
+        let found = store.samples(&[sel], now_ms - promql::LOOKBACK_MS, now_ms, now_ms);
         let mut ls = lock(&inner.last_seen);
         let before = ls.collectors.clone();
         for s in found {
@@ -738,7 +690,7 @@ impl RuleEngine {
             n.set_eval_interval(self.inner.eval_interval);
         }
         // Groups that share an interval are evaluated together, at one instant
-        // and over one read of the store (see `snapshot.rs`).
+        // and over one read of the store (see `promql::Snapshot`).
         let mut by_interval: Vec<(Duration, Vec<usize>)> = Vec::new();
         for (i, g) in self.inner.groups.iter().enumerate() {
             let every = g.interval.max(Duration::from_millis(100));
@@ -792,6 +744,111 @@ impl RuleEngine {
     /// `GET /api/v1/alerts` and `GET /api/v1/rules` (Prometheus' JSON shapes).
     pub fn router(&self) -> axum::Router {
         api::router(self.clone())
+    }
+}
+
+/// Why one rule's evaluation failed (its health's last error).
+#[derive(Debug, thiserror::Error)]
+enum RuleError {
+    #[error(transparent)]
+    Eval(#[from] promql::EvalError),
+    #[error(transparent)]
+    Alert(#[from] alerting::StepError),
+    #[error("vector contains metrics with the same labelset after applying rule labels")]
+    RecordedDuplicate,
+}
+
+/// The series a group writes in one evaluation, remembered so that the ones
+/// it stops writing are deleted.
+struct Writes<'a> {
+    store: &'a Store,
+    now_ms: i64,
+    alerts_family: FamilyId,
+    for_family: FamilyId,
+    written: HashSet<(String, Vec<(String, String)>)>,
+}
+
+impl<'a> Writes<'a> {
+    fn new(store: &'a Store, now_ms: i64) -> Self {
+        let alerts_family = store.family(
+            "ALERTS",
+            MetricType::Gauge,
+            "Alerts of the aggregator's alerting rules (1 while pending or firing).",
+            "",
+        );
+        let for_family = store.family(
+            "ALERTS_FOR_STATE",
+            MetricType::Gauge,
+            "Active-since time (unix seconds) of the aggregator's alerts.",
+            "",
+        );
+        Self {
+            store,
+            now_ms,
+            alerts_family,
+            for_family,
+            written: HashSet::new(),
+        }
+    }
+
+    fn write(&mut self, name: &str, family: FamilyId, labels: &Labels, v: f64) {
+        let pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__name__")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.store
+            .write(family, name, &pairs, v, self.now_ms, self.now_ms);
+        self.written.insert((
+            name.to_string(),
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+    }
+}
+
+/// A recording rule's result written as its series (rule labels applied);
+/// later rules of the round read them.
+fn record(
+    rule: &Rule,
+    samples: Vec<promql::Sample>,
+    snap: &mut Snapshot<'_>,
+    writes: &mut Writes<'_>,
+) -> Result<(), RuleError> {
+    let name = rule.spec.name();
+    let fam = writes.store.family(name, MetricType::Unknown, "", "");
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(samples.len());
+    for s in samples {
+        let mut l = s.labels;
+        l.remove("__name__");
+        for (k, t) in &rule.spec.labels {
+            l.insert(k.clone(), t.raw().to_string());
+        }
+        if !seen.insert(l.clone()) {
+            return Err(RuleError::RecordedDuplicate);
+        }
+        out.push((l, s.value));
+    }
+    for (l, v) in out {
+        writes.write(name, fam, &l, v);
+    }
+    snap.invalidate(name);
+    Ok(())
+}
+
+/// The `ALERTS` and `ALERTS_FOR_STATE` series of an alerting rule's state.
+fn write_alert_series(state: &RuleState, snap: &mut Snapshot<'_>, writes: &mut Writes<'_>) {
+    for (name, l, v) in alerting::alert_series(state) {
+        let fam = if name == "ALERTS" {
+            writes.alerts_family
+        } else {
+            writes.for_family
+        };
+        writes.write(name, fam, &l, v);
+        snap.invalidate(name);
     }
 }
 

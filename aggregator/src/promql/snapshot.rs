@@ -23,7 +23,7 @@ use crate::store::{FxBuildHasher, MatchOp, Selector, Store, METRIC_NAME};
 /// Prometheus' default lookback delta for instant selectors.
 pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
 
-pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         None => 0,
         Some(Offset::Pos(d)) => d.as_millis() as i64,
@@ -53,7 +53,7 @@ impl Reads {
     }
 
     pub fn add(&mut self, expr: &Expr) {
-        super::eval::for_each_selector(expr, &mut |vs, range| {
+        super::check::for_each_selector(expr, &mut |vs, range| {
             let back = match range {
                 Some(r) => r,
                 None if vs.offset.is_none() => 0,
@@ -110,19 +110,19 @@ struct SnapSeries {
 
 /// A selected series: labels (with `__name__`), the samples in the asked
 /// range, and its newest sample at the round's time (if any).
-pub(crate) struct Pick<'a> {
-    pub(crate) labels: &'a LabelSet,
-    pub(crate) points: &'a [(i64, f64)],
-    pub(crate) last: Option<(i64, f64)>,
+pub(super) struct Pick<'a> {
+    pub(super) labels: &'a LabelSet,
+    pub(super) points: &'a [(i64, f64)],
+    pub(super) last: Option<(i64, f64)>,
 }
 
 /// The series a round reads, copied out of the store (see the module doc).
-pub(crate) struct Snapshot<'s> {
+pub struct Snapshot<'s> {
     store: &'s Store,
     now_ms: i64,
     from_ms: i64,
     to_ms: i64,
-    pub(crate) interner: Interner,
+    pub(super) interner: Interner,
     /// Every series is loaded (a selector without a fixed name was seen).
     all: bool,
     by_name: HashMap<Sym, Metric, FxBuildHasher>,
@@ -144,7 +144,7 @@ struct Metric {
 
 impl<'s> Snapshot<'s> {
     /// Reads what `reads` names, as of `now_ms`.
-    pub(crate) fn new(store: &'s Store, now_ms: i64, reads: &Reads) -> Self {
+    pub fn new(store: &'s Store, now_ms: i64, reads: &Reads) -> Self {
         let mut s = Self {
             store,
             now_ms,
@@ -253,7 +253,7 @@ impl<'s> Snapshot<'s> {
 
     /// Marks `name` as written: the next selection of it reads the store again.
     /// (Interned even if new: a selector without a fixed name must see it too.)
-    pub(crate) fn invalidate(&mut self, name: &str) {
+    pub fn invalidate(&mut self, name: &str) {
         let id = self.interner.intern(name);
         self.dirty.insert(id);
     }
@@ -282,7 +282,7 @@ impl<'s> Snapshot<'s> {
 
     /// The series matching any of `sels` (each once), with their samples in
     /// `range` `[start_ms, end_ms]` (possibly none; none asked with `None`).
-    pub(crate) fn select(&mut self, sels: &[Selector], range: Option<(i64, i64)>) -> Vec<Pick<'_>> {
+    pub(super) fn select(&mut self, sels: &[Selector], range: Option<(i64, i64)>) -> Vec<Pick<'_>> {
         for s in sels {
             self.ensure(s);
         }
