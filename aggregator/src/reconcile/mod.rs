@@ -37,8 +37,8 @@ pub use crate::rules::builtin::DEPLOYMENTS_YAML as RULES_YAML;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("reconciler: {0}")]
-    Config(String),
+    #[error("reconciler: interval must be > 0")]
+    ZeroInterval,
     #[error("registering reconciler metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -88,7 +88,7 @@ impl Reconciler {
             return Ok(None);
         };
         if rc.interval.get().is_zero() {
-            return Err(ReconcileError::Config("interval must be > 0".into()));
+            return Err(ReconcileError::ZeroInterval);
         }
         let runs = prometheus::IntCounter::new(
             "edgewatch_reconciler_runs_total",
