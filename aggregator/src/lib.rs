@@ -56,21 +56,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Aggregator, AggregatorError> {
     let registry = Registry::new();
-    let state_path = cfg.state.path.clone();
-    let state = tokio::task::spawn_blocking(move || {
-        sled::Config::new()
-            .path(&state_path)
-            .cache_capacity(16 << 20)
-            .flush_every_ms(Some(200))
-            .open()
-    })
-    .await
-    .map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
-    .map_err(|source| AggregatorError::State {
-        path: cfg.state.path.display().to_string(),
-        source,
-    })?;
-
+    let state = open_state(cfg).await?;
     let staleness = cfg.store.staleness.get();
     let store = Arc::new(store::Store::new(
         store::StoreOptions { staleness },
@@ -80,49 +66,12 @@ pub async fn start(
     let otlp = &cfg.receivers.otlp;
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
     let http_listener = edgewatch_otlp::server::bind(cfg.http.listen.0, "HTTP").await?;
-
-    let notifier = match &cfg.alerting {
-        Some(alerting) => {
-            let n = edgewatch_notify::Notifier::new(alerting, &state, &registry)?;
-            n.set_eval_interval(cfg.evaluation_interval.get());
-            Some(n)
-        }
-        None => None,
-    };
-    let mut background = vec![tokio::spawn(sweep(
-        store.clone(),
-        staleness,
-        shutdown.clone(),
-    ))];
-    if let Some(n) = &notifier {
-        background.push(tokio::spawn(n.clone().run(shutdown.clone())));
-    }
-    let mut app = expose::router(store.clone()).merge(web_router(registry.clone()));
-    if let Some(n) = &notifier {
-        app = app.merge(n.router());
-    }
-    // Loaded before ingest starts: it tells the store which series keep a window.
-    let rules = rules::RuleEngine::load(cfg, store.clone(), &state, &registry)?;
-    app = app.merge(rules.router());
-    background.push(tokio::spawn(rules.run(notifier.clone(), shutdown.clone())));
-    let down_after = cfg.fleet.down_after.get();
-    let reconciler = reconcile::Reconciler::new(cfg, store.clone(), &registry)?;
-    app = app
-        .merge(fleet::router(store.clone(), down_after))
-        .merge(web::router(
-            store.clone(),
-            down_after,
-            reconciler.as_ref().map(|r| r.handle()),
-        ));
-    if let Some(r) = reconciler {
-        app = app.merge(r.router());
-        background.push(tokio::spawn(r.run(shutdown.clone())));
-    }
+    let (app, background) = services(cfg, &store, &state, &registry, &shutdown)?;
     let out = Aggregator {
         otlp_grpc: listeners.grpc_addr(),
         otlp_http: listeners.http_addr(),
         http: http_listener.local_addr()?,
-        store: store.clone(),
+        store,
         task: tokio::spawn(run(
             listeners,
             sink,
@@ -136,6 +85,78 @@ pub async fn start(
     };
     tracing::info!(otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, http = %out.http, "aggregator started");
     Ok(out)
+}
+
+/// Opens the sled state (blocking I/O, off the runtime's threads).
+async fn open_state(cfg: &AggregatorConfig) -> Result<sled::Db, AggregatorError> {
+    let state_path = cfg.state.path.clone();
+    tokio::task::spawn_blocking(move || {
+        sled::Config::new()
+            .path(&state_path)
+            .cache_capacity(16 << 20)
+            .flush_every_ms(Some(200))
+            .open()
+    })
+    .await
+    .map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
+    .map_err(|source| AggregatorError::State {
+        path: cfg.state.path.display().to_string(),
+        source,
+    })
+}
+
+/// Everything served over HTTP, and the background tasks behind it: the
+/// store's sweep, the notifier, the rule engine, the reconciler.
+fn services(
+    cfg: &AggregatorConfig,
+    store: &Arc<store::Store>,
+    state: &sled::Db,
+    registry: &Registry,
+    shutdown: &CancellationToken,
+) -> Result<(axum::Router, Vec<JoinHandle<()>>), AggregatorError> {
+    let notifier = notifier(cfg, state, registry)?;
+    let mut background = vec![tokio::spawn(sweep(
+        store.clone(),
+        cfg.store.staleness.get(),
+        shutdown.clone(),
+    ))];
+    let mut app = expose::router(store.clone()).merge(web_router(registry.clone()));
+    if let Some(n) = &notifier {
+        background.push(tokio::spawn(n.clone().run(shutdown.clone())));
+        app = app.merge(n.router());
+    }
+    // Loaded before ingest starts: it tells the store which series keep a window.
+    let rules = rules::RuleEngine::load(cfg, store.clone(), state, registry)?;
+    app = app.merge(rules.router());
+    background.push(tokio::spawn(rules.run(notifier, shutdown.clone())));
+    let down_after = cfg.fleet.down_after.get();
+    let reconciler = reconcile::Reconciler::new(cfg, store.clone(), registry)?;
+    app = app
+        .merge(fleet::router(store.clone(), down_after))
+        .merge(web::router(
+            store.clone(),
+            down_after,
+            reconciler.as_ref().map(|r| r.handle()),
+        ));
+    if let Some(r) = reconciler {
+        app = app.merge(r.router());
+        background.push(tokio::spawn(r.run(shutdown.clone())));
+    }
+    Ok((app, background))
+}
+
+/// The notifier, when `alerting:` is configured.
+fn notifier(
+    cfg: &AggregatorConfig,
+    state: &sled::Db,
+    registry: &Registry,
+) -> Result<Option<edgewatch_notify::Notifier>, AggregatorError> {
+    let Some(alerting) = &cfg.alerting else {
+        return Ok(None);
+    };
+    let n = edgewatch_notify::Notifier::new(alerting, state, registry)?;
+    n.set_eval_interval(cfg.evaluation_interval.get());
+    Ok(Some(n))
 }
 
 #[allow(clippy::too_many_arguments)]

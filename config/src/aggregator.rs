@@ -71,7 +71,7 @@ fn default_evaluation_interval() -> Dur {
 #[serde(deny_unknown_fields)]
 pub struct FleetConfig {
     /// A collector without data for this long is down (`EdgeCollectorDown`). May exceed
-    /// `store.staleness`: the rule engine keeps each collector's last-seen time itself
+    /// `store.staleness`: the fleet module keeps each collector's last-seen time itself
     /// (`edgewatch_collector_last_seen_timestamp_seconds`) after the store drops the
     /// silent collector's own series.
     #[serde(default = "default_down_after")]

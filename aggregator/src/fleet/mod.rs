@@ -2,6 +2,9 @@
 //! (`edgewatch_collector_info`, `edgewatch_buffer_*`, job `edgewatch-collector`)
 //! and the model series they forward, read through [`Store::select`].
 //! Works with or without a reconciler. Serves `GET /api/v1/fleet`.
+//! [`liveness`] keeps each collector's last-seen time past the store's staleness.
+
+pub mod liveness;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,19 +14,16 @@ use serde::Serialize;
 
 use crate::store::{Selector, Store};
 
+pub use liveness::{Liveness, COLLECTOR_INFO, LAST_SEEN};
+
 /// Series that carry a `cluster`/`node` pair and say the collector is alive.
 pub const LIVENESS_SELECTORS: &[&str] = &[
-    "edgewatch_collector_info",
+    COLLECTOR_INFO,
     LAST_SEEN,
     "{job=\"edgewatch-collector\"}",
     "edgewatch_model_info",
     "edgewatch_model_ready",
 ];
-
-/// Written by the rules engine per collector (value: unix seconds of its newest
-/// `edgewatch_collector_info` sample), kept after the store drops a silent
-/// collector's own series.
-pub const LAST_SEEN: &str = "edgewatch_collector_last_seen_timestamp_seconds";
 
 /// When a liveness series says its collector was last seen (ms).
 pub fn seen_ms(s: &crate::store::SeriesRef<'_>) -> i64 {
@@ -93,8 +93,8 @@ pub fn view(store: &Store, now_ms: i64, down_after: Duration) -> FleetView {
             });
         n.last_seen_ms = n.last_seen_ms.max(seen_ms(&s));
         match s.name() {
-            // The rules' last-seen series may lack these labels: never erase them.
-            "edgewatch_collector_info" | LAST_SEEN => {
+            // The last-seen series may lack these labels: never erase them.
+            COLLECTOR_INFO | LAST_SEEN => {
                 if let Some(v) = s.label("version") {
                     n.collector_version = Some(v.to_owned());
                 }

@@ -85,10 +85,19 @@ pub fn valid_digest(d: &str) -> bool {
     })
 }
 
+/// Why the commit `HEAD` points at could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RevisionError {
+    #[error(transparent)]
+    Open(gix::Error),
+    #[error(transparent)]
+    Head(gix::Error),
+}
+
 /// The commit `HEAD` of the repository at `root` points at.
-pub fn read_revision(root: &Path) -> Result<String, String> {
-    let repo = gix::open(root).map_err(|e| e.to_string())?;
-    let id = repo.head_id().map_err(|e| e.to_string())?;
+pub fn read_revision(root: &Path) -> Result<String, RevisionError> {
+    let repo = gix::open(root).map_err(RevisionError::Open)?;
+    let id = repo.head_id().map_err(RevisionError::Head)?;
     Ok(id.to_string())
 }
 
@@ -236,294 +245,363 @@ fn parse_docs(root: &Path, path: &Path) -> Result<(String, Vec<Value>), Issue> {
     Ok((text, docs))
 }
 
+/// Why the desired state could not be read at all: the root is not a
+/// directory, or some files are unparsable (every one of them is listed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .issues.iter().map(Issue::to_string).collect::<Vec<_>>().join("; "))]
+pub struct LoadError {
+    pub issues: Vec<Issue>,
+}
+
 /// Reads the desired state. `Err` when a file cannot be parsed at all (the
 /// caller keeps the last good state); the issues then include every
 /// unparsable file.
 pub fn load(
     root: &Path,
     config_clusters: Option<&BTreeMap<String, Vec<String>>>,
-) -> Result<Loaded, Vec<Issue>> {
-    let mut issues = Vec::new();
+) -> Result<Loaded, LoadError> {
     if !root.is_dir() {
-        return Err(vec![Issue {
-            file: root.display().to_string(),
-            line: 0,
-            message: "GitOps path is not a directory".into(),
-        }]);
+        return Err(LoadError {
+            issues: vec![Issue {
+                file: root.display().to_string(),
+                line: 0,
+                message: "GitOps path is not a directory".into(),
+            }],
+        });
     }
+    let mut found = Found::default();
     let revision = match read_revision(root) {
         Ok(r) => r,
         Err(e) => {
-            issues.push(Issue {
-                file: ".git".into(),
-                line: 0,
-                message: format!("reading the current commit: {e}"),
-            });
+            found.issue(".git", 0, format!("reading the current commit: {e}"));
             "unknown".into()
         }
     };
+    let parsed = parse_all(root)?;
+    let kustomized_dirs: BTreeSet<&Path> = parsed
+        .iter()
+        .filter(|f| is_kustomization(&f.path))
+        .filter_map(|f| f.path.parent())
+        .collect();
+    for f in &parsed {
+        if is_kustomization(&f.path) {
+            found.read_kustomization(root, f);
+        } else if !f.path.parent().is_some_and(|d| kustomized_dirs.contains(d)) {
+            // A file next to a kustomization is one of its resources, not an app.
+            found.read_manifests(root, f);
+        }
+    }
+    let clusters = match config_clusters {
+        Some(cfg) => found.clusters_from_config(cfg),
+        None => found.clusters_from_repo(),
+    };
+    Ok(Loaded {
+        desired: DesiredState {
+            revision,
+            apps: found.apps,
+            clusters,
+        },
+        issues: found.issues,
+    })
+}
 
-    let files = yaml_files(root);
-    let mut parsed: Vec<(PathBuf, String, Vec<Value>)> = Vec::new();
+/// One YAML file of the checkout, parsed.
+struct ParsedFile {
+    path: PathBuf,
+    text: String,
+    docs: Vec<Value>,
+}
+
+/// Every YAML file of the checkout, or every unparsable one.
+fn parse_all(root: &Path) -> Result<Vec<ParsedFile>, LoadError> {
+    let mut parsed = Vec::new();
     let mut broken = Vec::new();
-    for p in &files {
-        match parse_docs(root, p) {
-            Ok((text, docs)) => parsed.push((p.clone(), text, docs)),
+    for path in yaml_files(root) {
+        match parse_docs(root, &path) {
+            Ok((text, docs)) => parsed.push(ParsedFile { path, text, docs }),
             Err(i) => broken.push(i),
         }
     }
-    if !broken.is_empty() {
-        return Err(broken);
+    if broken.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(LoadError { issues: broken })
     }
-    let kustomized_dirs: BTreeSet<PathBuf> = parsed
-        .iter()
-        .filter(|(p, _, _)| is_kustomization(p))
-        .filter_map(|(p, _, _)| p.parent().map(Path::to_path_buf))
-        .collect();
+}
 
-    let mut apps: BTreeMap<String, DesiredApp> = BTreeMap::new();
-    // Relative path (dir of an app kustomization, or a manifest file) → app.
-    let mut app_paths: BTreeMap<PathBuf, String> = BTreeMap::new();
-    // Cluster name → (file, text, resources) from clusters/<c>/kustomization.yaml.
-    let mut repo_clusters: BTreeMap<String, (String, String, Vec<String>)> = BTreeMap::new();
+/// A `clusters/<cluster>/kustomization.yaml`.
+struct ClusterFile {
+    file: String,
+    text: String,
+    resources: Vec<String>,
+}
 
-    let mut add_app = |app: DesiredApp,
-                       path: PathBuf,
-                       line: usize,
-                       apps: &mut BTreeMap<String, DesiredApp>,
-                       issues: &mut Vec<Issue>| {
-        if let Some(first) = apps.get(&app.name) {
-            issues.push(Issue {
-                file: app.file.clone(),
-                line,
-                message: format!(
-                    "duplicate app name {:?} (first defined in {}); ignored",
-                    app.name, first.file
-                ),
-            });
+/// What the files define so far, and the problems met.
+#[derive(Default)]
+struct Found {
+    apps: BTreeMap<String, DesiredApp>,
+    /// Relative path (dir of an app kustomization, or a manifest file) → app.
+    app_paths: BTreeMap<PathBuf, String>,
+    repo_clusters: BTreeMap<String, ClusterFile>,
+    issues: Vec<Issue>,
+}
+
+impl Found {
+    fn issue(&mut self, file: &str, line: usize, message: String) {
+        self.issues.push(Issue {
+            file: file.to_owned(),
+            line,
+            message,
+        });
+    }
+
+    /// Adds an app unless one of the same name exists (then an issue at `line`).
+    fn add_app(&mut self, app: DesiredApp, path: PathBuf, line: usize) {
+        if let Some(first) = self.apps.get(&app.name) {
+            let message = format!(
+                "duplicate app name {:?} (first defined in {}); ignored",
+                app.name, first.file
+            );
+            self.issue(&app.file, line, message);
             return;
         }
-        app_paths.insert(path, app.name.clone());
-        apps.insert(app.name.clone(), app);
-    };
+        self.app_paths.insert(path, app.name.clone());
+        self.apps.insert(app.name.clone(), app);
+    }
 
-    for (path, text, docs) in &parsed {
-        let file = rel(root, path);
-        let rel_path = PathBuf::from(&file);
-        if is_kustomization(path) {
-            let Some(k) = docs.first() else { continue };
-            let mut resources = string_list(k.get("resources"));
-            resources.extend(string_list(k.get("bases")));
-            for r in &resources {
-                if is_remote(r) {
-                    issues.push(Issue {
-                        file: file.clone(),
-                        line: line_of(text, r),
-                        message: format!("remote base {r:?} is not followed"),
-                    });
+    /// A kustomization is a cluster (`clusters/<c>/`), an app (it has a
+    /// `model-name` label), or neither.
+    fn read_kustomization(&mut self, root: &Path, f: &ParsedFile) {
+        let file = rel(root, &f.path);
+        let Some(k) = f.docs.first() else { return };
+        let mut resources = string_list(k.get("resources"));
+        resources.extend(string_list(k.get("bases")));
+        for r in resources.iter().filter(|r| is_remote(r)) {
+            let line = line_of(&f.text, r);
+            self.issue(&file, line, format!("remote base {r:?} is not followed"));
+        }
+        let dir = Path::new(&file)
+            .parent()
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        let comps: Vec<String> = dir
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if comps.len() == 2 && comps[0] == "clusters" {
+            let cluster = ClusterFile {
+                file,
+                text: f.text.clone(),
+                resources,
+            };
+            self.repo_clusters.insert(comps[1].clone(), cluster);
+            return;
+        }
+        let Some(model) = kustomization_model(k) else {
+            return;
+        };
+        let name = comps.last().cloned().unwrap_or_else(|| "root".into());
+        let Some((image, digest)) = self.kustomization_image(k, &file, &f.text, &name) else {
+            return;
+        };
+        let app = DesiredApp {
+            name,
+            model,
+            namespace: k
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            image,
+            digest,
+            file,
+        };
+        self.add_app(app, dir, 1);
+    }
+
+    /// The first `images[]` entry pinned by a valid digest: (repository, digest).
+    fn kustomization_image(
+        &mut self,
+        k: &Value,
+        file: &str,
+        text: &str,
+        name: &str,
+    ) -> Option<(String, String)> {
+        let mut chosen = None;
+        for img in k
+            .get("images")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let iname = img.get("name").and_then(Value::as_str).unwrap_or("");
+            let repo = img.get("newName").and_then(Value::as_str).unwrap_or(iname);
+            match img.get("digest").and_then(Value::as_str) {
+                Some(d) if valid_digest(d) => {
+                    chosen.get_or_insert_with(|| (repo.to_owned(), d.to_owned()));
                 }
+                Some(d) => self.issue(
+                    file,
+                    line_of(text, d),
+                    format!(
+                        "app {name}: image {iname}: digest {d:?} is not sha256:<64 lowercase hex>"
+                    ),
+                ),
+                None => {}
             }
-            let dir = rel_path.parent().unwrap_or(Path::new("")).to_path_buf();
-            let comps: Vec<String> = dir
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            if comps.len() == 2 && comps[0] == "clusters" {
-                repo_clusters.insert(comps[1].clone(), (file.clone(), text.clone(), resources));
+        }
+        if chosen.is_none() {
+            let message = format!("app {name}: no image pinned by a valid digest; ignored");
+            self.issue(file, line_of(text, "images"), message);
+        }
+        chosen
+    }
+
+    /// Every `Deployment` with a `model-name` label in a plain manifest file.
+    fn read_manifests(&mut self, root: &Path, f: &ParsedFile) {
+        let file = rel(root, &f.path);
+        for doc in &f.docs {
+            if doc.get("kind").and_then(Value::as_str) != Some("Deployment") {
                 continue;
             }
-            let model = str_at(k, &["commonLabels", "model-name"])
-                .map(str::to_owned)
-                .or_else(|| {
-                    k.get("labels")?.as_sequence()?.iter().find_map(|l| {
-                        l.get("pairs")?
-                            .get("model-name")?
-                            .as_str()
-                            .map(str::to_owned)
-                    })
-                });
-            let Some(model) = model else { continue };
-            let name = comps.last().cloned().unwrap_or_else(|| "root".into());
-            let images = k
-                .get("images")
-                .and_then(Value::as_sequence)
-                .cloned()
-                .unwrap_or_default();
-            let mut chosen = None;
-            for img in &images {
-                let iname = img.get("name").and_then(Value::as_str).unwrap_or("");
-                let repo = img.get("newName").and_then(Value::as_str).unwrap_or(iname);
-                match img.get("digest").and_then(Value::as_str) {
-                    Some(d) if valid_digest(d) => {
-                        chosen.get_or_insert_with(|| (repo.to_owned(), d.to_owned()));
-                    }
-                    Some(d) => issues.push(Issue {
-                        file: file.clone(),
-                        line: line_of(text, d),
-                        message: format!(
-                            "app {name}: image {iname}: digest {d:?} is not sha256:<64 lowercase hex>"
-                        ),
-                    }),
-                    None => {}
-                }
-            }
-            let Some((image, digest)) = chosen else {
-                issues.push(Issue {
-                    file: file.clone(),
-                    line: line_of(text, "images"),
-                    message: format!("app {name}: no image pinned by a valid digest; ignored"),
-                });
+            let label = |base: &[&str]| {
+                let mut p = base.to_vec();
+                p.push("model-name");
+                str_at(doc, &p).map(str::to_owned)
+            };
+            let Some(model) = label(&["metadata", "labels"])
+                .or_else(|| label(&["spec", "template", "metadata", "labels"]))
+            else {
+                continue;
+            };
+            let dname = str_at(doc, &["metadata", "name"]).unwrap_or("deployment");
+            let name = str_at(doc, &["metadata", "labels", "app"])
+                .unwrap_or(dname)
+                .to_owned();
+            let Some((image, digest)) = self.container_image(doc, &file, &f.text, &name, dname)
+            else {
                 continue;
             };
             let app = DesiredApp {
-                name,
+                name: name.clone(),
                 model,
-                namespace: k
-                    .get("namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                namespace: str_at(doc, &["metadata", "namespace"]).map(str::to_owned),
                 image,
                 digest,
                 file: file.clone(),
             };
-            add_app(app, dir, 1, &mut apps, &mut issues);
-        } else {
-            if path.parent().is_some_and(|d| kustomized_dirs.contains(d)) {
-                continue; // a resource of a kustomization, not a standalone app
-            }
-            for doc in docs {
-                if doc.get("kind").and_then(Value::as_str) != Some("Deployment") {
-                    continue;
-                }
-                let labels = |base: &[&str]| {
-                    let mut p = base.to_vec();
-                    p.push("model-name");
-                    str_at(doc, &p).map(str::to_owned)
-                };
-                let Some(model) = labels(&["metadata", "labels"])
-                    .or_else(|| labels(&["spec", "template", "metadata", "labels"]))
-                else {
-                    continue;
-                };
-                let dname = str_at(doc, &["metadata", "name"]).unwrap_or("deployment");
-                let name = str_at(doc, &["metadata", "labels", "app"])
-                    .unwrap_or(dname)
-                    .to_owned();
-                let containers = doc
-                    .get("spec")
-                    .and_then(|s| s.get("template"))
-                    .and_then(|t| t.get("spec"))
-                    .and_then(|s| s.get("containers"))
-                    .and_then(Value::as_sequence)
-                    .cloned()
-                    .unwrap_or_default();
-                let mut chosen = None;
-                for c in &containers {
-                    let Some(img) = c.get("image").and_then(Value::as_str) else {
-                        continue;
-                    };
-                    if let Some((repo, d)) = img.split_once('@') {
-                        if valid_digest(d) {
-                            chosen.get_or_insert((repo.to_owned(), d.to_owned()));
-                        } else {
-                            issues.push(Issue {
-                                file: file.clone(),
-                                line: line_of(text, img),
-                                message: format!(
-                                    "app {name}: digest {d:?} is not sha256:<64 lowercase hex>"
-                                ),
-                            });
-                        }
-                    }
-                }
-                let Some((image, digest)) = chosen else {
-                    issues.push(Issue {
-                        file: file.clone(),
-                        line: line_of(text, dname),
-                        message: format!("app {name}: no image pinned by a valid digest; ignored"),
-                    });
-                    continue;
-                };
-                let app = DesiredApp {
-                    name: name.clone(),
-                    model,
-                    namespace: str_at(doc, &["metadata", "namespace"]).map(str::to_owned),
-                    image,
-                    digest,
-                    file: file.clone(),
-                };
-                add_app(
-                    app,
-                    rel_path.clone(),
-                    line_of(text, &name),
-                    &mut apps,
-                    &mut issues,
-                );
-            }
+            self.add_app(app, PathBuf::from(&file), line_of(&f.text, &name));
         }
     }
 
-    // Clusters → apps.
-    let mut clusters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    match config_clusters {
-        Some(cfg) => {
-            for (cluster, names) in cfg {
-                let set = clusters.entry(cluster.clone()).or_default();
-                for n in names {
-                    if apps.contains_key(n) {
-                        set.insert(n.clone());
-                    } else {
-                        issues.push(Issue {
-                            file: format!("config reconciler.clusters.{cluster}"),
-                            line: 0,
-                            message: format!("unknown app {n:?} (not in the GitOps repository)"),
-                        });
-                    }
-                }
+    /// The first container image pinned by a valid digest (`repo@sha256:…`).
+    fn container_image(
+        &mut self,
+        doc: &Value,
+        file: &str,
+        text: &str,
+        name: &str,
+        dname: &str,
+    ) -> Option<(String, String)> {
+        let containers = doc
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"))
+            .and_then(|s| s.get("containers"))
+            .and_then(Value::as_sequence);
+        let mut chosen = None;
+        for c in containers.into_iter().flatten() {
+            let Some(img) = c.get("image").and_then(Value::as_str) else {
+                continue;
+            };
+            let Some((repo, d)) = img.split_once('@') else {
+                continue;
+            };
+            if valid_digest(d) {
+                chosen.get_or_insert((repo.to_owned(), d.to_owned()));
+            } else {
+                let message = format!("app {name}: digest {d:?} is not sha256:<64 lowercase hex>");
+                self.issue(file, line_of(text, img), message);
             }
-            for (cluster, (file, _, _)) in &repo_clusters {
-                if !cfg.contains_key(cluster) {
-                    issues.push(Issue {
-                        file: file.clone(),
-                        line: 1,
-                        message: format!(
-                            "unknown cluster {cluster:?} (not in reconciler.clusters); ignored"
-                        ),
+        }
+        if chosen.is_none() {
+            let message = format!("app {name}: no image pinned by a valid digest; ignored");
+            self.issue(file, line_of(text, dname), message);
+        }
+        chosen
+    }
+
+    /// Clusters → apps from `reconciler.clusters`; the repository's cluster
+    /// files are then ignored (each one an issue).
+    fn clusters_from_config(
+        &mut self,
+        cfg: &BTreeMap<String, Vec<String>>,
+    ) -> BTreeMap<String, BTreeSet<String>> {
+        let mut clusters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (cluster, names) in cfg {
+            let set = clusters.entry(cluster.clone()).or_default();
+            for n in names {
+                if self.apps.contains_key(n) {
+                    set.insert(n.clone());
+                } else {
+                    self.issues.push(Issue {
+                        file: format!("config reconciler.clusters.{cluster}"),
+                        line: 0,
+                        message: format!("unknown app {n:?} (not in the GitOps repository)"),
                     });
                 }
             }
         }
-        None => {
-            for (cluster, (file, text, resources)) in &repo_clusters {
-                let set = clusters.entry(cluster.clone()).or_default();
-                let base = Path::new("clusters").join(cluster);
-                for r in resources {
-                    if is_remote(r) {
-                        continue; // reported above
+        for (cluster, cf) in &self.repo_clusters {
+            if !cfg.contains_key(cluster) {
+                self.issues.push(Issue {
+                    file: cf.file.clone(),
+                    line: 1,
+                    message: format!(
+                        "unknown cluster {cluster:?} (not in reconciler.clusters); ignored"
+                    ),
+                });
+            }
+        }
+        clusters
+    }
+
+    /// Clusters → apps from `clusters/<cluster>/kustomization.yaml` resources.
+    fn clusters_from_repo(&mut self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut clusters: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (cluster, cf) in &self.repo_clusters {
+            let set = clusters.entry(cluster.clone()).or_default();
+            let base = Path::new("clusters").join(cluster);
+            // Remote bases were reported with the kustomization.
+            for r in cf.resources.iter().filter(|r| !is_remote(r)) {
+                let target = normalize(&base.join(r));
+                match target.as_ref().and_then(|t| self.app_paths.get(t)) {
+                    Some(app) => {
+                        set.insert(app.clone());
                     }
-                    let target = normalize(&base.join(r));
-                    match target.as_ref().and_then(|t| app_paths.get(t)) {
-                        Some(app) => {
-                            set.insert(app.clone());
-                        }
-                        None => issues.push(Issue {
-                            file: file.clone(),
-                            line: line_of(text, r),
-                            message: format!("resource {r:?} is not an app of this repository"),
-                        }),
-                    }
+                    None => self.issues.push(Issue {
+                        file: cf.file.clone(),
+                        line: line_of(&cf.text, r),
+                        message: format!("resource {r:?} is not an app of this repository"),
+                    }),
                 }
             }
         }
+        clusters
     }
-    Ok(Loaded {
-        desired: DesiredState {
-            revision,
-            apps,
-            clusters,
-        },
-        issues,
-    })
+}
+
+/// An app kustomization's `model-name`: `commonLabels`, else `labels[].pairs`.
+fn kustomization_model(k: &Value) -> Option<String> {
+    str_at(k, &["commonLabels", "model-name"])
+        .map(str::to_owned)
+        .or_else(|| {
+            k.get("labels")?.as_sequence()?.iter().find_map(|l| {
+                l.get("pairs")?
+                    .get("model-name")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+        })
 }
 
 /// A GitOps checkout watched for changes: keeps the last good state.
@@ -567,17 +645,17 @@ impl Source {
         match load(&self.root, self.config_clusters.as_ref()) {
             Ok(l) => {
                 for i in &l.issues {
-                    tracing::warn!(issue = %i, "gitops");
+                    tracing::warn!(issue = %i, "problem in the GitOps repository; item skipped");
                 }
                 self.desired = Some(l.desired);
                 self.issues = l.issues;
                 self.stale = false;
             }
-            Err(issues) => {
-                for i in &issues {
-                    tracing::warn!(issue = %i, "gitops: keeping the last good desired state");
+            Err(e) => {
+                for i in &e.issues {
+                    tracing::warn!(issue = %i, "unreadable GitOps repository; keeping the last good desired state");
                 }
-                self.issues = issues;
+                self.issues = e.issues;
                 self.stale = true;
             }
         }

@@ -32,33 +32,13 @@ pub const STATUS_METRIC: &str = "edgewatch_deployment_status";
 pub const TRANSITION_METRIC: &str = "edgewatch_deployment_last_transition_timestamp_seconds";
 
 /// Built-in alert rules over `edgewatch_deployment_status` (a Prometheus rule
-/// group file); the rules engine loads it. The reconciler has already applied
-/// the progress deadline, so a short `for` only rides out a flap.
-pub const RULES_YAML: &str = r#"groups:
-  - name: edgewatch-deployments
-    rules:
-      - alert: ModelDeploymentOutOfSync
-        expr: edgewatch_deployment_status{state="OutOfSync"} == 1
-        for: 1m
-        labels:
-          severity: warning
-        annotations:
-          summary: "{{ $labels.app }} on {{ $labels.cluster }} is out of sync"
-          description: "{{ $labels.app }} ({{ $labels.model }}) on cluster {{ $labels.cluster }} runs {{ $labels.observed_digest }} past its progress deadline; desired {{ $labels.desired_digest }}."
-      - alert: ModelDeploymentDegraded
-        expr: edgewatch_deployment_status{state="Degraded"} == 1
-        for: 1m
-        labels:
-          severity: critical
-        annotations:
-          summary: "{{ $labels.app }} on {{ $labels.cluster }} is degraded"
-          description: "{{ $labels.app }} ({{ $labels.model }}) on cluster {{ $labels.cluster }} runs the desired digest {{ $labels.desired_digest }} but its pods are not ready past the progress deadline."
-"#;
+/// group file); the rules engine loads it when the reconciler runs.
+pub use crate::rules::builtin::DEPLOYMENTS_YAML as RULES_YAML;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error("reconciler: {0}")]
-    Config(String),
+    #[error("reconciler: interval must be > 0")]
+    ZeroInterval,
     #[error("registering reconciler metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -108,7 +88,7 @@ impl Reconciler {
             return Ok(None);
         };
         if rc.interval.get().is_zero() {
-            return Err(ReconcileError::Config("interval must be > 0".into()));
+            return Err(ReconcileError::ZeroInterval);
         }
         let runs = prometheus::IntCounter::new(
             "edgewatch_reconciler_runs_total",

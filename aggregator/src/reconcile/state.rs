@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::gitops::DesiredState;
+use super::gitops::{DesiredApp, DesiredState};
 
 /// Deployment state of one app on one cluster. The label values of
 /// `edgewatch_deployment_status{state=…}` are exactly these names.
@@ -171,7 +171,6 @@ pub fn reconcile(
     now_ms: i64,
     opts: &Options,
 ) -> Status {
-    let deadline_ms = opts.progress_deadline.as_millis() as i64;
     let mut out = Status {
         entries: BTreeMap::new(),
         transitions: previous.transitions.clone(),
@@ -182,125 +181,169 @@ pub fn reconcile(
 
     for cluster in clusters {
         let obs = observed.clusters.get(cluster);
-        let up = cluster_up(obs, now_ms, opts);
-        let obs_c = obs.unwrap_or(&empty);
-        let mut claimed = vec![false; obs_c.pods.len()];
+        let round = Round {
+            cluster,
+            up: cluster_up(obs, now_ms, opts),
+            observed: obs.unwrap_or(&empty),
+            revision: &desired.revision,
+            now_ms,
+            deadline_ms: opts.progress_deadline.as_millis() as i64,
+        };
+        let mut claimed = vec![false; round.observed.pods.len()];
         let wanted = desired.clusters.get(cluster);
-
         for app_name in wanted.into_iter().flatten() {
             let Some(app) = desired.apps.get(app_name) else {
                 continue;
             };
-            let key = (cluster.clone(), app_name.clone());
-            let prev = previous.entries.get(&key);
-            let pods: Vec<&ObservedPod> = obs_c
-                .pods
-                .iter()
-                .enumerate()
-                .filter(|(i, p)| {
-                    let b = belongs(p, &app.model, app.namespace.as_deref());
-                    if b {
-                        claimed[*i] = true;
-                    }
-                    b
-                })
-                .map(|(_, p)| p)
-                .collect();
-            let digest_changed = prev.is_none_or(|p| p.desired_digest != app.digest);
-            let desired_since_ms = match prev {
-                Some(p) if !digest_changed => p.desired_since_ms,
-                _ => now_ms,
-            };
-            let on_desired = pods.iter().filter(|p| p.digest == app.digest).count();
-            let ready = pods.iter().filter(|p| p.ready).count();
-            let all_good =
-                !pods.is_empty() && pods.iter().all(|p| p.ready && p.digest == app.digest);
-            let pending_since_ms = if all_good && up {
-                None
-            } else if digest_changed {
-                Some(now_ms)
-            } else {
-                match prev.and_then(|p| p.pending_since_ms) {
-                    Some(t) if prev.is_some_and(|p| p.state != State::Synced) => Some(t),
-                    _ => Some(now_ms),
-                }
-            };
-            let within = pending_since_ms.is_none_or(|t| now_ms.saturating_sub(t) <= deadline_ms);
-            let state = if !up {
-                State::Unknown
-            } else if pods.is_empty() {
-                State::Missing
-            } else if all_good {
-                State::Synced
-            } else if within {
-                State::Progressing
-            } else if on_desired < pods.len() {
-                State::OutOfSync
-            } else {
-                State::Degraded
-            };
-            let st = AppStatus {
-                cluster: cluster.clone(),
-                app: app_name.clone(),
-                model: app.model.clone(),
-                desired_digest: app.digest.clone(),
-                observed_digest: digests(&pods),
-                state,
-                since_ms: now_ms,
-                revision: desired.revision.clone(),
-                pending_since_ms,
-                desired_since_ms,
-                pods: pods.len(),
-                ready,
-                on_desired,
-                last_seen_ms: obs_c.last_seen_ms,
-            };
+            let prev = previous.entries.get(&(cluster.clone(), app_name.clone()));
+            let st = round.desired_app(app_name, app, prev, &mut claimed);
             record(&mut out, prev, st, now_ms);
         }
-
-        // Pods no desired app of this cluster claims: Unmanaged, grouped by
-        // the app they would be (an app desired elsewhere), else their model.
-        let mut unmanaged: BTreeMap<String, (String, Vec<&ObservedPod>)> = BTreeMap::new();
-        for (i, p) in obs_c.pods.iter().enumerate() {
-            if claimed[i] {
-                continue;
-            }
-            let name = desired
-                .apps
-                .values()
-                .find(|a| belongs(p, &a.model, a.namespace.as_deref()))
-                .map(|a| a.name.clone())
-                .unwrap_or_else(|| p.model.clone());
-            unmanaged
-                .entry(name)
-                .or_insert_with(|| (p.model.clone(), Vec::new()))
-                .1
-                .push(p);
-        }
-        for (app_name, (model, pods)) in unmanaged {
-            let key = (cluster.clone(), app_name.clone());
-            let prev = previous.entries.get(&key);
-            let st = AppStatus {
-                cluster: cluster.clone(),
-                app: app_name,
-                model,
-                desired_digest: String::new(),
-                observed_digest: digests(&pods),
-                state: if up { State::Unmanaged } else { State::Unknown },
-                since_ms: now_ms,
-                revision: desired.revision.clone(),
-                pending_since_ms: None,
-                desired_since_ms: prev.map(|p| p.desired_since_ms).unwrap_or(now_ms),
-                pods: pods.len(),
-                ready: pods.iter().filter(|p| p.ready).count(),
-                on_desired: 0,
-                last_seen_ms: obs_c.last_seen_ms,
-            };
+        for (app_name, (model, pods)) in unmanaged(desired, round.observed, &claimed) {
+            let prev = previous.entries.get(&(cluster.clone(), app_name.clone()));
+            let st = round.unmanaged_app(app_name, model, &pods, prev);
             record(&mut out, prev, st, now_ms);
         }
     }
     let excess = out.transitions.len().saturating_sub(MAX_TRANSITIONS);
     out.transitions.drain(..excess);
+    out
+}
+
+/// One cluster at one reconciliation.
+struct Round<'a> {
+    cluster: &'a String,
+    up: bool,
+    observed: &'a ObservedCluster,
+    revision: &'a String,
+    now_ms: i64,
+    deadline_ms: i64,
+}
+
+impl Round<'_> {
+    /// The status of an app desired on this cluster; marks its pods in `claimed`.
+    fn desired_app(
+        &self,
+        app_name: &str,
+        app: &DesiredApp,
+        prev: Option<&AppStatus>,
+        claimed: &mut [bool],
+    ) -> AppStatus {
+        let now_ms = self.now_ms;
+        let pods: Vec<&ObservedPod> = self
+            .observed
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| {
+                let b = belongs(p, &app.model, app.namespace.as_deref());
+                if b {
+                    claimed[*i] = true;
+                }
+                b
+            })
+            .map(|(_, p)| p)
+            .collect();
+        let digest_changed = prev.is_none_or(|p| p.desired_digest != app.digest);
+        let desired_since_ms = match prev {
+            Some(p) if !digest_changed => p.desired_since_ms,
+            _ => now_ms,
+        };
+        let on_desired = pods.iter().filter(|p| p.digest == app.digest).count();
+        let all_good = !pods.is_empty() && pods.iter().all(|p| p.ready && p.digest == app.digest);
+        let pending_since_ms = if all_good && self.up {
+            None
+        } else if digest_changed {
+            Some(now_ms)
+        } else {
+            match prev.and_then(|p| p.pending_since_ms) {
+                Some(t) if prev.is_some_and(|p| p.state != State::Synced) => Some(t),
+                _ => Some(now_ms),
+            }
+        };
+        let within = pending_since_ms.is_none_or(|t| now_ms.saturating_sub(t) <= self.deadline_ms);
+        let state = if !self.up {
+            State::Unknown
+        } else if pods.is_empty() {
+            State::Missing
+        } else if all_good {
+            State::Synced
+        } else if within {
+            State::Progressing
+        } else if on_desired < pods.len() {
+            State::OutOfSync
+        } else {
+            State::Degraded
+        };
+        AppStatus {
+            cluster: self.cluster.clone(),
+            app: app_name.to_owned(),
+            model: app.model.clone(),
+            desired_digest: app.digest.clone(),
+            observed_digest: digests(&pods),
+            state,
+            since_ms: now_ms,
+            revision: self.revision.clone(),
+            pending_since_ms,
+            desired_since_ms,
+            pods: pods.len(),
+            ready: pods.iter().filter(|p| p.ready).count(),
+            on_desired,
+            last_seen_ms: self.observed.last_seen_ms,
+        }
+    }
+
+    /// The status of pods running on this cluster that no desired app claims.
+    fn unmanaged_app(
+        &self,
+        app_name: String,
+        model: String,
+        pods: &[&ObservedPod],
+        prev: Option<&AppStatus>,
+    ) -> AppStatus {
+        AppStatus {
+            cluster: self.cluster.clone(),
+            app: app_name,
+            model,
+            desired_digest: String::new(),
+            observed_digest: digests(pods),
+            state: if self.up {
+                State::Unmanaged
+            } else {
+                State::Unknown
+            },
+            since_ms: self.now_ms,
+            revision: self.revision.clone(),
+            pending_since_ms: None,
+            desired_since_ms: prev.map(|p| p.desired_since_ms).unwrap_or(self.now_ms),
+            pods: pods.len(),
+            ready: pods.iter().filter(|p| p.ready).count(),
+            on_desired: 0,
+            last_seen_ms: self.observed.last_seen_ms,
+        }
+    }
+}
+
+/// Pods no desired app of the cluster claims, grouped by the app they would
+/// be (an app desired elsewhere), else by their model: name → (model, pods).
+fn unmanaged<'a>(
+    desired: &DesiredState,
+    observed: &'a ObservedCluster,
+    claimed: &[bool],
+) -> BTreeMap<String, (String, Vec<&'a ObservedPod>)> {
+    let mut out: BTreeMap<String, (String, Vec<&ObservedPod>)> = BTreeMap::new();
+    for (p, _) in observed.pods.iter().zip(claimed).filter(|(_, c)| !**c) {
+        let name = desired
+            .apps
+            .values()
+            .find(|a| belongs(p, &a.model, a.namespace.as_deref()))
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| p.model.clone());
+        out.entry(name)
+            .or_insert_with(|| (p.model.clone(), Vec::new()))
+            .1
+            .push(p);
+    }
     out
 }
 

@@ -3,7 +3,7 @@
 //! ```text
 //! rule_files (globs) ─► file::parse (YAML + PromQL + templates, FILE:LINE:COL)
 //!                              │
-//!   built-in fleet rules ──────┤ (EdgeCollectorDown, EdgeBufferBacklog, EdgeBufferDropping;
+//!   builtin/*.yaml ────────────┤ (fleet and deployment alerts, same parser;
 //!                              │  a file rule of the same name replaces one)
 //!                              ▼
 //! groups sharing an interval, every interval:
@@ -19,37 +19,31 @@
 //! window (`store.window`) for exactly the series its range/`offset` selectors
 //! read. Evaluation follows Prometheus 2.x (closed lookback/range windows).
 //!
-//! `EdgeCollectorDown` must outlive the store's staleness (a silent collector's
-//! series are swept after `store.staleness`, 5m by default): the fleet group
-//! keeps its own `edgewatch_collector_last_seen_timestamp_seconds{cluster,node,…}`
-//! series per collector (from `timestamp(edgewatch_collector_info)`, re-written every
-//! evaluation, persisted in sled, forgotten after 24h of silence) and alerts on
-//! `time() - edgewatch_collector_last_seen_timestamp_seconds > fleet.down_after`.
-//! So the alert keeps firing after the store dropped the collector's own series,
-//! and `fleet.down_after` may be longer than the staleness.
+//! `EdgeCollectorDown` must outlive the store's staleness: it reads the
+//! last-seen series of [`crate::fleet::liveness`], which the engine has
+//! written just before each round that evaluates the fleet group.
 
 pub mod alerting;
 mod api;
+pub mod builtin;
 pub mod file;
 pub mod template;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use edgewatch_config::{AggregatorConfig, ConfigError};
 use prometheus::Registry;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::Liveness;
 use crate::promql::{self, Labels, Reads, Snapshot};
-use crate::store::{
-    FamilyId, LabelMatcher, MetricType, Selector, Store, WindowOptions, WindowScope,
-};
+use crate::store::{FamilyId, MetricType, Store, WindowOptions, WindowScope};
 use alerting::{AlertRule, RuleState, SendOptions};
 use edgewatch_notify::{self as notify, Notifier};
-use file::{PromExpr, RuleKind, RuleSpec};
+use file::{RuleKind, RuleSpec};
 
 /// Why rules could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -65,65 +59,7 @@ pub enum RulesError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// The group of built-in fleet rules.
-pub const FLEET_GROUP: &str = "edgewatch-fleet";
-const FLEET_FILE: &str = "<built-in>";
-const LAST_SEEN: &str = "edgewatch_collector_last_seen_timestamp_seconds";
-const COLLECTOR_INFO: &str = "edgewatch_collector_info";
-/// A collector silent this long is forgotten (its alert resolves).
-const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
-const FLEET_STATE_KEY: &[u8] = b"\x00fleet/last_seen";
-
-fn builtin_rules(down_after: Duration) -> Vec<(String, RuleSpec)> {
-    let t = |s: &str| template::Template::parse(s).expect("valid built-in template");
-    let mk = |name: &str, expr: &str, for_s: u64, sev: &str, summary: &str, desc: &str| {
-        let mut labels = BTreeMap::new();
-        labels.insert("severity".to_string(), t(sev));
-        let mut annotations = BTreeMap::new();
-        annotations.insert("summary".to_string(), t(summary));
-        annotations.insert("description".to_string(), t(desc));
-        (
-            name.to_string(),
-            RuleSpec {
-                kind: RuleKind::Alert {
-                    name: name.to_string(),
-                    for_: edgewatch_config::Dur::secs(for_s),
-                    keep_firing_for: edgewatch_config::Dur::secs(0),
-                    annotations,
-                },
-                expr: PromExpr::parse(expr).expect("valid built-in rule"),
-                labels,
-            },
-        )
-    };
-    let down = down_after.as_secs_f64();
-    vec![
-        mk(
-            "EdgeCollectorDown",
-            &format!("time() - {LAST_SEEN} > {down}"),
-            0,
-            "critical",
-            "Edge collector {{ $labels.node }} in {{ $labels.cluster }} is down",
-            "No data from the collector on {{ $labels.node }} (cluster {{ $labels.cluster }}) for {{ $value | humanizeDuration }}.",
-        ),
-        mk(
-            "EdgeBufferBacklog",
-            "time() - edgewatch_buffer_oldest_timestamp_seconds > 600 and edgewatch_buffer_oldest_timestamp_seconds > 0",
-            0,
-            "warning",
-            "Edge collector {{ $labels.node }} is forwarding with a backlog",
-            "The oldest buffered point on {{ $labels.node }} (cluster {{ $labels.cluster }}) is {{ $value | humanizeDuration }} old.",
-        ),
-        mk(
-            "EdgeBufferDropping",
-            "increase(edgewatch_buffer_dropped_points_total[5m]) > 0",
-            0,
-            "warning",
-            "Edge collector {{ $labels.node }} is dropping buffered points",
-            "{{ $value | humanize }} points dropped on {{ $labels.node }} (cluster {{ $labels.cluster }}) in the last 5m.",
-        ),
-    ]
-}
+pub use builtin::FLEET_GROUP;
 
 /// A loaded rule group (before state).
 struct GroupDef {
@@ -193,37 +129,19 @@ fn load_groups(cfg: &AggregatorConfig) -> Result<Vec<GroupDef>, RulesError> {
         .filter(|r| matches!(r.kind, RuleKind::Alert { .. }))
         .map(|r| r.name().to_string())
         .collect();
-    let fleet: Vec<RuleSpec> = builtin_rules(cfg.fleet.down_after.get())
-        .into_iter()
-        .filter(|(n, _)| !overridden.contains(n))
-        .map(|(_, r)| r)
-        .collect();
-    if !fleet.is_empty() {
-        groups.push(GroupDef {
-            name: FLEET_GROUP.to_string(),
-            file: FLEET_FILE.to_string(),
-            interval: cfg.evaluation_interval.get(),
-            rules: fleet,
-        });
-    }
-    // The reconciler's deployment alerts, when it runs; a rule-file alert of the same
-    // name replaces one.
-    if cfg.reconciler.is_some() {
-        let f = file::parse(crate::reconcile::RULES_YAML, FLEET_FILE)?;
-        for g in f.groups {
-            let rules: Vec<RuleSpec> = g
-                .rules
-                .into_iter()
-                .filter(|r| !overridden.contains(r.name()))
-                .collect();
-            if !rules.is_empty() {
-                groups.push(GroupDef {
-                    name: g.name,
-                    file: FLEET_FILE.to_string(),
-                    interval: cfg.evaluation_interval.get(),
-                    rules,
-                });
-            }
+    for g in builtin::groups(cfg)? {
+        let rules: Vec<RuleSpec> = g
+            .rules
+            .into_iter()
+            .filter(|r| !overridden.contains(r.name()))
+            .collect();
+        if !rules.is_empty() {
+            groups.push(GroupDef {
+                name: g.name,
+                file: builtin::FILE.to_string(),
+                interval: cfg.evaluation_interval.get(),
+                rules,
+            });
         }
     }
     Ok(groups)
@@ -317,12 +235,6 @@ struct GroupStatus {
     written: HashSet<(String, Vec<(String, String)>)>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct LastSeen {
-    /// Labels (without `__name__`, `version`) → (last sample time ms).
-    collectors: BTreeMap<String, (Vec<(String, String)>, i64)>,
-}
-
 struct Inner {
     store: Arc<Store>,
     tree: sled::Tree,
@@ -330,7 +242,8 @@ struct Inner {
     metrics: Metrics,
     eval_interval: Duration,
     send: SendOptions,
-    last_seen: Mutex<LastSeen>,
+    /// Writes the series the fleet group reads; None without a fleet group.
+    liveness: Option<Liveness>,
 }
 
 /// The rule engine. Cheap to clone.
@@ -432,13 +345,11 @@ impl RuleEngine {
             metrics.evaluations.with_label_values(&[&g.name]);
             metrics.failures.with_label_values(&[&g.name]);
         }
-        if groups.iter().any(|g| g.name == FLEET_GROUP) {
-            window
-                .extend(Selector::new(vec![LabelMatcher::equal("__name__", COLLECTOR_INFO)]).ok());
-        }
-        let last_seen = match tree.get(FLEET_STATE_KEY)? {
-            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
-            None => LastSeen::default(),
+        let liveness = if groups.iter().any(|g| g.name == FLEET_GROUP) {
+            window.push(Liveness::reads());
+            Some(Liveness::open(store.clone(), state, promql::LOOKBACK_MS)?)
+        } else {
+            None
         };
         let scope = if window.is_empty() {
             WindowScope::None
@@ -458,7 +369,7 @@ impl RuleEngine {
                 metrics,
                 eval_interval: cfg.evaluation_interval.get(),
                 send: SendOptions::default(),
-                last_seen: Mutex::new(last_seen),
+                liveness,
             }),
         })
     }
@@ -480,8 +391,10 @@ impl RuleEngine {
     /// the series they read (see `promql::Snapshot`); returns the alerts to send.
     pub fn evaluate_groups(&self, idx: &[usize], now_ms: i64) -> Vec<notify::Alert> {
         let groups = &self.inner.groups;
-        if idx.iter().any(|&i| groups[i].name == FLEET_GROUP) {
-            self.track_collectors(now_ms);
+        if let Some(liveness) = &self.inner.liveness {
+            if idx.iter().any(|&i| groups[i].name == FLEET_GROUP) {
+                liveness.track(now_ms);
+            }
         }
         let mut reads = Reads::default();
         for &i in idx {
@@ -604,84 +517,6 @@ impl RuleEngine {
             .set(elapsed);
     }
 
-    /// Updates and re-writes `edgewatch_collector_last_seen_timestamp_seconds`.
-    fn track_collectors(&self, now_ms: i64) {
-        let inner = &self.inner;
-        let store = &inner.store;
-        let Ok(sel) = Selector::new(vec![LabelMatcher::equal("__name__", COLLECTOR_INFO)]) else {
-            return;
-        };
-        let found = store.samples(&[sel], now_ms - promql::LOOKBACK_MS, now_ms, now_ms);
-        let mut ls = lock(&inner.last_seen);
-        let before = ls.collectors.clone();
-        for s in found {
-            let Some(&(ts, _)) = s.samples.last() else {
-                continue;
-            };
-            let labels: Vec<(String, String)> = s
-                .labels
-                .into_iter()
-                .filter(|(k, _)| k != "version")
-                .collect();
-            let get = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            let key = match (get("cluster"), get("node")) {
-                (Some(c), Some(n)) => format!("{c}\x00{n}"),
-                _ => labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("\x00"),
-            };
-            match ls.collectors.get_mut(&key) {
-                Some((old_labels, old_ts)) => {
-                    if *old_labels != labels {
-                        let pairs: Vec<(&str, &str)> = old_labels
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect();
-                        store.delete(LAST_SEEN, &pairs);
-                        *old_labels = labels;
-                    }
-                    *old_ts = (*old_ts).max(ts);
-                }
-                None => {
-                    ls.collectors.insert(key, (labels, ts));
-                }
-            }
-        }
-        let fam = store.family(
-            LAST_SEEN,
-            MetricType::Gauge,
-            "Time (unix seconds) of the newest edgewatch_collector_info sample of each collector.",
-            "",
-        );
-        let mut forget = Vec::new();
-        for (k, (labels, ts)) in &ls.collectors {
-            let pairs: Vec<(&str, &str)> = labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            if now_ms - ts > FORGET_AFTER_MS {
-                store.delete(LAST_SEEN, &pairs);
-                forget.push(k.clone());
-                continue;
-            }
-            store.write(fam, LAST_SEEN, &pairs, *ts as f64 / 1000.0, now_ms, now_ms);
-        }
-        for k in forget {
-            ls.collectors.remove(&k);
-        }
-        if before.len() != ls.collectors.len()
-            || before.iter().zip(ls.collectors.iter()).any(|(a, b)| a != b)
-        {
-            if let Ok(b) = serde_json::to_vec(&*ls) {
-                if let Err(e) = inner.tree.insert(FLEET_STATE_KEY, b) {
-                    tracing::warn!(error = %e, "persisting collector last-seen state");
-                }
-            }
-        }
-    }
-
     /// Evaluates every group on its interval until `shutdown`, handing the
     /// alerts of each evaluation to `notifier` (Prometheus `sendAlerts`:
     /// firing alerts re-sent at most every minute, resolved ones for 15m).
@@ -738,6 +573,9 @@ impl RuleEngine {
         }
         if let Err(e) = self.inner.tree.flush_async().await {
             tracing::warn!(error = %e, "flushing rule state");
+        }
+        if let Some(liveness) = &self.inner.liveness {
+            liveness.flush().await;
         }
     }
 

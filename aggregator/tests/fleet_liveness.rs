@@ -1,0 +1,204 @@
+//! Collector liveness kept by the fleet module: the last-seen state survives a
+//! restart in the sled tree `fleet`, and a state dir written by older versions
+//! (the state under `\x00fleet/last_seen` in the `rules` tree) is migrated.
+
+use std::sync::Arc;
+
+use edgewatch_aggregator::fleet::LAST_SEEN;
+use edgewatch_aggregator::rules::RuleEngine;
+use edgewatch_aggregator::store::{MetricType, Selector, Store, StoreOptions};
+use edgewatch_config::AggregatorConfig;
+use prometheus::Registry;
+
+const T0: i64 = 1_700_000_000_000;
+const MIN: i64 = 60_000;
+
+fn config(dir: &std::path::Path) -> AggregatorConfig {
+    let yaml = format!(
+        "http: {{listen: \"127.0.0.1:0\"}}\nstate: {{path: \"{}\"}}\nevaluation_interval: 15s\nfleet: {{down_after: 2m}}\n",
+        dir.join("state").display(),
+    );
+    edgewatch_config::parse(&yaml, "aggregator.yml").unwrap()
+}
+
+fn store() -> Arc<Store> {
+    Arc::new(Store::new(StoreOptions::default(), &Registry::new()))
+}
+
+fn engine(cfg: &AggregatorConfig, store: Arc<Store>, db: &sled::Db) -> RuleEngine {
+    RuleEngine::load(cfg, store, db, &Registry::new()).unwrap()
+}
+
+/// (alertname, node) of every active alert.
+fn alerts(engine: &RuleEngine) -> Vec<(String, String)> {
+    engine.alerts_json()["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap().to_owned(),
+                a["labels"]["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The last-seen series at `now`: (node, value).
+fn last_seen(store: &Store, now: i64) -> Vec<(String, f64)> {
+    store
+        .samples(&Selector::parse(LAST_SEEN).unwrap(), now - 1, now, now)
+        .into_iter()
+        .map(|s| {
+            let node = s.labels.iter().find(|(k, _)| k == "node").unwrap();
+            (node.1.clone(), s.samples.last().unwrap().1)
+        })
+        .collect()
+}
+
+fn collector_info(store: &Store, node: &str, ts: i64) {
+    let f = store.family("edgewatch_collector_info", MetricType::Gauge, "", "");
+    let labels = [
+        ("cluster", "edge-a"),
+        ("node", node),
+        ("instance_id", "x"),
+        ("version", "1"),
+    ];
+    store.write(f, "edgewatch_collector_info", &labels, 1.0, ts, ts);
+}
+
+#[test]
+fn last_seen_survives_a_restart_in_the_fleet_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let db_path = dir.path().join("state");
+    {
+        let db = sled::open(&db_path).unwrap();
+        let s = store();
+        let e = engine(&cfg, s.clone(), &db);
+        collector_info(&s, "n1", T0);
+        assert!(e.evaluate_all(T0).is_empty());
+        assert!(db
+            .open_tree("fleet")
+            .unwrap()
+            .get("last_seen")
+            .unwrap()
+            .is_some());
+        db.flush().unwrap();
+    }
+    // A new process: the store is empty, the collector silent since T0.
+    let db = sled::open(&db_path).unwrap();
+    let s = store();
+    let e = engine(&cfg, s.clone(), &db);
+    let now = T0 + 3 * MIN;
+    let sent = e.evaluate_all(now);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        alerts(&e),
+        vec![("EdgeCollectorDown".to_owned(), "n1".to_owned())]
+    );
+    assert_eq!(
+        last_seen(&s, now),
+        vec![("n1".to_owned(), T0 as f64 / 1000.0)]
+    );
+}
+
+#[test]
+fn state_in_the_old_layout_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let db_path = dir.path().join("state");
+    {
+        // As older versions wrote it: JSON under `\x00fleet/last_seen` in `rules`.
+        let db = sled::open(&db_path).unwrap();
+        let old = serde_json::json!({"collectors": {
+            "edge-a\u{0}n2": [[["cluster", "edge-a"], ["instance_id", "x"], ["node", "n2"]], T0]
+        }});
+        db.open_tree("rules")
+            .unwrap()
+            .insert(b"\x00fleet/last_seen", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let db = sled::open(&db_path).unwrap();
+    let s = store();
+    let e = engine(&cfg, s.clone(), &db);
+    assert!(db
+        .open_tree("rules")
+        .unwrap()
+        .get(b"\x00fleet/last_seen")
+        .unwrap()
+        .is_none());
+    assert!(db
+        .open_tree("fleet")
+        .unwrap()
+        .get("last_seen")
+        .unwrap()
+        .is_some());
+    // Within down_after: written, not firing; past it: firing.
+    assert!(e.evaluate_all(T0 + MIN).is_empty());
+    assert_eq!(
+        last_seen(&s, T0 + MIN),
+        vec![("n2".to_owned(), T0 as f64 / 1000.0)]
+    );
+    assert_eq!(e.evaluate_all(T0 + 3 * MIN).len(), 1);
+    assert_eq!(
+        alerts(&e),
+        vec![("EdgeCollectorDown".to_owned(), "n2".to_owned())]
+    );
+}
+
+#[test]
+fn a_state_already_in_the_fleet_tree_wins_over_the_old_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let db_path = dir.path().join("state");
+    let state = |node: &str| {
+        serde_json::to_vec(&serde_json::json!({"collectors": {
+            format!("edge-a\u{0}{node}"): [[["cluster", "edge-a"], ["node", node]], T0]
+        }}))
+        .unwrap()
+    };
+    {
+        let db = sled::open(&db_path).unwrap();
+        let rules = db.open_tree("rules").unwrap();
+        rules.insert(b"\x00fleet/last_seen", state("old")).unwrap();
+        let fleet = db.open_tree("fleet").unwrap();
+        fleet.insert("last_seen", state("new")).unwrap();
+        db.flush().unwrap();
+    }
+    let db = sled::open(&db_path).unwrap();
+    let s = store();
+    let e = engine(&cfg, s.clone(), &db);
+    e.evaluate_all(T0 + MIN);
+    assert_eq!(
+        last_seen(&s, T0 + MIN),
+        vec![("new".to_owned(), T0 as f64 / 1000.0)]
+    );
+    assert!(db
+        .open_tree("rules")
+        .unwrap()
+        .get(b"\x00fleet/last_seen")
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_collector_silent_for_a_day_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let db = sled::open(dir.path().join("state")).unwrap();
+    let s = store();
+    let e = engine(&cfg, s.clone(), &db);
+    collector_info(&s, "n1", T0);
+    e.evaluate_all(T0);
+    let day = 24 * 60 * MIN;
+    assert_eq!(e.evaluate_all(T0 + day - MIN).len(), 1);
+    assert_eq!(last_seen(&s, T0 + day - MIN).len(), 1);
+    // Forgotten: the series is gone and the alert resolves.
+    let sent = e.evaluate_all(T0 + day + MIN);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].ends_at.is_some());
+    assert!(last_seen(&s, T0 + day + MIN).is_empty());
+    assert!(alerts(&e).is_empty());
+}
