@@ -2,18 +2,19 @@
 //! SIGKILLed and restarted at random moments, 20 times; afterwards the aggregator
 //! holds every point the collector acknowledged, each exactly once.
 
-mod common;
-
-use common::*;
+use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::{eventually, parse_samples};
 use rand::Rng;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(dir.path()).await;
-    let mut col = Collector::start(dir.path(), "col", "edge-a", "n1", agg.grpc, "").await;
+    let agg = Aggregator::start(BIN, dir.path()).await;
+    let mut col = Collector::start(BIN, dir.path(), "col", "edge-a", "n1", agg.grpc, "").await;
 
     // One point per series (more series than points), so the store's latest sample of
     // each series *is* that point, and the set of series is the set of points.
@@ -48,19 +49,16 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
         }
     });
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let config = col.config.clone();
+    eventually(Duration::from_secs(10), "the load to arrive", || async {
+        col.metrics().await.get("edgewatch_received_points_total") > 0.0
+    })
+    .await;
     for _ in 0..20 {
-        let wait = rand::rng().random_range(300..900);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // The kill lands at a random moment of the load: that is the test.
+        let moment = rand::rng().random_range(300..900);
+        tokio::time::sleep(Duration::from_millis(moment)).await;
         col.proc.kill();
-        col.proc = Proc::spawn(
-            "col",
-            BIN,
-            &["collector", "--config", config.to_str().expect("utf-8")],
-            dir.path(),
-        );
-        wait_ready(&format!("http://127.0.0.1:{}/readyz", col.admin)).await;
+        col.respawn(dir.path()).await;
     }
 
     let out = loadgen.await.expect("loadgen thread");
@@ -102,7 +100,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     eventually(
         Duration::from_secs(60),
         "the collector's buffer to drain",
-        || async { (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(()) },
+        || async { col.metrics().await.get("edgewatch_buffer_entries") == 0.0 },
     )
     .await;
     let at_core: BTreeSet<usize> =
@@ -121,13 +119,16 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     assert!(at_core.len() as u64 <= sent_points);
 
     // Exactly once: the core ingested as many points as it holds distinct points.
-    let ingested = agg.metric("edgewatch_ingest_points_total").await;
+    let ingested = agg.metrics().await.get("edgewatch_ingest_points_total");
     assert_eq!(
         ingested,
         at_core.len() as f64,
         "a replayed batch was ingested twice"
     );
-    let replays = agg.metric("edgewatch_ingest_duplicate_batches_total").await;
+    let replays = agg
+        .metrics()
+        .await
+        .get("edgewatch_ingest_duplicate_batches_total");
     eprintln!(
         "crash test: sent {sent_points}, acked {acked_points}, at core {}, replays dropped {replays}",
         at_core.len()

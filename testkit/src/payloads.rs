@@ -1,28 +1,20 @@
-//! OTLP metrics payloads for the buffer's tests and benchmarks, 100 data
+//! OTLP metrics payloads for the buffer's tests and benchmarks (here, not in the
+//! collector library, so the production binary does not carry them), 100 data
 //! points (10 metrics x 10 series) of a model server each:
 //! * [`otlp_100_points`]: gauges with uniformly random values (near
 //!   incompressible: the worst case the size targets are measured on);
 //! * [`otlp_100_points_typical`]: what model servers actually export
 //!   (counters with integer increments, a latency histogram with integer
 //!   bucket counts, gauges with few distinct values, timestamps on a 15 s grid).
+use crate::otlp::kv;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
     Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        key_strindex: 0,
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-    }
-}
 
 /// Encoded `ExportMetricsServiceRequest` with 100 points; `batch` varies
 /// timestamps and values deterministically.
@@ -63,7 +55,7 @@ pub fn otlp_100_points(batch: u64) -> Vec<u8> {
             let attrs = vec![
                 kv("model", model),
                 kv("version", if s < 5 { "v1" } else { "v2" }),
-                kv("instance", &format!("10.0.{}.{}:8080", mi % 3, s)),
+                kv("instance", format!("10.0.{}.{}:8080", mi % 3, s)),
             ];
             let value = if *is_int {
                 let base = (mi as u64 + 1) * 1000 * (s + 1);
@@ -174,7 +166,7 @@ pub fn otlp_100_points_typical(batch: u64) -> Vec<u8> {
         vec![
             kv("model", models[(s % 5) as usize]),
             kv("version", if s < 5 { "v1" } else { "v2" }),
-            kv("instance", &format!("10.0.{}.{}:8080", mi % 3, s)),
+            kv("instance", format!("10.0.{}.{}:8080", mi % 3, s)),
         ]
     };
     // Monotonic: base + batch * rate + jitter, jitter < rate.
