@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use edgewatch_collector::buffer::{testdata, Buffer, BufferOptions, FullPolicy};
+use edgewatch_collector::buffer::{Buffer, BufferOptions, FullPolicy};
+use edgewatch_testkit::payloads as testdata;
 use std::time::{Duration, Instant};
 
 fn open(dir: &std::path::Path) -> Buffer {

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use edgewatch_collector::buffer::testdata;
 use edgewatch_collector::enrich::Stamp;
+use edgewatch_testkit::payloads as testdata;
 use prost::Message;
 
 fn bench(c: &mut Criterion) {

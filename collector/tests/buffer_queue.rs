@@ -1,7 +1,8 @@
 //! The durable queue (`edgewatch_collector::buffer`) against real files.
 
 use bytes::Bytes;
-use edgewatch_collector::buffer::{testdata, Buffer, BufferError, BufferOptions, FullPolicy};
+use edgewatch_collector::buffer::{Buffer, BufferError, BufferOptions, FullPolicy};
+use edgewatch_testkit::payloads as testdata;
 use futures::future::join_all;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

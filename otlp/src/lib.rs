@@ -14,9 +14,6 @@ pub mod server;
 pub mod shallow;
 pub mod view;
 
-#[cfg(test)]
-mod testutil;
-
 use bytes::Bytes;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -81,7 +81,7 @@
 //!   segment as it is and is retried after 30 s.
 //!
 //! # Measured (2-core VM, ext4, release build unless noted)
-//! * Payloads ([`testdata`]), 100 points each (10 metrics x 10 series):
+//! * Payloads (`edgewatch_testkit::payloads`), 100 points each (10 metrics x 10 series):
 //!   `otlp_100_points`, random gauge values (near worst case): protobuf
 //!   97.5 B/point; zstd-3 per batch 14.2; zstd-3 with the segment
 //!   dictionary 8.9; one zstd-12 frame over 4 MiB of batches 6.7 (zstd-19:
@@ -105,8 +105,6 @@ mod meta;
 mod metrics;
 mod segment;
 mod state;
-#[doc(hidden)]
-pub mod testdata;
 mod writer;
 
 #[cfg(test)]

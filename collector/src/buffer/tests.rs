@@ -25,7 +25,7 @@ async fn injected_write_and_flush_failures_are_io_errors_and_recover() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let reg = prometheus::Registry::new();
     let b = Buffer::open(opts(tmp.path()), &reg).expect("open");
-    let p = Bytes::from(testdata::otlp_100_points(1));
+    let p = Bytes::from(edgewatch_testkit::payloads::otlp_100_points(1));
     let s0 = b.append(100, p.clone()).await.expect("append");
     assert!(b.writable());
 

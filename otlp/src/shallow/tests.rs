@@ -2,8 +2,9 @@
 //! count the same points, and re-encode to the same request.
 
 use super::*;
-use crate::testutil::{break_utf8, kv, s, verdicts};
 use crate::{count_points, ExportMetricsServiceRequest};
+use edgewatch_testkit::mutate::{break_utf8, verdicts};
+use edgewatch_testkit::otlp::{kv, s};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
 };

@@ -3,8 +3,9 @@
 //! hand-made non-canonical and mutated requests.
 
 use super::*;
-use crate::testutil::{break_utf8, kv, s, verdicts};
 use crate::ExportMetricsServiceRequest;
+use edgewatch_testkit::mutate::{break_utf8, verdicts};
+use edgewatch_testkit::otlp::{kv, s};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };

@@ -1,28 +1,20 @@
-//! OTLP metrics payloads for the buffer's tests and benchmarks, 100 data
+//! OTLP metrics payloads for the buffer's tests and benchmarks (here, not in the
+//! collector library, so the production binary does not carry them), 100 data
 //! points (10 metrics x 10 series) of a model server each:
 //! * [`otlp_100_points`]: gauges with uniformly random values (near
 //!   incompressible: the worst case the size targets are measured on);
 //! * [`otlp_100_points_typical`]: what model servers actually export
 //!   (counters with integer increments, a latency histogram with integer
 //!   bucket counts, gauges with few distinct values, timestamps on a 15 s grid).
+use crate::otlp::kv;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
     Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        key_strindex: 0,
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-    }
-}
 
 /// Encoded `ExportMetricsServiceRequest` with 100 points; `batch` varies
 /// timestamps and values deterministically.

@@ -1,18 +1,5 @@
-//! Helpers shared by the decoders' tests.
-
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-
-pub fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-pub fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
+//! Byte mutations of encoded messages, for decoder tests: every mutation must be
+//! rejected or decoded without panicking, and the two decoders must agree.
 
 /// `n` copies of `base`, each with one to three random byte edits (set, flip a bit,
 /// insert, remove, truncate), reproducible from `seed` (xorshift).

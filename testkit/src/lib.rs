@@ -1,0 +1,60 @@
+//! Test support shared by every edgewatch crate (a dev-dependency only).
+//!
+//! * [`free_port`]: a free 127.0.0.1 port;
+//! * [`Proc`]: a child process whose log is printed when the test fails;
+//!   [`Proc::stop`] asserts a clean exit on SIGTERM;
+//! * [`eventually`] / [`always_for`] (and blocking forms): waits on conditions;
+//! * [`Metrics`]: a strict exposition parser (a missing series is a panic naming it);
+//! * [`otlp`]: request builders and attribute helpers; [`payloads`]: the buffer's
+//!   reference payloads; [`mutate`]: byte mutations for decoder tests;
+//! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
+//! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
+//! * [`http`]: an HTTP recorder with scripted answers (webhooks) and small clients.
+//!
+//! It depends on no edgewatch crate, so every one of them can dev-depend on it.
+
+pub mod http;
+pub mod metrics;
+pub mod mutate;
+pub mod otlp;
+pub mod payloads;
+pub mod peers;
+mod ports;
+mod proc;
+pub mod roles;
+mod wait;
+
+pub use http::{get, wait_ready};
+pub use metrics::{parse_samples, Metrics, Sample};
+pub use ports::{free_port, local};
+pub use proc::Proc;
+pub use wait::{always_for, always_for_blocking, eventually, eventually_blocking, Outcome};
+
+/// Writes `text` to `path`, panicking with the path on failure.
+pub fn write(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Bytes of all files under `dir` (0 for a missing directory).
+pub fn disk_usage(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}

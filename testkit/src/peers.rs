@@ -1,0 +1,251 @@
+//! Real peers on free 127.0.0.1 ports: Prometheus and Alertmanager (Debian packages
+//! `prometheus`, `prometheus-alertmanager`) and headless Chromium. A missing binary is a
+//! test failure naming the package (`scripts/test` installs them).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{free_port, wait_ready, write, Proc};
+
+pub const PROMETHEUS: &str = "/usr/bin/prometheus";
+pub const PROMTOOL: &str = "/usr/bin/promtool";
+pub const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// `path`, or a panic saying which Debian package provides it.
+pub fn require(path: &'static str, package: &str) -> &'static str {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: scripts/test installs the Debian package {package}"
+    );
+    path
+}
+
+/// A Prometheus server, killed when dropped.
+pub struct Prometheus {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Prometheus {
+    /// Scrapes every second; `scrape_configs` is the YAML list under `scrape_configs:`
+    /// (may be empty). The remote-write receiver is enabled.
+    pub async fn start(dir: &Path, scrape_configs: &str) -> Prometheus {
+        let global = "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n";
+        let body = if scrape_configs.trim().is_empty() {
+            String::new()
+        } else {
+            format!("scrape_configs:\n{scrape_configs}")
+        };
+        Prometheus::start_with_config(dir, &format!("{global}{body}"), &[]).await
+    }
+
+    /// With a whole configuration file and extra flags; waits for `/-/ready`.
+    pub async fn start_with_config(dir: &Path, config: &str, flags: &[&str]) -> Prometheus {
+        let bin = require(PROMETHEUS, "prometheus");
+        let port = free_port();
+        let cfg = dir.join("prometheus.yml");
+        write(&cfg, config);
+        let mut args = vec![
+            format!("--config.file={}", cfg.display()),
+            format!(
+                "--storage.tsdb.path={}",
+                dir.join("prometheus-data").display()
+            ),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--web.enable-remote-write-receiver".to_string(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn("prometheus", bin, &args, dir);
+        wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
+        Prometheus { port, proc }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// An instant query at now: `data.result`; panics on an error answer.
+    pub async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        self.query_params(&[("query", promql)]).await
+    }
+
+    /// An instant query at `time_s` (Unix seconds).
+    pub async fn query_at(&self, promql: &str, time_s: f64) -> Vec<serde_json::Value> {
+        self.query_params(&[("query", promql), ("time", &time_s.to_string())])
+            .await
+    }
+
+    async fn query_params(&self, params: &[(&str, &str)]) -> Vec<serde_json::Value> {
+        let r = reqwest::Client::new()
+            .get(self.url("/api/v1/query"))
+            .query(params)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Prometheus query {params:?}: {e}"));
+        let v: serde_json::Value = r.json().await.expect("Prometheus answers JSON");
+        assert_eq!(v["status"], "success", "Prometheus query {params:?}: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// `promtool check config FILE`: Ok, or promtool's output.
+pub fn promtool_check_config(file: &Path) -> Result<(), String> {
+    let out = Command::new(require(PROMTOOL, "prometheus"))
+        .args(["check", "config"])
+        .arg(file)
+        .output()
+        .expect("running promtool");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// An Alertmanager (no clustering), killed when dropped.
+pub struct Alertmanager {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Alertmanager {
+    /// With `config` (alertmanager.yml); waits for `/-/ready`.
+    pub async fn start(dir: &Path, config: &str) -> Alertmanager {
+        let bin = require(ALERTMANAGER, "prometheus-alertmanager");
+        let port = free_port();
+        let cfg = dir.join("alertmanager.yml");
+        write(&cfg, config);
+        let args = [
+            format!("--config.file={}", cfg.display()),
+            format!("--storage.path={}", dir.join("alertmanager-data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=".to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn("alertmanager", bin, &args, dir);
+        wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
+        Alertmanager { port, proc }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Headless Chromium (Debian package `chromium`).
+pub struct Chromium {
+    pub bin: &'static str,
+    profile: PathBuf,
+}
+
+impl Chromium {
+    /// Chromium with its profile under `dir`.
+    pub fn new(dir: &Path) -> Chromium {
+        let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("chromium is missing: scripts/test installs the Debian package chromium");
+        Chromium {
+            bin,
+            profile: dir.join("chromium-profile"),
+        }
+    }
+
+    fn command(&self, profile: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(self.bin);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .kill_on_drop(true);
+        cmd
+    }
+
+    /// Loads `url`, lets its scripts run for `budget` of virtual time, returns the DOM.
+    pub async fn dump_dom(&self, url: &str, budget: Duration) -> String {
+        let profile = self.fresh_profile();
+        let out = self
+            .command(&profile)
+            .arg(format!("--virtual-time-budget={}", budget.as_millis()))
+            .arg("--dump-dom")
+            .arg(url)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(120), out)
+            .await
+            .expect("chromium finished within 120 s")
+            .expect("chromium ran");
+        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            dom.contains("</html>"),
+            "no DOM from chromium for {url}; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dom
+    }
+
+    /// Loads `url` and writes a PNG screenshot of `width`x`height` to `png`.
+    pub async fn screenshot(&self, url: &str, png: &Path, width: u32, height: u32) {
+        let profile = self.fresh_profile();
+        let out = self
+            .command(&profile)
+            .arg(format!("--window-size={width},{height}"))
+            .arg("--virtual-time-budget=3000")
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(url)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(120), out)
+            .await
+            .expect("chromium finished within 120 s")
+            .expect("chromium ran");
+        assert!(
+            png.exists(),
+            "no screenshot from chromium for {url}; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A browser kept running with the DevTools protocol on a free port (for tests
+    /// that drive a page over time); waits until `/json/version` answers.
+    pub async fn start_devtools(&self, dir: &Path) -> (Proc, u16) {
+        let port = free_port();
+        let mut cmd = Command::new(self.bin);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-address=127.0.0.1",
+        ])
+        .arg(format!("--remote-debugging-port={port}"))
+        .arg(format!(
+            "--user-data-dir={}",
+            self.fresh_profile().display()
+        ))
+        .arg("about:blank");
+        let proc = Proc::spawn_command("chromium", cmd, dir);
+        wait_ready(&format!("http://127.0.0.1:{port}/json/version")).await;
+        (proc, port)
+    }
+
+    /// Each run gets its own profile directory: Chromium locks the one it uses.
+    fn fresh_profile(&self) -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.profile.with_file_name(format!("chromium-profile-{n}"))
+    }
+}
