@@ -1,49 +1,29 @@
 //! Alerting end to end: the shipped aggregator with a rule file and an `alerting:`
 //! section, fed over OTLP, delivering to a webhook receiver on 127.0.0.1.
 
-mod common;
-
-use common::*;
+use edgewatch_testkit::http::Recorder;
+use edgewatch_testkit::roles::Aggregator;
+use edgewatch_testkit::{eventually, get, now_ms, parse_samples, write};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// An HTTP server that records every webhook body it is sent and answers 200.
-struct WebhookRecorder {
-    port: u16,
-    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
-}
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 
-impl WebhookRecorder {
-    async fn start() -> WebhookRecorder {
-        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post({
-                let bodies = bodies.clone();
-                move |body: axum::body::Bytes| async move {
-                    let v = serde_json::from_slice(&body).unwrap_or_else(|e| {
-                        serde_json::json!({"unparsable": e.to_string(), "raw": String::from_utf8_lossy(&body)})
-                    });
-                    bodies.lock().expect("recorder lock").push(v);
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the webhook recorder");
-        let port = listener.local_addr().expect("recorder address").port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        WebhookRecorder { port, bodies }
+/// The webhook receiver: records every notification and answers 200.
+struct Webhook(Recorder);
+
+impl Webhook {
+    async fn start() -> Webhook {
+        Webhook(Recorder::start(200, &[]).await)
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        format!("{}/hook", self.0.url())
     }
 
     fn bodies(&self) -> Vec<serde_json::Value> {
-        self.bodies.lock().expect("recorder lock").clone()
+        self.0.delivered().iter().map(|r| r.json()).collect()
     }
 
     /// Notifications whose group is `alertname` with overall `status`.
@@ -112,7 +92,7 @@ async fn federated_states(agg: &Aggregator, alertname: &str) -> BTreeSet<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_files_fire_notify_resolve_and_obey_silences() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hook = WebhookRecorder::start().await;
+    let hook = Webhook::start().await;
     let rules = dir.path().join("rules.yaml");
     write(
         &rules,
@@ -123,7 +103,7 @@ async fn rule_files_fire_notify_resolve_and_obey_silences() {
         rules.display(),
         hook.url()
     );
-    let agg = Aggregator::start_with_extra(dir.path(), &extra).await;
+    let agg = Aggregator::start_with_extra(BIN, dir.path(), &extra).await;
     let client = reqwest::Client::new();
 
     // A silence for E2EMuted, created before the alert exists.
@@ -166,9 +146,8 @@ async fn rule_files_fire_notify_resolve_and_obey_silences() {
                 }
             }
             federate_seen.extend(federated);
-            (api_seen.last().map(String::as_str) == Some("firing")
-                && federate_seen.contains("firing"))
-            .then_some(())
+            api_seen.last().map(String::as_str) == Some("firing")
+                && federate_seen.contains("firing")
         },
     )
     .await;
@@ -235,7 +214,7 @@ async fn rule_files_fire_notify_resolve_and_obey_silences() {
     eventually(
         Duration::from_secs(10),
         "E2EHot gone from /api/v1/alerts",
-        || async { api_states(&agg, "E2EHot").await.is_empty().then_some(()) },
+        || async { api_states(&agg, "E2EHot").await.is_empty() },
     )
     .await;
 
@@ -256,7 +235,7 @@ async fn rule_files_fire_notify_resolve_and_obey_silences() {
     eventually(
         Duration::from_secs(10),
         "E2EMuted delivered once its silence expired",
-        || async { (hook.count("E2EMuted", "firing") > 0).then_some(()) },
+        || async { hook.count("E2EMuted", "firing") > 0 },
     )
     .await;
 
@@ -277,15 +256,11 @@ async fn rule_files_fire_notify_resolve_and_obey_silences() {
         Duration::from_secs(5),
         "edgewatch_notifications_total to count what the receiver got",
         || async {
-            let metrics = get(&agg.url("/metrics")).await?.1;
-            let delivered: f64 = parse_samples(&metrics)
-                .iter()
-                .filter(|s| {
-                    s.name == "edgewatch_notifications_total" && s.label("receiver") == "hook"
-                })
-                .map(|s| s.value)
-                .sum();
-            (delivered == hook.bodies().len() as f64).then_some(())
+            let delivered = agg
+                .metrics()
+                .await
+                .sum(r#"edgewatch_notifications_total{receiver="hook"}"#);
+            delivered == hook.bodies().len() as f64
         },
     )
     .await;

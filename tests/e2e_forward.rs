@@ -2,9 +2,11 @@
 //! rejected batches are dropped and counted, retryable failures are retried until
 //! accepted, partial successes are counted. Also: `loadgen --gzip` really compresses.
 
-mod common;
-
-use common::*;
+use axum::response::IntoResponse;
+use edgewatch_testkit::eventually;
+use edgewatch_testkit::http::Recorder;
+use edgewatch_testkit::otlp::{gauge_request, post_otlp};
+use edgewatch_testkit::roles::Collector;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -17,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
 use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 
 /// What the stand-in answers to one export.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +141,7 @@ async fn post_and_settle(col: &Collector, metric: &str, n: usize) {
     eventually(
         Duration::from_secs(20),
         &format!("{metric} settled by the forwarder"),
-        || async { (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(()) },
+        || async { col.metrics().await.get("edgewatch_buffer_entries") == 0.0 },
     )
     .await;
 }
@@ -146,7 +150,7 @@ async fn post_and_settle(col: &Collector, metric: &str, n: usize) {
 async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (stand_in, port) = StandIn::start().await;
-    let col = Collector::start(dir.path(), "col", "edge-a", "n1", port, "").await;
+    let col = Collector::start(BIN, dir.path(), "col", "edge-a", "n1", port, "").await;
 
     // INVALID_ARGUMENT: not retried, dropped and counted.
     stand_in.script([Answer::Refuse(Code::InvalidArgument)]);
@@ -156,11 +160,21 @@ async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_cou
     assert_eq!(seen[0].points, 5);
     assert_eq!(seen[0].answer, Answer::Refuse(Code::InvalidArgument));
     assert_eq!(
-        col.metric("edgewatch_forward_rejected_points_total").await,
+        col.metrics()
+            .await
+            .get("edgewatch_forward_rejected_points_total"),
         5.0
     );
-    assert_eq!(col.metric("edgewatch_forward_sent_points_total").await, 0.0);
-    assert_eq!(col.metric("edgewatch_forward_retries_total").await, 0.0);
+    assert_eq!(
+        col.metrics()
+            .await
+            .get("edgewatch_forward_sent_points_total"),
+        0.0
+    );
+    assert_eq!(
+        col.metrics().await.get("edgewatch_forward_retries_total"),
+        0.0
+    );
 
     // UNAVAILABLE: the same batch again until accepted; the forwarder moved on past
     // the rejected one.
@@ -190,10 +204,20 @@ async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_cou
         first_seq > seen[0].first_seq.expect("first sequence"),
         "the rejected batch is not sent again: {seen:?}"
     );
-    assert_eq!(col.metric("edgewatch_forward_retries_total").await, 2.0);
-    assert_eq!(col.metric("edgewatch_forward_sent_points_total").await, 7.0);
     assert_eq!(
-        col.metric("edgewatch_forward_rejected_points_total").await,
+        col.metrics().await.get("edgewatch_forward_retries_total"),
+        2.0
+    );
+    assert_eq!(
+        col.metrics()
+            .await
+            .get("edgewatch_forward_sent_points_total"),
+        7.0
+    );
+    assert_eq!(
+        col.metrics()
+            .await
+            .get("edgewatch_forward_rejected_points_total"),
         5.0,
         "nothing of the retried batch is lost"
     );
@@ -206,17 +230,25 @@ async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_cou
     assert_eq!(seen[4].answer, Answer::Partial(3));
     assert_eq!(seen[4].points, 10);
     assert_eq!(
-        col.metric("edgewatch_forward_rejected_points_total").await,
+        col.metrics()
+            .await
+            .get("edgewatch_forward_rejected_points_total"),
         8.0
     );
     assert_eq!(
-        col.metric("edgewatch_forward_sent_points_total").await,
+        col.metrics()
+            .await
+            .get("edgewatch_forward_sent_points_total"),
         14.0
     );
-    assert_eq!(col.metric("edgewatch_forward_retries_total").await, 2.0);
     assert_eq!(
-        col.metric_sum("edgewatch_buffer_dropped_points_total")
-            .await,
+        col.metrics().await.get("edgewatch_forward_retries_total"),
+        2.0
+    );
+    assert_eq!(
+        col.metrics()
+            .await
+            .sum_or_zero("edgewatch_buffer_dropped_points_total"),
         0.0
     );
 }
@@ -268,44 +300,40 @@ async fn loadgen_gzip_compresses_on_the_wire() {
     );
 
     // HTTP: Content-Encoding gzip, and a gzip body smaller than what it inflates to.
-    let requests: Arc<Mutex<Vec<(Option<String>, usize, usize)>>> = Arc::default();
-    let app = axum::Router::new().route(
-        "/v1/metrics",
-        axum::routing::post({
-            let requests = requests.clone();
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                let encoding = headers
+    let http = Recorder::start_with(200, &[], |_| {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+            Vec::<u8>::new(),
+        )
+            .into_response()
+    })
+    .await;
+    let port = http.addr.port();
+    // (Content-Encoding, bytes on the wire, bytes inflated): a gzip member starts with
+    // 1f 8b and ends with the inflated size (mod 2^32, little-endian).
+    let requests = || -> Vec<(Option<String>, usize, usize)> {
+        http.requests()
+            .iter()
+            .map(|r| {
+                let encoding = r
+                    .headers
                     .get(axum::http::header::CONTENT_ENCODING)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                // A gzip member starts with 1f 8b and ends with the inflated size
-                // (mod 2^32, little-endian).
-                let inflated = match &body[..] {
+                let inflated = match &r.body[..] {
                     [0x1f, 0x8b, .., a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]) as usize,
-                    _ => body.len(),
+                    _ => r.body.len(),
                 };
-                requests
-                    .lock()
-                    .expect("requests lock")
-                    .push((encoding, body.len(), inflated));
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-                    Vec::<u8>::new(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the HTTP stand-in");
-    let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+                (encoding, r.body.len(), inflated)
+            })
+            .collect()
+    };
     let endpoint = format!("http://127.0.0.1:{port}");
     loadgen(endpoint.clone(), "http", false).await;
-    let n_plain = requests.lock().expect("requests lock").len();
+    let n_plain = requests().len();
     assert!(n_plain > 0);
     loadgen(endpoint, "http", true).await;
-    let all = requests.lock().expect("requests lock").clone();
+    let all = requests();
     assert!(
         all[..n_plain].iter().all(|(e, _, _)| e.is_none()),
         "{all:?}"
