@@ -1,9 +1,9 @@
 //! `edgewatch validate`: `ok`, or exit 2 with FILE:LINE:COL.
 
-mod common;
-
-use common::{write, BIN};
+use edgewatch_testkit::write;
 use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 
 fn validate(role: &str, yaml: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -2,18 +2,19 @@
 //! SIGKILLed and restarted at random moments, 20 times; afterwards the aggregator
 //! holds every point the collector acknowledged, each exactly once.
 
-mod common;
-
-use common::*;
+use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::{eventually, parse_samples, wait_ready, Proc};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(dir.path()).await;
-    let mut col = Collector::start(dir.path(), "col", "edge-a", "n1", agg.grpc, "").await;
+    let agg = Aggregator::start(BIN, dir.path()).await;
+    let mut col = Collector::start(BIN, dir.path(), "col", "edge-a", "n1", agg.grpc, "").await;
 
     // One point per series (more series than points), so the store's latest sample of
     // each series *is* that point, and the set of series is the set of points.
@@ -48,19 +49,16 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
         }
     });
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let config = col.config.clone();
+    eventually(Duration::from_secs(10), "the load to arrive", || async {
+        col.metrics().await.get("edgewatch_received_points_total") > 0.0
+    })
+    .await;
     for _ in 0..20 {
-        let wait = rand::rng().random_range(300..900);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // The kill lands at a random moment of the load: that is the test.
+        let moment = rand::rng().random_range(300..900);
+        tokio::time::sleep(Duration::from_millis(moment)).await;
         col.proc.kill();
-        col.proc = Proc::spawn(
-            "col",
-            BIN,
-            &["collector", "--config", config.to_str().expect("utf-8")],
-            dir.path(),
-        );
-        wait_ready(&format!("http://127.0.0.1:{}/readyz", col.admin)).await;
+        col.respawn(dir.path()).await;
     }
 
     let out = loadgen.await.expect("loadgen thread");
@@ -102,7 +100,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     eventually(
         Duration::from_secs(60),
         "the collector's buffer to drain",
-        || async { (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(()) },
+        || async { col.metrics().await.get("edgewatch_buffer_entries") == 0.0 },
     )
     .await;
     let at_core: BTreeSet<usize> =
@@ -121,13 +119,16 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     assert!(at_core.len() as u64 <= sent_points);
 
     // Exactly once: the core ingested as many points as it holds distinct points.
-    let ingested = agg.metric("edgewatch_ingest_points_total").await;
+    let ingested = agg.metrics().await.get("edgewatch_ingest_points_total");
     assert_eq!(
         ingested,
         at_core.len() as f64,
         "a replayed batch was ingested twice"
     );
-    let replays = agg.metric("edgewatch_ingest_duplicate_batches_total").await;
+    let replays = agg
+        .metrics()
+        .await
+        .get("edgewatch_ingest_duplicate_batches_total");
     eprintln!(
         "crash test: sent {sent_points}, acked {acked_points}, at core {}, replays dropped {replays}",
         at_core.len()
@@ -163,8 +164,8 @@ fn acked_through(report: &serde_json::Value) -> BTreeMap<usize, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agg = Aggregator::start(dir.path()).await;
-    let col = Collector::start(dir.path(), "col", "edge-a", "n1", agg.grpc, "").await;
+    let mut agg = Aggregator::start(BIN, dir.path()).await;
+    let col = Collector::start(BIN, dir.path(), "col", "edge-a", "n1", agg.grpc, "").await;
 
     // Few series, many points each: every series' value is its sequence number, so
     // its latest value at the core says whether its last point arrived. One request at
@@ -193,11 +194,12 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     eventually(
         Duration::from_secs(10),
         "the first points at the core",
-        || async { (agg.metric("edgewatch_ingest_points_total").await > 0.0).then_some(()) },
+        || async { agg.metrics().await.get("edgewatch_ingest_points_total") > 0.0 },
     )
     .await;
     let config = agg.config.clone();
     for _ in 0..4 {
+        // Kills at random moments of the load, outages of random length: that is the test.
         let up = rand::rng().random_range(600..1400);
         tokio::time::sleep(Duration::from_millis(up)).await;
         agg.proc.kill();
@@ -233,26 +235,31 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     eventually(
         Duration::from_secs(60),
         "the collector's buffer to drain",
-        || async { (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(()) },
+        || async { col.metrics().await.get("edgewatch_buffer_entries") == 0.0 },
     )
     .await;
     // Each point forwarded and acknowledged exactly once, none dropped or rejected.
     assert_eq!(
-        col.metric("edgewatch_received_points_total").await,
+        col.metrics().await.get("edgewatch_received_points_total"),
         acked_points as f64
     );
     assert_eq!(
-        col.metric("edgewatch_forward_sent_points_total").await,
+        col.metrics()
+            .await
+            .get("edgewatch_forward_sent_points_total"),
         acked_points as f64,
         "every point forwarded once"
     );
     assert_eq!(
-        col.metric("edgewatch_forward_rejected_points_total").await,
+        col.metrics()
+            .await
+            .get("edgewatch_forward_rejected_points_total"),
         0.0
     );
     assert_eq!(
-        col.metric_sum("edgewatch_buffer_dropped_points_total")
-            .await,
+        col.metrics()
+            .await
+            .sum_or_zero("edgewatch_buffer_dropped_points_total"),
         0.0
     );
 
@@ -271,12 +278,15 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
             .collect();
     assert_eq!(at_core, acked, "latest value per series at the core");
     assert_eq!(
-        agg.metric("edgewatch_store_out_of_order_samples_total")
-            .await,
+        agg.metrics()
+            .await
+            .get("edgewatch_store_out_of_order_samples_total"),
         0.0
     );
     eprintln!(
         "aggregator crash test: acked {acked_points}, replays dropped by the last aggregator {}",
-        agg.metric("edgewatch_ingest_duplicate_batches_total").await
+        agg.metrics()
+            .await
+            .get("edgewatch_ingest_duplicate_batches_total")
     );
 }

@@ -1,13 +1,16 @@
 //! The collector's buffer under faults, with real processes: a disk cap with
 //! drop-oldest and with backpressure, garbage over the buffer files, a full disk.
 
-mod common;
-
-use common::*;
+use edgewatch_testkit::otlp::{gauge_request, post_otlp};
+use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::{
+    disk_usage, eventually, free_port, get, parse_samples, wait_ready, write, Proc,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const POINTS: usize = 500;
 
 /// Sends `n` requests of POINTS random-valued points, 8 at a time; returns the statuses.
@@ -28,6 +31,7 @@ async fn drop_oldest_keeps_disk_under_the_cap_and_counts_every_drop() {
     let agg_port = free_port(); // the core is down for now
     let cap: u64 = 2 << 20;
     let col = Collector::start(
+        BIN,
         dir.path(),
         "col",
         "edge-a",
@@ -48,39 +52,34 @@ async fn drop_oldest_keeps_disk_under_the_cap_and_counts_every_drop() {
         "buffer uses {on_disk} bytes on disk, cap {cap}"
     );
 
-    let received = col.metric("edgewatch_received_points_total").await;
+    let received = col.metrics().await.get("edgewatch_received_points_total");
     assert_eq!(received, (600 * POINTS) as f64);
-    // The gauges follow the writer's cycles: give them a moment to settle.
-    let mut last = (0.0, 0.0, 0.0);
-    for _ in 0..100 {
-        let dropped = col
-            .metric_with("edgewatch_buffer_dropped_points_total", "reason", "full")
-            .await;
-        let held = col.metric("edgewatch_buffer_entries").await * POINTS as f64;
-        let all = col
-            .metric_sum("edgewatch_buffer_dropped_points_total")
-            .await;
-        last = (dropped, held, all);
-        if dropped + held == received {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (dropped, held, all_dropped) = last;
+    // The gauges follow the writer's cycles: wait for them to settle.
+    let (dropped, held, all_dropped) = eventually(
+        Duration::from_secs(10),
+        "every received point to be held or counted as dropped",
+        || async {
+            let m = col.metrics().await;
+            let dropped = m.get(r#"edgewatch_buffer_dropped_points_total{reason="full"}"#);
+            let held = m.get("edgewatch_buffer_entries") * POINTS as f64;
+            let all = m.sum("edgewatch_buffer_dropped_points_total");
+            (dropped + held == received).then_some((dropped, held, all))
+        },
+    )
+    .await;
     assert!(dropped > 0.0, "a 2 MiB cap cannot hold 300k random points");
     assert_eq!(
-        dropped + held,
-        received,
-        "every point is either held or counted as dropped for the cap (all reasons: {all_dropped})"
+        all_dropped, dropped,
+        "the cap is the only reason points were dropped"
     );
 
     // The core comes back: exactly what was held arrives.
-    let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
+    let agg = Aggregator::start_with_grpc(BIN, dir.path(), agg_port).await;
     eventually(Duration::from_secs(60), "the buffer to drain", || async {
-        (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(())
+        col.metrics().await.get("edgewatch_buffer_entries") == 0.0
     })
     .await;
-    let ingested = agg.metric("edgewatch_ingest_points_total").await;
+    let ingested = agg.metrics().await.get("edgewatch_ingest_points_total");
     assert_eq!(
         ingested, held,
         "the aggregator got exactly the points the buffer held"
@@ -92,6 +91,7 @@ async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port();
     let col = Collector::start(
+        BIN,
         dir.path(),
         "col",
         "edge-a",
@@ -113,32 +113,32 @@ async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted
     );
     let accepted = statuses.iter().filter(|(s, _)| *s == 200).count();
     assert_eq!(
-        col.metric("edgewatch_received_points_total").await,
+        col.metrics().await.get("edgewatch_received_points_total"),
         (accepted * POINTS) as f64
     );
     assert_eq!(
-        col.metric_sum("edgewatch_buffer_dropped_points_total")
-            .await,
+        col.metrics()
+            .await
+            .sum("edgewatch_buffer_dropped_points_total"),
         0.0,
         "nothing accepted is dropped"
     );
     assert!(
-        col.metric_with("edgewatch_refused_points_total", "reason", "buffer_full")
+        col.metrics()
             .await
+            .get(r#"edgewatch_refused_points_total{reason="buffer_full"}"#)
             > 0.0
     );
 
     // An OpenTelemetry SDK exporter with retries gets RESOURCE_EXHAUSTED, backs off,
     // and succeeds once there is room (`force_flush` fails if every attempt failed).
-    // The buffer frees a little space as it compacts, so one-point requests keep it
-    // full until the SDK was refused: refusals beyond the filler's own are the SDK's.
+    // The buffer frees a little space as it compacts (an SDK request could then fit
+    // and never be refused), so one-point requests keep it full until the SDK was
+    // refused: refusals beyond the filler's own are the SDK's.
     let full_requests = || async {
-        col.metric_with(
-            "edgewatch_received_requests_total",
-            "outcome",
-            "buffer_full",
-        )
-        .await
+        col.metrics()
+            .await
+            .get(r#"edgewatch_received_requests_total{outcome="buffer_full"}"#)
     };
     let mut fills = 0;
     while post_otlp(col.http, gauge_request("bp_fill", "f", 1))
@@ -168,7 +168,7 @@ async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted
             filler_refused += 1.0;
         }
     }
-    let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
+    let agg = Aggregator::start_with_grpc(BIN, dir.path(), agg_port).await;
     sdk.await.expect("sdk thread");
     let text = eventually(
         Duration::from_secs(60),
@@ -234,7 +234,7 @@ fn overwrite_with_garbage(dir: &Path) -> usize {
 async fn garbage_over_the_buffer_files_is_moved_aside_and_ingest_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port();
-    let mut col = Collector::start(dir.path(), "col", "edge-a", "n1", agg_port, "").await;
+    let mut col = Collector::start(BIN, dir.path(), "col", "edge-a", "n1", agg_port, "").await;
     assert!(flood(col.http, "before", 10)
         .await
         .iter()
@@ -242,15 +242,7 @@ async fn garbage_over_the_buffer_files_is_moved_aside_and_ingest_resumes() {
     col.proc.kill();
     let buffer = col.buffer_dir();
     assert!(overwrite_with_garbage(&buffer) > 0);
-
-    let config = col.config.clone();
-    col.proc = Proc::spawn(
-        "col",
-        BIN,
-        &["collector", "--config", config.to_str().expect("utf-8")],
-        dir.path(),
-    );
-    wait_ready(&format!("http://127.0.0.1:{}/readyz", col.admin)).await;
+    col.respawn(dir.path()).await;
     let moved: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .flatten()
@@ -261,7 +253,12 @@ async fn garbage_over_the_buffer_files_is_moved_aside_and_ingest_resumes() {
         })
         .collect();
     assert_eq!(moved.len(), 1, "the corrupt buffer was moved aside once");
-    assert_eq!(col.metric("edgewatch_buffer_corruptions_total").await, 1.0);
+    assert_eq!(
+        col.metrics()
+            .await
+            .get("edgewatch_buffer_corruptions_total"),
+        1.0
+    );
     assert!(
         col.proc.log_text().contains("corrupt"),
         "the log says what happened"
@@ -271,7 +268,7 @@ async fn garbage_over_the_buffer_files_is_moved_aside_and_ingest_resumes() {
         .await
         .iter()
         .all(|(s, _)| *s == 200));
-    let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
+    let agg = Aggregator::start_with_grpc(BIN, dir.path(), agg_port).await;
     let samples = eventually(
         Duration::from_secs(30),
         "the new data at the core",
@@ -333,7 +330,7 @@ async fn a_full_disk_answers_retryable_errors_and_recovers_when_space_returns() 
             disk.0.join("buffer").display()
         ),
     );
-    let col_proc = Proc::spawn(
+    let mut col_proc = Proc::spawn(
         "col",
         BIN,
         &["collector", "--config", yaml.to_str().expect("utf-8")],
@@ -363,28 +360,26 @@ async fn a_full_disk_answers_retryable_errors_and_recovers_when_space_returns() 
     assert_eq!(ready, 503, "not ready while the buffer cannot write");
 
     disk.grow("64m");
-    let again = eventually(
+    eventually(
         Duration::from_secs(20),
         "writes to succeed again",
         || async {
             let (s, _) = post_otlp(http, gauge_request("full_test", "again", POINTS)).await;
-            (s == 200).then_some(())
+            s == 200
         },
     )
     .await;
-    let _: () = again;
     accepted += 1;
     wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
 
-    let agg = Aggregator::start_with_grpc(dir.path(), agg_port).await;
+    let agg = Aggregator::start_with_grpc(BIN, dir.path(), agg_port).await;
     eventually(
         Duration::from_secs(60),
         "every accepted point at the core",
         || async {
-            (agg.metric("edgewatch_ingest_points_total").await == (accepted * POINTS) as f64)
-                .then_some(())
+            agg.metrics().await.get("edgewatch_ingest_points_total") == (accepted * POINTS) as f64
         },
     )
     .await;
-    drop(col_proc);
+    col_proc.stop();
 }

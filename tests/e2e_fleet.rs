@@ -5,15 +5,17 @@
 //! Progressing → Synced; edge-b's collector is SIGKILLed mid-rollout (→ Unknown after
 //! `down_after`), comes back on the same buffer and the cluster turns Synced.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{eventually, get, model_request, parse_samples, ModelPod};
+use edgewatch_testkit::otlp::{model_request, ModelPod};
+use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::{eventually, get, parse_samples};
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 
 const D1: &str = "sha256:8486af7728e1214ac5f81c6b93d560078d357f2096d1b40c38a9ac8e1cd68767";
 const D2: &str = "sha256:c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffee0001";
@@ -189,11 +191,11 @@ async fn rollout_with_a_collector_killed_mid_rollout() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("gitops");
     make_repo(&repo);
-    let agg = common::Aggregator::start_with_extra(dir.path(), &reconciler_yaml(&repo)).await;
+    let agg = Aggregator::start_with_extra(BIN, dir.path(), &reconciler_yaml(&repo)).await;
     let api = agg.url("");
     let federate = api.as_str();
     let mut edge_b =
-        common::Collector::start(dir.path(), "edge-b", "edge-b", "node-1", agg.grpc, "").await;
+        Collector::start(BIN, dir.path(), "edge-b", "edge-b", "node-1", agg.grpc, "").await;
     let running: Running = Arc::new(Mutex::new(
         [
             ("edge-a", (agg.http_otlp, Some(D1))),
@@ -243,14 +245,7 @@ async fn rollout_with_a_collector_killed_mid_rollout() {
     assert_eq!(api_state(&api, "edge-a").await.unwrap().0, "Synced");
 
     // It comes back on the same buffer; its pods run the new digest.
-    let config = edge_b.config.clone();
-    edge_b.proc = common::Proc::spawn(
-        "edge-b",
-        common::BIN,
-        &["collector", "--config", config.to_str().unwrap()],
-        dir.path(),
-    );
-    common::wait_ready(&format!("http://127.0.0.1:{}/readyz", edge_b.admin)).await;
+    edge_b.respawn(dir.path()).await;
     set(&running, "edge-b", Some(D2));
     expect_state(&api, federate, "edge-b", "Synced", D2).await;
 

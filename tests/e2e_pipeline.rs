@@ -1,15 +1,17 @@
 //! Edge to core, end to end: an official OpenTelemetry SDK exporter → the collector
 //! process → the aggregator process → `/federate` → a real Prometheus.
 
-mod common;
-
-use common::*;
+use edgewatch_testkit::peers::Prometheus;
+use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::{eventually, free_port, get, now_ms, parse_samples, write, Proc, Sample};
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::Resource;
 use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 
 /// Records a counter, a gauge and a histogram through the Rust OpenTelemetry SDK and
 /// flushes them to `endpoint` over gRPC or HTTP/protobuf.
@@ -82,8 +84,17 @@ fn find<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_metrics_reach_federate_and_prometheus() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(dir.path()).await;
-    let col = Collector::start(dir.path(), "collector", "edge-a", "node-1", agg.grpc, "").await;
+    let agg = Aggregator::start(BIN, dir.path()).await;
+    let col = Collector::start(
+        BIN,
+        dir.path(),
+        "collector",
+        "edge-a",
+        "node-1",
+        agg.grpc,
+        "",
+    )
+    .await;
 
     let before = now_ms();
     send_with_sdk("sdk-grpc", true, format!("http://127.0.0.1:{}", col.grpc)).await;
@@ -184,8 +195,17 @@ async fn sdk_metrics_reach_federate_and_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agg = Aggregator::start(dir.path()).await;
-    let col = Collector::start(dir.path(), "collector", "edge-b", "node-7", agg.grpc, "").await;
+    let mut agg = Aggregator::start(BIN, dir.path()).await;
+    let col = Collector::start(
+        BIN,
+        dir.path(),
+        "collector",
+        "edge-b",
+        "node-7",
+        agg.grpc,
+        "",
+    )
+    .await;
 
     agg.proc.stop();
     let client = reqwest::Client::new();
@@ -243,11 +263,11 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     );
     let acked = report["acked_points"].as_f64().expect("acked_points");
     assert!(
-        col.metric("edgewatch_buffer_entries").await >= 1.0,
+        col.metrics().await.get("edgewatch_buffer_entries") >= 1.0,
         "data waits in the buffer"
     );
     eventually(Duration::from_secs(10), "forward retries", || async {
-        (col.metric("edgewatch_forward_retries_total").await >= 1.0).then_some(())
+        col.metrics().await.get("edgewatch_forward_retries_total") >= 1.0
     })
     .await;
 
@@ -268,13 +288,14 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
         assert_eq!(s.value.to_string(), s.label("i"), "{s:?}");
     }
     eventually(Duration::from_secs(10), "the buffer to drain", || async {
-        (col.metric("edgewatch_buffer_entries").await == 0.0).then_some(())
+        col.metrics().await.get("edgewatch_buffer_entries") == 0.0
     })
     .await;
     // Batches go out zstd-compressed: loadgen's points take ~46 bytes each as OTLP
     // protobuf, a few once compressed.
-    let sent_bytes = col.metric("edgewatch_forward_sent_bytes_total").await;
-    let sent_points = col.metric("edgewatch_forward_sent_points_total").await;
+    let m = col.metrics().await;
+    let sent_bytes = m.get("edgewatch_forward_sent_bytes_total");
+    let sent_points = m.get("edgewatch_forward_sent_points_total");
     assert!(
         sent_bytes > 0.0 && sent_bytes / sent_points < 20.0,
         "{sent_bytes} bytes on the wire for {sent_points} points"
@@ -284,7 +305,7 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     // series is its last sequence number and the store never saw an older sample
     // after a newer one.
     let last = eventually(Duration::from_secs(10), "all numbered points", || async {
-        let ingested = agg.metric("edgewatch_ingest_points_total").await;
+        let ingested = agg.metrics().await.get("edgewatch_ingest_points_total");
         (ingested == acked + 20.0).then_some(parse_samples(
             &agg.federate("edgewatch_loadgen_sequence_total").await,
         ))
@@ -310,8 +331,9 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
         assert_eq!(s.value, want, "{s:?}");
     }
     assert_eq!(
-        agg.metric("edgewatch_store_out_of_order_samples_total")
-            .await,
+        agg.metrics()
+            .await
+            .get("edgewatch_store_out_of_order_samples_total"),
         0.0,
         "samples arrived in order"
     );
@@ -320,8 +342,17 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectors_report_themselves_to_the_fleet_view() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(dir.path()).await;
-    let col = Collector::start(dir.path(), "collector", "edge-c", "node-3", agg.grpc, "").await;
+    let agg = Aggregator::start(BIN, dir.path()).await;
+    let col = Collector::start(
+        BIN,
+        dir.path(),
+        "collector",
+        "edge-c",
+        "node-3",
+        agg.grpc,
+        "",
+    )
+    .await;
     // The harness turns self metrics off for exact counting; a second collector keeps them on.
     let yaml = std::fs::read_to_string(&col.config)
         .expect("config")
@@ -342,7 +373,7 @@ async fn collectors_report_themselves_to_the_fleet_view() {
         .replace("node: node-3", "node: node-4");
     let cfg = dir.path().join("self.yaml");
     write(&cfg, &yaml);
-    let _reporting = Proc::spawn(
+    let mut reporting = Proc::spawn(
         "self",
         BIN,
         &["collector", "--config", cfg.to_str().expect("utf-8")],
@@ -378,4 +409,5 @@ async fn collectors_report_themselves_to_the_fleet_view() {
     assert!(node["buffer_entries"].is_number(), "{node}");
     // The quiet collector sends nothing of its own.
     assert!(!fleet.to_string().contains("node-3"), "{fleet}");
+    reporting.stop();
 }

@@ -3,13 +3,14 @@
 //! `/federate`, and what comes out is what a real Prometheus scraping the same target
 //! stores: same names, labels and values (only `cluster`/`node` are extra).
 
-mod common;
-
-use common::*;
+use edgewatch_testkit::peers::Prometheus;
+use edgewatch_testkit::roles::{Aggregator, Collector, CollectorSpec};
+use edgewatch_testkit::{eventually, parse_samples};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const OVMS: &str = include_str!("../collector/tests/fixtures/ovms.prom");
 
 /// A minimal HTTP/1.1 server answering every request with the fixture (text 0.0.4).
@@ -94,17 +95,14 @@ async fn scraped_series_match_a_real_prometheus() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = serve_fixture(OVMS).await;
     let target = format!("127.0.0.1:{port}");
-    let aggregator = Aggregator::start(dir.path()).await;
-    let collector = Collector::start_with_receivers(
-        dir.path(),
-        "collector",
-        "edge-a",
-        "node-1",
-        aggregator.grpc,
-        &format!("  prometheus:\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_targets: [http://{target}/metrics]\n"),
-        "discovery:\n  kubernetes: false\n",
-    )
-    .await;
+    let aggregator = Aggregator::start(BIN, dir.path()).await;
+    let receivers = format!("  prometheus:\n    scrape_interval: 1s\n    scrape_timeout: 900ms\n    static_targets: [http://{target}/metrics]\n");
+    let spec = CollectorSpec {
+        receivers_extra: &receivers,
+        top_extra: "discovery:\n  kubernetes: false\n",
+        ..CollectorSpec::new("collector", "edge-a", "node-1", aggregator.grpc)
+    };
+    let collector = Collector::start_spec(BIN, dir.path(), &spec).await;
     let prometheus = Prometheus::start(
         dir.path(),
         &format!("  - job_name: prometheus\n    static_configs:\n      - targets: ['{target}']\n"),
@@ -149,11 +147,8 @@ async fn scraped_series_match_a_real_prometheus() {
         .all(|(_, l)| !l.keys().any(|k| k.starts_with("otel_scope"))));
     let all = aggregator.federate("{job=\"prometheus\"}").await;
     assert!(!all.contains("target_info"));
-    assert_eq!(
-        collector
-            .metric_sum("edgewatch_scrape_failures_total")
-            .await,
-        0.0
-    );
-    assert!(collector.metric("edgewatch_scrape_samples_total").await >= expected_samples as f64);
+    let m = collector.metrics().await;
+    // A failure reason's series appears with its first failure: none means none failed.
+    assert_eq!(m.sum_or_zero("edgewatch_scrape_failures_total"), 0.0);
+    assert!(m.get("edgewatch_scrape_samples_total") >= expected_samples as f64);
 }

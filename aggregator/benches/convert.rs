@@ -5,23 +5,14 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use edgewatch_aggregator::convert::Converter;
 use edgewatch_aggregator::store::{Store, StoreOptions};
+use edgewatch_testkit::otlp::kv;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
     Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 /// 1,000 data points: 4 gauges, 4 counters, 2 histograms (5 buckets) × 100
 /// points each (100 model/version combinations) across 10 pods.
@@ -29,8 +20,8 @@ fn request() -> ExportMetricsServiceRequest {
     let t = 1_700_000_000_000_000_000u64;
     let attrs = |i: usize| {
         vec![
-            kv("model", &format!("model-{}", i % 25)),
-            kv("version", &format!("v{}", i / 25)),
+            kv("model", format!("model-{}", i % 25)),
+            kv("version", format!("v{}", i / 25)),
             kv("http.route", "/v2/models/infer"),
         ]
     };

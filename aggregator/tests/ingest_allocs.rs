@@ -9,8 +9,9 @@ use std::cell::Cell;
 
 use edgewatch_aggregator::convert::{Converter, SCRAPE_SCOPE};
 use edgewatch_aggregator::store::{Store, StoreOptions};
+use edgewatch_testkit::otlp::{kv, s};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, InstrumentationScope};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, summary_data_point::ValueAtQuantile, AggregationTemporality,
     Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
@@ -65,18 +66,6 @@ fn allocations(f: impl FnOnce()) -> u64 {
     f();
     COUNTING.with(|on| on.set(false));
     COUNT.with(|n| n.get())
-}
-
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
 }
 
 /// `n` points of each of 10 metrics: a gauge, a counter, a delta sum, a

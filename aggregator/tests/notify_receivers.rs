@@ -3,6 +3,7 @@
 
 mod notify_support;
 
+use edgewatch_testkit::{eventually, Metrics};
 use notify_support::*;
 use std::time::{Duration, SystemTime};
 
@@ -71,7 +72,12 @@ async fn pagerduty_one_incident_one_trigger_one_resolve() {
         ]);
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    assert!(eventually(Duration::from_secs(3), || pd.delivered().len() >= 2).await);
+    eventually(
+        Duration::from_secs(3),
+        "two PagerDuty deliveries",
+        || async { pd.delivered().len() >= 2 },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let d = pd.delivered();
     assert_eq!(d.len(), 2, "{d:?}");
@@ -80,11 +86,8 @@ async fn pagerduty_one_incident_one_trigger_one_resolve() {
     assert_eq!(d[1].body["routing_key"], KEY);
     pd.assert_valid();
     assert_eq!(
-        counter(
-            &r.registry,
-            "edgewatch_notifications_total",
-            &[("receiver", "pd"), ("integration", "pagerduty")]
-        ),
+        Metrics::from_registry(&r.registry)
+            .sum(r#"edgewatch_notifications_total{receiver="pd",integration="pagerduty"}"#),
         2.0
     );
     r.shutdown().await;
@@ -100,14 +103,16 @@ async fn pagerduty_400_is_not_retried() {
         SystemTime::now(),
         None,
     )]);
-    assert!(
-        eventually(Duration::from_secs(3), || counter(
-            &r.registry,
-            "edgewatch_notifications_failed_total",
-            &[("receiver", "pd"), ("reason", "bad_request")]
-        ) == 1.0)
-        .await
-    );
+    eventually(
+        Duration::from_secs(3),
+        "one bad_request failure",
+        || async {
+            Metrics::from_registry(&r.registry).sum_or_zero(
+                r#"edgewatch_notifications_failed_total{receiver="pd",reason="bad_request"}"#,
+            ) == 1.0
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(
         pd.requests().len(),
@@ -131,7 +136,10 @@ async fn pagerduty_429_and_500_are_retried_then_delivered_once() {
         r.notifier.send(vec![a.clone()]);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(eventually(Duration::from_secs(5), || !pd.delivered().is_empty()).await);
+    eventually(Duration::from_secs(5), "a PagerDuty delivery", || async {
+        !pd.delivered().is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reqs = pd.requests();
     let codes: Vec<u16> = reqs.iter().map(|r| r.status).collect();
@@ -142,15 +150,13 @@ async fn pagerduty_429_and_500_are_retried_then_delivered_once() {
     );
     pd.assert_valid();
     assert_eq!(
-        counter(&r.registry, "edgewatch_notifications_failed_total", &[]),
+        // A failure series appears with its first failure: none means none failed.
+        Metrics::from_registry(&r.registry).sum_or_zero("edgewatch_notifications_failed_total"),
         0.0
     );
     assert_eq!(
-        counter(
-            &r.registry,
-            "edgewatch_notification_retries_total",
-            &[("integration", "pagerduty")]
-        ),
+        Metrics::from_registry(&r.registry)
+            .sum(r#"edgewatch_notification_retries_total{integration="pagerduty"}"#),
         3.0
     );
     r.shutdown().await;
@@ -168,14 +174,16 @@ async fn pagerduty_retries_exhausted_is_counted() {
         SystemTime::now(),
         None,
     )]);
-    assert!(
-        eventually(Duration::from_secs(3), || counter(
-            &r.registry,
-            "edgewatch_notifications_failed_total",
-            &[("reason", "retries_exhausted")]
-        ) >= 1.0)
-        .await
-    );
+    eventually(
+        Duration::from_secs(3),
+        "retries to be exhausted",
+        || async {
+            Metrics::from_registry(&r.registry)
+                .sum_or_zero(r#"edgewatch_notifications_failed_total{reason="retries_exhausted"}"#)
+                >= 1.0
+        },
+    )
+    .await;
     assert!(pd.requests().len() >= 2);
     r.shutdown().await;
 }
@@ -214,7 +222,10 @@ delivery: {{initial_backoff: 50ms}}
     let t0 = SystemTime::now();
     let labels = [("alertname", "GpuHot"), ("node", "n7"), ("team", "ml")];
     r.notifier.send(vec![alert(&labels, t0, None)]);
-    assert!(eventually(Duration::from_secs(3), || dt.delivered().len() == 1).await);
+    eventually(Duration::from_secs(3), "one Dynatrace delivery", || async {
+        dt.delivered().len() == 1
+    })
+    .await;
     let first = dt.delivered()[0].body.clone();
     assert_eq!(first["eventType"], "CUSTOM_ALERT");
     assert_eq!(first["timeout"], 2);
@@ -224,11 +235,10 @@ delivery: {{initial_backoff: 50ms}}
     // 91 s later (timeout 2m → re-sent after 90 s), still firing: re-sent, same event
     offset.store(91, std::sync::atomic::Ordering::Relaxed);
     r.notifier.send(vec![alert(&labels, t0, None)]);
-    assert!(
-        eventually(Duration::from_secs(3), || dt.delivered().len() == 2).await,
-        "{:?}",
-        dt.requests()
-    );
+    eventually(Duration::from_secs(3), "the Dynatrace re-send", || async {
+        dt.delivered().len() == 2
+    })
+    .await;
     let second = dt.delivered()[1].body.clone();
     assert_eq!(second, first);
     // resolved: the same event with endTime
@@ -238,11 +248,10 @@ delivery: {{initial_backoff: 50ms}}
     // group_interval is 1h: a resolve waits for the next flush, like Alertmanager; the
     // next flush is the keep-alive one, 90 s after the last send
     offset.store(200, std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        eventually(Duration::from_secs(3), || dt.delivered().len() == 3).await,
-        "{:?}",
-        dt.requests()
-    );
+    eventually(Duration::from_secs(3), "the Dynatrace resolve", || async {
+        dt.delivered().len() == 3
+    })
+    .await;
     let last = dt.delivered()[2].body.clone();
     let end_ms = end
         .duration_since(std::time::UNIX_EPOCH)
@@ -301,11 +310,12 @@ receivers:
         })
         .collect();
     r.notifier.send(alerts.clone());
-    assert!(
-        eventually(Duration::from_secs(3), || hook.delivered().len() == 1
-            && quiet.delivered().len() == 1)
-        .await
-    );
+    eventually(
+        Duration::from_secs(3),
+        "one delivery to each webhook",
+        || async { hook.delivered().len() == 1 && quiet.delivered().len() == 1 },
+    )
+    .await;
     let p = &hook.delivered()[0].body;
     assert_eq!(p["version"], "4");
     assert_eq!(p["status"], "firing");
@@ -331,7 +341,12 @@ receivers:
         })
         .collect();
     r.notifier.send(resolved);
-    assert!(eventually(Duration::from_secs(3), || hook.delivered().len() == 2).await);
+    eventually(
+        Duration::from_secs(3),
+        "the second webhook delivery",
+        || async { hook.delivered().len() == 2 },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(hook.delivered()[1].body["status"], "resolved");
     assert_eq!(hook.delivered().len(), 2);
@@ -414,7 +429,10 @@ inhibit_rules:
         .unwrap();
     assert_eq!(app.clone().oneshot(del).await.unwrap().status(), 200);
     r.notifier.send(vec![model.clone()]);
-    assert!(eventually(Duration::from_secs(3), || hook.delivered().len() == 1).await);
+    eventually(Duration::from_secs(3), "one webhook delivery", || async {
+        hook.delivered().len() == 1
+    })
+    .await;
     // inhibition: NodeDown on the same node inhibits a new ModelDown on n1, not one on n2
     let node = alert(&[("alertname", "NodeDown"), ("node", "n1")], t0, None);
     let m2 = alert(&[("alertname", "ModelDown"), ("node", "n2")], t0, None);

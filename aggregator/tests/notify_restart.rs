@@ -3,6 +3,7 @@
 
 mod notify_support;
 
+use edgewatch_testkit::eventually;
 use notify_support::*;
 use std::time::{Duration, SystemTime};
 
@@ -34,7 +35,10 @@ async fn restart_neither_repages_nor_loses_the_resolve() {
     // 1st life: paged once
     let r = start(&config(&pd.url()), dir.path());
     r.notifier.send(vec![firing.clone()]);
-    assert!(eventually(Duration::from_secs(3), || pd.delivered().len() == 1).await);
+    eventually(Duration::from_secs(3), "one PagerDuty delivery", || async {
+        pd.delivered().len() == 1
+    })
+    .await;
     r.shutdown().await;
 
     // 2nd life: the rules keep sending the firing alert; no second trigger
@@ -62,11 +66,12 @@ async fn restart_neither_repages_nor_loses_the_resolve() {
 
     // 3rd life: nobody sends anything; the pending resolve is delivered from state
     let r = start(&config(&pd.url()), dir.path());
-    assert!(
-        eventually(Duration::from_secs(3), || pd.delivered().len() == 2).await,
-        "{:?}",
-        pd.requests()
-    );
+    eventually(
+        Duration::from_secs(3),
+        "the pending resolve delivered from state",
+        || async { pd.delivered().len() == 2 },
+    )
+    .await;
     let d = pd.delivered();
     assert_eq!(d[0].body["event_action"], "trigger");
     assert_eq!(d[1].body["event_action"], "resolve");

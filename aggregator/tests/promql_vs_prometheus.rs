@@ -4,14 +4,11 @@
 //! agree (label sets exactly, values within 1e-9 relative).
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use edgewatch_aggregator::rules::eval::{self, Value};
 use edgewatch_aggregator::store::{MetricType, Store, StoreOptions, WindowOptions, WindowScope};
+use edgewatch_testkit::peers::Prometheus;
 use prost::Message;
-
-const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 // Remote-write protobuf (prometheus/prompb), by hand.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -39,22 +36,6 @@ struct Sample {
     value: f64,
     #[prost(int64, tag = "2")]
     timestamp: i64,
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Series {
@@ -361,42 +342,11 @@ fn close(a: f64, b: f64) -> bool {
 
 #[tokio::test]
 async fn same_results_as_prometheus() {
-    assert!(
-        std::path::Path::new(PROMETHEUS).exists(),
-        "{PROMETHEUS} is missing: scripts/test installs the Debian package prometheus"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-    let port = free_port();
-    let child = Command::new(PROMETHEUS)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _prom = Kill(child);
+    let prom =
+        Prometheus::start_with_config(dir.path(), "global:\n  scrape_interval: 1h\n", &[]).await;
+    let port = prom.port;
     let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        if client
-            .get(format!("http://127.0.0.1:{port}/-/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "prometheus did not start");
 
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

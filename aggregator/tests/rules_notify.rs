@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use edgewatch_aggregator::rules::RuleEngine;
 use edgewatch_aggregator::store::{MetricType, Store, StoreOptions};
+use edgewatch_testkit::eventually;
 use notify_support::*;
 use prometheus::Registry;
 
@@ -51,11 +52,10 @@ async fn rule_alerts_reach_a_webhook() {
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(engine.run(Some(running.notifier.clone()), stop.clone()));
 
-    assert!(
-        eventually(Duration::from_secs(5), || !hook.delivered().is_empty()).await,
-        "no webhook: {:?}",
-        hook.requests()
-    );
+    eventually(Duration::from_secs(5), "a webhook notification", || async {
+        !hook.delivered().is_empty()
+    })
+    .await;
     let first = &hook.delivered()[0].body;
     assert_eq!(first["status"], "firing");
     assert_eq!(first["alerts"][0]["labels"]["alertname"], "Hot");
@@ -64,15 +64,16 @@ async fn rule_alerts_reach_a_webhook() {
 
     let t = now();
     store.write(fam, "temp", &[("node", "n1")], 10.0, t, t);
-    assert!(
-        eventually(Duration::from_secs(5), || hook
-            .delivered()
-            .iter()
-            .any(|r| r.body["status"] == "resolved"))
-        .await,
-        "no resolve: {:?}",
-        hook.requests()
-    );
+    eventually(
+        Duration::from_secs(5),
+        "a resolved notification",
+        || async {
+            hook.delivered()
+                .iter()
+                .any(|r| r.body["status"] == "resolved")
+        },
+    )
+    .await;
     let firing = hook
         .delivered()
         .iter()

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use edgewatch_collector::buffer::{Buffer, BufferError, BufferOptions, FullPolicy};
 use edgewatch_testkit::payloads as testdata;
+use edgewatch_testkit::{disk_usage, eventually, Metrics};
 use futures::future::join_all;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,47 +15,6 @@ fn opts(path: &Path, max_bytes: u64, policy: FullPolicy) -> BufferOptions {
         full_policy: policy,
         max_age: None,
     }
-}
-
-fn metric(reg: &prometheus::Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
-    let fams = reg.gather();
-    let fam = fams
-        .iter()
-        .find(|f| f.name() == name)
-        .unwrap_or_else(|| panic!("metric {name} not registered"));
-    fam.get_metric()
-        .iter()
-        .filter(|m| match label {
-            None => true,
-            Some((k, v)) => m
-                .get_label()
-                .iter()
-                .any(|l| l.name() == k && l.value() == v),
-        })
-        .map(|m| {
-            if m.get_counter().get_value() != 0.0 {
-                m.get_counter().get_value()
-            } else {
-                m.get_gauge().get_value()
-            }
-        })
-        .sum()
-}
-
-fn dir_bytes(p: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
-            }
-        }
-    }
-    total
 }
 
 fn payload(i: u64) -> Bytes {
@@ -104,9 +64,9 @@ async fn disk_per_point(gen: fn(u64) -> Vec<u8>) -> (f64, f64) {
         }
         i += 50;
     }
-    let immediate = dir_bytes(&path) as f64 / 400_000.0;
+    let immediate = disk_usage(&path) as f64 / 400_000.0;
     wait_compacted(&path).await;
-    let settled = dir_bytes(&path) as f64 / 400_000.0;
+    let settled = disk_usage(&path) as f64 / 400_000.0;
     // Compacted segments read back byte-identical, in order, each once.
     let expected: std::collections::HashSet<Vec<u8>> = (0..4000).map(gen).collect();
     let got = read_all(&b);
@@ -166,17 +126,6 @@ fn read_all(b: &Buffer) -> Vec<edgewatch_collector::buffer::Entry> {
     out
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_in_order_with_bounded_reads() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -217,9 +166,12 @@ async fn round_trip_in_order_with_bounded_reads() {
     assert_eq!(b.stats().entries, 15);
     // Reading from below the head starts at the head.
     assert_eq!(b.read(0, 1, usize::MAX).expect("read")[0].seq, seqs[5]);
-    assert_eq!(metric(&reg, "edgewatch_buffer_entries", None), 15.0);
     assert_eq!(
-        metric(&reg, "edgewatch_buffer_appended_points_total", None),
+        Metrics::from_registry(&reg).get("edgewatch_buffer_entries"),
+        15.0
+    );
+    assert_eq!(
+        Metrics::from_registry(&reg).get("edgewatch_buffer_appended_points_total"),
         210.0
     );
     for name in [
@@ -229,15 +181,13 @@ async fn round_trip_in_order_with_bounded_reads() {
         "edgewatch_buffer_flushes_total",
         "edgewatch_buffer_write_errors_total",
     ] {
-        metric(&reg, name, None);
+        Metrics::from_registry(&reg).get(name);
     }
     for reason in ["full", "max_age", "corrupt"] {
         assert_eq!(
-            metric(
-                &reg,
-                "edgewatch_buffer_dropped_points_total",
-                Some(("reason", reason))
-            ),
+            Metrics::from_registry(&reg).get(&format!(
+                r#"edgewatch_buffer_dropped_points_total{{reason="{reason}"}}"#
+            )),
             0.0
         );
     }
@@ -297,7 +247,7 @@ async fn concurrent_appends_share_flushes() {
     )
     .expect("open");
     let payloads: Vec<Bytes> = (0..200).map(payload).collect();
-    let flushes0 = metric(&reg, "edgewatch_buffer_flushes_total", None);
+    let flushes0 = Metrics::from_registry(&reg).get("edgewatch_buffer_flushes_total");
     let futs = payloads.into_iter().map(|p| {
         let b = b.clone();
         tokio::spawn(async move { b.append(100, p).await })
@@ -307,7 +257,7 @@ async fn concurrent_appends_share_flushes() {
         .into_iter()
         .map(|r| r.expect("join").expect("append"))
         .collect();
-    let flushes = metric(&reg, "edgewatch_buffer_flushes_total", None) - flushes0;
+    let flushes = Metrics::from_registry(&reg).get("edgewatch_buffer_flushes_total") - flushes0;
     assert!(
         flushes <= 40.0,
         "200 concurrent appends took {flushes} flushes"
@@ -332,15 +282,12 @@ async fn drop_oldest_keeps_disk_under_cap_and_counts_points() {
     let mut max_seen = 0;
     for round in 0..30u64 {
         fill(&b, round * 100, 100, 25).await;
-        max_seen = max_seen.max(dir_bytes(&path)).max(b.stats().bytes);
+        max_seen = max_seen.max(disk_usage(&path)).max(b.stats().bytes);
     }
-    let appended = metric(&reg, "edgewatch_buffer_appended_points_total", None);
+    let appended = Metrics::from_registry(&reg).get("edgewatch_buffer_appended_points_total");
     assert_eq!(appended, 300_000.0);
-    let dropped = metric(
-        &reg,
-        "edgewatch_buffer_dropped_points_total",
-        Some(("reason", "full")),
-    );
+    let dropped =
+        Metrics::from_registry(&reg).get(r#"edgewatch_buffer_dropped_points_total{reason="full"}"#);
     assert!(dropped > 0.0, "something was dropped");
     let held: u64 = read_all(&b).iter().map(|e| e.points).sum();
     assert_eq!(
@@ -387,13 +334,9 @@ async fn backpressure_refuses_when_full_and_recovers_after_drain() {
         Some(BufferError::Full { retry_after }) => assert!(retry_after > Duration::ZERO),
         other => panic!("expected Full, got {other:?}"),
     }
-    assert!(dir_bytes(&path) as f64 <= cap as f64 * 1.1);
+    assert!(disk_usage(&path) as f64 <= cap as f64 * 1.1);
     assert_eq!(
-        metric(
-            &reg,
-            "edgewatch_buffer_dropped_points_total",
-            Some(("reason", "full"))
-        ),
+        Metrics::from_registry(&reg).get(r#"edgewatch_buffer_dropped_points_total{reason="full"}"#),
         0.0
     );
     let held = read_all(&b);
@@ -431,25 +374,22 @@ async fn max_age_drops_old_entries() {
         "old entries dropped on read"
     );
     assert_eq!(
-        metric(
-            &reg,
-            "edgewatch_buffer_dropped_points_total",
-            Some(("reason", "max_age"))
-        ),
+        Metrics::from_registry(&reg)
+            .get(r#"edgewatch_buffer_dropped_points_total{reason="max_age"}"#),
         500.0
     );
     // And periodically, without reads.
-    eventually("periodic max_age", || b.stats().entries == 0).await;
+    eventually(Duration::from_secs(15), "periodic max_age", || async {
+        b.stats().entries == 0
+    })
+    .await;
     assert_eq!(
-        metric(
-            &reg,
-            "edgewatch_buffer_dropped_points_total",
-            Some(("reason", "max_age"))
-        ),
+        Metrics::from_registry(&reg)
+            .get(r#"edgewatch_buffer_dropped_points_total{reason="max_age"}"#),
         507.0
     );
     assert_eq!(
-        metric(&reg, "edgewatch_buffer_oldest_timestamp_seconds", None),
+        Metrics::from_registry(&reg).get("edgewatch_buffer_oldest_timestamp_seconds"),
         0.0
     );
 }
@@ -460,10 +400,10 @@ async fn disk_returns_to_baseline_after_drain() {
     let path = tmp.path().join("q");
     let reg = prometheus::Registry::new();
     let b = Buffer::open(opts(&path, 32 << 20, FullPolicy::DropOldest), &reg).expect("open");
-    let baseline = dir_bytes(&path);
+    let baseline = disk_usage(&path);
     let mut seqs = fill(&b, 0, 4000, 50).await;
     seqs.sort_unstable();
-    let full = dir_bytes(&path);
+    let full = disk_usage(&path);
     let segs = std::fs::read_dir(path.join("segments"))
         .expect("segments")
         .count();
@@ -473,21 +413,24 @@ async fn disk_returns_to_baseline_after_drain() {
         b.ack(*chunk.last().expect("chunk")).expect("ack");
     }
     let t = Instant::now();
-    while dir_bytes(&path) > baseline + 256 * 1024 {
+    while disk_usage(&path) > baseline + 256 * 1024 {
         assert!(
             t.elapsed() < Duration::from_secs(15),
             "disk not back to baseline: {} bytes, segments {:?}",
-            dir_bytes(&path),
+            disk_usage(&path),
             std::fs::read_dir(path.join("segments")).map(|d| d
                 .flatten()
-                .map(|e| (e.file_name(), dir_bytes(&e.path())))
+                .map(|e| (e.file_name(), disk_usage(&e.path())))
                 .collect::<Vec<_>>())
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let after = dir_bytes(&path);
+    let after = disk_usage(&path);
     assert!(b.stats().bytes <= 256 * 1024);
-    assert_eq!(metric(&reg, "edgewatch_buffer_entries", None), 0.0);
+    assert_eq!(
+        Metrics::from_registry(&reg).get("edgewatch_buffer_entries"),
+        0.0
+    );
     eprintln!(
         "4000 x 100 points: {full} bytes on disk ({:.2} B/point); after drain {after} (baseline {baseline})",
         full as f64 / 400_000.0
@@ -529,7 +472,7 @@ async fn garbage_over_files_is_moved_aside() {
     let b =
         Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &reg).expect("open succeeds");
     assert_eq!(
-        metric(&reg, "edgewatch_buffer_corruptions_total", None),
+        Metrics::from_registry(&reg).get("edgewatch_buffer_corruptions_total"),
         1.0
     );
     let aside: Vec<_> = std::fs::read_dir(tmp.path())
@@ -566,7 +509,7 @@ async fn truncated_meta_is_moved_aside() {
     let b =
         Buffer::open(opts(&path, 8 << 20, FullPolicy::DropOldest), &reg).expect("open succeeds");
     assert_eq!(
-        metric(&reg, "edgewatch_buffer_corruptions_total", None),
+        Metrics::from_registry(&reg).get("edgewatch_buffer_corruptions_total"),
         1.0
     );
     b.append(1, payload(0)).await.expect("append");
@@ -604,14 +547,11 @@ async fn corrupt_sealed_segment_is_skipped_and_counted() {
     );
     assert!(all.windows(2).all(|w| w[1].seq > w[0].seq));
     assert_eq!(
-        metric(&reg, "edgewatch_buffer_corruptions_total", None),
+        Metrics::from_registry(&reg).get("edgewatch_buffer_corruptions_total"),
         1.0
     );
-    let lost = metric(
-        &reg,
-        "edgewatch_buffer_dropped_points_total",
-        Some(("reason", "corrupt")),
-    );
+    let lost = Metrics::from_registry(&reg)
+        .get(r#"edgewatch_buffer_dropped_points_total{reason="corrupt"}"#);
     assert_eq!(
         lost as usize,
         (1500 - all.len()) * 100,

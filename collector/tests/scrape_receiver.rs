@@ -9,6 +9,8 @@ use edgewatch_collector::enrich::Stamp;
 use edgewatch_collector::receive::scrape::{
     self, convert, fetch, Output, ScrapeMetrics, ScrapeTarget, TargetIdentity,
 };
+use edgewatch_testkit::peers::Prometheus;
+use edgewatch_testkit::{eventually, free_port};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, ResourceMetrics};
 use prost::Message;
@@ -353,76 +355,31 @@ async fn bad_targets_and_staleness_through_the_buffer() {
 /// is among what the receiver produced.
 #[tokio::test]
 async fn real_prometheus_self_metrics() {
-    if std::process::Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        panic!("prometheus is not installed (scripts/test installs the Debian package)");
-    }
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"),
+    let port = free_port();
+    let prometheus = Prometheus::start_on(
+        dir.path(),
+        port,
+        &format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"),
+        &[],
     )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(
-        std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus"),
-    );
+    .await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut stored: BTreeSet<String> = BTreeSet::new();
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Ok(r) = client
-            .get(format!("{base}/api/v1/query"))
-            .query(&[("query", "count by (__name__) ({job=\"self\"})")])
-            .send()
-            .await
-        else {
-            continue;
-        };
-        let v: serde_json::Value = r.json().await.unwrap_or_default();
-        stored = v["data"]["result"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if stored.len() > 50 {
-            break;
-        }
-    }
-    assert!(
-        stored.len() > 50,
-        "prometheus stored its own series: {stored:?}"
-    );
+    let base = prometheus.url("");
+    let stored: BTreeSet<String> = eventually(
+        Duration::from_secs(20),
+        "Prometheus to store over 50 of its own series",
+        || async {
+            let names: BTreeSet<String> = prometheus
+                .query("count by (__name__) ({job=\"self\"})")
+                .await
+                .iter()
+                .filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_owned))
+                .collect();
+            (names.len() > 50).then_some(names)
+        },
+    )
+    .await;
     let t = ScrapeTarget {
         url: format!("{base}/metrics"),
         interval: Duration::from_secs(10),

@@ -26,7 +26,7 @@ mod wait;
 
 pub use http::{get, wait_ready};
 pub use metrics::{parse_samples, Metrics, Sample};
-pub use ports::{free_port, local};
+pub use ports::{free_port, free_port_offset, local};
 pub use proc::Proc;
 pub use wait::{always_for, always_for_blocking, eventually, eventually_blocking, Outcome};
 

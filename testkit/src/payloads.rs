@@ -55,7 +55,7 @@ pub fn otlp_100_points(batch: u64) -> Vec<u8> {
             let attrs = vec![
                 kv("model", model),
                 kv("version", if s < 5 { "v1" } else { "v2" }),
-                kv("instance", &format!("10.0.{}.{}:8080", mi % 3, s)),
+                kv("instance", format!("10.0.{}.{}:8080", mi % 3, s)),
             ];
             let value = if *is_int {
                 let base = (mi as u64 + 1) * 1000 * (s + 1);
@@ -166,7 +166,7 @@ pub fn otlp_100_points_typical(batch: u64) -> Vec<u8> {
         vec![
             kv("model", models[(s % 5) as usize]),
             kv("version", if s < 5 { "v1" } else { "v2" }),
-            kv("instance", &format!("10.0.{}.{}:8080", mi % 3, s)),
+            kv("instance", format!("10.0.{}.{}:8080", mi % 3, s)),
         ]
     };
     // Monotonic: base + batch * rate + jitter, jitter < rate.

@@ -42,8 +42,12 @@ impl Prometheus {
 
     /// With a whole configuration file and extra flags; waits for `/-/ready`.
     pub async fn start_with_config(dir: &Path, config: &str, flags: &[&str]) -> Prometheus {
+        Prometheus::start_on(dir, free_port(), config, flags).await
+    }
+
+    /// On a chosen port (a config that scrapes Prometheus itself names it).
+    pub async fn start_on(dir: &Path, port: u16, config: &str, flags: &[&str]) -> Prometheus {
         let bin = require(PROMETHEUS, "prometheus");
-        let port = free_port();
         let cfg = dir.join("prometheus.yml");
         write(&cfg, config);
         let mut args = vec![

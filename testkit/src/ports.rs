@@ -8,6 +8,21 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// An offset that makes every one of `bases` + offset a free 127.0.0.1 port, for
+/// programs that take one offset for a set of default ports.
+pub fn free_port_offset(bases: &[u16]) -> u16 {
+    let top = bases.iter().copied().max().unwrap_or(0);
+    let room = u16::MAX - top;
+    (0..1000u32)
+        .map(|_| 1024u16.saturating_add(rand::random::<u16>() % room.saturating_sub(1024).max(1)))
+        .find(|&off| {
+            bases
+                .iter()
+                .all(|b| TcpListener::bind(("127.0.0.1", b + off)).is_ok())
+        })
+        .expect("an offset with every port free")
+}
+
 /// `127.0.0.1:<free port>`.
 pub fn local() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

@@ -1,6 +1,7 @@
 use super::*;
 use crate::expose::{render, Format};
 use crate::store::{Selector, StoreOptions};
+use edgewatch_testkit::otlp::kv;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::{
@@ -18,16 +19,6 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 const T: u64 = 1_700_000_000_123_000_000; // ns
 const T_MS: i64 = 1_700_000_000_123;
 const NOW: i64 = 1_700_000_001_000;
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
 
 fn resource() -> Vec<KeyValue> {
     vec![

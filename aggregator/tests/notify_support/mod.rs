@@ -6,11 +6,11 @@
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use edgewatch_aggregator::notify::{Alert, Notifier};
+use edgewatch_testkit::http::Recorder;
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Kind {
@@ -27,85 +27,59 @@ pub struct Received {
     pub status: u16,
 }
 
-/// A receiver on 127.0.0.1: records requests, answers from `script` (then `default`).
+/// A receiver on 127.0.0.1 that validates each request against `kind`'s schema (a
+/// violation is recorded and answered 400), then answers from `script` (then
+/// `default`) with the service's response body.
 #[derive(Clone)]
 pub struct Mock {
-    pub addr: SocketAddr,
     pub kind: Kind,
-    pub received: Arc<Mutex<Vec<Received>>>,
-    pub violations: Arc<Mutex<Vec<String>>>,
-    pub script: Arc<Mutex<VecDeque<u16>>>,
-    pub default: u16,
+    recorder: Recorder,
+    violations: Arc<Mutex<Vec<String>>>,
 }
 
 pub const DT_TOKEN: &str = "dt0c01.TESTTOKEN.SECRET";
 
 impl Mock {
     pub async fn start(kind: Kind, default: u16, script: &[u16]) -> Mock {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let m = Mock {
-            addr: listener.local_addr().unwrap(),
+        let violations: Arc<Mutex<Vec<String>>> = Default::default();
+        let seen = violations.clone();
+        let recorder = Recorder::start_with(default, script, move |i| {
+            let parsed: Result<Value, String> =
+                serde_json::from_slice(i.body).map_err(|e| format!("not JSON: {e}"));
+            let check = parsed.and_then(|v| match kind {
+                Kind::PagerDuty => validate_pagerduty(&v, i.body.len()),
+                Kind::Dynatrace => validate_dynatrace(&v, i.headers, i.path),
+                Kind::Webhook => validate_webhook(&v),
+            });
+            if let Err(e) = &check {
+                seen.lock().unwrap().push(e.clone());
+            }
+            let status = if check.is_err() { 400 } else { i.scripted };
+            answer(kind, status, check.err())
+        })
+        .await;
+        Mock {
             kind,
-            received: Default::default(),
-            violations: Default::default(),
-            script: Arc::new(Mutex::new(script.iter().copied().collect())),
-            default,
-        };
-        let me = m.clone();
-        let app = axum::Router::new().fallback(
-            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
-                let me = me.clone();
-                async move { me.handle(uri.path().to_string(), headers, body) }
-            },
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        m
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn handle(
-        &self,
-        path: String,
-        headers: HeaderMap,
-        body: axum::body::Bytes,
-    ) -> axum::response::Response {
-        let parsed: Result<Value, String> =
-            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"));
-        let check = parsed.clone().and_then(|v| match self.kind {
-            Kind::PagerDuty => validate_pagerduty(&v, body.len()),
-            Kind::Dynatrace => validate_dynatrace(&v, &headers, &path),
-            Kind::Webhook => validate_webhook(&v),
-        });
-        let status = if let Err(e) = &check {
-            self.violations.lock().unwrap().push(e.clone());
-            400
-        } else {
-            self.script
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or(self.default)
-        };
-        self.received.lock().unwrap().push(Received {
-            path,
-            headers,
-            body: parsed.unwrap_or(Value::Null),
-            status,
-        });
-        let code = StatusCode::from_u16(status).unwrap();
-        match (self.kind, status) {
-            (Kind::PagerDuty, 202) => (code, axum::Json(serde_json::json!({"status":"success","message":"Event processed","dedup_key":"x"}))).into_response(),
-            (Kind::PagerDuty, 400) => (code, axum::Json(serde_json::json!({"status":"invalid event","message":"Event object is invalid","errors":[check.err().unwrap_or_default()]}))).into_response(),
-            (Kind::Dynatrace, 201) => (code, axum::Json(serde_json::json!({"reportCount":1,"eventIngestResults":[{"correlationId":"c1","status":"OK"}]}))).into_response(),
-            _ => (code, "scripted answer").into_response(),
+            recorder,
+            violations,
         }
     }
 
+    pub fn url(&self) -> String {
+        self.recorder.url()
+    }
+
     pub fn requests(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.recorder
+            .requests()
+            .into_iter()
+            .map(|r| Received {
+                body: r.json(),
+                path: r.path,
+                headers: r.headers,
+                status: r.status,
+            })
+            .collect()
     }
     /// Requests answered 2xx.
     pub fn delivered(&self) -> Vec<Received> {
@@ -117,6 +91,17 @@ impl Mock {
     pub fn assert_valid(&self) {
         let v = self.violations.lock().unwrap();
         assert!(v.is_empty(), "schema violations: {v:?}");
+    }
+}
+
+/// The service's answer for `status` (what PagerDuty and Dynatrace send back).
+fn answer(kind: Kind, status: u16, violation: Option<String>) -> axum::response::Response {
+    let code = StatusCode::from_u16(status).unwrap();
+    match (kind, status) {
+        (Kind::PagerDuty, 202) => (code, axum::Json(serde_json::json!({"status":"success","message":"Event processed","dedup_key":"x"}))).into_response(),
+        (Kind::PagerDuty, 400) => (code, axum::Json(serde_json::json!({"status":"invalid event","message":"Event object is invalid","errors":[violation.unwrap_or_default()]}))).into_response(),
+        (Kind::Dynatrace, 201) => (code, axum::Json(serde_json::json!({"reportCount":1,"eventIngestResults":[{"correlationId":"c1","status":"OK"}]}))).into_response(),
+        _ => (code, "scripted answer").into_response(),
     }
 }
 
@@ -419,35 +404,6 @@ pub fn alert(labels: &[(&str, &str)], starts_at: SystemTime, ends_at: Option<Sys
         ends_at,
         generator_url: "http://edgewatch:9090/graph?g0.expr=up".into(),
     }
-}
-
-/// Polls until `f` holds or `timeout` passes.
-pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < end {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
-}
-
-/// A counter's value from a registry (0 if absent).
-pub fn counter(reg: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    reg.gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| {
-            labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            })
-        })
-        .map(|m| m.get_counter().get_value())
-        .sum()
 }
 
 /// A started notifier on a fresh sled dir.

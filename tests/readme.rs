@@ -1,0 +1,88 @@
+//! Every configuration example in README.md is valid: collector and aggregator YAML
+//! through `edgewatch validate`, the Prometheus scrape configuration through
+//! `promtool check config`.
+
+use edgewatch_testkit::peers::promtool_check_config;
+use edgewatch_testkit::write;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
+const README: &str = include_str!("../README.md");
+
+/// The body of every ```yaml fenced block, in order.
+fn yaml_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```yaml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().expect("open block")),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(current.is_none(), "README.md has an unclosed ```yaml block");
+    blocks
+}
+
+#[derive(Debug, PartialEq)]
+enum Kind {
+    Collector,
+    Aggregator,
+    Prometheus,
+}
+
+/// A collector config names its cluster; a Prometheus one has scrape_configs; every
+/// other example configures the aggregator.
+fn kind(block: &str) -> Kind {
+    if block.starts_with("cluster:") {
+        Kind::Collector
+    } else if block.starts_with("scrape_configs:") {
+        Kind::Prometheus
+    } else {
+        Kind::Aggregator
+    }
+}
+
+fn validate(role: &str, file: &std::path::Path) -> Result<(), String> {
+    let out = Command::new(BIN)
+        .args(["validate", role])
+        .arg(file)
+        // The alerting example reads its Dynatrace token from the environment.
+        .env("DT_API_TOKEN", "dt0c01.README.EXAMPLE")
+        .output()
+        .expect("run edgewatch validate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.trim() == "ok" {
+        Ok(())
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[test]
+fn every_readme_config_example_is_valid() {
+    let blocks = yaml_blocks(README);
+    let kinds: Vec<Kind> = blocks.iter().map(|b| kind(b)).collect();
+    for k in [Kind::Collector, Kind::Aggregator, Kind::Prometheus] {
+        assert!(kinds.contains(&k), "README.md has no {k:?} example");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut failures = Vec::new();
+    for (i, (block, kind)) in blocks.iter().zip(&kinds).enumerate() {
+        let file = dir.path().join(format!("readme-{i}.yaml"));
+        write(&file, block);
+        let verdict = match kind {
+            Kind::Collector => validate("collector", &file),
+            Kind::Aggregator => validate("aggregator", &file),
+            Kind::Prometheus => promtool_check_config(&file),
+        };
+        if let Err(e) = verdict {
+            failures.push(format!("block {i} ({kind:?}):\n{block}\n→ {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
