@@ -171,6 +171,7 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     // its latest value at the core says whether its last point arrived. One request at
     // a time keeps the buffer in the order the points were numbered.
     let (rate, seconds, series) = (500, 12, 50);
+    let started = std::time::Instant::now();
     let loadgen = tokio::task::spawn_blocking({
         let endpoint = format!("http://127.0.0.1:{}", col.grpc);
         move || {
@@ -198,7 +199,11 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     )
     .await;
     let config = agg.config.clone();
-    for _ in 0..4 {
+    // The last restart must leave the load running for a while: the restarted core
+    // starts empty, and every series needs a point after it.
+    let mut kills = 0;
+    while kills < 4 && started.elapsed() < Duration::from_secs(seconds - 4) {
+        kills += 1;
         // Kills at random moments of the load, outages of random length: that is the test.
         let up = rand::rng().random_range(600..1400);
         tokio::time::sleep(Duration::from_millis(up)).await;
@@ -213,6 +218,7 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
         );
         wait_ready(&agg.url("/readyz")).await;
     }
+    assert!(kills >= 2, "only {kills} kills during the load");
 
     let out = loadgen.await.expect("loadgen thread");
     assert!(
