@@ -229,6 +229,10 @@ async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_cou
     assert_eq!(seen.len(), 5, "{seen:?}");
     assert_eq!(seen[4].answer, Answer::Partial(3));
     assert_eq!(seen[4].points, 10);
+    assert!(
+        seen.iter().all(|s| s.encoding.as_deref() == Some("zstd")),
+        "batches travel zstd-compressed: {seen:?}"
+    );
     assert_eq!(
         col.metrics()
             .await
