@@ -131,24 +131,43 @@ async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted
     );
 
     // An OpenTelemetry SDK exporter with retries gets RESOURCE_EXHAUSTED, backs off,
-    // and succeeds once the core drains the buffer.
-    let endpoint = format!("http://127.0.0.1:{}", col.grpc);
-    let refused_before = col
-        .metrics()
+    // and succeeds once there is room (`force_flush` fails if every attempt failed).
+    // The buffer frees a little space as it compacts (an SDK request could then fit
+    // and never be refused), so one-point requests keep it full until the SDK was
+    // refused: refusals beyond the filler's own are the SDK's.
+    let full_requests = || async {
+        col.metrics()
+            .await
+            .get(r#"edgewatch_received_requests_total{outcome="buffer_full"}"#)
+    };
+    let mut fills = 0;
+    while post_otlp(col.http, gauge_request("bp_fill", "f", 1))
         .await
-        .get(r#"edgewatch_received_requests_total{outcome="buffer_full"}"#);
+        .0
+        != 429
+    {
+        fills += 1;
+        assert!(fills < 100_000, "a full buffer refuses one point");
+    }
+    let refused_before = full_requests().await;
+    let endpoint = format!("http://127.0.0.1:{}", col.grpc);
     let sdk = tokio::task::spawn_blocking(move || sdk_send_with_retry(endpoint));
-    eventually(
-        Duration::from_secs(20),
-        "the SDK's export to be refused",
-        || async {
-            col.metrics()
-                .await
-                .get(r#"edgewatch_received_requests_total{outcome="buffer_full"}"#)
-                > refused_before
-        },
-    )
-    .await;
+    let mut filler_refused = 0.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while full_requests().await - refused_before - filler_refused < 1.0 {
+        assert!(!sdk.is_finished(), "the SDK finished without being refused");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the SDK was not refused in 30 s"
+        );
+        if post_otlp(col.http, gauge_request("bp_fill", "f", 1))
+            .await
+            .0
+            == 429
+        {
+            filler_refused += 1.0;
+        }
+    }
     let agg = Aggregator::start_with_grpc(BIN, dir.path(), agg_port).await;
     sdk.await.expect("sdk thread");
     let text = eventually(
@@ -161,12 +180,6 @@ async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted
     )
     .await;
     assert!(text.contains("bp_sdk_total{"), "{text}");
-    assert!(
-        col.metrics()
-            .await
-            .get(r#"edgewatch_received_requests_total{outcome="buffer_full"}"#)
-            > 0.0
-    );
 }
 
 fn sdk_send_with_retry(endpoint: String) {
@@ -194,9 +207,10 @@ fn sdk_send_with_retry(endpoint: String) {
         .build();
     let c = provider.meter("bp").u64_counter("bp_sdk").build();
     c.add(1, &[]);
-    provider
-        .force_flush()
-        .expect("the SDK's export eventually succeeds");
+    let t = std::time::Instant::now();
+    let r = provider.force_flush();
+    eprintln!("DEBUG2 {r:?} {:?}", t.elapsed());
+    r.expect("the SDK's export eventually succeeds");
     let _ = provider.shutdown();
 }
 
