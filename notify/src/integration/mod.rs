@@ -91,7 +91,7 @@ pub struct BuildError {
 /// An integration that could not be built, with where it is configured.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind}_configs[{index}].{source}")]
-pub struct ConfigError {
+pub struct IntegrationError {
     pub kind: &'static str,
     pub index: usize,
     pub source: BuildError,
@@ -102,7 +102,7 @@ pub type Integrations = Vec<(String, Box<dyn Integration>)>;
 
 /// Builds a receiver's grouped integrations in a fixed order (the ids depend only on
 /// the position within each kind's list).
-pub fn build(r: &ReceiverConfig) -> Result<Integrations, ConfigError> {
+pub fn build(r: &ReceiverConfig) -> Result<Integrations, IntegrationError> {
     let mut out = Integrations::new();
     add::<pagerduty::PagerDuty>(&mut out, &r.pagerduty_configs)?;
     add::<dynatrace::Dynatrace>(&mut out, &r.dynatrace_configs)?;
@@ -110,9 +110,9 @@ pub fn build(r: &ReceiverConfig) -> Result<Integrations, ConfigError> {
     Ok(out)
 }
 
-fn add<I: FromConfig>(out: &mut Integrations, cfgs: &[I::Config]) -> Result<(), ConfigError> {
+fn add<I: FromConfig>(out: &mut Integrations, cfgs: &[I::Config]) -> Result<(), IntegrationError> {
     for (index, cfg) in cfgs.iter().enumerate() {
-        let integ = I::from_config(cfg).map_err(|source| ConfigError {
+        let integ = I::from_config(cfg).map_err(|source| IntegrationError {
             kind: I::NAME,
             index,
             source,
