@@ -3,8 +3,9 @@
 //! rest (notification log, muting, retries, metrics) the same way for all of them.
 //!
 //! Adding one (Slack, email): its config type in `edgewatch_config::alerting` (a
-//! `*_configs` list on `ReceiverConfig`), one file here implementing both traits, and
-//! one `add` line in [`build`].
+//! `*_configs` list on `ReceiverConfig`), one file here implementing both traits, its
+//! `mod` line and one `add` line in [`build`]. Nothing else names an integration:
+//! metrics, retries, rate limits and the notification log go by these traits.
 //!
 //! The Alertmanager push ([`alertmanager`]) is not an [`Integration`]: it forwards every
 //! alert ungrouped as the rules send it, re-sent every `resend_delay` without a
