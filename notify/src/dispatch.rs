@@ -73,7 +73,6 @@ pub struct Group {
 #[derive(Debug, Clone)]
 pub struct FlushJob {
     pub group_id: String,
-    pub route: usize,
     pub group_key: String,
     pub group_labels: Labels,
     pub receiver: String,
@@ -190,7 +189,6 @@ impl Dispatcher {
             g.next_flush = now + node.group_interval;
             jobs.push(FlushJob {
                 group_id: id.clone(),
-                route: g.route,
                 group_key: g.key.clone(),
                 group_labels: g.labels.clone(),
                 receiver: node.receiver.clone(),

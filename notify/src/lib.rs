@@ -30,15 +30,17 @@
 //! Muting applies to firing alerts only: a resolve for an incident that was notified
 //! is delivered even if a silence was added meanwhile, so nothing stays open.
 
-pub mod api;
-pub mod deliver;
-pub mod dispatch;
-pub mod inhibit;
-pub mod integration;
-pub mod model;
-pub mod payload;
-pub mod route;
-pub mod silence;
+mod api;
+mod deliver;
+mod dispatch;
+mod inhibit;
+mod integration;
+mod model;
+mod payload;
+mod route;
+mod silence;
+
+pub use integration::{BuildError, IntegrationError};
 
 use deliver::{Deliverer, Failure};
 use dispatch::{needs_update, Dispatcher, Entry, FlushJob};
@@ -71,7 +73,7 @@ pub enum NotifyError {
     #[error("alerting: receiver {receiver}: {source}")]
     Receiver {
         receiver: String,
-        source: integration::ConfigError,
+        source: IntegrationError,
     },
     #[error("alerting state: {0}")]
     State(#[from] sled::Error),

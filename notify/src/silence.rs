@@ -197,19 +197,6 @@ impl Silence {
     }
 }
 
-/// The ids of the silences muting these labels at `now`.
-pub fn silenced_by<'a>(
-    silences: impl IntoIterator<Item = &'a Silence>,
-    labels: &Labels,
-    now: SystemTime,
-) -> Vec<String> {
-    silences
-        .into_iter()
-        .filter(|s| s.mutes(labels, now))
-        .map(|s| s.id.clone())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,15 +275,6 @@ mod tests {
         let mut e = s_eq.clone();
         e.expire(from_ms(150_000));
         assert_eq!(e.state(from_ms(150_000)), State::Expired);
-        assert_eq!(
-            silenced_by(
-                [&s_eq, &s_re, &s_nre],
-                &l("alertname=A,node=n9"),
-                from_ms(150_000)
-            )
-            .len(),
-            2
-        );
     }
 
     #[test]

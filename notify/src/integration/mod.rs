@@ -3,8 +3,9 @@
 //! rest (notification log, muting, retries, metrics) the same way for all of them.
 //!
 //! Adding one (Slack, email): its config type in `edgewatch_config::alerting` (a
-//! `*_configs` list on `ReceiverConfig`), one file here implementing both traits, and
-//! one `add` line in [`build`].
+//! `*_configs` list on `ReceiverConfig`), one file here implementing both traits, its
+//! `mod` line and one `add` line in [`build`]. Nothing else names an integration:
+//! metrics, retries, rate limits and the notification log go by these traits.
 //!
 //! The Alertmanager push ([`alertmanager`]) is not an [`Integration`]: it forwards every
 //! alert ungrouped as the rules send it, re-sent every `resend_delay` without a
@@ -91,7 +92,7 @@ pub struct BuildError {
 /// An integration that could not be built, with where it is configured.
 #[derive(Debug, thiserror::Error)]
 #[error("{kind}_configs[{index}].{source}")]
-pub struct ConfigError {
+pub struct IntegrationError {
     pub kind: &'static str,
     pub index: usize,
     pub source: BuildError,
@@ -102,7 +103,7 @@ pub type Integrations = Vec<(String, Box<dyn Integration>)>;
 
 /// Builds a receiver's grouped integrations in a fixed order (the ids depend only on
 /// the position within each kind's list).
-pub fn build(r: &ReceiverConfig) -> Result<Integrations, ConfigError> {
+pub fn build(r: &ReceiverConfig) -> Result<Integrations, IntegrationError> {
     let mut out = Integrations::new();
     add::<pagerduty::PagerDuty>(&mut out, &r.pagerduty_configs)?;
     add::<dynatrace::Dynatrace>(&mut out, &r.dynatrace_configs)?;
@@ -110,9 +111,9 @@ pub fn build(r: &ReceiverConfig) -> Result<Integrations, ConfigError> {
     Ok(out)
 }
 
-fn add<I: FromConfig>(out: &mut Integrations, cfgs: &[I::Config]) -> Result<(), ConfigError> {
+fn add<I: FromConfig>(out: &mut Integrations, cfgs: &[I::Config]) -> Result<(), IntegrationError> {
     for (index, cfg) in cfgs.iter().enumerate() {
-        let integ = I::from_config(cfg).map_err(|source| ConfigError {
+        let integ = I::from_config(cfg).map_err(|source| IntegrationError {
             kind: I::NAME,
             index,
             source,
