@@ -103,6 +103,7 @@ impl Liveness {
             let Some(&(ts, _)) = s.samples.last() else {
                 continue;
             };
+            // An upgrade changes `version`, not which collector it is.
             let labels: Vec<(String, String)> = s
                 .labels
                 .into_iter()
