@@ -436,4 +436,21 @@ fn errors() {
         let err = promql::check(&e).unwrap_err().to_string();
         assert!(err.contains(want), "{q}: {err}");
     }
+    // Query::parse tells a syntax error from an unsupported construct.
+    assert!(matches!(
+        promql::Query::parse("rate(temp[5m]"),
+        Err(promql::ParseError::Syntax(_))
+    ));
+    assert!(matches!(
+        promql::Query::parse("quantile(0.5, temp)"),
+        Err(promql::ParseError::Unsupported(
+            promql::Unsupported::Aggregation(_)
+        ))
+    ));
+    assert!(matches!(
+        promql::instant_query(&s, "temp * on (zone) sum by (zone) (temp)", T),
+        Err(promql::QueryError::Eval(
+            promql::EvalError::ImplicitManyToOne
+        ))
+    ));
 }
