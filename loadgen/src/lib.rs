@@ -26,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 
-pub use args::{grpc_code_name, parse_duration, FailCode, LoadgenArgs, Protocol, Rate, SinkArgs};
+pub use args::{
+    grpc_code_name, parse_duration, ArgError, FailCode, LoadgenArgs, Protocol, Rate, SinkArgs,
+};
 pub use client::{GRPC_EXPORT_PATH, HTTP_EXPORT_PATH};
 pub use codec::RawCodec;
 pub use payload::{PayloadBuilder, SEQUENCE_METRIC};
