@@ -242,7 +242,7 @@ async fn rollout(
         _ = stop.cancelled() => return,
     }
     if let Err(e) = gitops::bump(&repo, app, 2) {
-        tracing::error!(error = %e, "demo: the PR merge failed");
+        tracing::error!(target: "edgewatch::demo", error = %e, "the PR merge failed");
         return;
     }
     println!(
