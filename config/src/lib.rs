@@ -9,7 +9,7 @@ pub mod units;
 
 pub use aggregator::AggregatorConfig;
 pub use collector::CollectorConfig;
-pub use units::{ByteSize, Dur};
+pub use units::{ByteSize, Dur, DurationError, SizeError};
 
 use serde::de::{self, DeserializeOwned, Deserializer};
 use serde::Deserialize;
@@ -90,69 +90,17 @@ fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     let mut min_indent = 0usize;
     let mut found: Option<(usize, usize)> = None;
     for segment in path.split('.') {
-        let (key, index) = match segment.find('[') {
-            Some(i) => (
-                &segment[..i],
-                segment[i + 1..].trim_end_matches(']').parse::<usize>().ok(),
-            ),
-            None => (segment, None),
-        };
+        let (key, index) = path_segment(segment);
         if key.is_empty() || key == "?" {
             continue;
         }
-        let mut hit = None;
-        for (n, line) in lines.iter().enumerate().skip(cursor) {
-            let indent = line.len() - line.trim_start().len();
-            let content = line.trim_start().trim_start_matches("- ");
-            let content_col = line.len() - content.len();
-            if !line.trim().is_empty()
-                && !line.trim_start().starts_with('#')
-                && indent < min_indent
-                && found.is_some()
-            {
-                break; // left the parent mapping
-            }
-            if content_col >= min_indent
-                && content.starts_with(key)
-                && content[key.len()..].starts_with(':')
-            {
-                let after = &content[key.len() + 1..];
-                let value_col =
-                    content_col + key.len() + 1 + (after.len() - after.trim_start().len());
-                let col = if after.trim().is_empty() {
-                    content_col
-                } else {
-                    value_col
-                };
-                hit = Some((n, content_col, col));
-                break;
-            }
-        }
-        let (n, content_col, col) = hit?;
-        found = Some((n + 1, col + 1));
-        cursor = n + 1;
-        min_indent = content_col + 1;
+        let within_parent = found.is_some();
+        let key_at = find_key(&lines, cursor, min_indent, within_parent, key)?;
+        found = Some((key_at.line + 1, key_at.value_col + 1));
+        cursor = key_at.line + 1;
+        min_indent = key_at.content_col + 1;
         if let Some(want) = index {
-            let mut seen = 0usize;
-            let mut item = None;
-            for (m, line) in lines.iter().enumerate().skip(cursor) {
-                let trimmed = line.trim_start();
-                let indent = line.len() - trimmed.len();
-                if trimmed.is_empty() || trimmed.starts_with('#') {
-                    continue;
-                }
-                if indent + 1 < min_indent && !trimmed.starts_with('-') {
-                    break;
-                }
-                if trimmed.starts_with("- ") || trimmed == "-" {
-                    if seen == want {
-                        item = Some((m, indent + 2));
-                        break;
-                    }
-                    seen += 1;
-                }
-            }
-            match item {
+            match find_item(&lines, cursor, min_indent, want) {
                 Some((m, col)) => {
                     found = Some((m + 1, col + 1));
                     cursor = m;
@@ -163,6 +111,96 @@ fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
         }
     }
     found
+}
+
+/// `rules[2]` → (`rules`, Some(2)); `expr` → (`expr`, None).
+fn path_segment(segment: &str) -> (&str, Option<usize>) {
+    match segment.find('[') {
+        Some(i) => (
+            &segment[..i],
+            segment[i + 1..].trim_end_matches(']').parse::<usize>().ok(),
+        ),
+        None => (segment, None),
+    }
+}
+
+/// Where a `key:` line is (0-based).
+struct KeyAt {
+    line: usize,
+    /// The column the key starts in.
+    content_col: usize,
+    /// The column of the value after the key, or the key's when the value
+    /// is a block below it.
+    value_col: usize,
+}
+
+/// The first `key:` at or after line `cursor` indented at least `min_indent`;
+/// with `within_parent`, the search stops where a line leaves the parent
+/// mapping (is indented less).
+fn find_key(
+    lines: &[&str],
+    cursor: usize,
+    min_indent: usize,
+    within_parent: bool,
+    key: &str,
+) -> Option<KeyAt> {
+    for (n, line) in lines.iter().enumerate().skip(cursor) {
+        let indent = line.len() - line.trim_start().len();
+        let content = line.trim_start().trim_start_matches("- ");
+        let content_col = line.len() - content.len();
+        if !line.trim().is_empty()
+            && !line.trim_start().starts_with('#')
+            && indent < min_indent
+            && within_parent
+        {
+            return None;
+        }
+        if content_col >= min_indent
+            && content.starts_with(key)
+            && content[key.len()..].starts_with(':')
+        {
+            let after = &content[key.len() + 1..];
+            let value_col = if after.trim().is_empty() {
+                content_col
+            } else {
+                content_col + key.len() + 1 + (after.len() - after.trim_start().len())
+            };
+            return Some(KeyAt {
+                line: n,
+                content_col,
+                value_col,
+            });
+        }
+    }
+    None
+}
+
+/// Line and content column of item `want` (0-based) of the block sequence
+/// that starts at line `cursor`.
+fn find_item(
+    lines: &[&str],
+    cursor: usize,
+    min_indent: usize,
+    want: usize,
+) -> Option<(usize, usize)> {
+    let mut seen = 0usize;
+    for (m, line) in lines.iter().enumerate().skip(cursor) {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if indent + 1 < min_indent && !trimmed.starts_with('-') {
+            return None;
+        }
+        if trimmed.starts_with("- ") || trimmed == "-" {
+            if seen == want {
+                return Some((m, indent + 2));
+            }
+            seen += 1;
+        }
+    }
+    None
 }
 
 /// A listen or peer address `host:port`.

@@ -24,18 +24,35 @@ impl ByteSize {
     }
 }
 
+/// Why a size does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("invalid size {input:?}: expected a number such as 512MiB")]
+    NoNumber { input: String },
+    #[error("invalid size {input:?}: unknown unit {unit:?} (use B, KB, MB, GB, KiB, MiB, GiB)")]
+    UnknownUnit { input: String, unit: String },
+    #[error("invalid size {input:?}: {number:?} is not a number")]
+    NotANumber {
+        input: String,
+        number: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    #[error("invalid size {input:?}: too large")]
+    TooLarge { input: String },
+}
+
 impl FromStr for ByteSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = SizeError;
+    fn from_str(s: &str) -> Result<Self, SizeError> {
         let s = s.trim();
+        let input = || s.to_owned();
         let split = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         if num.is_empty() {
-            return Err(format!(
-                "invalid size {s:?}: expected a number such as 512MiB"
-            ));
+            return Err(SizeError::NoNumber { input: input() });
         }
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
@@ -48,17 +65,20 @@ impl FromStr for ByteSize {
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
             other => {
-                return Err(format!(
-                    "invalid size {s:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB)"
-                ))
+                return Err(SizeError::UnknownUnit {
+                    input: input(),
+                    unit: other.to_owned(),
+                })
             }
         };
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: {num:?} is not a number"))?;
+        let value: f64 = num.parse().map_err(|source| SizeError::NotANumber {
+            input: input(),
+            number: num.to_owned(),
+            source,
+        })?;
         let bytes = value * mult as f64;
         if !bytes.is_finite() || bytes > u64::MAX as f64 {
-            return Err(format!("invalid size {s:?}: too large"));
+            return Err(SizeError::TooLarge { input: input() });
         }
         Ok(ByteSize(bytes as u64))
     }
@@ -108,14 +128,23 @@ impl Dur {
     }
 }
 
+/// A duration that does not parse (or overflows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {input:?}: expected e.g. 500ms, 15s, 5m, 1h30m")]
+pub struct DurationError {
+    pub input: String,
+}
+
 impl FromStr for Dur {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
         let s = s.trim();
         if s == "0" {
             return Ok(Dur(Duration::ZERO));
         }
-        let bad = || format!("invalid duration {s:?}: expected e.g. 500ms, 15s, 5m, 1h30m");
+        let bad = || DurationError {
+            input: s.to_owned(),
+        };
         if s.is_empty() {
             return Err(bad());
         }
@@ -187,6 +216,7 @@ mod tests {
         assert!("12XB"
             .parse::<ByteSize>()
             .unwrap_err()
+            .to_string()
             .contains("unknown unit"));
         assert!("MiB".parse::<ByteSize>().is_err());
     }

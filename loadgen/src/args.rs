@@ -24,6 +24,39 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// A flag value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error(
+        "invalid rate {input:?}: expected a number of data points/s (e.g. 10000, 10k, 1M) or `max`"
+    )]
+    RateNotANumber {
+        input: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    #[error("invalid rate {input:?}: must be > 0")]
+    RateNotPositive { input: String },
+    #[error("invalid duration {input:?}: expected e.g. 60s, 500ms, 2m")]
+    DurationNotANumber {
+        input: String,
+        #[source]
+        source: std::num::ParseFloatError,
+    },
+    #[error("invalid duration {input:?}: unknown unit {unit:?}")]
+    DurationUnit { input: String, unit: String },
+    #[error("invalid duration {input:?}")]
+    DurationOutOfRange { input: String },
+    #[error("expected a positive integer, got {input:?}")]
+    NotPositive { input: String },
+    #[error("HTTP status {0} is not an error status")]
+    NotAnErrorStatus(u16),
+    #[error("unknown error code {input:?}: use a gRPC code name (RESOURCE_EXHAUSTED) or an HTTP status (429)")]
+    UnknownCode { input: String },
+    #[error("OK is not an error")]
+    OkIsNotAnError,
+}
+
 /// Target send rate in data points per second.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rate {
@@ -53,7 +86,7 @@ impl fmt::Display for Rate {
 }
 
 impl FromStr for Rate {
-    type Err = String;
+    type Err = ArgError;
 
     /// `max`, or a positive number with an optional `k`/`m` suffix (`10000`, `10k`, `1.5M`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -69,25 +102,31 @@ impl FromStr for Rate {
         let v: f64 = num
             .trim()
             .parse()
-            .map_err(|_| format!("invalid rate {s:?}: expected a number of data points/s (e.g. 10000, 10k, 1M) or `max`"))?;
+            .map_err(|source| ArgError::RateNotANumber {
+                input: s.to_owned(),
+                source,
+            })?;
         let v = v * mult;
         if !v.is_finite() || v <= 0.0 {
-            return Err(format!("invalid rate {s:?}: must be > 0"));
+            return Err(ArgError::RateNotPositive {
+                input: s.to_owned(),
+            });
         }
         Ok(Rate::PerSecond(v))
     }
 }
 
 /// Parses `60s`, `500ms`, `2m`, `1h`, `1.5s`, `250us`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ArgError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 60s, 500ms, 2m"))?;
+    let v: f64 = num.parse().map_err(|source| ArgError::DurationNotANumber {
+        input: s.to_owned(),
+        source,
+    })?;
     let secs = match unit.trim() {
         "" | "s" | "sec" | "secs" => v,
         "ms" => v / 1e3,
@@ -95,17 +134,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ns" => v / 1e9,
         "m" | "min" | "mins" => v * 60.0,
         "h" => v * 3600.0,
-        other => return Err(format!("invalid duration {s:?}: unknown unit {other:?}")),
+        other => {
+            return Err(ArgError::DurationUnit {
+                input: s.to_owned(),
+                unit: other.to_owned(),
+            })
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
+        return Err(ArgError::DurationOutOfRange {
+            input: s.to_owned(),
+        });
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn parse_positive(s: &str) -> Result<usize, String> {
+fn parse_positive(s: &str) -> Result<usize, ArgError> {
     match s.trim().parse::<usize>() {
-        Ok(0) | Err(_) => Err(format!("expected a positive integer, got {s:?}")),
+        Ok(0) | Err(_) => Err(ArgError::NotPositive {
+            input: s.to_owned(),
+        }),
         Ok(v) => Ok(v),
     }
 }
@@ -232,24 +280,24 @@ pub struct FailCode {
 }
 
 impl FromStr for FailCode {
-    type Err = String;
+    type Err = ArgError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         if let Ok(status) = t.parse::<u16>() {
             if !(400..=599).contains(&status) {
-                return Err(format!("HTTP status {status} is not an error status"));
+                return Err(ArgError::NotAnErrorStatus(status));
             }
             return Ok(FailCode {
                 grpc: grpc_code_for_http(status),
                 http: status,
             });
         }
-        let code = grpc_code_from_name(t).ok_or_else(|| {
-            format!("unknown error code {s:?}: use a gRPC code name (RESOURCE_EXHAUSTED) or an HTTP status (429)")
+        let code = grpc_code_from_name(t).ok_or_else(|| ArgError::UnknownCode {
+            input: s.to_owned(),
         })?;
         if code == tonic::Code::Ok {
-            return Err("OK is not an error".into());
+            return Err(ArgError::OkIsNotAnError);
         }
         Ok(FailCode {
             grpc: code,

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 
-pub use args::{grpc_code_name, parse_duration, FailCode, LoadgenArgs, Protocol, Rate, SinkArgs};
+pub use args::{
+    grpc_code_name, parse_duration, ArgError, FailCode, LoadgenArgs, Protocol, Rate, SinkArgs,
+};
 pub use client::{GRPC_EXPORT_PATH, HTTP_EXPORT_PATH};
 pub use codec::RawCodec;
 pub use payload::{PayloadBuilder, SEQUENCE_METRIC};
@@ -95,28 +97,8 @@ async fn worker(plan: Arc<Plan>, mut sender: client::Sender) -> WorkerResult {
     let c = &plan.counters;
     loop {
         let k = plan.next.fetch_add(1, Relaxed);
-        match plan.interval {
-            Some(iv) => {
-                let due = plan.t0 + Duration::from_secs_f64(k as f64 * iv);
-                if due >= plan.end {
-                    break;
-                }
-                let now = Instant::now();
-                if now >= plan.end {
-                    // Fell behind schedule: never send after --duration.
-                    break;
-                }
-                if due > now {
-                    tokio::time::sleep_until(due.into()).await;
-                } else {
-                    res.max_lag = res.max_lag.max(now - due);
-                }
-            }
-            None => {
-                if Instant::now() >= plan.end {
-                    break;
-                }
-            }
+        if !wait_for_turn(&plan, k, &mut res).await {
+            break;
         }
         let mut buf = BytesMut::with_capacity(cap);
         plan.builder.build(k, unix_nanos(), &mut buf);
@@ -125,49 +107,90 @@ async fn worker(plan: Arc<Plan>, mut sender: client::Sender) -> WorkerResult {
         c.sent_requests.fetch_add(1, Relaxed);
         c.sent_points.fetch_add(batch, Relaxed);
         c.in_flight.fetch_add(1, Relaxed);
-        let mut attempt = 0;
-        let outcome = loop {
-            let start = Instant::now();
-            match sender.send(body.clone()).await {
-                Ok(rejected) => break Ok((rejected, start.elapsed())),
-                Err(code) => {
-                    c.errors.fetch_add(1, Relaxed);
-                    *res.errors.entry(code).or_default() += 1;
-                    // Retries belong to a request already started, so they may run
-                    // past --duration; backoff 10 ms, 20 ms, ... up to 640 ms.
-                    if attempt < plan.retry {
-                        res.retries += 1;
-                        let backoff = Duration::from_millis(10 << attempt.min(6));
-                        attempt += 1;
-                        tokio::time::sleep(backoff).await;
-                        continue;
-                    }
-                    break Err(());
-                }
-            }
-        };
+        let outcome = send_with_retries(&plan, &mut sender, body, &mut res).await;
         c.in_flight.fetch_sub(1, Relaxed);
         res.last_answer = Some(Instant::now());
-        match outcome {
-            Ok((rejected, latency)) => {
-                c.acked_requests.fetch_add(1, Relaxed);
-                c.acked_points.fetch_add(batch, Relaxed);
-                res.rejected_points += rejected;
-                res.latency_us
-                    .saturating_record(latency.as_micros().max(1) as u64);
-                if !plan.seq_acked.is_empty() {
-                    plan.builder.for_each_point(k, |s, seq| {
-                        plan.seq_acked[s].fetch_max(seq, Relaxed);
-                    });
+        record(&plan, k, outcome, &mut res);
+    }
+    res
+}
+
+/// Waits until request `k` is due (with a target rate; at once with `max`).
+/// False when it would go out after `--duration`.
+async fn wait_for_turn(plan: &Plan, k: u64, res: &mut WorkerResult) -> bool {
+    let Some(iv) = plan.interval else {
+        return Instant::now() < plan.end;
+    };
+    let due = plan.t0 + Duration::from_secs_f64(k as f64 * iv);
+    if due >= plan.end {
+        return false;
+    }
+    let now = Instant::now();
+    if now >= plan.end {
+        // Fell behind schedule: never send after --duration.
+        return false;
+    }
+    if due > now {
+        tokio::time::sleep_until(due.into()).await;
+    } else {
+        res.max_lag = res.max_lag.max(now - due);
+    }
+    true
+}
+
+/// Sends one request, retrying up to `--retry` times; the rejected point
+/// count and latency of the accepted attempt, or `Err` when every attempt
+/// failed.
+async fn send_with_retries(
+    plan: &Plan,
+    sender: &mut client::Sender,
+    body: bytes::Bytes,
+    res: &mut WorkerResult,
+) -> Result<(u64, Duration), ()> {
+    let mut attempt = 0;
+    loop {
+        let start = Instant::now();
+        match sender.send(body.clone()).await {
+            Ok(rejected) => return Ok((rejected, start.elapsed())),
+            Err(code) => {
+                plan.counters.errors.fetch_add(1, Relaxed);
+                *res.errors.entry(code).or_default() += 1;
+                // Retries belong to a request already started, so they may run
+                // past --duration; backoff 10 ms, 20 ms, ... up to 640 ms.
+                if attempt >= plan.retry {
+                    return Err(());
                 }
-            }
-            Err(()) => {
-                c.failed_requests.fetch_add(1, Relaxed);
-                res.failed.push(k);
+                res.retries += 1;
+                let backoff = Duration::from_millis(10 << attempt.min(6));
+                attempt += 1;
+                tokio::time::sleep(backoff).await;
             }
         }
     }
-    res
+}
+
+/// Counts the answer to request `k`.
+fn record(plan: &Plan, k: u64, outcome: Result<(u64, Duration), ()>, res: &mut WorkerResult) {
+    let c = &plan.counters;
+    match outcome {
+        Ok((rejected, latency)) => {
+            c.acked_requests.fetch_add(1, Relaxed);
+            c.acked_points
+                .fetch_add(plan.builder.batch() as u64, Relaxed);
+            res.rejected_points += rejected;
+            res.latency_us
+                .saturating_record(latency.as_micros().max(1) as u64);
+            if !plan.seq_acked.is_empty() {
+                plan.builder.for_each_point(k, |s, seq| {
+                    plan.seq_acked[s].fetch_max(seq, Relaxed);
+                });
+            }
+        }
+        Err(()) => {
+            c.failed_requests.fetch_add(1, Relaxed);
+            res.failed.push(k);
+        }
+    }
 }
 
 async fn progress(plan: Arc<Plan>, target: Option<f64>) {
@@ -191,6 +214,84 @@ async fn progress(plan: Arc<Plan>, target: Option<f64>) {
             c.errors.load(Relaxed),
             c.in_flight.load(Relaxed),
         );
+    }
+}
+
+/// The workers' results added up.
+struct Merged {
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    failed: Vec<u64>,
+    rejected: u64,
+    retries: u64,
+    lag: Duration,
+}
+
+fn merge(results: Vec<WorkerResult>) -> Merged {
+    let mut m = Merged {
+        latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        errors: BTreeMap::new(),
+        failed: Vec::new(),
+        rejected: 0,
+        retries: 0,
+        lag: Duration::ZERO,
+    };
+    for r in results {
+        m.latency.add(&r.latency_us).expect("same histogram bounds");
+        for (k, v) in r.errors {
+            *m.errors.entry(k).or_default() += v;
+        }
+        m.failed.extend(r.failed);
+        m.rejected += r.rejected_points;
+        m.retries += r.retries;
+        m.lag = m.lag.max(r.max_lag);
+    }
+    m
+}
+
+/// Latency quantiles in ms from a histogram of µs.
+fn latency_summary(latency: &Histogram<u64>) -> Latency {
+    if latency.is_empty() {
+        return Latency::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Latency {
+        p50: ms(latency.value_at_quantile(0.50)),
+        p90: ms(latency.value_at_quantile(0.90)),
+        p99: ms(latency.value_at_quantile(0.99)),
+        max: ms(latency.max()),
+        mean: latency.mean() / 1000.0,
+    }
+}
+
+/// What `--sequence-check` reports: per series the highest acknowledged
+/// sequence number, and the points of the failed requests (sorted, at most
+/// 1000 runs).
+fn sequence_report(plan: &Plan, args: &LoadgenArgs, failed: &mut [u64]) -> SequenceReport {
+    const MAX_FAILED_RUNS: usize = 1000;
+    let width = payload::series_width(args.series);
+    failed.sort_unstable();
+    let mut failed_points = Vec::new();
+    let mut truncated = false;
+    for &k in failed.iter() {
+        let mut pts = Vec::with_capacity(args.batch);
+        plan.builder.for_each_point(k, |s, seq| pts.push((s, seq)));
+        for r in runs(pts.into_iter(), width) {
+            if failed_points.len() == MAX_FAILED_RUNS {
+                truncated = true;
+                break;
+            }
+            failed_points.push(r);
+        }
+    }
+    SequenceReport {
+        metric: SEQUENCE_METRIC.to_string(),
+        acked_through: runs(
+            plan.seq_acked.iter().map(|a| a.load(Relaxed)).enumerate(),
+            width,
+        ),
+        failed: failed_points,
+        failed_truncated: truncated,
     }
 }
 
@@ -263,61 +364,20 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
         .max()
         .unwrap_or(t0);
     let elapsed = (last - t0).max(args.duration);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
-    let mut errors = BTreeMap::new();
-    let mut failed = Vec::new();
-    let (mut rejected, mut retries, mut lag) = (0, 0, Duration::ZERO);
-    for r in results {
-        latency.add(&r.latency_us).expect("same histogram bounds");
-        for (k, v) in r.errors {
-            *errors.entry(k).or_default() += v;
-        }
-        failed.extend(r.failed);
-        rejected += r.rejected_points;
-        retries += r.retries;
-        lag = lag.max(r.max_lag);
-    }
+    let Merged {
+        latency,
+        errors,
+        mut failed,
+        rejected,
+        retries,
+        lag,
+    } = merge(results);
     let c = &plan.counters;
     let acked_points = c.acked_points.load(Relaxed);
-    let ms = |us: u64| us as f64 / 1000.0;
-    let latency_ms = if latency.is_empty() {
-        Latency::default()
-    } else {
-        Latency {
-            p50: ms(latency.value_at_quantile(0.50)),
-            p90: ms(latency.value_at_quantile(0.90)),
-            p99: ms(latency.value_at_quantile(0.99)),
-            max: ms(latency.max()),
-            mean: latency.mean() / 1000.0,
-        }
-    };
-    let sequence = args.sequence_check.then(|| {
-        let width = payload::series_width(args.series);
-        failed.sort_unstable();
-        let mut failed_points = Vec::new();
-        const MAX_FAILED_RUNS: usize = 1000;
-        let mut truncated = false;
-        for &k in &failed {
-            let mut pts = Vec::with_capacity(args.batch);
-            plan.builder.for_each_point(k, |s, seq| pts.push((s, seq)));
-            for r in runs(pts.into_iter(), width) {
-                if failed_points.len() == MAX_FAILED_RUNS {
-                    truncated = true;
-                    break;
-                }
-                failed_points.push(r);
-            }
-        }
-        SequenceReport {
-            metric: SEQUENCE_METRIC.to_string(),
-            acked_through: runs(
-                plan.seq_acked.iter().map(|a| a.load(Relaxed)).enumerate(),
-                width,
-            ),
-            failed: failed_points,
-            failed_truncated: truncated,
-        }
-    });
+    let latency_ms = latency_summary(&latency);
+    let sequence = args
+        .sequence_check
+        .then(|| sequence_report(&plan, &args, &mut failed));
     Ok(Report {
         protocol: args.protocol,
         endpoint: args.endpoint_or_default(),

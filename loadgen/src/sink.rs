@@ -353,24 +353,38 @@ async fn grpc_export(State(shared): State<Arc<Shared>>, req: axum::extract::Requ
     grpc.unary(Export(shared), req).await.into_response()
 }
 
-fn decompress(encoding: &str, body: Bytes) -> Result<Bytes, String> {
+/// A request body that cannot be decompressed.
+#[derive(Debug, thiserror::Error)]
+enum DecompressError {
+    #[error("bad {encoding} body: {source}")]
+    Corrupt {
+        encoding: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unsupported content-encoding {0:?}")]
+    Unsupported(String),
+}
+
+fn decompress(encoding: &str, body: Bytes) -> Result<Bytes, DecompressError> {
     let mut out = Vec::with_capacity(body.len() * 4);
+    let corrupt = |encoding| move |source| DecompressError::Corrupt { encoding, source };
     match encoding.trim().to_ascii_lowercase().as_str() {
         "" | "identity" => return Ok(body),
         "gzip" => flate2::read::GzDecoder::new(&body[..])
             .take(MAX_BODY as u64)
             .read_to_end(&mut out)
-            .map_err(|e| format!("bad gzip body: {e}"))?,
+            .map_err(corrupt("gzip"))?,
         "deflate" => flate2::read::ZlibDecoder::new(&body[..])
             .take(MAX_BODY as u64)
             .read_to_end(&mut out)
-            .map_err(|e| format!("bad deflate body: {e}"))?,
+            .map_err(corrupt("deflate"))?,
         "zstd" => zstd::stream::read::Decoder::new(&body[..])
-            .map_err(|e| format!("bad zstd body: {e}"))?
+            .map_err(corrupt("zstd"))?
             .take(MAX_BODY as u64)
             .read_to_end(&mut out)
-            .map_err(|e| format!("bad zstd body: {e}"))?,
-        other => return Err(format!("unsupported content-encoding {other:?}")),
+            .map_err(corrupt("zstd"))?,
+        other => return Err(DecompressError::Unsupported(other.to_owned())),
     };
     Ok(Bytes::from(out))
 }
@@ -395,7 +409,7 @@ async fn http_export(
     };
     let body = match decompress(&header_str(header::CONTENT_ENCODING), body) {
         Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let body = if json {
         match serde_json::from_slice::<ExportMetricsServiceRequest>(&body) {

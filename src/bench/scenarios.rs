@@ -400,12 +400,39 @@ async fn avg_rss(pid: u32) -> f64 {
     sum / 10.0
 }
 
-/// S6: the limits in-process: prost decoding of the S2 payloads on one thread, and
-/// append+flush of the same bytes to sled (raw, one flush per 10 ms group) and through
-/// the collector's `Buffer` (group commit, S2's concurrency).
+/// The limits measured in-process, each alone: prost decoding of the
+/// max-throughput payloads (`--s2-batch` points each) on one thread, and
+/// append+flush of the same bytes to sled (raw, one flush per 10 ms group) and
+/// through the collector's `Buffer` (group commit, `--s2-concurrency`
+/// appenders).
 pub async fn s6(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
-    use bytes::{Bytes, BytesMut};
     let batch = args.s2_batch;
+    let payloads = limit_payloads(batch);
+    let avg_len = payloads.iter().map(|p| p.len()).sum::<usize>() as f64 / payloads.len() as f64;
+    let dur = args.dur(5, 2);
+    let decode_rate = prost_decode_rate(payloads.clone(), batch, dur).await?;
+    let dir = tempfile::Builder::new()
+        .prefix("edgewatch-bench-s6-")
+        .tempdir()?;
+    let sled_rate = raw_sled_rate(dir.path().join("sled"), payloads.clone(), batch, dur).await?;
+    let buffer_rate = buffer_append_rate(
+        dir.path().join("buffer"),
+        payloads,
+        batch,
+        args.s2_concurrency,
+        dur,
+    )
+    .await?;
+    Ok(Values::from([
+        ("payload_bytes", avg_len),
+        ("decode_rate", decode_rate),
+        ("sled_rate", sled_rate),
+        ("buffer_rate", buffer_rate),
+    ]))
+}
+
+/// 256 load generator requests of `batch` points over 1000 series.
+fn limit_payloads(batch: usize) -> Vec<bytes::Bytes> {
     let b = edgewatch_loadgen::PayloadBuilder::new(
         1000,
         batch,
@@ -413,19 +440,22 @@ pub async fn s6(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         "bench-s6",
         1_700_000_000_000_000_000,
     );
-    let payloads: Vec<Bytes> = (0..256u64)
+    (0..256u64)
         .map(|k| {
-            let mut buf = BytesMut::with_capacity(b.max_request_len());
+            let mut buf = bytes::BytesMut::with_capacity(b.max_request_len());
             b.build(k, 1_700_000_000_000_000_000 + k * 1_000_000_000, &mut buf);
             buf.freeze()
         })
-        .collect();
-    let avg_len = payloads.iter().map(|p| p.len()).sum::<usize>() as f64 / payloads.len() as f64;
-    let dur = args.dur(5, 2);
+        .collect()
+}
 
-    // prost decode, one thread.
-    let ps = payloads.clone();
-    let decode_rate = tokio::task::spawn_blocking(move || {
+/// Points per second prost decodes on one thread.
+async fn prost_decode_rate(
+    ps: Vec<bytes::Bytes>,
+    batch: usize,
+    dur: Duration,
+) -> anyhow::Result<f64> {
+    Ok(tokio::task::spawn_blocking(move || {
         use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
         use prost::Message;
         let t = Instant::now();
@@ -442,15 +472,18 @@ pub async fn s6(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         }
         points as f64 / t.elapsed().as_secs_f64()
     })
-    .await?;
+    .await?)
+}
 
-    // raw sled: insert, flush every 10 ms.
-    let dir = tempfile::Builder::new()
-        .prefix("edgewatch-bench-s6-")
-        .tempdir()?;
-    let ps = payloads.clone();
-    let path = dir.path().join("sled");
-    let sled_rate = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+/// Points per second one thread inserts into a bare sled tree, flushing every
+/// 10 ms.
+async fn raw_sled_rate(
+    path: std::path::PathBuf,
+    ps: Vec<bytes::Bytes>,
+    batch: usize,
+    dur: Duration,
+) -> anyhow::Result<f64> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(4 << 20)
@@ -473,30 +506,38 @@ pub async fn s6(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         db.flush()?;
         Ok(seq as f64 * batch as f64 / t.elapsed().as_secs_f64())
     })
-    .await??;
+    .await?
+}
 
-    // collector Buffer: S2's concurrency of appenders, group commit.
+/// Points per second `appenders` concurrent tasks append through the
+/// collector's `Buffer` (group commit).
+async fn buffer_append_rate(
+    path: std::path::PathBuf,
+    ps: Vec<bytes::Bytes>,
+    batch: usize,
+    appenders: usize,
+    dur: Duration,
+) -> anyhow::Result<f64> {
     let buf = edgewatch_collector::buffer::Buffer::open(
         edgewatch_collector::buffer::BufferOptions {
-            path: dir.path().join("buffer"),
+            path,
             max_bytes: 16 << 30,
             full_policy: edgewatch_collector::buffer::FullPolicy::Backpressure,
             max_age: None,
         },
         &prometheus::Registry::new(),
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .context("opening the buffer")?;
     let t = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..args.s2_concurrency {
+    for w in 0..appenders {
         let buf = buf.clone();
-        let ps = payloads.clone();
+        let ps = ps.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while t.elapsed() < dur {
                 buf.append(batch as u64, ps[(w + n as usize * 7) % ps.len()].clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    .await?;
                 n += 1;
             }
             anyhow::Ok(n)
@@ -506,12 +547,7 @@ pub async fn s6(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
     for task in tasks {
         appends += task.await?.context("append")?;
     }
-    let buffer_rate = appends as f64 * batch as f64 / t.elapsed().as_secs_f64();
+    let rate = appends as f64 * batch as f64 / t.elapsed().as_secs_f64();
     buf.close();
-    Ok(Values::from([
-        ("payload_bytes", avg_len),
-        ("decode_rate", decode_rate),
-        ("sled_rate", sled_rate),
-        ("buffer_rate", buffer_rate),
-    ]))
+    Ok(rate)
 }

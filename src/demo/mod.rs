@@ -12,7 +12,7 @@ mod model_server;
 use anyhow::Context;
 use edgewatch_config::{parse, AggregatorConfig, CollectorConfig};
 use model_server::{PodState, SharedPod};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -61,9 +61,65 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             tmp.path().to_path_buf()
         }
     };
-    let port = |p: u16| p + args.port_offset;
     let repo = data.join("gitops");
     gitops::init(&repo)?;
+    let aggregator = start_aggregator(&args, &data, &repo, &shutdown).await?;
+    let agg_grpc = aggregator
+        .otlp_grpc
+        .context("demo aggregator has no gRPC receiver")?;
+
+    let mut fleet = Fleet::default();
+    for (i, (cluster, node)) in NODES.iter().enumerate() {
+        let at = Node {
+            index: i,
+            cluster,
+            node,
+        };
+        let c = start_node(&args, &data, at, agg_grpc, &shutdown, &mut fleet).await?;
+        fleet.collectors.push(c);
+    }
+    fleet.servers.push(tokio::spawn(rollout(
+        repo.clone(),
+        fleet.pods,
+        args.bump_after.get(),
+        shutdown.clone(),
+    )));
+    print_endpoints(&aggregator, &repo, &data, &args);
+
+    if let Some(d) = args.duration {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d.get()).await;
+            stop.cancel();
+        });
+    }
+    shutdown.cancelled().await;
+    for s in fleet.servers {
+        let _ = s.await;
+    }
+    for c in fleet.collectors {
+        c.wait().await?;
+    }
+    aggregator.wait().await?;
+    Ok(())
+}
+
+/// What the demo started on the simulated edge nodes.
+#[derive(Default)]
+struct Fleet {
+    collectors: Vec<edgewatch_collector::Collector>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    /// (cluster, node, pod) of every simulated model server.
+    pods: Vec<(String, String, SharedPod)>,
+}
+
+async fn start_aggregator(
+    args: &DemoArgs,
+    data: &Path,
+    repo: &Path,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<edgewatch_aggregator::Aggregator> {
+    let port = |p: u16| p + args.port_offset;
     let agg_yaml = format!(
         "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nhttp:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\nevaluation_interval: 15s\nfleet:\n  down_after: 30s\nreconciler:\n  gitops:\n    path: {}\n  progress_deadline: 120s\n  interval: 2s\n",
         port(14317),
@@ -73,60 +129,82 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
         repo.display()
     );
     let agg_cfg: AggregatorConfig = parse(&agg_yaml, "<demo aggregator>")?;
-    let aggregator = edgewatch_aggregator::start(&agg_cfg, shutdown.clone())
+    edgewatch_aggregator::start(&agg_cfg, shutdown.clone())
         .await
-        .context("starting the demo aggregator")?;
+        .context("starting the demo aggregator")
+}
 
-    let mut collectors = Vec::new();
-    let mut servers = Vec::new();
-    let mut pods: Vec<(String, String, SharedPod)> = Vec::new();
-    for (i, (cluster, node)) in NODES.iter().enumerate() {
-        let step = 10 * i as u16;
-        let yaml = format!(
-            "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 256MiB\nforward:\n  endpoint: http://{}\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 5s\n",
-            port(4317 + step),
-            port(4318 + step),
-            data.join(format!("collector-{cluster}-{node}")).display(),
-            aggregator.otlp_grpc.context("demo aggregator has no gRPC receiver")?,
-            port(9464 + i as u16),
-        );
-        let cfg: CollectorConfig = parse(&yaml, "<demo collector>")?;
-        let c = edgewatch_collector::start(&cfg, shutdown.clone())
-            .await
-            .with_context(|| format!("starting the demo collector for {cluster}/{node}"))?;
-        let endpoint = format!(
-            "http://{}",
-            c.otlp_grpc.context("demo collector has no gRPC receiver")?
-        );
-        for app in &gitops::APPS {
-            let pod = Arc::new(Mutex::new(PodState {
-                namespace: app.name.to_string(),
-                pod: format!("{}-model-1-{}-{node}", app.model, 1),
-                model: app.model.to_string(),
-                version: "1".to_string(),
-                digest: gitops::digest(app.model, 1),
-                ready: true,
-            }));
-            pods.push((cluster.to_string(), node.to_string(), pod.clone()));
-            servers.push(tokio::spawn(model_server::run(
-                endpoint.clone(),
-                pod,
-                args.push_interval.get(),
-                shutdown.clone(),
-            )));
-        }
-        println!(
-            "collector {cluster}/{node}: OTLP gRPC {endpoint}, admin http://{}/metrics",
-            c.admin
-        );
-        collectors.push(c);
+/// One of [`NODES`]; `index` places its ports.
+struct Node<'a> {
+    index: usize,
+    cluster: &'a str,
+    node: &'a str,
+}
+
+/// Starts a node's collector and a simulated model server per app on it.
+async fn start_node(
+    args: &DemoArgs,
+    data: &Path,
+    at: Node<'_>,
+    aggregator: std::net::SocketAddr,
+    shutdown: &CancellationToken,
+    fleet: &mut Fleet,
+) -> anyhow::Result<edgewatch_collector::Collector> {
+    let Node {
+        index: i,
+        cluster,
+        node,
+    } = at;
+    let port = |p: u16| p + args.port_offset;
+    let step = 10 * i as u16;
+    let yaml = format!(
+        "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 256MiB\nforward:\n  endpoint: http://{}\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 5s\n",
+        port(4317 + step),
+        port(4318 + step),
+        data.join(format!("collector-{cluster}-{node}")).display(),
+        aggregator,
+        port(9464 + i as u16),
+    );
+    let cfg: CollectorConfig = parse(&yaml, "<demo collector>")?;
+    let c = edgewatch_collector::start(&cfg, shutdown.clone())
+        .await
+        .with_context(|| format!("starting the demo collector for {cluster}/{node}"))?;
+    let endpoint = format!(
+        "http://{}",
+        c.otlp_grpc.context("demo collector has no gRPC receiver")?
+    );
+    for app in &gitops::APPS {
+        let pod = Arc::new(Mutex::new(PodState {
+            namespace: app.name.to_string(),
+            pod: format!("{}-model-1-{}-{node}", app.model, 1),
+            model: app.model.to_string(),
+            version: "1".to_string(),
+            digest: gitops::digest(app.model, 1),
+            ready: true,
+        }));
+        fleet
+            .pods
+            .push((cluster.to_string(), node.to_string(), pod.clone()));
+        fleet.servers.push(tokio::spawn(model_server::run(
+            endpoint.clone(),
+            pod,
+            args.push_interval.get(),
+            shutdown.clone(),
+        )));
     }
-    servers.push(tokio::spawn(rollout(
-        repo.clone(),
-        pods,
-        args.bump_after.get(),
-        shutdown.clone(),
-    )));
+    println!(
+        "collector {cluster}/{node}: OTLP gRPC {endpoint}, admin http://{}/metrics",
+        c.admin
+    );
+    Ok(c)
+}
+
+fn print_endpoints(
+    aggregator: &edgewatch_aggregator::Aggregator,
+    repo: &Path,
+    data: &Path,
+    args: &DemoArgs,
+) {
     let http = aggregator.http;
     println!();
     println!(
@@ -148,23 +226,6 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     );
     println!("data:       {}", data.display());
     println!("Ctrl-C stops the fleet.");
-
-    if let Some(d) = args.duration {
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(d.get()).await;
-            stop.cancel();
-        });
-    }
-    shutdown.cancelled().await;
-    for s in servers {
-        let _ = s.await;
-    }
-    for c in collectors {
-        c.wait().await?;
-    }
-    aggregator.wait().await?;
-    Ok(())
 }
 
 /// A minute in, the "PR merge" pins build 2 of the first app; each node then replaces
@@ -181,7 +242,7 @@ async fn rollout(
         _ = stop.cancelled() => return,
     }
     if let Err(e) = gitops::bump(&repo, app, 2) {
-        tracing::error!(error = %e, "demo: the PR merge failed");
+        tracing::error!(target: "edgewatch::demo", error = %e, "the PR merge failed");
         return;
     }
     println!(

@@ -32,51 +32,22 @@ pub type SharedPod = Arc<Mutex<PodState>>;
 
 /// Pushes the pod's metrics every `every` until shutdown.
 pub async fn run(endpoint: String, pod: SharedPod, every: Duration, shutdown: CancellationToken) {
-    let bounds: Vec<f64> = vec![1000.0, 5000.0, 10000.0, 50000.0, 100000.0, 500000.0];
-    let mut success = 0u64;
-    let mut fail = 0u64;
-    let mut buckets = vec![0u64; bounds.len() + 1];
-    let mut sum = 0f64;
-    let start = now_nanos();
+    let mut traffic = Traffic::new();
     let mut client: Option<MetricsServiceClient<tonic::transport::Channel>> = None;
     loop {
-        {
-            let mut rng = rand::rng();
-            let n = rng.random_range(20..120u64);
-            success += n;
-            fail += u64::from(rng.random_bool(0.2));
-            for _ in 0..n {
-                let latency: f64 = rng.random_range(800.0..60000.0);
-                sum += latency;
-                let i = bounds
-                    .iter()
-                    .position(|b| latency <= *b)
-                    .unwrap_or(bounds.len());
-                buckets[i] += 1;
-            }
-        }
+        traffic.serve_some();
         let state = pod
             .lock()
             .map(|p| p.clone())
             .unwrap_or_else(|p| p.into_inner().clone());
-        let mut req = ovms_request(
-            &state.pod,
-            &state.model,
-            &state.version,
-            start,
-            success,
-            fail,
-            &bounds,
-            &buckets,
-            sum,
-        );
+        let mut req = traffic.request(&state);
         req.resource_metrics[0].scope_metrics.push(metadata(&state));
         if client.is_none() {
             client = MetricsServiceClient::connect(endpoint.clone()).await.ok();
         }
         if let Some(c) = client.as_mut() {
             if let Err(e) = c.export(req).await {
-                tracing::debug!(error = %e, pod = %state.pod, "demo model server: export failed");
+                tracing::debug!(target: "edgewatch::demo", error = %e, pod = %state.pod, "model server export failed");
                 client = None;
             }
         }
@@ -87,101 +58,150 @@ pub async fn run(endpoint: String, pod: SharedPod, every: Duration, shutdown: Ca
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ovms_request(
-    pod: &str,
-    model: &str,
-    version: &str,
-    start: u64,
+/// The simulated requests a pod has served so far, as OVMS counts them.
+struct Traffic {
+    /// Upper bounds (µs) of the latency histogram's buckets.
+    bounds: Vec<f64>,
     success: u64,
     fail: u64,
-    bounds: &[f64],
-    buckets: &[u64],
+    buckets: Vec<u64>,
     sum: f64,
-) -> ExportMetricsServiceRequest {
-    let now = now_nanos();
-    let attrs = vec![kv("name", model), kv("version", version)];
-    let counter = |name: &str, help: &str, v: u64| Metric {
-        name: name.into(),
-        description: help.into(),
-        data: Some(metric::Data::Sum(Sum {
-            data_points: vec![NumberDataPoint {
-                attributes: attrs.clone(),
-                start_time_unix_nano: start,
-                time_unix_nano: now,
-                value: Some(number_data_point::Value::AsInt(v as i64)),
+    start: u64,
+}
+
+impl Traffic {
+    fn new() -> Self {
+        let bounds: Vec<f64> = vec![1000.0, 5000.0, 10000.0, 50000.0, 100000.0, 500000.0];
+        Traffic {
+            buckets: vec![0u64; bounds.len() + 1],
+            bounds,
+            success: 0,
+            fail: 0,
+            sum: 0.0,
+            start: now_nanos(),
+        }
+    }
+
+    /// Serves 20 to 120 requests, one in five intervals with a failure.
+    fn serve_some(&mut self) {
+        let mut rng = rand::rng();
+        let n = rng.random_range(20..120u64);
+        self.success += n;
+        self.fail += u64::from(rng.random_bool(0.2));
+        for _ in 0..n {
+            let latency: f64 = rng.random_range(800.0..60000.0);
+            self.sum += latency;
+            let i = self
+                .bounds
+                .iter()
+                .position(|b| latency <= *b)
+                .unwrap_or(self.bounds.len());
+            self.buckets[i] += 1;
+        }
+    }
+
+    /// The OVMS metrics of the pod as one export request.
+    fn request(&self, pod: &PodState) -> ExportMetricsServiceRequest {
+        let now = now_nanos();
+        let attrs = vec![kv("name", &pod.model), kv("version", &pod.version)];
+        let metrics = vec![
+            self.counter(
+                "ovms_requests_success",
+                "Number of successful requests to a model or a DAG.",
+                self.success,
+                &attrs,
+                now,
+            ),
+            self.counter(
+                "ovms_requests_fail",
+                "Number of failed requests to a model or a DAG.",
+                self.fail,
+                &attrs,
+                now,
+            ),
+            self.latency(&attrs, now),
+            current_requests(&attrs, now),
+        ];
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", "ovms"),
+                        kv("service.instance.id", &pod.pod),
+                        kv("k8s.pod.name", &pod.pod),
+                    ],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "ovms".into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-            is_monotonic: true,
-        })),
-        ..Default::default()
-    };
-    let metrics = vec![
-        counter(
-            "ovms_requests_success",
-            "Number of successful requests to a model or a DAG.",
-            success,
-        ),
-        counter(
-            "ovms_requests_fail",
-            "Number of failed requests to a model or a DAG.",
-            fail,
-        ),
+        }
+    }
+
+    fn counter(&self, name: &str, help: &str, v: u64, attrs: &[KeyValue], now: u64) -> Metric {
+        Metric {
+            name: name.into(),
+            description: help.into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: vec![NumberDataPoint {
+                    attributes: attrs.to_vec(),
+                    start_time_unix_nano: self.start,
+                    time_unix_nano: now,
+                    value: Some(number_data_point::Value::AsInt(v as i64)),
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn latency(&self, attrs: &[KeyValue], now: u64) -> Metric {
         Metric {
             name: "ovms_request_time_us".into(),
             description: "Processing time of requests to a model or a DAG.".into(),
             data: Some(metric::Data::Histogram(Histogram {
                 data_points: vec![HistogramDataPoint {
-                    attributes: attrs.clone(),
-                    start_time_unix_nano: start,
+                    attributes: attrs.to_vec(),
+                    start_time_unix_nano: self.start,
                     time_unix_nano: now,
-                    count: buckets.iter().sum(),
-                    sum: Some(sum),
-                    bucket_counts: buckets.to_vec(),
-                    explicit_bounds: bounds.to_vec(),
+                    count: self.buckets.iter().sum(),
+                    sum: Some(self.sum),
+                    bucket_counts: self.buckets.clone(),
+                    explicit_bounds: self.bounds.clone(),
                     ..Default::default()
                 }],
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
             })),
             ..Default::default()
-        },
-        Metric {
-            name: "ovms_current_requests".into(),
-            description: "Number of inference requests currently in process.".into(),
-            data: Some(metric::Data::Gauge(Gauge {
-                data_points: vec![NumberDataPoint {
-                    attributes: attrs.clone(),
-                    time_unix_nano: now,
-                    value: Some(number_data_point::Value::AsInt(
-                        rand::rng().random_range(0..8),
-                    )),
-                    ..Default::default()
-                }],
-            })),
-            ..Default::default()
-        },
-    ];
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", "ovms"),
-                    kv("service.instance.id", pod),
-                    kv("k8s.pod.name", pod),
-                ],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                scope: Some(InstrumentationScope {
-                    name: "ovms".into(),
-                    ..Default::default()
-                }),
-                metrics,
+        }
+    }
+}
+
+/// A random number of requests in process right now.
+fn current_requests(attrs: &[KeyValue], now: u64) -> Metric {
+    Metric {
+        name: "ovms_current_requests".into(),
+        description: "Number of inference requests currently in process.".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![NumberDataPoint {
+                attributes: attrs.to_vec(),
+                time_unix_nano: now,
+                value: Some(number_data_point::Value::AsInt(
+                    rand::rng().random_range(0..8),
+                )),
                 ..Default::default()
             }],
-            ..Default::default()
-        }],
+        })),
+        ..Default::default()
     }
 }
 
