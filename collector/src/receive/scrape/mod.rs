@@ -14,6 +14,7 @@ pub mod parse;
 
 use crate::buffer::{Buffer, BufferError};
 use crate::enrich::Stamp;
+use crate::log_limit::LogLimit;
 use bytes::Bytes;
 pub use convert::{TargetIdentity, SCRAPE_SCOPE};
 use edgewatch_config::collector::PrometheusReceiverConfig;
@@ -255,7 +256,7 @@ pub async fn run_target(
     shutdown: CancellationToken,
 ) {
     let mut state = convert::TargetState::default();
-    let mut last_warn: Option<Instant> = None;
+    let mut warn_limit = LogLimit::new(LOG_EVERY);
     let mut ticker = tokio::time::interval(target.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -291,15 +292,15 @@ pub async fn run_target(
                         .with_label_values(&["label_clash"])
                         .inc_by(c.label_clashes);
                 }
-                if c.duplicates + c.label_clashes > 0 && warn_due(&mut last_warn) {
-                    tracing::warn!(target = %target.url, duplicates = c.duplicates, label_clashes = c.label_clashes, "scrape: samples dropped");
+                if c.duplicates + c.label_clashes > 0 && warn_limit.due() {
+                    tracing::warn!(target = %target.url, duplicates = c.duplicates, label_clashes = c.label_clashes, "samples dropped");
                 }
                 rm
             }
             Err(e) => {
                 metrics.scrapes.with_label_values(&["failed"]).inc();
                 metrics.failures.with_label_values(&[e.reason()]).inc();
-                if warn_due(&mut last_warn) {
+                if warn_limit.due() {
                     tracing::warn!(target = %target.url, error = %e, "scrape failed (logged once per 5m per target)");
                 } else {
                     tracing::debug!(target = %target.url, error = %e, "scrape failed");
@@ -312,22 +313,13 @@ pub async fn run_target(
         };
         if let Err(e) = output.send(vec![rm]).await {
             metrics.buffer_errors.inc();
-            tracing::debug!(target = %target.url, error = %e, "scrape: buffer append failed");
+            tracing::debug!(target = %target.url, error = %e, "buffer append failed");
         }
     }
     // The target went away (not a shutdown): mark everything it had stale.
     let (rm, stale) = convert::failed(&target.identity, &mut state, now_ms(), 0.0, false);
     metrics.stale_markers.inc_by(stale);
     let _ = output.send(vec![rm]).await;
-}
-
-fn warn_due(last: &mut Option<Instant>) -> bool {
-    if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-        *last = Some(Instant::now());
-        true
-    } else {
-        false
-    }
 }
 
 /// Runs the targets in `targets` (the wanted set; it may change), until `shutdown`.
@@ -341,7 +333,7 @@ pub async fn run(
     let client = match reqwest::Client::builder().no_proxy().build() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "scrape receiver: building the HTTP client");
+            tracing::error!(error = %e, "building the HTTP client");
             return;
         }
     };
