@@ -162,18 +162,21 @@ impl ScrapeMetrics {
 }
 
 /// Why a scrape failed (the `reason` label).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// Without the URL: the log line names the target.
     #[error("connecting: {0}")]
-    Connect(String),
+    Connect(#[source] reqwest::Error),
     #[error("HTTP status {0}")]
     Status(u16),
     #[error("body larger than {0} bytes")]
     TooLarge(u64),
+    #[error("invalid exposition: not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
     #[error("invalid exposition: {0}")]
-    Invalid(String),
+    Invalid(#[source] parse::ParseError),
 }
 
 impl ScrapeError {
@@ -183,7 +186,7 @@ impl ScrapeError {
             ScrapeError::Connect(_) => "connect",
             ScrapeError::Status(_) => "http_status",
             ScrapeError::TooLarge(_) => "body_too_large",
-            ScrapeError::Invalid(_) => "invalid_exposition",
+            ScrapeError::NotUtf8(_) | ScrapeError::Invalid(_) => "invalid_exposition",
         }
     }
 }
@@ -212,7 +215,7 @@ pub async fn fetch(
             )
             .send()
             .await
-            .map_err(|e| ScrapeError::Connect(e.without_url().to_string()))?;
+            .map_err(|e| ScrapeError::Connect(e.without_url()))?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
@@ -228,15 +231,15 @@ pub async fn fetch(
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| ScrapeError::Connect(e.without_url().to_string()))?
+            .map_err(|e| ScrapeError::Connect(e.without_url()))?
         {
             if (body.len() + chunk.len()) as u64 > max_body {
                 return Err(ScrapeError::TooLarge(max_body));
             }
             body.extend_from_slice(&chunk);
         }
-        let text = String::from_utf8(body).map_err(|_| ScrapeError::Invalid("not UTF-8".into()))?;
-        parse::parse(&text, format).map_err(|e| ScrapeError::Invalid(e.to_string()))
+        let text = String::from_utf8(body).map_err(ScrapeError::NotUtf8)?;
+        parse::parse(&text, format).map_err(ScrapeError::Invalid)
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
