@@ -1,13 +1,29 @@
 //! Dropping code the collector no longer runs from its resident set.
 //!
-//! One binary serves every role, and its text is ~26 MB. The collector touches
-//! megabytes of it once (argument and config parsing, TLS and client setup, sled
-//! recovery, the first connection to the core) and never again, and the kernel maps
-//! code in 64 KiB runs around each fault: releasing those pages took S1's peak RSS
-//! from 19.2 to 15.6 MiB. So the collector tells the kernel, now and then, that it
-//! no longer needs the executable's read-only pages: they stay in the page cache,
-//! and those the steady state runs are mapped again (minor faults) on their next
-//! use.
+//! The collector touches megabytes of its executable's text once (argument and
+//! config parsing, TLS and client setup, sled recovery, the first connection to the
+//! core) and never again, and the kernel maps code in 64 KiB runs around each
+//! fault: with the all-roles `edgewatch` binary (~26 MB of text), releasing those
+//! pages took the collector's peak RSS under steady OTLP load from 19.2 to 15.6 MiB.
+//! So the collector tells the kernel, now and then, that it no longer needs the
+//! executable's read-only pages: they stay in the page cache, and those the steady
+//! state runs are mapped again (minor faults) on their next use.
+//!
+//! `EDGEWATCH_RELEASE_CODE_PAGES=0` turns this off, to measure what it still buys
+//! in the smaller `edgewatch-collector` executable.
+
+/// The environment variable that turns the release off when set to `0`.
+pub const RELEASE_ENV: &str = "EDGEWATCH_RELEASE_CODE_PAGES";
+
+/// Whether the collector should release its code pages: yes unless
+/// [`RELEASE_ENV`] is `0`.
+pub fn release_enabled() -> bool {
+    release_enabled_by(std::env::var_os(RELEASE_ENV).as_deref())
+}
+
+fn release_enabled_by(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_none_or(|v| v != "0")
+}
 
 /// Releases the executable's code pages now and after every `period`.
 pub async fn release_code_pages_every(period: std::time::Duration) {
@@ -136,6 +152,14 @@ Anonymous:           100 kB
         // The relocated read-only segment has written pages: never released.
         assert_eq!(m[2].anonymous_kb, 700);
         assert_eq!(m[3].path, "");
+    }
+
+    #[test]
+    fn only_zero_turns_the_release_off() {
+        use std::ffi::OsStr;
+        assert!(release_enabled_by(None));
+        assert!(release_enabled_by(Some(OsStr::new("1"))));
+        assert!(!release_enabled_by(Some(OsStr::new("0"))));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! batches that were in flight. Each batch names its entries' sequence numbers
 //! (see `edgewatch_otlp::BatchInfo`) so the aggregator drops what it already has.
 
-use crate::buffer::{Buffer, Entry, Seq};
+use crate::buffer::{Buffer, BufferError, Entry, Seq};
 use bytes::BytesMut;
 use edgewatch_otlp::client::{Frame, FrameEncoder};
 use edgewatch_otlp::BatchInfo;
@@ -135,7 +135,10 @@ impl Forwarder {
         registry: &Registry,
     ) -> Result<Self, ForwardError> {
         let endpoint = Endpoint::from_shared(opts.endpoint.clone())
-            .map_err(|e| ForwardError::Endpoint(format!("{:?}: {e}", opts.endpoint)))?
+            .map_err(|source| ForwardError::Endpoint {
+                endpoint: opts.endpoint.clone(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(5))
             .timeout(opts.timeout)
             .tcp_nodelay(true)
@@ -205,13 +208,12 @@ impl Forwarder {
         }
     }
 
-    async fn read(&self, from: Seq) -> Result<Vec<Entry>, String> {
+    async fn read(&self, from: Seq) -> Result<Vec<Entry>, BufferError> {
         let buffer = self.buffer.clone();
         let max_bytes = self.opts.max_batch_bytes;
         tokio::task::spawn_blocking(move || buffer.read(from, MAX_BATCH_ENTRIES, max_bytes))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| BufferError::io("reading the buffer", std::io::Error::other(e)))?
     }
 
     fn send(
@@ -399,8 +401,11 @@ fn unix_seconds() -> f64 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("forward.endpoint {0}")]
-    Endpoint(String),
+    #[error("forward.endpoint {endpoint:?}: {source}")]
+    Endpoint {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
     #[error("creating the zstd compressor: {0}")]
     Compressor(std::io::Error),
     #[error("registering forwarder metrics: {0}")]

@@ -6,6 +6,7 @@ pub mod buffer;
 pub mod discover;
 pub mod enrich;
 pub mod forward;
+pub mod log_limit;
 pub mod model;
 pub mod receive;
 pub mod selfmon;
@@ -32,7 +33,7 @@ pub enum CollectorError {
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("kubernetes discovery: {0}")]
-    Discovery(String),
+    Discovery(#[from] discover::watch::ClientError),
 }
 
 /// A started collector: where it listens, and its task.
@@ -61,21 +62,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Collector, CollectorError> {
     let registry = Registry::new();
-    let opts = BufferOptions {
-        path: cfg.buffer.path.clone(),
-        max_bytes: cfg.buffer.max_bytes.bytes(),
-        full_policy: cfg.buffer.full_policy,
-        max_age: cfg.buffer.max_age.map(|d| d.get()),
-    };
-    let reg = registry.clone();
-    let buffer = tokio::task::spawn_blocking(move || Buffer::open(opts, &reg))
-        .await
-        .map_err(|e| CollectorError::Io(std::io::Error::other(e)))?
-        .map_err(|source| CollectorError::Buffer {
-            path: cfg.buffer.path.display().to_string(),
-            source,
-        })?;
-
+    let buffer = open_buffer(cfg, &registry).await?;
     let node = enrich::node_name(cfg.node.as_ref().map(|n| n.0.as_str()));
     let stamp = enrich::Stamp::new(&cfg.cluster.0, &node);
     let mut sink = receive::otlp::BufferSink::new(buffer.clone(), stamp.clone(), &registry)?;
@@ -93,18 +80,7 @@ pub async fn start(
         &registry,
     )?;
 
-    let collector_info = prometheus::IntGaugeVec::new(
-        prometheus::Opts::new(
-            "edgewatch_collector_info",
-            "Identity of this collector (value 1).",
-        ),
-        // cluster and node travel as resource attributes, like on every series.
-        &["instance_id", "version"],
-    )?;
-    collector_info
-        .with_label_values(&[buffer.instance_id(), env!("CARGO_PKG_VERSION")])
-        .set(1);
-    registry.register(Box::new(collector_info))?;
+    register_info(&registry, &buffer)?;
     let mut side_tasks = side_tasks;
     if !cfg.admin.self_metrics_interval.get().is_zero() {
         side_tasks.push(tokio::spawn(selfmon::run(
@@ -139,6 +115,41 @@ pub async fn start(
         instance_id = %out.instance_id, node = %out.node, "collector started"
     );
     Ok(out)
+}
+
+/// Opens (recovers) the durable buffer off the runtime threads: sled's recovery
+/// reads from disk.
+async fn open_buffer(cfg: &CollectorConfig, registry: &Registry) -> Result<Buffer, CollectorError> {
+    let opts = BufferOptions {
+        path: cfg.buffer.path.clone(),
+        max_bytes: cfg.buffer.max_bytes.bytes(),
+        full_policy: cfg.buffer.full_policy,
+        max_age: cfg.buffer.max_age.map(|d| d.get()),
+    };
+    let reg = registry.clone();
+    tokio::task::spawn_blocking(move || Buffer::open(opts, &reg))
+        .await
+        .map_err(|e| CollectorError::Io(std::io::Error::other(e)))?
+        .map_err(|source| CollectorError::Buffer {
+            path: cfg.buffer.path.display().to_string(),
+            source,
+        })
+}
+
+/// `edgewatch_collector_info`: which collector (instance id, version) this is.
+fn register_info(registry: &Registry, buffer: &Buffer) -> Result<(), prometheus::Error> {
+    let collector_info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "edgewatch_collector_info",
+            "Identity of this collector (value 1).",
+        ),
+        // cluster and node travel as resource attributes, like on every series.
+        &["instance_id", "version"],
+    )?;
+    collector_info
+        .with_label_values(&[buffer.instance_id(), env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry.register(Box::new(collector_info))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -187,7 +198,6 @@ async fn start_discovery_and_scrape(
     registry: &Registry,
     shutdown: &CancellationToken,
 ) -> Result<(Option<discover::SnapshotRx>, Vec<JoinHandle<()>>), CollectorError> {
-    use std::sync::Arc;
     let mut tasks = Vec::new();
     let output = receive::scrape::Output::new(buffer.clone(), stamp.clone());
     let prom = &cfg.receivers.prometheus;
@@ -200,23 +210,7 @@ async fn start_discovery_and_scrape(
         timeout: prom.scrape_timeout.get(),
     };
     let snapshots = if cfg.discovery.kubernetes {
-        let client = discover::watch::client(cfg.discovery.kubeconfig.as_deref())
-            .await
-            .map_err(CollectorError::Discovery)?;
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(discover::Snapshot::default()));
-        tasks.push(tokio::spawn(discover::watch::run(
-            client,
-            node.to_string(),
-            rules.clone(),
-            tx,
-            shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(model::run(
-            rx.clone(),
-            output.clone(),
-            cfg.discovery.metadata_interval.get(),
-            shutdown.clone(),
-        )));
+        let rx = start_discovery(cfg, node, &rules, &output, shutdown, &mut tasks).await?;
         Some(rx)
     } else {
         None
@@ -225,23 +219,14 @@ async fn start_discovery_and_scrape(
     if !statics.is_empty() || snapshots.is_some() {
         let metrics = receive::scrape::ScrapeMetrics::new(registry)?;
         let (ttx, trx) = tokio::sync::watch::channel(statics.clone());
-        if let Some(mut rx) = snapshots.clone() {
-            let stop = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let mut all = statics.clone();
-                    all.extend(rx.borrow_and_update().scrape_targets(&rules));
-                    ttx.send_if_modified(|cur| {
-                        let changed = *cur != all;
-                        *cur = all;
-                        changed
-                    });
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        c = rx.changed() => if c.is_err() { return },
-                    }
-                }
-            }));
+        if let Some(rx) = snapshots.clone() {
+            tasks.push(tokio::spawn(publish_targets(
+                statics,
+                rx,
+                rules,
+                ttx,
+                shutdown.clone(),
+            )));
         } else {
             // Keep the sender alive for the receiver's lifetime.
             tasks.push(tokio::spawn({
@@ -261,4 +246,56 @@ async fn start_discovery_and_scrape(
         )));
     }
     Ok((snapshots, tasks))
+}
+
+/// Starts the node's pod watcher and the model metadata emitter; returns the
+/// watcher's snapshots.
+async fn start_discovery(
+    cfg: &CollectorConfig,
+    node: &str,
+    rules: &discover::Rules,
+    output: &receive::scrape::Output,
+    shutdown: &CancellationToken,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<discover::SnapshotRx, CollectorError> {
+    let client = discover::watch::client(cfg.discovery.kubeconfig.as_deref()).await?;
+    let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(discover::Snapshot::default()));
+    tasks.push(tokio::spawn(discover::watch::run(
+        client,
+        node.to_string(),
+        rules.clone(),
+        tx,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(model::run(
+        rx.clone(),
+        output.clone(),
+        cfg.discovery.metadata_interval.get(),
+        shutdown.clone(),
+    )));
+    Ok(rx)
+}
+
+/// Keeps the scrape receiver's target set at the static targets plus the pods
+/// discovered now.
+async fn publish_targets(
+    statics: Vec<receive::scrape::ScrapeTarget>,
+    mut rx: discover::SnapshotRx,
+    rules: discover::Rules,
+    ttx: tokio::sync::watch::Sender<Vec<receive::scrape::ScrapeTarget>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let mut all = statics.clone();
+        all.extend(rx.borrow_and_update().scrape_targets(&rules));
+        ttx.send_if_modified(|cur| {
+            let changed = *cur != all;
+            *cur = all;
+            changed
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            c = rx.changed() => if c.is_err() { return },
+        }
+    }
 }

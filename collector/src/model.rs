@@ -174,7 +174,7 @@ pub async fn run(
         let snap = rx.borrow_and_update().clone();
         let rm = build(&snap, &mut previous, now_ms());
         if let Err(e) = output.send(vec![rm]).await {
-            tracing::debug!(error = %e, "model metadata: buffer append failed");
+            tracing::debug!(error = %e, "appending model metadata failed");
         }
     }
 }

@@ -12,10 +12,11 @@
 
 use super::format::{self, Header};
 use super::meta::sync_dir;
-use super::segment::{dir_bytes, SegHandle, MAX_BLOCKS};
+use super::segment::{dir_bytes, SegError, SegHandle, MAX_BLOCKS};
 use super::Shared;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,11 +71,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 // A compressor per job: its tables go back to the system
                 // between outages instead of staying with the thread.
                 let res = block_compressor()
-                    .map_err(|e| format!("zstd compressor: {e}"))
+                    .map_err(CompactError::Compressor)
                     .and_then(|mut c| compact(&shared, job, &mut c));
                 if let Err(e) = res {
                     if !shared.closed.load(Ordering::Acquire) {
-                        warn!(segment = first, error = %e, "edgewatch buffer: compaction failed");
+                        warn!(segment = first, error = %e, "compaction failed");
                     }
                     failed.insert(first, Instant::now());
                     shared.lock().compacting_bytes = 0;
@@ -114,11 +115,41 @@ fn next_job(shared: &Shared, failed: &HashMap<u64, Instant>) -> Option<Job> {
     })
 }
 
+/// Why a compaction failed; the sealed segment stays as it is.
+#[derive(Debug, thiserror::Error)]
+enum CompactError {
+    #[error("zstd compressor: {0}")]
+    Compressor(#[source] io::Error),
+    #[error("reading the sealed segment: {0}")]
+    Read(#[source] SegError),
+    #[error("writing the compacted copy: {0}")]
+    Write(#[source] SegError),
+    #[error("{context} {}: {source}", .path.display())]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("closing")]
+    Closing,
+}
+
+impl CompactError {
+    fn io(context: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CompactError {
+        let path = path.to_path_buf();
+        move |source| CompactError::Io {
+            context,
+            path,
+            source,
+        }
+    }
+}
+
 fn compact(
     shared: &Shared,
     job: Job,
     compressor: &mut zstd::bulk::Compressor<'static>,
-) -> Result<(), String> {
+) -> Result<(), CompactError> {
     let started = Instant::now();
     let segs_dir = &shared.cfg.segments_dir;
     let final_dir = segs_dir.join(format::segment_name(job.first, job.points_before, true));
@@ -128,75 +159,94 @@ fn compact(
         format::COMPACTING_SUFFIX
     ));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| e.to_string())?;
+        std::fs::remove_dir_all(&tmp).map_err(CompactError::io("removing", &tmp))?;
     }
-    let result = (|| -> Result<(), String> {
-        let out = SegHandle::open(&tmp, job.first, true, true).map_err(|e| e.to_string())?;
-        let n = job.end - job.first;
-        let mut total_raw = 0u64;
-        job.handle
-            .scan(job.first, job.end, false, &mut |_, hd, _| {
-                total_raw += hd.raw_len;
-                true
-            })
-            .map_err(|e| format!("reading the sealed segment: {e}"))?;
-        let blocks = total_raw.div_ceil(BLOCK_RAW_TARGET).clamp(1, MAX_BLOCKS);
-        let per_block = n.div_ceil(blocks).max(1);
-        let mut headers: Vec<Header> = Vec::new();
-        let mut raw: Vec<u8> = Vec::new();
-        let mut err: Option<String> = None;
-        let mut emit = |headers: &mut Vec<Header>, raw: &mut Vec<u8>, first: u64| {
-            let v = format::encode_block(headers, raw, compressor).map_err(|e| e.to_string())?;
-            out.insert_block(first, v).map_err(|e| e.to_string())?;
-            headers.clear();
-            raw.clear();
-            shared.lock().compacting_bytes = dir_bytes(&tmp);
-            Ok::<(), String>(())
-        };
-        let mut block_first = job.first;
-        let scanned = job
-            .handle
-            .scan(job.first, job.end, true, &mut |seq, hd, p| {
-                if shared.closed.load(Ordering::Acquire) {
-                    err = Some("closing".into());
-                    return false;
-                }
-                if headers.is_empty() {
-                    block_first = seq;
-                }
-                headers.push(*hd);
-                raw.extend_from_slice(&p.unwrap_or_default());
-                if headers.len() as u64 >= per_block {
-                    if let Err(e) = emit(&mut headers, &mut raw, block_first) {
-                        err = Some(e);
-                        return false;
-                    }
-                }
-                true
-            });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        scanned.map_err(|e| format!("reading the sealed segment: {e}"))?;
-        if !headers.is_empty() {
-            emit(&mut headers, &mut raw, block_first)?;
-        }
-        out.flush().map_err(|e| e.to_string())?;
-        drop(out);
-        sync_dir(&tmp).map_err(|e| e.to_string())?;
-        let blobs = tmp.join("blobs");
-        if blobs.is_dir() {
-            sync_dir(&blobs).map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
+    if let Err(e) = write_copy(shared, &job, compressor, &tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    swap_in(shared, job, &tmp, final_dir, started)
+}
+
+/// Writes the compacted copy of the job's segment into `tmp`, durably.
+fn write_copy(
+    shared: &Shared,
+    job: &Job,
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    tmp: &Path,
+) -> Result<(), CompactError> {
+    let out = SegHandle::open(tmp, job.first, true, true).map_err(CompactError::Write)?;
+    let n = job.end - job.first;
+    let mut total_raw = 0u64;
+    job.handle
+        .scan(job.first, job.end, false, &mut |_, hd, _| {
+            total_raw += hd.raw_len;
+            true
+        })
+        .map_err(CompactError::Read)?;
+    let blocks = total_raw.div_ceil(BLOCK_RAW_TARGET).clamp(1, MAX_BLOCKS);
+    let per_block = n.div_ceil(blocks).max(1);
+    let mut headers: Vec<Header> = Vec::new();
+    let mut raw: Vec<u8> = Vec::new();
+    let mut err: Option<CompactError> = None;
+    let mut emit = |headers: &mut Vec<Header>, raw: &mut Vec<u8>, first: u64| {
+        let v = format::encode_block(headers, raw, compressor)
+            .map_err(|e| CompactError::Write(SegError::io("compressing a block", e)))?;
+        out.insert_block(first, v).map_err(CompactError::Write)?;
+        headers.clear();
+        raw.clear();
+        shared.lock().compacting_bytes = dir_bytes(tmp);
+        Ok::<(), CompactError>(())
+    };
+    let mut block_first = job.first;
+    let scanned = job
+        .handle
+        .scan(job.first, job.end, true, &mut |seq, hd, p| {
+            if shared.closed.load(Ordering::Acquire) {
+                err = Some(CompactError::Closing);
+                return false;
+            }
+            if headers.is_empty() {
+                block_first = seq;
+            }
+            headers.push(*hd);
+            raw.extend_from_slice(&p.unwrap_or_default());
+            if headers.len() as u64 >= per_block {
+                if let Err(e) = emit(&mut headers, &mut raw, block_first) {
+                    err = Some(e);
+                    return false;
+                }
+            }
+            true
+        });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    scanned.map_err(CompactError::Read)?;
+    if !headers.is_empty() {
+        emit(&mut headers, &mut raw, block_first)?;
+    }
+    out.flush().map_err(CompactError::Write)?;
+    drop(out);
+    sync_dir(tmp).map_err(CompactError::io("syncing", tmp))?;
+    let blobs = tmp.join("blobs");
+    if blobs.is_dir() {
+        sync_dir(&blobs).map_err(CompactError::io("syncing", &blobs))?;
+    }
+    Ok(())
+}
+
+/// Puts the compacted copy in the original's place, unless the segment went away
+/// meanwhile (drained, dropped, quarantined).
+fn swap_in(
+    shared: &Shared,
+    job: Job,
+    tmp: &Path,
+    final_dir: PathBuf,
+    started: Instant,
+) -> Result<(), CompactError> {
     drop(job.handle);
-    // Swap under the lock: the segment may have been deleted (drained,
-    // dropped, quarantined) meanwhile.
+    // Under the lock: readers and the writer see the old or the new segment.
     let mut st = shared.lock();
     st.compacting_bytes = 0;
     let Some(i) = st
@@ -205,14 +255,14 @@ fn compact(
         .position(|s| s.first == job.first && !s.compacted && s.dir == job.dir)
     else {
         drop(st);
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(tmp);
         return Ok(());
     };
-    std::fs::rename(&tmp, &final_dir).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&tmp);
-        format!("renaming the compacted copy: {e}")
+    std::fs::rename(tmp, &final_dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(tmp);
+        CompactError::io("renaming the compacted copy", tmp)(e)
     })?;
-    let _ = sync_dir(segs_dir);
+    let _ = sync_dir(&shared.cfg.segments_dir);
     let before = st.segs[i].bytes;
     let after = dir_bytes(&final_dir);
     {
@@ -235,7 +285,7 @@ fn compact(
         before,
         after,
         ms = started.elapsed().as_millis() as u64,
-        "edgewatch buffer: segment compacted"
+        "segment compacted"
     );
     Ok(())
 }

@@ -155,10 +155,38 @@ pub enum BufferError {
     #[error("buffer full, retry after {retry_after:?}")]
     Full { retry_after: Duration },
     /// Write failed (disk full, read-only, I/O error): answer UNAVAILABLE / 503; retryable.
-    #[error("buffer i/o error: {0}")]
-    Io(String),
+    /// Shared (`Arc`) because one failed group commit answers every waiter with it.
+    #[error("buffer i/o error: {context}: {source}")]
+    Io {
+        /// What the buffer was doing, with the path where one is involved.
+        context: String,
+        source: Arc<std::io::Error>,
+    },
     #[error("buffer closed")]
     Closed,
+}
+
+/// A segment that cannot be read: reported with what went wrong; corruption as
+/// `InvalidData`.
+impl From<SegError> for BufferError {
+    fn from(e: SegError) -> BufferError {
+        match e {
+            SegError::Io { context, source } => BufferError::Io {
+                context,
+                source: Arc::new(source),
+            },
+            corrupt => BufferError::io("reading the buffer", corrupt),
+        }
+    }
+}
+
+impl BufferError {
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        BufferError::Io {
+            context: context.into(),
+            source: Arc::new(source.into()),
+        }
+    }
 }
 
 /// Switches for tests: make the next writes or flushes fail.
@@ -260,7 +288,7 @@ impl Inner {
         };
         if let Some(h) = compactor {
             if h.join().is_err() {
-                error!("edgewatch buffer: compaction thread panicked");
+                error!("compaction thread panicked");
             }
         }
         let handle = match self.writer.lock() {
@@ -270,7 +298,7 @@ impl Inner {
         if let Some(h) = handle {
             let _ = self.tx.send(Msg::Close);
             if h.join().is_err() {
-                error!("edgewatch buffer: writer thread panicked");
+                error!("writer thread panicked");
             }
         }
         self.permits.close();
@@ -300,20 +328,49 @@ fn segment_size_for(max_bytes: u64) -> u64 {
 
 /// Opens the directory. `Corrupt` means: move it aside and start fresh.
 fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
-    let io = |what: &str, e: std::io::Error| SegError::Io(format!("{what}: {e}"));
-    std::fs::create_dir_all(&cfg.path).map_err(|e| io("creating the buffer directory", e))?;
+    std::fs::create_dir_all(&cfg.path)
+        .map_err(|e| SegError::io(format!("creating {}", cfg.path.display()), e))?;
     let m = match meta::read(&cfg.path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             return Err(SegError::Corrupt(format!("meta.json: {e}")))
         }
-        Err(e) => return Err(io("reading meta.json", e)),
+        Err(e) => return Err(SegError::io("reading meta.json", e)),
     };
-    std::fs::create_dir_all(&cfg.segments_dir).map_err(|e| io("creating segments/", e))?;
+    let mut segs = list_segments(cfg)?;
+    let m = checked_meta(cfg, m, segs.is_empty())?;
+    let (durable_next, durable_points, active) = open_active(cfg, &mut segs, &m)?;
+    let (head, head_points) = resume_head(&segs, &m, durable_next, durable_points);
+    let st = State {
+        segs,
+        active: Some(active),
+        open: Vec::new(),
+        read_cache: None,
+        head,
+        head_points_before: head_points,
+        head_appended_ms: None,
+        head_stale: true,
+        durable_next,
+        durable_points,
+        meta_dirty: true,
+        pending_deletes: Vec::new(),
+        sealed: Vec::new(),
+        compacting_bytes: 0,
+        last_ack: None,
+    };
+    Ok((m.instance_id, st))
+}
+
+/// The segments under `segments/`, oldest first, without what a crash during
+/// compaction left behind (deleted here).
+fn list_segments(cfg: &Config) -> Result<Vec<SegMeta>, SegError> {
+    let dir = &cfg.segments_dir;
+    let io = |what: &str, e: std::io::Error| SegError::io(format!("{what} {}", dir.display()), e);
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
     let mut segs: Vec<SegMeta> = Vec::new();
     let mut leftovers = Vec::new();
-    for e in std::fs::read_dir(&cfg.segments_dir).map_err(|e| io("listing segments/", e))? {
-        let e = e.map_err(|e| io("listing segments/", e))?;
+    for e in std::fs::read_dir(dir).map_err(|e| io("listing", e))? {
+        let e = e.map_err(|e| io("listing", e))?;
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(format::COMPACTING_SUFFIX) && e.path().is_dir() {
             // A compaction interrupted by a crash: the original is intact.
@@ -345,14 +402,27 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
             _ => kept.push(s),
         }
     }
-    let mut segs = kept;
     for d in leftovers {
-        std::fs::remove_dir_all(&d).map_err(|e| io("removing a leftover segment copy", e))?;
+        std::fs::remove_dir_all(&d).map_err(|e| {
+            SegError::io(
+                format!("removing the leftover segment copy {}", d.display()),
+                e,
+            )
+        })?;
     }
-    segs.sort_by_key(|s| s.first);
+    kept.sort_by_key(|s| s.first);
+    Ok(kept)
+}
+
+/// The checkpoint read from `meta.json`, or a new one for an empty directory.
+fn checked_meta(
+    cfg: &Config,
+    m: Option<meta::Meta>,
+    no_segments: bool,
+) -> Result<meta::Meta, SegError> {
     let m = match m {
         Some(m) => m,
-        None if segs.is_empty() => {
+        None if no_segments => {
             let m = meta::Meta {
                 version: meta::VERSION,
                 instance_id: uuid::Uuid::new_v4().to_string(),
@@ -361,7 +431,7 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
                 next_seq_floor: 0,
                 next_points_floor: 0,
             };
-            meta::write(&cfg.path, &m).map_err(|e| io("writing meta.json", e))?;
+            meta::write(&cfg.path, &m).map_err(|e| SegError::io("writing meta.json", e))?;
             m
         }
         None => return Err(SegError::Corrupt("segments without meta.json".into())),
@@ -376,10 +446,19 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
     if m.instance_id.is_empty() {
         return Err(SegError::Corrupt("meta.json: unsupported content".into()));
     }
+    Ok(m)
+}
+
+/// Opens the active segment (the last one, or a new one at the persisted number
+/// floor) and returns the next sequence number, the points before it, and the handle.
+fn open_active(
+    cfg: &Config,
+    segs: &mut Vec<SegMeta>,
+    m: &meta::Meta,
+) -> Result<(Seq, u64, Arc<SegHandle>), SegError> {
     // The active (last) segment: its last entry gives the next number.
     let mut durable_next = m.next_seq_floor;
     let mut durable_points = m.next_points_floor;
-    let mut active = None;
     if let Some(last) = segs.last() {
         let h = SegHandle::open(&last.dir, last.first, false, last.compacted)?;
         let (n, p) = match h.last_entry()? {
@@ -391,66 +470,86 @@ fn try_open(cfg: &Config) -> Result<(String, State), SegError> {
             }
             None => (last.first, last.points_before),
         };
-        if n >= durable_next && !last.compacted {
+        if n >= durable_next {
             durable_next = n;
             durable_points = p.max(durable_points);
-            active = Some(h);
-        } else if n >= durable_next {
+            if !last.compacted {
+                return Ok((durable_next, durable_points, h));
+            }
             // Only sealed segments are compacted: start a new active one.
-            durable_next = n;
-            durable_points = p.max(durable_points);
-            drop(h);
-        } else {
-            drop(h);
         }
     }
-    if active.is_none() {
-        // No segment, or numbers on disk below the persisted floor: start a
-        // new segment at the floor (numbers stay contiguous per segment).
-        let dir = cfg
-            .segments_dir
-            .join(format::segment_name(durable_next, durable_points, false));
-        let h = SegHandle::open(&dir, durable_next, true, false)?;
-        let _ = meta::sync_dir(&cfg.segments_dir);
-        segs.push(SegMeta {
-            first: durable_next,
-            points_before: durable_points,
-            dir: dir.clone(),
-            bytes: segment::dir_bytes(&dir),
-            compacted: false,
-        });
-        active = Some(h);
-    }
-    let first = segs.first().map(|s| (s.first, s.points_before));
+    // No segment, or numbers on disk below the persisted floor: start a
+    // new segment at the floor (numbers stay contiguous per segment).
+    let dir = cfg
+        .segments_dir
+        .join(format::segment_name(durable_next, durable_points, false));
+    let h = SegHandle::open(&dir, durable_next, true, false)?;
+    let _ = meta::sync_dir(&cfg.segments_dir);
+    segs.push(SegMeta {
+        first: durable_next,
+        points_before: durable_points,
+        dir: dir.clone(),
+        bytes: segment::dir_bytes(&dir),
+        compacted: false,
+    });
+    Ok((durable_next, durable_points, h))
+}
+
+/// Where reading resumes: the checkpoint, moved into the segments on disk.
+fn resume_head(
+    segs: &[SegMeta],
+    m: &meta::Meta,
+    durable_next: Seq,
+    durable_points: u64,
+) -> (Seq, u64) {
     let (mut head, mut head_points) = (m.head, m.head_points_before);
-    if let Some((f, p)) = first {
-        if f > head {
-            head = f;
-            head_points = p;
+    if let Some(s) = segs.first() {
+        if s.first > head {
+            head = s.first;
+            head_points = s.points_before;
         }
     }
     if head >= durable_next {
         head = durable_next;
         head_points = durable_points;
     }
-    let st = State {
-        segs,
-        active,
-        open: Vec::new(),
-        read_cache: None,
-        head,
-        head_points_before: head_points,
-        head_appended_ms: None,
-        head_stale: true,
-        durable_next,
-        durable_points,
-        meta_dirty: true,
-        pending_deletes: Vec::new(),
-        sealed: Vec::new(),
-        compacting_bytes: 0,
-        last_ack: None,
+    (head, head_points)
+}
+
+/// Opens the directory, moving it aside and starting empty if it is corrupt.
+fn open_or_start_fresh(
+    cfg: &Config,
+    metrics: &metrics::Metrics,
+) -> Result<(String, State), BufferError> {
+    let why = match try_open(cfg) {
+        Ok(v) => return Ok(v),
+        Err(SegError::Corrupt(why)) => why,
+        Err(io) => return Err(io.into()),
     };
-    Ok((m.instance_id, st))
+    let aside = state::aside_path(&cfg.path, "");
+    std::fs::rename(&cfg.path, &aside).map_err(|e| {
+        BufferError::io(
+            format!(
+                "buffer {} is corrupt ({why}) and could not be moved aside",
+                cfg.path.display()
+            ),
+            e,
+        )
+    })?;
+    error!(
+        path = %cfg.path.display(),
+        moved_to = %aside.display(),
+        reason = %why,
+        "corrupt buffer directory moved aside; starting empty"
+    );
+    metrics.corruptions.inc();
+    try_open(cfg).map_err(|e| {
+        BufferError::io(
+            format!("starting an empty buffer at {}", cfg.path.display()),
+            e,
+        )
+    })
 }
 
 impl Buffer {
@@ -458,10 +557,11 @@ impl Buffer {
         opts: BufferOptions,
         registry: &prometheus::Registry,
     ) -> Result<Buffer, BufferError> {
-        let metrics = metrics::Metrics::new().map_err(|e| BufferError::Io(e.to_string()))?;
+        let metrics = metrics::Metrics::new()
+            .map_err(|e| BufferError::io("creating metrics", std::io::Error::other(e)))?;
         metrics
             .register(registry)
-            .map_err(|e| BufferError::Io(format!("registering metrics: {e}")))?;
+            .map_err(|e| BufferError::io("registering metrics", std::io::Error::other(e)))?;
         let cfg = Config {
             segments_dir: opts.path.join("segments"),
             path: opts.path,
@@ -470,30 +570,7 @@ impl Buffer {
             max_age: opts.max_age,
             segment_size: segment_size_for(opts.max_bytes),
         };
-        let (instance_id, st) = match try_open(&cfg) {
-            Ok(v) => v,
-            Err(SegError::Io(e)) => return Err(BufferError::Io(e)),
-            Err(SegError::Corrupt(why)) => {
-                let aside = state::aside_path(&cfg.path, "");
-                std::fs::rename(&cfg.path, &aside).map_err(|e| {
-                    BufferError::Io(format!(
-                        "buffer {} is corrupt ({why}) and could not be moved aside: {e}",
-                        cfg.path.display()
-                    ))
-                })?;
-                error!(
-                    path = %cfg.path.display(),
-                    moved_to = %aside.display(),
-                    reason = %why,
-                    "edgewatch buffer: corrupt buffer directory moved aside; starting empty"
-                );
-                metrics.corruptions.inc();
-                match try_open(&cfg) {
-                    Ok(v) => v,
-                    Err(e) => return Err(BufferError::Io(e.to_string())),
-                }
-            }
-        };
+        let (instance_id, st) = open_or_start_fresh(&cfg, &metrics)?;
         let durable = st.durable_next;
         let shared = Arc::new(Shared {
             cfg,
@@ -518,7 +595,7 @@ impl Buffer {
                 entries = st.entries(),
                 bytes = st.total_bytes(),
                 next_seq = st.durable_next,
-                "edgewatch buffer opened"
+                "buffer opened"
             );
         }
         let (tx, rx) = mpsc::channel();
@@ -526,12 +603,12 @@ impl Buffer {
         let handle = std::thread::Builder::new()
             .name("edgewatch-buffer-writer".into())
             .spawn(move || w.run())
-            .map_err(|e| BufferError::Io(format!("spawning the writer thread: {e}")))?;
+            .map_err(|e| BufferError::io("spawning the writer thread", e))?;
         let c_shared = shared.clone();
         let compactor = std::thread::Builder::new()
             .name("edgewatch-buffer-compact".into())
             .spawn(move || compact::run(c_shared))
-            .map_err(|e| BufferError::Io(format!("spawning the compaction thread: {e}")))?;
+            .map_err(|e| BufferError::io("spawning the compaction thread", e))?;
         Ok(Buffer {
             inner: Arc::new(Inner {
                 shared,
@@ -597,47 +674,20 @@ impl Buffer {
             return Ok(out);
         }
         let ctx = shared.ctx();
-        let mut expired_checked = false;
+        if let Some(age) = shared.cfg.max_age {
+            let mut st = shared.lock();
+            st.expire(&ctx, state::now_ms(), age.as_millis() as u64);
+            st.update_gauges(&shared.metrics);
+        }
         loop {
-            let (h, end, idx_first, is_active) = {
-                let mut st = shared.lock();
-                if !expired_checked {
-                    expired_checked = true;
-                    if let Some(age) = shared.cfg.max_age {
-                        st.expire(&ctx, state::now_ms(), age.as_millis() as u64);
-                        st.update_gauges(&shared.metrics);
-                    }
-                }
-                next = next.max(st.head);
-                if next >= st.durable_next {
-                    break;
-                }
-                let Some(i) = st.seg_index(next) else {
-                    break;
-                };
-                let end = st.seg_end(i).min(st.durable_next);
-                if next >= end {
-                    next = end;
-                    continue;
-                }
-                match st.handle(i) {
-                    Ok(h) => (h, end, st.segs[i].first, st.is_active(i)),
-                    Err(SegError::Corrupt(why)) if !st.is_active(i) => {
-                        st.quarantine(&ctx, i, &why);
-                        st.update_gauges(&shared.metrics);
-                        continue;
-                    }
-                    Err(e) => {
-                        if out.is_empty() {
-                            return Err(BufferError::Io(e.to_string()));
-                        }
-                        break;
-                    }
-                }
+            let (h, end, seg_first, is_active) = match self.segment_at(&ctx, &mut next) {
+                Ok(Some(found)) => found,
+                Ok(None) => break,
+                Err(e) if out.is_empty() => return Err(e.into()),
+                Err(_) => break,
             };
-            let start = next;
             let mut full = false;
-            let scanned = h.scan(start, end, true, &mut |seq, hd, payload| {
+            let scanned = h.scan(next, end, true, &mut |seq, hd, payload| {
                 let payload = payload.unwrap_or_default();
                 bytes += payload.len();
                 out.push(Entry {
@@ -653,20 +703,21 @@ impl Buffer {
             if full {
                 return Ok(out);
             }
-            let mut corrupt = scanned.err();
-            if corrupt.is_none() && next < end {
-                corrupt = Some(format!("missing entry {next}"));
-            }
+            let corrupt = match scanned {
+                Err(e) => Some(e),
+                Ok(()) if next < end => Some(SegError::Corrupt(format!("missing entry {next}"))),
+                Ok(()) => None,
+            };
             if let Some(why) = corrupt {
                 if !out.is_empty() {
                     return Ok(out);
                 }
                 if is_active {
-                    return Err(BufferError::Io(format!("corrupt active segment: {why}")));
+                    return Err(BufferError::io("reading the active segment", why));
                 }
                 let mut st = shared.lock();
-                if let Some(i) = st.segs.iter().position(|s| s.first == idx_first) {
-                    st.quarantine(&ctx, i, &why);
+                if let Some(i) = st.segs.iter().position(|s| s.first == seg_first) {
+                    st.quarantine(&ctx, i, &why.to_string());
                     st.update_gauges(&shared.metrics);
                 }
                 drop(st);
@@ -674,6 +725,41 @@ impl Buffer {
             }
         }
         Ok(out)
+    }
+
+    /// The segment holding `next` (moved up to the head and past empty ends): its
+    /// handle, end, first seq and whether it is the active one. `None` once
+    /// nothing durable is left to read. Corrupt sealed segments are moved aside.
+    #[allow(clippy::type_complexity)]
+    fn segment_at(
+        &self,
+        ctx: &Ctx<'_>,
+        next: &mut Seq,
+    ) -> Result<Option<(Arc<SegHandle>, Seq, Seq, bool)>, SegError> {
+        let shared = &self.inner.shared;
+        let mut st = shared.lock();
+        loop {
+            *next = (*next).max(st.head);
+            if *next >= st.durable_next {
+                return Ok(None);
+            }
+            let Some(i) = st.seg_index(*next) else {
+                return Ok(None);
+            };
+            let end = st.seg_end(i).min(st.durable_next);
+            if *next >= end {
+                *next = end;
+                continue;
+            }
+            match st.handle(i) {
+                Ok(h) => return Ok(Some((h, end, st.segs[i].first, st.is_active(i)))),
+                Err(SegError::Corrupt(why)) if !st.is_active(i) => {
+                    st.quarantine(ctx, i, &why);
+                    st.update_gauges(&shared.metrics);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Returns once an entry with `seq >= from` is durable (or at close).

@@ -29,33 +29,53 @@ const COMPACTED_LOG_SEGMENT: usize = 8 * 1024;
 const CACHE_CAPACITY: u64 = 1024 * 1024;
 
 /// Why a segment could not be opened or read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum SegError {
-    /// The data on disk is unusable: move it aside.
+    /// The data on disk is unusable: move it aside. Says what is wrong with it.
+    #[error("corrupt: {0}")]
     Corrupt(String),
     /// Environmental (permissions, lock held, disk full): retry later.
-    Io(String),
+    #[error("i/o: {context}: {source}")]
+    Io { context: String, source: io::Error },
 }
 
-impl std::fmt::Display for SegError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SegError::Corrupt(s) => write!(f, "corrupt: {s}"),
-            SegError::Io(s) => write!(f, "i/o: {s}"),
+impl SegError {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> SegError {
+        SegError::Io {
+            context: context.into(),
+            source,
         }
     }
 }
 
-pub(crate) fn classify(e: sled::Error) -> SegError {
+/// As an I/O error of the kind that caused it (`InvalidData` when corrupt), for
+/// callers that only report it.
+impl From<SegError> for io::Error {
+    fn from(e: SegError) -> io::Error {
+        let kind = match &e {
+            SegError::Io { source, .. } => source.kind(),
+            SegError::Corrupt(_) => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// A sled error during `what`: its I/O errors are environmental unless they say
+/// the data is bad; everything else sled reports means the segment is unusable.
+pub(crate) fn classify(what: &str, e: sled::Error) -> SegError {
     match e {
         sled::Error::Io(ioe) => match ioe.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-                SegError::Corrupt(ioe.to_string())
+                SegError::Corrupt(format!("{what}: {ioe}"))
             }
-            _ => SegError::Io(ioe.to_string()),
+            _ => SegError::io(format!("sled {what}"), ioe),
         },
-        other => SegError::Corrupt(other.to_string()),
+        other => SegError::Corrupt(format!("{what}: {other}")),
     }
+}
+
+fn corrupt(what: &str) -> SegError {
+    SegError::Corrupt(what.to_string())
 }
 
 pub(crate) struct SegHandle {
@@ -124,7 +144,7 @@ pub(crate) mod parking {
 fn run_guarded<T>(what: &str, f: impl FnOnce() -> sled::Result<T>) -> Result<T, SegError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(classify(e)),
+        Ok(Err(e)) => Err(classify(what, e)),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
@@ -210,7 +230,7 @@ impl SegHandle {
             None => Ok(None),
             Some((k, v)) => match format::seq_of_key(&k) {
                 Some(s) => Ok(Some((s, v))),
-                None => Err(SegError::Corrupt("bad key".into())),
+                None => Err(corrupt("bad key")),
             },
         }
     }
@@ -222,108 +242,146 @@ impl SegHandle {
                 None => Ok(None),
                 Some(v) => format::decode_header(&v)
                     .map(|(_, h, _)| Some(h))
-                    .ok_or_else(|| SegError::Corrupt("undecodable entry".into())),
+                    .ok_or_else(|| corrupt("undecodable entry")),
             };
         }
         let Some((bfirst, v)) = self.block_for(seq)? else {
             return Ok(None);
         };
-        let (headers, _, _) = format::decode_block_headers(&v)
-            .ok_or_else(|| SegError::Corrupt("undecodable block".into()))?;
+        let (headers, _, _) =
+            format::decode_block_headers(&v).ok_or_else(|| corrupt("undecodable block"))?;
         Ok(headers.get((seq - bfirst) as usize).copied())
     }
 
     /// Calls `f` on the entries `[start, end)` in order, with their payloads
-    /// if `payloads`, until it returns false. `Err` names what is corrupt (a
-    /// read error, an undecodable value, a missing entry); the entries
-    /// before it were visited.
+    /// if `payloads`, until it returns false. `Err` says what is wrong (a read
+    /// error, an undecodable value, a missing entry); the entries before it
+    /// were visited.
     pub fn scan(
         &self,
         start: u64,
         end: u64,
         payloads: bool,
         f: &mut ScanFn<'_>,
-    ) -> Result<(), String> {
-        let mut expected = start;
+    ) -> Result<(), SegError> {
         if start >= end {
             return Ok(());
         }
-        if !self.compacted {
-            let mut dec = if payloads {
-                Some(self.decompressor())
-            } else {
-                None
-            };
-            for item in self.db.range(format::key(start)..format::key(end)) {
-                let (k, v) = item.map_err(|e| e.to_string())?;
-                let seq = format::seq_of_key(&k).ok_or("bad key")?;
-                if seq != expected {
-                    return Err(format!("missing entry {expected}"));
+        let expected = if self.compacted {
+            self.scan_blocks(start, end, payloads, f)?
+        } else {
+            self.scan_entries(start, end, payloads, f)?
+        };
+        match expected {
+            Some(next) if next < end => Err(SegError::Corrupt(format!("missing entry {next}"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `scan` over the active layout (one value per entry). Returns the next
+    /// seq expected, or `None` if `f` stopped the scan.
+    fn scan_entries(
+        &self,
+        start: u64,
+        end: u64,
+        payloads: bool,
+        f: &mut ScanFn<'_>,
+    ) -> Result<Option<u64>, SegError> {
+        let mut expected = start;
+        let mut dec = if payloads {
+            Some(self.decompressor())
+        } else {
+            None
+        };
+        for item in self.db.range(format::key(start)..format::key(end)) {
+            let (k, v) = item.map_err(|e| classify("scan", e))?;
+            let seq = format::seq_of_key(&k).ok_or_else(|| corrupt("bad key"))?;
+            if seq != expected {
+                return Err(SegError::Corrupt(format!("missing entry {expected}")));
+            }
+            let (hd, payload) = match dec.as_mut() {
+                Some(d) => {
+                    let (hd, p) = format::decode(&v, &mut d.dec)
+                        .ok_or_else(|| corrupt("undecodable entry"))?;
+                    (hd, Some(p))
                 }
-                let (hd, payload) = match dec.as_mut() {
-                    Some(d) => {
-                        let (hd, p) = format::decode(&v, &mut d.dec).ok_or("undecodable entry")?;
-                        (hd, Some(p))
-                    }
-                    None => (
-                        format::decode_header(&v).ok_or("undecodable entry")?.1,
-                        None,
-                    ),
+                None => (
+                    format::decode_header(&v)
+                        .ok_or_else(|| corrupt("undecodable entry"))?
+                        .1,
+                    None,
+                ),
+            };
+            expected = seq + 1;
+            if !f(seq, &hd, payload) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(expected))
+    }
+
+    /// `scan` over the compacted layout (blocks of entries). Returns the next
+    /// seq expected, or `None` if the scan stopped early (`f`, or `end` reached
+    /// inside a block).
+    fn scan_blocks(
+        &self,
+        start: u64,
+        end: u64,
+        payloads: bool,
+        f: &mut ScanFn<'_>,
+    ) -> Result<Option<u64>, SegError> {
+        let mut expected = start;
+        let from = match self.block_for(start)? {
+            Some((b, _)) => b,
+            None => start,
+        };
+        for item in self.db.range(format::key(from)..format::key(end)) {
+            let (k, v) = item.map_err(|e| classify("scan", e))?;
+            let bfirst = format::seq_of_key(&k).ok_or_else(|| corrupt("bad key"))?;
+            let block = if payloads {
+                self.decoded_block(bfirst, &v)
+                    .ok_or_else(|| corrupt("undecodable block"))?
+            } else {
+                let (headers, _, _) =
+                    format::decode_block_headers(&v).ok_or_else(|| corrupt("undecodable block"))?;
+                Arc::new(DecodedBlock {
+                    headers,
+                    raw: Vec::new(),
+                })
+            };
+            let mut off = 0usize;
+            for (j, hd) in block.headers.iter().enumerate() {
+                let seq = bfirst + j as u64;
+                let len = hd.raw_len as usize;
+                let range = off..off + len;
+                off += len;
+                if seq < expected {
+                    continue;
+                }
+                if seq >= end {
+                    return Ok(None);
+                }
+                if seq != expected {
+                    return Err(SegError::Corrupt(format!("missing entry {expected}")));
+                }
+                let payload = if payloads {
+                    Some(
+                        block
+                            .raw
+                            .get(range)
+                            .ok_or_else(|| corrupt("short block"))?
+                            .to_vec(),
+                    )
+                } else {
+                    None
                 };
                 expected = seq + 1;
-                if !f(seq, &hd, payload) {
-                    return Ok(());
-                }
-            }
-        } else {
-            let from = match self.block_for(start).map_err(|e| e.to_string())? {
-                Some((b, _)) => b,
-                None => start,
-            };
-            for item in self.db.range(format::key(from)..format::key(end)) {
-                let (k, v) = item.map_err(|e| e.to_string())?;
-                let bfirst = format::seq_of_key(&k).ok_or("bad key")?;
-                let block = if payloads {
-                    self.decoded_block(bfirst, &v).ok_or("undecodable block")?
-                } else {
-                    let (headers, _, _) =
-                        format::decode_block_headers(&v).ok_or("undecodable block")?;
-                    Arc::new(DecodedBlock {
-                        headers,
-                        raw: Vec::new(),
-                    })
-                };
-                let mut off = 0usize;
-                for (j, hd) in block.headers.iter().enumerate() {
-                    let seq = bfirst + j as u64;
-                    let len = hd.raw_len as usize;
-                    let range = off..off + len;
-                    off += len;
-                    if seq < expected {
-                        continue;
-                    }
-                    if seq >= end {
-                        return Ok(());
-                    }
-                    if seq != expected {
-                        return Err(format!("missing entry {expected}"));
-                    }
-                    let payload = if payloads {
-                        Some(block.raw.get(range).ok_or("short block")?.to_vec())
-                    } else {
-                        None
-                    };
-                    expected = seq + 1;
-                    if !f(seq, hd, payload) {
-                        return Ok(());
-                    }
+                if !f(seq, hd, payload) {
+                    return Ok(None);
                 }
             }
         }
-        if expected < end {
-            return Err(format!("missing entry {expected}"));
-        }
-        Ok(())
+        Ok(Some(expected))
     }
 
     fn decoded_block(&self, bfirst: u64, v: &[u8]) -> Option<Arc<DecodedBlock>> {
@@ -376,19 +434,19 @@ impl SegHandle {
         let Some((k, v)) = last else {
             return Ok(None);
         };
-        let seq = format::seq_of_key(&k).ok_or_else(|| SegError::Corrupt("bad key".into()))?;
+        let seq = format::seq_of_key(&k).ok_or_else(|| corrupt("bad key"))?;
         if self.compacted {
-            let (headers, _, _) = format::decode_block_headers(&v)
-                .ok_or_else(|| SegError::Corrupt("undecodable block".into()))?;
+            let (headers, _, _) =
+                format::decode_block_headers(&v).ok_or_else(|| corrupt("undecodable block"))?;
             let n = headers.len() as u64;
             let last = headers
                 .last()
                 .copied()
-                .ok_or_else(|| SegError::Corrupt("empty block".into()))?;
+                .ok_or_else(|| corrupt("empty block"))?;
             Ok(Some((seq + n - 1, last)))
         } else {
-            let (_, hd, _) = format::decode_header(&v)
-                .ok_or_else(|| SegError::Corrupt("undecodable last entry".into()))?;
+            let (_, hd, _) =
+                format::decode_header(&v).ok_or_else(|| corrupt("undecodable last entry"))?;
             Ok(Some((seq, hd)))
         }
     }

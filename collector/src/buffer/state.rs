@@ -130,10 +130,12 @@ impl State {
     /// An open handle on segment `i`, opening it if needed.
     pub fn handle(&mut self, i: usize) -> Result<Arc<SegHandle>, SegError> {
         if self.is_active(i) {
-            return self
-                .active
-                .clone()
-                .ok_or_else(|| SegError::Io("active segment is being recovered".into()));
+            return self.active.clone().ok_or_else(|| {
+                SegError::io(
+                    "reading the active segment",
+                    std::io::Error::other("it is being recovered"),
+                )
+            });
         }
         // Only one non-active segment stays open for readers: the cached one.
         let h = self.open_segment(i, true)?;
@@ -151,7 +153,10 @@ impl State {
     /// `release_cached` drops the readers' cached handle before opening.
     fn open_segment(&mut self, i: usize, release_cached: bool) -> Result<Arc<SegHandle>, SegError> {
         let Some(seg) = self.segs.get(i) else {
-            return Err(SegError::Io("no such segment".into()));
+            return Err(SegError::io(
+                format!("opening segment {i}"),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
         };
         self.open.retain(|(_, w)| w.strong_count() > 0);
         if let Some(h) = self
@@ -265,14 +270,14 @@ impl State {
                 moved_to = %aside.display(),
                 reason = why,
                 lost_points = lost,
-                "edgewatch buffer: corrupt segment moved aside"
+                "corrupt segment moved aside"
             ),
             Err(e) => {
                 error!(
                     segment = %seg.dir.display(),
                     reason = why,
                     error = %e,
-                    "edgewatch buffer: corrupt segment could not be moved aside; deleting it"
+                    "corrupt segment could not be moved aside; deleting it"
                 );
                 self.pending_deletes.push(seg.dir.clone());
             }

@@ -35,12 +35,12 @@ async fn injected_write_and_flush_failures_are_io_errors_and_recover() {
     ] {
         fault.store(true, Ordering::SeqCst);
         let err = b.append(100, p.clone()).await.expect_err(name);
-        assert!(matches!(err, BufferError::Io(_)), "{name}: {err:?}");
+        assert!(matches!(err, BufferError::Io { .. }), "{name}: {err:?}");
         assert!(!b.writable(), "{name}: unwritable after a failure");
         // Still failing while the fault lasts, and reads keep working.
         assert!(matches!(
             b.append(1, p.clone()).await,
-            Err(BufferError::Io(_))
+            Err(BufferError::Io { .. })
         ));
         let got = b.read(0, 100, usize::MAX).expect("read during fault");
         assert_eq!(got.len() as u64, b.stats().entries);

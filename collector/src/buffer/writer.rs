@@ -8,6 +8,7 @@ use super::segment::{dir_bytes, SegError, SegHandle};
 use super::state::{now_ms, SegMeta, State};
 use super::{BufferError, FullPolicy, Seq, Shared};
 use bytes::Bytes;
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -32,6 +33,34 @@ const ZSTD_LEVEL: i32 = 3;
 /// the forwarder keeps up.
 const DRAINED_ROLL_BYTES: u64 = 256 * 1024;
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A group ready to write: its encoded entries, of which the first `accepted`
+/// fit under the space limit.
+struct Prepared {
+    active: Arc<SegHandle>,
+    entries: Vec<(Seq, Vec<u8>)>,
+    accepted: usize,
+}
+
+/// Answers every caller of a group with the error that stopped it.
+fn fail_all(group: Vec<Request>, err: BufferError) {
+    for r in group {
+        let _ = r.resp.send(Err(err.clone()));
+    }
+}
+
+/// How many of `entries`, in order, fit under `max` on top of `total` bytes.
+fn fitting(mut total: u64, max: u64, entries: &[(Seq, Vec<u8>)]) -> usize {
+    let mut n = 0;
+    for (_, v) in entries {
+        if total + entry_cost(v) > max {
+            break;
+        }
+        total += entry_cost(v);
+        n += 1;
+    }
+    n
+}
 
 /// Estimated disk bytes of one encoded entry.
 fn entry_cost(encoded: &[u8]) -> u64 {
@@ -118,7 +147,7 @@ impl Writer {
         }
         let m = st.meta(&self.shared.instance_id);
         if let Err(e) = meta::write(&self.shared.cfg.path, &m) {
-            warn!(error = %e, "edgewatch buffer: could not write meta at close");
+            warn!(error = %e, "could not write meta at close");
         }
         st.active = None;
         st.read_cache = None;
@@ -126,18 +155,20 @@ impl Writer {
         st.open.clear();
     }
 
-    fn ctx_err(&self, what: &str, e: impl std::fmt::Display) -> BufferError {
+    /// Counts and logs a failed write, marks the buffer unwritable, and gives the
+    /// error every waiter of the group is answered with.
+    fn fail(&self, context: &str, e: io::Error) -> BufferError {
         self.shared.metrics.write_errors.inc();
         self.shared.writable.store(false, Ordering::Release);
-        error!(error = %e, "edgewatch buffer: {what} failed");
-        BufferError::Io(format!("{what}: {e}"))
+        error!(error = %e, "{context} failed");
+        BufferError::io(context, e)
     }
 
     /// Reopens the active segment after a failed write and removes anything
     /// past the durable watermark, so failed entries never resurface.
-    fn recover(&mut self, st: &mut State) -> Result<(), String> {
+    fn recover(&mut self, st: &mut State) -> io::Result<()> {
         let Some(seg) = st.segs.last() else {
-            return Err("no active segment".into());
+            return Err(io::Error::other("no active segment"));
         };
         let (dir, first) = (seg.dir.clone(), seg.first);
         if let Some(old) = st.active.take() {
@@ -147,16 +178,16 @@ impl Writer {
             drop(old);
         }
         self.compressor = None;
-        let h = SegHandle::open(&dir, first, true, false).map_err(|e| e.to_string())?;
+        let h = SegHandle::open(&dir, first, true, false)?;
         let tail: Vec<_> =
             h.db.range(format::key(st.durable_next)..)
                 .keys()
                 .filter_map(|k| k.ok())
                 .collect();
         for k in tail {
-            h.db.remove(k).map_err(|e| e.to_string())?;
+            h.db.remove(k)?;
         }
-        h.flush().map_err(|e| e.to_string())?;
+        h.flush()?;
         st.active = Some(h);
         self.suspect = false;
         Ok(())
@@ -206,160 +237,36 @@ impl Writer {
         &mut self,
         h: &SegHandle,
         sample: &[u8],
-    ) -> Result<&mut zstd::bulk::Compressor<'static>, String> {
-        if self.compressor.as_ref().map(|c| c.0) != Some(h.first) {
-            let dict = match h.dict.get() {
-                Some(d) => d,
-                None => {
-                    let d = Arc::new(format::make_dictionary(sample));
-                    h.store_dict(d.clone()).map_err(|e| e.to_string())?;
-                    d
-                }
-            };
-            let c = zstd::bulk::Compressor::with_dictionary(ZSTD_LEVEL, &dict)
-                .map_err(|e| e.to_string())?;
-            self.compressor = Some((h.first, c));
-        }
-        match self.compressor.as_mut() {
-            Some((_, c)) => Ok(c),
-            None => Err("no compressor".into()),
-        }
+    ) -> io::Result<&mut zstd::bulk::Compressor<'static>> {
+        let c = match self.compressor.take() {
+            Some((first, c)) if first == h.first => c,
+            _ => {
+                let dict = match h.dict.get() {
+                    Some(d) => d,
+                    None => {
+                        let d = Arc::new(format::make_dictionary(sample));
+                        h.store_dict(d.clone())?;
+                        d
+                    }
+                };
+                zstd::bulk::Compressor::with_dictionary(ZSTD_LEVEL, &dict)?
+            }
+        };
+        Ok(&mut self.compressor.insert((h.first, c)).1)
     }
 
-    fn commit(&mut self, group: Vec<Request>) {
-        let shared = self.shared.clone();
-        let mut st = shared.lock();
-        if self.suspect || st.active.is_none() {
-            if let Err(e) = self.recover(&mut st) {
-                let err = self.ctx_err("reopening the active segment", e);
-                drop(st);
-                for r in group {
-                    let _ = r.resp.send(Err(err.clone()));
-                }
-                return;
-            }
-        }
+    /// Writes a group of appends with one flush and answers each caller: its
+    /// sequence number once durable, `Full` for what does not fit under
+    /// `Backpressure`, or the error that stopped the group.
+    fn commit(&mut self, mut group: Vec<Request>) {
         let now = now_ms();
-        let mut rolled = false;
-        let (encoded, accepted) = loop {
-            let Some(active) = st.active.clone() else {
-                let err = self.ctx_err("writing", "no active segment");
-                drop(st);
-                for r in group {
-                    let _ = r.resp.send(Err(err.clone()));
-                }
-                return;
-            };
-            // Encode against the active segment's dictionary, without the
-            // lock (only this thread changes the watermark and the segment).
-            let mut encoded: Vec<(Seq, Vec<u8>)> = Vec::with_capacity(group.len());
-            let mut seq = st.durable_next;
-            let mut points = st.durable_points;
-            drop(st);
-            let sample = group.first().map(|r| r.payload.clone()).unwrap_or_default();
-            let c = match self.compressor_for(&active, &sample) {
-                Ok(c) => c,
-                Err(e) => {
-                    let err = self.ctx_err("preparing compression", e);
-                    for r in group {
-                        let _ = r.resp.send(Err(err.clone()));
-                    }
-                    return;
-                }
-            };
-            let mut enc_err = None;
-            for r in &group {
-                let h = Header {
-                    points: r.points,
-                    points_before: points,
-                    appended_at_ms: now,
-                    raw_len: r.payload.len() as u64,
-                };
-                match format::encode(&h, &r.payload, c) {
-                    Ok(v) => encoded.push((seq, v)),
-                    Err(e) => {
-                        enc_err = Some(e);
-                        break;
-                    }
-                }
-                seq += 1;
-                points += r.points;
-            }
-            if let Some(e) = enc_err {
-                let err = self.ctx_err("compressing", e);
-                for r in group {
-                    let _ = r.resp.send(Err(err.clone()));
-                }
-                return;
-            }
-            st = shared.lock();
-            // Space.
-            let max = self.shared.cfg.max_bytes;
-            match self.shared.cfg.policy {
-                FullPolicy::DropOldest => {
-                    let needed: u64 = encoded.iter().map(|(_, v)| entry_cost(v)).sum();
-                    let mut deletes = Vec::new();
-                    let mut dropped = 0u64;
-                    let ctx = shared.ctx();
-                    st.refresh_head(&ctx);
-                    while st.total_bytes() + needed > max {
-                        if st.segs.len() > 1 {
-                            let end = st.seg_end(0);
-                            let end_points = st.seg_end_points(0);
-                            if st.head < end {
-                                let from = st.head_points_before.max(st.segs[0].points_before);
-                                dropped += end_points.saturating_sub(from);
-                                st.set_head(end, end_points, None);
-                            }
-                            let seg = st.segs.remove(0);
-                            st.forget_handle(seg.first);
-                            deletes.push(seg.dir);
-                        } else if !rolled && st.durable_next > st.segs[0].first {
-                            if let Err(e) = self.roll(&mut st) {
-                                warn!(error = %e, "edgewatch buffer: could not roll to make room");
-                                break;
-                            }
-                            rolled = true;
-                        } else {
-                            break;
-                        }
-                    }
-                    self.shared.metrics.dropped(REASON_FULL, dropped);
-                    if !deletes.is_empty() {
-                        self.delete_segments(&mut st, deletes);
-                    }
-                    let active_first = st.segs.last().map(|s| s.first);
-                    if self.compressor.as_ref().map(|c| c.0) != active_first {
-                        // Rolled: re-encode with the new segment's dictionary.
-                        continue;
-                    }
-                    let n = encoded.len();
-                    break (encoded, n);
-                }
-                FullPolicy::Backpressure => {
-                    let mut total = st.total_bytes();
-                    let mut n = 0;
-                    for (_, v) in &encoded {
-                        if total + entry_cost(v) > max {
-                            break;
-                        }
-                        total += entry_cost(v);
-                        n += 1;
-                    }
-                    break (encoded, n);
-                }
-            }
+        let prepared = match self.prepare(&group, now) {
+            Ok(Some(p)) => p,
+            // No active segment left to write to: the callers see the buffer closed.
+            Ok(None) => return,
+            Err(err) => return fail_all(group, err),
         };
-        let active = match st.active.clone() {
-            Some(a) => a,
-            None => return,
-        };
-        // Release the lock for the slow part: readers keep going.
-        drop(st);
-
-        let mut group = group;
-        let rejected: Vec<Request> = group.split_off(accepted);
-        for r in rejected {
+        for r in group.split_off(prepared.accepted) {
             let _ = r.resp.send(Err(BufferError::Full {
                 retry_after: RETRY_AFTER,
             }));
@@ -367,33 +274,161 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        let write = (|| -> Result<(), String> {
-            if self.shared.faults.fail_writes.load(Ordering::Acquire) {
-                return Err("injected write failure".into());
-            }
-            for (seq, v) in encoded.iter().take(accepted) {
-                active
-                    .db
-                    .insert(format::key(*seq), v.as_slice())
-                    .map_err(|e| e.to_string())?;
-            }
-            if self.shared.faults.fail_flush.load(Ordering::Acquire) {
-                return Err("injected flush failure".into());
-            }
-            active.flush().map_err(|e| e.to_string())
-        })();
-        if let Err(e) = write {
+        let entries = &prepared.entries[..prepared.accepted];
+        if let Err(e) = self.write(&prepared.active, entries) {
             self.suspect = true;
-            let err = self.ctx_err("writing the buffer", e);
-            for r in group {
-                let _ = r.resp.send(Err(err.clone()));
-            }
-            return;
+            let err = self.fail("writing the buffer", e);
+            return fail_all(group, err);
         }
+        let first_seq = self.make_durable(&group, entries, now);
+        for (i, r) in group.into_iter().enumerate() {
+            let _ = r.resp.send(Ok(first_seq + i as u64));
+        }
+    }
+
+    /// Encodes the group against the active segment and makes room for it under
+    /// the full policy (`DropOldest` may roll, then it encodes again against the
+    /// new segment's dictionary).
+    fn prepare(&mut self, group: &[Request], now: u64) -> Result<Option<Prepared>, BufferError> {
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        if self.suspect || st.active.is_none() {
+            if let Err(e) = self.recover(&mut st) {
+                return Err(self.fail("reopening the active segment", e));
+            }
+        }
+        let mut rolled = false;
+        loop {
+            let Some(active) = st.active.clone() else {
+                return Err(self.fail("writing", io::Error::other("no active segment")));
+            };
+            let (seq, points) = (st.durable_next, st.durable_points);
+            // Encode without the lock (only this thread changes the watermark and
+            // the segment): readers keep going.
+            drop(st);
+            let entries = self.encode(&active, group, seq, points, now)?;
+            st = shared.lock();
+            let accepted = match self.shared.cfg.policy {
+                FullPolicy::DropOldest => {
+                    self.drop_oldest_for(&mut st, &entries, &mut rolled);
+                    let active_first = st.segs.last().map(|s| s.first);
+                    if self.compressor.as_ref().map(|c| c.0) != active_first {
+                        continue;
+                    }
+                    entries.len()
+                }
+                FullPolicy::Backpressure => {
+                    fitting(st.total_bytes(), self.shared.cfg.max_bytes, &entries)
+                }
+            };
+            return Ok(st.active.clone().map(|active| Prepared {
+                active,
+                entries,
+                accepted,
+            }));
+        }
+    }
+
+    /// The group's entries, numbered from `seq`, compressed with the segment's
+    /// dictionary.
+    fn encode(
+        &mut self,
+        active: &SegHandle,
+        group: &[Request],
+        mut seq: Seq,
+        mut points: u64,
+        now: u64,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, BufferError> {
+        let sample = group.first().map(|r| r.payload.clone()).unwrap_or_default();
+        let c = match self.compressor_for(active, &sample) {
+            Ok(c) => c,
+            Err(e) => return Err(self.fail("preparing compression", e)),
+        };
+        let mut encoded = Vec::with_capacity(group.len());
+        let mut failed = None;
+        for r in group {
+            let h = Header {
+                points: r.points,
+                points_before: points,
+                appended_at_ms: now,
+                raw_len: r.payload.len() as u64,
+            };
+            match format::encode(&h, &r.payload, c) {
+                Ok(v) => encoded.push((seq, v)),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            seq += 1;
+            points += r.points;
+        }
+        match failed {
+            Some(e) => Err(self.fail("compressing", e)),
+            None => Ok(encoded),
+        }
+    }
+
+    /// `DropOldest`: deletes whole oldest segments (rolling once if only the
+    /// active one is left) until `entries` fit under `max_bytes`.
+    fn drop_oldest_for(&mut self, st: &mut State, entries: &[(Seq, Vec<u8>)], rolled: &mut bool) {
+        let max = self.shared.cfg.max_bytes;
+        let needed: u64 = entries.iter().map(|(_, v)| entry_cost(v)).sum();
+        let mut deletes = Vec::new();
+        let mut dropped = 0u64;
+        let shared = self.shared.clone();
+        let ctx = shared.ctx();
+        st.refresh_head(&ctx);
+        while st.total_bytes() + needed > max {
+            if st.segs.len() > 1 {
+                let end = st.seg_end(0);
+                let end_points = st.seg_end_points(0);
+                if st.head < end {
+                    let from = st.head_points_before.max(st.segs[0].points_before);
+                    dropped += end_points.saturating_sub(from);
+                    st.set_head(end, end_points, None);
+                }
+                let seg = st.segs.remove(0);
+                st.forget_handle(seg.first);
+                deletes.push(seg.dir);
+            } else if !*rolled && st.durable_next > st.segs[0].first {
+                if let Err(e) = self.roll(st) {
+                    warn!(error = %e, "could not roll to make room");
+                    break;
+                }
+                *rolled = true;
+            } else {
+                break;
+            }
+        }
+        self.shared.metrics.dropped(REASON_FULL, dropped);
+        if !deletes.is_empty() {
+            self.delete_segments(st, deletes);
+        }
+    }
+
+    /// Inserts the entries into the active segment and flushes it.
+    fn write(&self, active: &SegHandle, entries: &[(Seq, Vec<u8>)]) -> io::Result<()> {
+        if self.shared.faults.fail_writes.load(Ordering::Acquire) {
+            return Err(io::Error::other("injected write failure"));
+        }
+        for (seq, v) in entries {
+            active.db.insert(format::key(*seq), v.as_slice())?;
+        }
+        if self.shared.faults.fail_flush.load(Ordering::Acquire) {
+            return Err(io::Error::other("injected flush failure"));
+        }
+        Ok(active.flush()?)
+    }
+
+    /// Moves the durable watermark past the written group, rolls a full segment
+    /// and wakes the readers; returns the group's first sequence number.
+    fn make_durable(&mut self, group: &[Request], entries: &[(Seq, Vec<u8>)], now: u64) -> Seq {
         self.shared.metrics.flushes.inc();
         self.shared.writable.store(true, Ordering::Release);
         let points: u64 = group.iter().map(|r| r.points).sum();
-        let first_seq = encoded.first().map(|e| e.0).unwrap_or(0);
+        let first_seq = entries.first().map(|e| e.0).unwrap_or(0);
+        let shared = self.shared.clone();
         let mut st = shared.lock();
         if st.head == first_seq {
             // Was empty: the new head is the first entry of this group.
@@ -407,16 +442,12 @@ impl Writer {
             // Estimated as the space check does; housekeeping re-reads it from disk
             // every second (walking the directory on every commit cost more CPU
             // than the commit's compression).
-            last.bytes += encoded
-                .iter()
-                .take(accepted)
-                .map(|(_, v)| entry_cost(v))
-                .sum::<u64>();
+            last.bytes += entries.iter().map(|(_, v)| entry_cost(v)).sum::<u64>();
         }
         let active_bytes = st.segs.last().map(|s| s.bytes).unwrap_or(0);
         if active_bytes >= self.shared.cfg.segment_size {
             if let Err(e) = self.roll(&mut st) {
-                warn!(error = %e, "edgewatch buffer: could not roll to a new segment");
+                warn!(error = %e, "could not roll to a new segment");
             }
         }
         st.update_gauges(&self.shared.metrics);
@@ -424,9 +455,7 @@ impl Writer {
         drop(st);
         self.shared.metrics.appended_points.inc_by(points);
         self.shared.durable_tx.send_replace(durable);
-        for (i, r) in group.into_iter().enumerate() {
-            let _ = r.resp.send(Ok(first_seq + i as u64));
-        }
+        first_seq
     }
 
     /// Persists the checkpoint, then deletes segment directories.
@@ -436,7 +465,7 @@ impl Writer {
             // Without the checkpoint a restart could replay deleted seqs'
             // neighbours, but never reuse numbers (the active segment's name
             // carries the floor). Delete anyway: the disk cap matters more.
-            warn!(error = %e, "edgewatch buffer: could not write meta before deleting segments");
+            warn!(error = %e, "could not write meta before deleting segments");
         } else {
             st.meta_dirty = false;
             self.last_meta = Instant::now();
@@ -448,7 +477,7 @@ impl Writer {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    warn!(dir = %d.display(), error = %e, "edgewatch buffer: could not delete segment");
+                    warn!(dir = %d.display(), error = %e, "could not delete segment");
                     failed.push(d);
                 }
             }
@@ -475,7 +504,7 @@ impl Writer {
         let active_big = st.segs.last().is_some_and(|s| s.bytes > DRAINED_ROLL_BYTES);
         if drained && active_big && !self.suspect && st.active.is_some() {
             if let Err(e) = self.roll(&mut st) {
-                warn!(error = %e, "edgewatch buffer: could not roll after drain");
+                warn!(error = %e, "could not roll after drain");
             }
         }
         let mut deletes = Vec::new();
@@ -490,7 +519,7 @@ impl Writer {
             let m = st.meta(&self.shared.instance_id);
             match meta::write(&self.shared.cfg.path, &m) {
                 Ok(()) => st.meta_dirty = false,
-                Err(e) => warn!(error = %e, "edgewatch buffer: could not write meta"),
+                Err(e) => warn!(error = %e, "could not write meta"),
             }
             self.last_meta = Instant::now();
         }

@@ -8,14 +8,28 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Why no Kubernetes client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}: {source}", .path.display())]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("in-cluster config: {0}")]
+    InCluster(#[source] kube::config::InClusterError),
+    #[error(transparent)]
+    Client(#[from] kube::Error),
+}
+
 /// A client from a kubeconfig file (`~` expands to `$HOME`), or in-cluster (the pod's
 /// service account) when `kubeconfig` is `None`.
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, String> {
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
             let path = match path.to_str().and_then(|s| s.strip_prefix("~/")) {
@@ -24,15 +38,18 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, String> {
                     .unwrap_or_else(|| path.to_path_buf()),
                 None => path.to_path_buf(),
             };
-            let kc = kube::config::Kubeconfig::read_from(&path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let kubeconfig_error = |source| ClientError::Kubeconfig {
+                path: path.clone(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(&path).map_err(kubeconfig_error)?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("{}: {e}", path.display()))?
+                .map_err(kubeconfig_error)?
         }
-        None => kube::Config::incluster().map_err(|e| format!("in-cluster config: {e}"))?,
+        None => kube::Config::incluster().map_err(ClientError::InCluster)?,
     };
-    Client::try_from(config).map_err(|e| e.to_string())
+    Ok(Client::try_from(config)?)
 }
 
 /// The field selector of a node's pods.

@@ -111,10 +111,10 @@ impl MetricsSink for BufferSink {
                             retry_after,
                         },
                     ),
-                    BufferError::Io(msg) => (
+                    BufferError::Io { context, source } => (
                         "write_error",
                         ExportError::Unavailable {
-                            message: format!("buffer write failed: {msg}"),
+                            message: format!("buffer write failed: {context}: {source}"),
                             retry_after: Duration::from_secs(5),
                         },
                     ),

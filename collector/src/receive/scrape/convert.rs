@@ -311,13 +311,8 @@ pub fn convert(
         ..Default::default()
     };
     let now = ns(now_ms);
-    let mut b = Builder::default();
+    let mut scrape = Scrape::new(exp, state, now);
     let mut seen_samples: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
-    let mut groups: Vec<Group> = Vec::new();
-    let mut group_index: HashMap<(String, Vec<(String, String)>), usize> = HashMap::new();
-    let mut new_series: HashMap<SeriesKey, (StaleKind, u64)> = HashMap::new();
-    let help = |f: &str| exp.help.get(f).map(String::as_str).unwrap_or("");
-
     for s in &exp.samples {
         let Some(labels) = with_target_labels(s.labels.clone(), target) else {
             c.label_clashes += 1;
@@ -327,101 +322,12 @@ pub fn convert(
             c.duplicates += 1;
             continue;
         }
-        let ts = s.timestamp_ms.map(ns).unwrap_or(now);
-        let (family, kind, role) = classify(&s.name, &exp.types);
-        match role {
-            Role::Counter | Role::Gauge => {
-                let key: SeriesKey = (s.name.clone(), labels.clone());
-                let counter = matches!(role, Role::Counter);
-                let start = if counter {
-                    state.series.get(&key).map(|x| x.1).unwrap_or(now)
-                } else {
-                    0
-                };
-                let p = number(&labels, s.value, ts, start);
-                if counter {
-                    b.counter(&s.name, help(family), p);
-                    new_series.insert(key, (StaleKind::Counter, start));
-                } else {
-                    b.gauge(&s.name, help(family), p);
-                    new_series.insert(key, (StaleKind::Gauge, 0));
-                }
-            }
-            Role::Bucket | Role::Sum | Role::Count | Role::Quantile => {
-                let special = if matches!(role, Role::Bucket) {
-                    "le"
-                } else {
-                    "quantile"
-                };
-                let mut rest = labels.clone();
-                let mut special_value = None;
-                if matches!(role, Role::Bucket | Role::Quantile) {
-                    if let Some(pos) = rest.iter().position(|(k, _)| k == special) {
-                        special_value = Some(rest.remove(pos).1);
-                    }
-                }
-                let gk = (family.to_string(), rest.clone());
-                let gi = *group_index.entry(gk).or_insert_with(|| {
-                    groups.push(Group {
-                        family: family.to_string(),
-                        kind: Some(kind),
-                        labels: rest,
-                        ..Default::default()
-                    });
-                    groups.len() - 1
-                });
-                let g = &mut groups[gi];
-                g.timestamps.insert(s.timestamp_ms);
-                g.raw.push(Sample {
-                    labels: labels.clone(),
-                    ..s.clone()
-                });
-                match (role, special_value) {
-                    (Role::Bucket, Some(le)) => g.buckets.push((le, s.value)),
-                    (Role::Quantile, Some(q)) => g.quantiles.push((q, s.value)),
-                    (Role::Sum, _) => g.sum = Some(s.value),
-                    (Role::Count, _) => g.count = Some(s.value),
-                    // A bucket without `le` / a summary sample without `quantile`:
-                    // not representable; the fallback sends it as written.
-                    _ => g.kind = None,
-                }
-            }
-        }
+        scrape.add(s, labels);
     }
-
-    for g in groups {
-        let ts = g
-            .timestamps
-            .iter()
-            .next()
-            .copied()
-            .flatten()
-            .map(ns)
-            .unwrap_or(now);
-        let key: SeriesKey = (g.family.clone(), g.labels.clone());
-        let start = state.series.get(&key).map(|x| x.1).unwrap_or(now);
-        let single_ts = g.timestamps.len() == 1;
-        let done = match g.kind {
-            Some(Kind::Histogram) if single_ts => histogram_point(&g, ts, start).map(|p| {
-                let bounds = p.explicit_bounds.clone();
-                b.histogram(&g.family, help(&g.family), p);
-                new_series.insert(key.clone(), (StaleKind::Histogram(bounds), start));
-            }),
-            Some(Kind::Summary) if single_ts => summary_point(&g, ts, start).map(|p| {
-                b.summary(&g.family, help(&g.family), p);
-                new_series.insert(key.clone(), (StaleKind::Summary, start));
-            }),
-            _ => None,
-        };
-        if done.is_none() {
-            c.untyped_fallbacks += 1;
-            for s in &g.raw {
-                let ts = s.timestamp_ms.map(ns).unwrap_or(now);
-                b.gauge(&s.name, help(&g.family), number(&s.labels, s.value, ts, 0));
-                new_series.insert((s.name.clone(), s.labels.clone()), (StaleKind::Gauge, 0));
-            }
-        }
-    }
+    c.untyped_fallbacks = scrape.finish_groups();
+    let Scrape {
+        mut b, new_series, ..
+    } = scrape;
 
     c.series_added = seen_samples
         .iter()
@@ -448,6 +354,168 @@ pub fn convert(
         c.series_added as f64,
     );
     (resource_metrics(target, b), c)
+}
+
+/// One scrape's conversion under way: counters and gauges go straight to the
+/// output, histogram and summary samples are grouped per series first.
+struct Scrape<'a> {
+    exp: &'a Exposition,
+    /// The previous scrape's series (for counters' start times).
+    previous: &'a TargetState,
+    now: u64,
+    b: Builder,
+    groups: Vec<Group>,
+    group_index: HashMap<SeriesKey, usize>,
+    new_series: HashMap<SeriesKey, (StaleKind, u64)>,
+}
+
+impl<'a> Scrape<'a> {
+    fn new(exp: &'a Exposition, previous: &'a TargetState, now: u64) -> Self {
+        Scrape {
+            exp,
+            previous,
+            now,
+            b: Builder::default(),
+            groups: Vec::new(),
+            group_index: HashMap::new(),
+            new_series: HashMap::new(),
+        }
+    }
+
+    fn help(&self, family: &str) -> &'a str {
+        self.exp.help.get(family).map(String::as_str).unwrap_or("")
+    }
+
+    /// When the series `key` started: at its first scrape, kept from then on.
+    fn start_of(&self, key: &SeriesKey) -> u64 {
+        self.previous
+            .series
+            .get(key)
+            .map(|x| x.1)
+            .unwrap_or(self.now)
+    }
+
+    /// One sample, with the target's labels applied.
+    fn add(&mut self, s: &Sample, labels: Vec<(String, String)>) {
+        let (family, kind, role) = classify(&s.name, &self.exp.types);
+        let help = self.help(family);
+        match role {
+            Role::Counter | Role::Gauge => {
+                let ts = s.timestamp_ms.map(ns).unwrap_or(self.now);
+                let key: SeriesKey = (s.name.clone(), labels);
+                if matches!(role, Role::Counter) {
+                    let start = self.start_of(&key);
+                    let p = number(&key.1, s.value, ts, start);
+                    self.b.counter(&s.name, help, p);
+                    self.new_series.insert(key, (StaleKind::Counter, start));
+                } else {
+                    let p = number(&key.1, s.value, ts, 0);
+                    self.b.gauge(&s.name, help, p);
+                    self.new_series.insert(key, (StaleKind::Gauge, 0));
+                }
+            }
+            Role::Bucket | Role::Sum | Role::Count | Role::Quantile => {
+                self.add_to_group(s, labels, family, kind, role)
+            }
+        }
+    }
+
+    /// A histogram or summary sample: into the group of its series (its labels
+    /// without `le` / `quantile`).
+    fn add_to_group(
+        &mut self,
+        s: &Sample,
+        labels: Vec<(String, String)>,
+        family: &str,
+        kind: Kind,
+        role: Role,
+    ) {
+        let special = if matches!(role, Role::Bucket) {
+            "le"
+        } else {
+            "quantile"
+        };
+        let mut rest = labels.clone();
+        let mut special_value = None;
+        if matches!(role, Role::Bucket | Role::Quantile) {
+            if let Some(pos) = rest.iter().position(|(k, _)| k == special) {
+                special_value = Some(rest.remove(pos).1);
+            }
+        }
+        let groups = &mut self.groups;
+        let gi = *self
+            .group_index
+            .entry((family.to_string(), rest.clone()))
+            .or_insert_with(|| {
+                groups.push(Group {
+                    family: family.to_string(),
+                    kind: Some(kind),
+                    labels: rest,
+                    ..Default::default()
+                });
+                groups.len() - 1
+            });
+        let g = &mut self.groups[gi];
+        g.timestamps.insert(s.timestamp_ms);
+        g.raw.push(Sample {
+            labels,
+            ..s.clone()
+        });
+        match (role, special_value) {
+            (Role::Bucket, Some(le)) => g.buckets.push((le, s.value)),
+            (Role::Quantile, Some(q)) => g.quantiles.push((q, s.value)),
+            (Role::Sum, _) => g.sum = Some(s.value),
+            (Role::Count, _) => g.count = Some(s.value),
+            // A bucket without `le` / a summary sample without `quantile`:
+            // not representable; the fallback sends it as written.
+            _ => g.kind = None,
+        }
+    }
+
+    /// Emits each group as one histogram or summary point, or, when it is not
+    /// representable as one, its samples as gauges. Returns how many fell back.
+    fn finish_groups(&mut self) -> u64 {
+        let mut fallbacks = 0;
+        for g in std::mem::take(&mut self.groups) {
+            let ts = g
+                .timestamps
+                .iter()
+                .next()
+                .copied()
+                .flatten()
+                .map(ns)
+                .unwrap_or(self.now);
+            let key: SeriesKey = (g.family.clone(), g.labels.clone());
+            let start = self.start_of(&key);
+            let single_ts = g.timestamps.len() == 1;
+            let help = self.help(&g.family);
+            let done = match g.kind {
+                Some(Kind::Histogram) if single_ts => histogram_point(&g, ts, start).map(|p| {
+                    let bounds = p.explicit_bounds.clone();
+                    self.b.histogram(&g.family, help, p);
+                    self.new_series
+                        .insert(key.clone(), (StaleKind::Histogram(bounds), start));
+                }),
+                Some(Kind::Summary) if single_ts => summary_point(&g, ts, start).map(|p| {
+                    self.b.summary(&g.family, help, p);
+                    self.new_series
+                        .insert(key.clone(), (StaleKind::Summary, start));
+                }),
+                _ => None,
+            };
+            if done.is_none() {
+                fallbacks += 1;
+                for s in &g.raw {
+                    let ts = s.timestamp_ms.map(ns).unwrap_or(self.now);
+                    self.b
+                        .gauge(&s.name, help, number(&s.labels, s.value, ts, 0));
+                    self.new_series
+                        .insert((s.name.clone(), s.labels.clone()), (StaleKind::Gauge, 0));
+                }
+            }
+        }
+        fallbacks
+    }
 }
 
 /// A failed scrape (or a target that went away, `report: false`): `up` 0 and stale

@@ -14,6 +14,7 @@ pub mod parse;
 
 use crate::buffer::{Buffer, BufferError};
 use crate::enrich::Stamp;
+use crate::log_limit::LogLimit;
 use bytes::Bytes;
 pub use convert::{TargetIdentity, SCRAPE_SCOPE};
 use edgewatch_config::collector::PrometheusReceiverConfig;
@@ -161,18 +162,21 @@ impl ScrapeMetrics {
 }
 
 /// Why a scrape failed (the `reason` label).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// Without the URL: the log line names the target.
     #[error("connecting: {0}")]
-    Connect(String),
+    Connect(#[source] reqwest::Error),
     #[error("HTTP status {0}")]
     Status(u16),
     #[error("body larger than {0} bytes")]
     TooLarge(u64),
+    #[error("invalid exposition: not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
     #[error("invalid exposition: {0}")]
-    Invalid(String),
+    Invalid(#[source] parse::ParseError),
 }
 
 impl ScrapeError {
@@ -182,7 +186,7 @@ impl ScrapeError {
             ScrapeError::Connect(_) => "connect",
             ScrapeError::Status(_) => "http_status",
             ScrapeError::TooLarge(_) => "body_too_large",
-            ScrapeError::Invalid(_) => "invalid_exposition",
+            ScrapeError::NotUtf8(_) | ScrapeError::Invalid(_) => "invalid_exposition",
         }
     }
 }
@@ -206,7 +210,7 @@ pub async fn fetch(
             )
             .send()
             .await
-            .map_err(|e| ScrapeError::Connect(e.without_url().to_string()))?;
+            .map_err(|e| ScrapeError::Connect(e.without_url()))?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(ScrapeError::Status(resp.status().as_u16()));
         }
@@ -222,15 +226,15 @@ pub async fn fetch(
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| ScrapeError::Connect(e.without_url().to_string()))?
+            .map_err(|e| ScrapeError::Connect(e.without_url()))?
         {
             if (body.len() + chunk.len()) as u64 > max_body {
                 return Err(ScrapeError::TooLarge(max_body));
             }
             body.extend_from_slice(&chunk);
         }
-        let text = String::from_utf8(body).map_err(|_| ScrapeError::Invalid("not UTF-8".into()))?;
-        parse::parse(&text, format).map_err(|e| ScrapeError::Invalid(e.to_string()))
+        let text = String::from_utf8(body).map_err(ScrapeError::NotUtf8)?;
+        parse::parse(&text, format).map_err(ScrapeError::Invalid)
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
@@ -250,7 +254,7 @@ pub async fn run_target(
     shutdown: CancellationToken,
 ) {
     let mut state = convert::TargetState::default();
-    let mut last_warn: Option<Instant> = None;
+    let mut warn_limit = LogLimit::new(LOG_EVERY);
     let mut ticker = tokio::time::interval(target.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -286,15 +290,15 @@ pub async fn run_target(
                         .with_label_values(&["label_clash"])
                         .inc_by(c.label_clashes);
                 }
-                if c.duplicates + c.label_clashes > 0 && warn_due(&mut last_warn) {
-                    tracing::warn!(target = %target.url, duplicates = c.duplicates, label_clashes = c.label_clashes, "scrape: samples dropped");
+                if c.duplicates + c.label_clashes > 0 && warn_limit.due() {
+                    tracing::warn!(target = %target.url, duplicates = c.duplicates, label_clashes = c.label_clashes, "samples dropped");
                 }
                 rm
             }
             Err(e) => {
                 metrics.scrapes.with_label_values(&["failed"]).inc();
                 metrics.failures.with_label_values(&[e.reason()]).inc();
-                if warn_due(&mut last_warn) {
+                if warn_limit.due() {
                     tracing::warn!(target = %target.url, error = %e, "scrape failed (logged once per 5m per target)");
                 } else {
                     tracing::debug!(target = %target.url, error = %e, "scrape failed");
@@ -307,22 +311,13 @@ pub async fn run_target(
         };
         if let Err(e) = output.send(vec![rm]).await {
             metrics.buffer_errors.inc();
-            tracing::debug!(target = %target.url, error = %e, "scrape: buffer append failed");
+            tracing::debug!(target = %target.url, error = %e, "buffer append failed");
         }
     }
     // The target went away (not a shutdown): mark everything it had stale.
     let (rm, stale) = convert::failed(&target.identity, &mut state, now_ms(), 0.0, false);
     metrics.stale_markers.inc_by(stale);
     let _ = output.send(vec![rm]).await;
-}
-
-fn warn_due(last: &mut Option<Instant>) -> bool {
-    if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-        *last = Some(Instant::now());
-        true
-    } else {
-        false
-    }
 }
 
 /// Runs the targets in `targets` (the wanted set; it may change), until `shutdown`.
@@ -336,7 +331,7 @@ pub async fn run(
     let client = match reqwest::Client::builder().no_proxy().build() {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "scrape receiver: building the HTTP client");
+            tracing::error!(error = %e, "building the HTTP client");
             return;
         }
     };
