@@ -2,13 +2,14 @@
 //! `edgewatch collector`, carries none of the core's code, and is what the DaemonSet
 //! starts.
 
-mod common;
-
-use common::{eventually, free_port, gauge_request, get, parse_samples, write, Aggregator, Proc};
+use edgewatch_testkit::otlp::gauge_request;
+use edgewatch_testkit::roles::Aggregator;
+use edgewatch_testkit::{eventually, free_port, get, parse_samples, wait_ready, write, Proc};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const COLLECTOR_BIN: &str = env!("CARGO_BIN_EXE_edgewatch-collector");
 
 /// Strings that only the aggregator's crate holds, one from each of its parts the
@@ -44,7 +45,7 @@ fn contains(binary: &str, needle: &str) -> bool {
 fn the_collector_binary_links_no_core_code() {
     for s in CORE_ONLY {
         // The all-roles binary shows each string is a real marker of the core's code.
-        assert!(contains(common::BIN, s), "edgewatch lacks {s:?}");
+        assert!(contains(BIN, s), "edgewatch lacks {s:?}");
         assert!(
             !contains(COLLECTOR_BIN, s),
             "edgewatch-collector holds {s:?}"
@@ -110,7 +111,7 @@ fn config_is_required() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_to_the_core_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(dir.path()).await;
+    let agg = Aggregator::start(BIN, dir.path()).await;
     let (http, admin) = (free_port(), free_port());
     let config = dir.path().join("collector.yaml");
     write(
@@ -127,7 +128,7 @@ async fn forwards_to_the_core_and_stops_on_sigterm() {
         &["--config", config.to_str().expect("utf-8")],
         dir.path(),
     );
-    common::wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
+    wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
 
     let r = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{http}/v1/metrics"))

@@ -55,9 +55,12 @@ impl Aggregator {
         }
     }
 
-    /// A clean stop (asserted), then a start on the same config and ports.
+    /// A clean stop (asserted) unless the test already stopped or killed it, then a
+    /// start on the same config and ports.
     pub async fn restart(&mut self, dir: &Path) {
-        self.proc.stop();
+        if self.proc.pid() != 0 {
+            self.proc.stop();
+        }
         self.proc = spawn_role(&self.bin, "aggregator", "aggregator", &self.config, dir);
         wait_ready(&self.url("/readyz")).await;
     }
@@ -177,9 +180,12 @@ impl Collector {
         }
     }
 
-    /// A clean stop (asserted), then a start on the same config and ports.
+    /// A clean stop (asserted) unless the test already stopped or killed it, then a
+    /// start on the same config and ports.
     pub async fn restart(&mut self, dir: &Path) {
-        self.proc.stop();
+        if self.proc.pid() != 0 {
+            self.proc.stop();
+        }
         self.respawn(dir).await;
     }
 

@@ -120,7 +120,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch, Semaphore};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use writer::{Msg, Request, Writer};
 
 pub type Seq = u64;
@@ -287,9 +287,7 @@ impl Inner {
             Err(p) => p.into_inner().take(),
         };
         if let Some(h) = compactor {
-            if h.join().is_err() {
-                error!("compaction thread panicked");
-            }
+            join_within(h, "compaction");
         }
         let handle = match self.writer.lock() {
             Ok(mut g) => g.take(),
@@ -297,12 +295,35 @@ impl Inner {
         };
         if let Some(h) = handle {
             let _ = self.tx.send(Msg::Close);
-            if h.join().is_err() {
-                error!("writer thread panicked");
-            }
+            join_within(h, "writer");
         }
         self.permits.close();
         self.shared.durable_tx.send_modify(|_| {});
+    }
+}
+
+/// How long closing waits for each buffer thread.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Joins a buffer thread, waiting at most [`CLOSE_WAIT`]. After a full disk, sled's
+/// flush-on-drop can block a thread for good; waiting for it would turn a clean stop
+/// into a hang. Leaving it to process exit loses nothing: everything acknowledged was
+/// flushed before it was acknowledged, and the on-disk format recovers from an abrupt
+/// end as from a crash.
+fn join_within(handle: std::thread::JoinHandle<()>, what: &str) {
+    let deadline = std::time::Instant::now() + CLOSE_WAIT;
+    while !handle.is_finished() {
+        if std::time::Instant::now() >= deadline {
+            warn!(
+                thread = what,
+                "buffer thread did not stop within {CLOSE_WAIT:?}; leaving it to process exit"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if handle.join().is_err() {
+        error!(thread = what, "buffer thread panicked");
     }
 }
 
