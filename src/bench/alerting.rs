@@ -68,7 +68,7 @@ fn probe(trial: usize) -> serde_json::Value {
 }
 
 pub async fn s7(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
-    let env = Env::new()?;
+    let env = Env::new(args)?;
     let hook_port = free_port()?;
     let arrivals: Arrivals = Arc::default();
     let server = webhook(hook_port, arrivals.clone()).await?;

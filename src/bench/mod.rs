@@ -48,6 +48,16 @@ pub struct BenchArgs {
     /// S5 series (--quick: 100,000).
     #[arg(long, default_value_t = 1_000_000)]
     pub s5_series: usize,
+    /// Which binary runs the measured collector: `edge` (`edgewatch-collector`, what the
+    /// DaemonSet runs; found next to this binary) or `all-roles` (`edgewatch collector`).
+    #[arg(long, value_enum, default_value_t = CollectorBinary::Edge)]
+    pub collector_binary: CollectorBinary,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CollectorBinary {
+    Edge,
+    AllRoles,
 }
 
 impl BenchArgs {

@@ -18,15 +18,31 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// Context shared by one scenario run: the binary, a temp dir, an HTTP client.
 pub struct Env {
     pub exe: PathBuf,
+    /// The program and leading arguments that run a collector.
+    collector: (PathBuf, Vec<String>),
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
     pub cores: usize,
 }
 
 impl Env {
-    pub fn new() -> anyhow::Result<Env> {
+    pub fn new(args: &super::BenchArgs) -> anyhow::Result<Env> {
+        let exe = std::env::current_exe().context("locating the edgewatch binary")?;
+        let collector = match args.collector_binary {
+            super::CollectorBinary::Edge => {
+                let edge = exe.with_file_name("edgewatch-collector");
+                anyhow::ensure!(
+                    edge.is_file(),
+                    "{} not found (build it, or pass --collector-binary all-roles)",
+                    edge.display()
+                );
+                (edge, Vec::new())
+            }
+            super::CollectorBinary::AllRoles => (exe.clone(), vec!["collector".to_string()]),
+        };
         Ok(Env {
-            exe: std::env::current_exe().context("locating the edgewatch binary")?,
+            exe,
+            collector,
             dir: tempfile::Builder::new()
                 .prefix("edgewatch-bench-")
                 .tempdir()?,
@@ -56,13 +72,24 @@ impl Env {
         core: Option<usize>,
         stdout: bool,
     ) -> anyhow::Result<Proc> {
+        self.spawn_program(&self.exe, name, args, core, stdout)
+    }
+
+    fn spawn_program(
+        &self,
+        program: &Path,
+        name: &str,
+        args: &[String],
+        core: Option<usize>,
+        stdout: bool,
+    ) -> anyhow::Result<Proc> {
         let mut cmd = match self.pin(core) {
             Some(c) => {
                 let mut cmd = Command::new("taskset");
-                cmd.arg("-c").arg(c.to_string()).arg(&self.exe);
+                cmd.arg("-c").arg(c.to_string()).arg(program);
                 cmd
             }
-            None => Command::new(&self.exe),
+            None => Command::new(program),
         };
         cmd.args(args);
         let log = self.path(&format!("{name}.log"));
@@ -149,16 +176,10 @@ impl Env {
         );
         let cfg = self.path(&format!("{name}.yaml"));
         std::fs::write(&cfg, yaml)?;
-        let p = self.spawn(
-            name,
-            &[
-                "collector".into(),
-                "--config".into(),
-                cfg.display().to_string(),
-            ],
-            core,
-            false,
-        )?;
+        let (program, lead) = &self.collector;
+        let mut args = lead.clone();
+        args.extend(["--config".to_string(), cfg.display().to_string()]);
+        let p = self.spawn_program(program, name, &args, core, false)?;
         self.wait_healthy(&p, &format!("http://127.0.0.1:{}/healthz", ports.admin))
             .await?;
         Ok(p)

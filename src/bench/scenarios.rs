@@ -62,7 +62,7 @@ fn perf_finish(p: Option<Perf>, tag: &str) {
 /// S1: collector at 10k dp/s (batch 100, 1 sender, gRPC), durable + forwarding to a live
 /// aggregator; the collector's CPU and RSS.
 pub async fn s1(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
-    let env = Env::new()?;
+    let env = Env::new(args)?;
     let agg = AggPorts::free()?;
     let col = ColPorts::free()?;
     let a = env.aggregator("aggregator", agg, None).await?;
@@ -121,7 +121,7 @@ pub async fn s1(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
 /// S2: collector on core 0, loadgen + sink on core 1, `--rate max`; acknowledged dp/s and
 /// no loss (received == acked == what the sink got after drain).
 pub async fn s2(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
-    let env = Env::new()?;
+    let env = Env::new(args)?;
     let sink_port = super::procs::free_port()?;
     let col = ColPorts::free()?;
     let sink = env.sink(sink_port, Some(1)).await?;
@@ -192,7 +192,7 @@ pub async fn s2(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
 
 /// S3: a backlog built with the aggregator down, then the aggregator starts; drain time.
 pub async fn s3(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
-    let env = Env::new()?;
+    let env = Env::new(args)?;
     let agg = AggPorts::free()?;
     let col = ColPorts::free()?;
     let c = env
@@ -266,7 +266,7 @@ pub async fn s3(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
 
 /// S4: aggregator on core 0, one loadgen with 100 senders on core 1, `--rate max`.
 pub async fn s4(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
-    let env = Env::new()?;
+    let env = Env::new(args)?;
     let agg = AggPorts::free()?;
     let a = env.aggregator("aggregator", agg, Some(0)).await?;
     let dur = args.dur(30, 5);
@@ -323,7 +323,7 @@ pub async fn s4(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
 
 /// S5: 1,000,000 active series in the aggregator: RSS per series, one full /federate.
 pub async fn s5(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
-    let env = Env::new()?;
+    let env = Env::new(args)?;
     let agg = AggPorts::free()?;
     let a = env.aggregator("aggregator", agg, None).await?;
     let want = args.s5_series as f64;
