@@ -133,7 +133,13 @@ pub fn format_e(f: f64) -> String {
     if f.is_infinite() {
         return if f > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
-    let s = format!("{f:e}");
+    go_exponent(&format!("{f:e}"))
+}
+
+/// Rewrites Rust's exponent notation the way Go writes it: a sign and at
+/// least two digits (`1.5e6` → `1.5e+06`, `1.5e-6` → `1.5e-06`). Text
+/// without an exponent comes back as it is.
+pub fn go_exponent(s: &str) -> String {
     match s.split_once('e') {
         Some((m, e)) => {
             let (sign, d) = match e.strip_prefix('-') {
@@ -142,7 +148,7 @@ pub fn format_e(f: f64) -> String {
             };
             format!("{m}e{sign}{d:0>2}")
         }
-        None => s,
+        None => s.to_string(),
     }
 }
 
@@ -481,6 +487,14 @@ mod tests {
         ] {
             assert_eq!(format_e(f), want, "{f}");
         }
+    }
+
+    #[test]
+    fn exponents_in_go_form() {
+        assert_eq!(go_exponent("1.5e6"), "1.5e+06");
+        assert_eq!(go_exponent("1.5e-6"), "1.5e-06");
+        assert_eq!(go_exponent("2e100"), "2e+100");
+        assert_eq!(go_exponent("12.5"), "12.5");
     }
 
     #[test]
