@@ -210,6 +210,7 @@ pub fn write_om_float(out: &mut Vec<u8>, f: f64) {
 /// decimal digits of ms (a shorter decimal is at least 1e-3 away while the
 /// double's rounding interval, below 1.3e-4 there, is far smaller), and the
 /// decimal exponent is >= 6, so Go prints `d.ddde+XX`.
+#[inline]
 pub fn write_om_timestamp(out: &mut Vec<u8>, ms: i64) {
     if !(1_000_000_000..1_000_000_000_000_000).contains(&ms) {
         write_om_float(out, ms as f64 / 1000.0);
@@ -242,6 +243,7 @@ pub fn write_om_timestamp(out: &mut Vec<u8>, ms: i64) {
 }
 
 /// Decimal digits of `v`, without allocating.
+#[inline]
 pub fn append_u64(out: &mut Vec<u8>, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -257,6 +259,7 @@ pub fn append_u64(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Decimal digits of `v` with a leading `-` when negative, without allocating.
+#[inline]
 pub fn append_i64(out: &mut Vec<u8>, v: i64) {
     if v < 0 {
         out.push(b'-');
