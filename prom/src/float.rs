@@ -133,7 +133,13 @@ pub fn format_e(f: f64) -> String {
     if f.is_infinite() {
         return if f > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
-    let s = format!("{f:e}");
+    go_exponent(&format!("{f:e}"))
+}
+
+/// Rewrites Rust's exponent notation the way Go writes it: a sign and at
+/// least two digits (`1.5e6` → `1.5e+06`, `1.5e-6` → `1.5e-06`). Text
+/// without an exponent comes back as it is.
+pub fn go_exponent(s: &str) -> String {
     match s.split_once('e') {
         Some((m, e)) => {
             let (sign, d) = match e.strip_prefix('-') {
@@ -142,7 +148,7 @@ pub fn format_e(f: f64) -> String {
             };
             format!("{m}e{sign}{d:0>2}")
         }
-        None => s,
+        None => s.to_string(),
     }
 }
 
@@ -204,6 +210,7 @@ pub fn write_om_float(out: &mut Vec<u8>, f: f64) {
 /// decimal digits of ms (a shorter decimal is at least 1e-3 away while the
 /// double's rounding interval, below 1.3e-4 there, is far smaller), and the
 /// decimal exponent is >= 6, so Go prints `d.ddde+XX`.
+#[inline]
 pub fn write_om_timestamp(out: &mut Vec<u8>, ms: i64) {
     if !(1_000_000_000..1_000_000_000_000_000).contains(&ms) {
         write_om_float(out, ms as f64 / 1000.0);
@@ -236,6 +243,7 @@ pub fn write_om_timestamp(out: &mut Vec<u8>, ms: i64) {
 }
 
 /// Decimal digits of `v`, without allocating.
+#[inline]
 pub fn append_u64(out: &mut Vec<u8>, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -251,6 +259,7 @@ pub fn append_u64(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Decimal digits of `v` with a leading `-` when negative, without allocating.
+#[inline]
 pub fn append_i64(out: &mut Vec<u8>, v: i64) {
     if v < 0 {
         out.push(b'-');
@@ -481,6 +490,14 @@ mod tests {
         ] {
             assert_eq!(format_e(f), want, "{f}");
         }
+    }
+
+    #[test]
+    fn exponents_in_go_form() {
+        assert_eq!(go_exponent("1.5e6"), "1.5e+06");
+        assert_eq!(go_exponent("1.5e-6"), "1.5e-06");
+        assert_eq!(go_exponent("2e100"), "2e+100");
+        assert_eq!(go_exponent("12.5"), "12.5");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use edgewatch_prom::float::format_g;
+use edgewatch_prom::float::{format_g, go_exponent};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
@@ -287,21 +287,7 @@ fn printf(f: &str, c: &Cur) -> String {
 
 fn go_exp(v: f64, prec: usize) -> String {
     let s = format!("{v:.prec$e}");
-    fix_exp(&s)
-}
-
-/// Rust `1.5e6` / `1.5e-6` → Go `1.5e+06` / `1.5e-06`.
-fn fix_exp(s: &str) -> String {
-    match s.split_once('e') {
-        Some((m, e)) => {
-            let (sign, digits) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            format!("{m}e{sign}{digits:0>2}")
-        }
-        None => s.to_string(),
-    }
+    go_exponent(&s)
 }
 
 /// `%.4g` as Go prints it.
@@ -314,7 +300,7 @@ fn fmt_4g(v: f64) -> String {
         let s = format!("{v:.3e}");
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
         let m = trim_zeros(m);
-        return fix_exp(&format!("{m}e{e}"));
+        return go_exponent(&format!("{m}e{e}"));
     }
     let decimals = (3 - exp).max(0) as usize;
     trim_zeros(&format!("{v:.decimals$}"))
