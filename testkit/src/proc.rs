@@ -67,13 +67,16 @@ impl Proc {
     }
 
     /// SIGTERM, then asserts the process exits with status 0 within [`STOP_TIMEOUT`]:
-    /// a clean stop is part of what is tested.
+    /// a clean stop is part of what is tested. Nothing to do once it was stopped or killed.
     pub fn stop(&mut self) {
         self.stop_within(STOP_TIMEOUT);
     }
 
     /// [`Proc::stop`] with its own timeout.
     pub fn stop_within(&mut self, timeout: Duration) {
+        if self.child.is_none() {
+            return;
+        }
         let status = self.terminate(timeout);
         assert!(
             status.success(),
