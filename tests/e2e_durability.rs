@@ -381,5 +381,6 @@ async fn a_full_disk_answers_retryable_errors_and_recovers_when_space_returns() 
         },
     )
     .await;
+    // A full disk episode must not keep the collector from stopping cleanly.
     col_proc.stop();
 }

@@ -36,7 +36,7 @@ enum Kind {
 }
 
 /// A collector config names its cluster; a Prometheus one has scrape_configs; every
-/// other example configures the aggregator.
+/// other example configures the aggregator (whole, or a few sections of it).
 fn kind(block: &str) -> Kind {
     if block.starts_with("cluster:") {
         Kind::Collector
@@ -45,6 +45,36 @@ fn kind(block: &str) -> Kind {
     } else {
         Kind::Aggregator
     }
+}
+
+/// Top-level sections of a YAML document: each key line with the lines under it.
+fn sections(yaml: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in yaml.lines() {
+        let top = !line.starts_with([' ', '#']) && !line.trim().is_empty();
+        match line.split_once(':') {
+            Some((key, _)) if top => out.push((key.to_string(), String::new())),
+            _ => {}
+        }
+        if let Some((_, text)) = out.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+/// `base` with `part`'s sections replacing or added to its own: an example that shows
+/// only some sections is checked inside the README's whole aggregator example.
+fn complete(base: &str, part: &str) -> String {
+    let mut merged = sections(base);
+    for (key, text) in sections(part) {
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = text,
+            None => merged.push((key, text)),
+        }
+    }
+    merged.into_iter().map(|(_, text)| text).collect()
 }
 
 fn validate(role: &str, file: &std::path::Path) -> Result<(), String> {
@@ -70,11 +100,19 @@ fn every_readme_config_example_is_valid() {
     for k in [Kind::Collector, Kind::Aggregator, Kind::Prometheus] {
         assert!(kinds.contains(&k), "README.md has no {k:?} example");
     }
+    let whole_aggregator = blocks
+        .iter()
+        .find(|b| kind(b) == Kind::Aggregator && b.contains("\nhttp:"))
+        .expect("README.md has a whole aggregator example");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut failures = Vec::new();
     for (i, (block, kind)) in blocks.iter().zip(&kinds).enumerate() {
         let file = dir.path().join(format!("readme-{i}.yaml"));
-        write(&file, block);
+        let text = match kind {
+            Kind::Aggregator => complete(whole_aggregator, block),
+            _ => block.clone(),
+        };
+        write(&file, &text);
         let verdict = match kind {
             Kind::Collector => validate("collector", &file),
             Kind::Aggregator => validate("aggregator", &file),

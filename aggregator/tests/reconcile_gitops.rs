@@ -10,6 +10,7 @@ use edgewatch_aggregator::reconcile::gitops::{self, Source};
 use edgewatch_aggregator::reconcile::{Reconciler, RULES_YAML, STATUS_METRIC};
 use edgewatch_aggregator::store::{MetricType, Selector, Store, StoreOptions};
 use edgewatch_config::AggregatorConfig;
+use edgewatch_testkit::peers::Chromium;
 
 const D1: &str = "sha256:8486af7728e1214ac5f81c6b93d560078d357f2096d1b40c38a9ac8e1cd68767";
 const D2: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -471,19 +472,10 @@ fn not_configured_is_none() {
         .is_none());
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
-
 /// Headless Chromium loads `/`, the script polls the APIs (alerts: 404,
 /// tolerated) and the grid shows the expected cells.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        panic!("chromium not installed: apt-get install -y chromium");
-    };
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -568,7 +560,7 @@ async fn status_page_in_headless_chromium() {
         stop.clone(),
     ));
 
-    let dom = dump_dom(browser, &dir.path().join("profile-1"), port).await;
+    let dom = dump_dom(dir.path(), port).await;
     stop.cancel();
     let _ = server.await;
     assert!(
@@ -610,9 +602,6 @@ async fn status_page_in_headless_chromium() {
 /// but with the APIs: the grid, and a firing alert, come from the script alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_updates_live_from_the_apis() {
-    let Some(browser) = chromium() else {
-        panic!("chromium not installed: apt-get install -y chromium");
-    };
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -674,7 +663,7 @@ async fn status_page_updates_live_from_the_apis() {
     assert_eq!(status, 200);
     let not_enabled = "<div id=\"deployments\"><p class=\"note\">Deployment reconciler not enabled";
     assert!(html.contains(not_enabled), "{html}");
-    let dom = dump_dom(browser, &dir.path().join("profile-2"), port).await;
+    let dom = dump_dom(dir.path(), port).await;
     stop.cancel();
     let _ = server.await;
     assert!(!dom.contains(not_enabled), "{dom}");
@@ -721,37 +710,14 @@ fn updates(dom: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// Headless Chromium: load `/`, let the script run (virtual time), dump the DOM.
-async fn dump_dom(browser: &str, profile: &Path, port: u16) -> String {
-    let out = tokio::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            &format!("--user-data-dir={}", profile.display()),
-            "--virtual-time-budget=5000",
-            "--dump-dom",
+/// Headless Chromium: load `/`, let the script run (5 s of virtual time), dump the DOM.
+async fn dump_dom(dir: &Path, port: u16) -> String {
+    Chromium::new(dir)
+        .dump_dom(
             &format!("http://127.0.0.1:{port}/"),
-        ])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
+            std::time::Duration::from_secs(5),
+        )
         .await
-        .expect("chromium finished in time")
-        .expect("chromium ran");
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        dom.contains("</html>"),
-        "no DOM from chromium; stderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dom
 }
 
 fn edgewatch_aggregator_now() -> i64 {

@@ -10,7 +10,7 @@ use edgewatch_collector::receive::scrape::{
     self, convert, fetch, Output, ScrapeMetrics, ScrapeTarget, TargetIdentity,
 };
 use edgewatch_testkit::peers::Prometheus;
-use edgewatch_testkit::{eventually, free_port};
+use edgewatch_testkit::{eventually, free_port, Metrics};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, ResourceMetrics};
 use prost::Message;
@@ -230,16 +230,6 @@ fn read_all(buffer: &Buffer) -> Vec<ExportMetricsServiceRequest> {
         .collect()
 }
 
-fn counter(reg: &prometheus::Registry, name: &str, label: Option<&str>) -> f64 {
-    reg.gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| label.is_none_or(|l| m.get_label().iter().any(|x| x.value() == l)))
-        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
-        .sum()
-}
-
 /// Bad targets: up=0 or samples dropped, counted, never a crash; a removed target and
 /// a disappearing series get stale markers; everything lands stamped in the buffer.
 #[tokio::test]
@@ -276,6 +266,7 @@ async fn bad_targets_and_staleness_through_the_buffer() {
     shutdown.cancel();
     task.await.unwrap();
 
+    let metrics = Metrics::from_registry(&reg);
     for reason in [
         "timeout",
         "body_too_large",
@@ -283,25 +274,15 @@ async fn bad_targets_and_staleness_through_the_buffer() {
         "http_status",
     ] {
         assert!(
-            counter(&reg, "edgewatch_scrape_failures_total", Some(reason)) >= 1.0,
+            metrics.get(&format!(
+                r#"edgewatch_scrape_failures_total{{reason="{reason}"}}"#
+            )) >= 1.0,
             "{reason}"
         );
     }
-    assert!(
-        counter(
-            &reg,
-            "edgewatch_scrape_dropped_samples_total",
-            Some("duplicate")
-        ) >= 1.0
-    );
-    assert!(
-        counter(
-            &reg,
-            "edgewatch_scrape_dropped_samples_total",
-            Some("label_clash")
-        ) >= 1.0
-    );
-    assert!(counter(&reg, "edgewatch_scrape_stale_markers_total", None) >= 1.0);
+    assert!(metrics.get(r#"edgewatch_scrape_dropped_samples_total{reason="duplicate"}"#) >= 1.0);
+    assert!(metrics.get(r#"edgewatch_scrape_dropped_samples_total{reason="label_clash"}"#) >= 1.0);
+    assert!(metrics.get("edgewatch_scrape_stale_markers_total") >= 1.0);
 
     let reqs = read_all(&buffer);
     let rms: Vec<&ResourceMetrics> = reqs.iter().flat_map(|r| &r.resource_metrics).collect();

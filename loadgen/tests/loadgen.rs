@@ -294,10 +294,8 @@ async fn retry_resends_failed_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_refused_is_counted_as_connect() {
     let _serial = SERIAL.lock().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Nothing listens there.
+    let port = edgewatch_testkit::free_port();
     for protocol in [Protocol::Grpc, Protocol::Http] {
         let a = LoadgenArgs {
             endpoint: Some(format!("http://127.0.0.1:{port}")),

@@ -9,7 +9,8 @@
 //!   reference payloads; [`mutate`]: byte mutations for decoder tests;
 //! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
 //! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
-//! * [`http`]: an HTTP recorder with scripted answers (webhooks) and small clients.
+//! * [`http`]: an HTTP recorder with scripted answers (webhooks) and small clients;
+//!   [`otlp_stand_in`]: an OTLP/gRPC receiver with scripted answers.
 //!
 //! It depends on no edgewatch crate, so every one of them can dev-depend on it.
 
@@ -17,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod mutate;
 pub mod otlp;
+pub mod otlp_stand_in;
 pub mod payloads;
 pub mod peers;
 mod ports;

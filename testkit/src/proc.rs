@@ -67,13 +67,16 @@ impl Proc {
     }
 
     /// SIGTERM, then asserts the process exits with status 0 within [`STOP_TIMEOUT`]:
-    /// a clean stop is part of what is tested.
+    /// a clean stop is part of what is tested. Nothing to do once it was stopped or killed.
     pub fn stop(&mut self) {
         self.stop_within(STOP_TIMEOUT);
     }
 
     /// [`Proc::stop`] with its own timeout.
     pub fn stop_within(&mut self, timeout: Duration) {
+        if self.child.is_none() {
+            return;
+        }
         let status = self.terminate(timeout);
         assert!(
             status.success(),
@@ -141,5 +144,40 @@ impl Drop for Proc {
         if std::thread::panicking() {
             eprintln!("---- {} log ----\n{}", self.name, self.log_text());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell that exits with `code` on SIGTERM, returned once its trap is set.
+    fn on_term_exit(code: u8, dir: &Path) -> Proc {
+        let ready = dir.join("trap-set");
+        let script = format!(
+            "trap 'exit {code}' TERM; touch '{}'; while :; do sleep 0.05; done",
+            ready.display()
+        );
+        let p = Proc::spawn("sh", "sh", &["-c", &script], dir);
+        crate::eventually_blocking(Duration::from_secs(10), "the shell's trap", || {
+            ready.exists()
+        });
+        p
+    }
+
+    #[test]
+    fn stop_accepts_a_clean_exit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = on_term_exit(0, dir.path());
+        p.stop();
+        assert_eq!(p.pid(), 0);
+        p.stop();
+    }
+
+    #[test]
+    #[should_panic(expected = "did not exit cleanly on SIGTERM")]
+    fn stop_fails_on_an_unclean_exit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        on_term_exit(3, dir.path()).stop();
     }
 }

@@ -12,14 +12,6 @@ fn opts(dir: &Path) -> BufferOptions {
     }
 }
 
-fn counter(reg: &prometheus::Registry, name: &str) -> f64 {
-    reg.gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
-        .sum()
-}
-
 #[tokio::test]
 async fn injected_write_and_flush_failures_are_io_errors_and_recover() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -52,7 +44,10 @@ async fn injected_write_and_flush_failures_are_io_errors_and_recover() {
         assert!(b.writable(), "{name}: writable again");
         assert!(s > s0);
     }
-    assert_eq!(counter(&reg, "edgewatch_buffer_write_errors_total"), 4.0);
+    assert_eq!(
+        edgewatch_testkit::Metrics::from_registry(&reg).get("edgewatch_buffer_write_errors_total"),
+        4.0
+    );
     let before: Vec<(u64, Bytes)> = b
         .read(0, 100, usize::MAX)
         .expect("read")
