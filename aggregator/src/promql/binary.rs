@@ -191,7 +191,6 @@ fn result_metric(
     return_bool: bool,
     interner: &Interner,
 ) -> LabelSet {
-    let empty = interner.get("");
     let mut metric: Vec<(Sym, Sym)> = many.iter().collect();
     if should_drop_name(op) || return_bool {
         metric.retain(|p| p.0 != NAME);
@@ -199,6 +198,11 @@ fn result_metric(
     if m.one_to_one {
         metric.retain(|p| m.names.contains(&p.0) == m.on);
     }
+    let empty = if m.include.is_empty() {
+        None
+    } else {
+        interner.get("")
+    };
     for &ln in &m.include {
         metric.retain(|p| p.0 != ln);
         match one.get(ln) {
