@@ -125,7 +125,8 @@ const MAX_BATCH_ENTRIES: usize = 4096;
 /// zstd level of forwarded batches. The context is kept for the collector's
 /// lifetime, and by zstd's parameter tables for inputs up to 256 KiB level 1 uses
 /// hash/chain tables of 2^14/2^13 entries where level 3 uses 2^17/2^16. Measured
-/// cost: 2 % more bytes on the wire (S1's batches: 5.62 instead of 5.51 B/point).
+/// cost: 2 % more bytes on the wire (a collector taking 10k points/s in batches of
+/// 100: 5.62 instead of 5.51 B/point).
 const ZSTD_LEVEL: i32 = 1;
 
 impl Forwarder {
