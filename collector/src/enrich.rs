@@ -35,16 +35,21 @@ impl Stamp {
                     .any(|kv| kv.key == *key && !is_empty(&kv.value));
                 if !present {
                     resource.attributes.retain(|kv| kv.key != *key);
-                    resource.attributes.push(KeyValue {
-                        key: (*key).to_string(),
-                        value: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(value.clone())),
-                        }),
-                        ..Default::default()
-                    });
+                    resource.attributes.push(string_kv(key, value));
                 }
             }
         }
+    }
+}
+
+/// An attribute with a string value, as every attribute the collector adds is.
+pub fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
     }
 }
 
@@ -79,16 +84,6 @@ mod tests {
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
 
-    fn attr(k: &str, v: &str) -> KeyValue {
-        KeyValue {
-            key: k.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(v.into())),
-            }),
-            ..Default::default()
-        }
-    }
-
     fn get<'a>(r: &'a ResourceMetrics, k: &str) -> Vec<&'a KeyValue> {
         r.resource
             .as_ref()
@@ -107,8 +102,8 @@ mod tests {
                 ResourceMetrics {
                     resource: Some(Resource {
                         attributes: vec![
-                            attr("k8s.node.name", "sender-node"),
-                            attr("k8s.cluster.name", ""),
+                            string_kv("k8s.node.name", "sender-node"),
+                            string_kv("k8s.cluster.name", ""),
                         ],
                         ..Default::default()
                     }),
@@ -121,11 +116,20 @@ mod tests {
         let [a, b] = &req.resource_metrics[..] else {
             panic!("two resources")
         };
-        assert_eq!(get(a, CLUSTER_ATTR), vec![&attr(CLUSTER_ATTR, "edge-a")]);
-        assert_eq!(get(a, NODE_ATTR), vec![&attr(NODE_ATTR, "node-1")]);
-        assert_eq!(get(b, NODE_ATTR), vec![&attr(NODE_ATTR, "sender-node")]);
+        assert_eq!(
+            get(a, CLUSTER_ATTR),
+            vec![&string_kv(CLUSTER_ATTR, "edge-a")]
+        );
+        assert_eq!(get(a, NODE_ATTR), vec![&string_kv(NODE_ATTR, "node-1")]);
+        assert_eq!(
+            get(b, NODE_ATTR),
+            vec![&string_kv(NODE_ATTR, "sender-node")]
+        );
         // An empty value counts as unset and is replaced, not duplicated.
-        assert_eq!(get(b, CLUSTER_ATTR), vec![&attr(CLUSTER_ATTR, "edge-a")]);
+        assert_eq!(
+            get(b, CLUSTER_ATTR),
+            vec![&string_kv(CLUSTER_ATTR, "edge-a")]
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! `NO_RECORDED_VALUE` point (stale marker).
 
 use crate::discover::{Snapshot, SnapshotRx};
+use crate::enrich::string_kv;
 use crate::receive::scrape::convert::{scope, FLAG_NO_RECORDED_VALUE};
 use crate::receive::scrape::{now_ms, Output};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
 };
@@ -71,16 +71,7 @@ pub fn series(snapshot: &Snapshot) -> Vec<ModelSeries> {
 
 fn point(labels: &ModelLabels, v: Option<f64>, now_ns: u64) -> NumberDataPoint {
     NumberDataPoint {
-        attributes: labels
-            .iter()
-            .map(|(k, v)| KeyValue {
-                key: k.clone(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::StringValue(v.clone())),
-                }),
-                ..Default::default()
-            })
-            .collect(),
+        attributes: labels.iter().map(|(k, v)| string_kv(k, v)).collect(),
         time_unix_nano: now_ns,
         value: v.map(number_data_point::Value::AsDouble),
         flags: if v.is_none() {

@@ -47,7 +47,7 @@ use dispatch::{needs_update, Dispatcher, Entry, FlushJob};
 use edgewatch_config::alerting::{AlertingConfig, ReceiverConfig};
 use inhibit::InhibitRule;
 use integration::alertmanager::{push_loop, AmTarget};
-use integration::{Integration, Integrations};
+use integration::{Configured, Integrations};
 use model::{from_ms, to_ms};
 use serde::{Deserialize, Serialize};
 use silence::Silence;
@@ -460,7 +460,7 @@ async fn flush(inner: Arc<Inner>, job: FlushJob, shutdown: CancellationToken) {
     let sends = receiver
         .integrations
         .iter()
-        .map(|(id, integ)| notify_integration(&inner, &job, &group, id, integ.as_ref(), &shutdown));
+        .map(|c| notify_integration(&inner, &job, &group, c, &shutdown));
     let outcomes = futures::future::join_all(sends).await;
     let delivered = outcomes.iter().all(|o| o.delivered);
     let refresh = outcomes.iter().filter_map(|o| o.refresh_at).min();
@@ -518,11 +518,11 @@ async fn notify_integration(
     inner: &Inner,
     job: &FlushJob,
     group: &FlushGroup,
-    id: &str,
-    integ: &dyn Integration,
+    configured: &Configured,
     shutdown: &CancellationToken,
 ) -> Outcome {
-    let key = Inner::nflog_key(&job.group_key, &job.receiver, id);
+    let integ = configured.integration.as_ref();
+    let key = Inner::nflog_key(&job.group_key, &job.receiver, &configured.id);
     let entry = inner.nflog_get(&key);
     let keep_alive = integ.keep_alive();
     let repeat = keep_alive.map_or(job.repeat_interval, |k| job.repeat_interval.min(k));
@@ -545,7 +545,11 @@ async fn notify_integration(
         };
     }
     let to_send = group.to_send(integ.send_resolved(), job.now);
-    if !to_send.is_empty() && deliver(inner, job, integ, to_send, shutdown).await.is_err() {
+    if !to_send.is_empty()
+        && deliver(inner, job, configured, to_send, shutdown)
+            .await
+            .is_err()
+    {
         return Outcome {
             delivered: false,
             refresh_at: None,
@@ -567,10 +571,11 @@ async fn notify_integration(
 async fn deliver(
     inner: &Inner,
     job: &FlushJob,
-    integ: &dyn Integration,
+    configured: &Configured,
     alerts: Vec<Alert>,
     shutdown: &CancellationToken,
 ) -> Result<(), Failure> {
+    let integ = configured.integration.as_ref();
     let data = payload::Data {
         receiver: job.receiver.clone(),
         group_key: job.group_key.clone(),
@@ -590,7 +595,7 @@ async fn deliver(
         .deliverer
         .post(
             &job.receiver,
-            integ.name(),
+            configured.name,
             &|status| integ.classify(status),
             req,
             shutdown,
@@ -630,7 +635,7 @@ receivers:
         let ids: Vec<&str> = n.inner.receivers["team"]
             .integrations
             .iter()
-            .map(|(id, _)| id.as_str())
+            .map(|c| c.id.as_str())
             .collect();
         assert_eq!(
             ids,

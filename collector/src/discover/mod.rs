@@ -14,6 +14,7 @@ pub mod watch;
 
 pub use extract::{ModelMeta, PodInfo, Rules};
 
+use crate::enrich::string_kv;
 use crate::receive::scrape::ScrapeTarget;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -104,16 +105,6 @@ fn string_value(v: &Option<AnyValue>) -> Option<&str> {
     }
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// Adds `model.name` / `model.version` to each resource that comes from a model pod and
 /// does not carry them already. Returns how many resources were enriched.
 pub fn enrich_models<'a>(
@@ -138,12 +129,16 @@ pub fn enrich_models<'a>(
         };
         let had_version = has(MODEL_VERSION_ATTR);
         resource.attributes.retain(|kv| kv.key != MODEL_NAME_ATTR);
-        resource.attributes.push(kv(MODEL_NAME_ATTR, &m.model));
+        resource
+            .attributes
+            .push(string_kv(MODEL_NAME_ATTR, &m.model));
         if !had_version && !m.version.is_empty() {
             resource
                 .attributes
                 .retain(|kv| kv.key != MODEL_VERSION_ATTR);
-            resource.attributes.push(kv(MODEL_VERSION_ATTR, &m.version));
+            resource
+                .attributes
+                .push(string_kv(MODEL_VERSION_ATTR, &m.version));
         }
         n += 1;
     }

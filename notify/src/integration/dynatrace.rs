@@ -35,9 +35,6 @@ impl FromConfig for Dynatrace {
 }
 
 impl Integration for Dynatrace {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
     fn send_resolved(&self) -> bool {
         self.cfg.send_resolved
     }

@@ -50,8 +50,6 @@ pub struct RateLimit<'a> {
 
 /// One configured destination of grouped notifications.
 pub trait Integration: Send + Sync {
-    /// The `integration` metric label and the prefix of the notification-log id.
-    fn name(&self) -> &'static str;
     /// Whether resolved alerts are notified.
     fn send_resolved(&self) -> bool;
     /// The request notifying about `data` (a group, at a time).
@@ -74,8 +72,9 @@ pub trait Integration: Send + Sync {
 /// How an integration is made from its entry in a receiver's configuration.
 pub trait FromConfig: Integration + Sized + 'static {
     type Config;
-    /// Equal to [`Integration::name`]. Never rename one: the notification log is
-    /// keyed by `NAME/index`, a new id would notify every open group again.
+    /// The `integration` metric label and the prefix of the notification-log id.
+    /// Never rename one: the notification log is keyed by `NAME/index`, a new id
+    /// would notify every open group again.
     const NAME: &'static str;
     fn from_config(cfg: &Self::Config) -> Result<Self, BuildError>;
 }
@@ -98,8 +97,17 @@ pub struct IntegrationError {
     pub source: BuildError,
 }
 
-/// A receiver's grouped integrations, each with its notification-log id `NAME/index`.
-pub type Integrations = Vec<(String, Box<dyn Integration>)>;
+/// One grouped integration of a receiver.
+pub struct Configured {
+    /// The notification-log id, `NAME/index`.
+    pub id: String,
+    /// [`FromConfig::NAME`]: the `integration` metric label.
+    pub name: &'static str,
+    pub integration: Box<dyn Integration>,
+}
+
+/// A receiver's grouped integrations.
+pub type Integrations = Vec<Configured>;
 
 /// Builds a receiver's grouped integrations in a fixed order (the ids depend only on
 /// the position within each kind's list).
@@ -118,7 +126,11 @@ fn add<I: FromConfig>(out: &mut Integrations, cfgs: &[I::Config]) -> Result<(), 
             index,
             source,
         })?;
-        out.push((format!("{}/{index}", I::NAME), Box::new(integ)));
+        out.push(Configured {
+            id: format!("{}/{index}", I::NAME),
+            name: I::NAME,
+            integration: Box::new(integ),
+        });
     }
     Ok(())
 }

@@ -41,9 +41,6 @@ impl FromConfig for PagerDuty {
 }
 
 impl Integration for PagerDuty {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
     fn send_resolved(&self) -> bool {
         self.cfg.send_resolved
     }

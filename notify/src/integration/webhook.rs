@@ -22,9 +22,6 @@ impl FromConfig for Webhook {
 }
 
 impl Integration for Webhook {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
     fn send_resolved(&self) -> bool {
         self.cfg.send_resolved
     }

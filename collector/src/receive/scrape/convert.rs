@@ -17,8 +17,9 @@
 //! go as Gauges named as written: types are lost, series are exact.
 
 use super::parse::{Exposition, Kind, Sample};
+use crate::enrich::string_kv;
 use edgewatch_prom::float::{format_g, parse_float};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     metric, number_data_point, summary_data_point::ValueAtQuantile, AggregationTemporality, Gauge,
     Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
@@ -88,27 +89,17 @@ pub struct Converted {
     pub stale: u64,
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.to_string())),
-        }),
-        ..Default::default()
-    }
-}
-
 fn attrs_of(labels: &[(String, String)]) -> Vec<KeyValue> {
-    labels.iter().map(|(k, v)| kv(k, v)).collect()
+    labels.iter().map(|(k, v)| string_kv(k, v)).collect()
 }
 
 /// Builds the resource of a target.
 pub fn resource_of(t: &TargetIdentity) -> Resource {
     let mut attributes = vec![
-        kv("service.name", &t.job),
-        kv("service.instance.id", &t.instance),
+        string_kv("service.name", &t.job),
+        string_kv("service.instance.id", &t.instance),
     ];
-    attributes.extend(t.resource.iter().map(|(k, v)| kv(k, v)));
+    attributes.extend(t.resource.iter().map(|(k, v)| string_kv(k, v)));
     Resource {
         attributes,
         ..Default::default()
