@@ -52,14 +52,8 @@ pub fn is_inhibited<'a>(
 mod tests {
     use super::*;
     use crate::model::fingerprint;
+    use crate::model::test_labels as l;
     use edgewatch_config::alerting::parse_matchers;
-
-    fn l(s: &str) -> Labels {
-        s.split(',')
-            .map(|p| p.split_once('=').unwrap())
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect()
-    }
 
     #[test]
     fn inhibition_table() {

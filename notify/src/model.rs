@@ -102,6 +102,15 @@ pub fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// Labels written `a=1,b=2`, for tests.
+#[cfg(test)]
+pub(crate) fn test_labels(s: &str) -> Labels {
+    s.split(',')
+        .map(|p| p.split_once('=').expect("name=value"))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,13 +201,7 @@ impl Silence {
 mod tests {
     use super::*;
     use crate::model::from_ms;
-
-    fn l(s: &str) -> Labels {
-        s.split(',')
-            .map(|p| p.split_once('=').unwrap())
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect()
-    }
+    use crate::model::test_labels as l;
 
     fn sil(matchers: &[(&str, &str, bool, bool)], start_s: i64, end_s: i64) -> Silence {
         let j = SilenceJson {
