@@ -4,6 +4,7 @@
 
 use super::extract::{pod_info, Rules};
 use super::Snapshot;
+use crate::log_limit::LogLimit;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -72,7 +73,7 @@ pub async fn run(
     let (reader, writer) = reflector::store::<Pod>();
     let stream = reflector(writer, watcher(api, cfg)).default_backoff();
     futures::pin_mut!(stream);
-    let mut last_error_log: Option<std::time::Instant> = None;
+    let mut error_log = LogLimit::new(std::time::Duration::from_secs(60));
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -81,10 +82,10 @@ pub async fn run(
         match ev {
             None => return,
             Some(Err(e)) => {
-                if last_error_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
-                {
+                if error_log.due() {
                     tracing::warn!(error = %e, node = %node, "pod watch failed; retrying");
-                    last_error_log = Some(std::time::Instant::now());
+                } else {
+                    tracing::debug!(error = %e, node = %node, "pod watch failed; retrying");
                 }
             }
             Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
