@@ -148,3 +148,54 @@ fn validate_via_config() {
     assert_eq!(cfg.fleet.down_after.get().as_secs(), 120);
     assert_eq!(cfg.store.window.get().as_secs(), 600);
 }
+
+/// The messages users see from `edgewatch validate aggregator` and rule loading,
+/// pinned byte for byte.
+#[test]
+fn messages_are_stable() {
+    let rule = |body: &str| {
+        err(&format!(
+            "groups:\n  - name: g\n    rules:\n      - {body}\n"
+        ))
+    };
+    for (body, want) in [
+        (
+            "alert: A\n        record: b\n        expr: up",
+            r#"r.yml:4:9: groups[0].rules[0]: only one of 'record' and 'alert' may be set"#,
+        ),
+        (
+            "record: b\n        expr: up\n        labels: {a: \"{{ $value }}\"}",
+            r#"r.yml:4:9: groups[0].rules[0]: recording rule labels cannot be templated"#,
+        ),
+        (
+            "alert: A\n        expr: rate(x[5m]",
+            r#"r.yml:5:15: groups[0].rules[0].expr: invalid PromQL "rate(x[5m]": unclosed left parenthesis"#,
+        ),
+        (
+            "alert: A\n        expr: stddev(up)",
+            r#"r.yml:5:15: groups[0].rules[0].expr: unsupported aggregation "stddev" in "stddev(up)""#,
+        ),
+        (
+            "alert: A\n        expr: x[5m]",
+            r#"r.yml:5:15: groups[0].rules[0].expr: invalid PromQL "x[5m]": a rule needs an instant vector or scalar, got matrix"#,
+        ),
+        (
+            "alert: A\n        expr: up\n        annotations: {s: \"{{ $labels.job \"}",
+            r#"r.yml:6:22: groups[0].rules[0].annotations.s: template "{{ $labels.job ": unclosed action"#,
+        ),
+        (
+            "alert: A\n        expr: up\n        annotations: {s: \"{{ $value | toUpper }}\"}",
+            r#"r.yml:6:22: groups[0].rules[0].annotations.s: template "{{ $value | toUpper }}": unsupported template function "toUpper""#,
+        ),
+        (
+            "alert: A\n        expr: up\n        annotations: {s: '{{ printf \"%s %s\" $value }}'}",
+            r#"r.yml:6:22: groups[0].rules[0].annotations.s: template "{{ printf \"%s %s\" $value }}": unsupported printf format "%s %s" (one of %s %v %d %f %.Nf %g %e)"#,
+        ),
+        (
+            "alert: A\n        expr: up\n        labels: {\"a-b\": x}",
+            r#"r.yml:4:9: groups[0].rules[0]: invalid label name "a-b""#,
+        ),
+    ] {
+        assert_eq!(rule(body), want, "{body}");
+    }
+}

@@ -166,11 +166,12 @@ pub enum RouteError {
     },
     #[error("{path}.group_by: '...' must be the only element")]
     GroupByAll { path: String },
-    #[error("{path}.{key}: {message}")]
+    #[error("{path}.{key}: {source}")]
     Matcher {
         path: String,
         key: &'static str,
-        message: String,
+        #[source]
+        source: MatcherError,
     },
 }
 
@@ -196,10 +197,10 @@ fn check_route(
             });
         }
     }
-    let matcher_error = |key, message| RouteError::Matcher {
+    let matcher_error = |key, source| RouteError::Matcher {
         path: path.to_string(),
         key,
-        message,
+        source,
     };
     for (k, v) in &r.match_re {
         Matcher::new(k, MatchOp::Re, v).map_err(|e| matcher_error("match_re", e))?;
@@ -631,6 +632,38 @@ impl fmt::Display for MatchOp {
     }
 }
 
+/// Why a label matcher cannot be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("invalid label name {0:?}")]
+    LabelName(String),
+    #[error("{0}")]
+    Regex(#[source] edgewatch_prom::RegexError),
+}
+
+/// Why a matcher string (Alertmanager syntax) is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseMatcherError {
+    #[error("invalid matcher {0:?}: expected name=\"value\"")]
+    NoOperator(String),
+    #[error("invalid matcher {0:?}: unknown operator")]
+    UnknownOperator(String),
+    #[error("invalid matcher {0:?}: unterminated quote")]
+    UnterminatedQuote(String),
+    #[error("invalid matcher {0:?}: trailing backslash")]
+    TrailingBackslash(String),
+    #[error("invalid matcher {0:?}: unescaped quote")]
+    UnescapedQuote(String),
+    #[error("invalid matcher {matcher:?}: {source}")]
+    Invalid {
+        matcher: String,
+        #[source]
+        source: MatcherError,
+    },
+    #[error("no matcher in {0:?}")]
+    Empty(String),
+}
+
 /// One label matcher: `name="v"`, `name!="v"`, `name=~"re"`, `name!~"re"` (regexes
 /// anchored at both ends, as Alertmanager's). A missing label matches as `""`.
 #[derive(Clone)]
@@ -661,9 +694,9 @@ impl fmt::Display for Matcher {
 }
 
 impl Matcher {
-    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, String> {
+    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, MatcherError> {
         if !edgewatch_prom::valid_label_name(name) {
-            return Err(format!("invalid label name {name:?}"));
+            return Err(MatcherError::LabelName(name.to_string()));
         }
         let kind = match op {
             MatchOp::Eq => MatchType::Equal,
@@ -671,7 +704,8 @@ impl Matcher {
             MatchOp::Re => MatchType::Regex,
             MatchOp::NotRe => MatchType::NotRegex,
         };
-        let matcher = edgewatch_prom::Matcher::new(name, kind, value).map_err(|e| e.to_string())?;
+        let matcher =
+            edgewatch_prom::Matcher::new(name, kind, value).map_err(MatcherError::Regex)?;
         Ok(Matcher {
             name: name.to_string(),
             op,
@@ -690,7 +724,7 @@ impl Matcher {
 }
 
 /// Parses one Alertmanager matcher string, or several in `{a="b", c=~"d"}` form.
-pub fn parse_matchers(s: &str) -> Result<Vec<Matcher>, String> {
+pub fn parse_matchers(s: &str) -> Result<Vec<Matcher>, ParseMatcherError> {
     let t = s.trim();
     let t = t
         .strip_prefix('{')
@@ -705,7 +739,7 @@ pub fn parse_matchers(s: &str) -> Result<Vec<Matcher>, String> {
         out.push(parse_matcher(part)?);
     }
     if out.is_empty() {
-        return Err(format!("no matcher in {s:?}"));
+        return Err(ParseMatcherError::Empty(s.to_string()));
     }
     Ok(out)
 }
@@ -729,10 +763,10 @@ fn split_unquoted(s: &str) -> Vec<&str> {
     parts
 }
 
-fn parse_matcher(s: &str) -> Result<Matcher, String> {
+fn parse_matcher(s: &str) -> Result<Matcher, ParseMatcherError> {
     let i = s
         .find(['=', '!'])
-        .ok_or_else(|| format!("invalid matcher {s:?}: expected name=\"value\""))?;
+        .ok_or_else(|| ParseMatcherError::NoOperator(s.to_string()))?;
     let name = s[..i].trim();
     let rest = &s[i..];
     let (op, rest) = if let Some(r) = rest.strip_prefix("=~") {
@@ -744,13 +778,13 @@ fn parse_matcher(s: &str) -> Result<Matcher, String> {
     } else if let Some(r) = rest.strip_prefix('=') {
         (MatchOp::Eq, r)
     } else {
-        return Err(format!("invalid matcher {s:?}: unknown operator"));
+        return Err(ParseMatcherError::UnknownOperator(s.to_string()));
     };
     let rest = rest.trim();
     let value = if let Some(q) = rest.strip_prefix('"') {
         let q = q
             .strip_suffix('"')
-            .ok_or_else(|| format!("invalid matcher {s:?}: unterminated quote"))?;
+            .ok_or_else(|| ParseMatcherError::UnterminatedQuote(s.to_string()))?;
         let mut v = String::new();
         let mut chars = q.chars();
         while let Some(c) = chars.next() {
@@ -758,10 +792,10 @@ fn parse_matcher(s: &str) -> Result<Matcher, String> {
                 match chars.next() {
                     Some('n') => v.push('\n'),
                     Some(o) => v.push(o),
-                    None => return Err(format!("invalid matcher {s:?}: trailing backslash")),
+                    None => return Err(ParseMatcherError::TrailingBackslash(s.to_string())),
                 }
             } else if c == '"' {
-                return Err(format!("invalid matcher {s:?}: unescaped quote"));
+                return Err(ParseMatcherError::UnescapedQuote(s.to_string()));
             } else {
                 v.push(c);
             }
@@ -770,7 +804,10 @@ fn parse_matcher(s: &str) -> Result<Matcher, String> {
     } else {
         rest.to_string()
     };
-    Matcher::new(name, op, &value).map_err(|e| format!("invalid matcher {s:?}: {e}"))
+    Matcher::new(name, op, &value).map_err(|source| ParseMatcherError::Invalid {
+        matcher: s.to_string(),
+        source,
+    })
 }
 
 /// A `matchers:` list of strings; every entry is parsed and validated.
@@ -950,6 +987,45 @@ mod tests {
             parse_matchers(r#"a=~"x|y""#).unwrap()[0].to_string(),
             r#"a=~"x|y""#
         );
+    }
+
+    /// The messages users see in configuration errors and silence API responses.
+    #[test]
+    fn matcher_messages() {
+        for (bad, want) in [
+            ("a", r#"invalid matcher "a": expected name="value""#),
+            (
+                r#"a<"x""#,
+                r#"invalid matcher "a<\"x\"": expected name="value""#,
+            ),
+            ("a!x", r#"invalid matcher "a!x": unknown operator"#),
+            (r#"a="x"#, r#"invalid matcher "a=\"x": unterminated quote"#),
+            (
+                r#"a="x\""#,
+                r#"invalid matcher "a=\"x\\\"": trailing backslash"#,
+            ),
+            (
+                r#"a="x"y""#,
+                r#"invalid matcher "a=\"x\"y\"": unescaped quote"#,
+            ),
+            (
+                r#"1a="x""#,
+                r#"invalid matcher "1a=\"x\"": invalid label name "1a""#,
+            ),
+            ("{}", r#"no matcher in "{}""#),
+        ] {
+            assert_eq!(parse_matchers(bad).unwrap_err().to_string(), want, "{bad}");
+        }
+        let e = parse_matchers(r#"a=~"(""#).unwrap_err();
+        let regex = edgewatch_prom::Matcher::regex("a", "(").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(r#"invalid matcher "a=~\"(\"": {regex}"#)
+        );
+        let ParseMatcherError::Invalid { source, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(source, &MatcherError::Regex(regex));
     }
 
     const OK: &str = r#"

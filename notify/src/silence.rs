@@ -5,7 +5,7 @@
 //! [`RETENTION`] and then dropped. Persisted in sled (tree `notify_silences`).
 
 use super::model::{parse_rfc3339, rfc3339, Labels, TimeError};
-use edgewatch_config::alerting::{MatchOp, Matcher};
+use edgewatch_config::alerting::{MatchOp, Matcher, MatcherError};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +15,7 @@ pub enum SilenceError {
     #[error("a silence needs at least one matcher")]
     NoMatchers,
     #[error("{0}")]
-    Matcher(String),
+    Matcher(#[source] MatcherError),
     #[error("at least one matcher must not match the empty string (it would silence everything)")]
     MatchesEverything,
     #[error(transparent)]

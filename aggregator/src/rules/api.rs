@@ -1,5 +1,7 @@
 //! `GET /api/v1/alerts` and `GET /api/v1/rules` in Prometheus' JSON shapes.
 
+use std::collections::BTreeMap;
+
 use axum::routing::get;
 use axum::Json;
 use edgewatch_prom::float::format_e;
@@ -8,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::alerting::{ms_to_time, ActiveAlert, AlertState};
 use super::file::RuleKind;
-use super::{lock, RuleEngine};
+use super::{lock, Group, Rule, RuleEngine, RuleRuntime};
 
 fn alert_json(a: &ActiveAlert) -> Value {
     let mut v = json!({
@@ -43,90 +45,93 @@ impl RuleEngine {
 
     /// Groups and rules with state and health, as `/api/v1/rules` data.
     pub fn rules_json(&self) -> Value {
-        let mut groups = Vec::new();
-        for g in &self.inner.groups {
-            let mut rules = Vec::new();
-            for r in &g.rules {
-                let rt = lock(&r.state);
-                let last_eval = rt
-                    .health
-                    .last_eval
-                    .map(rfc3339)
-                    .unwrap_or_else(|| ZERO_TIME.to_string());
-                let labels: std::collections::BTreeMap<&str, &str> = r
-                    .spec
-                    .labels
-                    .iter()
-                    .map(|(k, t)| (k.as_str(), t.raw()))
-                    .collect();
-                let mut v = match &r.spec.kind {
-                    RuleKind::Alert {
-                        name,
-                        for_,
-                        keep_firing_for,
-                        annotations,
-                    } => {
-                        let state = rt.alerts.active.values().map(|a| a.state).fold(
-                            AlertState::Inactive,
-                            |m, s| match (m, s) {
-                                (AlertState::Firing, _) | (_, AlertState::Firing) => {
-                                    AlertState::Firing
-                                }
-                                (AlertState::Pending, _) | (_, AlertState::Pending) => {
-                                    AlertState::Pending
-                                }
-                                _ => AlertState::Inactive,
-                            },
-                        );
-                        let anns: std::collections::BTreeMap<&str, &str> = annotations
-                            .iter()
-                            .map(|(k, t)| (k.as_str(), t.raw()))
-                            .collect();
-                        let alerts: Vec<Value> = rt
-                            .alerts
-                            .active
-                            .values()
-                            .filter(|a| a.state != AlertState::Inactive)
-                            .map(alert_json)
-                            .collect();
-                        json!({
-                            "state": state.as_str(),
-                            "name": name,
-                            "query": r.spec.expr.text,
-                            "duration": for_.get().as_secs_f64(),
-                            "keepFiringFor": keep_firing_for.get().as_secs_f64(),
-                            "labels": labels,
-                            "annotations": anns,
-                            "alerts": alerts,
-                            "type": "alerting",
-                        })
-                    }
-                    RuleKind::Record { name } => json!({
-                        "name": name,
-                        "query": r.spec.expr.text,
-                        "labels": labels,
-                        "type": "recording",
-                    }),
-                };
-                v["health"] = json!(rt.health.health);
-                v["lastError"] = json!(rt.health.last_error);
-                v["evaluationTime"] = json!(rt.health.eval_seconds);
-                v["lastEvaluation"] = json!(last_eval);
-                rules.push(v);
-            }
-            let st = lock(&g.status);
-            groups.push(json!({
-                "name": g.name,
-                "file": g.file,
-                "rules": rules,
-                "interval": g.interval.as_secs_f64(),
-                "limit": 0,
-                "evaluationTime": st.health.eval_seconds,
-                "lastEvaluation": st.health.last_eval.map(rfc3339).unwrap_or_else(|| ZERO_TIME.to_string()),
-            }));
-        }
+        let groups: Vec<Value> = self.inner.groups.iter().map(group_json).collect();
         json!({ "groups": groups })
     }
+}
+
+fn group_json(g: &Group) -> Value {
+    let rules: Vec<Value> = g.rules.iter().map(rule_json).collect();
+    let st = lock(&g.status);
+    json!({
+        "name": g.name,
+        "file": g.file,
+        "rules": rules,
+        "interval": g.interval.as_secs_f64(),
+        "limit": 0,
+        "evaluationTime": st.health.eval_seconds,
+        "lastEvaluation": st.health.last_eval.map(rfc3339).unwrap_or_else(|| ZERO_TIME.to_string()),
+    })
+}
+
+fn rule_json(r: &Rule) -> Value {
+    let rt = lock(&r.state);
+    let last_eval = rt
+        .health
+        .last_eval
+        .map(rfc3339)
+        .unwrap_or_else(|| ZERO_TIME.to_string());
+    let labels: BTreeMap<&str, &str> = r
+        .spec
+        .labels
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.raw()))
+        .collect();
+    let mut v = match &r.spec.kind {
+        RuleKind::Alert {
+            name,
+            for_,
+            keep_firing_for,
+            annotations,
+        } => {
+            let anns: BTreeMap<&str, &str> = annotations
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.raw()))
+                .collect();
+            let alerts: Vec<Value> = rt
+                .alerts
+                .active
+                .values()
+                .filter(|a| a.state != AlertState::Inactive)
+                .map(alert_json)
+                .collect();
+            json!({
+                "state": rule_state(&rt).as_str(),
+                "name": name,
+                "query": r.spec.expr.text,
+                "duration": for_.get().as_secs_f64(),
+                "keepFiringFor": keep_firing_for.get().as_secs_f64(),
+                "labels": labels,
+                "annotations": anns,
+                "alerts": alerts,
+                "type": "alerting",
+            })
+        }
+        RuleKind::Record { name } => json!({
+            "name": name,
+            "query": r.spec.expr.text,
+            "labels": labels,
+            "type": "recording",
+        }),
+    };
+    v["health"] = json!(rt.health.health);
+    v["lastError"] = json!(rt.health.last_error);
+    v["evaluationTime"] = json!(rt.health.eval_seconds);
+    v["lastEvaluation"] = json!(last_eval);
+    v
+}
+
+/// An alerting rule's state: the most advanced of its alerts'.
+fn rule_state(rt: &RuleRuntime) -> AlertState {
+    rt.alerts
+        .active
+        .values()
+        .map(|a| a.state)
+        .fold(AlertState::Inactive, |m, s| match (m, s) {
+            (AlertState::Firing, _) | (_, AlertState::Firing) => AlertState::Firing,
+            (AlertState::Pending, _) | (_, AlertState::Pending) => AlertState::Pending,
+            _ => AlertState::Inactive,
+        })
 }
 
 pub(super) fn router(engine: RuleEngine) -> axum::Router {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use edgewatch_config::Dur;
 use edgewatch_prom::{valid_label_name, valid_metric_name};
+use promql_parser::parser::value::ValueType;
 use promql_parser::parser::Expr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -82,25 +83,49 @@ struct RawRule {
     annotations: BTreeMap<String, Template>,
 }
 
+/// Why a rule's shape is invalid (its expression and templates fail with
+/// their own errors). The messages end up in `FILE:LINE:COL: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleSpecError {
+    #[error("invalid label name {0:?}")]
+    LabelName(String),
+    #[error("invalid annotation name {0:?}")]
+    AnnotationName(String),
+    #[error("only one of 'record' and 'alert' may be set")]
+    BothKinds,
+    #[error("one of 'record' or 'alert' must be set")]
+    NoKind,
+    #[error("alert name must not be empty")]
+    EmptyAlertName,
+    #[error("invalid recording rule name {0:?}")]
+    RecordName(String),
+    #[error("invalid field 'for' or 'keep_firing_for' in recording rule")]
+    RecordFor,
+    #[error("invalid field 'annotations' in recording rule")]
+    RecordAnnotations,
+    #[error("recording rule labels cannot be templated")]
+    RecordTemplatedLabels,
+}
+
 impl TryFrom<RawRule> for RuleSpec {
-    type Error = String;
-    fn try_from(r: RawRule) -> Result<Self, String> {
+    type Error = RuleSpecError;
+    fn try_from(r: RawRule) -> Result<Self, RuleSpecError> {
         for k in r.labels.keys() {
             if !valid_label_name(k) || k == "__name__" {
-                return Err(format!("invalid label name {k:?}"));
+                return Err(RuleSpecError::LabelName(k.clone()));
             }
         }
         for k in r.annotations.keys() {
             if !valid_label_name(k) {
-                return Err(format!("invalid annotation name {k:?}"));
+                return Err(RuleSpecError::AnnotationName(k.clone()));
             }
         }
         let kind = match (r.alert, r.record) {
-            (Some(_), Some(_)) => return Err("only one of 'record' and 'alert' may be set".into()),
-            (None, None) => return Err("one of 'record' or 'alert' must be set".into()),
+            (Some(_), Some(_)) => return Err(RuleSpecError::BothKinds),
+            (None, None) => return Err(RuleSpecError::NoKind),
             (Some(name), None) => {
                 if name.trim().is_empty() {
-                    return Err("alert name must not be empty".into());
+                    return Err(RuleSpecError::EmptyAlertName);
                 }
                 RuleKind::Alert {
                     name,
@@ -111,16 +136,16 @@ impl TryFrom<RawRule> for RuleSpec {
             }
             (None, Some(name)) => {
                 if !valid_metric_name(&name) {
-                    return Err(format!("invalid recording rule name {name:?}"));
+                    return Err(RuleSpecError::RecordName(name));
                 }
                 if r.for_.is_some() || r.keep_firing_for.is_some() {
-                    return Err("invalid field 'for' or 'keep_firing_for' in recording rule".into());
+                    return Err(RuleSpecError::RecordFor);
                 }
                 if !r.annotations.is_empty() {
-                    return Err("invalid field 'annotations' in recording rule".into());
+                    return Err(RuleSpecError::RecordAnnotations);
                 }
                 if r.labels.values().any(|t| t.raw().contains("{{")) {
-                    return Err("recording rule labels cannot be templated".into());
+                    return Err(RuleSpecError::RecordTemplatedLabels);
                 }
                 RuleKind::Record { name }
             }
@@ -131,6 +156,22 @@ impl TryFrom<RawRule> for RuleSpec {
             labels: r.labels,
         })
     }
+}
+
+/// Why a rule's expression is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExprError {
+    /// `promql_parser` reports its errors as text, not as a type.
+    #[error("invalid PromQL {text:?}: {message}")]
+    Parse { text: String, message: String },
+    #[error("{source} in {text:?}")]
+    Unsupported {
+        text: String,
+        #[source]
+        source: promql::Unsupported,
+    },
+    #[error("invalid PromQL {text:?}: a rule needs an instant vector or scalar, got {value_type}")]
+    ValueType { text: String, value_type: ValueType },
 }
 
 /// A parsed and checked PromQL expression.
@@ -147,17 +188,22 @@ impl fmt::Debug for PromExpr {
 }
 
 impl PromExpr {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let expr = promql_parser::parser::parse(text)
-            .map_err(|e| format!("invalid PromQL {text:?}: {}", e.trim()))?;
-        promql::check(&expr).map_err(|e| format!("{e} in {text:?}"))?;
-        use promql_parser::parser::value::ValueType;
+    pub fn parse(text: &str) -> Result<Self, ExprError> {
+        let expr = promql_parser::parser::parse(text).map_err(|e| ExprError::Parse {
+            text: text.to_string(),
+            message: e.trim().to_string(),
+        })?;
+        promql::check(&expr).map_err(|source| ExprError::Unsupported {
+            text: text.to_string(),
+            source,
+        })?;
         match expr.value_type() {
             ValueType::Vector | ValueType::Scalar => {}
-            other => {
-                return Err(format!(
-                    "invalid PromQL {text:?}: a rule needs an instant vector or scalar, got {other}"
-                ))
+            value_type => {
+                return Err(ExprError::ValueType {
+                    text: text.to_string(),
+                    value_type,
+                })
             }
         }
         Ok(Self {

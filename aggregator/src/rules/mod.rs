@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fleet::Liveness;
 use crate::promql::{self, Labels, Reads, Snapshot};
-use crate::store::{FamilyId, MetricType, Store, WindowOptions, WindowScope};
+use crate::store::{FamilyId, MetricType, Selector, Store, WindowOptions, WindowScope};
 use alerting::{AlertRule, RuleState, SendOptions};
 use edgewatch_notify::{self as notify, Notifier};
 use file::{RuleKind, RuleSpec};
@@ -270,97 +270,16 @@ impl RuleEngine {
         let tree = state.open_tree("rules")?;
         let metrics = Metrics::new(registry)?;
         let mut window = Vec::new();
-        let mut groups = Vec::new();
-        for d in defs {
-            let mut seen: HashMap<String, usize> = HashMap::new();
-            let mut rules = Vec::new();
-            let mut reads = Reads::default();
-            for spec in d.rules {
-                promql::window_selectors(&spec.expr.expr, &mut window);
-                reads.add(&spec.expr.expr);
-                let n = seen.entry(spec.name().to_string()).or_default();
-                let key = format!("alert\x00{}\x00{}\x00{}", d.name, spec.name(), n).into_bytes();
-                *n += 1;
-                let alert = match &spec.kind {
-                    RuleKind::Alert {
-                        name,
-                        for_,
-                        keep_firing_for,
-                        annotations,
-                    } => Some(AlertRule {
-                        name: name.clone(),
-                        expr: spec.expr.text.clone(),
-                        for_ms: for_.get().as_millis() as i64,
-                        keep_firing_for_ms: keep_firing_for.get().as_millis() as i64,
-                        labels: spec.labels.clone(),
-                        annotations: annotations.clone(),
-                        external_url: String::new(),
-                    }),
-                    RuleKind::Record { .. } => None,
-                };
-                let mut rt = RuleRuntime {
-                    health: Health {
-                        health: "unknown",
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                };
-                if alert.is_some() {
-                    if let Some(v) = tree.get(&key)? {
-                        match serde_json::from_slice::<RuleState>(&v) {
-                            Ok(s) => {
-                                rt.alerts = s;
-                                rt.persisted = v.to_vec();
-                            }
-                            Err(e) => {
-                                tracing::warn!(rule = %spec.name(), error = %e, "ignoring unreadable rule state")
-                            }
-                        }
-                    }
-                }
-                rules.push(Rule {
-                    spec,
-                    key,
-                    alert,
-                    state: Mutex::new(rt),
-                });
-            }
-            groups.push(Group {
-                name: d.name,
-                file: d.file,
-                interval: d.interval,
-                rules,
-                reads,
-                status: Mutex::new(GroupStatus {
-                    health: Health {
-                        health: "unknown",
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                }),
-            });
-        }
+        let groups = defs
+            .into_iter()
+            .map(|d| load_group(d, &tree, &mut window))
+            .collect::<Result<Vec<_>, _>>()?;
         for g in &groups {
             // Export zeros from the start.
             metrics.evaluations.with_label_values(&[&g.name]);
             metrics.failures.with_label_values(&[&g.name]);
         }
-        let liveness = if groups.iter().any(|g| g.name == FLEET_GROUP) {
-            window.push(Liveness::reads());
-            Some(Liveness::open(store.clone(), state, promql::LOOKBACK_MS)?)
-        } else {
-            None
-        };
-        let scope = if window.is_empty() {
-            WindowScope::None
-        } else {
-            WindowScope::Matching(window)
-        };
-        store.set_window(WindowOptions {
-            window: cfg.store.window.get(),
-            scope,
-            ..WindowOptions::default()
-        });
+        let liveness = enable_window(cfg, &store, state, &groups, window)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -583,6 +502,128 @@ impl RuleEngine {
     pub fn router(&self) -> axum::Router {
         api::router(self.clone())
     }
+}
+
+/// Builds a group's rules with their restored state, and adds the series its
+/// range and `offset` selectors read to `window`.
+fn load_group(
+    d: GroupDef,
+    tree: &sled::Tree,
+    window: &mut Vec<Selector>,
+) -> Result<Group, sled::Error> {
+    // Rules of one name in one group are told apart by their position.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut rules = Vec::new();
+    let mut reads = Reads::default();
+    for spec in d.rules {
+        promql::window_selectors(&spec.expr.expr, window);
+        reads.add(&spec.expr.expr);
+        let n = seen.entry(spec.name().to_string()).or_default();
+        let key = format!("alert\x00{}\x00{}\x00{}", d.name, spec.name(), n).into_bytes();
+        *n += 1;
+        let alert = alert_rule(&spec);
+        let mut rt = RuleRuntime {
+            health: Health {
+                health: "unknown",
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        if alert.is_some() {
+            restore_state(tree, &key, &spec, &mut rt)?;
+        }
+        rules.push(Rule {
+            spec,
+            key,
+            alert,
+            state: Mutex::new(rt),
+        });
+    }
+    Ok(Group {
+        name: d.name,
+        file: d.file,
+        interval: d.interval,
+        rules,
+        reads,
+        status: Mutex::new(GroupStatus {
+            health: Health {
+                health: "unknown",
+                ..Default::default()
+            },
+            ..Default::default()
+        }),
+    })
+}
+
+/// The state machine's view of an alerting rule; None for a recording rule.
+fn alert_rule(spec: &RuleSpec) -> Option<AlertRule> {
+    match &spec.kind {
+        RuleKind::Alert {
+            name,
+            for_,
+            keep_firing_for,
+            annotations,
+        } => Some(AlertRule {
+            name: name.clone(),
+            expr: spec.expr.text.clone(),
+            for_ms: for_.get().as_millis() as i64,
+            keep_firing_for_ms: keep_firing_for.get().as_millis() as i64,
+            labels: spec.labels.clone(),
+            annotations: annotations.clone(),
+            external_url: String::new(),
+        }),
+        RuleKind::Record { .. } => None,
+    }
+}
+
+/// Restores an alerting rule's state stored at `key`; an unreadable one is
+/// ignored (the rule starts afresh).
+fn restore_state(
+    tree: &sled::Tree,
+    key: &[u8],
+    spec: &RuleSpec,
+    rt: &mut RuleRuntime,
+) -> Result<(), sled::Error> {
+    if let Some(v) = tree.get(key)? {
+        match serde_json::from_slice::<RuleState>(&v) {
+            Ok(s) => {
+                rt.alerts = s;
+                rt.persisted = v.to_vec();
+            }
+            Err(e) => {
+                tracing::warn!(rule = %spec.name(), error = %e, "ignoring unreadable rule state")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Enables the store's sample window for the series the rules read (and, with
+/// a fleet group, the series liveness reads); opens liveness if needed.
+fn enable_window(
+    cfg: &AggregatorConfig,
+    store: &Arc<Store>,
+    state: &sled::Db,
+    groups: &[Group],
+    mut window: Vec<Selector>,
+) -> Result<Option<Liveness>, sled::Error> {
+    let liveness = if groups.iter().any(|g| g.name == FLEET_GROUP) {
+        window.push(Liveness::reads());
+        Some(Liveness::open(store.clone(), state, promql::LOOKBACK_MS)?)
+    } else {
+        None
+    };
+    let scope = if window.is_empty() {
+        WindowScope::None
+    } else {
+        WindowScope::Matching(window)
+    };
+    store.set_window(WindowOptions {
+        window: cfg.store.window.get(),
+        scope,
+        ..WindowOptions::default()
+    });
+    Ok(liveness)
 }
 
 /// Why one rule's evaluation failed (its health's last error).

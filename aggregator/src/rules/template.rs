@@ -28,6 +28,36 @@ enum Part {
     Action(Source, Vec<Pipe>),
 }
 
+/// Why a template is refused when its rule file loads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template {template:?}: unclosed action")]
+    Unclosed { template: String },
+    #[error("template {template:?}: {source}")]
+    Action {
+        template: String,
+        #[source]
+        source: ActionError,
+    },
+}
+
+/// Why one `{{ ... }}` action is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("unsupported template action {0:?}")]
+    UnsupportedAction(String),
+    #[error("unsupported template function {0:?}")]
+    UnsupportedFunction(String),
+    #[error("unterminated quoted string in {0:?}")]
+    UnterminatedQuote(String),
+    #[error("empty template action")]
+    Empty,
+    #[error("expected a quoted string, got {0:?}")]
+    NotQuoted(String),
+    #[error("unsupported printf format {0:?} (one of %s %v %d %f %.Nf %g %e)")]
+    Printf(String),
+}
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -36,7 +66,7 @@ pub struct Template {
 }
 
 impl Template {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = s;
         while let Some(i) = rest.find("{{") {
@@ -44,9 +74,9 @@ impl Template {
                 parts.push(Part::Text(rest[..i].to_string()));
             }
             let after = &rest[i + 2..];
-            let j = after
-                .find("}}")
-                .ok_or_else(|| format!("template {s:?}: unclosed action"))?;
+            let j = after.find("}}").ok_or_else(|| TemplateError::Unclosed {
+                template: s.to_string(),
+            })?;
             let mut action = &after[..j];
             rest = &after[j + 2..];
             // Trim markers `{{-` and `-}}`.
@@ -67,12 +97,15 @@ impl Template {
             if action.starts_with("/*") && action.ends_with("*/") {
                 continue;
             }
-            parts.push(parse_action(action).map_err(|e| format!("template {s:?}: {e}"))?);
+            parts.push(
+                parse_action(action).map_err(|source| TemplateError::Action {
+                    template: s.to_string(),
+                    source,
+                })?,
+            );
         }
+        // A stray "}}" is plain text, as in Go templates.
         if !rest.is_empty() {
-            if rest.contains("}}") && !rest.contains("{{") && s.contains("{{") {
-                // a stray "}}" is plain text in Go templates too
-            }
             parts.push(Part::Text(rest.to_string()));
         }
         Ok(Self {
@@ -131,7 +164,7 @@ fn apply(p: &Pipe, c: &Cur) -> String {
     }
 }
 
-fn parse_source(tok: &str) -> Result<Source, String> {
+fn parse_source(tok: &str) -> Result<Source, ActionError> {
     if tok == "$value" || tok == ".Value" {
         return Ok(Source::Value);
     }
@@ -142,10 +175,10 @@ fn parse_source(tok: &str) -> Result<Source, String> {
             }
         }
     }
-    Err(format!("unsupported template action {tok:?}"))
+    Err(ActionError::UnsupportedAction(tok.to_string()))
 }
 
-fn parse_action(action: &str) -> Result<Part, String> {
+fn parse_action(action: &str) -> Result<Part, ActionError> {
     let mut segs = action.split('|').map(str::trim);
     let first = segs.next().unwrap_or_default();
     let words = split_words(first)?;
@@ -162,12 +195,12 @@ fn parse_action(action: &str) -> Result<Part, String> {
             ))
             .and_then(|p| with_pipes(p, segs));
         }
-        _ => return Err(format!("unsupported template action {first:?}")),
+        _ => return Err(ActionError::UnsupportedAction(first.to_string())),
     };
     with_pipes(Part::Action(src, Vec::new()), segs)
 }
 
-fn with_pipes<'a>(mut p: Part, segs: impl Iterator<Item = &'a str>) -> Result<Part, String> {
+fn with_pipes<'a>(mut p: Part, segs: impl Iterator<Item = &'a str>) -> Result<Part, ActionError> {
     for seg in segs {
         let words = split_words(seg)?;
         let pipe = match words.as_slice() {
@@ -175,7 +208,7 @@ fn with_pipes<'a>(mut p: Part, segs: impl Iterator<Item = &'a str>) -> Result<Pa
             [w] if w == "humanizePercentage" => Pipe::HumanizePercentage,
             [w] if w == "humanizeDuration" => Pipe::HumanizeDuration,
             [w, f] if w == "printf" => Pipe::Printf(check_printf(&unquote(f)?)?),
-            _ => return Err(format!("unsupported template function {seg:?}")),
+            _ => return Err(ActionError::UnsupportedFunction(seg.to_string())),
         };
         if let Part::Action(_, pipes) = &mut p {
             pipes.push(pipe);
@@ -184,7 +217,7 @@ fn with_pipes<'a>(mut p: Part, segs: impl Iterator<Item = &'a str>) -> Result<Pa
     Ok(p)
 }
 
-fn split_words(s: &str) -> Result<Vec<String>, String> {
+fn split_words(s: &str) -> Result<Vec<String>, ActionError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_q = false;
@@ -203,35 +236,33 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
         }
     }
     if in_q {
-        return Err(format!("unterminated quoted string in {s:?}"));
+        return Err(ActionError::UnterminatedQuote(s.to_string()));
     }
     if !cur.is_empty() {
         out.push(cur);
     }
     if out.is_empty() {
-        return Err("empty template action".into());
+        return Err(ActionError::Empty);
     }
     Ok(out)
 }
 
-fn unquote(s: &str) -> Result<String, String> {
+fn unquote(s: &str) -> Result<String, ActionError> {
     s.strip_prefix('"')
         .and_then(|x| x.strip_suffix('"'))
         .map(str::to_string)
-        .ok_or_else(|| format!("expected a quoted string, got {s:?}"))
+        .ok_or_else(|| ActionError::NotQuoted(s.to_string()))
 }
 
 /// Accepts one verb: `%s`, `%v`, `%d`, `%f`, `%.Nf`, `%g`, `%e`.
-fn check_printf(f: &str) -> Result<String, String> {
+fn check_printf(f: &str) -> Result<String, ActionError> {
     let verbs: Vec<usize> = f.match_indices('%').map(|(i, _)| i).collect();
     let real: Vec<&usize> = verbs
         .iter()
         .filter(|&&i| !f[i..].starts_with("%%"))
         .collect();
     if real.len() != 1 || parse_verb(&f[*real[0]..]).is_none() {
-        return Err(format!(
-            "unsupported printf format {f:?} (one of %s %v %d %f %.Nf %g %e)"
-        ));
+        return Err(ActionError::Printf(f.to_string()));
     }
     Ok(f.to_string())
 }
@@ -418,5 +449,15 @@ mod tests {
         ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }
+        let e = Template::parse("x {{ $value | toUpper }}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"template "x {{ $value | toUpper }}": unsupported template function "toUpper""#
+        );
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some(r#"unsupported template function "toUpper""#)
+        );
     }
 }

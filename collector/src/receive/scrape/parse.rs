@@ -91,11 +91,55 @@ pub struct Exposition {
     pub label_clashes: u64,
 }
 
+/// Why an exposition is refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[error("line {line}: {kind}")]
 pub struct ParseError {
     pub line: usize,
-    pub message: String,
+    #[source]
+    pub kind: LineError,
+}
+
+/// What is wrong with one line; sample lines are quoted (truncated) in the
+/// message. Built only on the error path: parsing a valid line allocates nothing
+/// for errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("content after # EOF")]
+    AfterEof,
+    #[error("empty line")]
+    EmptyLine,
+    #[error("missing # EOF")]
+    MissingEof,
+    #[error("invalid comment")]
+    Comment,
+    /// The keyword: `TYPE`, `HELP` or `UNIT`.
+    #[error("invalid metric name in # {0}")]
+    MetadataName(String),
+    #[error("invalid metric type {0:?}")]
+    MetricType(String),
+    #[error("invalid metric name in {0:?}")]
+    MetricName(String),
+    #[error("invalid label name in {0:?}")]
+    LabelName(String),
+    #[error("expected '=' after label name in {0:?}")]
+    ExpectedEquals(String),
+    #[error("expected '\"' in {0:?}")]
+    ExpectedQuote(String),
+    #[error("unterminated label value in {0:?}")]
+    UnterminatedValue(String),
+    #[error("invalid escape in label value in {0:?}")]
+    InvalidEscape(String),
+    #[error("expected ',' or '}}' in {0:?}")]
+    ExpectedSeparator(String),
+    #[error("expected a value in {0:?}")]
+    ExpectedValue(String),
+    #[error("invalid value {0:?}")]
+    Value(String),
+    #[error("invalid timestamp {0:?}")]
+    Timestamp(String),
+    #[error("unexpected {0:?} after the timestamp")]
+    AfterTimestamp(String),
 }
 
 /// Parses a whole exposition.
@@ -105,9 +149,9 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
     let n_lines = text.split('\n').count();
     for (i, raw) in text.split('\n').enumerate() {
         let line_no = i + 1;
-        let err = |m: String| ParseError {
+        let err = |kind: LineError| ParseError {
             line: line_no,
-            message: m,
+            kind,
         };
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let last = i + 1 == n_lines; // what follows the final '\n'
@@ -115,11 +159,11 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
             if line.is_empty() && last {
                 continue;
             }
-            return Err(err("content after # EOF".into()));
+            return Err(err(LineError::AfterEof));
         }
         if line.trim().is_empty() {
             if format == Format::OpenMetrics && !last {
-                return Err(err("empty line".into()));
+                return Err(err(LineError::EmptyLine));
             }
             continue;
         }
@@ -135,7 +179,7 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
                     let (name, rest) = split_word(rest.trim_start_matches([' ', '\t']));
                     if name.is_empty() || !valid_metric_name(name) {
                         if format == Format::OpenMetrics {
-                            return Err(err(format!("invalid metric name in # {kw}")));
+                            return Err(err(LineError::MetadataName(kw.to_string())));
                         }
                         continue; // promparse: an unparsable comment is a comment
                     }
@@ -143,7 +187,7 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
                     match kw {
                         "TYPE" => {
                             let t = Kind::parse(value.trim(), format).ok_or_else(|| {
-                                err(format!("invalid metric type {:?}", value.trim()))
+                                err(LineError::MetricType(value.trim().to_string()))
                             })?;
                             out.types.insert(name.to_string(), t);
                         }
@@ -156,7 +200,7 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
                         _ => {}
                     }
                 }
-                _ if format == Format::OpenMetrics => return Err(err("invalid comment".into())),
+                _ if format == Format::OpenMetrics => return Err(err(LineError::Comment)),
                 _ => {}
             }
             continue;
@@ -169,7 +213,7 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
     if format == Format::OpenMetrics && !saw_eof {
         return Err(ParseError {
             line: text.lines().count(),
-            message: "missing # EOF".into(),
+            kind: LineError::MissingEof,
         });
     }
     Ok(out)
@@ -205,7 +249,7 @@ fn unescape_help(s: &str) -> String {
 }
 
 /// `Ok(None)`: a label name written twice (dropped and counted by the caller).
-fn sample_line(line: &str, format: Format) -> Result<Option<Sample>, String> {
+fn sample_line(line: &str, format: Format) -> Result<Option<Sample>, LineError> {
     let b = line.as_bytes();
     let mut i = 0;
     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
@@ -213,129 +257,22 @@ fn sample_line(line: &str, format: Format) -> Result<Option<Sample>, String> {
     }
     let name = &line[..i];
     if !valid_metric_name(name) {
-        return Err(format!("invalid metric name in {:?}", truncate(line)));
+        return Err(LineError::MetricName(quoted(line)));
     }
-    let mut labels: Vec<(String, String)> = Vec::new();
-    let mut clash = false;
-    let skip_ws = |i: &mut usize| {
-        while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
-            *i += 1;
-        }
-    };
     if format == Format::Text {
         let mut j = i;
-        skip_ws(&mut j);
+        skip_ws(b, &mut j);
         if b.get(j) == Some(&b'{') {
             i = j;
         }
     }
+    let mut labels: Vec<(String, String)> = Vec::new();
+    let mut clash = false;
     if i < b.len() && b[i] == b'{' {
         i += 1;
-        loop {
-            skip_ws(&mut i);
-            if i < b.len() && b[i] == b'}' {
-                i += 1;
-                break;
-            }
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            let lname = &line[start..i];
-            if !valid_label_name(lname) {
-                return Err(format!("invalid label name in {:?}", truncate(line)));
-            }
-            skip_ws(&mut i);
-            if i >= b.len() || b[i] != b'=' {
-                return Err(format!(
-                    "expected '=' after label name in {:?}",
-                    truncate(line)
-                ));
-            }
-            i += 1;
-            skip_ws(&mut i);
-            if i >= b.len() || b[i] != b'"' {
-                return Err(format!("expected '\"' in {:?}", truncate(line)));
-            }
-            i += 1;
-            let mut value = String::new();
-            loop {
-                let Some(&c) = b.get(i) else {
-                    return Err(format!("unterminated label value in {:?}", truncate(line)));
-                };
-                match c {
-                    b'"' => {
-                        i += 1;
-                        break;
-                    }
-                    b'\\' => {
-                        match b.get(i + 1) {
-                            Some(b'n') => value.push('\n'),
-                            Some(b'\\') => value.push('\\'),
-                            Some(b'"') => value.push('"'),
-                            _ => {
-                                return Err(format!(
-                                    "invalid escape in label value in {:?}",
-                                    truncate(line)
-                                ))
-                            }
-                        }
-                        i += 2;
-                    }
-                    _ => {
-                        // Copy one UTF-8 character.
-                        let ch = line[i..].chars().next().expect("in bounds");
-                        value.push(ch);
-                        i += ch.len_utf8();
-                    }
-                }
-            }
-            if lname == "__name__" || labels.iter().any(|(k, _)| k == lname) {
-                clash = true;
-            }
-            labels.push((lname.to_string(), value));
-            skip_ws(&mut i);
-            match b.get(i) {
-                Some(b',') => i += 1,
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return Err(format!("expected ',' or '}}' in {:?}", truncate(line))),
-            }
-        }
+        clash = label_set(line, &mut i, &mut labels)?;
     }
-    // Value, optional timestamp, optional exemplar (OpenMetrics).
-    let rest = &line[i..];
-    if !rest.starts_with([' ', '\t']) {
-        return Err(format!("expected a value in {:?}", truncate(line)));
-    }
-    let rest = match (format, rest.find(" # ")) {
-        (Format::OpenMetrics, Some(p)) => &rest[..p],
-        _ => rest,
-    };
-    let mut parts = rest.split([' ', '\t']).filter(|p| !p.is_empty());
-    let value = parts
-        .next()
-        .ok_or_else(|| format!("expected a value in {:?}", truncate(line)))?;
-    let value = parse_float(value).ok_or_else(|| format!("invalid value {value:?}"))?;
-    let timestamp_ms = match parts.next() {
-        None => None,
-        Some(t) => Some(match format {
-            Format::Text => t
-                .parse::<i64>()
-                .map_err(|_| format!("invalid timestamp {t:?}"))?,
-            Format::OpenMetrics => {
-                let s: f64 = parse_float(t)
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(|| format!("invalid timestamp {t:?}"))?;
-                (s * 1000.0).round() as i64
-            }
-        }),
-    };
-    if let Some(extra) = parts.next() {
-        return Err(format!("unexpected {extra:?} after the timestamp"));
-    }
+    let (value, timestamp_ms) = value_and_timestamp(line, &line[i..], format)?;
     if clash {
         return Ok(None);
     }
@@ -345,6 +282,139 @@ fn sample_line(line: &str, format: Format) -> Result<Option<Sample>, String> {
         value,
         timestamp_ms,
     }))
+}
+
+fn skip_ws(b: &[u8], i: &mut usize) {
+    while *i < b.len() && (b[*i] == b' ' || b[*i] == b'\t') {
+        *i += 1;
+    }
+}
+
+/// The labels after a `{`, up to and including the `}`; `*i` ends past it.
+/// Returns whether a label name is written twice (or is `__name__`).
+fn label_set(
+    line: &str,
+    i: &mut usize,
+    labels: &mut Vec<(String, String)>,
+) -> Result<bool, LineError> {
+    let b = line.as_bytes();
+    let mut clash = false;
+    loop {
+        skip_ws(b, i);
+        if *i < b.len() && b[*i] == b'}' {
+            *i += 1;
+            return Ok(clash);
+        }
+        let start = *i;
+        while *i < b.len() && (b[*i].is_ascii_alphanumeric() || b[*i] == b'_') {
+            *i += 1;
+        }
+        let lname = &line[start..*i];
+        if !valid_label_name(lname) {
+            return Err(LineError::LabelName(quoted(line)));
+        }
+        skip_ws(b, i);
+        if *i >= b.len() || b[*i] != b'=' {
+            return Err(LineError::ExpectedEquals(quoted(line)));
+        }
+        *i += 1;
+        skip_ws(b, i);
+        if *i >= b.len() || b[*i] != b'"' {
+            return Err(LineError::ExpectedQuote(quoted(line)));
+        }
+        *i += 1;
+        let value = label_value(line, i)?;
+        if lname == "__name__" || labels.iter().any(|(k, _)| k == lname) {
+            clash = true;
+        }
+        labels.push((lname.to_string(), value));
+        skip_ws(b, i);
+        match b.get(*i) {
+            Some(b',') => *i += 1,
+            Some(b'}') => {
+                *i += 1;
+                return Ok(clash);
+            }
+            _ => return Err(LineError::ExpectedSeparator(quoted(line))),
+        }
+    }
+}
+
+/// A label value after its opening quote, unescaped; `*i` ends past the closing
+/// quote.
+fn label_value(line: &str, i: &mut usize) -> Result<String, LineError> {
+    let b = line.as_bytes();
+    let mut value = String::new();
+    loop {
+        let Some(&c) = b.get(*i) else {
+            return Err(LineError::UnterminatedValue(quoted(line)));
+        };
+        match c {
+            b'"' => {
+                *i += 1;
+                return Ok(value);
+            }
+            b'\\' => {
+                match b.get(*i + 1) {
+                    Some(b'n') => value.push('\n'),
+                    Some(b'\\') => value.push('\\'),
+                    Some(b'"') => value.push('"'),
+                    _ => return Err(LineError::InvalidEscape(quoted(line))),
+                }
+                *i += 2;
+            }
+            _ => {
+                // Copy one UTF-8 character.
+                let ch = line[*i..].chars().next().expect("in bounds");
+                value.push(ch);
+                *i += ch.len_utf8();
+            }
+        }
+    }
+}
+
+/// The value, optional timestamp and (OpenMetrics) optional exemplar that
+/// follow the name and labels.
+fn value_and_timestamp(
+    line: &str,
+    rest: &str,
+    format: Format,
+) -> Result<(f64, Option<i64>), LineError> {
+    if !rest.starts_with([' ', '\t']) {
+        return Err(LineError::ExpectedValue(quoted(line)));
+    }
+    let rest = match (format, rest.find(" # ")) {
+        (Format::OpenMetrics, Some(p)) => &rest[..p],
+        _ => rest,
+    };
+    let mut parts = rest.split([' ', '\t']).filter(|p| !p.is_empty());
+    let value = parts
+        .next()
+        .ok_or_else(|| LineError::ExpectedValue(quoted(line)))?;
+    let value = parse_float(value).ok_or_else(|| LineError::Value(value.to_string()))?;
+    let timestamp_ms = match parts.next() {
+        None => None,
+        Some(t) => Some(match format {
+            Format::Text => t
+                .parse::<i64>()
+                .map_err(|_| LineError::Timestamp(t.to_string()))?,
+            Format::OpenMetrics => {
+                let s: f64 = parse_float(t)
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| LineError::Timestamp(t.to_string()))?;
+                (s * 1000.0).round() as i64
+            }
+        }),
+    };
+    if let Some(extra) = parts.next() {
+        return Err(LineError::AfterTimestamp(extra.to_string()));
+    }
+    Ok((value, timestamp_ms))
+}
+
+/// The line as error messages quote it.
+fn quoted(line: &str) -> String {
+    truncate(line).to_string()
 }
 
 fn truncate(s: &str) -> &str {
@@ -404,5 +474,92 @@ mod tests {
         let e = parse("a{x=\"1\",x=\"2\"} 1\nb 2\n", Format::Text).unwrap();
         assert_eq!(e.label_clashes, 1);
         assert_eq!(e.samples.len(), 1);
+    }
+
+    /// The messages that reach scrape logs, pinned byte for byte.
+    #[test]
+    fn error_messages() {
+        for (text, format, want) in [
+            (
+                "a 1\n# EOF\nb 2\n",
+                Format::OpenMetrics,
+                "line 3: content after # EOF",
+            ),
+            (
+                "a 1\n\nb 2\n# EOF\n",
+                Format::OpenMetrics,
+                "line 2: empty line",
+            ),
+            ("a 1\n", Format::OpenMetrics, "line 1: missing # EOF"),
+            (
+                "# foo\n# EOF\n",
+                Format::OpenMetrics,
+                "line 1: invalid comment",
+            ),
+            (
+                "# TYPE 1a counter\n# EOF\n",
+                Format::OpenMetrics,
+                "line 1: invalid metric name in # TYPE",
+            ),
+            (
+                "# TYPE a nonsense\n",
+                Format::Text,
+                "line 1: invalid metric type \"nonsense\"",
+            ),
+            (
+                "1a 1\n",
+                Format::Text,
+                "line 1: invalid metric name in \"1a 1\"",
+            ),
+            (
+                "a{1x=\"1\"} 1\n",
+                Format::Text,
+                "line 1: invalid label name in \"a{1x=\\\"1\\\"} 1\"",
+            ),
+            (
+                "a{x \"1\"} 1\n",
+                Format::Text,
+                "line 1: expected '=' after label name in \"a{x \\\"1\\\"} 1\"",
+            ),
+            (
+                "a{x=1} 1\n",
+                Format::Text,
+                "line 1: expected '\"' in \"a{x=1} 1\"",
+            ),
+            (
+                "a{x=\"1} 1\n",
+                Format::Text,
+                "line 1: unterminated label value in \"a{x=\\\"1} 1\"",
+            ),
+            (
+                "a{x=\"\\q\"} 1\n",
+                Format::Text,
+                "line 1: invalid escape in label value in \"a{x=\\\"\\\\q\\\"} 1\"",
+            ),
+            (
+                "a{x=\"1\" 1\n",
+                Format::Text,
+                "line 1: expected ',' or '}' in \"a{x=\\\"1\\\" 1\"",
+            ),
+            ("a\n", Format::Text, "line 1: expected a value in \"a\""),
+            ("a x\n", Format::Text, "line 1: invalid value \"x\""),
+            ("a 1 x\n", Format::Text, "line 1: invalid timestamp \"x\""),
+            (
+                "a 1 x # EOF\n",
+                Format::OpenMetrics,
+                "line 1: invalid timestamp \"x\"",
+            ),
+            (
+                "a 1 2 3\n",
+                Format::Text,
+                "line 1: unexpected \"3\" after the timestamp",
+            ),
+        ] {
+            assert_eq!(
+                parse(text, format).unwrap_err().to_string(),
+                want,
+                "{text:?}"
+            );
+        }
     }
 }
