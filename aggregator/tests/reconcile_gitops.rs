@@ -3,48 +3,19 @@
 //! Chromium.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use edgewatch_aggregator::reconcile::gitops::{self, Source};
 use edgewatch_aggregator::reconcile::{Reconciler, RULES_YAML, STATUS_METRIC};
 use edgewatch_aggregator::store::{MetricType, Selector, Store, StoreOptions};
 use edgewatch_config::AggregatorConfig;
+use edgewatch_testkit::git::{commit, git, put};
+use edgewatch_testkit::now_ms;
 use edgewatch_testkit::peers::Chromium;
 
 const D1: &str = "sha256:8486af7728e1214ac5f81c6b93d560078d357f2096d1b40c38a9ac8e1cd68767";
 const D2: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const D3: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn put(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-fn commit(root: &Path, msg: &str) -> String {
-    git(root, &["add", "-A"]);
-    git(root, &["commit", "-q", "-m", msg]);
-    git(root, &["rev-parse", "HEAD"])
-}
 
 fn app_kustomization(app: &str, model: &str, digest: &str) -> String {
     format!(
@@ -363,18 +334,44 @@ fn status_lines(store: &Store, now: i64) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn reconciler_writes_status_series_into_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    ai_edge_repo(dir.path());
+/// An ai-edge repository at `repo` and a configured reconciler over it, writing
+/// into a fresh store.
+fn reconciled_ai_edge_repo(repo: &Path) -> (Arc<Store>, Reconciler) {
+    ai_edge_repo(repo);
     let store = Arc::new(Store::new(
         StoreOptions::default(),
         &prometheus::Registry::new(),
     ));
-    let cfg = config(dir.path(), "");
-    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
+    let cfg = config(repo, "");
+    let r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
         .unwrap()
         .expect("configured");
+    (store, r)
+}
+
+/// Serves `app` on a free 127.0.0.1 port until the token is cancelled.
+async fn serve(
+    app: axum::Router,
+) -> (
+    u16,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(edgewatch_aggregator::web::serve(
+        listener,
+        app,
+        stop.clone(),
+    ));
+    (port, stop, server)
+}
+
+#[test]
+fn reconciler_writes_status_series_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut r) = reconciled_ai_edge_repo(dir.path());
     let t0 = 1_800_000_000_000i64;
     write_pod(
         &store,
@@ -479,16 +476,8 @@ async fn status_page_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    ai_edge_repo(&repo);
-    let store = Arc::new(Store::new(
-        StoreOptions::default(),
-        &prometheus::Registry::new(),
-    ));
-    let cfg = config(&repo, "");
-    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
-        .unwrap()
-        .unwrap();
-    let now = edgewatch_aggregator_now();
+    let (store, mut r) = reconciled_ai_edge_repo(&repo);
+    let now = now_ms();
     write_pod(
         &store,
         "edge-a",
@@ -551,14 +540,7 @@ async fn status_page_in_headless_chromium() {
             down_after,
             Some(handle),
         ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(edgewatch_aggregator::web::serve(
-        listener,
-        app,
-        stop.clone(),
-    ));
+    let (port, stop, server) = serve(app).await;
 
     let dom = dump_dom(dir.path(), port).await;
     stop.cancel();
@@ -605,16 +587,8 @@ async fn status_page_updates_live_from_the_apis() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    ai_edge_repo(&repo);
-    let store = Arc::new(Store::new(
-        StoreOptions::default(),
-        &prometheus::Registry::new(),
-    ));
-    let cfg = config(&repo, "");
-    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
-        .unwrap()
-        .unwrap();
-    let now = edgewatch_aggregator_now();
+    let (store, mut r) = reconciled_ai_edge_repo(&repo);
+    let now = now_ms();
     write_pod(
         &store,
         "edge-b",
@@ -651,14 +625,7 @@ async fn status_page_updates_live_from_the_apis() {
                 async move { axum::Json(a) }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(edgewatch_aggregator::web::serve(
-        listener,
-        app,
-        stop.clone(),
-    ));
+    let (port, stop, server) = serve(app).await;
     let (status, html) = get_text(port).await;
     assert_eq!(status, 200);
     let not_enabled = "<div id=\"deployments\"><p class=\"note\">Deployment reconciler not enabled";
@@ -718,13 +685,6 @@ async fn dump_dom(dir: &Path, port: u16) -> String {
             std::time::Duration::from_secs(5),
         )
         .await
-}
-
-fn edgewatch_aggregator_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[test]
