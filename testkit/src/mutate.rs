@@ -61,3 +61,31 @@ pub fn break_utf8(mut bytes: Vec<u8>, marker: &[u8]) -> Vec<u8> {
     bytes[at] = 0xff;
     bytes
 }
+
+/// Whether prost's verdict on `bytes` (`full`) and another decoder's (`ours`, named
+/// `ours_name` in the panic) agree: both accept (then `same` compares the two
+/// readings) gives true, both reject false, and a disagreement panics naming both
+/// verdicts and the input.
+pub fn agree_with_prost<F, FE, O, E: std::fmt::Debug>(
+    bytes: &[u8],
+    full: Result<F, FE>,
+    ours_name: &str,
+    ours: Result<O, E>,
+    same: impl FnOnce(F, O),
+) -> bool {
+    match (full, ours) {
+        (Ok(f), Ok(o)) => {
+            same(f, o);
+            true
+        }
+        (Err(_), Err(_)) => false,
+        (f, o) => panic!(
+            "prost {} but {ours_name} {} for {bytes:?}",
+            if f.is_ok() { "accepts" } else { "rejects" },
+            match o {
+                Ok(_) => "accepts".to_string(),
+                Err(e) => format!("rejects ({e:?})"),
+            }
+        ),
+    }
+}

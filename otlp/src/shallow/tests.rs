@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::{count_points, ExportMetricsServiceRequest};
-use edgewatch_testkit::mutate::{break_utf8, verdicts};
+use edgewatch_testkit::mutate::{agree_with_prost, break_utf8, verdicts};
 use edgewatch_testkit::otlp::{kv, s};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
@@ -143,24 +143,12 @@ fn request() -> ExportMetricsServiceRequest {
 fn agree(bytes: &[u8]) -> bool {
     let full = ExportMetricsServiceRequest::decode(bytes);
     let shallow = decode_shallow(Bytes::copy_from_slice(bytes));
-    match (full, shallow) {
-        (Ok(f), Ok((sh, points))) => {
-            assert_eq!(points, count_points(&f), "points of {bytes:?}");
-            let again = ExportMetricsServiceRequest::decode(&sh.encode_to_vec()[..])
-                .expect("re-encoded shallow request decodes");
-            assert_eq!(again, f, "re-encode of {bytes:?}");
-            true
-        }
-        (Err(_), Err(_)) => false,
-        (f, sh) => panic!(
-            "prost {} but shallow {} for {bytes:?}",
-            if f.is_ok() { "accepts" } else { "rejects" },
-            match sh {
-                Ok(_) => "accepts".to_string(),
-                Err(e) => format!("rejects ({e:?})"),
-            }
-        ),
-    }
+    agree_with_prost(bytes, full, "shallow", shallow, |f, (sh, points)| {
+        assert_eq!(points, count_points(&f), "points of {bytes:?}");
+        let again = ExportMetricsServiceRequest::decode(&sh.encode_to_vec()[..])
+            .expect("re-encoded shallow request decodes");
+        assert_eq!(again, f, "re-encode of {bytes:?}");
+    })
 }
 
 #[test]

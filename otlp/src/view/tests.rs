@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::ExportMetricsServiceRequest;
-use edgewatch_testkit::mutate::{break_utf8, verdicts};
+use edgewatch_testkit::mutate::{agree_with_prost, break_utf8, verdicts};
 use edgewatch_testkit::otlp::{kv, s};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
@@ -438,22 +438,9 @@ fn numbers_view(o: &mut String, d: DataView<'_>) {
 /// reading.
 fn agree(bytes: &[u8]) -> bool {
     let full = ExportMetricsServiceRequest::decode(bytes);
-    let view = decode(bytes);
-    match (full, view) {
-        (Ok(f), Ok(v)) => {
-            assert_eq!(render_view(v.request()), render_prost(&f), "{bytes:?}");
-            true
-        }
-        (Err(_), Err(_)) => false,
-        (f, v) => panic!(
-            "prost {} but the view {} for {bytes:?}",
-            if f.is_ok() { "accepts" } else { "rejects" },
-            match v {
-                Ok(_) => "accepts".to_string(),
-                Err(e) => format!("rejects ({e:?})"),
-            }
-        ),
-    }
+    agree_with_prost(bytes, full, "the view", decode(bytes), |f, v| {
+        assert_eq!(render_view(v.request()), render_prost(&f), "{bytes:?}");
+    })
 }
 
 #[test]
