@@ -4,7 +4,7 @@
 use super::*;
 use crate::{count_points, ExportMetricsServiceRequest};
 use edgewatch_testkit::mutate::{agree_with_prost, break_utf8, verdicts};
-use edgewatch_testkit::otlp::{kv, s};
+use edgewatch_testkit::otlp::{kv, s, wrap_metrics};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
 };
@@ -182,14 +182,7 @@ fn oneof_semantics_match_prost() {
     let sum = m.encode_to_vec();
     bytes.extend_from_slice(&sum);
     bytes.extend_from_slice(&sum);
-    let sm = ScopeMetrics::default();
-    let mut sm_bytes = sm.encode_to_vec();
-    prost::encoding::bytes::encode(2, &bytes, &mut sm_bytes);
-    let rm = ResourceMetrics::default();
-    let mut rm_bytes = rm.encode_to_vec();
-    prost::encoding::bytes::encode(2, &sm_bytes, &mut rm_bytes);
-    let mut req = Vec::new();
-    prost::encoding::bytes::encode(1, &rm_bytes, &mut req);
+    let req = wrap_metrics(&bytes);
     assert!(agree(&req));
     assert_eq!(decode_shallow(Bytes::from(req)).unwrap().1, 6);
 }

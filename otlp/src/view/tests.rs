@@ -5,7 +5,7 @@
 use super::*;
 use crate::ExportMetricsServiceRequest;
 use edgewatch_testkit::mutate::{agree_with_prost, break_utf8, verdicts};
-use edgewatch_testkit::otlp::{kv, s};
+use edgewatch_testkit::otlp::{kv, s, wrap_metrics};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
@@ -450,17 +450,6 @@ fn canonical_request_reads_as_prost_decodes_it() {
     let d = decode(&bytes).unwrap();
     assert!(!d.normalized(), "a canonical body is viewed in place");
     assert!(agree(&[]));
-}
-
-/// Wraps encoded `Metric`s into a request (one resource, one scope).
-fn wrap_metrics(metrics: &[u8]) -> Vec<u8> {
-    let mut sm = Vec::new();
-    prost::encoding::bytes::encode(2, &metrics.to_vec(), &mut sm);
-    let mut rm = Vec::new();
-    prost::encoding::bytes::encode(2, &sm, &mut rm);
-    let mut req = Vec::new();
-    prost::encoding::bytes::encode(1, &rm, &mut req);
-    req
 }
 
 #[test]
