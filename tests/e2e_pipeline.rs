@@ -1,8 +1,9 @@
 //! Edge to core, end to end: an official OpenTelemetry SDK exporter → the collector
 //! process → the aggregator process → `/federate` → a real Prometheus.
 
+use edgewatch_testkit::otlp::post_otlp_json;
 use edgewatch_testkit::peers::Prometheus;
-use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::roles::{loadgen_report, Aggregator, Collector};
 use edgewatch_testkit::{eventually, free_port, get, now_ms, parse_samples, write, Proc, Sample};
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::KeyValue;
@@ -208,7 +209,6 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     .await;
 
     agg.proc.stop();
-    let client = reqwest::Client::new();
     let now_ns = now_ms() * 1_000_000;
     for i in 0..20 {
         // OTLP/JSON, as curl-based senders use it.
@@ -216,18 +216,10 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
             r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"outage"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"e2e_outage","gauge":{{"dataPoints":[{{"timeUnixNano":"{}","asDouble":{i},"attributes":[{{"key":"i","value":{{"stringValue":"{i}"}}}}]}}]}}}}]}}]}}]}}"#,
             now_ns + i
         );
-        let r = client
-            .post(format!("http://127.0.0.1:{}/v1/metrics", col.http))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
+        let (status, text) = post_otlp_json(col.http, body).await;
         assert_eq!(
-            r.status(),
-            200,
-            "the collector accepts while the core is down: {:?}",
-            r.text().await
+            status, 200,
+            "the collector accepts while the core is down: {text}"
         );
     }
     // Numbered points, many per series, also while the core is down.
@@ -251,12 +243,7 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     })
     .await
     .expect("loadgen thread");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("loadgen report");
+    let report = loadgen_report(&out);
     assert_eq!(
         report["failed_points"], 0,
         "the collector accepts while the core is down: {report}"
