@@ -282,17 +282,13 @@ fn config(gitops: &Path, extra: &str) -> AggregatorConfig {
     .expect("config")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_pod(
-    store: &Store,
-    cluster: &str,
-    pod: &str,
-    model: &str,
-    ns: &str,
-    digest: &str,
-    ready: bool,
-    ts: i64,
-) {
+/// (model, namespace) of the two apps of [`ai_edge_repo`].
+const HOUSING: (&str, &str) = ("tensorflow-housing", "tensorflow-housing-app");
+const BIKES: (&str, &str) = ("bike-rentals-auto-ml", "bike-rental-app");
+
+/// A ready pod of `app` running `digest` on node n1 of `cluster`, as reported at `ts`.
+fn write_pod(store: &Store, cluster: &str, pod: &str, app: (&str, &str), digest: &str, ts: i64) {
+    let (model, ns) = app;
     let info = store.family("edgewatch_model_info", MetricType::Gauge, "", "");
     let rdy = store.family("edgewatch_model_ready", MetricType::Gauge, "", "");
     let labels = [
@@ -307,14 +303,7 @@ fn write_pod(
         ("digest", digest),
     ];
     store.write(info, "edgewatch_model_info", &labels, 1.0, ts, ts);
-    store.write(
-        rdy,
-        "edgewatch_model_ready",
-        &labels,
-        if ready { 1.0 } else { 0.0 },
-        ts,
-        ts,
-    );
+    store.write(rdy, "edgewatch_model_ready", &labels, 1.0, ts, ts);
 }
 
 fn status_lines(store: &Store, now: i64) -> Vec<String> {
@@ -334,19 +323,37 @@ fn status_lines(store: &Store, now: i64) -> Vec<String> {
         .collect()
 }
 
-/// An ai-edge repository at `repo` and a configured reconciler over it, writing
-/// into a fresh store.
-fn reconciled_ai_edge_repo(repo: &Path) -> (Arc<Store>, Reconciler) {
-    ai_edge_repo(repo);
+/// An ai-edge repository in `dir/repo` and a configured reconciler over it,
+/// writing into a fresh store.
+fn reconciled_ai_edge_repo(dir: &Path) -> (Arc<Store>, Reconciler) {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    ai_edge_repo(&repo);
     let store = Arc::new(Store::new(
         StoreOptions::default(),
         &prometheus::Registry::new(),
     ));
-    let cfg = config(repo, "");
+    let cfg = config(&repo, "");
     let r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
         .unwrap()
         .expect("configured");
     (store, r)
+}
+
+/// The reconciler's, the fleet's and the status page's routes over `store`; the
+/// page renders the deployments server-side only `with_handle`.
+fn status_app(r: &Reconciler, store: &Arc<Store>, with_handle: bool) -> axum::Router {
+    let down_after = r.options().down_after;
+    r.router()
+        .merge(edgewatch_aggregator::fleet::router(
+            store.clone(),
+            down_after,
+        ))
+        .merge(edgewatch_aggregator::web::router(
+            store.clone(),
+            down_after,
+            with_handle.then(|| r.handle()),
+        ))
 }
 
 /// Serves `app` on a free 127.0.0.1 port until the token is cancelled.
@@ -373,26 +380,8 @@ fn reconciler_writes_status_series_into_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (store, mut r) = reconciled_ai_edge_repo(dir.path());
     let t0 = 1_800_000_000_000i64;
-    write_pod(
-        &store,
-        "edge-a",
-        "p1",
-        "tensorflow-housing",
-        "tensorflow-housing-app",
-        D2,
-        true,
-        t0,
-    );
-    write_pod(
-        &store,
-        "edge-a",
-        "p2",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D2,
-        true,
-        t0,
-    );
+    write_pod(&store, "edge-a", "p1", HOUSING, D2, t0);
+    write_pod(&store, "edge-a", "p2", BIKES, D2, t0);
     r.step(t0);
     assert_eq!(
         status_lines(&store, t0),
@@ -404,26 +393,8 @@ fn reconciler_writes_status_series_into_the_store() {
     );
     // The housing pod moves to the desired digest: Synced, and the old label
     // set is retired (staleness marker), so one series per (cluster, app) remains.
-    write_pod(
-        &store,
-        "edge-a",
-        "p1",
-        "tensorflow-housing",
-        "tensorflow-housing-app",
-        D1,
-        true,
-        t0 + 5000,
-    );
-    write_pod(
-        &store,
-        "edge-a",
-        "p2",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D2,
-        true,
-        t0 + 5000,
-    );
+    write_pod(&store, "edge-a", "p1", HOUSING, D1, t0 + 5000);
+    write_pod(&store, "edge-a", "p2", BIKES, D2, t0 + 5000);
     r.step(t0 + 5000);
     assert_eq!(
         status_lines(&store, t0 + 5000),
@@ -474,30 +445,10 @@ fn not_configured_is_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    let (store, mut r) = reconciled_ai_edge_repo(&repo);
+    let (store, mut r) = reconciled_ai_edge_repo(dir.path());
     let now = now_ms();
-    write_pod(
-        &store,
-        "edge-a",
-        "p1",
-        "tensorflow-housing",
-        "tensorflow-housing-app",
-        D1,
-        true,
-        now,
-    );
-    write_pod(
-        &store,
-        "edge-a",
-        "p2",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D3,
-        true,
-        now,
-    );
+    write_pod(&store, "edge-a", "p1", HOUSING, D1, now);
+    write_pod(&store, "edge-a", "p2", BIKES, D3, now);
     let ci = store.family("edgewatch_collector_info", MetricType::Gauge, "", "");
     store.write(
         ci,
@@ -527,19 +478,7 @@ async fn status_page_in_headless_chromium() {
         now,
     );
     r.step(now);
-    let handle = r.handle();
-    let down_after = r.options().down_after;
-    let app = r
-        .router()
-        .merge(edgewatch_aggregator::fleet::router(
-            store.clone(),
-            down_after,
-        ))
-        .merge(edgewatch_aggregator::web::router(
-            store.clone(),
-            down_after,
-            Some(handle),
-        ));
+    let app = status_app(&r, &store, true);
     let (port, stop, server) = serve(app).await;
 
     let dom = dump_dom(dir.path(), port).await;
@@ -585,46 +524,23 @@ async fn status_page_in_headless_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_updates_live_from_the_apis() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    let (store, mut r) = reconciled_ai_edge_repo(&repo);
+    let (store, mut r) = reconciled_ai_edge_repo(dir.path());
     let now = now_ms();
-    write_pod(
-        &store,
-        "edge-b",
-        "p9",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D2,
-        true,
-        now,
-    );
+    write_pod(&store, "edge-b", "p9", BIKES, D2, now);
     r.step(now);
-    let down_after = r.options().down_after;
     let alerts = serde_json::json!({"status": "success", "data": {"alerts": [
         {"labels": {"alertname": "ModelDeploymentOutOfSync", "cluster": "edge-a", "app": "bike-rental-app"},
          "annotations": {"summary": "bike-rental-app on edge-a is out of sync"},
          "state": "firing", "activeAt": "2026-01-01T00:00:00Z", "value": "1e+00"},
         {"labels": {"alertname": "Pending1"}, "annotations": {}, "state": "pending"}
     ]}});
-    let app = r
-        .router()
-        .merge(edgewatch_aggregator::fleet::router(
-            store.clone(),
-            down_after,
-        ))
-        .merge(edgewatch_aggregator::web::router(
-            store.clone(),
-            down_after,
-            None,
-        ))
-        .route(
-            "/api/v1/alerts",
-            axum::routing::get(move || {
-                let a = alerts.clone();
-                async move { axum::Json(a) }
-            }),
-        );
+    let app = status_app(&r, &store, false).route(
+        "/api/v1/alerts",
+        axum::routing::get(move || {
+            let a = alerts.clone();
+            async move { axum::Json(a) }
+        }),
+    );
     let (port, stop, server) = serve(app).await;
     let (status, html) = get_text(port).await;
     assert_eq!(status, 200);
