@@ -51,6 +51,37 @@ pub fn verdicts(
     )
 }
 
+/// Runs `n` mutations of `base` (from `seed`) through `accepts` and asserts that both
+/// verdicts were exercised: more than `min` accepted and more than `min` rejected.
+pub fn assert_both_verdicts(
+    base: &[u8],
+    seed: u64,
+    n: usize,
+    min: usize,
+    accepts: impl FnMut(&[u8]) -> bool,
+) {
+    let (accepted, rejected) = verdicts(base, seed, n, accepts);
+    assert!(
+        accepted > min && rejected > min,
+        "{accepted} accepted / {rejected} rejected"
+    );
+}
+
+/// `request` encoded with the key of the first attribute of the second point of its
+/// first metric (a gauge) made invalid UTF-8, for the decoders' error paths.
+pub fn bad_gauge_attribute_key(
+    mut request: opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+) -> Vec<u8> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use prost::Message;
+    let m = &mut request.resource_metrics[0].scope_metrics[0].metrics[0];
+    match &mut m.data {
+        Some(Data::Gauge(g)) => g.data_points[1].attributes[0].key = "BAD-KEY".into(),
+        other => panic!("the first metric is not a gauge: {other:?}"),
+    }
+    break_utf8(request.encode_to_vec(), b"BAD-KEY")
+}
+
 /// `bytes` with the first byte of `marker` replaced by 0xff, which no UTF-8
 /// string holds.
 pub fn break_utf8(mut bytes: Vec<u8>, marker: &[u8]) -> Vec<u8> {
