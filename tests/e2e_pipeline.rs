@@ -10,6 +10,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::Resource;
+use std::path::Path;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
@@ -82,20 +83,17 @@ fn find<'a>(
     })
 }
 
+/// An aggregator and a collector (`collector` on `cluster`/`node`) forwarding to it.
+async fn core_and_collector(dir: &Path, cluster: &str, node: &str) -> (Aggregator, Collector) {
+    let agg = Aggregator::start(BIN, dir).await;
+    let col = Collector::start(BIN, dir, "collector", cluster, node, agg.grpc, "").await;
+    (agg, col)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_metrics_reach_federate_and_prometheus() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(BIN, dir.path()).await;
-    let col = Collector::start(
-        BIN,
-        dir.path(),
-        "collector",
-        "edge-a",
-        "node-1",
-        agg.grpc,
-        "",
-    )
-    .await;
+    let (agg, col) = core_and_collector(dir.path(), "edge-a", "node-1").await;
 
     let before = now_ms();
     send_with_sdk("sdk-grpc", true, format!("http://127.0.0.1:{}", col.grpc)).await;
@@ -196,17 +194,7 @@ async fn sdk_metrics_reach_federate_and_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agg = Aggregator::start(BIN, dir.path()).await;
-    let col = Collector::start(
-        BIN,
-        dir.path(),
-        "collector",
-        "edge-b",
-        "node-7",
-        agg.grpc,
-        "",
-    )
-    .await;
+    let (mut agg, col) = core_and_collector(dir.path(), "edge-b", "node-7").await;
 
     agg.proc.stop();
     let now_ns = now_ms() * 1_000_000;
@@ -329,17 +317,7 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectors_report_themselves_to_the_fleet_view() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(BIN, dir.path()).await;
-    let col = Collector::start(
-        BIN,
-        dir.path(),
-        "collector",
-        "edge-c",
-        "node-3",
-        agg.grpc,
-        "",
-    )
-    .await;
+    let (agg, col) = core_and_collector(dir.path(), "edge-c", "node-3").await;
     // The harness turns self metrics off for exact counting; a second collector keeps them on.
     let yaml = std::fs::read_to_string(&col.config)
         .expect("config")
