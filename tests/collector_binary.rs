@@ -2,7 +2,7 @@
 //! `edgewatch collector`, carries none of the core's code, and is what the DaemonSet
 //! starts.
 
-use edgewatch_testkit::otlp::gauge_request;
+use edgewatch_testkit::otlp::{gauge_request, post_otlp};
 use edgewatch_testkit::roles::Aggregator;
 use edgewatch_testkit::{eventually, free_port, get, parse_samples, wait_ready, write, Proc};
 use std::path::Path;
@@ -130,14 +130,8 @@ async fn forwards_to_the_core_and_stops_on_sigterm() {
     );
     wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
 
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{http}/v1/metrics"))
-        .header("content-type", "application/x-protobuf")
-        .body(gauge_request("binary_test_gauge", "s", 3))
-        .send()
-        .await
-        .expect("OTLP/HTTP request");
-    assert_eq!(r.status(), 200);
+    let (status, _) = post_otlp(http, gauge_request("binary_test_gauge", "s", 3)).await;
+    assert_eq!(status, 200);
     let samples = eventually(
         Duration::from_secs(20),
         "the points at the core",

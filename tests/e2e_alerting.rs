@@ -2,6 +2,7 @@
 //! section, fed over OTLP, delivering to a webhook receiver on 127.0.0.1.
 
 use edgewatch_testkit::http::Recorder;
+use edgewatch_testkit::otlp::post_otlp_json;
 use edgewatch_testkit::roles::Aggregator;
 use edgewatch_testkit::{eventually, get, now_ms, parse_samples, write};
 use std::collections::BTreeSet;
@@ -47,14 +48,8 @@ async fn push_gauge(agg: &Aggregator, metric: &str, value: f64) {
         r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"e2e-alerting"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"{metric}","gauge":{{"dataPoints":[{{"timeUnixNano":"{}","asDouble":{value},"attributes":[{{"key":"node","value":{{"stringValue":"n1"}}}}]}}]}}}}]}}]}}]}}"#,
         now_ms() * 1_000_000
     );
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/v1/metrics", agg.http_otlp))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("post to the aggregator");
-    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let (status, text) = post_otlp_json(agg.http_otlp, body).await;
+    assert_eq!(status, 200, "{text}");
 }
 
 /// The states (`pending`/`firing`) of `alertname` on `/api/v1/alerts`.

@@ -2,7 +2,7 @@
 //! SIGKILLed and restarted at random moments, 20 times; afterwards the aggregator
 //! holds every point the collector acknowledged, each exactly once.
 
-use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::roles::{loadgen_report, Aggregator, Collector};
 use edgewatch_testkit::{eventually, parse_samples, wait_ready, Proc};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,34 +20,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     // each series *is* that point, and the set of series is the set of points.
     let (rate, seconds) = (1000, 25);
     let series = rate * seconds + 5000;
-    let loadgen = tokio::task::spawn_blocking({
-        let endpoint = format!("http://127.0.0.1:{}", col.grpc);
-        move || {
-            std::process::Command::new(BIN)
-                .args([
-                    "loadgen",
-                    "--endpoint",
-                    &endpoint,
-                    "--protocol",
-                    "grpc",
-                    "--batch",
-                    "10",
-                    "--concurrency",
-                    "4",
-                ])
-                .args([
-                    "--rate",
-                    &rate.to_string(),
-                    "--series",
-                    &series.to_string(),
-                    "--duration",
-                    &format!("{seconds}s"),
-                ])
-                .args(["--sequence-check", "--json", "--quiet", "--timeout", "3s"])
-                .output()
-                .expect("run loadgen")
-        }
-    });
+    let loadgen = sequence_checked_load(col.grpc, 4, rate, series, seconds);
 
     eventually(Duration::from_secs(10), "the load to arrive", || async {
         col.metrics().await.get("edgewatch_received_points_total") > 0.0
@@ -61,18 +34,11 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
         col.respawn(dir.path()).await;
     }
 
-    let out = loadgen.await.expect("loadgen thread");
-    assert!(
-        out.status.success(),
-        "loadgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("loadgen JSON report");
+    let report = loadgen_report(&loadgen.await.expect("loadgen thread"));
     let acked_points = report["acked_points"].as_u64().expect("acked_points");
     let sent_points = report["sent_points"].as_u64().expect("sent_points");
     assert!(
-        acked_points > (rate * seconds / 2) as u64,
+        acked_points > rate * seconds / 2,
         "most points were acknowledged: {report}"
     );
     assert!(
@@ -141,6 +107,35 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     );
 }
 
+/// Runs the load generator in the background against the collector's OTLP/gRPC port:
+/// numbered points (`--sequence-check`), batches of 10, `concurrency` requests at a
+/// time; its process output once it finishes.
+fn sequence_checked_load(
+    grpc: u16,
+    concurrency: u32,
+    rate: u64,
+    series: u64,
+    seconds: u64,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["loadgen", "--endpoint", &endpoint, "--protocol", "grpc"])
+            .args(["--batch", "10", "--concurrency", &concurrency.to_string()])
+            .args([
+                "--rate",
+                &rate.to_string(),
+                "--series",
+                &series.to_string(),
+                "--duration",
+                &format!("{seconds}s"),
+            ])
+            .args(["--sequence-check", "--json", "--quiet", "--timeout", "3s"])
+            .output()
+            .expect("run loadgen")
+    })
+}
+
 /// Highest acknowledged sequence number per series index, from the loadgen report.
 fn acked_through(report: &serde_json::Value) -> BTreeMap<usize, u64> {
     let index = |v: &serde_json::Value| -> usize {
@@ -172,25 +167,7 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     // a time keeps the buffer in the order the points were numbered.
     let (rate, seconds, series) = (500, 12, 50);
     let started = std::time::Instant::now();
-    let loadgen = tokio::task::spawn_blocking({
-        let endpoint = format!("http://127.0.0.1:{}", col.grpc);
-        move || {
-            std::process::Command::new(BIN)
-                .args(["loadgen", "--endpoint", &endpoint, "--protocol", "grpc"])
-                .args(["--batch", "10", "--concurrency", "1"])
-                .args([
-                    "--rate",
-                    &rate.to_string(),
-                    "--series",
-                    &series.to_string(),
-                    "--duration",
-                    &format!("{seconds}s"),
-                ])
-                .args(["--sequence-check", "--json", "--quiet", "--timeout", "3s"])
-                .output()
-                .expect("run loadgen")
-        }
-    });
+    let loadgen = sequence_checked_load(col.grpc, 1, rate, series, seconds);
 
     eventually(
         Duration::from_secs(10),
@@ -220,14 +197,7 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     }
     assert!(kills >= 2, "only {kills} kills during the load");
 
-    let out = loadgen.await.expect("loadgen thread");
-    assert!(
-        out.status.success(),
-        "loadgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("loadgen JSON report");
+    let report = loadgen_report(&loadgen.await.expect("loadgen thread"));
     let acked_points = report["acked_points"].as_u64().expect("acked_points");
     assert_eq!(
         report["failed_points"].as_u64(),
@@ -236,7 +206,7 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     );
     assert_eq!(report["sent_points"].as_u64(), Some(acked_points));
     let acked = acked_through(&report);
-    assert_eq!(acked.len(), series, "{report}");
+    assert_eq!(acked.len() as u64, series, "{report}");
 
     eventually(
         Duration::from_secs(60),

@@ -13,6 +13,12 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const POINTS: usize = 500;
 
+/// The collector `col` of node `n1` in cluster `edge-a`, forwarding to `agg_port`;
+/// `buffer_extra` is appended to its `buffer:` block.
+async fn edge_collector(dir: &Path, agg_port: u16, buffer_extra: &str) -> Collector {
+    Collector::start(BIN, dir, "col", "edge-a", "n1", agg_port, buffer_extra).await
+}
+
 /// Sends `n` requests of POINTS random-valued points, 8 at a time; returns the statuses.
 async fn flood(port: u16, metric: &str, n: usize) -> Vec<(u16, Option<String>)> {
     let mut out = Vec::new();
@@ -30,16 +36,7 @@ async fn drop_oldest_keeps_disk_under_the_cap_and_counts_every_drop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port(); // the core is down for now
     let cap: u64 = 2 << 20;
-    let col = Collector::start(
-        BIN,
-        dir.path(),
-        "col",
-        "edge-a",
-        "n1",
-        agg_port,
-        "  max_bytes: 2MiB\n",
-    )
-    .await;
+    let col = edge_collector(dir.path(), agg_port, "  max_bytes: 2MiB\n").await;
 
     let statuses = flood(col.http, "cap_test", 600).await;
     assert!(
@@ -90,12 +87,8 @@ async fn drop_oldest_keeps_disk_under_the_cap_and_counts_every_drop() {
 async fn backpressure_refuses_with_retry_after_and_an_sdk_retries_until_accepted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port();
-    let col = Collector::start(
-        BIN,
+    let col = edge_collector(
         dir.path(),
-        "col",
-        "edge-a",
-        "n1",
         agg_port,
         "  max_bytes: 1MiB\n  full_policy: backpressure\n",
     )
@@ -265,7 +258,7 @@ fn overwrite_with_garbage(dir: &Path) -> usize {
 async fn garbage_over_the_buffer_files_is_moved_aside_and_ingest_resumes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agg_port = free_port();
-    let mut col = Collector::start(BIN, dir.path(), "col", "edge-a", "n1", agg_port, "").await;
+    let mut col = edge_collector(dir.path(), agg_port, "").await;
     assert!(flood(col.http, "before", 10)
         .await
         .iter()

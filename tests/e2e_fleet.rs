@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use edgewatch_testkit::git::{commit, git, put};
 use edgewatch_testkit::otlp::{model_request, ModelPod};
 use edgewatch_testkit::roles::{Aggregator, Collector};
 use edgewatch_testkit::{eventually, get, parse_samples};
@@ -23,48 +23,25 @@ const APP: &str = "tensorflow-housing-app";
 const MODEL: &str = "tensorflow-housing";
 const KUSTOMIZATION: &str = "acm/odh-edge/apps/tensorflow-housing-app/kustomization.yaml";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn set_digest(repo: &Path, digest: &str) -> String {
-    let p = repo.join(KUSTOMIZATION);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(
-        &p,
-        format!(
+    put(
+        repo,
+        KUSTOMIZATION,
+        &format!(
             "namespace: {APP}\ncommonLabels:\n  app: {APP}-1\n  model-name: {MODEL}\nresources:\n- ../../base\nimages:\n- name: edge-model-template-image\n  newName: quay.io/rhoai-edge/{MODEL}\n  digest: {digest}\n"
         ),
-    )
-    .unwrap();
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", &format!("deploy {digest}")]);
-    git(repo, &["rev-parse", "HEAD"])
+    );
+    commit(repo, &format!("deploy {digest}"))
 }
 
 fn make_repo(repo: &Path) -> String {
     std::fs::create_dir_all(repo).unwrap();
     git(repo, &["init", "-q", "-b", "main"]);
-    std::fs::create_dir_all(repo.join("acm/odh-edge/base")).unwrap();
-    std::fs::write(
-        repo.join("acm/odh-edge/base/kustomization.yaml"),
+    put(
+        repo,
+        "acm/odh-edge/base/kustomization.yaml",
         "resources: []\n",
-    )
-    .unwrap();
+    );
     set_digest(repo, D1)
 }
 

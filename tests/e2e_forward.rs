@@ -6,14 +6,14 @@ use axum::response::IntoResponse;
 use edgewatch_testkit::eventually;
 use edgewatch_testkit::http::Recorder;
 use edgewatch_testkit::otlp::{gauge_request, post_otlp};
-use edgewatch_testkit::roles::Collector;
+use edgewatch_testkit::otlp_stand_in::count_points;
+use edgewatch_testkit::roles::{loadgen_report, Collector};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,22 +77,6 @@ impl StandIn {
     }
 }
 
-fn points(req: &ExportMetricsServiceRequest) -> u64 {
-    req.resource_metrics
-        .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics)
-        .map(|m| match &m.data {
-            Some(Data::Gauge(g)) => g.data_points.len(),
-            Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Histogram(h)) => h.data_points.len(),
-            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-            Some(Data::Summary(s)) => s.data_points.len(),
-            None => 0,
-        } as u64)
-        .sum()
-}
-
 #[tonic::async_trait]
 impl MetricsService for StandIn {
     async fn export(
@@ -115,7 +99,7 @@ impl MetricsService for StandIn {
             .pop_front()
             .unwrap_or(Answer::Accept);
         self.seen.lock().expect("seen lock").push(Seen {
-            points: points(req.get_ref()),
+            points: count_points(req.get_ref()) as u64,
             first_seq,
             encoding,
             answer: answer.clone(),
@@ -146,6 +130,17 @@ async fn post_and_settle(col: &Collector, metric: &str, n: usize) {
     .await;
 }
 
+/// Asserts the forwarder's (rejected points, sent points, retries) counters.
+async fn assert_forward_totals(col: &Collector, expected: (f64, f64, f64), why: &str) {
+    let m = col.metrics().await;
+    let totals = (
+        m.get("edgewatch_forward_rejected_points_total"),
+        m.get("edgewatch_forward_sent_points_total"),
+        m.get("edgewatch_forward_retries_total"),
+    );
+    assert_eq!(totals, expected, "(rejected, sent, retries): {why}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -159,22 +154,7 @@ async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_cou
     assert_eq!(seen.len(), 1, "one attempt, no retry: {seen:?}");
     assert_eq!(seen[0].points, 5);
     assert_eq!(seen[0].answer, Answer::Refuse(Code::InvalidArgument));
-    assert_eq!(
-        col.metrics()
-            .await
-            .get("edgewatch_forward_rejected_points_total"),
-        5.0
-    );
-    assert_eq!(
-        col.metrics()
-            .await
-            .get("edgewatch_forward_sent_points_total"),
-        0.0
-    );
-    assert_eq!(
-        col.metrics().await.get("edgewatch_forward_retries_total"),
-        0.0
-    );
+    assert_forward_totals(&col, (5.0, 0.0, 0.0), "the rejected batch only").await;
 
     // UNAVAILABLE: the same batch again until accepted; the forwarder moved on past
     // the rejected one.
@@ -204,23 +184,12 @@ async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_cou
         first_seq > seen[0].first_seq.expect("first sequence"),
         "the rejected batch is not sent again: {seen:?}"
     );
-    assert_eq!(
-        col.metrics().await.get("edgewatch_forward_retries_total"),
-        2.0
-    );
-    assert_eq!(
-        col.metrics()
-            .await
-            .get("edgewatch_forward_sent_points_total"),
-        7.0
-    );
-    assert_eq!(
-        col.metrics()
-            .await
-            .get("edgewatch_forward_rejected_points_total"),
-        5.0,
-        "nothing of the retried batch is lost"
-    );
+    assert_forward_totals(
+        &col,
+        (5.0, 7.0, 2.0),
+        "nothing of the retried batch is lost",
+    )
+    .await;
 
     // A partial success: the rejected points are counted, the rest sent.
     stand_in.script([Answer::Partial(3)]);
@@ -233,22 +202,7 @@ async fn rejected_batches_are_dropped_retryable_ones_retried_partial_success_cou
         seen.iter().all(|s| s.encoding.as_deref() == Some("zstd")),
         "batches travel zstd-compressed: {seen:?}"
     );
-    assert_eq!(
-        col.metrics()
-            .await
-            .get("edgewatch_forward_rejected_points_total"),
-        8.0
-    );
-    assert_eq!(
-        col.metrics()
-            .await
-            .get("edgewatch_forward_sent_points_total"),
-        14.0
-    );
-    assert_eq!(
-        col.metrics().await.get("edgewatch_forward_retries_total"),
-        2.0
-    );
+    assert_forward_totals(&col, (8.0, 14.0, 2.0), "3 of the 10 points rejected").await;
     assert_eq!(
         col.metrics()
             .await
@@ -271,13 +225,7 @@ async fn loadgen(endpoint: String, protocol: &'static str, gzip: bool) -> serde_
     })
     .await
     .expect("loadgen thread");
-    assert!(
-        out.status.success(),
-        "loadgen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("loadgen JSON report");
+    let report = loadgen_report(&out);
     assert!(report["acked_points"].as_u64().unwrap_or(0) > 0, "{report}");
     assert_eq!(report["failed_points"].as_u64(), Some(0), "{report}");
     report

@@ -1,14 +1,16 @@
 //! Edge to core, end to end: an official OpenTelemetry SDK exporter → the collector
 //! process → the aggregator process → `/federate` → a real Prometheus.
 
+use edgewatch_testkit::otlp::post_otlp_json;
 use edgewatch_testkit::peers::Prometheus;
-use edgewatch_testkit::roles::{Aggregator, Collector};
+use edgewatch_testkit::roles::{loadgen_report, Aggregator, Collector};
 use edgewatch_testkit::{eventually, free_port, get, now_ms, parse_samples, write, Proc, Sample};
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::Resource;
+use std::path::Path;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
@@ -81,20 +83,17 @@ fn find<'a>(
     })
 }
 
+/// An aggregator and a collector (`collector` on `cluster`/`node`) forwarding to it.
+async fn core_and_collector(dir: &Path, cluster: &str, node: &str) -> (Aggregator, Collector) {
+    let agg = Aggregator::start(BIN, dir).await;
+    let col = Collector::start(BIN, dir, "collector", cluster, node, agg.grpc, "").await;
+    (agg, col)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_metrics_reach_federate_and_prometheus() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(BIN, dir.path()).await;
-    let col = Collector::start(
-        BIN,
-        dir.path(),
-        "collector",
-        "edge-a",
-        "node-1",
-        agg.grpc,
-        "",
-    )
-    .await;
+    let (agg, col) = core_and_collector(dir.path(), "edge-a", "node-1").await;
 
     let before = now_ms();
     send_with_sdk("sdk-grpc", true, format!("http://127.0.0.1:{}", col.grpc)).await;
@@ -195,20 +194,9 @@ async fn sdk_metrics_reach_federate_and_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut agg = Aggregator::start(BIN, dir.path()).await;
-    let col = Collector::start(
-        BIN,
-        dir.path(),
-        "collector",
-        "edge-b",
-        "node-7",
-        agg.grpc,
-        "",
-    )
-    .await;
+    let (mut agg, col) = core_and_collector(dir.path(), "edge-b", "node-7").await;
 
     agg.proc.stop();
-    let client = reqwest::Client::new();
     let now_ns = now_ms() * 1_000_000;
     for i in 0..20 {
         // OTLP/JSON, as curl-based senders use it.
@@ -216,18 +204,10 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
             r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"outage"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"e2e_outage","gauge":{{"dataPoints":[{{"timeUnixNano":"{}","asDouble":{i},"attributes":[{{"key":"i","value":{{"stringValue":"{i}"}}}}]}}]}}}}]}}]}}]}}"#,
             now_ns + i
         );
-        let r = client
-            .post(format!("http://127.0.0.1:{}/v1/metrics", col.http))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
+        let (status, text) = post_otlp_json(col.http, body).await;
         assert_eq!(
-            r.status(),
-            200,
-            "the collector accepts while the core is down: {:?}",
-            r.text().await
+            status, 200,
+            "the collector accepts while the core is down: {text}"
         );
     }
     // Numbered points, many per series, also while the core is down.
@@ -251,12 +231,7 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
     })
     .await
     .expect("loadgen thread");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("loadgen report");
+    let report = loadgen_report(&out);
     assert_eq!(
         report["failed_points"], 0,
         "the collector accepts while the core is down: {report}"
@@ -342,17 +317,7 @@ async fn data_sent_while_the_aggregator_is_down_arrives_after_it_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectors_report_themselves_to_the_fleet_view() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let agg = Aggregator::start(BIN, dir.path()).await;
-    let col = Collector::start(
-        BIN,
-        dir.path(),
-        "collector",
-        "edge-c",
-        "node-3",
-        agg.grpc,
-        "",
-    )
-    .await;
+    let (agg, col) = core_and_collector(dir.path(), "edge-c", "node-3").await;
     // The harness turns self metrics off for exact counting; a second collector keeps them on.
     let yaml = std::fs::read_to_string(&col.config)
         .expect("config")

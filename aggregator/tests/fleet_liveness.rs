@@ -2,6 +2,7 @@
 //! restart in the sled tree `fleet`, and a state dir written by older versions
 //! (the state under `\x00fleet/last_seen` in the `rules` tree) is migrated.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use edgewatch_aggregator::fleet::LAST_SEEN;
@@ -13,7 +14,7 @@ use prometheus::Registry;
 const T0: i64 = 1_700_000_000_000;
 const MIN: i64 = 60_000;
 
-fn config(dir: &std::path::Path) -> AggregatorConfig {
+fn config(dir: &Path) -> AggregatorConfig {
     let yaml = format!(
         "http: {{listen: \"127.0.0.1:0\"}}\nstate: {{path: \"{}\"}}\nevaluation_interval: 15s\nfleet: {{down_after: 2m}}\n",
         dir.join("state").display(),
@@ -21,12 +22,18 @@ fn config(dir: &std::path::Path) -> AggregatorConfig {
     edgewatch_config::parse(&yaml, "aggregator.yml").unwrap()
 }
 
-fn store() -> Arc<Store> {
-    Arc::new(Store::new(StoreOptions::default(), &Registry::new()))
+/// A process on the state dir: its sled db at `db_path`, an empty store, the
+/// rules engine over both.
+fn start(cfg: &AggregatorConfig, db_path: &Path) -> (sled::Db, Arc<Store>, RuleEngine) {
+    let db = sled::open(db_path).unwrap();
+    let store = Arc::new(Store::new(StoreOptions::default(), &Registry::new()));
+    let engine = RuleEngine::load(cfg, store.clone(), &db, &Registry::new()).unwrap();
+    (db, store, engine)
 }
 
-fn engine(cfg: &AggregatorConfig, store: Arc<Store>, db: &sled::Db) -> RuleEngine {
-    RuleEngine::load(cfg, store, db, &Registry::new()).unwrap()
+/// Whether the sled tree `tree` holds `key`.
+fn holds(db: &sled::Db, tree: &str, key: &[u8]) -> bool {
+    db.open_tree(tree).unwrap().get(key).unwrap().is_some()
 }
 
 /// (alertname, node) of every active alert.
@@ -73,23 +80,14 @@ fn last_seen_survives_a_restart_in_the_fleet_tree() {
     let cfg = config(dir.path());
     let db_path = dir.path().join("state");
     {
-        let db = sled::open(&db_path).unwrap();
-        let s = store();
-        let e = engine(&cfg, s.clone(), &db);
+        let (db, s, e) = start(&cfg, &db_path);
         collector_info(&s, "n1", T0);
         assert!(e.evaluate_all(T0).is_empty());
-        assert!(db
-            .open_tree("fleet")
-            .unwrap()
-            .get("last_seen")
-            .unwrap()
-            .is_some());
+        assert!(holds(&db, "fleet", b"last_seen"));
         db.flush().unwrap();
     }
     // A new process: the store is empty, the collector silent since T0.
-    let db = sled::open(&db_path).unwrap();
-    let s = store();
-    let e = engine(&cfg, s.clone(), &db);
+    let (_db, s, e) = start(&cfg, &db_path);
     let now = T0 + 3 * MIN;
     let sent = e.evaluate_all(now);
     assert_eq!(sent.len(), 1);
@@ -120,21 +118,9 @@ fn state_in_the_old_layout_is_migrated() {
             .unwrap();
         db.flush().unwrap();
     }
-    let db = sled::open(&db_path).unwrap();
-    let s = store();
-    let e = engine(&cfg, s.clone(), &db);
-    assert!(db
-        .open_tree("rules")
-        .unwrap()
-        .get(b"\x00fleet/last_seen")
-        .unwrap()
-        .is_none());
-    assert!(db
-        .open_tree("fleet")
-        .unwrap()
-        .get("last_seen")
-        .unwrap()
-        .is_some());
+    let (db, s, e) = start(&cfg, &db_path);
+    assert!(!holds(&db, "rules", b"\x00fleet/last_seen"));
+    assert!(holds(&db, "fleet", b"last_seen"));
     // Within down_after: written, not firing; past it: firing.
     assert!(e.evaluate_all(T0 + MIN).is_empty());
     assert_eq!(
@@ -167,29 +153,20 @@ fn a_state_already_in_the_fleet_tree_wins_over_the_old_key() {
         fleet.insert("last_seen", state("new")).unwrap();
         db.flush().unwrap();
     }
-    let db = sled::open(&db_path).unwrap();
-    let s = store();
-    let e = engine(&cfg, s.clone(), &db);
+    let (db, s, e) = start(&cfg, &db_path);
     e.evaluate_all(T0 + MIN);
     assert_eq!(
         last_seen(&s, T0 + MIN),
         vec![("new".to_owned(), T0 as f64 / 1000.0)]
     );
-    assert!(db
-        .open_tree("rules")
-        .unwrap()
-        .get(b"\x00fleet/last_seen")
-        .unwrap()
-        .is_none());
+    assert!(!holds(&db, "rules", b"\x00fleet/last_seen"));
 }
 
 #[test]
 fn a_collector_silent_for_a_day_is_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let db = sled::open(dir.path().join("state")).unwrap();
-    let s = store();
-    let e = engine(&cfg, s.clone(), &db);
+    let (_db, s, e) = start(&cfg, &dir.path().join("state"));
     collector_info(&s, "n1", T0);
     e.evaluate_all(T0);
     let day = 24 * 60 * MIN;

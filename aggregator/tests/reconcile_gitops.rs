@@ -3,48 +3,19 @@
 //! Chromium.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use edgewatch_aggregator::reconcile::gitops::{self, Source};
 use edgewatch_aggregator::reconcile::{Reconciler, RULES_YAML, STATUS_METRIC};
 use edgewatch_aggregator::store::{MetricType, Selector, Store, StoreOptions};
 use edgewatch_config::AggregatorConfig;
+use edgewatch_testkit::git::{commit, git, put};
+use edgewatch_testkit::now_ms;
 use edgewatch_testkit::peers::Chromium;
 
 const D1: &str = "sha256:8486af7728e1214ac5f81c6b93d560078d357f2096d1b40c38a9ac8e1cd68767";
 const D2: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const D3: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn put(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
-
-fn commit(root: &Path, msg: &str) -> String {
-    git(root, &["add", "-A"]);
-    git(root, &["commit", "-q", "-m", msg]);
-    git(root, &["rev-parse", "HEAD"])
-}
 
 fn app_kustomization(app: &str, model: &str, digest: &str) -> String {
     format!(
@@ -311,17 +282,13 @@ fn config(gitops: &Path, extra: &str) -> AggregatorConfig {
     .expect("config")
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_pod(
-    store: &Store,
-    cluster: &str,
-    pod: &str,
-    model: &str,
-    ns: &str,
-    digest: &str,
-    ready: bool,
-    ts: i64,
-) {
+/// (model, namespace) of the two apps of [`ai_edge_repo`].
+const HOUSING: (&str, &str) = ("tensorflow-housing", "tensorflow-housing-app");
+const BIKES: (&str, &str) = ("bike-rentals-auto-ml", "bike-rental-app");
+
+/// A ready pod of `app` running `digest` on node n1 of `cluster`, as reported at `ts`.
+fn write_pod(store: &Store, cluster: &str, pod: &str, app: (&str, &str), digest: &str, ts: i64) {
+    let (model, ns) = app;
     let info = store.family("edgewatch_model_info", MetricType::Gauge, "", "");
     let rdy = store.family("edgewatch_model_ready", MetricType::Gauge, "", "");
     let labels = [
@@ -336,14 +303,7 @@ fn write_pod(
         ("digest", digest),
     ];
     store.write(info, "edgewatch_model_info", &labels, 1.0, ts, ts);
-    store.write(
-        rdy,
-        "edgewatch_model_ready",
-        &labels,
-        if ready { 1.0 } else { 0.0 },
-        ts,
-        ts,
-    );
+    store.write(rdy, "edgewatch_model_ready", &labels, 1.0, ts, ts);
 }
 
 fn status_lines(store: &Store, now: i64) -> Vec<String> {
@@ -363,39 +323,65 @@ fn status_lines(store: &Store, now: i64) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn reconciler_writes_status_series_into_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    ai_edge_repo(dir.path());
+/// An ai-edge repository in `dir/repo` and a configured reconciler over it,
+/// writing into a fresh store.
+fn reconciled_ai_edge_repo(dir: &Path) -> (Arc<Store>, Reconciler) {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    ai_edge_repo(&repo);
     let store = Arc::new(Store::new(
         StoreOptions::default(),
         &prometheus::Registry::new(),
     ));
-    let cfg = config(dir.path(), "");
-    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
+    let cfg = config(&repo, "");
+    let r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
         .unwrap()
         .expect("configured");
+    (store, r)
+}
+
+/// The reconciler's, the fleet's and the status page's routes over `store`; the
+/// page renders the deployments server-side only `with_handle`.
+fn status_app(r: &Reconciler, store: &Arc<Store>, with_handle: bool) -> axum::Router {
+    let down_after = r.options().down_after;
+    r.router()
+        .merge(edgewatch_aggregator::fleet::router(
+            store.clone(),
+            down_after,
+        ))
+        .merge(edgewatch_aggregator::web::router(
+            store.clone(),
+            down_after,
+            with_handle.then(|| r.handle()),
+        ))
+}
+
+/// Serves `app` on a free 127.0.0.1 port until the token is cancelled.
+async fn serve(
+    app: axum::Router,
+) -> (
+    u16,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(edgewatch_aggregator::web::serve(
+        listener,
+        app,
+        stop.clone(),
+    ));
+    (port, stop, server)
+}
+
+#[test]
+fn reconciler_writes_status_series_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut r) = reconciled_ai_edge_repo(dir.path());
     let t0 = 1_800_000_000_000i64;
-    write_pod(
-        &store,
-        "edge-a",
-        "p1",
-        "tensorflow-housing",
-        "tensorflow-housing-app",
-        D2,
-        true,
-        t0,
-    );
-    write_pod(
-        &store,
-        "edge-a",
-        "p2",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D2,
-        true,
-        t0,
-    );
+    write_pod(&store, "edge-a", "p1", HOUSING, D2, t0);
+    write_pod(&store, "edge-a", "p2", BIKES, D2, t0);
     r.step(t0);
     assert_eq!(
         status_lines(&store, t0),
@@ -407,26 +393,8 @@ fn reconciler_writes_status_series_into_the_store() {
     );
     // The housing pod moves to the desired digest: Synced, and the old label
     // set is retired (staleness marker), so one series per (cluster, app) remains.
-    write_pod(
-        &store,
-        "edge-a",
-        "p1",
-        "tensorflow-housing",
-        "tensorflow-housing-app",
-        D1,
-        true,
-        t0 + 5000,
-    );
-    write_pod(
-        &store,
-        "edge-a",
-        "p2",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D2,
-        true,
-        t0 + 5000,
-    );
+    write_pod(&store, "edge-a", "p1", HOUSING, D1, t0 + 5000);
+    write_pod(&store, "edge-a", "p2", BIKES, D2, t0 + 5000);
     r.step(t0 + 5000);
     assert_eq!(
         status_lines(&store, t0 + 5000),
@@ -477,38 +445,10 @@ fn not_configured_is_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    ai_edge_repo(&repo);
-    let store = Arc::new(Store::new(
-        StoreOptions::default(),
-        &prometheus::Registry::new(),
-    ));
-    let cfg = config(&repo, "");
-    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
-        .unwrap()
-        .unwrap();
-    let now = edgewatch_aggregator_now();
-    write_pod(
-        &store,
-        "edge-a",
-        "p1",
-        "tensorflow-housing",
-        "tensorflow-housing-app",
-        D1,
-        true,
-        now,
-    );
-    write_pod(
-        &store,
-        "edge-a",
-        "p2",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D3,
-        true,
-        now,
-    );
+    let (store, mut r) = reconciled_ai_edge_repo(dir.path());
+    let now = now_ms();
+    write_pod(&store, "edge-a", "p1", HOUSING, D1, now);
+    write_pod(&store, "edge-a", "p2", BIKES, D3, now);
     let ci = store.family("edgewatch_collector_info", MetricType::Gauge, "", "");
     store.write(
         ci,
@@ -538,27 +478,8 @@ async fn status_page_in_headless_chromium() {
         now,
     );
     r.step(now);
-    let handle = r.handle();
-    let down_after = r.options().down_after;
-    let app = r
-        .router()
-        .merge(edgewatch_aggregator::fleet::router(
-            store.clone(),
-            down_after,
-        ))
-        .merge(edgewatch_aggregator::web::router(
-            store.clone(),
-            down_after,
-            Some(handle),
-        ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(edgewatch_aggregator::web::serve(
-        listener,
-        app,
-        stop.clone(),
-    ));
+    let app = status_app(&r, &store, true);
+    let (port, stop, server) = serve(app).await;
 
     let dom = dump_dom(dir.path(), port).await;
     stop.cancel();
@@ -603,62 +524,24 @@ async fn status_page_in_headless_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_updates_live_from_the_apis() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    ai_edge_repo(&repo);
-    let store = Arc::new(Store::new(
-        StoreOptions::default(),
-        &prometheus::Registry::new(),
-    ));
-    let cfg = config(&repo, "");
-    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
-        .unwrap()
-        .unwrap();
-    let now = edgewatch_aggregator_now();
-    write_pod(
-        &store,
-        "edge-b",
-        "p9",
-        "bike-rentals-auto-ml",
-        "bike-rental-app",
-        D2,
-        true,
-        now,
-    );
+    let (store, mut r) = reconciled_ai_edge_repo(dir.path());
+    let now = now_ms();
+    write_pod(&store, "edge-b", "p9", BIKES, D2, now);
     r.step(now);
-    let down_after = r.options().down_after;
     let alerts = serde_json::json!({"status": "success", "data": {"alerts": [
         {"labels": {"alertname": "ModelDeploymentOutOfSync", "cluster": "edge-a", "app": "bike-rental-app"},
          "annotations": {"summary": "bike-rental-app on edge-a is out of sync"},
          "state": "firing", "activeAt": "2026-01-01T00:00:00Z", "value": "1e+00"},
         {"labels": {"alertname": "Pending1"}, "annotations": {}, "state": "pending"}
     ]}});
-    let app = r
-        .router()
-        .merge(edgewatch_aggregator::fleet::router(
-            store.clone(),
-            down_after,
-        ))
-        .merge(edgewatch_aggregator::web::router(
-            store.clone(),
-            down_after,
-            None,
-        ))
-        .route(
-            "/api/v1/alerts",
-            axum::routing::get(move || {
-                let a = alerts.clone();
-                async move { axum::Json(a) }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(edgewatch_aggregator::web::serve(
-        listener,
-        app,
-        stop.clone(),
-    ));
+    let app = status_app(&r, &store, false).route(
+        "/api/v1/alerts",
+        axum::routing::get(move || {
+            let a = alerts.clone();
+            async move { axum::Json(a) }
+        }),
+    );
+    let (port, stop, server) = serve(app).await;
     let (status, html) = get_text(port).await;
     assert_eq!(status, 200);
     let not_enabled = "<div id=\"deployments\"><p class=\"note\">Deployment reconciler not enabled";
@@ -718,13 +601,6 @@ async fn dump_dom(dir: &Path, port: u16) -> String {
             std::time::Duration::from_secs(5),
         )
         .await
-}
-
-fn edgewatch_aggregator_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[test]

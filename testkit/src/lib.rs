@@ -7,6 +7,7 @@
 //! * [`Metrics`]: a strict exposition parser (a missing series is a panic naming it);
 //! * [`otlp`]: request builders and attribute helpers; [`payloads`]: the buffer's
 //!   reference payloads; [`mutate`]: byte mutations for decoder tests;
+//! * [`git`]: real git repositories for the GitOps tests;
 //! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
 //! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
 //! * [`http`]: an HTTP recorder with scripted answers (webhooks) and small clients;
@@ -14,6 +15,7 @@
 //!
 //! It depends on no edgewatch crate, so every one of them can dev-depend on it.
 
+pub mod git;
 pub mod http;
 pub mod metrics;
 pub mod mutate;

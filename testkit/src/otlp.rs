@@ -126,6 +126,17 @@ pub fn request(
     }
 }
 
+/// Wraps encoded `Metric`s into a request (one resource, one scope).
+pub fn wrap_metrics(metrics: &[u8]) -> Vec<u8> {
+    let mut sm = Vec::new();
+    prost::encoding::bytes::encode(2, &metrics.to_vec(), &mut sm);
+    let mut rm = Vec::new();
+    prost::encoding::bytes::encode(2, &sm, &mut rm);
+    let mut req = Vec::new();
+    prost::encoding::bytes::encode(1, &rm, &mut req);
+    req
+}
+
 /// Now, in OTLP's nanoseconds.
 pub fn now_nanos() -> u64 {
     crate::now_ms() as u64 * 1_000_000
@@ -239,4 +250,18 @@ pub async fn post_otlp(port: u16, body: Vec<u8>) -> (u16, Option<String>) {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     (r.status().as_u16(), retry)
+}
+
+/// POSTs an OTLP/JSON body to `127.0.0.1:PORT/v1/metrics`: the HTTP status and the
+/// response body.
+pub async fn post_otlp_json(port: u16, body: String) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/metrics"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST 127.0.0.1:{port}/v1/metrics: {e}"));
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
 }

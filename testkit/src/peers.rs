@@ -201,27 +201,6 @@ impl Chromium {
         dom
     }
 
-    /// Loads `url` and writes a PNG screenshot of `width`x`height` to `png`.
-    pub async fn screenshot(&self, url: &str, png: &Path, width: u32, height: u32) {
-        let profile = self.fresh_profile();
-        let out = self
-            .command(&profile)
-            .arg(format!("--window-size={width},{height}"))
-            .arg("--virtual-time-budget=3000")
-            .arg(format!("--screenshot={}", png.display()))
-            .arg(url)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(120), out)
-            .await
-            .expect("chromium finished within 120 s")
-            .expect("chromium ran");
-        assert!(
-            png.exists(),
-            "no screenshot from chromium for {url}; stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// A browser kept running with the DevTools protocol on a free port (for tests
     /// that drive a page over time); waits until `/json/version` answers.
     pub async fn start_devtools(&self, dir: &Path) -> (Proc, u16) {

@@ -214,3 +214,14 @@ fn spawn_role(bin: &str, name: &str, role: &str, config: &Path, dir: &Path) -> P
     let config = config.to_str().expect("config path is UTF-8");
     Proc::spawn(name, bin, &[role, "--config", config], dir)
 }
+
+/// The JSON report of an `edgewatch loadgen --json` run; panics with its stderr
+/// unless it exited successfully.
+pub fn loadgen_report(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "loadgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("loadgen JSON report")
+}

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::{count_points, ExportMetricsServiceRequest};
-use edgewatch_testkit::mutate::{break_utf8, verdicts};
-use edgewatch_testkit::otlp::{kv, s};
+use edgewatch_testkit::mutate::{agree_with_prost, assert_both_verdicts, bad_gauge_attribute_key};
+use edgewatch_testkit::otlp::{kv, s, wrap_metrics};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValueList,
 };
@@ -143,24 +143,12 @@ fn request() -> ExportMetricsServiceRequest {
 fn agree(bytes: &[u8]) -> bool {
     let full = ExportMetricsServiceRequest::decode(bytes);
     let shallow = decode_shallow(Bytes::copy_from_slice(bytes));
-    match (full, shallow) {
-        (Ok(f), Ok((sh, points))) => {
-            assert_eq!(points, count_points(&f), "points of {bytes:?}");
-            let again = ExportMetricsServiceRequest::decode(&sh.encode_to_vec()[..])
-                .expect("re-encoded shallow request decodes");
-            assert_eq!(again, f, "re-encode of {bytes:?}");
-            true
-        }
-        (Err(_), Err(_)) => false,
-        (f, sh) => panic!(
-            "prost {} but shallow {} for {bytes:?}",
-            if f.is_ok() { "accepts" } else { "rejects" },
-            match sh {
-                Ok(_) => "accepts".to_string(),
-                Err(e) => format!("rejects ({e:?})"),
-            }
-        ),
-    }
+    agree_with_prost(bytes, full, "shallow", shallow, |f, (sh, points)| {
+        assert_eq!(points, count_points(&f), "points of {bytes:?}");
+        let again = ExportMetricsServiceRequest::decode(&sh.encode_to_vec()[..])
+            .expect("re-encoded shallow request decodes");
+        assert_eq!(again, f, "re-encode of {bytes:?}");
+    })
 }
 
 #[test]
@@ -194,14 +182,7 @@ fn oneof_semantics_match_prost() {
     let sum = m.encode_to_vec();
     bytes.extend_from_slice(&sum);
     bytes.extend_from_slice(&sum);
-    let sm = ScopeMetrics::default();
-    let mut sm_bytes = sm.encode_to_vec();
-    prost::encoding::bytes::encode(2, &bytes, &mut sm_bytes);
-    let rm = ResourceMetrics::default();
-    let mut rm_bytes = rm.encode_to_vec();
-    prost::encoding::bytes::encode(2, &sm_bytes, &mut rm_bytes);
-    let mut req = Vec::new();
-    prost::encoding::bytes::encode(1, &rm_bytes, &mut req);
+    let req = wrap_metrics(&bytes);
     assert!(agree(&req));
     assert_eq!(decode_shallow(Bytes::from(req)).unwrap().1, 6);
 }
@@ -209,22 +190,12 @@ fn oneof_semantics_match_prost() {
 #[test]
 fn mutated_requests_get_prosts_verdict() {
     let base = request().encode_to_vec();
-    let (accepted, rejected) = verdicts(&base, 0x2545_f491_4f6c_dd1d, 20_000, agree);
-    // Both verdicts were exercised.
-    assert!(
-        accepted > 1000 && rejected > 1000,
-        "{accepted} / {rejected}"
-    );
+    assert_both_verdicts(&base, 0x2545_f491_4f6c_dd1d, 20_000, 1000, agree);
 }
 
 #[test]
 fn errors_name_the_path() {
-    let mut req = request();
-    let m = &mut req.resource_metrics[0].scope_metrics[0].metrics[0];
-    if let Some(Data::Gauge(g)) = &mut m.data {
-        g.data_points[1].attributes[0].key = "BAD-KEY".into();
-    }
-    let bytes = break_utf8(req.encode_to_vec(), b"BAD-KEY");
+    let bytes = bad_gauge_attribute_key(request());
     let err = decode_shallow(Bytes::from(bytes)).unwrap_err().to_string();
     assert!(
         err.contains("ScopeMetrics field 2: Metric field 5: Gauge field 1: NumberDataPoint field 7: KeyValue field 1: invalid string value"),

@@ -4,8 +4,10 @@
 
 use super::*;
 use crate::ExportMetricsServiceRequest;
-use edgewatch_testkit::mutate::{break_utf8, verdicts};
-use edgewatch_testkit::otlp::{kv, s};
+use edgewatch_testkit::mutate::{
+    agree_with_prost, assert_both_verdicts, bad_gauge_attribute_key, break_utf8,
+};
+use edgewatch_testkit::otlp::{kv, s, wrap_metrics};
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
 };
@@ -438,22 +440,9 @@ fn numbers_view(o: &mut String, d: DataView<'_>) {
 /// reading.
 fn agree(bytes: &[u8]) -> bool {
     let full = ExportMetricsServiceRequest::decode(bytes);
-    let view = decode(bytes);
-    match (full, view) {
-        (Ok(f), Ok(v)) => {
-            assert_eq!(render_view(v.request()), render_prost(&f), "{bytes:?}");
-            true
-        }
-        (Err(_), Err(_)) => false,
-        (f, v) => panic!(
-            "prost {} but the view {} for {bytes:?}",
-            if f.is_ok() { "accepts" } else { "rejects" },
-            match v {
-                Ok(_) => "accepts".to_string(),
-                Err(e) => format!("rejects ({e:?})"),
-            }
-        ),
-    }
+    agree_with_prost(bytes, full, "the view", decode(bytes), |f, v| {
+        assert_eq!(render_view(v.request()), render_prost(&f), "{bytes:?}");
+    })
 }
 
 #[test]
@@ -463,17 +452,6 @@ fn canonical_request_reads_as_prost_decodes_it() {
     let d = decode(&bytes).unwrap();
     assert!(!d.normalized(), "a canonical body is viewed in place");
     assert!(agree(&[]));
-}
-
-/// Wraps encoded `Metric`s into a request (one resource, one scope).
-fn wrap_metrics(metrics: &[u8]) -> Vec<u8> {
-    let mut sm = Vec::new();
-    prost::encoding::bytes::encode(2, &metrics.to_vec(), &mut sm);
-    let mut rm = Vec::new();
-    prost::encoding::bytes::encode(2, &sm, &mut rm);
-    let mut req = Vec::new();
-    prost::encoding::bytes::encode(1, &rm, &mut req);
-    req
 }
 
 #[test]
@@ -601,21 +579,12 @@ fn merged_messages_are_read_as_prost_merges_them() {
 #[test]
 fn mutated_requests_get_prosts_verdict_and_reading() {
     let base = request().encode_to_vec();
-    let (accepted, rejected) = verdicts(&base, 0x9e37_79b9_7f4a_7c15, 20_000, agree);
-    assert!(
-        accepted > 1000 && rejected > 1000,
-        "{accepted} / {rejected}"
-    );
+    assert_both_verdicts(&base, 0x9e37_79b9_7f4a_7c15, 20_000, 1000, agree);
 }
 
 #[test]
 fn errors_name_the_path() {
-    let mut req = request();
-    let m = &mut req.resource_metrics[0].scope_metrics[0].metrics[0];
-    if let Some(metric::Data::Gauge(g)) = &mut m.data {
-        g.data_points[1].attributes[0].key = "BAD-KEY".into();
-    }
-    let bytes = break_utf8(req.encode_to_vec(), b"BAD-KEY");
+    let bytes = bad_gauge_attribute_key(request());
     let err = decode(&bytes).err().expect("rejected").to_string();
     assert!(
         err.contains("malformed ExportMetricsServiceRequest: ExportMetricsServiceRequest field 1: ResourceMetrics field 2: ScopeMetrics field 2: Metric field 5: Gauge field 1: NumberDataPoint field 7: KeyValue field 1: invalid string value"),
