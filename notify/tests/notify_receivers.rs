@@ -50,7 +50,10 @@ async fn pagerduty_one_incident_one_trigger_one_resolve() {
     // A second alert joins the group during its first group_wait: sent before the
     // dispatcher task can run (the test runtime has one thread), so in the first flush.
     r.notifier.send(vec![alert(&labels("n1"), t0, None)]);
-    let firing = vec![alert(&labels("n1"), t0, None), alert(&labels("n2"), t0, None)];
+    let firing = vec![
+        alert(&labels("n1"), t0, None),
+        alert(&labels("n2"), t0, None),
+    ];
     r.notifier.send(firing.clone());
     // The rules send every round; here each poll is a round.
     eventually(Duration::from_secs(3), "the PagerDuty trigger", || async {
@@ -439,10 +442,14 @@ inhibit_rules:
     let model = alert(&[("alertname", "ModelDown"), ("node", "n1")], t0, None);
     // Past group_wait and a few group_intervals (50 + 150 ms), the rules re-sending
     // the alert every round (here: every poll).
-    always_for(Duration::from_millis(600), "silenced: no request", || async {
-        r.notifier.send(vec![model.clone()]);
-        hook.requests().is_empty()
-    })
+    always_for(
+        Duration::from_millis(600),
+        "silenced: no request",
+        || async {
+            r.notifier.send(vec![model.clone()]);
+            hook.requests().is_empty()
+        },
+    )
     .await;
     let list = app
         .clone()
