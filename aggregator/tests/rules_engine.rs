@@ -6,6 +6,7 @@ use std::sync::Arc;
 use edgewatch_aggregator::rules::{validate_rule_files, RuleEngine, RulesError, FLEET_GROUP};
 use edgewatch_aggregator::store::{MetricType, Selector, Store, StoreOptions};
 use edgewatch_config::AggregatorConfig;
+use edgewatch_testkit::{eventually, Metrics};
 use prometheus::Registry;
 
 const T0: i64 = 1_700_000_000_000;
@@ -404,25 +405,22 @@ async fn run_evaluates_on_the_interval_and_stops() {
     let engine = RuleEngine::load(&cfg, store.clone(), &db, &registry).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(engine.clone().run(None, stop.clone()));
-    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    // Three rounds of the 100ms interval.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "three evaluations of the fast group",
+        || async {
+            Metrics::from_registry(&registry)
+                .get_or_zero(r#"edgewatch_rule_evaluations_total{group="fast"}"#)
+                >= 3.0
+        },
+    )
+    .await;
     stop.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(5), task)
         .await
         .expect("run stops on shutdown")
         .unwrap();
-    let evals = registry
-        .gather()
-        .into_iter()
-        .find(|m| m.name() == "edgewatch_rule_evaluations_total")
-        .unwrap();
-    let fast = evals
-        .get_metric()
-        .iter()
-        .find(|m| m.get_label()[0].value() == "fast")
-        .unwrap()
-        .get_counter()
-        .get_value();
-    assert!(fast >= 3.0, "{fast}");
     assert_eq!(engine.alerts_json()["alerts"][0]["state"], "firing");
     assert_eq!(
         engine.alerts_json()["alerts"][0]["labels"]["alertname"],

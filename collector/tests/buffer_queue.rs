@@ -7,7 +7,7 @@ use bytes::Bytes;
 use disk::read_all;
 use edgewatch_collector::buffer::{Buffer, BufferError, BufferOptions, FullPolicy};
 use edgewatch_testkit::payloads as testdata;
-use edgewatch_testkit::{disk_usage, eventually, Metrics};
+use edgewatch_testkit::{always_for, disk_usage, eventually, Metrics};
 use futures::future::join_all;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -293,11 +293,17 @@ async fn max_age_drops_old_entries() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let reg = prometheus::Registry::new();
     let mut o = opts(&tmp.path().join("q"), 64 << 20, FullPolicy::DropOldest);
-    o.max_age = Some(Duration::from_millis(300));
+    // Long enough that the read right after the appends sees them young on a loaded machine.
+    o.max_age = Some(Duration::from_secs(1));
     let b = Buffer::open(o, &reg).expect("open");
     fill(&b, 0, 5, 5).await;
     assert_eq!(read_all(&b).len(), 5, "young entries are kept");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the entries dropped once older than max_age",
+        || async { read_all(&b).is_empty() },
+    )
+    .await;
     let fresh = b.append(7, payload(9)).await.expect("append");
     let got = read_all(&b);
     assert_eq!(
@@ -512,8 +518,12 @@ async fn wait_for_entries_wakes_on_append_and_close() {
         let b = b.clone();
         tokio::spawn(async move { b.wait_for_entries(s + 1).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiter.is_finished());
+    always_for(
+        Duration::from_millis(200),
+        "the waiter waits for an entry not yet appended",
+        || async { !waiter.is_finished() },
+    )
+    .await;
     b.append(1, payload(1)).await.expect("append");
     tokio::time::timeout(Duration::from_secs(2), waiter)
         .await
@@ -524,7 +534,12 @@ async fn wait_for_entries_wakes_on_append_and_close() {
         let b = b.clone();
         tokio::spawn(async move { b.wait_for_entries(s + 100).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    always_for(
+        Duration::from_millis(100),
+        "the waiter waits for entries never appended",
+        || async { !waiter.is_finished() },
+    )
+    .await;
     let b2 = b.clone();
     tokio::task::spawn_blocking(move || b2.close())
         .await

@@ -230,6 +230,27 @@ fn read_all(buffer: &Buffer) -> Vec<ExportMetricsServiceRequest> {
         .collect()
 }
 
+/// Whether a point of `name` in `reqs` is a stale marker (flagged NO_RECORDED_VALUE).
+fn stale_in(reqs: &[ExportMetricsServiceRequest], name: &str) -> bool {
+    reqs.iter()
+        .flat_map(|r| &r.resource_metrics)
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|s| &s.metrics)
+        .filter(|m| m.name == name)
+        .any(|m| match &m.data {
+            Some(metric::Data::Gauge(g)) => g
+                .data_points
+                .iter()
+                .any(|p| p.flags & 1 == 1 && p.value.is_none()),
+            Some(metric::Data::Sum(s)) => s
+                .data_points
+                .iter()
+                .any(|p| p.flags & 1 == 1 && p.value.is_none()),
+            Some(metric::Data::Histogram(h)) => h.data_points.iter().any(|p| p.flags & 1 == 1),
+            _ => false,
+        })
+}
+
 /// Bad targets: up=0 or samples dropped, counted, never a crash; a removed target and
 /// a disappearing series get stale markers; everything lands stamped in the buffer.
 #[tokio::test]
@@ -253,7 +274,34 @@ async fn bad_targets_and_staleness_through_the_buffer() {
     let (tx, rx) = tokio::sync::watch::channel(all.clone());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(scrape::run(cfg, output, metrics, rx, shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually(
+        Duration::from_secs(15),
+        "every kind of failure and drop counted, /flip's vanished series marked stale",
+        || async {
+            let m = Metrics::from_registry(&reg);
+            let failed = |reason: &str| {
+                let series = format!(r#"edgewatch_scrape_failures_total{{reason="{reason}"}}"#);
+                m.sum_or_zero(&series) >= 1.0
+            };
+            let dropped = |reason: &str| {
+                let series =
+                    format!(r#"edgewatch_scrape_dropped_samples_total{{reason="{reason}"}}"#);
+                m.sum_or_zero(&series) >= 1.0
+            };
+            [
+                "timeout",
+                "body_too_large",
+                "invalid_exposition",
+                "http_status",
+            ]
+            .into_iter()
+            .all(failed)
+                && dropped("duplicate")
+                && dropped("label_clash")
+                && stale_in(&read_all(&buffer), "goes_away")
+        },
+    )
+    .await;
     // The OVMS target goes away.
     tx.send(
         all.iter()
@@ -262,7 +310,17 @@ async fn bad_targets_and_staleness_through_the_buffer() {
             .collect(),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(10),
+        "stale markers of the removed OVMS target",
+        || async {
+            let reqs = read_all(&buffer);
+            ["ovms_requests_success", "ovms_request_time_us", "up"]
+                .iter()
+                .all(|name| stale_in(&reqs, name))
+        },
+    )
+    .await;
     shutdown.cancel();
     task.await.unwrap();
 
@@ -304,24 +362,7 @@ async fn bad_targets_and_staleness_through_the_buffer() {
     let ups: Vec<f64> = rms.iter().filter_map(|rm| gauge_value(rm, "up")).collect();
     assert!(ups.contains(&0.0) && ups.contains(&1.0), "{ups:?}");
     // `goes_away` disappeared from /flip: a NO_RECORDED_VALUE point.
-    let stale_of = |name: &str| {
-        rms.iter()
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|s| &s.metrics)
-            .filter(|m| m.name == name)
-            .any(|m| match &m.data {
-                Some(metric::Data::Gauge(g)) => g
-                    .data_points
-                    .iter()
-                    .any(|p| p.flags & 1 == 1 && p.value.is_none()),
-                Some(metric::Data::Sum(s)) => s
-                    .data_points
-                    .iter()
-                    .any(|p| p.flags & 1 == 1 && p.value.is_none()),
-                Some(metric::Data::Histogram(h)) => h.data_points.iter().any(|p| p.flags & 1 == 1),
-                _ => false,
-            })
-    };
+    let stale_of = |name: &str| stale_in(&reqs, name);
     assert!(stale_of("goes_away"), "stale marker for a vanished series");
     assert!(!stale_of("kept"));
     // The removed OVMS target: all its series and its `up` go stale.

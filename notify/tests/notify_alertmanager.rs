@@ -5,7 +5,7 @@
 mod notify_support;
 
 use edgewatch_testkit::peers::Alertmanager;
-use edgewatch_testkit::{eventually, Metrics};
+use edgewatch_testkit::{always_for, eventually, Metrics};
 use notify_support::*;
 use std::time::{Duration, SystemTime};
 
@@ -69,11 +69,36 @@ eval_interval: 15s
         (200..=241).contains(&left),
         "endsAt = now + 4*max(eval_interval,1m): {left}s"
     );
-    // periodic re-sends while firing (no duplicate notifications downstream)
-    for _ in 0..5 {
-        r.notifier.send(vec![firing.clone()]);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // periodic re-sends while firing (no duplicate notifications downstream); the rules
+    // send every round, here every poll
+    let pushes = || {
+        Metrics::from_registry(&r.registry)
+            .sum(r#"edgewatch_notifications_total{integration="alertmanager"}"#)
+    };
+    let first_pushes = pushes();
+    eventually(
+        Duration::from_secs(5),
+        "a re-send pushed to Alertmanager (resend_delay 200ms)",
+        || async {
+            r.notifier.send(vec![firing.clone()]);
+            pushes() > first_pushes
+        },
+    )
+    .await;
+    // Longer than Alertmanager's group_interval (1s): a duplicate would come at its flush.
+    always_for(
+        Duration::from_millis(1500),
+        "one firing notification from Alertmanager while the alert is re-sent",
+        || async {
+            r.notifier.send(vec![firing.clone()]);
+            hook.delivered()
+                .iter()
+                .filter(|x| x.body["status"] == "firing")
+                .count()
+                == 1
+        },
+    )
+    .await;
     let resolved = alert(
         &[("alertname", "ModelDown"), ("cluster", "edge-a")],
         t0,

@@ -47,15 +47,30 @@ async fn pagerduty_one_incident_one_trigger_one_resolve() {
             ("node", node),
         ]
     };
-    // the rules send every round; a second alert joins the same group in the first wait
-    for round in 0..15 {
-        let mut alerts = vec![alert(&labels("n1"), t0, None)];
-        if round > 0 {
-            alerts.push(alert(&labels("n2"), t0, None));
-        }
-        r.notifier.send(alerts);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    // A second alert joins the group during its first group_wait: sent before the
+    // dispatcher task can run (the test runtime has one thread), so in the first flush.
+    r.notifier.send(vec![alert(&labels("n1"), t0, None)]);
+    let firing = vec![
+        alert(&labels("n1"), t0, None),
+        alert(&labels("n2"), t0, None),
+    ];
+    r.notifier.send(firing.clone());
+    // The rules send every round; here each poll is a round.
+    eventually(Duration::from_secs(3), "the PagerDuty trigger", || async {
+        r.notifier.send(firing.clone());
+        !pd.delivered().is_empty()
+    })
+    .await;
+    // Several group_intervals (200 ms): the unchanged group's flushes send nothing.
+    always_for(
+        Duration::from_millis(800),
+        "one trigger while the rules re-send the incident",
+        || async {
+            r.notifier.send(firing.clone());
+            pd.delivered().len() == 1
+        },
+    )
+    .await;
     let d = pd.delivered();
     assert_eq!(d.len(), 1, "one trigger for the incident: {d:?}");
     let trig = &d[0].body;
@@ -65,20 +80,28 @@ async fn pagerduty_one_incident_one_trigger_one_resolve() {
     assert_eq!(trig["client_url"], "http://edgewatch.test:9090");
     // resolved, and re-sent resolved for a few rounds as Prometheus does
     let t1 = SystemTime::now();
-    for _ in 0..10 {
-        r.notifier.send(vec![
-            alert(&labels("n1"), t0, Some(t1)),
-            alert(&labels("n2"), t0, Some(t1)),
-        ]);
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    let resolved = vec![
+        alert(&labels("n1"), t0, Some(t1)),
+        alert(&labels("n2"), t0, Some(t1)),
+    ];
     eventually(
         Duration::from_secs(3),
         "two PagerDuty deliveries",
-        || async { pd.delivered().len() >= 2 },
+        || async {
+            r.notifier.send(resolved.clone());
+            pd.delivered().len() >= 2
+        },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    always_for(
+        Duration::from_millis(800),
+        "no event after the resolve while the rules re-send it",
+        || async {
+            r.notifier.send(resolved.clone());
+            pd.delivered().len() == 2
+        },
+    )
+    .await;
     let d = pd.delivered();
     assert_eq!(d.len(), 2, "{d:?}");
     assert_eq!(d[1].body["event_action"], "resolve");
@@ -135,15 +158,22 @@ async fn pagerduty_429_and_500_are_retried_then_delivered_once() {
         SystemTime::now(),
         None,
     );
-    for _ in 0..20 {
-        r.notifier.send(vec![a.clone()]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The rules re-send the alert every round (here: every poll) while delivery retries.
     eventually(Duration::from_secs(5), "a PagerDuty delivery", || async {
+        r.notifier.send(vec![a.clone()]);
         !pd.delivered().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Several group_intervals (200 ms): a delivered, unchanged group is not sent again.
+    always_for(
+        Duration::from_millis(800),
+        "no request after the delivery",
+        || async {
+            r.notifier.send(vec![a.clone()]);
+            pd.requests().len() == 4
+        },
+    )
+    .await;
     let reqs = pd.requests();
     let codes: Vec<u16> = reqs.iter().map(|r| r.status).collect();
     assert_eq!(codes, vec![429, 500, 503, 202]);
@@ -350,10 +380,15 @@ receivers:
         || async { hook.delivered().len() == 2 },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Several group_intervals (150 ms): the resolved group is gone, and `quiet` does
+    // not send resolved notifications.
+    always_for(
+        Duration::from_millis(600),
+        "no delivery after the resolve, none to quiet",
+        || async { hook.delivered().len() == 2 && quiet.delivered().len() == 1 },
+    )
+    .await;
     assert_eq!(hook.delivered()[1].body["status"], "resolved");
-    assert_eq!(hook.delivered().len(), 2);
-    assert_eq!(quiet.delivered().len(), 1);
     hook.assert_valid();
     quiet.assert_valid();
     r.shutdown().await;
@@ -405,11 +440,17 @@ inhibit_rules:
 
     let t0 = SystemTime::now();
     let model = alert(&[("alertname", "ModelDown"), ("node", "n1")], t0, None);
-    for _ in 0..8 {
-        r.notifier.send(vec![model.clone()]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(hook.requests().is_empty(), "silenced");
+    // Past group_wait and a few group_intervals (50 + 150 ms), the rules re-sending
+    // the alert every round (here: every poll).
+    always_for(
+        Duration::from_millis(600),
+        "silenced: no request",
+        || async {
+            r.notifier.send(vec![model.clone()]);
+            hook.requests().is_empty()
+        },
+    )
+    .await;
     let list = app
         .clone()
         .oneshot(
@@ -444,26 +485,23 @@ inhibit_rules:
         t0,
         None,
     );
-    for _ in 0..8 {
-        r.notifier
-            .send(vec![model.clone(), node.clone(), m2.clone(), m3.clone()]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let bodies: Vec<_> = hook.delivered().into_iter().map(|r| r.body).collect();
-    let pods: Vec<_> = bodies
-        .iter()
-        .flat_map(|b| b["alerts"].as_array().unwrap().clone())
-        .filter(|a| a["labels"]["pod"] == "x")
-        .collect();
-    assert!(pods.is_empty(), "m3 inhibited by NodeDown{{node=n1}}");
-    assert!(
-        bodies.iter().any(|b| b["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["labels"]["node"] == "n2")),
-        "m2 notified"
-    );
+    let all = vec![model.clone(), node, m2, m3];
+    // m2 and m3 join the notified ModelDown group: both decided at its next flush.
+    eventually(Duration::from_secs(3), "m2 notified", || async {
+        r.notifier.send(all.clone());
+        notified(&hook, |a| a["labels"]["node"] == "n2")
+    })
+    .await;
+    // Over a few more group_intervals (150 ms) too.
+    always_for(
+        Duration::from_millis(600),
+        "m3 inhibited by NodeDown{node=n1}",
+        || async {
+            r.notifier.send(all.clone());
+            !notified(&hook, |a| a["labels"]["pod"] == "x")
+        },
+    )
+    .await;
     let groups = app
         .oneshot(
             axum::http::Request::get("/api/v1/alerts/groups")
@@ -481,4 +519,12 @@ inhibit_rules:
     assert!(v.to_string().contains("suppressed"));
     hook.assert_valid();
     r.shutdown().await;
+}
+
+/// Whether an alert matching `pred` was in any delivered notification.
+fn notified(hook: &Mock, pred: impl Fn(&serde_json::Value) -> bool) -> bool {
+    hook.delivered()
+        .iter()
+        .flat_map(|r| r.body["alerts"].as_array().unwrap().clone())
+        .any(|a| pred(&a))
 }
