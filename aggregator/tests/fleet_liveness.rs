@@ -25,7 +25,7 @@ fn config(dir: &Path) -> AggregatorConfig {
 /// A process on the state dir: its sled db at `db_path`, an empty store, the
 /// rules engine over both.
 fn start(cfg: &AggregatorConfig, db_path: &Path) -> (sled::Db, Arc<Store>, RuleEngine) {
-    let db = sled::open(db_path).unwrap();
+    let db = edgewatch_testkit::open_sled(db_path);
     let store = Arc::new(Store::new(StoreOptions::default(), &Registry::new()));
     let engine = RuleEngine::load(cfg, store.clone(), &db, &Registry::new()).unwrap();
     (db, store, engine)

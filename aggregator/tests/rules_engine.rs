@@ -59,18 +59,6 @@ fn env() -> Env {
     }
 }
 
-/// Opens sled, waiting for a previous handle's background thread to let go of
-/// the lock (a restart within one process).
-fn open_db(path: &std::path::Path) -> sled::Db {
-    for _ in 0..100 {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
-        }
-    }
-    sled::open(path).unwrap()
-}
-
 fn store() -> Arc<Store> {
     Arc::new(Store::new(StoreOptions::default(), &Registry::new()))
 }
@@ -94,7 +82,7 @@ fn rules_alerts_recording_and_restart() {
     let env = env();
     validate_rule_files(&env.cfg).unwrap();
     let store = store();
-    let db = open_db(&env.db_path);
+    let db = edgewatch_testkit::open_sled(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     // A file rule named like a built-in replaces it; the others stay.
     assert_eq!(engine.group_names(), vec!["nodes", FLEET_GROUP]);
@@ -138,7 +126,7 @@ fn rules_alerts_recording_and_restart() {
     drop(db);
 
     let store = self::store();
-    let db = open_db(&env.db_path);
+    let db = edgewatch_testkit::open_sled(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     for i in 24..30 {
         write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
@@ -167,7 +155,7 @@ fn rules_alerts_recording_and_restart() {
     db.flush().unwrap();
     drop(db);
     let store = self::store();
-    let db = open_db(&env.db_path);
+    let db = edgewatch_testkit::open_sled(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     for i in 30..32 {
         write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
@@ -215,7 +203,7 @@ groups:
     .unwrap();
     let cfg = config(dir.path(), "");
     let store = store();
-    let db = open_db(&dir.path().join("state"));
+    let db = edgewatch_testkit::open_sled(&dir.path().join("state"));
     let engine = RuleEngine::load(&cfg, store.clone(), &db, &Registry::new()).unwrap();
     let f = store.family("reqs", MetricType::Gauge, "", "");
     store.write(f, "reqs", &[("job", "api"), ("pod", "a")], 2.0, T0, T0);
@@ -310,7 +298,7 @@ async fn http_api_shapes() {
     use tower::ServiceExt;
     let env = env();
     let store = store();
-    let db = open_db(&env.db_path);
+    let db = edgewatch_testkit::open_sled(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
     write_temp(&store, "n1", T0, 50.0);
     engine.evaluate_all(T0);
@@ -371,7 +359,7 @@ async fn http_api_shapes() {
 fn metrics_registered() {
     let env = env();
     let registry = Registry::new();
-    let db = open_db(&env.db_path);
+    let db = edgewatch_testkit::open_sled(&env.db_path);
     let engine = RuleEngine::load(&env.cfg, store(), &db, &registry).unwrap();
     engine.evaluate_all(T0);
     let names: Vec<String> = registry

@@ -39,6 +39,20 @@ pub fn write(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
+/// Opens the sled database at `path`, waiting (up to 5 s) for a dropped handle of the
+/// same database to let go of its file lock: sled's background flusher releases it a
+/// moment after the last `Db` is dropped, so a restart within one test process can
+/// otherwise fail with `WouldBlock`.
+pub fn open_sled(path: &std::path::Path) -> sled::Db {
+    for _ in 0..100 {
+        if let Ok(db) = sled::open(path) {
+            return db;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sled::open(path).unwrap_or_else(|e| panic!("opening sled at {}: {e}", path.display()))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -417,7 +417,7 @@ pub struct Running {
 
 pub fn start(yaml: &str, dir: &std::path::Path) -> Running {
     let cfg = edgewatch_config::alerting::AlertingConfig::from_yaml(yaml).unwrap();
-    let db = sled::open(dir).unwrap();
+    let db = edgewatch_testkit::open_sled(dir);
     let registry = prometheus::Registry::new();
     let notifier = Notifier::new(&cfg, &db, &registry).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
