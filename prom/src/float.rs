@@ -156,37 +156,21 @@ pub fn go_exponent(s: &str) -> String {
 /// `writeFloat`): Go's 'g' form, except that `-0` is written `0`.
 #[inline]
 pub fn write_text_float(out: &mut Vec<u8>, f: f64) {
-    if f == 1.0 {
-        out.push(b'1');
-    } else if f == 0.0 {
-        out.push(b'0');
-    } else if f == -1.0 {
-        out.extend_from_slice(b"-1");
-    } else if f.is_nan() {
-        out.extend_from_slice(b"NaN");
-    } else if f == f64::INFINITY {
-        out.extend_from_slice(b"+Inf");
-    } else if f == f64::NEG_INFINITY {
-        out.extend_from_slice(b"-Inf");
-    } else if f.fract() == 0.0 && f.abs() < 1e6 {
-        // Integers below 1e6 print as plain integers in Go's shortest 'g'.
-        append_i64(out, f as i64);
-    } else {
-        append_g_finite(out, f);
-    }
+    write_float(out, f, false);
 }
 
 /// An OpenMetrics float (expfmt `writeOpenMetricsFloat`): like Go 'g' but an
 /// integral value gets `.0`.
 #[inline]
 pub fn write_om_float(out: &mut Vec<u8>, f: f64) {
-    if f == 1.0 {
-        out.extend_from_slice(b"1.0");
-    } else if f == 0.0 {
-        out.extend_from_slice(b"0.0");
-    } else if f == -1.0 {
-        out.extend_from_slice(b"-1.0");
-    } else if f.is_nan() {
+    write_float(out, f, true);
+}
+
+/// Both exposition formats: Go's shortest 'g' (integers below 1e6 print as plain
+/// integers, `-0` as `0`), with `.0` after an integral value in OpenMetrics.
+#[inline]
+fn write_float(out: &mut Vec<u8>, f: f64, openmetrics: bool) {
+    if f.is_nan() {
         out.extend_from_slice(b"NaN");
     } else if f == f64::INFINITY {
         out.extend_from_slice(b"+Inf");
@@ -194,11 +178,13 @@ pub fn write_om_float(out: &mut Vec<u8>, f: f64) {
         out.extend_from_slice(b"-Inf");
     } else if f.fract() == 0.0 && f.abs() < 1e6 {
         append_i64(out, f as i64);
-        out.extend_from_slice(b".0");
+        if openmetrics {
+            out.extend_from_slice(b".0");
+        }
     } else {
         let start = out.len();
         append_g_finite(out, f);
-        if !out[start..].iter().any(|&c| c == b'e' || c == b'.') {
+        if openmetrics && !out[start..].iter().any(|&c| c == b'e' || c == b'.') {
             out.extend_from_slice(b".0");
         }
     }
