@@ -27,6 +27,80 @@ pub struct AggregatorConfig {
     /// Deployment status reconciler (desired state from a GitOps checkout).
     #[serde(default)]
     pub reconciler: Option<ReconcilerConfig>,
+    /// Prometheus remote write endpoints every stored sample is sent to.
+    #[serde(default)]
+    pub remote_write: Vec<crate::remote_write::RemoteWriteConfig>,
+    /// The write-ahead log: forwarded batches are durable here before they are
+    /// acknowledged; remote_write reads it and a restart replays it.
+    #[serde(default)]
+    pub wal: WalConfig,
+    /// Rule evaluation across restarts.
+    #[serde(default)]
+    pub rules: RulesConfig,
+}
+
+/// `wal:` — where the log lives and how much of it is kept.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// sled directory; default `<state.path>-wal`.
+    #[serde(default)]
+    pub path: Option<ConfigPath>,
+    /// Oldest records are dropped (and counted per endpoint) above this size.
+    #[serde(default = "default_wal_max_bytes")]
+    pub max_bytes: Option<crate::ByteSize>,
+    /// Records older than this are dropped (and counted per endpoint).
+    #[serde(default = "default_wal_max_age")]
+    pub max_age: Option<Dur>,
+}
+
+fn default_wal_max_bytes() -> Option<crate::ByteSize> {
+    Some(crate::ByteSize::gib(1))
+}
+
+fn default_wal_max_age() -> Option<Dur> {
+    Some(Dur::secs(12 * 3600))
+}
+
+impl WalConfig {
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(crate::ByteSize::gib(1)).bytes()
+    }
+    pub fn max_age(&self) -> std::time::Duration {
+        self.max_age.unwrap_or(Dur::secs(12 * 3600)).get()
+    }
+}
+
+impl AggregatorConfig {
+    /// The log's directory: `wal.path`, or `<state.path>-wal` beside the state.
+    pub fn wal_path(&self) -> std::path::PathBuf {
+        self.wal.path.clone().unwrap_or_else(|| {
+            let mut p = self.state.path.clone().into_os_string();
+            p.push("-wal");
+            p.into()
+        })
+    }
+
+    /// How long firing alerts are held after a start: `rules.restore_grace`,
+    /// default max(`fleet.down_after`, 2 × `evaluation_interval`).
+    pub fn restore_grace(&self) -> std::time::Duration {
+        self.rules.restore_grace.map(Dur::get).unwrap_or_else(|| {
+            self.fleet
+                .down_after
+                .get()
+                .max(2 * self.evaluation_interval.get())
+        })
+    }
+}
+
+/// `rules:` — rule evaluation across restarts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// After a start, alerts that were firing are held (not resolved) for this
+    /// long while their data comes back.
+    #[serde(default)]
+    pub restore_grace: Option<Dur>,
 }
 
 /// Deployment status reconciler: desired state from a GitOps checkout (ai-edge layout),
@@ -76,6 +150,10 @@ pub struct FleetConfig {
     /// silent collector's own series.
     #[serde(default = "default_down_after")]
     pub down_after: Dur,
+    /// The clusters this aggregator owns when several share the fleet (empty:
+    /// every cluster that reports here).
+    #[serde(default)]
+    pub clusters: Vec<String>,
 }
 
 fn default_down_after() -> Dur {
@@ -86,6 +164,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         FleetConfig {
             down_after: default_down_after(),
+            clusters: Vec::new(),
         }
     }
 }

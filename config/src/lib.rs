@@ -5,6 +5,7 @@
 pub mod aggregator;
 pub mod alerting;
 pub mod collector;
+pub mod remote_write;
 pub mod units;
 
 pub use aggregator::AggregatorConfig;

@@ -16,6 +16,7 @@
 pub mod float;
 pub mod matcher;
 pub mod name;
+pub mod relabel;
 pub mod time;
 
 pub use matcher::{MatchOp, MatchType, Matcher, RegexError};
