@@ -57,6 +57,10 @@ enum Command {
 enum LoadgenCommand {
     /// A counting OTLP sink that checks `--sequence-check` sequences.
     Sink(edgewatch_loadgen::SinkArgs),
+    /// K simulated edge collectors forwarding model-server series to an aggregator.
+    Fleet(edgewatch_loadgen::FleetArgs),
+    /// A counting Prometheus remote write receiver (samples, series, duplicates, order).
+    RemoteWriteSink(edgewatch_loadgen::RemoteWriteSinkArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -108,6 +112,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let stop = shutdown_on_signal();
             edgewatch_loadgen::run_sink(args, stop.cancelled_owned()).await?;
+        }
+        Command::Loadgen {
+            sink: Some(LoadgenCommand::Fleet(args)),
+            ..
+        } => {
+            let json = args.json;
+            let report = edgewatch_loadgen::run_fleet(args).await?;
+            println!(
+                "{}",
+                if json {
+                    report.to_json()
+                } else {
+                    report.to_text()
+                }
+            );
+        }
+        Command::Loadgen {
+            sink: Some(LoadgenCommand::RemoteWriteSink(args)),
+            ..
+        } => {
+            let stop = shutdown_on_signal();
+            edgewatch_loadgen::run_remote_write_sink(args, stop.cancelled_owned()).await?;
         }
         Command::Loadgen { sink: None, args } => {
             let json = args.json;

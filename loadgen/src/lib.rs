@@ -7,13 +7,21 @@
 //!   points and checks `--sequence-check` sequences per series (gaps, duplicates,
 //!   reordering), with fault hooks (answer errors, drop requests, delay).
 //!
+//! * [`fleet::run_fleet`] acts as K edge collectors forwarding to an aggregator (their
+//!   instance ids, sequence headers, model-server shaped series, optional backlog).
+//! * [`remote_write::RemoteWriteSink`] / [`remote_write::run_remote_write_sink`] is a
+//!   Prometheus remote write receiver that counts samples, series, metadata,
+//!   duplicates and out-of-order samples, with injected 5xx/429 answers.
+//!
 //! Failed requests are not retried unless `--retry` is given: each point is either
 //! acknowledged or counted failed, so a receiver's view can be compared with the report.
 
 mod args;
 mod client;
 mod codec;
+pub mod fleet;
 pub mod payload;
+pub mod remote_write;
 mod report;
 mod sink;
 pub mod wire;
@@ -31,7 +39,11 @@ pub use args::{
 };
 pub use client::{GRPC_EXPORT_PATH, HTTP_EXPORT_PATH};
 pub use codec::RawCodec;
+pub use fleet::{run_fleet, FleetArgs, FleetReport};
 pub use payload::{PayloadBuilder, SEQUENCE_METRIC};
+pub use remote_write::{
+    run_remote_write_sink, RemoteWriteSink, RemoteWriteSinkArgs, RemoteWriteStats,
+};
 pub use report::{expand_runs, Latency, Report, SequenceReport, SeriesRun};
 pub use sink::{run_sink, sink, SeqStats, Sink, SinkStats};
 

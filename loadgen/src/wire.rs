@@ -9,19 +9,20 @@ use crate::payload::{SEQUENCE_METRIC, SERIES_ATTRIBUTE};
 #[error("malformed protobuf: {0}")]
 pub struct WireError(pub &'static str);
 
-enum Value<'a> {
-    Varint,
+pub(crate) enum Value<'a> {
+    Varint(u64),
     Fixed64(u64),
     Fixed32,
     Len(&'a [u8]),
 }
 
-struct Fields<'a> {
+/// The fields of one encoded protobuf message, in wire order.
+pub(crate) struct Fields<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Fields<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Fields { buf }
     }
 
@@ -49,17 +50,14 @@ impl<'a> Fields<'a> {
         Ok(a)
     }
 
-    fn next_field(&mut self) -> Result<Option<(u64, Value<'a>)>, WireError> {
+    pub(crate) fn next_field(&mut self) -> Result<Option<(u64, Value<'a>)>, WireError> {
         if self.buf.is_empty() {
             return Ok(None);
         }
         let key = self.varint()?;
         let field = key >> 3;
         let v = match key & 7 {
-            0 => {
-                self.varint()?;
-                Value::Varint
-            }
+            0 => Value::Varint(self.varint()?),
             1 => Value::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().unwrap())),
             2 => {
                 let n = self.varint()?;
