@@ -7,8 +7,10 @@
 //! `<!-- bench:begin -->` / `<!-- bench:end -->` block of `--out`.
 
 mod alerting;
+mod fleet;
 mod procs;
 mod scenarios;
+mod victoria;
 
 use anyhow::Context;
 use scenarios::Values;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run, comma-separated (S1..S7); all by default.
+    /// Scenarios to run, comma-separated (S1..S10); all by default.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// Runs per scenario; the table shows the median of each value.
@@ -52,6 +54,12 @@ pub struct BenchArgs {
     /// DaemonSet runs; found next to this binary) or `all-roles` (`edgewatch collector`).
     #[arg(long, value_enum, default_value_t = CollectorBinary::Edge)]
     pub collector_binary: CollectorBinary,
+    /// S8 simulated collectors.
+    #[arg(long, default_value_t = 1000)]
+    pub fleet_collectors: usize,
+    /// S8 seconds of live fleet traffic (--quick: 60).
+    #[arg(long, default_value_t = 600)]
+    pub s8_duration: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +80,7 @@ impl BenchArgs {
     }
 }
 
-const ALL: [&str; 7] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7"];
+const ALL: [&str; 10] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10"];
 
 struct Outcome {
     id: &'static str,
@@ -93,7 +101,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             let id = ALL
                 .iter()
                 .find(|a| a.eq_ignore_ascii_case(s.trim()))
-                .with_context(|| format!("unknown scenario {s:?} (S1..S7)"))?;
+                .with_context(|| format!("unknown scenario {s:?} (S1..S10)"))?;
             v.push(*id);
         }
         v
@@ -112,7 +120,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 "S4" => scenarios::s4(&args, r).await,
                 "S5" => scenarios::s5(&args, r).await,
                 "S6" => scenarios::s6(&args, r).await,
-                _ => alerting::s7(&args, r).await,
+                "S7" => alerting::s7(&args, r).await,
+                "S8" => fleet::s8(&args, r).await,
+                "S9" => fleet::s9(&args, r).await,
+                _ => fleet::s10(&args, r).await,
             };
             match res {
                 Ok(v) => {
@@ -250,6 +261,7 @@ fn describe(id: &str, a: &BenchArgs) -> (&'static str, String, &'static str) {
             ),
             "p99 ≤ evaluation interval + 1 s",
         ),
+        "S8" | "S9" | "S10" => fleet::describe(id, a),
         _ => (
             "S6 limit baseline: S2 payloads decoded by prost alone; appended+flushed to sled alone",
             format!(
@@ -282,6 +294,9 @@ fn judge(o: &Outcome, s2_rate: Option<f64>) -> (String, String) {
         "S4" => aggregator_ingest(g),
         "S5" => many_series(g),
         "S7" => alert_latency(g),
+        "S8" => fleet::judge_s8(g),
+        "S9" => fleet::judge_s9(g),
+        "S10" => fleet::judge_s10(g),
         _ => return limit_baseline(g, s2_rate),
     };
     (text, if pass { "PASS" } else { "FAIL" }.to_string())
@@ -496,11 +511,10 @@ fn write_block(path: &std::path::Path, block: &str, outcomes: &[Outcome]) -> any
         old_block
             .lines()
             .filter(|l| {
+                // The id ends at the first space (`| S10 ...`, `- S1 run 1: ...`).
                 l.strip_prefix(prefix)
-                    .and_then(|r| r.get(..2))
-                    .is_some_and(|id| {
-                        id.starts_with('S') && ALL.contains(&id) && !ran.contains(&id)
-                    })
+                    .and_then(|r| r.split(' ').next())
+                    .is_some_and(|id| ALL.contains(&id) && !ran.contains(&id))
             })
             .collect()
     };

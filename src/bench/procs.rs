@@ -75,7 +75,8 @@ impl Env {
         self.spawn_program(&self.exe, name, args, core, stdout)
     }
 
-    fn spawn_program(
+    /// Spawns `program <args>` (optionally pinned), stderr to `<name>.log`.
+    pub fn spawn_program(
         &self,
         program: &Path,
         name: &str,
@@ -201,7 +202,36 @@ impl Env {
         Ok(p)
     }
 
-    async fn wait_healthy(&self, p: &Proc, url: &str) -> anyhow::Result<()> {
+    /// `edgewatch loadgen remote-write-sink --listen 127.0.0.1:port -q`; waits until
+    /// `/stats` answers.
+    pub async fn remote_write_sink(&self, port: u16, core: Option<usize>) -> anyhow::Result<Proc> {
+        let args = [
+            "loadgen",
+            "remote-write-sink",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "-q",
+        ]
+        .map(String::from);
+        let p = self.spawn("remote-write-sink", &args, core, false)?;
+        self.wait_healthy(&p, &format!("http://127.0.0.1:{port}/stats"))
+            .await?;
+        Ok(p)
+    }
+
+    /// GET `url` as JSON.
+    pub async fn json(&self, url: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    pub async fn wait_healthy(&self, p: &Proc, url: &str) -> anyhow::Result<()> {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(30) {
             if let Ok(r) = self
@@ -385,6 +415,36 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// VmRSS of a process once a second, with the seconds since the start.
+pub struct RssTimeline {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl RssTimeline {
+    pub fn start(pid: u32) -> RssTimeline {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut out = Vec::new();
+            while !s.load(Ordering::Acquire) {
+                if let Some(r) = rss_bytes(pid) {
+                    out.push((t0.elapsed().as_secs_f64(), r as f64));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            out
+        });
+        RssTimeline { stop, handle }
+    }
+
+    pub fn stop(self) -> Vec<(f64, f64)> {
+        self.stop.store(true, Ordering::Release);
+        self.handle.join().unwrap_or_default()
+    }
 }
 
 /// What the sampler saw.

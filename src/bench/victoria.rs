@@ -1,0 +1,109 @@
+//! A VictoriaMetrics single-node process for the fleet scenarios (Debian
+//! `victoria-metrics`), on 127.0.0.1 with its own storage in the scenario's temp dir,
+//! and the sample count of a selector over a time range.
+
+use super::procs::{free_port, Env, Proc};
+use anyhow::{bail, Context};
+use std::time::{Duration, Instant};
+
+pub struct Victoria {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Victoria {
+    /// Starts `victoria-metrics`; waits until `/health` answers.
+    pub async fn start(env: &Env) -> anyhow::Result<Victoria> {
+        let program = which("victoria-metrics").context(
+            "victoria-metrics not found in PATH (Debian: apt-get install -y victoria-metrics)",
+        )?;
+        let port = free_port()?;
+        let data = env.path("victoria-data");
+        let args = [
+            format!("-storageDataPath={}", data.display()),
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            // Keeps one sample per series and millisecond: a re-sent sample is stored once.
+            "-dedup.minScrapeInterval=1ms".into(),
+            // Samples are queryable as soon as ingested, not 30 s later.
+            "-search.latencyOffset=0s".into(),
+            // Counting every sample of a 1,000-node fleet touches ~500k series.
+            "-search.maxUniqueTimeseries=100000000".into(),
+            "-search.maxQueryDuration=600s".into(),
+            "-search.disableCache".into(),
+            "-loggerLevel=ERROR".into(),
+        ];
+        let proc = env.spawn_program(&program, "victoria-metrics", &args, None, false)?;
+        env.wait_healthy(&proc, &format!("http://127.0.0.1:{port}/health"))
+            .await?;
+        Ok(Victoria { proc, port })
+    }
+
+    /// The remote write URL.
+    pub fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// Samples of `selector` with timestamps in [`from_ms`, `to_ms`].
+    pub async fn count(
+        &self,
+        env: &Env,
+        selector: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> anyhow::Result<f64> {
+        // The window (t - w, t] must hold both ends: t one second past the newest.
+        let t = to_ms / 1000 + 1;
+        let window = t - from_ms / 1000 + 1;
+        let query = format!("sum(count_over_time({selector}[{window}s]))");
+        let v: serde_json::Value = env
+            .http
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query(&[("query", query.as_str()), ("time", &t.to_string())])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let result = &v["data"]["result"];
+        match result.as_array().map(|a| a.as_slice()) {
+            Some([]) => Ok(0.0),
+            Some([one]) => one["value"][1]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .with_context(|| format!("unexpected query result {one}")),
+            _ => bail!("unexpected query answer {v}"),
+        }
+    }
+
+    /// Polls [`Victoria::count`] until it reaches `want` or `timeout` passes; the last
+    /// count and when it was taken.
+    pub async fn wait_count(
+        &self,
+        env: &Env,
+        selector: &str,
+        (from_ms, to_ms): (i64, i64),
+        want: f64,
+        timeout: Duration,
+    ) -> anyhow::Result<(f64, Instant)> {
+        let t = Instant::now();
+        loop {
+            let n = self.count(env, selector, from_ms, to_ms).await?;
+            if n >= want || t.elapsed() > timeout {
+                return Ok((n, Instant::now()));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.proc.stop().await;
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(program))
+        .find(|p| p.is_file())
+}
