@@ -214,6 +214,7 @@ pub async fn s9(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
     let sink = env.remote_write_sink(sink_port, Some(1)).await?;
     let stats_url = format!("http://127.0.0.1:{sink_port}/stats");
     let sampler = Sampler::start(a.pid);
+    let sink_sampler = Sampler::start(sink.pid);
     let (mut first, mut last) = (None, (Instant::now(), 0.0));
     let mut stats = serde_json::Value::Null;
     loop {
@@ -235,6 +236,7 @@ pub async fn s9(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let u = sampler.stop();
+    let sink_cpu = sink_sampler.stop().cpu_pct;
     sink.stop().await;
     a.stop().await;
     let Some((t0, n0)) = first else {
@@ -251,6 +253,7 @@ pub async fn s9(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         ("metadata", num(&stats, "metadata")),
         ("cpu_pct", u.cpu_pct),
         ("rss_max_mib", u.rss_max / MIB),
+        ("sink_cpu_pct", sink_cpu),
     ]))
 }
 
@@ -348,7 +351,7 @@ pub fn judge_s8(g: &dyn Fn(&str) -> f64) -> (String, bool) {
 pub fn judge_s9(g: &dyn Fn(&str) -> f64) -> (String, bool) {
     (
         format!(
-            "{} samples/s ({} of {} backlog samples; {} duplicates, {} out of order at the sink); aggregator CPU {:.0}%, RSS max {:.0} MiB",
+            "{} samples/s ({} of {} backlog samples; {} duplicates, {} out of order at the sink); aggregator CPU {:.0}%, RSS max {:.0} MiB; sink CPU {:.0}%",
             super::grouped(g("rw_rate")),
             super::grouped(g("sink_samples")),
             super::grouped(g("backlog_samples")),
@@ -356,6 +359,7 @@ pub fn judge_s9(g: &dyn Fn(&str) -> f64) -> (String, bool) {
             super::grouped(g("out_of_order")),
             g("cpu_pct"),
             g("rss_max_mib"),
+            g("sink_cpu_pct"),
         ),
         g("rw_rate") >= 1e6 && g("sink_samples") >= g("backlog_samples"),
     )

@@ -6,6 +6,9 @@ use super::procs::{free_port, Env, Proc};
 use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
 
+/// How long a count may stay unchanged before waiting for more is pointless.
+const STALLED: Duration = Duration::from_secs(60);
+
 pub struct Victoria {
     pub proc: Proc,
     pub port: u16,
@@ -75,8 +78,8 @@ impl Victoria {
         }
     }
 
-    /// Polls [`Victoria::count`] until it reaches `want` or `timeout` passes; the last
-    /// count and when it was taken.
+    /// Polls [`Victoria::count`] until it reaches `want`, `timeout` passes, or the count
+    /// stops growing for a minute; the last count and when it was taken.
     pub async fn wait_count(
         &self,
         env: &Env,
@@ -86,10 +89,15 @@ impl Victoria {
         timeout: Duration,
     ) -> anyhow::Result<(f64, Instant)> {
         let t = Instant::now();
+        let mut grew = (t, -1.0);
         loop {
             let n = self.count(env, selector, from_ms, to_ms).await?;
-            if n >= want || t.elapsed() > timeout {
-                return Ok((n, Instant::now()));
+            let now = Instant::now();
+            if n > grew.1 {
+                grew = (now, n);
+            }
+            if n >= want || now - t > timeout || now - grew.0 > STALLED {
+                return Ok((n, now));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
