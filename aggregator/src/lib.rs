@@ -6,6 +6,7 @@ pub mod convert;
 pub mod expose;
 pub mod ingest;
 pub mod store;
+pub mod wal;
 
 use edgewatch_config::AggregatorConfig;
 use edgewatch_otlp::server::OtlpListeners;
