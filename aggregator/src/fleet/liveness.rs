@@ -134,14 +134,14 @@ impl Liveness {
             "Time (unix seconds) of the newest edgewatch_collector_info sample of each collector.",
             "",
         );
+        let out = self.store.logged(now_ms);
         st.collectors.retain(|_, (labels, ts)| {
             let pairs = pairs(labels);
             if now_ms - *ts > FORGET_AFTER_MS {
-                self.store.delete(LAST_SEEN, &pairs);
+                out.delete(fam, LAST_SEEN, &pairs);
                 return false;
             }
-            self.store
-                .write(fam, LAST_SEEN, &pairs, *ts as f64 / 1000.0, now_ms, now_ms);
+            out.write(fam, LAST_SEEN, &pairs, *ts as f64 / 1000.0, now_ms);
             true
         });
     }

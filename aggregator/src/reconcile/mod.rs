@@ -190,6 +190,8 @@ impl Reconciler {
     }
 
     fn write_series(&mut self, status: &Status, now_ms: i64) {
+        let store = self.store.clone();
+        let out = store.logged(now_ms);
         let mut next = BTreeMap::new();
         for ((cluster, app), st) in &status.entries {
             let labels = vec![
@@ -200,13 +202,12 @@ impl Reconciler {
                 ("observed_digest".to_owned(), st.observed_digest.clone()),
                 ("state".to_owned(), st.state.as_str().to_owned()),
             ];
-            self.write_status(&labels, 1.0, now_ms);
-            self.store.write(
+            self.write_status(&out, &labels, 1.0);
+            out.write(
                 self.transition_family,
                 TRANSITION_METRIC,
                 &[("cluster", cluster), ("app", app)],
                 st.since_ms as f64 / 1000.0,
-                now_ms,
                 now_ms,
             );
             next.insert((cluster.clone(), app.clone()), labels);
@@ -217,23 +218,27 @@ impl Reconciler {
             if next.get(&key) == Some(&labels) {
                 continue;
             }
-            self.write_status(&labels, STALE_NAN, now_ms);
+            self.write_status(&out, &labels, STALE_NAN);
         }
         self.written = next;
     }
 
-    fn write_status(&self, labels: &[(String, String)], value: f64, now_ms: i64) {
+    fn write_status(
+        &self,
+        out: &crate::store::Logged<'_>,
+        labels: &[(String, String)],
+        value: f64,
+    ) {
         let refs: Vec<(&str, &str)> = labels
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.store.write(
+        out.write(
             self.status_family,
             STATUS_METRIC,
             &refs,
             value,
-            now_ms,
-            now_ms,
+            out.now_ms(),
         );
     }
 }

@@ -415,12 +415,16 @@ impl RuleEngine {
     ) {
         let elapsed = elapsed.as_secs_f64();
         let mut st = lock(&g.status);
+        let out = self.inner.store.logged(crate::now_ms());
         for (name, labels) in st.written.difference(&written) {
             let pairs: Vec<(&str, &str)> = labels
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            self.inner.store.delete(name, &pairs);
+            match self.inner.store.family_id(name) {
+                Some(fam) => out.delete(fam, name, &pairs),
+                None => self.inner.store.delete(name, &pairs),
+            };
         }
         st.written = written;
         st.health = Health {
@@ -641,6 +645,7 @@ enum RuleError {
 /// it stops writing are deleted.
 struct Writes<'a> {
     store: &'a Store,
+    out: crate::store::Logged<'a>,
     now_ms: i64,
     alerts_family: FamilyId,
     for_family: FamilyId,
@@ -663,6 +668,7 @@ impl<'a> Writes<'a> {
         );
         Self {
             store,
+            out: store.logged(now_ms),
             now_ms,
             alerts_family,
             for_family,
@@ -676,8 +682,7 @@ impl<'a> Writes<'a> {
             .filter(|(k, _)| k.as_str() != "__name__")
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.store
-            .write(family, name, &pairs, v, self.now_ms, self.now_ms);
+        self.out.write(family, name, &pairs, v, self.now_ms);
         self.written.insert((
             name.to_string(),
             pairs
