@@ -131,3 +131,24 @@ fn action_names() {
     }
     assert_eq!(Action::parse("keep_equal"), None);
 }
+
+#[test]
+fn only_replace_takes_a_templated_target() {
+    for action in [
+        "lowercase",
+        "uppercase",
+        "keepequal",
+        "dropequal",
+        "hashmod",
+    ] {
+        let rule =
+            format!("{{source_labels: [a], target_label: '$1', modulus: 2, action: {action}}}");
+        let err = serde_yaml_ng::from_str::<RelabelConfig>(&rule)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("target_label: \"$1\" is not a valid label name"),
+            "{rule}: {err}"
+        );
+    }
+}

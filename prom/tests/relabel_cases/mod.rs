@@ -5,7 +5,12 @@
 //! Kept out of the table because Prometheus 2.42 (the Debian package the
 //! comparison runs) differs from Prometheus 3 there, and covered by the unit
 //! tests in `src/relabel/tests.rs` instead: `.` matching a newline, an empty
-//! replacement with a templated target_label, labelmap collisions.
+//! replacement with a templated target_label, labelmap collisions, a
+//! templated target_label of lowercase/uppercase/keepequal/dropequal (2.42
+//! accepts it).
+
+// Each test binary uses a part of the table's helpers.
+#![allow(dead_code)]
 
 use edgewatch_prom::relabel::{process, RelabelConfig};
 
@@ -311,10 +316,6 @@ pub const INVALID: &[(&str, &str)] = &[
     (
         "{source_labels: [a], target_label: 'x-$1'}",
         "target_label: \"x-$1\"",
-    ),
-    (
-        "{source_labels: [a], target_label: '$1', action: lowercase}",
-        "target_label: \"$1\" is not a valid label name for the lowercase action",
     ),
     (
         "{source_labels: [a], target_label: 'b', replacement: x, action: uppercase}",
