@@ -157,6 +157,11 @@ fn replace(
         }
         return;
     }
+    // `captures` allocates its slots even when nothing matches; `is_match` does
+    // not, and no-match is the common case on a hot path.
+    if !regex.is_match(&s.value) {
+        return;
+    }
     let Some(caps) = regex.captures(&s.value) else {
         return;
     };
