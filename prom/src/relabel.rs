@@ -386,7 +386,9 @@ impl Fields {
 fn anchored(pattern: &str) -> Result<Regex, RelabelConfigError> {
     Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| RelabelConfigError::Regex {
         pattern: pattern.to_owned(),
-        reason: e.to_string(),
+        // The error of the pattern as written points into the user's text;
+        // the anchored one's only if that one compiles (e.g. a size limit).
+        reason: Regex::new(pattern).err().unwrap_or(e).to_string(),
     })
 }
 

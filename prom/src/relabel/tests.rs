@@ -152,3 +152,21 @@ fn only_replace_takes_a_templated_target() {
         );
     }
 }
+
+#[test]
+fn a_regex_error_points_into_the_pattern_as_written() {
+    let err = serde_yaml_ng::from_str::<RelabelConfig>(
+        "{source_labels: [a], regex: 'go_(.*', action: drop}",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("regex: invalid regex \"go_(.*\": "),
+        "{err}"
+    );
+    assert!(
+        err.contains("\n    go_(.*\n") && !err.contains("(?s:"),
+        "{err}"
+    );
+    assert!(err.contains("unclosed group"), "{err}");
+}
