@@ -18,6 +18,9 @@ use crate::name::valid_label_name;
 
 mod apply;
 mod expand;
+mod pattern;
+
+use pattern::Pattern;
 
 pub use apply::process;
 
@@ -128,12 +131,12 @@ pub struct RelabelConfig {
 #[derive(Debug, Clone)]
 enum Rule {
     Replace {
-        regex: Regex,
+        regex: Pattern,
         target: Template,
         replacement: Template,
     },
-    Keep(Regex),
-    Drop(Regex),
+    Keep(Pattern),
+    Drop(Pattern),
     KeepEqual(String),
     DropEqual(String),
     HashMod {
@@ -141,11 +144,11 @@ enum Rule {
         target: String,
     },
     LabelMap {
-        regex: Regex,
+        regex: Pattern,
         replacement: Template,
     },
-    LabelDrop(Regex),
-    LabelKeep(Regex),
+    LabelDrop(Pattern),
+    LabelKeep(Pattern),
     Lowercase(String),
     Uppercase(String),
 }
@@ -350,7 +353,7 @@ impl Fields {
     }
 
     fn build(self) -> Result<RelabelConfig, RelabelConfigError> {
-        let regex = anchored(self.regex.as_deref().unwrap_or(DEFAULT_REGEX))?;
+        let regex = Pattern::new(self.regex.as_deref().unwrap_or(DEFAULT_REGEX))?;
         let rule = match self.action {
             Action::Replace => Rule::Replace {
                 regex,
@@ -380,16 +383,6 @@ impl Fields {
             rule,
         })
     }
-}
-
-/// Anchored at both ends with `.` matching newlines, as Prometheus 3 compiles it.
-fn anchored(pattern: &str) -> Result<Regex, RelabelConfigError> {
-    Regex::new(&format!("^(?s:{pattern})$")).map_err(|e| RelabelConfigError::Regex {
-        pattern: pattern.to_owned(),
-        // The error of the pattern as written points into the user's text;
-        // the anchored one's only if that one compiles (e.g. a size limit).
-        reason: Regex::new(pattern).err().unwrap_or(e).to_string(),
-    })
 }
 
 /// A label name that may contain `$1`, `${1}`, `$name` references

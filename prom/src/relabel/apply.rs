@@ -3,9 +3,7 @@
 use std::fmt::Write;
 
 use super::expand::go_expand;
-use regex::Regex;
-
-use super::{hash_mod, RelabelConfig, Rule, Scratch, Template, SCRATCH};
+use super::{hash_mod, Pattern, RelabelConfig, Rule, Scratch, Template, SCRATCH};
 use crate::name::valid_label_name;
 
 /// Applies `configs` in order to `labels` (name, value pairs, `__name__`
@@ -147,7 +145,7 @@ impl RelabelConfig {
 fn replace(
     set: &mut LabelSet<'_>,
     s: &mut Scratch,
-    regex: &Regex,
+    regex: &Pattern,
     target: &Template,
     replacement: &Template,
 ) {
@@ -155,11 +153,6 @@ fn replace(
         if regex.is_match(&s.value) {
             set.set(&target.text, &replacement.text);
         }
-        return;
-    }
-    // `captures` allocates its slots even when nothing matches; `is_match` does
-    // not, and no-match is the common case on a hot path.
-    if !regex.is_match(&s.value) {
         return;
     }
     let Some(caps) = regex.captures(&s.value) else {
@@ -178,7 +171,7 @@ fn replace(
 
 /// Copies each label whose name matches to the name the replacement makes
 /// of it; all names are read before any is written, as Prometheus does.
-fn label_map(set: &mut LabelSet<'_>, regex: &Regex, replacement: &Template) {
+fn label_map(set: &mut LabelSet<'_>, regex: &Pattern, replacement: &Template) {
     if !set.labels.iter().any(|(n, _)| regex.is_match(n)) {
         return;
     }
