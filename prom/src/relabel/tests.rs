@@ -170,3 +170,12 @@ fn a_regex_error_points_into_the_pattern_as_written() {
     );
     assert!(err.contains("unclosed group"), "{err}");
 }
+
+#[test]
+fn unquoted_numbers_are_strings_as_in_prometheus() {
+    let got = run(
+        "- {source_labels: [code], regex: 404, target_label: missing, replacement: 1}",
+        &[("code", "404")],
+    );
+    assert_eq!(got, Some(labels(&[("code", "404"), ("missing", "1")])));
+}
