@@ -222,15 +222,16 @@ fn services(
     }
     app = app.merge(rules.router());
     background.push(tokio::spawn(rules.run(notifier, shutdown.clone())));
-    let down_after = cfg.fleet.down_after.get();
+    let fleet = fleet::Fleet::new(
+        store.clone(),
+        cfg.fleet.down_after.get(),
+        fleet::Owned::new(&cfg.fleet.clusters),
+    );
+    fleet.register(registry)?;
     let reconciler = reconcile::Reconciler::new(cfg, store.clone(), registry)?;
     app = app
-        .merge(fleet::router(store.clone(), down_after))
-        .merge(web::router(
-            store.clone(),
-            down_after,
-            reconciler.as_ref().map(|r| r.handle()),
-        ));
+        .merge(fleet.router())
+        .merge(web::router(fleet, reconciler.as_ref().map(|r| r.handle())));
     if let Some(r) = reconciler {
         app = app.merge(r.router());
         background.push(tokio::spawn(r.run(shutdown.clone())));

@@ -613,7 +613,12 @@ fn enable_window(
 ) -> Result<Option<Liveness>, sled::Error> {
     let liveness = if groups.iter().any(|g| g.name == FLEET_GROUP) {
         window.push(Liveness::reads());
-        Some(Liveness::open(store.clone(), state, promql::LOOKBACK_MS)?)
+        Some(Liveness::open(
+            store.clone(),
+            state,
+            promql::LOOKBACK_MS,
+            crate::fleet::Owned::new(&cfg.fleet.clusters),
+        )?)
     } else {
         None
     };
