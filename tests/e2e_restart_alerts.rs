@@ -18,6 +18,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const GRACE: Duration = Duration::from_secs(10);
 /// How long each start is watched for a notification that must not come.
 const WATCH: Duration = Duration::from_secs(4);
+const HELD: &str = r#"edgewatch_rule_alerts_held{group="restart"}"#;
 
 /// `state` of `alertname` on `/api/v1/alerts` (empty if absent).
 async fn api_state(agg: &Aggregator, alertname: &str) -> String {
@@ -45,7 +46,8 @@ fn lose_log(dir: &Path, n: usize) {
     }
 }
 
-/// Both alerts notified firing once and never resolved; PushedUp firing on the API.
+/// Both alerts notified firing once and never resolved; PushedUp firing on the
+/// API and counted as held.
 async fn no_second_notification(hook: &Webhook, agg: &Aggregator, what: &str) {
     always_for(WATCH, what, || async {
         hook.count("AlwaysUp", "firing") == 1
@@ -55,6 +57,7 @@ async fn no_second_notification(hook: &Webhook, agg: &Aggregator, what: &str) {
             && api_state(agg, "PushedUp").await == "firing"
     })
     .await;
+    assert_eq!(agg.metrics().await.get(HELD), 1.0, "{what}: PushedUp held");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,10 +80,21 @@ async fn firing_alerts_survive_sigterm_and_sigkill_without_renotifying() {
     // One point, never resent: PushedUp depends on it, AlwaysUp does not.
     let (status, _) = post_otlp(agg.http_otlp, gauge_request("e2e_restart_temp", "n", 1)).await;
     assert_eq!(status, 200);
+    // Counted as delivered by the aggregator too: its notification log is
+    // written next, and a stop waits for that (a kill in between may page
+    // twice: delivery is at least once).
     eventually(
         Duration::from_secs(20),
         "both alerts notified firing",
-        || async { hook.count("AlwaysUp", "firing") == 1 && hook.count("PushedUp", "firing") == 1 },
+        || async {
+            hook.count("AlwaysUp", "firing") == 1
+                && hook.count("PushedUp", "firing") == 1
+                && agg
+                    .metrics()
+                    .await
+                    .get_or_zero("edgewatch_notification_latency_seconds_count")
+                    == 2.0
+        },
     )
     .await;
 
@@ -122,5 +136,6 @@ async fn firing_alerts_survive_sigterm_and_sigkill_without_renotifying() {
     .await;
     assert_eq!(api_state(&agg, "AlwaysUp").await, "firing");
     assert_eq!(api_state(&agg, "PushedUp").await, "");
+    assert_eq!(agg.metrics().await.get(HELD), 0.0);
     agg.proc.stop();
 }

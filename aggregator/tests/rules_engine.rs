@@ -463,6 +463,7 @@ fn metrics_registered() {
         "edgewatch_rule_evaluations_total",
         "edgewatch_rule_evaluation_failures_total",
         "edgewatch_rule_group_last_duration_seconds",
+        "edgewatch_rule_alerts_held",
     ] {
         assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
     }

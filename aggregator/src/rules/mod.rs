@@ -163,6 +163,7 @@ struct Metrics {
     evaluations: prometheus::IntCounterVec,
     failures: prometheus::IntCounterVec,
     last_duration: prometheus::GaugeVec,
+    held: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -188,13 +189,22 @@ impl Metrics {
             ),
             &["group"],
         )?;
+        let held = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "edgewatch_rule_alerts_held",
+                "Alerts held firing after a start (rules.restore_grace) while their data is missing, by rule group.",
+            ),
+            &["group"],
+        )?;
         registry.register(Box::new(evaluations.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(last_duration.clone()))?;
+        registry.register(Box::new(held.clone()))?;
         Ok(Self {
             evaluations,
             failures,
             last_duration,
+            held,
         })
     }
 }
@@ -291,6 +301,7 @@ impl RuleEngine {
             // Export zeros from the start.
             metrics.evaluations.with_label_values(&[&g.name]);
             metrics.failures.with_label_values(&[&g.name]);
+            metrics.held.with_label_values(&[&g.name]);
         }
         let liveness = enable_window(cfg, &store, state, &groups, window)?;
         Ok(Self {
@@ -368,6 +379,7 @@ impl RuleEngine {
         let mut writes = Writes::new(&inner.store, now_ms);
         let mut to_send = Vec::new();
         let mut group_err = None;
+        let mut held = 0;
         for rule in &g.rules {
             let t0 = Instant::now();
             inner
@@ -395,6 +407,7 @@ impl RuleEngine {
                 // The rule's (possibly unchanged) state.
                 write_alert_series(&rt.alerts, snap, &mut writes);
                 self.persist_alerts(rule, &mut rt);
+                held += rt.alerts.active.values().filter(|a| a.held).count();
             }
             rt.health.last_eval = Some(SystemTime::now());
             rt.health.eval_seconds = t0.elapsed().as_secs_f64();
@@ -410,6 +423,11 @@ impl RuleEngine {
                 rt.health.last_error.clear();
             }
         }
+        inner
+            .metrics
+            .held
+            .with_label_values(&[&g.name])
+            .set(held as i64);
         self.finish_group(g, writes.written, group_err, started.elapsed());
         to_send
     }
