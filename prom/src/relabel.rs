@@ -22,3 +22,10 @@ pub struct RelabelConfig {
     #[serde(default)]
     pub action: Option<String>,
 }
+
+/// TEMPORARY STUB (remote_write branch, so the remote write sender compiles before
+/// the relabel branch is merged): keeps every label set unchanged. The real
+/// implementation from the relabel branch replaces this function.
+pub fn process(_labels: &mut Vec<(String, String)>, _configs: &[RelabelConfig]) -> bool {
+    true
+}

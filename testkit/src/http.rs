@@ -64,6 +64,7 @@ pub struct Recorder {
     script: Arc<Mutex<VecDeque<u16>>>,
     default: u16,
     handler: Arc<Handler>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Recorder {
@@ -93,12 +94,19 @@ impl Recorder {
             script: Arc::new(Mutex::new(script.iter().copied().collect())),
             default,
             handler: Arc::new(handler),
+            delay: Default::default(),
         };
         let me = r.clone();
         let app = axum::Router::new().fallback(
             move |method: http::Method, uri: http::Uri, headers: HeaderMap, body: Bytes| {
                 let me = me.clone();
-                async move { me.handle(method.as_str(), uri.path(), headers, body) }
+                async move {
+                    let delay = *me.delay.lock().expect("delay lock");
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    me.handle(method.as_str(), uri.path(), headers, body)
+                }
             },
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -127,6 +135,11 @@ impl Recorder {
             status: response.status().as_u16(),
         });
         response
+    }
+
+    /// Answers every request `delay` late from now on (a slow endpoint).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().expect("delay lock") = delay;
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -1,0 +1,188 @@
+//! The HTTP side of one endpoint: TLS, authentication, headers, and what an
+//! answer means for the batch (sent, retry, or drop).
+
+use bytes::Bytes;
+use edgewatch_config::remote_write::{RemoteWriteConfig, TlsConfig};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::RemoteError;
+
+const USER_AGENT: &str = concat!("edgewatch/", env!("CARGO_PKG_VERSION"));
+
+/// What one attempt came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    Sent,
+    /// 5xx, 429 (when configured), a connection error or a timeout; `Retry-After`
+    /// when the endpoint said how long to wait.
+    Retry(Option<Duration>),
+    /// Any other answer: not retried, counted under this reason.
+    Drop(String),
+}
+
+pub(crate) struct Client {
+    http: reqwest::Client,
+    url: String,
+    cfg: RemoteWriteConfig,
+}
+
+impl Client {
+    pub fn new(cfg: &RemoteWriteConfig) -> Result<Client, RemoteError> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|_| RemoteError::Header(k.clone()))?;
+            let value = HeaderValue::from_str(v).map_err(|_| RemoteError::Header(k.clone()))?;
+            headers.insert(name, value);
+        }
+        let builder = reqwest::Client::builder()
+            .timeout(cfg.remote_timeout.get())
+            .user_agent(USER_AGENT)
+            .default_headers(headers);
+        let http = tls(builder, &cfg.tls_config)?
+            .build()
+            .map_err(|e| RemoteError::Client(e.to_string()))?;
+        Ok(Client {
+            http,
+            url: cfg.url.0.clone(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One POST of a snappy-compressed `WriteRequest`. Credentials files are read
+    /// at each send, so a rotated secret is picked up without a restart.
+    pub async fn send(&self, body: Bytes, retry_on_429: bool) -> Attempt {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .body(body);
+        match self.credentials() {
+            Ok(Some(Auth::Basic(user, password))) => req = req.basic_auth(user, Some(password)),
+            Ok(Some(Auth::Header(value))) => req = req.header("Authorization", value),
+            Ok(None) => {}
+            Err(e) => {
+                // A Secret volume being rotated: the file comes back.
+                tracing::warn!(url = %self.url, error = %e, "reading remote_write credentials failed; retrying");
+                return Attempt::Retry(None);
+            }
+        }
+        match req.send().await {
+            Ok(resp) => classify(resp, retry_on_429).await,
+            Err(e) => {
+                tracing::debug!(url = %self.url, error = %e, "remote_write request failed");
+                Attempt::Retry(None)
+            }
+        }
+    }
+
+    fn credentials(&self) -> std::io::Result<Option<Auth>> {
+        if let Some(b) = &self.cfg.basic_auth {
+            return Ok(Some(Auth::Basic(b.username.clone(), b.password.read()?)));
+        }
+        if let Some(a) = &self.cfg.authorization {
+            return Ok(Some(Auth::Header(format!(
+                "{} {}",
+                a.kind,
+                a.credentials.read()?
+            ))));
+        }
+        Ok(None)
+    }
+}
+
+enum Auth {
+    Basic(String, String),
+    Header(String),
+}
+
+async fn classify(resp: reqwest::Response, retry_on_429: bool) -> Attempt {
+    let status = resp.status();
+    if status.is_success() {
+        return Attempt::Sent;
+    }
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after(v, SystemTime::now()));
+    let code = status.as_u16();
+    // The body says why (Prometheus: "out of order sample"); keep a little for the log.
+    let text = resp.text().await.unwrap_or_default();
+    let why: String = text.chars().take(256).collect();
+    if status.is_server_error() || (code == 429 && retry_on_429) {
+        tracing::debug!(status = code, body = %why, "remote_write endpoint asks for a retry");
+        return Attempt::Retry(retry_after);
+    }
+    tracing::warn!(status = code, body = %why, "remote_write endpoint refused a batch; dropped");
+    Attempt::Drop(format!("http_{code}"))
+}
+
+/// `Retry-After`: delay seconds or an HTTP-date.
+pub(crate) fn retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, RemoteError> {
+    std::fs::read(path).map_err(|source| RemoteError::TlsFile {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The client's TLS from `tls_config` (an `https://` URL always uses TLS; reqwest's
+/// built-in roots unless `ca_file` names the ones to trust, as Prometheus does).
+fn tls(
+    mut b: reqwest::ClientBuilder,
+    t: &TlsConfig,
+) -> Result<reqwest::ClientBuilder, RemoteError> {
+    if let Some(ca) = &t.ca_file {
+        let pem = read(ca)?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RemoteError::TlsPem {
+                path: ca.display().to_string(),
+                error: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(RemoteError::TlsPem {
+                path: ca.display().to_string(),
+                error: "no certificate in it".into(),
+            });
+        }
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend_from_slice(&read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| RemoteError::TlsPem {
+                path: format!("{} + {}", cert.display(), key.display()),
+                error: e.to_string(),
+            })?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => return Err(RemoteError::TlsPair),
+    }
+    if t.insecure_skip_verify {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    Ok(b)
+}
