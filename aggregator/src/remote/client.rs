@@ -2,9 +2,8 @@
 //! answer means for the batch (sent, retry, or drop).
 
 use bytes::Bytes;
-use edgewatch_config::remote_write::{RemoteWriteConfig, TlsConfig};
+use edgewatch_config::remote_write::RemoteWriteConfig;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::RemoteError;
@@ -41,7 +40,11 @@ impl Client {
             .timeout(cfg.remote_timeout.get())
             .user_agent(USER_AGENT)
             .default_headers(headers);
-        let http = tls(builder, &cfg.tls_config)?
+        let builder = match super::tls::client_config(&cfg.tls_config)? {
+            Some(tls) => builder.use_preconfigured_tls(tls),
+            None => builder,
+        };
+        let http = builder
             .build()
             .map_err(|e| RemoteError::Client(e.to_string()))?;
         Ok(Client {
@@ -134,55 +137,4 @@ pub(crate) fn retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, RemoteError> {
-    std::fs::read(path).map_err(|source| RemoteError::TlsFile {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// The client's TLS from `tls_config` (an `https://` URL always uses TLS; reqwest's
-/// built-in roots unless `ca_file` names the ones to trust, as Prometheus does).
-fn tls(
-    mut b: reqwest::ClientBuilder,
-    t: &TlsConfig,
-) -> Result<reqwest::ClientBuilder, RemoteError> {
-    if let Some(ca) = &t.ca_file {
-        let pem = read(ca)?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RemoteError::TlsPem {
-                path: ca.display().to_string(),
-                error: e.to_string(),
-            })?;
-        if certs.is_empty() {
-            return Err(RemoteError::TlsPem {
-                path: ca.display().to_string(),
-                error: "no certificate in it".into(),
-            });
-        }
-        b = b.tls_built_in_root_certs(false);
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    match (&t.cert_file, &t.key_file) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend_from_slice(&read(key)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| RemoteError::TlsPem {
-                path: format!("{} + {}", cert.display(), key.display()),
-                error: e.to_string(),
-            })?;
-            b = b.identity(id);
-        }
-        (None, None) => {}
-        _ => return Err(RemoteError::TlsPair),
-    }
-    if t.insecure_skip_verify {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    Ok(b)
 }

@@ -19,6 +19,7 @@ mod metrics;
 pub mod proto;
 mod queue;
 mod sharding;
+mod tls;
 
 pub use metrics::Metrics;
 

@@ -6,6 +6,7 @@ use crate::wal::record::RecordBuilder;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use edgewatch_testkit::http::{Recorded, Recorder};
+use edgewatch_testkit::tls::Certs;
 use edgewatch_testkit::{eventually, Metrics as Scrape};
 use prometheus::Registry;
 use std::time::Duration;
@@ -552,4 +553,77 @@ fn retry_after_is_seconds_or_an_http_date() {
     let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
     assert_eq!(client::retry_after(&earlier, now), Some(Duration::ZERO));
     assert_eq!(client::retry_after("soon", now), None);
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca_a_client_certificate_and_a_server_name() {
+    let f = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::generate(dir.path(), "tsdb.example");
+    let (ca, cert, key) = (
+        certs.ca.display().to_string(),
+        certs.client_cert.display().to_string(),
+        certs.client_key.display().to_string(),
+    );
+    let cases = [
+        (
+            "right",
+            format!(
+                "{{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: tsdb.example}}"
+            ),
+            true,
+        ),
+        (
+            "insecure",
+            format!("{{insecure_skip_verify: true, cert_file: {cert}, key_file: {key}}}"),
+            true,
+        ),
+        // The certificate is for tsdb.example, not for 127.0.0.1.
+        (
+            "no-server-name",
+            format!("{{ca_file: {ca}, cert_file: {cert}, key_file: {key}}}"),
+            false,
+        ),
+        // The endpoint wants a client certificate.
+        (
+            "no-client-cert",
+            format!("{{ca_file: {ca}, server_name: tsdb.example}}"),
+            false,
+        ),
+    ];
+    let mut running = Vec::new();
+    for (name, tls, _) in &cases {
+        let rec = Recorder::start_tls(200, &[], &certs, true).await;
+        let url = format!("https://127.0.0.1:{}", rec.addr.port());
+        let h = f.start(&format!(
+            "url: {url}/api/v1/write\nname: {name}\nremote_timeout: 2s\nmetadata_config: {{send: false}}\ntls_config: {tls}\n\
+             queue_config: {{min_backoff: 10ms, max_backoff: 50ms, batch_send_deadline: 10ms}}\n"
+        ));
+        running.push((rec, url, h));
+    }
+    f.append(&[sample("a", &[], 1.0, 1)]);
+    for ((name, _, ok), (rec, url, _)) in cases.iter().zip(&running) {
+        let series = |m: &str| format!("{m}{{url=\"{url}/api/v1/write\"}}");
+        if *ok {
+            wait_delivered(rec, 1).await;
+        } else {
+            eventually(WAIT, &format!("{name}: retries"), || async {
+                f.scrape()
+                    .get_or_zero(&series("edgewatch_remote_write_retried_samples_total"))
+                    >= 2.0
+            })
+            .await;
+            assert!(rec.requests().is_empty(), "{name}: no request got through");
+            assert_eq!(
+                f.scrape()
+                    .get_or_zero(&series("edgewatch_remote_write_samples_total")),
+                0.0,
+                "{name}"
+            );
+        }
+    }
+    f.stop.cancel();
+    for (_, _, h) in running {
+        h.await.unwrap();
+    }
 }
