@@ -38,7 +38,11 @@ impl Chunk {
     }
 
     fn absorb(&mut self, c: Chunk) {
-        self.buf.extend_from_slice(&c.buf);
+        if self.buf.is_empty() {
+            self.buf = c.buf;
+        } else {
+            self.buf.extend_from_slice(&c.buf);
+        }
         for (seq, n) in c.seqs {
             match self.seqs.last_mut() {
                 Some((s, m)) if *s == seq => *m += n,

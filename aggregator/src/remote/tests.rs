@@ -6,6 +6,7 @@ use crate::wal::record::RecordBuilder;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use edgewatch_testkit::http::{Recorded, Recorder};
+use edgewatch_testkit::peers::Prometheus;
 use edgewatch_testkit::tls::Certs;
 use edgewatch_testkit::{eventually, Metrics as Scrape};
 use prometheus::Registry;
@@ -626,4 +627,86 @@ async fn tls_with_a_private_ca_a_client_certificate_and_a_server_name() {
     for (_, _, h) in running {
         h.await.unwrap();
     }
+}
+
+/// The hand-made protocol against the real receiver: every sample arrives with its
+/// original timestamp, a backlog interleaved with newer data included, and a stale
+/// marker ends a series.
+#[tokio::test]
+async fn a_real_prometheus_receives_every_sample() {
+    let f = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let prom = Prometheus::start_with_config(
+        dir.path(),
+        "global: {scrape_interval: 1m}\nstorage: {tsdb: {out_of_order_time_window: 1h}}\n",
+        &[],
+    )
+    .await;
+    let h = f.start(&format!(
+        "url: {}\nqueue_config: {{min_shards: 3, max_shards: 3, max_samples_per_send: 7, batch_send_deadline: 20ms}}\n",
+        prom.url("/api/v1/write")
+    ));
+    let now = edgewatch_testkit::now_ms() / 1000 * 1000;
+    // Live data first, then the backlog of the same series from before it.
+    for half in [1, 0] {
+        for i in 0..30i64 {
+            let ts = now - 600_000 + (half * 30 + i) * 10_000;
+            f.append(&[
+                sample(
+                    "rw_live",
+                    &[("pod", "p1"), ("cluster", "edge-a")],
+                    i as f64,
+                    ts,
+                ),
+                sample(
+                    "rw_live",
+                    &[("pod", "p2"), ("cluster", "edge-a")],
+                    -(i as f64),
+                    ts,
+                ),
+            ]);
+        }
+    }
+    f.append(&[sample("rw_gone", &[("pod", "p3")], 1.0, now - 20_000)]);
+    f.append(&[sample("rw_gone", &[("pod", "p3")], STALE_NAN, now - 10_000)]);
+    wait_delivered_to_prometheus(&f, &prom, 122).await;
+    let counts = prom.query("count_over_time(rw_live[11m])").await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    for c in &counts {
+        assert_eq!(c["value"][1], "60", "every sample of {}", c["metric"]);
+    }
+    let first = prom
+        .query_at("rw_live{pod=\"p2\"}", (now - 600_000) as f64 / 1000.0)
+        .await;
+    assert_eq!(
+        first[0]["value"][0],
+        (now - 600_000) / 1000,
+        "original timestamp"
+    );
+    assert_eq!(first[0]["value"][1], "-0");
+    assert!(
+        prom.query("rw_gone").await.is_empty(),
+        "the stale marker ends the series"
+    );
+    assert_eq!(
+        prom.query("count_over_time(rw_gone[5m])").await[0]["value"][1],
+        "1"
+    );
+    stop(&f, h).await;
+}
+
+async fn wait_delivered_to_prometheus(f: &Fixture, prom: &Prometheus, n: u64) {
+    let series = format!(
+        "edgewatch_remote_write_samples_total{{url=\"{}\"}}",
+        prom.url("/api/v1/write")
+    );
+    eventually(WAIT, &format!("{n} samples acknowledged"), || async {
+        f.scrape().get_or_zero(&series) as u64 >= n
+    })
+    .await;
+    assert_eq!(
+        f.scrape()
+            .sum_or_zero("edgewatch_remote_write_failed_samples_total"),
+        0.0
+    );
 }
