@@ -11,6 +11,14 @@
 //! memory. The log position is committed only up to the newest record every sample
 //! of which (and of all records before it) was acknowledged or dropped and counted.
 //!
+//! What the TSDB must allow: samples of one series arrive in time order, but
+//! older than the newest of other series when a collector drains a backlog, and
+//! possibly older than the TSDB's head after a long outage. Prometheus needs
+//! `storage.tsdb.out_of_order_time_window` at least as long as the longest outage
+//! (its receiver otherwise answers 400 and the batch is dropped and counted);
+//! VictoriaMetrics and Mimir (with its out-of-order window) accept them. Delivery is
+//! at least once: after a crash, what was sent but not yet committed is sent again.
+//!
 //! Entry points: [`Metrics::register`] once per registry, then [`start_all`] (or
 //! [`RemoteWriter::start`] per endpoint).
 

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use edgewatch_testkit::http::{Recorded, Recorder};
 use edgewatch_testkit::peers::Prometheus;
 use edgewatch_testkit::tls::Certs;
-use edgewatch_testkit::{eventually, Metrics as Scrape};
+use edgewatch_testkit::{always_for, eventually, Metrics as Scrape};
 use prometheus::Registry;
 use std::time::Duration;
 
@@ -709,4 +709,66 @@ async fn wait_delivered_to_prometheus(f: &Fixture, prom: &Prometheus, n: u64) {
             .sum_or_zero("edgewatch_remote_write_failed_samples_total"),
         0.0
     );
+}
+
+#[tokio::test]
+async fn a_down_endpoint_holds_the_reader_not_memory_and_gets_everything_back() {
+    let f = Fixture::new();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let is_down = down.clone();
+    let rec = Recorder::start_with(200, &[], move |_| {
+        if is_down.load(Ordering::Relaxed) {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        } else {
+            StatusCode::OK.into_response()
+        }
+    })
+    .await;
+    let h = f.start(&yaml(
+        &rec.url(),
+        "capacity: 20, max_samples_per_send: 10, batch_send_deadline: 10ms",
+    ));
+    for round in 0..50i64 {
+        let samples: Vec<In> = (0..5)
+            .map(|i| sample("up", &[("pod", &format!("pod-{i}"))], 1.0, round))
+            .collect();
+        f.append(&samples);
+    }
+    eventually(WAIT, "retries", || async { rec.requests().len() >= 3 }).await;
+    always_for(
+        Duration::from_millis(500),
+        "at most one queue of samples pending",
+        || async { metric(&f, &rec, "edgewatch_remote_write_pending_samples", "") <= 20.0 },
+    )
+    .await;
+    down.store(false, Ordering::Relaxed);
+    let got = wait_delivered(&rec, 250).await;
+    let mut per: HashMap<String, Vec<i64>> = HashMap::new();
+    for (labels, _, ts) in got {
+        per.entry(labels).or_default().push(ts);
+    }
+    assert_eq!(per.len(), 5);
+    for (s, ts) in per {
+        assert_eq!(ts, (0..50).collect::<Vec<_>>(), "{s} in order, each once");
+    }
+    stop(&f, h).await;
+    assert_eq!(f.position("ep").await, None, "everything committed");
+}
+
+#[tokio::test]
+async fn stopping_flushes_what_is_queued() {
+    let f = Fixture::new();
+    let rec = Recorder::start(200, &[]).await;
+    // A deadline far away: only the stop sends the batch.
+    let h = f.start(&yaml(&rec.url(), "batch_send_deadline: 1h"));
+    f.append(&[sample("a", &[], 1.0, 1)]);
+    f.append(&[sample("a", &[], 2.0, 2)]);
+    eventually(WAIT, "both queued", || async {
+        metric(&f, &rec, "edgewatch_remote_write_pending_samples", "") == 2.0
+    })
+    .await;
+    assert!(rec.requests().is_empty());
+    stop(&f, h).await;
+    assert_eq!(delivered(&rec).len(), 2, "sent at the stop");
+    assert_eq!(f.position("ep").await, None, "and committed");
 }
