@@ -241,30 +241,24 @@ async fn samples_go_out_as_prometheus_remote_write() {
             ("temp".to_string(), 2, "Help of it.".to_string())
         ]
     );
-    let m = f.scrape();
-    let url = format!("{}/api/v1/write", rec.url());
+    // The endpoint records a request before the writer has its answer.
+    eventually(WAIT, "acknowledgements counted", || async {
+        metric(&f, &rec, "edgewatch_remote_write_samples_total", "") == 2.0
+            && metric(&f, &rec, "edgewatch_remote_write_metadata_total", "") >= 2.0
+    })
+    .await;
     assert_eq!(
-        m.get(&format!(
-            "edgewatch_remote_write_samples_total{{url=\"{url}\"}}"
-        )),
-        2.0
-    );
-    assert_eq!(
-        m.get(&format!(
-            "edgewatch_remote_write_pending_samples{{url=\"{url}\"}}"
-        )),
+        metric(&f, &rec, "edgewatch_remote_write_pending_samples", ""),
         0.0
     );
     assert_eq!(
-        m.get(&format!(
-            "edgewatch_remote_write_highest_sent_timestamp_seconds{{url=\"{url}\"}}"
-        )),
+        metric(
+            &f,
+            &rec,
+            "edgewatch_remote_write_highest_sent_timestamp_seconds",
+            ""
+        ),
         1_700_000_000.123
-    );
-    assert!(
-        m.get(&format!(
-            "edgewatch_remote_write_metadata_total{{url=\"{url}\"}}"
-        )) >= 2.0
     );
     stop(&f, h).await;
 }
@@ -345,10 +339,10 @@ async fn server_errors_are_retried_with_backoff() {
         metric(&f, &rec, "edgewatch_remote_write_retried_samples_total", ""),
         4.0
     );
-    assert_eq!(
-        metric(&f, &rec, "edgewatch_remote_write_samples_total", ""),
-        2.0
-    );
+    eventually(WAIT, "the acknowledgement counted", || async {
+        metric(&f, &rec, "edgewatch_remote_write_samples_total", "") == 2.0
+    })
+    .await;
     stop(&f, h).await;
 }
 
