@@ -1,6 +1,7 @@
-//! Real peers on free 127.0.0.1 ports: Prometheus and Alertmanager (Debian packages
-//! `prometheus`, `prometheus-alertmanager`) and headless Chromium. A missing binary is a
-//! test failure naming the package (`scripts/test` installs them).
+//! Real peers on free 127.0.0.1 ports: Prometheus, Alertmanager and VictoriaMetrics
+//! (Debian packages `prometheus`, `prometheus-alertmanager`, `victoria-metrics`) and
+//! headless Chromium. A missing binary is a test failure naming the package
+//! (`scripts/test` installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -230,5 +231,59 @@ impl Chromium {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.profile.with_file_name(format!("chromium-profile-{n}"))
+    }
+}
+
+pub const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
+
+/// A single-node VictoriaMetrics (Debian `victoria-metrics`), killed when dropped;
+/// queries see samples at once (no latency offset, no cache).
+pub struct VictoriaMetrics {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl VictoriaMetrics {
+    pub async fn start(dir: &Path) -> VictoriaMetrics {
+        let bin = require(VICTORIA_METRICS, "victoria-metrics");
+        let port = free_port();
+        let args = [
+            format!("-storageDataPath={}", dir.join("victoria-data").display()),
+            format!("-httpListenAddr=127.0.0.1:{port}"),
+            "-search.latencyOffset=0s".to_string(),
+            "-search.disableCache".to_string(),
+            "-loggerLevel=ERROR".to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn("victoria-metrics", bin, &args, dir);
+        wait_ready(&format!("http://127.0.0.1:{port}/health")).await;
+        VictoriaMetrics { port, proc }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// An instant query at `time_s` after making everything written queryable:
+    /// `data.result`; panics on an error answer.
+    pub async fn query_at(&self, promql: &str, time_s: f64) -> Vec<serde_json::Value> {
+        let client = reqwest::Client::new();
+        client
+            .get(self.url("/internal/force_flush"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("VictoriaMetrics force_flush: {e}"));
+        let r = client
+            .get(self.url("/api/v1/query"))
+            .query(&[("query", promql), ("time", &time_s.to_string())])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("VictoriaMetrics query {promql}: {e}"));
+        let v: serde_json::Value = r.json().await.expect("VictoriaMetrics answers JSON");
+        assert_eq!(
+            v["status"], "success",
+            "VictoriaMetrics query {promql}: {v}"
+        );
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 }

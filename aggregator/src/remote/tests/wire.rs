@@ -1,6 +1,7 @@
 //! What goes on the wire, checked by decoding it and by a real receiver.
 
 use super::*;
+use edgewatch_testkit::peers::VictoriaMetrics;
 
 #[tokio::test]
 async fn samples_go_out_as_prometheus_remote_write() {
@@ -171,4 +172,47 @@ async fn wait_delivered_to_prometheus(f: &Fixture, prom: &Prometheus, n: u64) {
             .sum_or_zero("edgewatch_remote_write_failed_samples_total"),
         0.0
     );
+}
+
+/// VictoriaMetrics takes the same requests; a backlog needs no configuration there.
+#[tokio::test]
+async fn a_real_victoria_metrics_receives_every_sample() {
+    let f = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let vm = VictoriaMetrics::start(dir.path()).await;
+    let url = vm.url("/api/v1/write");
+    let h = f.start(&format!(
+        "url: {url}\nqueue_config: {{min_shards: 2, max_shards: 2, max_samples_per_send: 9, batch_send_deadline: 20ms}}\n"
+    ));
+    let now = edgewatch_testkit::now_ms() / 1000 * 1000;
+    let start = now - 600_000;
+    for half in [1, 0] {
+        for i in 0..30i64 {
+            let ts = start + (half * 30 + i) * 10_000;
+            f.append(&[
+                sample("rw_vm", &[("pod", "p1")], (half * 30 + i) as f64, ts),
+                sample("rw_vm", &[("pod", "p2")], 0.5, ts),
+            ]);
+        }
+    }
+    eventually(WAIT, "120 samples acknowledged", || async {
+        f.scrape().get_or_zero(&format!(
+            "edgewatch_remote_write_samples_total{{url=\"{url}\"}}"
+        )) == 120.0
+    })
+    .await;
+    let end_s = (now / 1000) as f64;
+    let counts = vm.query_at("count_over_time(rw_vm[11m])", end_s).await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    for c in &counts {
+        assert_eq!(c["value"][1], "60", "every sample of {}", c["metric"]);
+    }
+    let first = vm
+        .query_at("rw_vm{pod=\"p1\"}", (start / 1000) as f64)
+        .await;
+    assert_eq!(
+        first[0]["value"][1], "0",
+        "the backlog's first sample, at its own time"
+    );
+    stop(&f, h).await;
 }
