@@ -196,3 +196,38 @@ impl Recorder {
             .collect()
     }
 }
+
+/// An Alertmanager-style webhook receiver (payload v4): a [`Recorder`] that
+/// answers 200, with the notifications it received by group and status.
+pub struct Webhook(pub Recorder);
+
+impl Webhook {
+    pub async fn start() -> Webhook {
+        Webhook(Recorder::start(200, &[]).await)
+    }
+
+    /// The URL to configure in `webhook_configs`.
+    pub fn url(&self) -> String {
+        format!("{}/hook", self.0.url())
+    }
+
+    /// Every notification so far, as JSON.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.0.delivered().iter().map(Recorded::json).collect()
+    }
+
+    /// Notifications whose group is `alertname` with overall `status`.
+    pub fn count(&self, alertname: &str, status: &str) -> usize {
+        self.bodies()
+            .iter()
+            .filter(|b| b["groupLabels"]["alertname"] == alertname && b["status"] == status)
+            .count()
+    }
+
+    /// The first notification whose group is `alertname` with overall `status`.
+    pub fn find(&self, alertname: &str, status: &str) -> Option<serde_json::Value> {
+        self.bodies()
+            .into_iter()
+            .find(|b| b["groupLabels"]["alertname"] == alertname && b["status"] == status)
+    }
+}

@@ -25,7 +25,6 @@ use record::{Record, RecordError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
 
 pub use trim::Limits;
 

@@ -166,6 +166,8 @@ pub struct Record {
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
     pub family: &'a FamilyMeta,
+    /// Index of `family` in [`Record::families`].
+    pub family_index: usize,
     pub name: &'a str,
     /// `[k1, v1, k2, v2, …]` in the order they were written (not necessarily sorted).
     pub label_strings: &'a [&'a str],
@@ -265,6 +267,7 @@ impl Record {
             let value = f64::from_le_bytes(r.array()?);
             f(&Sample {
                 family,
+                family_index: fam,
                 name: strings[0],
                 label_strings: &strings[1..],
                 timestamp_ms: ts,

@@ -1,6 +1,7 @@
 use super::record::RecordBuilder;
 use super::*;
 use crate::store::{MetricType, Store, StoreOptions};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn record(store: &Store, values: &[f64], created_ms: i64) -> Vec<u8> {
