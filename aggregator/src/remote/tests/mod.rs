@@ -26,6 +26,8 @@ struct Fixture {
     registry: Registry,
     metrics: Metrics,
     stop: CancellationToken,
+    /// Names of the writers started.
+    started: Mutex<Vec<String>>,
 }
 
 /// One sample to write: name, labels (in written order), value, timestamp.
@@ -61,6 +63,7 @@ impl Fixture {
             registry,
             metrics,
             stop: CancellationToken::new(),
+            started: Mutex::default(),
         }
     }
 
@@ -100,6 +103,7 @@ impl Fixture {
 
     fn start(&self, yaml: &str) -> JoinHandle<()> {
         let cfg = config(yaml);
+        self.started.lock().unwrap().push(cfg.name.clone());
         let reader = self.wal.reader(&cfg.name, &cfg.url.0).expect("reader");
         let options = Options {
             shard_update: Duration::from_millis(100),
@@ -112,8 +116,13 @@ impl Fixture {
         Scrape::from_registry(&self.registry)
     }
 
-    /// Where a new reader of `name` would start.
+    /// Where a new reader of `name` (a writer's, so its position exists) would
+    /// start; `None` at the end of the log.
     async fn position(&self, name: &str) -> Option<u64> {
+        assert!(
+            self.started.lock().unwrap().iter().any(|n| n == name),
+            "no writer named {name} ran: a new reader would start at the end"
+        );
         let mut r = self.wal.reader(name, "x").expect("reader");
         let stop = CancellationToken::new();
         let probe = tokio::time::timeout(Duration::from_millis(300), r.next(&stop)).await;

@@ -216,3 +216,49 @@ async fn a_real_victoria_metrics_receives_every_sample() {
     );
     stop(&f, h).await;
 }
+
+#[tokio::test]
+async fn write_relabel_configs_rewrite_and_drop_and_drops_are_no_failures() {
+    let f = Fixture::new();
+    let rec = Recorder::start(200, &[]).await;
+    let h = f.start(&format!(
+        "url: {}/api/v1/write\nname: ep\nmetadata_config: {{send: false}}\n\
+         queue_config: {{batch_send_deadline: 10ms}}\n\
+         write_relabel_configs:\n\
+         - {{source_labels: [__name__], regex: 'secret_.*', action: drop}}\n\
+         - {{regex: pod, action: labeldrop}}\n\
+         - {{source_labels: [node], target_label: host, replacement: 'edge-$1'}}\n",
+        rec.url()
+    ));
+    f.append(&[
+        sample("secret_total", &[("pod", "p1")], 1.0, 1),
+        sample("up", &[("pod", "p1"), ("node", "n1")], 1.0, 2),
+    ]);
+    let got = wait_delivered(&rec, 1).await;
+    assert_eq!(
+        got,
+        vec![(
+            "__name__=up,host=edge-n1,node=n1".to_string(),
+            1f64.to_bits(),
+            2
+        )]
+    );
+    stop(&f, h).await;
+    let url = format!("{}/api/v1/write", rec.url());
+    let m = f.scrape();
+    assert_eq!(
+        m.get(&format!(
+            "edgewatch_remote_write_relabel_dropped_samples_total{{url=\"{url}\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        m.sum_or_zero("edgewatch_remote_write_failed_samples_total"),
+        0.0
+    );
+    assert_eq!(
+        f.position("ep").await,
+        None,
+        "the dropped sample's record is done with"
+    );
+}
