@@ -14,9 +14,12 @@ const USER_AGENT: &str = concat!("edgewatch/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Attempt {
     Sent,
-    /// 5xx, 429 (when configured), a connection error or a timeout; `Retry-After`
-    /// when the endpoint said how long to wait.
-    Retry(Option<Duration>),
+    /// 5xx, 429 (when configured), a connection error or a timeout; `after` is
+    /// `Retry-After` when the endpoint said how long to wait.
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
     /// Any other answer: not retried, counted under this reason.
     Drop(String),
 }
@@ -72,18 +75,20 @@ impl Client {
             Ok(Some(Auth::Basic(user, password))) => req = req.basic_auth(user, Some(password)),
             Ok(Some(Auth::Header(value))) => req = req.header("Authorization", value),
             Ok(None) => {}
+            // A Secret volume being rotated: the file comes back.
             Err(e) => {
-                // A Secret volume being rotated: the file comes back.
-                tracing::warn!(url = %self.url, error = %e, "reading remote_write credentials failed; retrying");
-                return Attempt::Retry(None);
+                return Attempt::Retry {
+                    after: None,
+                    why: format!("reading the credentials: {e}"),
+                }
             }
         }
         match req.send().await {
             Ok(resp) => classify(resp, retry_on_429).await,
-            Err(e) => {
-                tracing::debug!(url = %self.url, error = %e, "remote_write request failed");
-                Attempt::Retry(None)
-            }
+            Err(e) => Attempt::Retry {
+                after: None,
+                why: error_chain(&e),
+            },
         }
     }
 
@@ -122,11 +127,25 @@ async fn classify(resp: reqwest::Response, retry_on_429: bool) -> Attempt {
     let text = resp.text().await.unwrap_or_default();
     let why: String = text.chars().take(256).collect();
     if status.is_server_error() || (code == 429 && retry_on_429) {
-        tracing::debug!(status = code, body = %why, "remote_write endpoint asks for a retry");
-        return Attempt::Retry(retry_after);
+        return Attempt::Retry {
+            after: retry_after,
+            why: format!("HTTP {code}: {why}"),
+        };
     }
     tracing::warn!(status = code, body = %why, "remote_write endpoint refused a batch; dropped");
     Attempt::Drop(format!("http_{code}"))
+}
+
+/// An error with its causes (reqwest's own message omits them: "connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// `Retry-After`: delay seconds or an HTTP-date.

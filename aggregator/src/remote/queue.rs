@@ -265,7 +265,9 @@ pub(crate) enum Delivery {
 /// attempts, longer when the endpoint says `Retry-After`.
 pub(crate) async fn deliver(shared: &Shared, body: Bytes, on_retry: impl Fn()) -> Delivery {
     let mut backoff = shared.min_backoff;
+    let mut attempts = 0u64;
     loop {
+        attempts += 1;
         let started = Instant::now();
         let attempt = tokio::select! {
             a = shared.client.send(body.clone(), shared.retry_on_429) => a,
@@ -282,9 +284,19 @@ pub(crate) async fn deliver(shared: &Shared, body: Bytes, on_retry: impl Fn()) -
                 shared.stats.failures.fetch_add(1, Ordering::Relaxed);
                 return Delivery::Dropped(reason);
             }
-            Attempt::Retry(after) => {
+            Attempt::Retry { after, why } => {
                 shared.stats.failures.fetch_add(1, Ordering::Relaxed);
-                after.map_or(backoff, |a| a.max(backoff))
+                let wait = after.map_or(backoff, |a| a.max(backoff));
+                // Once per batch at warn: an endpoint down for hours would
+                // otherwise log every backoff of every shard.
+                if attempts == 1 {
+                    tracing::warn!(url = %shared.client.url(), error = %why, retry_in = ?wait,
+                        "remote_write send failed; retrying until it succeeds");
+                } else {
+                    tracing::debug!(url = %shared.client.url(), error = %why, attempts, retry_in = ?wait,
+                        "remote_write send failed again");
+                }
+                wait
             }
         };
         on_retry();
