@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod expose;
 pub mod ingest;
+pub mod remote;
 pub mod store;
 pub mod wal;
 

@@ -1,6 +1,7 @@
-//! Real peers on free 127.0.0.1 ports: Prometheus and Alertmanager (Debian packages
-//! `prometheus`, `prometheus-alertmanager`) and headless Chromium. A missing binary is a
-//! test failure naming the package (`scripts/test` installs them).
+//! Real peers on free 127.0.0.1 ports: Prometheus, Alertmanager and VictoriaMetrics
+//! (Debian packages `prometheus`, `prometheus-alertmanager`, `victoria-metrics`) and
+//! headless Chromium. A missing binary is a test failure naming the package
+//! (`scripts/test` installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -265,6 +266,7 @@ impl VictoriaMetrics {
             "-dedup.minScrapeInterval=1ms".to_string(),
             "-search.latencyOffset=0s".to_string(),
             "-search.disableCache".to_string(),
+            "-loggerLevel=ERROR".to_string(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = Proc::spawn("victoria-metrics", bin, &args, dir);
@@ -279,6 +281,29 @@ impl VictoriaMetrics {
     /// The remote write URL.
     pub fn write_url(&self) -> String {
         self.url("/api/v1/write")
+    }
+
+    /// An instant query at `time_s` after making everything written queryable:
+    /// `data.result`; panics on an error answer.
+    pub async fn query_at(&self, promql: &str, time_s: f64) -> Vec<serde_json::Value> {
+        let client = reqwest::Client::new();
+        client
+            .get(self.url("/internal/force_flush"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("VictoriaMetrics force_flush: {e}"));
+        let r = client
+            .get(self.url("/api/v1/query"))
+            .query(&[("query", promql), ("time", &time_s.to_string())])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("VictoriaMetrics query {promql}: {e}"));
+        let v: serde_json::Value = r.json().await.expect("VictoriaMetrics answers JSON");
+        assert_eq!(
+            v["status"], "success",
+            "VictoriaMetrics query {promql}: {v}"
+        );
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// Every sample of the series `selector` matches, made searchable first.
