@@ -1,7 +1,7 @@
 //! Alerting end to end: the shipped aggregator with a rule file and an `alerting:`
 //! section, fed over OTLP, delivering to a webhook receiver on 127.0.0.1.
 
-use edgewatch_testkit::http::Recorder;
+use edgewatch_testkit::http::Webhook;
 use edgewatch_testkit::otlp::post_otlp_json;
 use edgewatch_testkit::roles::Aggregator;
 use edgewatch_testkit::{eventually, get, now_ms, parse_samples, write};
@@ -10,37 +10,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
-
-/// The webhook receiver: records every notification and answers 200.
-struct Webhook(Recorder);
-
-impl Webhook {
-    async fn start() -> Webhook {
-        Webhook(Recorder::start(200, &[]).await)
-    }
-
-    fn url(&self) -> String {
-        format!("{}/hook", self.0.url())
-    }
-
-    fn bodies(&self) -> Vec<serde_json::Value> {
-        self.0.delivered().iter().map(|r| r.json()).collect()
-    }
-
-    /// Notifications whose group is `alertname` with overall `status`.
-    fn count(&self, alertname: &str, status: &str) -> usize {
-        self.bodies()
-            .iter()
-            .filter(|b| b["groupLabels"]["alertname"] == alertname && b["status"] == status)
-            .count()
-    }
-
-    fn find(&self, alertname: &str, status: &str) -> Option<serde_json::Value> {
-        self.bodies()
-            .into_iter()
-            .find(|b| b["groupLabels"]["alertname"] == alertname && b["status"] == status)
-    }
-}
 
 /// One OTLP/JSON gauge point `metric{node="n1"} value`, timestamped now.
 async fn push_gauge(agg: &Aggregator, metric: &str, value: f64) {

@@ -47,7 +47,7 @@ fn make_repo(repo: &Path) -> String {
 
 fn reconciler_yaml(repo: &Path) -> String {
     format!(
-        "reconciler:\n  gitops:\n    path: {}\n  clusters:\n    edge-a: [{APP}]\n    edge-b: [{APP}]\n  progress_deadline: 600s\n  interval: 300ms\nfleet:\n  down_after: 3s\n",
+        "reconciler:\n  gitops:\n    path: {}\n  clusters:\n    edge-a: [{APP}]\n    edge-b: [{APP}]\n  progress_deadline: 600s\n  interval: 300ms\nfleet:\n  down_after: 3s\n  clusters: [edge-a, edge-b, edge-c]\n",
         repo.display()
     )
 }
@@ -186,15 +186,21 @@ async fn rollout_with_a_collector_killed_mid_rollout() {
     expect_state(&api, federate, "edge-a", "Synced", D1).await;
     expect_state(&api, federate, "edge-b", "Synced", D1).await;
 
-    // Fleet API: both clusters, their node, collector version.
+    // Fleet API: both clusters, their node, collector version; edge-c is owned
+    // (fleet.clusters) but has never reported.
     let (_, fleet) = get(&format!("{api}/api/v1/fleet"))
         .await
         .expect("fleet API");
     let fleet: serde_json::Value = serde_json::from_str(&fleet).unwrap();
     let clusters = fleet["data"]["clusters"].as_array().unwrap();
-    assert_eq!(clusters.len(), 2, "{fleet}");
+    assert_eq!(clusters.len(), 3, "{fleet}");
     assert_eq!(clusters[0]["nodes"][0]["node"], "node-1");
     assert_eq!(clusters[0]["nodes"][0]["collector_version"], "0.1.0-test");
+    assert_eq!(clusters[2]["name"], "edge-c");
+    assert_eq!(clusters[2]["reported"], false, "{fleet}");
+    let m = edgewatch_testkit::Metrics::scrape(&format!("{api}/metrics")).await;
+    assert_eq!(m.get("edgewatch_fleet_owned_clusters_unreported"), 1.0);
+    assert_eq!(m.get("edgewatch_fleet_unowned_clusters"), 0.0);
 
     // A commit changes the digest: Progressing until the pods run it.
     let rev = set_digest(&repo, D2);

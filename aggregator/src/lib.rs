@@ -5,7 +5,9 @@
 pub mod convert;
 pub mod expose;
 pub mod ingest;
+pub mod remote;
 pub mod store;
+pub mod wal;
 
 use edgewatch_config::AggregatorConfig;
 use edgewatch_otlp::server::OtlpListeners;
@@ -22,6 +24,8 @@ pub enum AggregatorError {
     State { path: String, source: sled::Error },
     #[error(transparent)]
     Ingest(#[from] ingest::IngestError),
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
     #[error(transparent)]
     Notify(#[from] edgewatch_notify::NotifyError),
     #[error(transparent)]
@@ -62,11 +66,18 @@ pub async fn start(
         store::StoreOptions { staleness },
         &registry,
     ));
-    let sink = ingest::IngestSink::new(store.clone(), &state, &registry)?;
+    let wal = open_wal(cfg, &state, &registry).await?;
+    store.set_wal(wal.clone());
+    let sink = ingest::IngestSink::new(store.clone(), wal.clone(), &registry)?;
     let otlp = &cfg.receivers.otlp;
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
     let http_listener = edgewatch_otlp::server::bind(cfg.http.listen.0, "HTTP").await?;
-    let (app, background) = services(cfg, &store, &state, &registry, &shutdown)?;
+    let (app, mut background) = services(cfg, &store, &state, &registry, &shutdown)?;
+    background.push(tokio::spawn(trim_wal(
+        wal.clone(),
+        wal_limits(cfg),
+        shutdown.clone(),
+    )));
     let out = Aggregator {
         otlp_grpc: listeners.grpc_addr(),
         otlp_http: listeners.http_addr(),
@@ -80,6 +91,7 @@ pub async fn start(
             app,
             background,
             state,
+            wal,
             shutdown,
         )),
     };
@@ -105,6 +117,84 @@ async fn open_state(cfg: &AggregatorConfig) -> Result<sled::Db, AggregatorError>
     })
 }
 
+/// Opens the write-ahead log (moving a corrupt one aside) and takes over the
+/// replay windows an older version kept in the state database.
+async fn open_wal(
+    cfg: &AggregatorConfig,
+    state: &sled::Db,
+    registry: &Registry,
+) -> Result<Arc<wal::Wal>, AggregatorError> {
+    let path = cfg.wal_path();
+    let registry = registry.clone();
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let wal = wal::Wal::open(&path, &registry)?;
+        let moved = wal.migrate_windows(&state)?;
+        if moved > 0 {
+            tracing::info!(
+                collectors = moved,
+                "replay windows moved into the write-ahead log"
+            );
+        }
+        Ok::<_, AggregatorError>(wal)
+    })
+    .await
+    .map_err(|e| AggregatorError::Io(std::io::Error::other(e)))?
+}
+
+/// The log keeps what the store needs to be rebuilt: at least `store.window`
+/// and the staleness period.
+fn replay_horizon(cfg: &AggregatorConfig) -> Duration {
+    cfg.store.window.get().max(cfg.store.staleness.get())
+}
+
+fn wal_limits(cfg: &AggregatorConfig) -> wal::Limits {
+    let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    wal::Limits {
+        max_bytes: cfg.wal.max_bytes(),
+        max_age_ms: ms(cfg.wal.max_age()),
+        keep_ms: ms(replay_horizon(cfg)),
+    }
+}
+
+/// Rebuilds the store from the log's recent records (blocking).
+fn replay_wal(store: &store::Store, wal: &wal::Wal, horizon: Duration) {
+    let started = std::time::Instant::now();
+    let since = now_ms().saturating_sub(horizon.as_millis().min(i64::MAX as u128) as i64);
+    let samples = wal.replay(since, |r| {
+        let families: Vec<_> = r
+            .families()
+            .iter()
+            .map(|f| store.family(&f.name, f.metric_type, &f.help, &f.unit))
+            .collect();
+        r.for_each(|s| {
+            let labels: smallvec::SmallVec<[(&str, &str); 24]> = s.labels().collect();
+            store.write(
+                families[s.family_index],
+                s.name,
+                &labels,
+                s.value,
+                s.timestamp_ms,
+                r.created_ms(),
+            );
+        });
+    });
+    tracing::info!(samples, series = store.series_count(), took = ?started.elapsed(),
+        "store rebuilt from the write-ahead log");
+}
+
+/// Cuts the log by its caps, and behind every reader once the store no longer needs it.
+async fn trim_wal(wal: Arc<wal::Wal>, limits: wal::Limits, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let w = wal.clone();
+        let _ = tokio::task::spawn_blocking(move || w.trim(limits, now_ms())).await;
+    }
+}
+
 /// Everything served over HTTP, and the background tasks behind it: the
 /// store's sweep, the notifier, the rule engine, the reconciler.
 fn services(
@@ -127,17 +217,22 @@ fn services(
     }
     // Loaded before ingest starts: it tells the store which series keep a window.
     let rules = rules::RuleEngine::load(cfg, store.clone(), state, registry)?;
+    // Before any rule round: an alert must not see an empty store after a restart.
+    if let Some(wal) = store.wal() {
+        replay_wal(store, wal, replay_horizon(cfg));
+    }
     app = app.merge(rules.router());
     background.push(tokio::spawn(rules.run(notifier, shutdown.clone())));
-    let down_after = cfg.fleet.down_after.get();
+    let fleet = fleet::Fleet::new(
+        store.clone(),
+        cfg.fleet.down_after.get(),
+        fleet::Owned::new(&cfg.fleet.clusters),
+    );
+    fleet.register(registry)?;
     let reconciler = reconcile::Reconciler::new(cfg, store.clone(), registry)?;
     app = app
-        .merge(fleet::router(store.clone(), down_after))
-        .merge(web::router(
-            store.clone(),
-            down_after,
-            reconciler.as_ref().map(|r| r.handle()),
-        ));
+        .merge(fleet.router())
+        .merge(web::router(fleet, reconciler.as_ref().map(|r| r.handle())));
     if let Some(r) = reconciler {
         app = app.merge(r.router());
         background.push(tokio::spawn(r.run(shutdown.clone())));
@@ -168,6 +263,7 @@ async fn run(
     app: axum::Router,
     background: Vec<JoinHandle<()>>,
     state: sled::Db,
+    wal: Arc<wal::Wal>,
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let stop = shutdown.clone();
@@ -184,6 +280,7 @@ async fn run(
         let _ = task.await;
     }
     let _ = http.await;
+    let _ = tokio::task::spawn_blocking(move || wal.close()).await;
     if let Err(e) = tokio::task::spawn_blocking(move || state.flush()).await {
         tracing::warn!(error = %e, "flushing state at shutdown failed");
     }

@@ -179,3 +179,27 @@ fn a_collector_silent_for_a_day_is_forgotten() {
     assert!(last_seen(&s, T0 + day + MIN).is_empty());
     assert!(alerts(&e).is_empty());
 }
+
+/// With `fleet.clusters`, only owned clusters' collectors are tracked: edge-a moved
+/// to another aggregator (restart with a list without it) is forgotten at once, not
+/// reported down here for a day, and its new reports are not tracked here either.
+#[test]
+fn a_cluster_no_longer_owned_is_forgotten_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("state");
+    {
+        let (db, s, e) = start(&config(dir.path()), &db_path);
+        collector_info(&s, "n1", T0);
+        e.evaluate_all(T0);
+        assert_eq!(last_seen(&s, T0).len(), 1);
+        db.flush().unwrap();
+    }
+    let mut cfg = config(dir.path());
+    cfg.fleet.clusters = vec!["edge-b".into()];
+    let (_db, s, e) = start(&cfg, &db_path);
+    let now = T0 + 3 * MIN;
+    collector_info(&s, "n2", now);
+    assert!(e.evaluate_all(now).is_empty());
+    assert!(alerts(&e).is_empty());
+    assert!(last_seen(&s, now).is_empty());
+}

@@ -343,15 +343,12 @@ fn reconciled_ai_edge_repo(dir: &Path) -> (Arc<Store>, Reconciler) {
 /// The reconciler's, the fleet's and the status page's routes over `store`; the
 /// page renders the deployments server-side only `with_handle`.
 fn status_app(r: &Reconciler, store: &Arc<Store>, with_handle: bool) -> axum::Router {
-    let down_after = r.options().down_after;
+    use edgewatch_aggregator::fleet::{Fleet, Owned};
+    let fleet = Fleet::new(store.clone(), r.options().down_after, Owned::every());
     r.router()
-        .merge(edgewatch_aggregator::fleet::router(
-            store.clone(),
-            down_after,
-        ))
+        .merge(fleet.router())
         .merge(edgewatch_aggregator::web::router(
-            store.clone(),
-            down_after,
+            fleet,
             with_handle.then(|| r.handle()),
         ))
 }
@@ -421,6 +418,37 @@ fn reconciler_writes_status_series_into_the_store() {
     assert_eq!(
         j["rollouts"][0]["summary"],
         format!("digest {D2}: 1/2 clusters synced, 1 unknown")
+    );
+}
+
+/// With `fleet.clusters`, only the owned clusters are reconciled: edge-b's
+/// desired app (another aggregator's) is neither Unknown here nor alerted on,
+/// and a pod reported from it is not Unmanaged.
+#[test]
+fn only_owned_clusters_are_reconciled() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    ai_edge_repo(&repo);
+    let store = Arc::new(Store::new(
+        StoreOptions::default(),
+        &prometheus::Registry::new(),
+    ));
+    let mut cfg = config(&repo, "");
+    cfg.fleet.clusters = vec!["edge-a".into(), "edge-c".into()];
+    let mut r = Reconciler::new(&cfg, store.clone(), &prometheus::Registry::new())
+        .unwrap()
+        .expect("configured");
+    let t0 = 1_800_000_000_000i64;
+    write_pod(&store, "edge-a", "p1", HOUSING, D1, t0);
+    write_pod(&store, "edge-b", "p9", HOUSING, D1, t0);
+    r.step(t0);
+    assert_eq!(
+        status_lines(&store, t0),
+        [
+            "edge-a/bike-rental-app=Missing",
+            "edge-a/tensorflow-housing-app=Synced",
+        ]
     );
 }
 
@@ -695,7 +723,12 @@ fn fleet_view_nodes_last_seen_backlog_and_version() {
         now,
         now,
     );
-    let v = fleet::view(&store, now, std::time::Duration::from_secs(120));
+    let v = fleet::view(
+        &store,
+        now,
+        std::time::Duration::from_secs(120),
+        &fleet::Owned::every(),
+    );
     assert_eq!(v.clusters.len(), 3);
     let c = &v.clusters[2];
     assert!(!c.up);

@@ -178,6 +178,98 @@ fn rules_alerts_recording_and_restart() {
     assert_eq!(engine.alerts_json()["alerts"].as_array().unwrap().len(), 0);
 }
 
+/// After a restart with an empty store, an alert that was firing stays firing
+/// (API and ALERTS) for `rules.restore_grace` from the first evaluation, then
+/// resolves once; a later start with its data back does not hold it.
+#[test]
+fn restart_holds_firing_alerts_for_the_restore_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("jobs.rules.yml"),
+        "groups:\n  - name: jobs\n    rules:\n      - alert: JobUp\n        expr: reqs > 0\n",
+    )
+    .unwrap();
+    let cfg = config(dir.path(), "rules: {restore_grace: 3m}\n");
+    let db_path = dir.path().join("state");
+    let reopen = |db: sled::Db| {
+        db.flush().unwrap();
+        drop(db);
+        let store = store();
+        let db = edgewatch_testkit::open_sled(&db_path);
+        let engine = RuleEngine::load(&cfg, store.clone(), &db, &Registry::new()).unwrap();
+        (store, db, engine)
+    };
+    let jobs = |sent: Vec<edgewatch_notify::Alert>| -> Vec<bool> {
+        sent.into_iter()
+            .filter(|a| a.labels["alertname"] == "JobUp")
+            .map(|a| a.ends_at.is_some())
+            .collect()
+    };
+    let store = self::store();
+    let db = edgewatch_testkit::open_sled(&db_path);
+    let engine = RuleEngine::load(&cfg, store.clone(), &db, &Registry::new()).unwrap();
+    let f = store.family("reqs", MetricType::Gauge, "", "");
+    store.write(f, "reqs", &[("job", "api")], 1.0, T0, T0);
+    assert_eq!(jobs(engine.evaluate_all(T0)), [false], "fires");
+    drop(engine);
+
+    // Restarted, no data: held from the first evaluation (T0+10m) for 3m.
+    let (store, db, engine) = reopen(db);
+    let t1 = T0 + 600 * S;
+    for t in [t1, t1 + 60 * S, t1 + 179 * S] {
+        assert!(
+            jobs(engine.evaluate_all(t))
+                .iter()
+                .all(|resolved| !resolved),
+            "no resolve at {t}"
+        );
+        assert_eq!(engine.alerts_json()["alerts"][0]["state"], "firing");
+        let alerts = series(&store, "ALERTS", t);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(alerts[0]
+            .1
+            .contains(&("alertstate".to_string(), "firing".to_string())));
+    }
+    assert_eq!(
+        jobs(engine.evaluate_all(t1 + 180 * S)),
+        [true],
+        "resolved once"
+    );
+    assert!(series(&store, "ALERTS", t1 + 180 * S).is_empty());
+    drop(engine);
+
+    // Fires again; restarted with its data: continues with the same start.
+    let (store, db, engine) = reopen(db);
+    let t2 = t1 + 600 * S;
+    let f = store.family("reqs", MetricType::Gauge, "", "");
+    store.write(f, "reqs", &[("job", "api")], 1.0, t2, t2);
+    let started = engine.evaluate_all(t2)[0].starts_at;
+    drop(engine);
+    let (store, _db, engine) = reopen(db);
+    let f = store.family("reqs", MetricType::Gauge, "", "");
+    store.write(
+        f,
+        "reqs",
+        &[("job", "api")],
+        1.0,
+        t2 + 120 * S,
+        t2 + 120 * S,
+    );
+    let sent = engine.evaluate_all(t2 + 120 * S);
+    assert_eq!(jobs(sent.clone()), [false], "a re-send, not a resolve");
+    assert_eq!(sent[0].starts_at, started, "same firing start");
+    // Its data is back and the condition clears: resolved within the grace.
+    store.write(
+        f,
+        "reqs",
+        &[("job", "api")],
+        0.0,
+        t2 + 150 * S,
+        t2 + 150 * S,
+    );
+    assert_eq!(jobs(engine.evaluate_all(t2 + 180 * S)), [true]);
+}
+
 /// A recording rule's output is visible to the rules after it in the same
 /// evaluation, through a fixed name and through a name regex alike (the
 /// round reads the store once, then re-reads what it wrote).
@@ -371,6 +463,7 @@ fn metrics_registered() {
         "edgewatch_rule_evaluations_total",
         "edgewatch_rule_evaluation_failures_total",
         "edgewatch_rule_group_last_duration_seconds",
+        "edgewatch_rule_alerts_held",
     ] {
         assert!(names.iter().any(|x| x == n), "{n} not in {names:?}");
     }

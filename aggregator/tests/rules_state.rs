@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use edgewatch_aggregator::promql::{Labels, Sample};
 use edgewatch_aggregator::rules::alerting::{
-    alert_series, ms_to_time, step, AlertRule, AlertState, RuleState, SendOptions,
+    alert_series, hold_restored, ms_to_time, step, AlertRule, AlertState, RuleState, StepOptions,
 };
 use edgewatch_aggregator::rules::template::Template;
 
@@ -45,7 +45,7 @@ fn only(s: &RuleState) -> &edgewatch_aggregator::rules::alerting::ActiveAlert {
 #[test]
 fn pending_then_firing_after_for() {
     let r = rule(5, 0);
-    let o = SendOptions::default();
+    let o = StepOptions::default();
     let (s, sent) = step(&r, RuleState::default(), &[sample("n1", 12.0)], T0, o).unwrap();
     let a = only(&s);
     assert_eq!(a.state, AlertState::Pending);
@@ -96,7 +96,7 @@ fn for_zero_fires_at_once() {
         RuleState::default(),
         &[sample("n1", 12.0)],
         T0,
-        SendOptions::default(),
+        StepOptions::default(),
     )
     .unwrap();
     assert_eq!(only(&s).state, AlertState::Firing);
@@ -106,7 +106,7 @@ fn for_zero_fires_at_once() {
 #[test]
 fn flapping_pending_alert_is_dropped_and_restarts() {
     let r = rule(5, 0);
-    let o = SendOptions::default();
+    let o = StepOptions::default();
     let (s, _) = step(&r, RuleState::default(), &[sample("n1", 12.0)], T0, o).unwrap();
     let (s, sent) = step(&r, s, &[], T0 + MIN, o).unwrap();
     assert!(
@@ -125,7 +125,7 @@ fn flapping_pending_alert_is_dropped_and_restarts() {
 #[test]
 fn firing_resolves_and_is_resent_for_15m() {
     let r = rule(0, 0);
-    let o = SendOptions::default();
+    let o = StepOptions::default();
     let (s, _) = step(&r, RuleState::default(), &[sample("n1", 12.0)], T0, o).unwrap();
     let (s, sent) = step(&r, s, &[], T0 + MIN, o).unwrap();
     let a = only(&s);
@@ -151,7 +151,7 @@ fn firing_resolves_and_is_resent_for_15m() {
 #[test]
 fn resolved_alert_that_returns_is_new() {
     let r = rule(0, 0);
-    let o = SendOptions::default();
+    let o = StepOptions::default();
     let (s, _) = step(&r, RuleState::default(), &[sample("n1", 12.0)], T0, o).unwrap();
     let (s, _) = step(&r, s, &[], T0 + MIN, o).unwrap();
     let (s, sent) = step(&r, s, &[sample("n1", 12.0)], T0 + 2 * MIN, o).unwrap();
@@ -166,7 +166,7 @@ fn resolved_alert_that_returns_is_new() {
 #[test]
 fn keep_firing_for() {
     let r = rule(0, 10);
-    let o = SendOptions::default();
+    let o = StepOptions::default();
     let (s, _) = step(&r, RuleState::default(), &[sample("n1", 12.0)], T0, o).unwrap();
     let (s, _) = step(&r, s, &[], T0 + MIN, o).unwrap();
     let a = only(&s);
@@ -189,7 +189,7 @@ fn keep_firing_for() {
 #[test]
 fn several_series_and_duplicate_labels() {
     let r = rule(0, 0);
-    let o = SendOptions::default();
+    let o = StepOptions::default();
     let (s, sent) = step(
         &r,
         RuleState::default(),
@@ -205,4 +205,202 @@ fn several_series_and_duplicate_labels() {
     other.labels.insert("__name__".into(), "temp2".into());
     let e = step(&r, s, &[sample("n1", 12.0), other], T0 + MIN, o).unwrap_err();
     assert!(e.to_string().contains("same labelset"), "{e}");
+}
+
+/// What one evaluation of the restore-grace table expects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// No alert for n1 (a pending alert whose data went away).
+    Gone,
+    /// n1 in this state, active since this minute.
+    Is(AlertState, i64),
+}
+
+/// What the evaluation hands the notifier for n1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Sent {
+    Nothing,
+    /// Firing, starting at this minute (a re-send of an unchanged alert keeps it).
+    Firing(i64),
+    Resolved,
+}
+
+/// One evaluation: minute, whether the expression returns n1, expectations.
+type Eval = (i64, bool, Want, Sent);
+
+struct GraceCase {
+    name: &'static str,
+    for_min: i64,
+    /// Evaluations before the restart: (minute, n1 returned).
+    before: &'static [(i64, bool)],
+    /// Evaluations after it; the first one starts the grace.
+    after: &'static [Eval],
+}
+
+const GRACE_MIN: i64 = 5;
+
+use AlertState::{Firing, Inactive, Pending};
+
+const GRACE_CASES: &[GraceCase] = &[
+    GraceCase {
+        name:
+            "firing before the restart, data missing: held until the grace ends, then resolved once",
+        for_min: 0,
+        before: &[(0, true)],
+        after: &[
+            // Grace 10..15. The re-send of the unchanged alert keeps its start.
+            (10, false, Want::Is(Firing, 0), Sent::Firing(0)),
+            (12, false, Want::Is(Firing, 0), Sent::Firing(0)),
+            (14, false, Want::Is(Firing, 0), Sent::Firing(0)),
+            (15, false, Want::Is(Inactive, 0), Sent::Resolved),
+            (15, false, Want::Is(Inactive, 0), Sent::Nothing),
+        ],
+    },
+    GraceCase {
+        name: "firing before the restart, data back during the grace: continues, same activeAt",
+        for_min: 0,
+        before: &[(0, true), (1, true)],
+        after: &[
+            (10, false, Want::Is(Firing, 0), Sent::Firing(0)),
+            (11, true, Want::Is(Firing, 0), Sent::Nothing),
+            (16, true, Want::Is(Firing, 0), Sent::Firing(0)),
+            // Past the grace a missing result resolves as usual.
+            (17, false, Want::Is(Inactive, 0), Sent::Resolved),
+        ],
+    },
+    GraceCase {
+        name: "data back during the grace, then gone: its data is live, so it resolves",
+        for_min: 0,
+        before: &[(0, true)],
+        after: &[
+            (10, true, Want::Is(Firing, 0), Sent::Firing(0)),
+            (11, false, Want::Is(Inactive, 0), Sent::Resolved),
+        ],
+    },
+    GraceCase {
+        name: "pending before the restart: the for timer resumes, as before the grace existed",
+        for_min: 5,
+        before: &[(0, true), (2, true)],
+        after: &[
+            (3, true, Want::Is(Pending, 0), Sent::Nothing),
+            (5, true, Want::Is(Firing, 0), Sent::Firing(5)),
+        ],
+    },
+    GraceCase {
+        name: "pending before the restart, data missing: dropped (not held), never sent",
+        for_min: 5,
+        before: &[(0, true)],
+        after: &[(3, false, Want::Gone, Sent::Nothing)],
+    },
+    GraceCase {
+        name: "a new alert during the grace fires and resolves as usual",
+        for_min: 0,
+        before: &[(0, false)],
+        after: &[
+            (10, false, Want::Gone, Sent::Nothing),
+            (11, true, Want::Is(Firing, 11), Sent::Firing(11)),
+            (12, false, Want::Is(Inactive, 11), Sent::Resolved),
+        ],
+    },
+    GraceCase {
+        name: "resolved before the restart: stays resolved, not revived",
+        for_min: 0,
+        before: &[(0, true), (1, false)],
+        after: &[(10, false, Want::Is(Inactive, 0), Sent::Resolved)],
+    },
+];
+
+/// The sled round trip of a restart: state serialized and read back, then
+/// the engine's restore step.
+fn restart(s: &RuleState) -> RuleState {
+    let bytes = serde_json::to_vec(s).unwrap();
+    let mut restored: RuleState = serde_json::from_slice(&bytes).unwrap();
+    hold_restored(&mut restored);
+    restored
+}
+
+fn n1(present: bool) -> Vec<Sample> {
+    if present {
+        vec![sample("n1", 12.0)]
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn restore_grace_table() {
+    for c in GRACE_CASES {
+        let r = rule(c.for_min, 0);
+        let mut s = RuleState::default();
+        for &(min, present) in c.before {
+            s = step(&r, s, &n1(present), T0 + min * MIN, StepOptions::default())
+                .unwrap()
+                .0;
+        }
+        s = restart(&s);
+        let opts = StepOptions {
+            hold_until_ms: T0 + (c.after[0].0 + GRACE_MIN) * MIN,
+            ..StepOptions::default()
+        };
+        for &(min, present, want, want_sent) in c.after {
+            let at = format!("{}: minute {min}", c.name);
+            let (next, sent) = step(&r, s, &n1(present), T0 + min * MIN, opts).unwrap();
+            s = next;
+            let got = s
+                .active
+                .values()
+                .next()
+                .map_or(Want::Gone, |a| Want::Is(a.state, (a.active_at - T0) / MIN));
+            assert_eq!(got, want, "{at}");
+            assert!(s.active.len() <= 1, "{at}: {s:?}");
+            let got_sent = match sent.as_slice() {
+                [] => Sent::Nothing,
+                [a] if a.ends_at.is_some() => Sent::Resolved,
+                [a] => Sent::Firing(
+                    a.starts_at
+                        .duration_since(ms_to_time(T0))
+                        .unwrap()
+                        .as_millis() as i64
+                        / MIN,
+                ),
+                more => panic!("{at}: {more:?}"),
+            };
+            assert_eq!(got_sent, want_sent, "{at}");
+            // What ALERTS shows agrees with the state (held alerts as firing).
+            let alerts: Vec<_> = alert_series(&s)
+                .into_iter()
+                .filter(|(n, _, _)| *n == "ALERTS")
+                .map(|(_, l, _)| l["alertstate"].clone())
+                .collect();
+            let shown = match want {
+                Want::Is(st @ (Firing | Pending), _) => vec![st.as_str().to_string()],
+                _ => Vec::new(),
+            };
+            assert_eq!(alerts, shown, "{at}");
+        }
+    }
+}
+
+#[test]
+fn only_firing_alerts_are_held_on_restore() {
+    let r = rule(5, 0);
+    let o = StepOptions::default();
+    let (s, _) = step(&r, RuleState::default(), &[sample("n1", 12.0)], T0, o).unwrap();
+    let (s, _) = step(
+        &r,
+        s,
+        &[sample("n1", 12.0), sample("n2", 12.0)],
+        T0 + 5 * MIN,
+        o,
+    )
+    .unwrap();
+    let mut s: RuleState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+    assert_eq!(hold_restored(&mut s), 1, "n1 fires, n2 is pending: {s:?}");
+    let held: Vec<_> = s
+        .active
+        .values()
+        .filter(|a| a.held)
+        .map(|a| a.labels["node"].clone())
+        .collect();
+    assert_eq!(held, ["n1"]);
 }

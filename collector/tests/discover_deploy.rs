@@ -1,6 +1,9 @@
 //! `deploy/collector` renders with `kubectl kustomize`: a DaemonSet with the downward API
 //! node name, buffer hostPath, edge tolerations, probes and resources; RBAC that can only
-//! get/list/watch pods; a ConfigMap whose collector YAML is a valid config.
+//! get/list/watch pods; a ConfigMap whose collector YAML is a valid config. And the
+//! N-aggregator layout `deploy/aggregator-sharded`: a StatefulSet whose replicas each
+//! read their own valid config, own disjoint clusters, and are what the collectors of
+//! those clusters (the per-cluster overlays) point at.
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -118,4 +121,127 @@ fn aggregator_kustomization_renders() {
         .expect("aggregator.yaml");
     let _: edgewatch_config::AggregatorConfig =
         edgewatch_config::parse(yaml, "aggregator.yaml").expect("valid aggregator config");
+}
+
+/// The ConfigMap's data of the first ConfigMap in `docs`.
+fn config_map_data(docs: &[Value]) -> &serde_yaml_ng::Mapping {
+    of_kind(docs, "ConfigMap")[0]["data"]
+        .as_mapping()
+        .expect("ConfigMap data")
+}
+
+#[test]
+fn sharded_aggregators_render_and_the_cluster_mapping_is_consistent() {
+    let docs = render("deploy/aggregator-sharded");
+    let sts = of_kind(&docs, "StatefulSet");
+    assert_eq!(sts.len(), 1);
+    let spec = &sts[0]["spec"];
+    let name = sts[0]["metadata"]["name"].as_str().unwrap();
+    let replicas = spec["replicas"].as_u64().expect("replicas") as usize;
+    assert!(replicas >= 2);
+
+    // The headless Service is the StatefulSet's serviceName; one Service per replica.
+    let services = of_kind(&docs, "Service");
+    let headless = services
+        .iter()
+        .find(|s| s["spec"]["clusterIP"].as_str() == Some("None"))
+        .expect("a headless Service");
+    assert_eq!(headless["metadata"]["name"], spec["serviceName"]);
+    for i in 0..replicas {
+        let pod = format!("{name}-{i}");
+        let svc = services
+            .iter()
+            .find(|s| s["metadata"]["name"].as_str() == Some(pod.as_str()))
+            .unwrap_or_else(|| panic!("a Service for {pod}"));
+        assert_eq!(
+            svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"].as_str(),
+            Some(pod.as_str())
+        );
+    }
+
+    // State and WAL on a per-replica volume; each pod reads the config named after it.
+    let pod = &spec["template"]["spec"];
+    let c = &pod["containers"][0];
+    let claim = spec["volumeClaimTemplates"][0]["metadata"]["name"]
+        .as_str()
+        .expect("a volume claim template");
+    let mounts = c["volumeMounts"].as_sequence().expect("mounts");
+    let state = mounts
+        .iter()
+        .find(|m| m["name"].as_str() == Some(claim))
+        .expect("the claim is mounted")["mountPath"]
+        .as_str()
+        .unwrap();
+    assert!(strs(&c["args"]).contains(&"/etc/edgewatch/$(POD_NAME).yaml"));
+    let env = c["env"].as_sequence().expect("env");
+    assert!(env.iter().any(|e| e["name"].as_str() == Some("POD_NAME")
+        && e["valueFrom"]["fieldRef"]["fieldPath"].as_str() == Some("metadata.name")));
+
+    // One valid config per replica: disjoint fleet.clusters, the same TSDB, several
+    // Alertmanagers, state and WAL on the claim.
+    let data = config_map_data(&docs);
+    let mut owner = std::collections::BTreeMap::new();
+    let mut tsdb = std::collections::BTreeSet::new();
+    for i in 0..replicas {
+        let pod = format!("{name}-{i}");
+        let file = format!("{pod}.yaml");
+        let yaml = data[file.as_str()]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file} in the ConfigMap"));
+        let cfg: edgewatch_config::AggregatorConfig =
+            edgewatch_config::parse(yaml, &file).expect("valid aggregator config");
+        assert!(!cfg.fleet.clusters.is_empty(), "{file}: fleet.clusters");
+        for cluster in &cfg.fleet.clusters {
+            let before = owner.insert(cluster.clone(), pod.clone());
+            assert!(before.is_none(), "{cluster} owned twice");
+        }
+        let urls: Vec<String> = cfg.remote_write.iter().map(|r| r.url.0.clone()).collect();
+        assert!(!urls.is_empty(), "{file}: remote_write");
+        tsdb.insert(urls);
+        let alerting = cfg.alerting.as_ref().expect("alerting");
+        let ams: usize = alerting
+            .receivers
+            .iter()
+            .map(|r| r.alertmanager_configs.len())
+            .sum();
+        assert!(ams >= 2, "{file}: every Alertmanager of the cluster");
+        assert!(
+            cfg.state.path.starts_with(state),
+            "{file}: state on the claim"
+        );
+        assert!(
+            cfg.wal_path().starts_with(state),
+            "{file}: WAL on the claim"
+        );
+    }
+    assert_eq!(tsdb.len(), 1, "every replica writes to the same TSDB");
+
+    // Each cluster overlay: its collectors carry its name and point at the replica
+    // that owns it.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator-sharded/clusters");
+    let mut overlays = 0;
+    for dir in std::fs::read_dir(&root).expect("clusters/") {
+        let cluster = dir.unwrap().file_name().into_string().unwrap();
+        let docs = render(&format!("deploy/aggregator-sharded/clusters/{cluster}"));
+        assert_eq!(
+            of_kind(&docs, "ConfigMap").len(),
+            1,
+            "{cluster}: replaced, not added"
+        );
+        let yaml = config_map_data(&docs)["collector.yaml"].as_str().unwrap();
+        let cfg: edgewatch_config::CollectorConfig =
+            edgewatch_config::parse(yaml, "collector.yaml").expect("valid collector config");
+        assert_eq!(cfg.cluster.0, cluster);
+        let pod = owner
+            .get(&cluster)
+            .unwrap_or_else(|| panic!("no replica owns {cluster}"));
+        let uri: http::Uri = cfg.forward.endpoint.0.parse().expect("forward.endpoint");
+        let host = uri.host().unwrap_or_default();
+        assert!(
+            host.starts_with(&format!("{pod}.")),
+            "{cluster} → {host}, owned by {pod}"
+        );
+        overlays += 1;
+    }
+    assert_eq!(overlays, owner.len(), "an overlay per owned cluster");
 }

@@ -70,7 +70,9 @@ impl TryFrom<RawRemoteWrite> for RemoteWriteConfig {
     fn try_from(r: RawRemoteWrite) -> Result<Self, String> {
         for h in r.headers.keys() {
             if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
-                return Err(format!("headers: {h:?} is set by the protocol and cannot be configured"));
+                return Err(format!(
+                    "headers: {h:?} is set by the protocol and cannot be configured"
+                ));
             }
         }
         if r.basic_auth.is_some() && r.authorization.is_some() {
@@ -183,7 +185,11 @@ pub enum Secret {
 }
 
 impl Secret {
-    fn one_of(inline: Option<String>, file: Option<ConfigPath>, what: &str) -> Result<Self, String> {
+    fn one_of(
+        inline: Option<String>,
+        file: Option<ConfigPath>,
+        what: &str,
+    ) -> Result<Self, String> {
         match (inline, file) {
             (Some(_), Some(_)) => Err(format!("at most one of {what} and {what}_file may be set")),
             (Some(s), None) => Ok(Secret::Inline(s)),

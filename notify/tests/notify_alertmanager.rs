@@ -133,3 +133,75 @@ eval_interval: 15s
     );
     r.shutdown().await;
 }
+
+/// Alerts (as pushed, 2xx) that `am` received: (alertname, resolved).
+fn pushed(am: &edgewatch_testkit::http::Recorder) -> std::collections::BTreeSet<(String, bool)> {
+    am.delivered()
+        .iter()
+        .inspect(|r| assert_eq!(r.path, "/api/v2/alerts"))
+        .flat_map(|r| r.json().as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            let ends = chrono::DateTime::parse_from_rfc3339(a["endsAt"].as_str().unwrap()).unwrap();
+            (
+                a["labels"]["alertname"].as_str().unwrap().to_owned(),
+                ends < chrono::Utc::now(),
+            )
+        })
+        .collect()
+}
+
+/// An Alertmanager cluster is listed as several `alertmanager_configs`: every alert
+/// goes to each of them (they de-duplicate among themselves), and one that fails for
+/// a while neither loses alerts nor holds back the other.
+#[tokio::test]
+async fn every_alert_is_pushed_to_each_alertmanager_of_a_cluster() {
+    use edgewatch_testkit::http::Recorder;
+    let am0 = Recorder::start(200, &[]).await;
+    let am1 = Recorder::start(200, &[503, 503, 503]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"
+route: {{receiver: am, group_by: [alertname]}}
+receivers: [{{name: am, alertmanager_configs: [{{url: '{}'}}, {{url: '{}/'}}]}}]
+resend_delay: 100ms
+eval_interval: 15s
+"#,
+        am0.url(),
+        am1.url()
+    );
+    let r = start(&yaml, &dir.path().join("state"));
+    let t0 = SystemTime::now();
+    let firing = |name| alert(&[("alertname", name), ("cluster", "edge-a")], t0, None);
+    let both_firing: std::collections::BTreeSet<_> =
+        [("A".to_owned(), false), ("B".to_owned(), false)].into();
+    eventually(
+        Duration::from_secs(15),
+        "both alerts firing at both Alertmanagers",
+        || async {
+            // The rules send every active alert each round.
+            r.notifier.send(vec![firing("A"), firing("B")]);
+            pushed(&am0).is_superset(&both_firing) && pushed(&am1).is_superset(&both_firing)
+        },
+    )
+    .await;
+    assert!(
+        am1.requests().iter().filter(|x| x.status == 503).count() == 3,
+        "the second Alertmanager failed first"
+    );
+    let resolved = alert(
+        &[("alertname", "A"), ("cluster", "edge-a")],
+        t0,
+        Some(SystemTime::now()),
+    );
+    eventually(
+        Duration::from_secs(15),
+        "the resolve at both Alertmanagers",
+        || async {
+            r.notifier.send(vec![resolved.clone(), firing("B")]);
+            let done = ("A".to_owned(), true);
+            pushed(&am0).contains(&done) && pushed(&am1).contains(&done)
+        },
+    )
+    .await;
+    r.shutdown().await;
+}

@@ -11,6 +11,9 @@
 //! - [`matcher`]: one label matcher (`=`, `!=`, `=~`, `!~`) with Prometheus'
 //!   fully anchored regexes; PromQL selectors and Alertmanager matchers keep
 //!   their own parsers and build this.
+//! - [`relabel`]: Prometheus' relabel rules (`relabel_configs`,
+//!   `write_relabel_configs`), validated at config load and applied to one
+//!   label set without allocating unless a label changes.
 //! - [`time`]: wall-clock milliseconds and Go-compatible RFC 3339.
 
 pub mod float;

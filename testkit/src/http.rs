@@ -64,6 +64,7 @@ pub struct Recorder {
     script: Arc<Mutex<VecDeque<u16>>>,
     default: u16,
     handler: Arc<Handler>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Recorder {
@@ -87,22 +88,65 @@ impl Recorder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let r = Recorder {
-            addr: listener.local_addr().expect("local address"),
+        let addr = listener.local_addr().expect("local address");
+        let r = Recorder::new(addr, default, script, Arc::new(handler));
+        let app = r.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        r
+    }
+
+    /// Like [`Recorder::start`], over TLS with `certs`' server certificate; with
+    /// `client_auth`, only clients presenting a certificate of `certs`' CA get through
+    /// (a failed handshake is no request). [`Recorder::url`] is still `http://…`:
+    /// callers write `https://` themselves.
+    pub async fn start_tls(
+        default: u16,
+        script: &[u16],
+        certs: &crate::tls::Certs,
+        client_auth: bool,
+    ) -> Recorder {
+        let listener = crate::tls::TlsListener::bind(certs, client_auth).await;
+        let addr = listener.addr;
+        let r = Recorder::new(
+            addr,
+            default,
+            script,
+            Arc::new(|i: Incoming<'_>| {
+                StatusCode::from_u16(i.scripted)
+                    .expect("scripted status")
+                    .into_response()
+            }),
+        );
+        let app = r.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        r
+    }
+
+    fn new(addr: SocketAddr, default: u16, script: &[u16], handler: Arc<Handler>) -> Recorder {
+        Recorder {
+            addr,
             received: Default::default(),
             script: Arc::new(Mutex::new(script.iter().copied().collect())),
             default,
-            handler: Arc::new(handler),
-        };
-        let me = r.clone();
-        let app = axum::Router::new().fallback(
+            handler,
+            delay: Default::default(),
+        }
+    }
+
+    fn router(&self) -> axum::Router {
+        let me = self.clone();
+        axum::Router::new().fallback(
             move |method: http::Method, uri: http::Uri, headers: HeaderMap, body: Bytes| {
                 let me = me.clone();
-                async move { me.handle(method.as_str(), uri.path(), headers, body) }
+                async move {
+                    let delay = *me.delay.lock().expect("delay lock");
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    me.handle(method.as_str(), uri.path(), headers, body)
+                }
             },
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        r
+        )
     }
 
     fn handle(&self, method: &str, path: &str, headers: HeaderMap, body: Bytes) -> Response {
@@ -129,6 +173,11 @@ impl Recorder {
         response
     }
 
+    /// Answers every request `delay` late from now on (a slow endpoint).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().expect("delay lock") = delay;
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -145,5 +194,40 @@ impl Recorder {
             .into_iter()
             .filter(|r| (200..300).contains(&r.status))
             .collect()
+    }
+}
+
+/// An Alertmanager-style webhook receiver (payload v4): a [`Recorder`] that
+/// answers 200, with the notifications it received by group and status.
+pub struct Webhook(pub Recorder);
+
+impl Webhook {
+    pub async fn start() -> Webhook {
+        Webhook(Recorder::start(200, &[]).await)
+    }
+
+    /// The URL to configure in `webhook_configs`.
+    pub fn url(&self) -> String {
+        format!("{}/hook", self.0.url())
+    }
+
+    /// Every notification so far, as JSON.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.0.delivered().iter().map(Recorded::json).collect()
+    }
+
+    /// Notifications whose group is `alertname` with overall `status`.
+    pub fn count(&self, alertname: &str, status: &str) -> usize {
+        self.bodies()
+            .iter()
+            .filter(|b| b["groupLabels"]["alertname"] == alertname && b["status"] == status)
+            .count()
+    }
+
+    /// The first notification whose group is `alertname` with overall `status`.
+    pub fn find(&self, alertname: &str, status: &str) -> Option<serde_json::Value> {
+        self.bodies()
+            .into_iter()
+            .find(|b| b["groupLabels"]["alertname"] == alertname && b["status"] == status)
     }
 }

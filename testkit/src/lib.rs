@@ -10,7 +10,8 @@
 //! * [`git`]: real git repositories for the GitOps tests;
 //! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
 //! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
-//! * [`http`]: an HTTP recorder with scripted answers (webhooks) and small clients;
+//! * [`http`]: an HTTP recorder with scripted answers (webhooks), over TLS too, and
+//!   small clients; [`tls`]: a throwaway CA with server and client certificates;
 //!   [`otlp_stand_in`]: an OTLP/gRPC receiver with scripted answers.
 //!
 //! It depends on no edgewatch crate, so every one of them can dev-depend on it.
@@ -26,6 +27,7 @@ pub mod peers;
 mod ports;
 mod proc;
 pub mod roles;
+pub mod tls;
 mod wait;
 
 pub use http::{get, wait_ready};

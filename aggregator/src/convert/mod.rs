@@ -56,7 +56,7 @@ use edgewatch_otlp::view::{
 };
 use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 
-use crate::store::{FamilyId, MetricType, Store, STALE_NAN};
+use crate::store::{FamilyId, Logged, MetricType, Store, STALE_NAN};
 use delta::{DeltaState, HistTotals, SeriesKey};
 use edgewatch_prom::float::write_text_float;
 use labels::{at, push, recycle, set, with, AttrLabels, Few, LeCache};
@@ -304,8 +304,16 @@ impl Converter {
         self.delta.len()
     }
 
-    /// Converts one request into store writes.
+    /// Converts one request into store writes (not logged).
     pub fn ingest(&self, req: RequestView<'_>, store: &Store, now_ms: i64) -> IngestOutcome {
+        self.ingest_into(req, &store.unlogged(now_ms))
+    }
+
+    /// Converts one request into writes through `out` (into the store, and into
+    /// the log's record when `out` is logged).
+    pub fn ingest_into(&self, req: RequestView<'_>, out: &Logged<'_>) -> IngestOutcome {
+        let store = out.store();
+        let now_ms = out.now_ms();
         self.delta.maybe_expire(now_ms);
         let mut scratch = lock(&self.scratch).pop().unwrap_or_default();
         let Scratch { resource, point } = &mut scratch;
@@ -327,6 +335,7 @@ impl Converter {
                 };
                 let ctx = Ctx {
                     store,
+                    out,
                     out_of_order: Cell::new(0),
                     now_ms,
                     scraped,
@@ -339,7 +348,7 @@ impl Converter {
                 self.out_of_order.inc_by(ctx.out_of_order.get());
             }
             if native {
-                write_target_info(store, rm, &target, now_ms, point);
+                write_target_info(out, rm, &target, point);
             }
         }
         let mut pool = lock(&self.scratch);
@@ -631,6 +640,7 @@ fn temporality(t: i32) -> Option<bool> {
 
 struct Ctx<'a> {
     store: &'a Store,
+    out: &'a Logged<'a>,
     /// Samples the store ignored as older than the one it holds.
     out_of_order: Cell<u64>,
     now_ms: i64,
@@ -658,9 +668,7 @@ impl Ctx<'_> {
 
     /// Writes a sample; a stale marker ends the series.
     fn write(&self, fam: FamilyId, name: &str, labels: &[(&str, &str)], value: f64, ts: i64) {
-        if self.store.write(fam, name, labels, value, ts, self.now_ms)
-            == crate::store::WriteOutcome::OutOfOrder
-        {
+        if self.out.write(fam, name, labels, value, ts) == crate::store::WriteOutcome::OutOfOrder {
             self.out_of_order.set(self.out_of_order.get() + 1);
         }
     }

@@ -6,7 +6,7 @@ use edgewatch_otlp::view::ResourceMetricsView;
 use super::attrs::write_any_value;
 use super::labels::{at, push, recycle, Few};
 use super::PointScratch;
-use crate::store::{MetricType, Store};
+use crate::store::{Logged, MetricType};
 
 /// Resource attributes turned into labels of every series (not target_info).
 const PROMOTED: &[&str] = &[
@@ -78,10 +78,9 @@ impl<'r> Target<'r> {
 /// `target_info{job, instance, cluster, node, <other resource attributes>} 1`,
 /// only when the resource has attributes beyond the promoted ones.
 pub(super) fn write_target_info(
-    store: &Store,
+    out: &Logged<'_>,
     rm: ResourceMetricsView<'_>,
     target: &Target<'_>,
-    now_ms: i64,
     s: &mut PointScratch,
 ) {
     let rest = rm
@@ -98,7 +97,9 @@ pub(super) fn write_target_info(
             .filter(|(k, _)| !target.labels.as_slice().iter().any(|(t, _)| t == k)),
     );
     labels.extend_from_slice(target.labels.as_slice());
-    let fam = store.family("target_info", MetricType::Gauge, "Target metadata", "");
-    store.write(fam, "target_info", &labels, 1.0, now_ms, now_ms);
+    let fam = out
+        .store()
+        .family("target_info", MetricType::Gauge, "Target metadata", "");
+    out.write(fam, "target_info", &labels, 1.0, out.now_ms());
     s.base = recycle(labels);
 }

@@ -7,12 +7,17 @@
 //! as `edgewatch_collector_last_seen_timestamp_seconds{cluster,node,…}`,
 //! persisted in the sled tree `fleet` (a restart keeps it), and forgotten
 //! after 24h of silence (its alert then resolves).
+//!
+//! With `fleet.clusters` set, only the owned clusters' collectors are tracked:
+//! a cluster moved to another aggregator is forgotten here at once instead of
+//! alerting as down for a day.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::Owned;
 use crate::store::{LabelMatcher, MetricType, Selector, Store};
 
 /// Written per collector (value: unix seconds of its newest
@@ -44,6 +49,7 @@ pub struct Liveness {
     /// How far back an `edgewatch_collector_info` sample still counts (ms):
     /// the PromQL lookback, so the series agrees with what a query sees.
     lookback_ms: i64,
+    owned: Owned,
     state: Mutex<LastSeen>,
 }
 
@@ -56,8 +62,14 @@ fn pairs(labels: &[(String, String)]) -> Vec<(&str, &str)> {
 
 impl Liveness {
     /// Opens the state in the `fleet` tree of `db`, moving it there from the
-    /// `rules` tree where older versions kept it.
-    pub fn open(store: Arc<Store>, db: &sled::Db, lookback_ms: i64) -> Result<Self, sled::Error> {
+    /// `rules` tree where older versions kept it. Tracks the collectors of the
+    /// `owned` clusters.
+    pub fn open(
+        store: Arc<Store>,
+        db: &sled::Db,
+        lookback_ms: i64,
+        owned: Owned,
+    ) -> Result<Self, sled::Error> {
         let tree = db.open_tree(TREE)?;
         migrate(db, &tree)?;
         let state = match tree.get(KEY)? {
@@ -71,6 +83,7 @@ impl Liveness {
             store,
             tree,
             lookback_ms,
+            owned,
             state: Mutex::new(state),
         })
     }
@@ -109,6 +122,9 @@ impl Liveness {
                 .into_iter()
                 .filter(|(k, _)| k != "version")
                 .collect();
+            if !self.owns(&labels) {
+                continue;
+            }
             let key = collector_key(&labels);
             match st.collectors.get_mut(&key) {
                 Some((old_labels, old_ts)) => {
@@ -125,8 +141,17 @@ impl Liveness {
         }
     }
 
+    /// Whether the collector with these labels is in an owned cluster.
+    fn owns(&self, labels: &[(String, String)]) -> bool {
+        match labels.iter().find(|(k, _)| k == "cluster") {
+            Some((_, cluster)) => self.owned.owns(cluster),
+            None => self.owned.owns_every_cluster(),
+        }
+    }
+
     /// Writes one last-seen sample per collector; deletes and forgets the
-    /// collectors silent for [`FORGET_AFTER_MS`].
+    /// collectors silent for [`FORGET_AFTER_MS`] and those of clusters no
+    /// longer owned.
     fn write_series(&self, st: &mut LastSeen, now_ms: i64) {
         let fam = self.store.family(
             LAST_SEEN,
@@ -134,14 +159,14 @@ impl Liveness {
             "Time (unix seconds) of the newest edgewatch_collector_info sample of each collector.",
             "",
         );
+        let out = self.store.logged(now_ms);
         st.collectors.retain(|_, (labels, ts)| {
             let pairs = pairs(labels);
-            if now_ms - *ts > FORGET_AFTER_MS {
-                self.store.delete(LAST_SEEN, &pairs);
+            if now_ms - *ts > FORGET_AFTER_MS || !self.owns(labels) {
+                out.delete(fam, LAST_SEEN, &pairs);
                 return false;
             }
-            self.store
-                .write(fam, LAST_SEEN, &pairs, *ts as f64 / 1000.0, now_ms, now_ms);
+            out.write(fam, LAST_SEEN, &pairs, *ts as f64 / 1000.0, now_ms);
             true
         });
     }

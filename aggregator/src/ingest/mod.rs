@@ -1,10 +1,14 @@
 //! OTLP ingest at the core: split forwarded batches into their entries, drop
-//! replays, convert the rest into the store.
+//! replays, convert the rest into the store, and answer only once the samples and
+//! the collector's new replay window are durable in the write-ahead log (one
+//! atomic append), so a crash can neither lose an acknowledged batch nor accept
+//! its replay twice.
 
 pub mod dedup;
 
 use crate::convert::Converter;
 use crate::store::Store;
+use crate::wal::{Wal, WalError};
 use bytes::Bytes;
 use dedup::SeqWindow;
 use edgewatch_otlp::view::{self, RequestView};
@@ -39,7 +43,7 @@ struct Inner {
     converter: Converter,
     store: Arc<Store>,
     collectors: Mutex<HashMap<String, Arc<CollectorState>>>,
-    state: sled::Tree,
+    wal: Arc<Wal>,
     requests: IntCounterVec,
     points: IntCounter,
     rejected_points: IntCounter,
@@ -48,18 +52,12 @@ struct Inner {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("opening replay state: {0}")]
-    State(#[from] sled::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
 
 impl IngestSink {
-    pub fn new(
-        store: Arc<Store>,
-        state: &sled::Db,
-        registry: &Registry,
-    ) -> Result<Self, IngestError> {
+    pub fn new(store: Arc<Store>, wal: Arc<Wal>, registry: &Registry) -> Result<Self, IngestError> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "edgewatch_ingest_requests_total",
@@ -88,7 +86,7 @@ impl IngestSink {
                 converter: Converter::new(registry),
                 store,
                 collectors: Mutex::new(HashMap::new()),
-                state: state.open_tree("dedup")?,
+                wal,
                 requests,
                 points,
                 rejected_points,
@@ -97,12 +95,19 @@ impl IngestSink {
         })
     }
 
-    fn ingest(&self, req: RequestView<'_>) {
-        let outcome = self
-            .inner
-            .converter
-            .ingest(req, &self.inner.store, crate::now_ms());
+    /// A request straight from an SDK (no batch headers): stored, then made durable.
+    fn ingest(&self, req: RequestView<'_>) -> Result<(), ExportError> {
+        let out = self.inner.store.logged(crate::now_ms());
+        let outcome = self.inner.converter.ingest_into(req, &out);
         self.inner.points.inc_by(outcome.accepted_points);
+        let record = out.take_record();
+        if record.is_some() {
+            self.inner
+                .wal
+                .append_durable(record, None)
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     /// Splits a forwarded batch, decodes each entry and ingests those not seen before.
@@ -128,9 +133,8 @@ impl IngestSink {
         }
         let collector = self.collector(&info.collector_id);
         let mut window = lock(&collector.window);
-        window.raise_floor(info.floor);
         let deadline = Instant::now() + REORDER_WAIT;
-        while info.first_seq > window.next() {
+        while info.first_seq > window.next().max(info.floor) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break; // the earlier batch is being retried; go ahead out of order
@@ -141,31 +145,44 @@ impl IngestSink {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        // The new window takes effect only once it is durable with the samples.
+        let mut next = window.clone();
+        next.raise_floor(info.floor);
         // Malformed entries are settled too: re-sending them cannot help.
         for i in 0..info.entry_lens.len() as u64 {
             if !decoded.iter().any(|(s, _)| *s == info.first_seq + i) {
-                window.claim(info.first_seq + i);
+                next.claim(info.first_seq + i);
             }
         }
         let fresh: Vec<_> = decoded
             .into_iter()
-            .filter(|(seq, _)| window.claim(*seq))
+            .filter(|(seq, _)| next.claim(*seq))
             .collect();
-        // sled's background flush persists this within its flush interval; a crash of
-        // the aggregator loses its in-memory store too, so a replay accepted after
-        // such a crash refills rather than double-counts.
-        if let Err(e) = self
-            .inner
-            .state
-            .insert(info.collector_id.as_bytes(), window.encode())
-        {
-            tracing::warn!(error = %e, "persisting replay state failed");
+        let out = self.inner.store.logged(crate::now_ms());
+        let mut points = 0;
+        for (_, req) in &fresh {
+            points += self
+                .inner
+                .converter
+                .ingest_into(req.request(), &out)
+                .accepted_points;
         }
+        let record = out.take_record();
+        if record.is_some() || next != *window {
+            let committed = self
+                .inner
+                .wal
+                .append_durable(record, Some((&info.collector_id, next.encode())));
+            if let Err(e) = committed {
+                drop(window);
+                collector.turn.notify_all();
+                return Err(unavailable(e));
+            }
+            *window = next;
+        }
+        self.inner.points.inc_by(points);
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
         self.inner.duplicate_batches.inc_by(duplicates as u64);
-        for (_, req) in &fresh {
-            self.ingest(req.request());
-        }
         drop(window);
         collector.turn.notify_all();
         if errors.is_empty() {
@@ -193,7 +210,7 @@ impl IngestSink {
     }
 
     fn load_window(&self, collector_id: &str) -> SeqWindow {
-        match self.inner.state.get(collector_id.as_bytes()) {
+        match self.inner.wal.window(collector_id) {
             Ok(Some(raw)) => SeqWindow::decode(&raw).unwrap_or_default(),
             Ok(None) => SeqWindow::default(),
             Err(e) => {
@@ -201,6 +218,23 @@ impl IngestSink {
                 SeqWindow::default()
             }
         }
+    }
+}
+
+/// The log could not take the samples (disk full, I/O error, queue full): the
+/// sender keeps them and retries; the store may already show them, and the retry
+/// writes the same samples again.
+fn unavailable(e: WalError) -> ExportError {
+    let message = format!("not durable at the core, retry: {e}");
+    match e {
+        WalError::Full => ExportError::ResourceExhausted {
+            message,
+            retry_after: Duration::from_secs(1),
+        },
+        _ => ExportError::Unavailable {
+            message,
+            retry_after: Duration::from_secs(1),
+        },
     }
 }
 
@@ -212,7 +246,7 @@ impl MetricsSink for IngestSink {
             Some(info) => this.ingest_batch(&body, info),
             None => {
                 let req = view::decode(&body)?;
-                this.ingest(req.request());
+                this.ingest(req.request())?;
                 Ok(ExportOutcome::default())
             }
         })

@@ -9,6 +9,10 @@
 //! `edgewatch_deployment_last_transition_timestamp_seconds{cluster,app}`
 //! written into the store (so `/federate` and the rules see them),
 //! `GET /api/v1/deployments`, and the alert rules [`RULES_YAML`].
+//!
+//! With `fleet.clusters` set, only those clusters are reconciled: the others
+//! belong to another aggregator (here, their desired apps would all be
+//! `Unknown` and alert).
 
 pub mod gitops;
 mod state;
@@ -26,6 +30,7 @@ use edgewatch_config::AggregatorConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::fleet::Owned;
 use crate::store::{FamilyId, MetricType, Selector, Store, STALE_NAN};
 
 pub const STATUS_METRIC: &str = "edgewatch_deployment_status";
@@ -67,6 +72,7 @@ pub struct Reconciler {
     store: Arc<Store>,
     source: gitops::Source,
     opts: Options,
+    owned: Owned,
     interval: Duration,
     shared: Handle,
     status_family: FamilyId,
@@ -121,6 +127,7 @@ impl Reconciler {
                 progress_deadline: rc.progress_deadline.get(),
                 down_after: cfg.fleet.down_after.get(),
             },
+            owned: Owned::new(&cfg.fleet.clusters),
             interval: rc.interval.get(),
             shared,
             status_family,
@@ -173,8 +180,10 @@ impl Reconciler {
     /// One round at `now_ms` (public for tests).
     pub fn step(&mut self, now_ms: i64) {
         self.source.poll();
-        let desired = self.source.desired.clone().unwrap_or_default();
-        let observed = observe(&self.store, now_ms, &self.opts);
+        let mut desired = self.source.desired.clone().unwrap_or_default();
+        let mut observed = observe(&self.store, now_ms, &self.opts);
+        desired.clusters.retain(|c, _| self.owned.owns(c));
+        observed.clusters.retain(|c, _| self.owned.owns(c));
         let previous = read_lock(&self.shared).status.clone();
         let status = reconcile(&desired, &observed, &previous, now_ms, &self.opts);
         self.write_series(&status, now_ms);
@@ -190,6 +199,8 @@ impl Reconciler {
     }
 
     fn write_series(&mut self, status: &Status, now_ms: i64) {
+        let store = self.store.clone();
+        let out = store.logged(now_ms);
         let mut next = BTreeMap::new();
         for ((cluster, app), st) in &status.entries {
             let labels = vec![
@@ -200,13 +211,12 @@ impl Reconciler {
                 ("observed_digest".to_owned(), st.observed_digest.clone()),
                 ("state".to_owned(), st.state.as_str().to_owned()),
             ];
-            self.write_status(&labels, 1.0, now_ms);
-            self.store.write(
+            self.write_status(&out, &labels, 1.0);
+            out.write(
                 self.transition_family,
                 TRANSITION_METRIC,
                 &[("cluster", cluster), ("app", app)],
                 st.since_ms as f64 / 1000.0,
-                now_ms,
                 now_ms,
             );
             next.insert((cluster.clone(), app.clone()), labels);
@@ -217,23 +227,27 @@ impl Reconciler {
             if next.get(&key) == Some(&labels) {
                 continue;
             }
-            self.write_status(&labels, STALE_NAN, now_ms);
+            self.write_status(&out, &labels, STALE_NAN);
         }
         self.written = next;
     }
 
-    fn write_status(&self, labels: &[(String, String)], value: f64, now_ms: i64) {
+    fn write_status(
+        &self,
+        out: &crate::store::Logged<'_>,
+        labels: &[(String, String)],
+        value: f64,
+    ) {
         let refs: Vec<(&str, &str)> = labels
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.store.write(
+        out.write(
             self.status_family,
             STATUS_METRIC,
             &refs,
             value,
-            now_ms,
-            now_ms,
+            out.now_ms(),
         );
     }
 }

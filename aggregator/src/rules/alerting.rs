@@ -2,6 +2,12 @@
 //! (`AlertingRule.Eval` + `sendAlerts`), pure and clock-free: [`step`] takes
 //! the previous state, the expression's result and the evaluation time and
 //! returns the next state and the alerts to hand to the notifier.
+//!
+//! After a restart the store may lack data that a collector has not resent
+//! yet; an alert restored as firing ([`hold_restored`]) is then held firing
+//! until its data returns or the restore grace ends
+//! ([`StepOptions::hold_until_ms`]), so receivers get neither a resolve nor
+//! a second trigger for an incident that did not change.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,6 +62,10 @@ pub struct ActiveAlert {
     pub last_sent_at: Option<i64>,
     #[serde(default)]
     pub keep_firing_since: Option<i64>,
+    /// Restored as firing and not seen in a result since: not resolved while
+    /// the restore grace lasts. Not persisted: every start holds afresh.
+    #[serde(skip)]
+    pub held: bool,
 }
 
 /// The state of one alerting rule: its alerts by label set.
@@ -77,18 +87,34 @@ pub struct AlertRule {
     pub external_url: String,
 }
 
-/// Timing of sends.
+/// Timing of an evaluation's sends and of the restore grace.
 #[derive(Debug, Clone, Copy)]
-pub struct SendOptions {
+pub struct StepOptions {
     pub resend_delay_ms: i64,
+    /// Until this time (ms) held alerts stay firing without a result; the
+    /// engine sets it to its first evaluation plus `rules.restore_grace`.
+    pub hold_until_ms: i64,
 }
 
-impl Default for SendOptions {
+impl Default for StepOptions {
     fn default() -> Self {
         Self {
             resend_delay_ms: RESEND_DELAY_MS,
+            hold_until_ms: i64::MIN,
         }
     }
+}
+
+/// Marks the firing alerts of a state restored at start as held (see
+/// [`StepOptions::hold_until_ms`]); pending ones keep their `for` timer only.
+/// Returns how many were marked.
+pub fn hold_restored(state: &mut RuleState) -> usize {
+    let mut n = 0;
+    for a in state.active.values_mut() {
+        a.held = a.state == AlertState::Firing;
+        n += usize::from(a.held);
+    }
+    n
 }
 
 pub fn ms_to_time(ms: i64) -> SystemTime {
@@ -123,12 +149,12 @@ pub fn step(
     mut state: RuleState,
     results: &[Sample],
     now: i64,
-    opts: SendOptions,
+    opts: StepOptions,
 ) -> Result<(RuleState, Vec<Alert>), StepError> {
     let fresh = alerts_of(rule, results, now)?;
     let result_keys: HashSet<String> = fresh.keys().cloned().collect();
     merge(&mut state, fresh);
-    advance(rule, &mut state, &result_keys, now);
+    advance(rule, &mut state, &result_keys, now, opts.hold_until_ms);
     let out = send_alerts(rule, &mut state, now, opts);
     Ok((state, out))
 }
@@ -177,6 +203,7 @@ fn alerts_of(
                 resolved_at: None,
                 last_sent_at: None,
                 keep_firing_since: None,
+                held: false,
             },
         );
     }
@@ -199,13 +226,25 @@ fn merge(state: &mut RuleState, fresh: BTreeMap<String, ActiveAlert>) {
     }
 }
 
-/// Resolves the alerts missing from the result (unless `keep_firing_for`
-/// holds them), forgets pending ones and resolved ones past retention, and
-/// fires pending alerts whose `for` has passed.
-fn advance(rule: &AlertRule, state: &mut RuleState, result_keys: &HashSet<String>, now: i64) {
+/// Resolves the alerts missing from the result (unless the restore grace or
+/// `keep_firing_for` holds them), forgets pending ones and resolved ones past
+/// retention, and fires pending alerts whose `for` has passed.
+fn advance(
+    rule: &AlertRule,
+    state: &mut RuleState,
+    result_keys: &HashSet<String>,
+    now: i64,
+    hold_until: i64,
+) {
     let mut remove = Vec::new();
     for (k, a) in state.active.iter_mut() {
         if !result_keys.contains(k) {
+            if a.held && now < hold_until {
+                continue;
+            }
+            // Past the grace the alert is judged like any other: its data had
+            // the whole grace to come back.
+            a.held = false;
             let mut keep_firing = false;
             if a.state == AlertState::Firing && rule.keep_firing_for_ms > 0 {
                 let since = *a.keep_firing_since.get_or_insert(now);
@@ -227,6 +266,8 @@ fn advance(rule: &AlertRule, state: &mut RuleState, result_keys: &HashSet<String
                 continue;
             }
         } else {
+            // Its data is back: from now on a missing result is a resolve.
+            a.held = false;
             a.keep_firing_since = None;
         }
         if a.state == AlertState::Pending && now - a.active_at >= rule.for_ms {
@@ -240,7 +281,7 @@ fn advance(rule: &AlertRule, state: &mut RuleState, result_keys: &HashSet<String
 }
 
 /// Prometheus' `sendAlerts`: the alerts due for a (re)send, marked sent.
-fn send_alerts(rule: &AlertRule, state: &mut RuleState, now: i64, opts: SendOptions) -> Vec<Alert> {
+fn send_alerts(rule: &AlertRule, state: &mut RuleState, now: i64, opts: StepOptions) -> Vec<Alert> {
     let mut out = Vec::new();
     for a in state.active.values_mut() {
         if needs_sending(a, now, opts.resend_delay_ms) {

@@ -11,13 +11,18 @@
 //!        promql::eval_vector(expr, snapshot, now), rule by rule   [PromQL on interned labels]
 //!        alerting::step(state, result, now) → (state, alerts)    [pure state machine]
 //!        ALERTS / ALERTS_FOR_STATE / recorded series → store     [visible on /federate]
-//!        state → sled tree `rules`                               [restart keeps for-timers]
+//!        state → sled tree `rules`          [restart keeps for-timers, holds firing alerts]
 //!        Notifier::send(alerts)                                  [active + resolved (15m)]
 //! ```
 //!
 //! Range functions need recent samples: at load the engine enables the store's
 //! window (`store.window`) for exactly the series its range/`offset` selectors
 //! read. Evaluation follows Prometheus 2.x (closed lookback/range windows).
+//!
+//! After a start, alerts restored as firing are held (not resolved) until their
+//! data returns or `rules.restore_grace` has passed since the first evaluation:
+//! what a collector has not resent yet is not a resolve (see
+//! [`alerting::hold_restored`]).
 //!
 //! `EdgeCollectorDown` must outlive the store's staleness: it reads the
 //! last-seen series of [`crate::fleet::liveness`], which the engine has
@@ -31,7 +36,7 @@ pub mod template;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use edgewatch_config::{AggregatorConfig, ConfigError};
@@ -41,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fleet::Liveness;
 use crate::promql::{self, Labels, Reads, Snapshot};
 use crate::store::{FamilyId, MetricType, Selector, Store, WindowOptions, WindowScope};
-use alerting::{AlertRule, RuleState, SendOptions};
+use alerting::{AlertRule, RuleState, StepOptions};
 use edgewatch_notify::{self as notify, Notifier};
 use file::{RuleKind, RuleSpec};
 
@@ -158,6 +163,7 @@ struct Metrics {
     evaluations: prometheus::IntCounterVec,
     failures: prometheus::IntCounterVec,
     last_duration: prometheus::GaugeVec,
+    held: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -183,13 +189,22 @@ impl Metrics {
             ),
             &["group"],
         )?;
+        let held = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "edgewatch_rule_alerts_held",
+                "Alerts held firing after a start (rules.restore_grace) while their data is missing, by rule group.",
+            ),
+            &["group"],
+        )?;
         registry.register(Box::new(evaluations.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(last_duration.clone()))?;
+        registry.register(Box::new(held.clone()))?;
         Ok(Self {
             evaluations,
             failures,
             last_duration,
+            held,
         })
     }
 }
@@ -241,7 +256,10 @@ struct Inner {
     groups: Vec<Group>,
     metrics: Metrics,
     eval_interval: Duration,
-    send: SendOptions,
+    restore_grace: Duration,
+    /// The first evaluation's time plus `restore_grace` (ms): until then
+    /// alerts restored as firing are held.
+    hold_until: OnceLock<i64>,
     /// Writes the series the fleet group reads; None without a fleet group.
     liveness: Option<Liveness>,
 }
@@ -270,14 +288,20 @@ impl RuleEngine {
         let tree = state.open_tree("rules")?;
         let metrics = Metrics::new(registry)?;
         let mut window = Vec::new();
+        let mut held = 0;
         let groups = defs
             .into_iter()
-            .map(|d| load_group(d, &tree, &mut window))
+            .map(|d| load_group(d, &tree, &mut window, &mut held))
             .collect::<Result<Vec<_>, _>>()?;
+        let restore_grace = cfg.restore_grace();
+        if held > 0 {
+            tracing::info!(alerts = held, grace = ?restore_grace, "holding alerts that were firing before the start");
+        }
         for g in &groups {
             // Export zeros from the start.
             metrics.evaluations.with_label_values(&[&g.name]);
             metrics.failures.with_label_values(&[&g.name]);
+            metrics.held.with_label_values(&[&g.name]);
         }
         let liveness = enable_window(cfg, &store, state, &groups, window)?;
         Ok(Self {
@@ -287,7 +311,8 @@ impl RuleEngine {
                 groups,
                 metrics,
                 eval_interval: cfg.evaluation_interval.get(),
-                send: SendOptions::default(),
+                restore_grace,
+                hold_until: OnceLock::new(),
                 liveness,
             }),
         })
@@ -320,23 +345,41 @@ impl RuleEngine {
             reads.merge(&groups[i].reads);
         }
         let mut snap = Snapshot::new(&self.inner.store, now_ms, &reads);
+        let opts = self.step_options(now_ms);
         let mut out = Vec::new();
         for &i in idx {
-            out.extend(self.evaluate_group(i, now_ms, &mut snap));
+            out.extend(self.evaluate_group(i, now_ms, opts, &mut snap));
         }
         out
+    }
+
+    /// The state machine's options; the restore grace runs from the first
+    /// evaluation (the engine's clock, not the load time: tests drive it).
+    fn step_options(&self, now_ms: i64) -> StepOptions {
+        let grace = self.inner.restore_grace.as_millis() as i64;
+        StepOptions {
+            hold_until_ms: *self.inner.hold_until.get_or_init(|| now_ms + grace),
+            ..StepOptions::default()
+        }
     }
 
     /// Evaluates group `i` at `now_ms`: every rule in order (a recording rule's
     /// output is visible to the rules after it), writes `ALERTS*` and recorded
     /// series, persists alert state; returns the alerts to send.
-    fn evaluate_group(&self, i: usize, now_ms: i64, snap: &mut Snapshot<'_>) -> Vec<notify::Alert> {
+    fn evaluate_group(
+        &self,
+        i: usize,
+        now_ms: i64,
+        opts: StepOptions,
+        snap: &mut Snapshot<'_>,
+    ) -> Vec<notify::Alert> {
         let inner = &self.inner;
         let g = &inner.groups[i];
         let started = Instant::now();
         let mut writes = Writes::new(&inner.store, now_ms);
         let mut to_send = Vec::new();
         let mut group_err = None;
+        let mut held = 0;
         for rule in &g.rules {
             let t0 = Instant::now();
             inner
@@ -349,7 +392,7 @@ impl RuleEngine {
             let outcome = match (&rule.alert, result) {
                 (_, Err(e)) => Err(RuleError::from(e)),
                 (Some(ar), Ok(samples)) => {
-                    match alerting::step(ar, rt.alerts.clone(), &samples, now_ms, inner.send) {
+                    match alerting::step(ar, rt.alerts.clone(), &samples, now_ms, opts) {
                         Ok((st, sends)) => {
                             rt.alerts = st;
                             to_send.extend(sends);
@@ -364,6 +407,7 @@ impl RuleEngine {
                 // The rule's (possibly unchanged) state.
                 write_alert_series(&rt.alerts, snap, &mut writes);
                 self.persist_alerts(rule, &mut rt);
+                held += rt.alerts.active.values().filter(|a| a.held).count();
             }
             rt.health.last_eval = Some(SystemTime::now());
             rt.health.eval_seconds = t0.elapsed().as_secs_f64();
@@ -379,6 +423,11 @@ impl RuleEngine {
                 rt.health.last_error.clear();
             }
         }
+        inner
+            .metrics
+            .held
+            .with_label_values(&[&g.name])
+            .set(held as i64);
         self.finish_group(g, writes.written, group_err, started.elapsed());
         to_send
     }
@@ -415,12 +464,16 @@ impl RuleEngine {
     ) {
         let elapsed = elapsed.as_secs_f64();
         let mut st = lock(&g.status);
+        let out = self.inner.store.logged(crate::now_ms());
         for (name, labels) in st.written.difference(&written) {
             let pairs: Vec<(&str, &str)> = labels
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            self.inner.store.delete(name, &pairs);
+            match self.inner.store.family_id(name) {
+                Some(fam) => out.delete(fam, name, &pairs),
+                None => self.inner.store.delete(name, &pairs),
+            };
         }
         st.written = written;
         st.health = Health {
@@ -504,12 +557,14 @@ impl RuleEngine {
     }
 }
 
-/// Builds a group's rules with their restored state, and adds the series its
-/// range and `offset` selectors read to `window`.
+/// Builds a group's rules with their restored state (firing alerts held,
+/// counted in `held`), and adds the series its range and `offset` selectors
+/// read to `window`.
 fn load_group(
     d: GroupDef,
     tree: &sled::Tree,
     window: &mut Vec<Selector>,
+    held: &mut usize,
 ) -> Result<Group, sled::Error> {
     // Rules of one name in one group are told apart by their position.
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -531,6 +586,7 @@ fn load_group(
         };
         if alert.is_some() {
             restore_state(tree, &key, &spec, &mut rt)?;
+            *held += alerting::hold_restored(&mut rt.alerts);
         }
         rules.push(Rule {
             spec,
@@ -609,7 +665,12 @@ fn enable_window(
 ) -> Result<Option<Liveness>, sled::Error> {
     let liveness = if groups.iter().any(|g| g.name == FLEET_GROUP) {
         window.push(Liveness::reads());
-        Some(Liveness::open(store.clone(), state, promql::LOOKBACK_MS)?)
+        Some(Liveness::open(
+            store.clone(),
+            state,
+            promql::LOOKBACK_MS,
+            crate::fleet::Owned::new(&cfg.fleet.clusters),
+        )?)
     } else {
         None
     };
@@ -641,6 +702,7 @@ enum RuleError {
 /// it stops writing are deleted.
 struct Writes<'a> {
     store: &'a Store,
+    out: crate::store::Logged<'a>,
     now_ms: i64,
     alerts_family: FamilyId,
     for_family: FamilyId,
@@ -663,6 +725,7 @@ impl<'a> Writes<'a> {
         );
         Self {
             store,
+            out: store.logged(now_ms),
             now_ms,
             alerts_family,
             for_family,
@@ -676,8 +739,7 @@ impl<'a> Writes<'a> {
             .filter(|(k, _)| k.as_str() != "__name__")
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        self.store
-            .write(family, name, &pairs, v, self.now_ms, self.now_ms);
+        self.out.write(family, name, &pairs, v, self.now_ms);
         self.written.insert((
             name.to_string(),
             pairs

@@ -34,6 +34,7 @@
 //!   the encoding of a large `/federate` response run with no store lock held.
 
 mod hash;
+mod logged;
 mod memo;
 mod select;
 mod symbols;
@@ -50,6 +51,7 @@ use smallvec::SmallVec;
 pub(crate) use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
 
+pub use logged::Logged;
 pub use select::METRIC_NAME;
 pub use select::{LabelMatcher, MatchOp, Selection, Selector, SelectorError, SeriesRef};
 use window::{Ring, WindowState};
@@ -177,6 +179,8 @@ pub struct Store {
     /// is the lock-free fast path when it is off.
     window: RwLock<WindowState>,
     window_on: AtomicBool,
+    /// Where [`Store::logged`] writes go (see `logged.rs`).
+    wal: std::sync::OnceLock<std::sync::Arc<crate::wal::Wal>>,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -212,6 +216,7 @@ impl Store {
             series_gauge,
             window: RwLock::new(WindowState::default()),
             window_on: AtomicBool::new(false),
+            wal: std::sync::OnceLock::new(),
         }
     }
 

@@ -1,33 +1,26 @@
 //! Fleet status page at `/`: a clusters × apps grid coloured by deployment
-//! state, per-node last seen and buffer backlog, and the firing alerts.
+//! state, the clusters this aggregator owns (and those reporting here that it
+//! does not), per-node last seen and buffer backlog, and the firing alerts.
 //! Server-rendered HTML (works without JS); a small inline script polls
 //! `/api/v1/fleet`, `/api/v1/deployments` and `/api/v1/alerts` every 2 s and
 //! redraws the same sections (a 404 from an API shows as "not enabled").
 //! No external resources.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::Duration;
 
-use crate::fleet::{self, FleetView};
+use crate::fleet::{Fleet, FleetView};
 use crate::reconcile::{self, Handle, Snapshot};
-use crate::store::Store;
 
 /// `GET /`. `deployments` is the reconciler's [`Handle`], when there is one.
-pub fn router(
-    store: Arc<Store>,
-    down_after: Duration,
-    deployments: Option<Handle>,
-) -> axum::Router {
+pub fn router(fleet: Fleet, deployments: Option<Handle>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new().route(
         "/",
         get(move || {
-            let store = store.clone();
+            let fleet = fleet.clone();
             let deployments = deployments.clone();
             async move {
-                let now = crate::now_ms();
-                let fleet = fleet::view(&store, now, down_after);
+                let fleet = fleet.view(crate::now_ms());
                 let snap = deployments
                     .as_ref()
                     .map(|h| h.read().unwrap_or_else(|e| e.into_inner()).clone());
@@ -152,6 +145,52 @@ fn grid_html(snap: Option<&Snapshot>) -> String {
     out
 }
 
+/// Which clusters this aggregator owns; per cluster: reported or not, owned or not.
+fn clusters_html(f: &FleetView) -> String {
+    let mut out = if f.owns_every_cluster {
+        "<p class=\"ownership\">This aggregator owns every cluster that reports here.</p>"
+            .to_owned()
+    } else {
+        let names: Vec<String> = f
+            .owned_clusters
+            .iter()
+            .map(|c| format!("<code>{}</code>", escape(c)))
+            .collect();
+        format!(
+            "<p class=\"ownership\">This aggregator owns {}.</p>",
+            names.join(", ")
+        )
+    };
+    if f.clusters.is_empty() {
+        out.push_str("<p class=\"note\">No collectors have reported.</p>");
+        return out;
+    }
+    out.push_str("<table class=\"clusters\"><thead><tr><th>cluster</th><th>status</th><th>owner</th><th>nodes</th><th>last seen</th></tr></thead><tbody>");
+    for c in &f.clusters {
+        let status = match (c.reported, c.up) {
+            (false, _) => "never reported",
+            (true, true) => "up",
+            (true, false) => "down",
+        };
+        let _ = write!(
+            out,
+            "<tr class=\"cluster{cls}\" data-cluster=\"{n}\" data-owned=\"{o}\" data-reported=\"{r}\"><td>{n}</td><td>{status}</td><td>{owner}</td><td>{nodes}</td><td>{seen}</td></tr>",
+            cls = if c.owned { "" } else { " unowned" },
+            n = escape(&c.name),
+            o = c.owned,
+            r = c.reported,
+            owner = if c.owned { "this aggregator" } else { "not owned by this aggregator" },
+            nodes = c.nodes.len(),
+            seen = c
+                .last_seen_age_seconds
+                .map(|a| format!("{a:.0}s ago"))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
 fn nodes_html(f: &FleetView) -> String {
     if f.clusters.is_empty() {
         return "<p class=\"note\">No collectors have reported.</p>".into();
@@ -195,13 +234,14 @@ th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
 .state-Degraded{{background:#ffb3b3}} .state-OutOfSync{{background:#ffd59a}}
 .state-Missing{{background:#e8c8ff}} .state-Unknown{{background:#ddd}}
 .state-Unmanaged{{background:#fff6b0}}
-tr.down td{{color:#999}} .warn{{color:#b00}} .note{{color:#666}}
+tr.down td{{color:#999}} tr.unowned td{{background:#fff0e0}} .warn{{color:#b00}} .note{{color:#666}}
 code,small{{font-family:ui-monospace,monospace}}
 </style></head>
 <body data-updates="0">
 <h1>edgewatch fleet</h1>
 <p id="status" class="note">server-rendered</p>
 <h2>Deployments</h2><div id="deployments">{grid}</div>
+<h2>Clusters</h2><div id="clusters">{clusters}</div>
 <h2>Nodes</h2><div id="nodes">{nodes}</div>
 <h2>Firing alerts</h2><div id="alerts"><p class="note">loading…</p></div>
 <script>
@@ -210,6 +250,7 @@ code,small{{font-family:ui-monospace,monospace}}
 </body></html>
 "#,
         grid = grid_html(snap),
+        clusters = clusters_html(fleet),
         nodes = nodes_html(fleet),
         js = SCRIPT,
     )
@@ -236,6 +277,15 @@ function grid(d){
   h+='</tbody></table><ul class="rollouts">'+d.rollouts.map(function(r){return '<li class="rollout" data-app="'+esc(r.app)+'">'+esc(r.app)+': '+esc(r.summary)+'</li>';}).join('')+'</ul>';
   return h;}
 function opt(v){return v==null?'-':Math.round(v);}
+function clusters(d){
+  if(d.missing)return '<p class="note">Fleet API not enabled.</p>';
+  d=d.data;var h=d.owns_every_cluster?'<p class="ownership">This aggregator owns every cluster that reports here.</p>':
+    '<p class="ownership">This aggregator owns '+d.owned_clusters.map(function(c){return '<code>'+esc(c)+'</code>';}).join(', ')+'.</p>';
+  if(!d.clusters.length)return h+'<p class="note">No collectors have reported.</p>';
+  h+='<table class="clusters"><thead><tr><th>cluster</th><th>status</th><th>owner</th><th>nodes</th><th>last seen</th></tr></thead><tbody>';
+  d.clusters.forEach(function(c){
+    h+='<tr class="cluster'+(c.owned?'':' unowned')+'" data-cluster="'+esc(c.name)+'" data-owned="'+c.owned+'" data-reported="'+c.reported+'"><td>'+esc(c.name)+'</td><td>'+(!c.reported?'never reported':c.up?'up':'down')+'</td><td>'+(c.owned?'this aggregator':'not owned by this aggregator')+'</td><td>'+c.nodes.length+'</td><td>'+(c.last_seen_age_seconds==null?'-':Math.round(c.last_seen_age_seconds)+'s ago')+'</td></tr>';});
+  return h+'</tbody></table>';}
 function nodes(d){
   if(d.missing)return '<p class="note">Fleet API not enabled.</p>';
   var cs=d.data.clusters;if(!cs.length)return '<p class="note">No collectors have reported.</p>';
@@ -254,10 +304,10 @@ function tick(){
   var n=0,failed=[];
   function done(){if(++n<3)return;var b=document.body;b.dataset.updates=String(Number(b.dataset.updates||0)+1);
     set('status',failed.length?'<span class="warn">update failed: '+esc(failed.join('; '))+'</span>':'updated '+new Date().toLocaleTimeString());}
-  function run(url,id,f){get(url).then(function(d){set(id,f(d));}).catch(function(e){failed.push(String(e.message||e));}).then(done);}
-  run('api/v1/deployments','deployments',grid);
-  run('api/v1/fleet','nodes',nodes);
-  run('api/v1/alerts','alerts',alerts);
+  function run(url,views){get(url).then(function(d){views.forEach(function(v){set(v[0],v[1](d));});}).catch(function(e){failed.push(String(e.message||e));}).then(done);}
+  run('api/v1/deployments',[['deployments',grid]]);
+  run('api/v1/fleet',[['clusters',clusters],['nodes',nodes]]);
+  run('api/v1/alerts',[['alerts',alerts]]);
 }
 tick();setInterval(tick,2000);
 })();"#;
