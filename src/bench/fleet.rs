@@ -23,12 +23,16 @@ fn num(v: &serde_json::Value, k: &str) -> f64 {
 }
 
 /// The aggregator's configuration lines for one remote write endpoint and a log large
-/// enough for the scenario's backlog.
-pub fn remote_write_config(url: &str) -> String {
+/// enough for the scenario's backlog; `queue` adds `queue_config` keys.
+pub fn remote_write_config(url: &str, queue: &str) -> String {
     format!(
-        "remote_write:\n  - url: {url}\n    queue_config:\n      min_backoff: 10ms\n      max_backoff: 200ms\nwal:\n  max_bytes: 16GiB\n"
+        "remote_write:\n  - url: {url}\n    queue_config:\n      min_backoff: 10ms\n      max_backoff: 200ms\n{queue}wal:\n  max_bytes: 16GiB\n"
     )
 }
+
+/// S9's queue: the shards it would scale up to anyway from the start, larger sends.
+const S9_QUEUE: &str =
+    "      min_shards: 8\n      max_samples_per_send: 5000\n      capacity: 20000\n";
 
 /// A fleet run's shape.
 pub struct Fleet {
@@ -157,7 +161,7 @@ pub async fn s8(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
             "aggregator",
             agg,
             None,
-            &remote_write_config(&vm.write_url()),
+            &remote_write_config(&vm.write_url(), ""),
         )
         .await?;
     let timeline = RssTimeline::start(a.pid);
@@ -173,6 +177,7 @@ pub async fn s8(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         .wait_count(&env, FLEET_SELECTOR, range(&rep), acked, QUERYABLE_TIMEOUT)
         .await?;
     a.stop().await;
+    let disk = vm.disk_bytes(&env).await?;
     vm.stop().await;
     let rate = num(&rep, "samples_per_s");
     let (mean, min, max, dev) = rss_after_warmup(&rss);
@@ -183,6 +188,7 @@ pub async fn s8(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         ("vm_samples", stored),
         ("missing_samples", acked - stored),
         ("queryable_after_s", (at - fleet_done).as_secs_f64()),
+        ("vm_bytes_per_sample", disk / stored),
         ("samples_per_s", rate),
         ("cpu_pct", u.cpu_pct),
         ("cpu_per_100k", u.cpu_pct / (rate / 1e5)),
@@ -203,7 +209,12 @@ pub async fn s9(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
     let url = format!("http://127.0.0.1:{sink_port}/api/v1/write");
     let agg = AggPorts::free()?;
     let a = env
-        .aggregator_with("aggregator", agg, Some(0), &remote_write_config(&url))
+        .aggregator_with(
+            "aggregator",
+            agg,
+            Some(0),
+            &remote_write_config(&url, S9_QUEUE),
+        )
         .await?;
     let fill = Instant::now();
     let rep = env
@@ -268,7 +279,7 @@ pub async fn s10(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
             "aggregator",
             agg,
             None,
-            &remote_write_config(&vm.write_url()),
+            &remote_write_config(&vm.write_url(), ""),
         )
         .await?;
     let sampler = Sampler::start(a.pid);
@@ -284,6 +295,7 @@ pub async fn s10(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         .await?;
     let u = sampler.stop();
     a.stop().await;
+    let disk = vm.disk_bytes(&env).await?;
     vm.stop().await;
     let queryable_s = (at - t).as_secs_f64();
     Ok(Values::from([
@@ -295,6 +307,7 @@ pub async fn s10(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
         ("missing_samples", acked - stored),
         ("queryable_s", queryable_s),
         ("samples_per_s", stored / queryable_s),
+        ("vm_bytes_per_sample", disk / stored),
         ("cpu_pct", u.cpu_pct),
         ("rss_max_mib", u.rss_max / MIB),
     ]))
@@ -302,7 +315,7 @@ pub async fn s10(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
 
 /// (scenario, command, target) of the fleet rows.
 pub fn describe(id: &str, a: &BenchArgs) -> (&'static str, String, &'static str) {
-    let agg = "aggregator with `remote_write: [{url: …, queue_config: {min_backoff: 10ms, max_backoff: 200ms}}]`, `wal: {max_bytes: 16GiB}`";
+    let agg = "aggregator with `remote_write: [{url: …, queue_config: {min_backoff: 10ms, max_backoff: 200ms}}]` (other keys at Prometheus' defaults), `wal: {max_bytes: 16GiB}`";
     let vm = "`victoria-metrics -dedup.minScrapeInterval=1ms -search.latencyOffset=0s` (Debian package); samples counted with `sum(count_over_time({__name__=~\"nv_.+|process_.+|edgewatch_collector_info\",cluster=~\"fleet-c.+\"}[range]))`";
     match id {
         "S8" => (
@@ -313,7 +326,7 @@ pub fn describe(id: &str, a: &BenchArgs) -> (&'static str, String, &'static str)
         "S9" => (
             "S9 remote_write throughput of one aggregator core (`taskset -c 0`) into `loadgen remote-write-sink` (core 1)",
             format!(
-                "{agg}; fill its log with the sink down: `taskset -c 1 {}`; then `taskset -c 1 edgewatch loadgen remote-write-sink --listen 127.0.0.1:$SINK -q` and poll its `/stats` until every sample arrived",
+                "{agg}, here with `queue_config: {{min_shards: 8, max_samples_per_send: 5000, capacity: 20000}}`; fill its log with the sink down: `taskset -c 1 {}`; then `taskset -c 1 edgewatch loadgen remote-write-sink --listen 127.0.0.1:$SINK -q` and poll its `/stats` until every sample arrived",
                 s9_fleet(a).command()
             ),
             "≥ 1,000,000 samples/s",
@@ -329,13 +342,14 @@ pub fn describe(id: &str, a: &BenchArgs) -> (&'static str, String, &'static str)
 pub fn judge_s8(g: &dyn Fn(&str) -> f64) -> (String, bool) {
     (
         format!(
-            "{} samples from {} collectors ({} samples/s), {} in VictoriaMetrics ({} missing, all queryable {:.1} s after the fleet stopped); aggregator CPU {:.1}% = {:.1}% per 100k samples/s; RSS after warm-up {:.0}–{:.0} MiB (mean {:.0}, ±{:.1}%), max {:.0} MiB",
+            "{} samples from {} collectors ({} samples/s), {} in VictoriaMetrics ({} missing, all queryable {:.1} s after the fleet stopped; {:.2} B/sample on disk right after); aggregator CPU {:.1}% = {:.1}% per 100k samples/s; RSS after warm-up {:.0}–{:.0} MiB (mean {:.0}, ±{:.1}%), max {:.0} MiB",
             super::grouped(g("acked_samples")),
             g("collectors"),
             super::grouped(g("samples_per_s")),
             super::grouped(g("vm_samples")),
             super::grouped(g("missing_samples")),
             g("queryable_after_s"),
+            g("vm_bytes_per_sample"),
             g("cpu_pct"),
             g("cpu_per_100k"),
             g("rss_warm_min_mib"),
@@ -368,12 +382,13 @@ pub fn judge_s9(g: &dyn Fn(&str) -> f64) -> (String, bool) {
 pub fn judge_s10(g: &dyn Fn(&str) -> f64) -> (String, bool) {
     (
         format!(
-            "{} backlog samples: edge drained in {:.1} s, all queryable after {:.1} s ({} samples/s end to end; {} missing); aggregator RSS max {:.0} MiB, CPU {:.0}%",
+            "{} backlog samples: edge drained in {:.1} s, all queryable after {:.1} s ({} samples/s end to end; {} missing; {:.2} B/sample on disk right after); aggregator RSS max {:.0} MiB, CPU {:.0}%",
             super::grouped(g("backlog_samples")),
             g("edge_drained_s"),
             g("queryable_s"),
             super::grouped(g("samples_per_s")),
             super::grouped(g("missing_samples")),
+            g("vm_bytes_per_sample"),
             g("rss_max_mib"),
             g("cpu_pct"),
         ),

@@ -12,6 +12,7 @@ const STALLED: Duration = Duration::from_secs(60);
 pub struct Victoria {
     pub proc: Proc,
     pub port: u16,
+    data: std::path::PathBuf,
 }
 
 impl Victoria {
@@ -38,7 +39,7 @@ impl Victoria {
         let proc = env.spawn_program(&program, "victoria-metrics", &args, None, false)?;
         env.wait_healthy(&proc, &format!("http://127.0.0.1:{port}/health"))
             .await?;
-        Ok(Victoria { proc, port })
+        Ok(Victoria { proc, port, data })
     }
 
     /// The remote write URL.
@@ -103,6 +104,20 @@ impl Victoria {
         }
     }
 
+    /// Bytes of the storage directory after a flush of the in-memory parts (before
+    /// background merges have compacted everything: an upper bound).
+    pub async fn disk_bytes(&self, env: &Env) -> anyhow::Result<f64> {
+        env.http
+            .get(format!(
+                "http://127.0.0.1:{}/internal/force_flush",
+                self.port
+            ))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(dir_bytes(&self.data) as f64)
+    }
+
     pub async fn stop(self) {
         self.proc.stop().await;
     }
@@ -114,4 +129,18 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|d| std::path::Path::new(d).join(program))
         .find(|p| p.is_file())
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
