@@ -2,7 +2,9 @@
 //! SIGKILLed and restarted at random moments, 20 times; afterwards the aggregator
 //! holds every point the collector acknowledged, each exactly once.
 
-use edgewatch_testkit::roles::{loadgen_report, Aggregator, Collector};
+use edgewatch_testkit::roles::{
+    acked_through, loadgen_report, sequence_checked_load, Aggregator, Collector,
+};
 use edgewatch_testkit::{eventually, parse_samples, wait_ready, Proc};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +22,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     // each series *is* that point, and the set of series is the set of points.
     let (rate, seconds) = (1000, 25);
     let series = rate * seconds + 5000;
-    let loadgen = sequence_checked_load(col.grpc, 4, rate, series, seconds);
+    let loadgen = sequence_checked_load(BIN, col.grpc, 4, rate, series, seconds);
 
     eventually(Duration::from_secs(10), "the load to arrive", || async {
         col.metrics().await.get("edgewatch_received_points_total") > 0.0
@@ -107,55 +109,6 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
     );
 }
 
-/// Runs the load generator in the background against the collector's OTLP/gRPC port:
-/// numbered points (`--sequence-check`), batches of 10, `concurrency` requests at a
-/// time; its process output once it finishes.
-fn sequence_checked_load(
-    grpc: u16,
-    concurrency: u32,
-    rate: u64,
-    series: u64,
-    seconds: u64,
-) -> tokio::task::JoinHandle<std::process::Output> {
-    let endpoint = format!("http://127.0.0.1:{grpc}");
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(BIN)
-            .args(["loadgen", "--endpoint", &endpoint, "--protocol", "grpc"])
-            .args(["--batch", "10", "--concurrency", &concurrency.to_string()])
-            .args([
-                "--rate",
-                &rate.to_string(),
-                "--series",
-                &series.to_string(),
-                "--duration",
-                &format!("{seconds}s"),
-            ])
-            .args(["--sequence-check", "--json", "--quiet", "--timeout", "3s"])
-            .output()
-            .expect("run loadgen")
-    })
-}
-
-/// Highest acknowledged sequence number per series index, from the loadgen report.
-fn acked_through(report: &serde_json::Value) -> BTreeMap<usize, u64> {
-    let index = |v: &serde_json::Value| -> usize {
-        v.as_str().expect("series name")[1..]
-            .parse()
-            .expect("series index")
-    };
-    let mut out = BTreeMap::new();
-    for run in report["sequence"]["acked_through"]
-        .as_array()
-        .expect("acked_through runs")
-    {
-        let seq = run["seq"].as_u64().expect("seq");
-        for i in index(&run["from"])..=index(&run["to"]) {
-            out.insert(i, seq);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -167,7 +120,7 @@ async fn sigkill_of_the_aggregator_loses_and_double_counts_nothing() {
     // a time keeps the buffer in the order the points were numbered.
     let (rate, seconds, series) = (500, 12, 50);
     let started = std::time::Instant::now();
-    let loadgen = sequence_checked_load(col.grpc, 1, rate, series, seconds);
+    let loadgen = sequence_checked_load(BIN, col.grpc, 1, rate, series, seconds);
 
     eventually(
         Duration::from_secs(10),

@@ -236,20 +236,34 @@ impl Chromium {
 
 pub const VICTORIA_METRICS: &str = "/usr/bin/victoria-metrics";
 
-/// A single-node VictoriaMetrics (Debian `victoria-metrics`), killed when dropped;
-/// queries see samples at once (no latency offset, no cache).
+/// A single-node VictoriaMetrics (Debian `victoria-metrics`), killed when dropped.
+/// Duplicates (same series and timestamp) are merged at query time
+/// (`-dedup.minScrapeInterval=1ms`), as a remote_write target should be run.
 pub struct VictoriaMetrics {
     pub port: u16,
     pub proc: Proc,
 }
 
+/// One series of a VictoriaMetrics export: its labels and its samples in time order.
+#[derive(Debug, Clone)]
+pub struct ExportedSeries {
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub samples: Vec<(i64, f64)>,
+}
+
 impl VictoriaMetrics {
     pub async fn start(dir: &Path) -> VictoriaMetrics {
+        VictoriaMetrics::start_on(dir, free_port()).await
+    }
+
+    /// On a chosen port with its data under `dir` (a restart keeps the data).
+    pub async fn start_on(dir: &Path, port: u16) -> VictoriaMetrics {
         let bin = require(VICTORIA_METRICS, "victoria-metrics");
-        let port = free_port();
         let args = [
-            format!("-storageDataPath={}", dir.join("victoria-data").display()),
+            format!("-storageDataPath={}", dir.join("vm-data").display()),
             format!("-httpListenAddr=127.0.0.1:{port}"),
+            "-retentionPeriod=100y".to_string(),
+            "-dedup.minScrapeInterval=1ms".to_string(),
             "-search.latencyOffset=0s".to_string(),
             "-search.disableCache".to_string(),
             "-loggerLevel=ERROR".to_string(),
@@ -262,6 +276,11 @@ impl VictoriaMetrics {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The remote write URL.
+    pub fn write_url(&self) -> String {
+        self.url("/api/v1/write")
     }
 
     /// An instant query at `time_s` after making everything written queryable:
@@ -285,5 +304,49 @@ impl VictoriaMetrics {
             "VictoriaMetrics query {promql}: {v}"
         );
         v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every sample of the series `selector` matches, made searchable first.
+    pub async fn export(&self, selector: &str) -> Vec<ExportedSeries> {
+        let client = reqwest::Client::new();
+        let flushed = client.get(self.url("/internal/force_flush")).send().await;
+        assert!(flushed.is_ok(), "VictoriaMetrics force_flush: {flushed:?}");
+        let body = client
+            .get(self.url("/api/v1/export"))
+            .query(&[("match[]", selector)])
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("VictoriaMetrics export {selector}: {e}"))
+            .text()
+            .await
+            .expect("export body");
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("export line is JSON");
+                let labels = v["metric"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ts = v["timestamps"].as_array().cloned().unwrap_or_default();
+                let vals = v["values"].as_array().cloned().unwrap_or_default();
+                let mut samples: Vec<(i64, f64)> = ts
+                    .iter()
+                    .zip(vals.iter())
+                    .map(|(t, x)| {
+                        (
+                            t.as_i64().unwrap_or_default(),
+                            x.as_f64().unwrap_or(f64::NAN),
+                        )
+                    })
+                    .collect();
+                samples.sort_by_key(|s| s.0);
+                ExportedSeries { labels, samples }
+            })
+            .collect()
     }
 }

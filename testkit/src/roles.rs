@@ -225,3 +225,49 @@ pub fn loadgen_report(out: &std::process::Output) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("loadgen JSON report")
 }
+
+/// `edgewatch loadgen` in the background against a collector's OTLP/gRPC port:
+/// numbered points (`--sequence-check`), batches of 10, `concurrency` requests at a
+/// time; its process output once it finishes.
+pub fn sequence_checked_load(
+    bin: &str,
+    grpc: u16,
+    concurrency: u32,
+    rate: u64,
+    series: u64,
+    seconds: u64,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+    let bin = bin.to_string();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["loadgen", "--endpoint", &endpoint, "--protocol", "grpc"])
+            .args(["--batch", "10", "--concurrency", &concurrency.to_string()])
+            .args(["--rate", &rate.to_string(), "--series", &series.to_string()])
+            .args(["--duration", &format!("{seconds}s")])
+            .args(["--sequence-check", "--json", "--quiet", "--timeout", "3s"])
+            .output()
+            .expect("run loadgen")
+    })
+}
+
+/// Highest acknowledged sequence number per series index (`s<index>`), from a
+/// `--sequence-check` report.
+pub fn acked_through(report: &serde_json::Value) -> std::collections::BTreeMap<usize, u64> {
+    let index = |v: &serde_json::Value| -> usize {
+        v.as_str().expect("series name")[1..]
+            .parse()
+            .expect("series index")
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for run in report["sequence"]["acked_through"]
+        .as_array()
+        .expect("acked_through runs")
+    {
+        let seq = run["seq"].as_u64().expect("seq");
+        for i in index(&run["from"])..=index(&run["to"]) {
+            out.insert(i, seq);
+        }
+    }
+    out
+}
