@@ -81,3 +81,75 @@ fn errors_name_file_line_column() {
         assert!(stderr.starts_with("FILE:"), "{stderr}");
     }
 }
+
+/// A `remote_write:` block as Prometheus users write it (copied from a Prometheus
+/// configuration) validates; its mistakes are located.
+#[test]
+fn aggregator_remote_write_in_prometheus_shape() {
+    let agg = "http:
+  listen: 127.0.0.1:9090
+state:
+  path: ./data/aggregator
+wal:
+  max_bytes: 2GiB
+  max_age: 6h
+remote_write:
+  - url: https://mimir.example/api/v1/push
+    name: mimir
+    remote_timeout: 30s
+    headers:
+      X-Scope-OrgID: edge-fleet
+    basic_auth:
+      username: edgewatch
+      password_file: /etc/edgewatch/mimir-password
+    tls_config:
+      ca_file: /etc/edgewatch/tls/ca.crt
+      server_name: mimir.example
+    write_relabel_configs:
+      - source_labels: [__name__]
+        regex: go_.*
+        action: drop
+    queue_config:
+      capacity: 10000
+      min_shards: 1
+      max_shards: 20
+      max_samples_per_send: 2000
+      batch_send_deadline: 5s
+      min_backoff: 30ms
+      max_backoff: 5s
+      retry_on_http_429: true
+    metadata_config:
+      send: true
+      send_interval: 1m
+  - url: http://victoria:8428/api/v1/write
+";
+    assert_eq!(
+        validate("aggregator", agg),
+        (0, "ok\n".into(), String::new())
+    );
+    let cases = [
+        (
+            agg.replace("https://mimir", "mimir"),
+            "FILE:9:5: remote_write[0].url: invalid URL",
+        ),
+        (
+            agg.replace("X-Scope-OrgID", "Content-Type"),
+            "\"Content-Type\" is set by the protocol",
+        ),
+        (agg.replace("action: drop", "action: explode"), "explode"),
+        (
+            agg.replace("max_shards: 20", "max_shards: 0"),
+            "min_shards (1) <= max_shards (0)",
+        ),
+        (
+            agg.replace("  max_age: 6h", "  max_age: forever"),
+            "FILE:7:12: wal.max_age: invalid duration",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let (code, _, stderr) = validate("aggregator", &yaml);
+        assert_eq!(code, 2, "{want}: {stderr}");
+        assert!(stderr.contains(want), "want {want:?}, got {stderr:?}");
+        assert!(stderr.starts_with("FILE:"), "{stderr}");
+    }
+}

@@ -54,3 +54,31 @@ async fn sigkill_of_the_aggregator_keeps_what_it_acknowledged() {
     assert!(m.get("edgewatch_wal_bytes") > 0.0);
     agg.proc.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_log_is_moved_aside_and_the_aggregator_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The default log directory is `<state.path>-wal`.
+    let wal = dir.path().join("aggregator-state-wal");
+    std::fs::create_dir_all(&wal).expect("wal dir");
+    std::fs::write(wal.join("conf"), b"not a sled configuration\n").expect("conf");
+    std::fs::write(wal.join("db"), vec![0x5a; 8192]).expect("db");
+
+    let agg = Aggregator::start(BIN, dir.path()).await;
+    let m = agg.metrics().await;
+    assert_eq!(m.get("edgewatch_wal_corruptions_total"), 1.0);
+    let aside = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("aggregator-state-wal.corrupt-")
+        })
+        .count();
+    assert_eq!(aside, 1, "the corrupt log is kept aside for inspection");
+    let (status, _) = post_otlp(agg.http_otlp, gauge_request("after_corruption", "a", 3)).await;
+    assert_eq!(status, 200, "the new log takes writes");
+    let mut agg = agg;
+    agg.proc.stop();
+}

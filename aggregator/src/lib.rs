@@ -27,6 +27,8 @@ pub enum AggregatorError {
     #[error(transparent)]
     Wal(#[from] wal::WalError),
     #[error(transparent)]
+    Remote(#[from] remote::RemoteError),
+    #[error(transparent)]
     Notify(#[from] edgewatch_notify::NotifyError),
     #[error(transparent)]
     Rules(#[from] rules::RulesError),
@@ -72,7 +74,11 @@ pub async fn start(
     let otlp = &cfg.receivers.otlp;
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
     let http_listener = edgewatch_otlp::server::bind(cfg.http.listen.0, "HTTP").await?;
+    // Readers first: a new endpoint starts at the log's end, before anything new.
+    let remote_metrics = remote::Metrics::register(&registry)?;
+    let writers = remote::start_all(&cfg.remote_write, &wal, &remote_metrics, shutdown.clone())?;
     let (app, mut background) = services(cfg, &store, &state, &registry, &shutdown)?;
+    background.extend(writers);
     background.push(tokio::spawn(trim_wal(
         wal.clone(),
         wal_limits(cfg),

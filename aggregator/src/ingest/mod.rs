@@ -264,3 +264,6 @@ impl MetricsSink for IngestSink {
         result
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,7 +35,9 @@ use crate::store::MetricType;
 use crate::wal::{Reader, Wal, WalError};
 use client::Client;
 use edgewatch_config::remote_write::RemoteWriteConfig;
-use queue::{deliver, spawn_shard, Chunk, Delivery, ShardHandle, Shared, Stats, Watermark};
+use queue::{
+    deliver, spawn_shard, BufferPool, Chunk, Delivery, ShardHandle, Shared, Stats, Watermark,
+};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -122,6 +124,7 @@ impl RemoteWriter {
             metrics: metrics.endpoint(&cfg.url.0),
             watermark: Watermark::new(),
             stats: Stats::default(),
+            pool: BufferPool::new(),
             max_samples: q.max_samples_per_send,
             deadline: q.batch_send_deadline.get(),
             min_backoff: q.min_backoff.get(),
@@ -276,7 +279,8 @@ impl Writer {
         let shards = self.shards.len().max(1);
         let max = self.cfg.queue_config.max_samples_per_send;
         let relabel = &self.cfg.write_relabel_configs;
-        let mut open: Vec<Chunk> = (0..shards).map(|_| Chunk::default()).collect();
+        let pool = &self.shared.pool;
+        let mut open: Vec<Chunk> = (0..shards).map(|_| Chunk::with_buf(pool.take())).collect();
         let mut ready = Vec::new();
         let mut dropped = 0u64;
         let scratch = &mut self.scratch;
@@ -293,12 +297,14 @@ impl Writer {
             proto::put_series(&mut c.buf, scratch, s.value, s.timestamp_ms);
             c.count(seq, s.timestamp_ms);
             if c.samples >= max {
-                ready.push((shard, std::mem::take(c)));
+                ready.push((shard, std::mem::replace(c, Chunk::with_buf(pool.take()))));
             }
         });
         for (shard, c) in open.into_iter().enumerate() {
             if c.samples > 0 {
                 ready.push((shard, c));
+            } else {
+                pool.give(c.buf);
             }
         }
         if dropped > 0 {

@@ -420,7 +420,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
     sled::Config::new()
         .path(path)
-        .cache_capacity(32 << 20)
+        .cache_capacity(8 << 20)
         .flush_every_ms(Some(500))
         .open()
 }

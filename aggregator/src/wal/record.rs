@@ -188,6 +188,7 @@ impl Record {
         let mut r = Reader {
             buf: &plain,
             pos: 0,
+            check_utf8: true,
         };
         let n = r.varint()?;
         let mut families = Vec::with_capacity(n.min(1024) as usize);
@@ -214,7 +215,7 @@ impl Record {
             plain,
             body,
         };
-        record.try_for_each(|_| {})?; // checked once, so readers need not handle errors
+        record.walk(true, |_| {})?; // checked once, so readers need not handle errors
         Ok(record)
     }
 
@@ -237,14 +238,17 @@ impl Record {
 
     /// Calls `f` with every sample in the order they were written.
     pub fn for_each(&self, f: impl FnMut(&Sample<'_>)) {
-        // `decode` checked the whole body.
-        let _ = self.try_for_each(f);
+        // `decode` walked the same immutable body with every check on.
+        let _ = self.walk(false, f);
     }
 
-    fn try_for_each(&self, mut f: impl FnMut(&Sample<'_>)) -> Result<(), RecordError> {
+    /// Walks the samples; `check_utf8` is off only after a checked walk of the
+    /// same bytes (the strings are then known to be UTF-8 at these offsets).
+    fn walk(&self, check_utf8: bool, mut f: impl FnMut(&Sample<'_>)) -> Result<(), RecordError> {
         let mut r = Reader {
             buf: &self.plain,
             pos: self.body,
+            check_utf8,
         };
         let mut strings: SmallVec<[&str; 49]> = SmallVec::new();
         let mut ts = 0i64;
@@ -256,7 +260,7 @@ impl Record {
                 .ok_or(RecordError::Malformed(r.pos))?;
             let kept = r.varint()? as usize;
             let new = r.varint()? as usize;
-            if kept > strings.len() || kept + new == 0 || (kept + new) % 2 == 0 {
+            if kept > strings.len() || (kept + new).is_multiple_of(2) {
                 return Err(RecordError::Malformed(r.pos));
             }
             strings.truncate(kept);
@@ -281,6 +285,7 @@ impl Record {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    check_utf8: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -330,7 +335,14 @@ impl<'a> Reader<'a> {
             .buf
             .get(self.pos..end)
             .ok_or(RecordError::Malformed(self.pos))?;
-        let s = std::str::from_utf8(s).map_err(|_| RecordError::Malformed(self.pos))?;
+        let s = if self.check_utf8 {
+            std::str::from_utf8(s).map_err(|_| RecordError::Malformed(self.pos))?
+        } else {
+            // SAFETY: `Record::decode` walked these same bytes (the body is never
+            // mutated) with `check_utf8` on, which checked every string at exactly
+            // these offsets; a record that failed that walk is never returned.
+            unsafe { std::str::from_utf8_unchecked(s) }
+        };
         self.pos = end;
         Ok(s)
     }

@@ -36,9 +36,11 @@ impl Wal {
     /// how many were removed.
     pub fn trim(&self, limits: Limits, now_ms: i64) -> usize {
         let readers = super::lock(&self.readers).clone();
+        // Only what a reader's endpoint acknowledged is done: a record read but still
+        // in flight would be lost by a crash if it were cut.
         let slowest = readers
             .iter()
-            .map(|r| r.read.load(Ordering::Relaxed))
+            .map(|r| r.committed.load(Ordering::Relaxed))
             .min()
             .unwrap_or(u64::MAX);
         let mut removed = 0;
@@ -65,6 +67,7 @@ impl Wal {
             if cut == Cut::Done {
                 continue;
             }
+            // Counted for readers that had not read it: one that had still sends it.
             for r in readers
                 .iter()
                 .filter(|r| r.read.load(Ordering::Relaxed) <= seq)

@@ -57,20 +57,39 @@ async fn each_series_stays_in_order_across_shards() {
 #[tokio::test]
 async fn server_errors_are_retried_with_backoff() {
     let f = Fixture::new();
-    let rec = Recorder::start(200, &[500, 503]).await;
-    let h = f.start(&yaml(&rec.url(), "batch_send_deadline: 10ms"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let times = seen.clone();
+    let rec = Recorder::start_with(200, &[500, 503, 502, 500], move |i| {
+        times.lock().unwrap().push(Instant::now());
+        StatusCode::from_u16(i.scripted).unwrap().into_response()
+    })
+    .await;
+    let h = f.start(&format!(
+        "url: {}/api/v1/write\nname: ep\nmetadata_config: {{send: false}}\n\
+         queue_config: {{min_backoff: 40ms, max_backoff: 100ms, batch_send_deadline: 10ms}}\n",
+        rec.url()
+    ));
     f.append(&[sample("a", &[], 1.0, 1), sample("b", &[], 2.0, 2)]);
     wait_delivered(&rec, 2).await;
     let statuses: Vec<u16> = rec.requests().iter().map(|r| r.status).collect();
-    assert_eq!(statuses, vec![500, 503, 200]);
+    assert_eq!(statuses, vec![500, 503, 502, 500, 200]);
     assert_eq!(
         samples_of(&rec.requests()[0]),
-        samples_of(&rec.requests()[2]),
+        samples_of(&rec.requests()[4]),
         "the same batch again"
     );
+    let t = seen.lock().unwrap().clone();
+    let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
+    // Doubling from min_backoff, capped at max_backoff.
+    for (gap, least) in gaps.iter().zip([40, 80, 100, 100]) {
+        assert!(
+            *gap >= Duration::from_millis(least),
+            "waited {gap:?}, backoff says at least {least} ms: {gaps:?}"
+        );
+    }
     assert_eq!(
         metric(&f, &rec, "edgewatch_remote_write_retried_samples_total", ""),
-        4.0
+        8.0
     );
     eventually(WAIT, "the acknowledgement counted", || async {
         metric(&f, &rec, "edgewatch_remote_write_samples_total", "") == 2.0
