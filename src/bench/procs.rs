@@ -28,16 +28,9 @@ pub struct Env {
 impl Env {
     pub fn new(args: &super::BenchArgs) -> anyhow::Result<Env> {
         let exe = std::env::current_exe().context("locating the edgewatch binary")?;
+        // Checked when a collector starts: scenarios without one do not need the binary.
         let collector = match args.collector_binary {
-            super::CollectorBinary::Edge => {
-                let edge = exe.with_file_name("edgewatch-collector");
-                anyhow::ensure!(
-                    edge.is_file(),
-                    "{} not found (build it, or pass --collector-binary all-roles)",
-                    edge.display()
-                );
-                (edge, Vec::new())
-            }
+            super::CollectorBinary::Edge => (exe.with_file_name("edgewatch-collector"), Vec::new()),
             super::CollectorBinary::AllRoles => (exe.clone(), vec!["collector".to_string()]),
         };
         Ok(Env {
@@ -178,6 +171,11 @@ impl Env {
         let cfg = self.path(&format!("{name}.yaml"));
         std::fs::write(&cfg, yaml)?;
         let (program, lead) = &self.collector;
+        anyhow::ensure!(
+            program.is_file(),
+            "{} not found (build it, or pass --collector-binary all-roles)",
+            program.display()
+        );
         let mut args = lead.clone();
         args.extend(["--config".to_string(), cfg.display().to_string()]);
         let p = self.spawn_program(program, name, &args, core, false)?;
