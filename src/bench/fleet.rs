@@ -30,9 +30,10 @@ pub fn remote_write_config(url: &str, queue: &str) -> String {
     )
 }
 
-/// S9's queue: the shards it would scale up to anyway from the start, larger sends.
+/// S9's queue: more shards than it would start with and larger sends, so the pipeline
+/// (one request at a time per shard) does not bound the rate before the core does.
 const S9_QUEUE: &str =
-    "      min_shards: 8\n      max_samples_per_send: 5000\n      capacity: 20000\n";
+    "      min_shards: 16\n      max_samples_per_send: 10000\n      capacity: 40000\n";
 
 /// A fleet run's shape.
 pub struct Fleet {
@@ -326,7 +327,7 @@ pub fn describe(id: &str, a: &BenchArgs) -> (&'static str, String, &'static str)
         "S9" => (
             "S9 remote_write throughput of one aggregator core (`taskset -c 0`) into `loadgen remote-write-sink` (core 1)",
             format!(
-                "{agg}, here with `queue_config: {{min_shards: 8, max_samples_per_send: 5000, capacity: 20000}}`; fill its log with the sink down: `taskset -c 1 {}`; then `taskset -c 1 edgewatch loadgen remote-write-sink --listen 127.0.0.1:$SINK -q` and poll its `/stats` until every sample arrived",
+                "{agg}, here with `queue_config: {{min_shards: 16, max_samples_per_send: 10000, capacity: 40000}}`; fill its log with the sink down: `taskset -c 1 {}`; then `taskset -c 1 edgewatch loadgen remote-write-sink --listen 127.0.0.1:$SINK -q` and poll its `/stats` until every sample arrived",
                 s9_fleet(a).command()
             ),
             "≥ 1,000,000 samples/s",
