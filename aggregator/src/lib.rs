@@ -70,8 +70,13 @@ pub async fn start(
     ));
     let wal = open_wal(cfg, &state, &registry).await?;
     store.set_wal(wal.clone());
-    let sink = ingest::IngestSink::new(store.clone(), wal.clone(), &registry)?;
     let otlp = &cfg.receivers.otlp;
+    let sink = ingest::IngestSink::new(
+        store.clone(),
+        wal.clone(),
+        otlp.max_request_bytes.bytes() as usize,
+        &registry,
+    )?;
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
     let http_listener = edgewatch_otlp::server::bind(cfg.http.listen.0, "HTTP").await?;
     // Readers first: a new endpoint starts at the log's end, before anything new.

@@ -15,19 +15,25 @@ use edgewatch_otlp::view::{self, RequestView};
 use edgewatch_otlp::{BatchInfo, ExportContext, ExportError, ExportOutcome, MetricsSink};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// How long a batch waits for the batches its collector sent before it.
 const REORDER_WAIT: Duration = Duration::from_secs(1);
+/// Requests whose bytes may be held at once, in units of the largest request:
+/// beyond it a sender is told to back off (RESOURCE_EXHAUSTED / 429) rather than
+/// the core growing without bound while collectors drain their backlogs.
+const INFLIGHT_REQUESTS: usize = 16;
 
 /// One collector's replay state. Its lock is held while the collector's entries are
 /// converted, so one collector's batches reach the store in sequence order even
 /// though the forwarder keeps several in flight (a sample older than the one held
-/// would otherwise be ignored by the store).
+/// would otherwise be ignored by the store, and the log would hold it out of order).
+/// A batch waits for its turn on `next` (asynchronously, holding no thread and no
+/// work slot) before it is converted.
 struct CollectorState {
     window: Mutex<SeqWindow>,
-    turn: Condvar,
+    next: tokio::sync::watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,6 +50,12 @@ struct Inner {
     store: Arc<Store>,
     collectors: Mutex<HashMap<String, Arc<CollectorState>>>,
     wal: Arc<Wal>,
+    /// Bytes of requests being ingested (in KiB permits).
+    inflight: tokio::sync::Semaphore,
+    inflight_kib: u32,
+    /// Conversions running at once: about the cores, so a batch that is next in
+    /// its collector's order never queues behind hundreds of parked ones.
+    work: tokio::sync::Semaphore,
     requests: IntCounterVec,
     points: IntCounter,
     rejected_points: IntCounter,
@@ -57,7 +69,13 @@ pub enum IngestError {
 }
 
 impl IngestSink {
-    pub fn new(store: Arc<Store>, wal: Arc<Wal>, registry: &Registry) -> Result<Self, IngestError> {
+    /// `max_request_bytes` sizes the in-flight budget ([`INFLIGHT_REQUESTS`] of them).
+    pub fn new(
+        store: Arc<Store>,
+        wal: Arc<Wal>,
+        max_request_bytes: usize,
+        registry: &Registry,
+    ) -> Result<Self, IngestError> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "edgewatch_ingest_requests_total",
@@ -81,12 +99,19 @@ impl IngestSink {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(requests.clone()))?;
+        let inflight_kib = (max_request_bytes.div_ceil(1024) * INFLIGHT_REQUESTS).clamp(
+            1,
+            tokio::sync::Semaphore::MAX_PERMITS.min(u32::MAX as usize),
+        ) as u32;
         Ok(IngestSink {
             inner: Arc::new(Inner {
                 converter: Converter::new(registry),
                 store,
                 collectors: Mutex::new(HashMap::new()),
                 wal,
+                inflight: tokio::sync::Semaphore::new(inflight_kib as usize),
+                inflight_kib,
+                work: tokio::sync::Semaphore::new(workers()),
                 requests,
                 points,
                 rejected_points,
@@ -133,18 +158,6 @@ impl IngestSink {
         }
         let collector = self.collector(&info.collector_id);
         let mut window = lock(&collector.window);
-        let deadline = Instant::now() + REORDER_WAIT;
-        while info.first_seq > window.next().max(info.floor) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break; // the earlier batch is being retried; go ahead out of order
-            }
-            window = collector
-                .turn
-                .wait_timeout(window, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
         // The new window takes effect only once it is durable with the samples.
         let mut next = window.clone();
         next.raise_floor(info.floor);
@@ -174,17 +187,15 @@ impl IngestSink {
                 .wal
                 .append_durable(record, Some((&info.collector_id, next.encode())));
             if let Err(e) = committed {
-                drop(window);
-                collector.turn.notify_all();
                 return Err(unavailable(e));
             }
             *window = next;
+            collector.next.send_replace(window.next());
         }
         self.inner.points.inc_by(points);
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
         self.inner.duplicate_batches.inc_by(duplicates as u64);
         drop(window);
-        collector.turn.notify_all();
         if errors.is_empty() {
             return Ok(ExportOutcome::default());
         }
@@ -201,9 +212,11 @@ impl IngestSink {
         if let Some(c) = all.get(id) {
             return c.clone();
         }
+        let window = self.load_window(id);
+        let (next, _) = tokio::sync::watch::channel(window.next());
         let c = Arc::new(CollectorState {
-            window: Mutex::new(self.load_window(id)),
-            turn: Condvar::new(),
+            window: Mutex::new(window),
+            next,
         });
         all.insert(id.to_string(), c.clone());
         c
@@ -219,6 +232,28 @@ impl IngestSink {
             }
         }
     }
+}
+
+impl IngestSink {
+    /// Waits (up to [`REORDER_WAIT`]) until the batches this collector sent before
+    /// this one are in; after that the batch goes ahead out of order (the earlier
+    /// one is being retried).
+    async fn wait_for_turn(&self, info: &BatchInfo) {
+        let this = self.clone();
+        let id = info.collector_id.clone();
+        // Loading a collector's window reads sled: off the I/O threads.
+        let Ok(collector) = tokio::task::spawn_blocking(move || this.collector(&id)).await else {
+            return;
+        };
+        let mut next = collector.next.subscribe();
+        let (first, floor) = (info.first_seq, info.floor);
+        let _ =
+            tokio::time::timeout(REORDER_WAIT, next.wait_for(|n| first <= (*n).max(floor))).await;
+    }
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 /// The log could not take the samples (disk full, I/O error, queue full): the
@@ -240,6 +275,29 @@ fn unavailable(e: WalError) -> ExportError {
 
 impl MetricsSink for IngestSink {
     async fn export(&self, body: Bytes, ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
+        let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.inner.inflight_kib);
+        let Ok(_held) = self.inner.inflight.try_acquire_many(kib) else {
+            self.inner.requests.with_label_values(&["busy"]).inc();
+            return Err(ExportError::ResourceExhausted {
+                message: format!(
+                    "the aggregator holds {} MiB of requests already; retry later",
+                    self.inner.inflight_kib / 1024
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        };
+        if let Some(info) = &ctx.batch {
+            self.wait_for_turn(info).await;
+        }
+        let _slot = self
+            .inner
+            .work
+            .acquire()
+            .await
+            .map_err(|_| ExportError::Unavailable {
+                message: "the aggregator is stopping".into(),
+                retry_after: Duration::from_secs(1),
+            })?;
         let this = self.clone();
         // Decoding and conversion are CPU work; keep them off the I/O threads' hot loop.
         let result = tokio::task::spawn_blocking(move || match &ctx.batch {

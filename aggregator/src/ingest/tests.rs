@@ -13,6 +13,10 @@ struct Core {
 }
 
 fn core(path: &std::path::Path) -> Core {
+    core_with(path, 4 << 20)
+}
+
+fn core_with(path: &std::path::Path, max_request_bytes: usize) -> Core {
     let registry = Registry::new();
     let store = Arc::new(Store::new(StoreOptions::default(), &registry));
     let mut wal = Wal::open(path, &registry);
@@ -26,7 +30,8 @@ fn core(path: &std::path::Path) -> Core {
     }
     let wal = wal.expect("opening the log");
     store.set_wal(wal.clone());
-    let sink = IngestSink::new(store.clone(), wal.clone(), &registry).expect("sink");
+    let sink =
+        IngestSink::new(store.clone(), wal.clone(), max_request_bytes, &registry).expect("sink");
     Core {
         store,
         wal,
@@ -105,5 +110,45 @@ async fn a_failed_append_asks_for_a_retry_and_the_retry_is_taken() {
         "not taken for a replay"
     );
     assert_eq!(counter(&c, "edgewatch_ingest_duplicate_batches_total"), 0.0);
+    c.wal.close();
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_budget_are_told_to_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    // A budget of 16 KiB: sixteen requests of the largest accepted size (1 KiB).
+    let c = core_with(&dir.path().join("wal"), 1024);
+    let big = gauge_request("g", "held", 250);
+    assert!(big.len() > 9 * 1024, "{} bytes", big.len());
+    // Ahead of a gap: it waits for its collector's earlier batches, holding its bytes.
+    let (body, mut ctx) = batch("col-1", 5, std::slice::from_ref(&big));
+    if let Some(info) = ctx.batch.as_mut() {
+        info.floor = 0; // seqs 0..5 are still to come
+    }
+    let waiting = tokio::spawn({
+        let sink = c.sink.clone();
+        async move { sink.export(body, ctx).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (body, ctx) = batch("col-2", 0, std::slice::from_ref(&big));
+    match c.sink.export(body, ctx).await {
+        Err(ExportError::ResourceExhausted { retry_after, .. }) => {
+            assert!(retry_after > Duration::ZERO)
+        }
+        other => panic!("backpressure, got {other:?}"),
+    }
+    assert!(
+        waiting.await.unwrap().is_ok(),
+        "the held batch goes ahead after its wait"
+    );
+    let (body, ctx) = batch("col-2", 0, std::slice::from_ref(&big));
+    assert!(
+        c.sink.export(body, ctx).await.is_ok(),
+        "the budget is free again"
+    );
+    assert_eq!(
+        counter(&c, r#"edgewatch_ingest_requests_total{outcome="busy"}"#),
+        1.0
+    );
     c.wal.close();
 }
