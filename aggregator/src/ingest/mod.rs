@@ -121,18 +121,12 @@ impl IngestSink {
     }
 
     /// A request straight from an SDK (no batch headers): stored, then made durable.
-    fn ingest(&self, req: RequestView<'_>) -> Result<(), ExportError> {
+    /// Converts it; the caller makes the returned record durable before answering.
+    fn ingest(&self, req: RequestView<'_>) -> Option<Vec<u8>> {
         let out = self.inner.store.logged(crate::now_ms());
         let outcome = self.inner.converter.ingest_into(req, &out);
         self.inner.points.inc_by(outcome.accepted_points);
-        let record = out.take_record();
-        if record.is_some() {
-            self.inner
-                .wal
-                .append_durable(record, None)
-                .map_err(unavailable)?;
-        }
-        Ok(())
+        out.take_record()
     }
 
     /// Splits a forwarded batch, decodes each entry and ingests those not seen before.
@@ -300,12 +294,11 @@ impl MetricsSink for IngestSink {
             })?;
         let this = self.clone();
         // Decoding and conversion are CPU work; keep them off the I/O threads' hot loop.
-        let result = tokio::task::spawn_blocking(move || match &ctx.batch {
-            Some(info) => this.ingest_batch(&body, info),
+        let converted = tokio::task::spawn_blocking(move || match &ctx.batch {
+            Some(info) => this.ingest_batch(&body, info).map(|o| (o, None)),
             None => {
                 let req = view::decode(&body)?;
-                this.ingest(req.request())?;
-                Ok(ExportOutcome::default())
+                Ok((ExportOutcome::default(), this.ingest(req.request())))
             }
         })
         .await
@@ -313,6 +306,17 @@ impl MetricsSink for IngestSink {
             message: format!("ingest task failed: {e}"),
             retry_after: std::time::Duration::from_secs(1),
         })?;
+        drop(_slot);
+        // A request without batch headers has no replay window to keep in step, so its
+        // thread is free while the log makes it durable.
+        let result = match converted {
+            Ok((outcome, Some(record))) => match self.inner.wal.append_durable_async(record) {
+                Ok(durable) => durable.await.map(|_| outcome).map_err(unavailable),
+                Err(e) => Err(unavailable(e)),
+            },
+            Ok((outcome, None)) => Ok(outcome),
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(o) if o.rejected_points > 0 => "partial",
             Ok(_) => "ok",

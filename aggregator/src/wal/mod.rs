@@ -56,7 +56,22 @@ pub enum WalError {
 struct Append {
     record: Option<Vec<u8>>,
     window: Option<(Vec<u8>, Vec<u8>)>,
-    done: Option<mpsc::SyncSender<Result<u64, WalError>>>,
+    done: Option<Done>,
+}
+
+/// Who waits for an append: a blocking thread or a task.
+enum Done {
+    Thread(mpsc::SyncSender<Result<u64, WalError>>),
+    Task(tokio::sync::oneshot::Sender<Result<u64, WalError>>),
+}
+
+impl Done {
+    fn send(self, answer: Result<u64, WalError>) {
+        match self {
+            Done::Thread(tx) => drop(tx.send(answer)),
+            Done::Task(tx) => drop(tx.send(answer)),
+        }
+    }
 }
 
 pub struct Wal {
@@ -198,9 +213,24 @@ impl Wal {
         self.send(Append {
             record,
             window: window.map(|(id, w)| (key(WINDOW, id.as_bytes()), w)),
-            done: Some(done),
+            done: Some(Done::Thread(done)),
         })?;
         wait.recv().map_err(|_| WalError::Stopped)?
+    }
+
+    /// [`Wal::append_durable`] for a task: the returned future resolves once the
+    /// record is durable (no thread waits meanwhile).
+    pub fn append_durable_async(
+        &self,
+        record: Vec<u8>,
+    ) -> Result<impl std::future::Future<Output = Result<u64, WalError>>, WalError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.send(Append {
+            record: Some(record),
+            window: None,
+            done: Some(Done::Task(done)),
+        })?;
+        Ok(async move { wait.await.map_err(|_| WalError::Stopped)? })
     }
 
     /// Appends a record without waiting for it to be durable (rule rounds, status
@@ -406,7 +436,7 @@ impl Wal {
                         Ok(()) => Ok(seq),
                         Err(e) => Err(WalError::Write(e.clone())),
                     };
-                    let _ = done.send(answer);
+                    done.send(answer);
                 }
             }
         }
