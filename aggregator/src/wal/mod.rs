@@ -48,6 +48,8 @@ pub enum WalError {
     Full,
     #[error("moving the corrupt write-ahead log aside: {0}")]
     MoveAside(std::io::Error),
+    #[error("starting the write-ahead log writer: {0}")]
+    Thread(std::io::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -197,7 +199,7 @@ impl Wal {
         let handle = std::thread::Builder::new()
             .name("edgewatch-wal".into())
             .spawn(move || w.write_loop(rx, next))
-            .map_err(WalError::MoveAside)?;
+            .map_err(WalError::Thread)?;
         *lock(&wal.writer) = Some(handle);
         Ok(wal)
     }
