@@ -120,8 +120,8 @@ impl IngestSink {
         })
     }
 
-    /// A request straight from an SDK (no batch headers): stored, then made durable.
-    /// Converts it; the caller makes the returned record durable before answering.
+    /// A request straight from an SDK (no batch headers): converted into the store;
+    /// the caller makes the returned record durable before answering.
     fn ingest(&self, req: RequestView<'_>) -> Option<Vec<u8>> {
         let out = self.inner.store.logged(crate::now_ms());
         let outcome = self.inner.converter.ingest_into(req, &out);
