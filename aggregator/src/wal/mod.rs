@@ -35,6 +35,8 @@ const CURSOR: u8 = b'c';
 const QUEUE: usize = 4096;
 /// Appends merged into one sled batch at most.
 const GROUP: usize = 512;
+/// How long a group commit waits for more appends after the first.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -389,8 +391,12 @@ impl Wal {
     fn write_loop(&self, rx: mpsc::Receiver<Append>, mut next: u64) {
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
+            // Appends that arrive within LINGER join this commit: fewer, larger fsyncs
+            // (each costs a flush of sled's log and a wake-up of every waiter).
+            let until = std::time::Instant::now() + LINGER;
             while group.len() < GROUP {
-                match rx.try_recv() {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
                     Ok(a) => group.push(a),
                     Err(_) => break,
                 }
