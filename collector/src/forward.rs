@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
 
 #[derive(Debug, Clone)]
 pub struct ForwardOptions {
@@ -267,7 +266,7 @@ impl Forwarder {
                             .observe(started.elapsed().as_secs_f64());
                         return Sent::Done { last };
                     }
-                    Err(status) if is_retryable(&status) => {
+                    Err(status) if edgewatch_otlp::client::is_retryable(status.code()) => {
                         metrics.retries.inc();
                         let wait = retry_delay(&status).unwrap_or_else(|| jitter(backoff));
                         tracing::debug!(code = ?status.code(), message = status.message(), ?wait, "export failed; retrying");
@@ -362,26 +361,6 @@ async fn export(
         .unwrap_or(0))
 }
 
-/// Retryable per the OTLP spec (specification/protocol/otlp.md, "Failures"), plus
-/// RESOURCE_EXHAUSTED, which an aggregator under backpressure answers, and
-/// UNKNOWN/INTERNAL, which tonic reports for transport failures (stream resets):
-/// the aggregator answers bad data with INVALID_ARGUMENT, and dropping acknowledged
-/// data on a transport hiccup would be worse than retrying it.
-fn is_retryable(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Aborted
-            | Code::OutOfRange
-            | Code::DataLoss
-            | Code::Unknown
-            | Code::Internal
-    )
-}
-
 fn retry_delay(s: &tonic::Status) -> Option<Duration> {
     use tonic_types::StatusExt;
     s.get_details_retry_info().and_then(|r| r.retry_delay)
@@ -416,6 +395,7 @@ pub enum ForwardError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     #[test]
     fn retryable_codes_follow_otlp() {
@@ -424,7 +404,7 @@ mod tests {
             Code::ResourceExhausted,
             Code::DeadlineExceeded,
         ] {
-            assert!(is_retryable(&tonic::Status::new(c, "")), "{c:?}");
+            assert!(edgewatch_otlp::client::is_retryable(c), "{c:?}");
         }
         for c in [
             Code::InvalidArgument,
@@ -432,7 +412,7 @@ mod tests {
             Code::Unauthenticated,
             Code::Unimplemented,
         ] {
-            assert!(!is_retryable(&tonic::Status::new(c, "")), "{c:?}");
+            assert!(!edgewatch_otlp::client::is_retryable(c), "{c:?}");
         }
     }
 

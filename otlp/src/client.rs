@@ -197,6 +197,27 @@ fn decode_response(data: &[u8]) -> Result<ExportMetricsServiceResponse, Status> 
         .map_err(|e| Status::internal(format!("malformed export response: {e}")))
 }
 
+/// Whether a failed export is retried (the forwarder's classes, and the fleet
+/// simulation's): retryable per the OTLP spec (specification/protocol/otlp.md,
+/// "Failures"), plus RESOURCE_EXHAUSTED, which an aggregator under backpressure answers, and
+/// UNKNOWN/INTERNAL, which tonic reports for transport failures (stream resets):
+/// the aggregator answers bad data with INVALID_ARGUMENT, and dropping acknowledged
+/// data on a transport hiccup would be worse than retrying it.
+pub fn is_retryable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::DataLoss
+            | Code::Unknown
+            | Code::Internal
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -204,22 +204,6 @@ fn batch(
     (info, frame)
 }
 
-/// Retryable as the forwarder classifies (`collector/src/forward.rs` `is_retryable`).
-fn is_retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Aborted
-            | Code::OutOfRange
-            | Code::DataLoss
-            | Code::Unknown
-            | Code::Internal
-    )
-}
-
 /// Sends one batch until it is acknowledged, rejected, or the give-up time passes.
 async fn send(
     shared: Arc<Shared>,
@@ -258,7 +242,7 @@ async fn send(
             Err(_) => Code::DeadlineExceeded,
         };
         shared.error(grpc_code_name(code));
-        if !is_retryable(code) {
+        if !edgewatch_otlp::client::is_retryable(code) {
             tracing::warn!(
                 code = grpc_code_name(code),
                 first_seq = info.first_seq,
