@@ -55,7 +55,11 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
                 md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned)
             })
             .map_err(|e| e.grpc_status())?;
-            let ctx = ExportContext { peer, batch };
+            let ctx = ExportContext {
+                peer,
+                batch,
+                ..ExportContext::default()
+            };
             let outcome = sink
                 .export(request.into_inner(), ctx)
                 .await

@@ -107,7 +107,13 @@ async fn receive<S: MetricsSink>(
     };
     let outcome = rx
         .sink
-        .export(body, ExportContext { peer, batch: None })
+        .export(
+            body,
+            ExportContext {
+                peer,
+                ..ExportContext::default()
+            },
+        )
         .await?;
     Ok(outcome.into_response())
 }

@@ -107,11 +107,15 @@ impl BatchInfo {
     }
 }
 
-/// Where a request came from.
+/// Where a request came from, and what it proves about its sender.
 #[derive(Debug, Clone, Default)]
 pub struct ExportContext {
     pub peer: Option<SocketAddr>,
     pub batch: Option<BatchInfo>,
+    /// Subject CN of the client certificate the TLS listener verified (mTLS only).
+    pub client_cn: Option<String>,
+    /// The token of an `Authorization: Bearer <token>` header, as sent.
+    pub bearer_token: Option<String>,
 }
 
 /// A partial success: some data points were rejected, the rest accepted.
@@ -152,6 +156,9 @@ pub enum ExportError {
         message: String,
         retry_after: Duration,
     },
+    /// Missing or wrong credentials: gRPC UNAUTHENTICATED, HTTP 401. Not retryable.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// Temporary failure (write error, shutting down): gRPC UNAVAILABLE, HTTP 503.
     #[error("{message}")]
     Unavailable {
@@ -169,6 +176,7 @@ impl ExportError {
             ExportError::UnsupportedMediaType(_) => {
                 tonic::Status::invalid_argument(self.to_string())
             }
+            ExportError::Unauthenticated(_) => tonic::Status::unauthenticated(self.to_string()),
             // RetryInfo is what OTLP exporters read to pace their retries
             // (opentelemetry-proto specification/protocol/otlp.md, "Throttling").
             ExportError::ResourceExhausted { retry_after, .. } => {
@@ -192,6 +200,7 @@ impl ExportError {
             ExportError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             ExportError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ExportError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ExportError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ExportError::ResourceExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
             ExportError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }

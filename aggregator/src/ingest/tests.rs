@@ -50,6 +50,7 @@ fn batch(collector: &str, first_seq: u64, entries: &[Vec<u8>]) -> (Bytes, Export
             entry_lens: entries.iter().map(Vec::len).collect(),
             floor: first_seq,
         }),
+        ..ExportContext::default()
     };
     (Bytes::from(body), ctx)
 }
