@@ -8,6 +8,8 @@
 //! * [`otlp`]: request builders and attribute helpers; [`payloads`]: the buffer's
 //!   reference payloads; [`mutate`]: byte mutations for decoder tests;
 //! * [`git`]: real git repositories for the GitOps tests;
+//! * [`kustomize`]: the layouts under `deploy/` rendered by `kubectl kustomize`,
+//!   components inside a generated overlay, strict `kubernetes-validate`;
 //! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
 //! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
 //! * [`http`]: an HTTP recorder with scripted answers (webhooks), over TLS too, and
@@ -18,6 +20,7 @@
 
 pub mod git;
 pub mod http;
+pub mod kustomize;
 pub mod metrics;
 pub mod mutate;
 pub mod otlp;
