@@ -6,32 +6,14 @@
 //! those clusters (the per-cluster overlays) point at.
 
 use edgewatch_testkit::kustomize::{of_kind, render, strs, strs_at};
+use edgewatch_testkit::trust_keys::without_trust_keys;
 use serde_yaml_ng::Value;
 use std::path::Path;
 
-/// The config in `yaml` without the keys of issue #13's Interface (TLS, tokens, basic
-/// auth: deploy_security.rs checks them), parsed by the config crate. Those keys land
-/// with the TLS and auth work; once they do, parse `yaml` whole instead.
+/// The config in `yaml`, parsed by the config crate without the keys of issue #13's
+/// Interface (deploy_trust.rs checks those).
 fn parse_without_trust_keys<T: serde::de::DeserializeOwned>(yaml: &str, file: &str) -> T {
-    let mut doc: Value = serde_yaml_ng::from_str(yaml).expect("config YAML");
-    for (parent, key) in [
-        (&["receivers", "otlp"][..], "tls"),
-        (&[][..], "auth"),
-        (&["http"][..], "tls"),
-        (&["http"][..], "basic_auth_users"),
-        (&["forward"][..], "tls"),
-        (&["forward"][..], "bearer_token_file"),
-        (&["admin"][..], "tls"),
-    ] {
-        let mut node = Some(&mut doc);
-        for step in parent {
-            node = node.and_then(|n| n.get_mut(*step));
-        }
-        if let Some(map) = node.and_then(Value::as_mapping_mut) {
-            map.remove(key);
-        }
-    }
-    let rest = serde_yaml_ng::to_string(&doc).expect("YAML");
+    let rest = without_trust_keys(yaml);
     edgewatch_config::parse(&rest, file).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
