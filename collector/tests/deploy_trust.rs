@@ -448,3 +448,38 @@ fn bearer_tokens_replace_client_certificates() {
         "{what}: no client certificate"
     );
 }
+
+#[test]
+fn core_certificates_are_signed_by_the_ca_of_deploy_cert_manager_ca() {
+    let ca = render("deploy/cert-manager-ca");
+    let ca_issuer = of_kind(&ca, "ClusterIssuer")
+        .into_iter()
+        .find(|i| i["spec"]["ca"]["secretName"].is_string())
+        .expect("a CA ClusterIssuer");
+    let ca_cert = of_kind(&ca, "Certificate")[0];
+    assert_eq!(ca_cert["spec"]["isCA"].as_bool(), Some(true));
+    assert_eq!(
+        ca_cert["spec"]["secretName"],
+        ca_issuer["spec"]["ca"]["secretName"]
+    );
+    for (base, component) in [
+        (
+            "deploy/aggregator",
+            "deploy/components/cert-manager/aggregator",
+        ),
+        (
+            "deploy/aggregator-sharded",
+            "deploy/components/cert-manager/aggregator-sharded",
+        ),
+    ] {
+        for cert in of_kind(&render_with(base, &[component]), "Certificate") {
+            let issuer = &cert["spec"]["issuerRef"];
+            assert_eq!(
+                issuer["kind"].as_str(),
+                Some("ClusterIssuer"),
+                "{component}"
+            );
+            assert_eq!(issuer["name"], ca_issuer["metadata"]["name"], "{component}");
+        }
+    }
+}
