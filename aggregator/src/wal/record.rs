@@ -110,6 +110,8 @@ impl RecordBuilder {
         out.extend_from_slice(&created_ms.to_le_bytes());
         out.extend_from_slice(&self.samples.to_le_bytes());
         compress_into(&plain, &mut out);
+        // The record may wait in the writer's queue: keep only its bytes.
+        out.shrink_to_fit();
         self.body.clear();
         self.families.clear();
         self.family_ids.clear();
