@@ -4,7 +4,7 @@
 
 use edgewatch_testkit::http::tls_client;
 use edgewatch_testkit::otlp::{gauge_request, post_otlp};
-use edgewatch_testkit::peers::Prometheus;
+use edgewatch_testkit::peers::{otel_python, Prometheus};
 use edgewatch_testkit::roles::{Aggregator, AggregatorSpec, Collector, CollectorSpec};
 use edgewatch_testkit::tls::{Pki, Validity};
 use edgewatch_testkit::{always_for, eventually};
@@ -398,5 +398,63 @@ async fn prometheus_scrapes_federate_over_https() {
     .await;
     assert_eq!(prom.query("up{job=\"core\"}").await[0]["value"][1], "1");
     prom.proc.stop();
+    agg.proc.stop();
+}
+
+/// Exports one counter through the official OpenTelemetry Python SDK (OTLP/HTTP)
+/// over mTLS; exits non-zero when the export failed.
+const PYTHON_EXPORT: &str = r#"
+import sys
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+endpoint, ca, cert, key = sys.argv[1:5]
+exporter = OTLPMetricExporter(endpoint=endpoint, certificate_file=ca,
+                              client_certificate_file=cert, client_key_file=key)
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3600000)
+provider = MeterProvider(metric_readers=[reader])
+provider.get_meter("e2e").create_counter("sdk_tls_requests").add(5, {"model": "housing"})
+ok = provider.force_flush()
+provider.shutdown()
+sys.exit(0 if ok else 1)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opentelemetry_python_sdk_exports_to_a_tls_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = Core::new(dir.path());
+    let mut agg = Aggregator::start(BIN, dir.path()).await;
+    let receivers = format!("    tls: {}\n", core.server_tls());
+    let spec = CollectorSpec {
+        receivers_extra: &receivers,
+        ..CollectorSpec::new("edge", "edge-a", "node-1", agg.grpc)
+    };
+    let mut col = Collector::start_spec(BIN, dir.path(), &spec).await;
+    let (cert, key) = core.pki.client("sdk", "sdk-client", Validity::Current);
+    let python = otel_python();
+    let ca = core.pki.ca_file();
+    let endpoint = format!("https://localhost:{}/v1/metrics", col.http);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            // requests lets these override the exporter's own CA file.
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
+            .args(["-c", PYTHON_EXPORT, &endpoint])
+            .args([ca, cert, key])
+            .output()
+            .expect("run the Python SDK")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "Python SDK export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(WAIT, "the SDK's counter at the core", || async {
+        federated(&agg, "sdk_tls_requests_total").await == 1
+    })
+    .await;
+    col.proc.stop();
     agg.proc.stop();
 }
