@@ -1,7 +1,8 @@
 //! `tls:` blocks: the server side of a listener and the client side of a connection.
-//! Files are checked when the configuration is loaded (so `validate` and start-up name
-//! the file and the key); their contents are read, and re-read on change, by
-//! `edgewatch-tls`.
+//! A listener's files are checked when the configuration is loaded (so `validate`
+//! names the file and the key); a client's, like its other secrets, when the role
+//! starts (they may be mounted only where it runs). Their contents are read, and
+//! re-read on change, by `edgewatch-tls`.
 
 use crate::ConfigPath;
 use serde::Deserialize;
@@ -77,15 +78,6 @@ struct RawTls {
 impl TryFrom<RawTls> for TlsConfig {
     type Error = String;
     fn try_from(r: RawTls) -> Result<Self, String> {
-        for (path, key) in [
-            (&r.ca_file, "ca_file"),
-            (&r.cert_file, "cert_file"),
-            (&r.key_file, "key_file"),
-        ] {
-            if let Some(p) = path {
-                readable(p, key)?;
-            }
-        }
         if r.cert_file.is_some() != r.key_file.is_some() {
             return Err("cert_file and key_file go together: set both or neither".into());
         }
