@@ -1,6 +1,7 @@
 //! TLS between edge and core, with the real binaries: mTLS forwarding, refused client
 //! certificates, certificate rotation while a collector keeps sending, TLS/plaintext
-//! mismatches, and a real Prometheus scraping `/federate` over HTTPS.
+//! mismatches, a real Prometheus scraping `/federate` over HTTPS, the OpenTelemetry
+//! Python SDK exporting to a TLS receiver, the collector's admin server over TLS.
 
 use edgewatch_testkit::http::tls_client;
 use edgewatch_testkit::otlp::{gauge_request, post_otlp};
@@ -425,12 +426,32 @@ async fn the_opentelemetry_python_sdk_exports_to_a_tls_receiver() {
     let core = Core::new(dir.path());
     let mut agg = Aggregator::start(BIN, dir.path()).await;
     let receivers = format!("    tls: {}\n", core.server_tls());
+    // The admin listener over mTLS too.
+    let admin = format!("  tls: {}\n", core.server_tls());
+    let (cert, key) = core.pki.client("sdk", "sdk-client", Validity::Current);
+    let admin_client = tls_client(&core.pki.ca_file(), Some((&cert, &key)));
     let spec = CollectorSpec {
         receivers_extra: &receivers,
+        admin_extra: &admin,
+        admin_tls: Some(admin_client.clone()),
         ..CollectorSpec::new("edge", "edge-a", "node-1", agg.grpc)
     };
     let mut col = Collector::start_spec(BIN, dir.path(), &spec).await;
-    let (cert, key) = core.pki.client("sdk", "sdk-client", Validity::Current);
+    let metrics = admin_client
+        .get(format!("https://127.0.0.1:{}/metrics", col.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("edgewatch_tls_reloads_total"), "{metrics}");
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", col.admin))
+            .await
+            .is_err(),
+        "plaintext to the TLS admin port"
+    );
     let python = otel_python();
     let ca = core.pki.ca_file();
     let endpoint = format!("https://localhost:{}/v1/metrics", col.http);

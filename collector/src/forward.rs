@@ -444,6 +444,41 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn tls_needs_an_https_endpoint_and_its_files() {
+        let opts = |endpoint: &str, tls: Option<&str>| ForwardOptions {
+            endpoint: endpoint.into(),
+            timeout: Duration::from_secs(1),
+            max_batch_bytes: 1 << 20,
+            max_in_flight: 1,
+            linger: Duration::ZERO,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            tls: tls.map(|t| edgewatch_config::parse(t, "test").unwrap()),
+        };
+        let metrics = edgewatch_tls::TlsMetrics::register(&Registry::new()).unwrap();
+        let try_channel = |o: ForwardOptions| {
+            let ep = Endpoint::from_shared(o.endpoint.clone()).unwrap();
+            channel(ep, &o, &metrics).map(|_| ())
+        };
+        let e = try_channel(opts(
+            "http://core:4317",
+            Some("{insecure_skip_verify: true}"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not https://"), "{e}");
+        let e = try_channel(opts(
+            "https://core:4317",
+            Some("{ca_file: /nonexistent/ca.pem}"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        try_channel(opts("https://core:4317", None)).expect("public roots");
+        try_channel(opts("http://core:4317", None)).expect("plaintext");
+    }
+
     #[test]
     fn jitter_stays_in_range() {
         for _ in 0..100 {

@@ -8,10 +8,12 @@
 //! * [`otlp`]: request builders and attribute helpers; [`payloads`]: the buffer's
 //!   reference payloads; [`mutate`]: byte mutations for decoder tests;
 //! * [`git`]: real git repositories for the GitOps tests;
-//! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
+//! * [`peers`]: real Prometheus, Alertmanager and headless Chromium; the OpenTelemetry
+//!   Python SDK of `.venv`;
 //! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
 //! * [`http`]: an HTTP recorder with scripted answers (webhooks), over TLS too, and
-//!   small clients; [`tls`]: a throwaway CA with server and client certificates;
+//!   small clients; [`tls`]: throwaway CAs (rcgen) issuing server and client
+//!   certificates, valid or not, re-issued over the old files for rotations;
 //!   [`otlp_stand_in`]: an OTLP/gRPC receiver with scripted answers.
 //!
 //! It depends on no edgewatch crate, so every one of them can dev-depend on it.

@@ -143,6 +143,10 @@ pub struct CollectorSpec<'a> {
     pub top_extra: &'a str,
     /// Scheme of `forward.endpoint` (`http` unless set).
     pub forward_scheme: &'a str,
+    /// Appended to `admin:` (2 spaces, e.g. `  tls: {...}`).
+    pub admin_extra: &'a str,
+    /// A client for an HTTPS admin listener (see [`crate::http::tls_client`]).
+    pub admin_tls: Option<reqwest::Client>,
 }
 
 impl<'a> CollectorSpec<'a> {
@@ -157,6 +161,8 @@ impl<'a> CollectorSpec<'a> {
             forward_extra: "",
             top_extra: "",
             forward_scheme: "http",
+            admin_extra: "",
+            admin_tls: None,
         }
     }
 }
@@ -198,7 +204,7 @@ impl Collector {
         write(
             &config,
             &format!(
-                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers}buffer:\n  path: {buffer}\n{buffer_extra}forward:\n  endpoint: {scheme}://127.0.0.1:{agg}\n  initial_backoff: 50ms\n  max_backoff: 500ms\n{forward_extra}admin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n{top}",
+                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers}buffer:\n  path: {buffer}\n{buffer_extra}forward:\n  endpoint: {scheme}://127.0.0.1:{agg}\n  initial_backoff: 50ms\n  max_backoff: 500ms\n{forward_extra}admin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n{admin_extra}{top}",
                 cluster = spec.cluster,
                 node = spec.node,
                 receivers = spec.receivers_extra,
@@ -206,12 +212,19 @@ impl Collector {
                 buffer_extra = spec.buffer_extra,
                 agg = spec.aggregator_grpc,
                 scheme = spec.forward_scheme,
+                admin_extra = spec.admin_extra,
                 forward_extra = spec.forward_extra,
                 top = spec.top_extra,
             ),
         );
         let proc = spawn_role(bin, spec.name, "collector", &config, dir);
-        wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
+        match &spec.admin_tls {
+            None => wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await,
+            Some(client) => {
+                crate::http::wait_ready_with(client, &format!("https://127.0.0.1:{admin}/readyz"))
+                    .await
+            }
+        }
         Collector {
             bin: bin.to_string(),
             name: spec.name.to_string(),

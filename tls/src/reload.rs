@@ -26,19 +26,7 @@ pub struct TlsMetrics {
 
 impl TlsMetrics {
     pub fn register(registry: &Registry) -> Result<Self, TlsError> {
-        let m = Self::unregistered()?;
-        registry.register(Box::new(m.reloads.clone()))?;
-        registry.register(Box::new(m.handshake_failures.clone()))?;
-        // Both outcomes exist from the start, so a rate over them is defined.
-        for outcome in ["success", "failure"] {
-            m.reloads.with_label_values(&[outcome]);
-        }
-        Ok(m)
-    }
-
-    /// Counters no registry exposes (tools, tests).
-    pub fn unregistered() -> Result<Self, TlsError> {
-        Ok(TlsMetrics {
+        let m = TlsMetrics {
             reloads: IntCounterVec::new(
                 Opts::new(
                     "edgewatch_tls_reloads_total",
@@ -53,7 +41,14 @@ impl TlsMetrics {
                 ),
                 &["listener"],
             )?,
-        })
+        };
+        registry.register(Box::new(m.reloads.clone()))?;
+        registry.register(Box::new(m.handshake_failures.clone()))?;
+        // Both outcomes exist from the start, so a rate over them is defined.
+        for outcome in ["success", "failure"] {
+            m.reloads.with_label_values(&[outcome]);
+        }
+        Ok(m)
     }
 }
 
