@@ -402,19 +402,27 @@ async fn prometheus_scrapes_federate_over_https() {
     agg.proc.stop();
 }
 
-/// Exports one counter through the official OpenTelemetry Python SDK (OTLP/HTTP)
-/// over mTLS; exits non-zero when the export failed.
+/// Exports one counter through the official OpenTelemetry Python SDK over mTLS,
+/// OTLP/HTTP or OTLP/gRPC (argv: protocol, endpoint, CA, certificate, key); exits
+/// non-zero when the export failed.
 const PYTHON_EXPORT: &str = r#"
 import sys
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-endpoint, ca, cert, key = sys.argv[1:5]
-exporter = OTLPMetricExporter(endpoint=endpoint, certificate_file=ca,
-                              client_certificate_file=cert, client_key_file=key)
+protocol, endpoint, ca, cert, key = sys.argv[1:6]
+if protocol == "http":
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    exporter = OTLPMetricExporter(endpoint=endpoint, certificate_file=ca,
+                                  client_certificate_file=cert, client_key_file=key)
+else:
+    import grpc
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    read = lambda p: open(p, "rb").read()
+    creds = grpc.ssl_channel_credentials(read(ca), read(key), read(cert))
+    exporter = OTLPMetricExporter(endpoint=endpoint, credentials=creds, insecure=False)
 reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3600000)
 provider = MeterProvider(metric_readers=[reader])
-provider.get_meter("e2e").create_counter("sdk_tls_requests").add(5, {"model": "housing"})
+provider.get_meter("e2e").create_counter("sdk_tls_" + protocol).add(5, {"model": "housing"})
 ok = provider.force_flush()
 provider.shutdown()
 sys.exit(0 if ok else 1)
@@ -453,29 +461,41 @@ async fn the_opentelemetry_python_sdk_exports_to_a_tls_receiver() {
         "plaintext to the TLS admin port"
     );
     let python = otel_python();
-    let ca = core.pki.ca_file();
-    let endpoint = format!("https://localhost:{}/v1/metrics", col.http);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python)
-            // requests lets these override the exporter's own CA file.
-            .env_remove("REQUESTS_CA_BUNDLE")
-            .env_remove("CURL_CA_BUNDLE")
-            .args(["-c", PYTHON_EXPORT, &endpoint])
-            .args([ca, cert, key])
-            .output()
-            .expect("run the Python SDK")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "Python SDK export: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(WAIT, "the SDK's counter at the core", || async {
-        federated(&agg, "sdk_tls_requests_total").await == 1
-    })
-    .await;
+    for (protocol, endpoint) in [
+        ("http", format!("https://localhost:{}/v1/metrics", col.http)),
+        ("grpc", format!("https://localhost:{}", col.grpc)),
+    ] {
+        let (python, ca, cert, key) = (
+            python.clone(),
+            core.pki.ca_file(),
+            cert.clone(),
+            key.clone(),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                // requests lets these override the exporter's own CA file.
+                .env_remove("REQUESTS_CA_BUNDLE")
+                .env_remove("CURL_CA_BUNDLE")
+                .args(["-c", PYTHON_EXPORT, protocol, &endpoint])
+                .args([ca, cert, key])
+                .output()
+                .expect("run the Python SDK")
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "Python SDK export over {protocol}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metric = format!("sdk_tls_{protocol}_total");
+        eventually(
+            WAIT,
+            &format!("the SDK's {protocol} counter at the core"),
+            || async { federated(&agg, &metric).await == 1 },
+        )
+        .await;
+    }
     col.proc.stop();
     agg.proc.stop();
 }

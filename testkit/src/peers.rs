@@ -27,7 +27,10 @@ pub fn require(path: &'static str, package: &str) -> &'static str {
 pub fn otel_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     let ok = Command::new(&python)
-        .args(["-c", "import opentelemetry.exporter.otlp.proto.http"])
+        .args([
+            "-c",
+            "import opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc",
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
