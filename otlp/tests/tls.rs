@@ -16,9 +16,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+/// A request's client CN and peer, as the sink was told.
+type Sender = (Option<String>, Option<SocketAddr>);
+
 /// What the sink was told about each request's sender.
 #[derive(Clone, Default)]
-struct Senders(Arc<Mutex<Vec<(Option<String>, Option<SocketAddr>)>>>);
+struct Senders(Arc<Mutex<Vec<Sender>>>);
 
 impl MetricsSink for Senders {
     async fn export(&self, _body: Bytes, ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
