@@ -142,7 +142,8 @@ impl<T> Watch<T> {
     }
 }
 
-/// The files' contents (`None` for one that cannot be read now).
+/// The files' contents (`None` for one that cannot be read now). A few small files
+/// every couple of seconds: read on the runtime's thread.
 fn contents(files: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
     files.iter().map(|f| std::fs::read(f).ok()).collect()
 }
