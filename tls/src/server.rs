@@ -20,7 +20,6 @@ pub enum Protocol {
 #[derive(Clone)]
 pub struct ServerTls {
     configs: Reloading<Configs>,
-    mtls: bool,
 }
 
 /// One configuration per ALPN set, built from the same files.
@@ -48,10 +47,7 @@ impl ServerTls {
             }),
             metrics.clone(),
         )?;
-        Ok(ServerTls {
-            configs,
-            mtls: cfg.client_ca_file.is_some(),
-        })
+        Ok(ServerTls { configs })
     }
 
     pub fn acceptor(&self, protocol: Protocol) -> tokio_rustls::TlsAcceptor {
@@ -60,11 +56,6 @@ impl ServerTls {
             Protocol::Grpc => c.grpc.clone(),
             Protocol::Http1 => c.http1.clone(),
         })
-    }
-
-    /// Whether a verified client certificate is required.
-    pub fn mtls(&self) -> bool {
-        self.mtls
     }
 }
 
