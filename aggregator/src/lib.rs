@@ -11,6 +11,7 @@ pub mod wal;
 
 use edgewatch_config::AggregatorConfig;
 use edgewatch_otlp::server::OtlpListeners;
+use edgewatch_tls::server::ServerTls;
 use prometheus::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub enum AggregatorError {
     Io(#[from] std::io::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] edgewatch_tls::TlsError),
 }
 
 /// A started aggregator: where it listens, and its task.
@@ -77,8 +80,20 @@ pub async fn start(
         otlp.max_request_bytes.bytes() as usize,
         &registry,
     )?;
-    let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    let tls_metrics = edgewatch_tls::TlsMetrics::register(&registry)?;
+    let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    if let Some(t) = &otlp.tls {
+        listeners = listeners.with_tls(ServerTls::new(t, &tls_metrics)?, tls_metrics.clone());
+    }
     let http_listener = edgewatch_otlp::server::bind(cfg.http.listen.0, "HTTP").await?;
+    let http_tls = match &cfg.http.tls {
+        Some(t) => Some((
+            ServerTls::new(t, &tls_metrics)?,
+            "http",
+            tls_metrics.clone(),
+        )),
+        None => None,
+    };
     // Readers first: a new endpoint starts at the log's end, before anything new.
     let remote_metrics = remote::Metrics::register(&registry)?;
     let writers = remote::start_all(&cfg.remote_write, &wal, &remote_metrics, shutdown.clone())?;
@@ -98,7 +113,7 @@ pub async fn start(
             listeners,
             sink,
             otlp.max_request_bytes.bytes() as usize,
-            http_listener,
+            (http_listener, http_tls),
             app,
             background,
             state,
@@ -265,12 +280,15 @@ fn notifier(
     Ok(Some(n))
 }
 
+/// The HTTP listener's TLS, its name in logs and metrics, the role's TLS metrics.
+type HttpTls = (ServerTls, &'static str, edgewatch_tls::TlsMetrics);
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     listeners: OtlpListeners,
     sink: ingest::IngestSink,
     max_request_bytes: usize,
-    http_listener: tokio::net::TcpListener,
+    (http_listener, http_tls): (tokio::net::TcpListener, Option<HttpTls>),
     app: axum::Router,
     background: Vec<JoinHandle<()>>,
     state: sled::Db,
@@ -278,14 +296,12 @@ async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let stop = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(
-            http_listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-    });
+    let http = tokio::spawn(edgewatch_tls::accept::serve_http(
+        http_listener,
+        http_tls,
+        app,
+        stop.cancelled_owned(),
+    ));
     let served = listeners.serve(sink, max_request_bytes, shutdown).await;
     for task in background {
         let _ = task.await;

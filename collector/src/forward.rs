@@ -27,6 +27,8 @@ pub struct ForwardOptions {
     pub linger: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// TLS settings of an `https://` endpoint (unset: the public web roots).
+    pub tls: Option<edgewatch_config::tls::TlsConfig>,
 }
 
 impl ForwardOptions {
@@ -39,6 +41,7 @@ impl ForwardOptions {
             linger: c.linger.get(),
             initial_backoff: c.initial_backoff.get(),
             max_backoff: c.max_backoff.get(),
+            tls: c.tls.clone(),
         }
     }
 }
@@ -109,6 +112,24 @@ pub struct Forwarder {
     metrics: Metrics,
 }
 
+/// The channel to the endpoint: over TLS for `https://` (never a plaintext
+/// fallback), its own connector re-reading the client certificate on change.
+fn channel(
+    endpoint: Endpoint,
+    opts: &ForwardOptions,
+    tls_metrics: &edgewatch_tls::TlsMetrics,
+) -> Result<Channel, ForwardError> {
+    if endpoint.uri().scheme_str() == Some("https") {
+        let tls = opts.tls.clone().unwrap_or_default();
+        let connector = edgewatch_tls::client::TlsConnector::new(&tls, &[b"h2"], tls_metrics)?;
+        return Ok(endpoint.connect_with_connector_lazy(connector));
+    }
+    if opts.tls.is_some() {
+        return Err(ForwardError::TlsOverHttp(opts.endpoint.clone()));
+    }
+    Ok(endpoint.connect_lazy())
+}
+
 /// How a batch ended.
 enum Sent {
     /// Acknowledged (possibly with some points rejected): drop through `last`.
@@ -129,10 +150,12 @@ const MAX_BATCH_ENTRIES: usize = 4096;
 const ZSTD_LEVEL: i32 = 1;
 
 impl Forwarder {
+    /// Within a tokio runtime (the TLS files are watched).
     pub fn new(
         buffer: Buffer,
         opts: ForwardOptions,
         registry: &Registry,
+        tls_metrics: &edgewatch_tls::TlsMetrics,
     ) -> Result<Self, ForwardError> {
         let endpoint = Endpoint::from_shared(opts.endpoint.clone())
             .map_err(|source| ForwardError::Endpoint {
@@ -144,12 +167,13 @@ impl Forwarder {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        let channel = channel(endpoint, &opts, tls_metrics)?;
         let encoder = FrameEncoder::new(ZSTD_LEVEL).map_err(ForwardError::Compressor)?;
         let metrics = Metrics::new(registry)?;
         Ok(Forwarder {
             buffer,
             opts,
-            channel: endpoint.connect_lazy(),
+            channel,
             encoder: Arc::new(Mutex::new(encoder)),
             metrics,
         })
@@ -386,6 +410,10 @@ pub enum ForwardError {
         endpoint: String,
         source: tonic::transport::Error,
     },
+    #[error("forward.tls: {0}")]
+    Tls(#[from] edgewatch_tls::TlsError),
+    #[error("forward.tls is set but forward.endpoint {0:?} is not https://")]
+    TlsOverHttp(String),
     #[error("creating the zstd compressor: {0}")]
     Compressor(std::io::Error),
     #[error("registering forwarder metrics: {0}")]
@@ -414,6 +442,41 @@ mod tests {
         ] {
             assert!(!edgewatch_otlp::client::is_retryable(c), "{c:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn tls_needs_an_https_endpoint_and_its_files() {
+        let opts = |endpoint: &str, tls: Option<&str>| ForwardOptions {
+            endpoint: endpoint.into(),
+            timeout: Duration::from_secs(1),
+            max_batch_bytes: 1 << 20,
+            max_in_flight: 1,
+            linger: Duration::ZERO,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            tls: tls.map(|t| edgewatch_config::parse(t, "test").unwrap()),
+        };
+        let metrics = edgewatch_tls::TlsMetrics::register(&Registry::new()).unwrap();
+        let try_channel = |o: ForwardOptions| {
+            let ep = Endpoint::from_shared(o.endpoint.clone()).unwrap();
+            channel(ep, &o, &metrics).map(|_| ())
+        };
+        let e = try_channel(opts(
+            "http://core:4317",
+            Some("{insecure_skip_verify: true}"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not https://"), "{e}");
+        let e = try_channel(opts(
+            "https://core:4317",
+            Some("{ca_file: /nonexistent/ca.pem}"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        try_channel(opts("https://core:4317", None)).expect("public roots");
+        try_channel(opts("http://core:4317", None)).expect("plaintext");
     }
 
     #[test]

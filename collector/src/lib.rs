@@ -14,6 +14,9 @@ pub mod selfmon;
 use buffer::{Buffer, BufferOptions};
 use edgewatch_config::CollectorConfig;
 use edgewatch_otlp::server::OtlpListeners;
+use edgewatch_tls::accept::serve_http;
+use edgewatch_tls::server::ServerTls;
+use edgewatch_tls::TlsMetrics;
 use prometheus::Registry;
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;
@@ -32,6 +35,8 @@ pub enum CollectorError {
     Io(#[from] std::io::Error),
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] edgewatch_tls::TlsError),
     #[error("kubernetes discovery: {0}")]
     Discovery(#[from] discover::watch::ClientError),
 }
@@ -71,13 +76,26 @@ pub async fn start(
     if let Some(rx) = sink_models {
         sink = sink.with_models(rx);
     }
+    let tls_metrics = TlsMetrics::register(&registry)?;
     let otlp = &cfg.receivers.otlp;
-    let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    if let Some(t) = &otlp.tls {
+        listeners = listeners.with_tls(ServerTls::new(t, &tls_metrics)?, tls_metrics.clone());
+    }
     let admin_listener = edgewatch_otlp::server::bind(cfg.admin.listen.0, "admin HTTP").await?;
+    let admin_tls = match &cfg.admin.tls {
+        Some(t) => Some((
+            ServerTls::new(t, &tls_metrics)?,
+            "admin",
+            tls_metrics.clone(),
+        )),
+        None => None,
+    };
     let forwarder = forward::Forwarder::new(
         buffer.clone(),
         forward::ForwardOptions::from_config(&cfg.forward),
         &registry,
+        &tls_metrics,
     )?;
 
     register_info(&registry, &buffer)?;
@@ -104,7 +122,7 @@ pub async fn start(
             listeners,
             otlp.max_request_bytes.bytes() as usize,
             forwarder,
-            admin_listener,
+            (admin_listener, admin_tls),
             registry,
             shutdown,
             side_tasks,
@@ -152,6 +170,9 @@ fn register_info(registry: &Registry, buffer: &Buffer) -> Result<(), prometheus:
     registry.register(Box::new(collector_info))
 }
 
+/// The admin listener's TLS, its name in logs and metrics, the role's TLS metrics.
+type AdminTls = (ServerTls, &'static str, TlsMetrics);
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     buffer: Buffer,
@@ -159,7 +180,7 @@ async fn run(
     listeners: OtlpListeners,
     max_request_bytes: usize,
     forwarder: forward::Forwarder,
-    admin_listener: tokio::net::TcpListener,
+    (admin_listener, admin_tls): (tokio::net::TcpListener, Option<AdminTls>),
     registry: Registry,
     shutdown: CancellationToken,
     side_tasks: Vec<JoinHandle<()>>,
@@ -167,11 +188,12 @@ async fn run(
     let forward_task = tokio::spawn(forwarder.run(shutdown.clone()));
     let admin_app = admin::router(registry, buffer.clone());
     let admin_stop = shutdown.clone();
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(admin_stop.cancelled_owned())
-            .await
-    });
+    let admin_task = tokio::spawn(serve_http(
+        admin_listener,
+        admin_tls,
+        admin_app,
+        admin_stop.cancelled_owned(),
+    ));
     let served = listeners
         .serve(sink, max_request_bytes, shutdown.clone())
         .await;

@@ -188,6 +188,24 @@ async fn model_server_fixtures_convert_by_type() {
     assert_eq!(kind(&rm, "parallel_request_queue_count"), "gauge");
 }
 
+/// An `https://` target is scraped over TLS (reqwest with rustls): a plaintext
+/// server behind it is a failed scrape, never a plaintext one.
+#[tokio::test]
+async fn https_targets_are_never_scraped_in_plaintext() {
+    let addr = serve().await;
+    let mut t = target(addr, "/ovms");
+    t.url = format!("https://{addr}/ovms");
+    t.timeout = Duration::from_secs(2);
+    t.interval = Duration::from_secs(2);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = fetch(&client, &t, 1 << 20).await;
+    assert!(
+        r.is_err(),
+        "https:// to a plaintext server: {:?}",
+        r.map(|_| ())
+    );
+}
+
 #[tokio::test]
 async fn openmetrics_is_negotiated_and_parsed() {
     let addr = serve().await;

@@ -181,6 +181,9 @@ pub struct AggregatorReceivers {
 pub struct HttpConfig {
     /// `/federate`, `/metrics`, `/healthz`, `/readyz`.
     pub listen: Addr,
+    /// TLS on this listener; with `client_ca_file`, mTLS.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

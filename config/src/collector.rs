@@ -229,6 +229,9 @@ pub struct ForwardConfig {
     pub initial_backoff: Dur,
     #[serde(default = "default_max_backoff")]
     pub max_backoff: Dur,
+    /// TLS towards an `https://` endpoint: CA, client certificate (mTLS), server name.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 fn default_forward_timeout() -> Dur {
@@ -260,6 +263,9 @@ pub struct AdminConfig {
     /// buffer, as job `edgewatch-collector`); `0` disables.
     #[serde(default = "default_self_metrics_interval")]
     pub self_metrics_interval: Dur,
+    /// TLS on the admin listener.
+    #[serde(default)]
+    pub tls: Option<crate::tls::ServerTlsConfig>,
 }
 
 fn default_admin_listen() -> Addr {
@@ -275,6 +281,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: default_admin_listen(),
             self_metrics_interval: default_self_metrics_interval(),
+            tls: None,
         }
     }
 }

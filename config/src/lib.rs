@@ -6,6 +6,7 @@ pub mod aggregator;
 pub mod alerting;
 pub mod collector;
 pub mod remote_write;
+pub mod tls;
 pub mod units;
 
 pub use aggregator::AggregatorConfig;
@@ -293,6 +294,9 @@ pub struct OtlpReceiverConfig {
     /// Largest accepted request, also after gzip inflation.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: ByteSize,
+    /// TLS on both listeners; with `client_ca_file`, mTLS.
+    #[serde(default)]
+    pub tls: Option<tls::ServerTlsConfig>,
 }
 
 fn default_max_request_bytes() -> ByteSize {
@@ -305,6 +309,7 @@ impl Default for OtlpReceiverConfig {
             grpc: None,
             http: None,
             max_request_bytes: default_max_request_bytes(),
+            tls: None,
         }
     }
 }

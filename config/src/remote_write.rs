@@ -7,6 +7,8 @@ use edgewatch_prom::relabel::RelabelConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+pub use crate::tls::TlsConfig;
+
 /// One remote write endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawRemoteWrite")]
@@ -217,22 +219,6 @@ impl std::fmt::Debug for Secret {
             Secret::File(p) => write!(f, "<secret in {}>", p.display()),
         }
     }
-}
-
-/// `tls_config:` of a client (Prometheus' shape).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    #[serde(default)]
-    pub ca_file: Option<ConfigPath>,
-    #[serde(default)]
-    pub cert_file: Option<ConfigPath>,
-    #[serde(default)]
-    pub key_file: Option<ConfigPath>,
-    #[serde(default)]
-    pub server_name: Option<String>,
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
 }
 
 /// `queue_config:` — Prometheus' names and defaults.

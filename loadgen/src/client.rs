@@ -43,6 +43,12 @@ pub fn senders(args: &LoadgenArgs, n: usize) -> anyhow::Result<Vec<Sender>> {
     let endpoint = args.endpoint_or_default();
     match args.protocol {
         Protocol::Grpc => {
+            // tonic without its TLS features would send an https:// endpoint plaintext.
+            if endpoint.starts_with("https://") {
+                anyhow::bail!(
+                    "endpoint {endpoint:?}: loadgen speaks OTLP/gRPC in plaintext only (use http://)"
+                );
+            }
             let conns = args.connections.unwrap_or(args.concurrency.min(4)).max(1);
             let ep = Endpoint::from_shared(endpoint.clone())
                 .map_err(|e| anyhow::anyhow!("invalid endpoint {endpoint:?}: {e}"))?
@@ -220,5 +226,21 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_https_grpc_endpoint_is_refused_not_sent_in_plaintext() {
+        let args = LoadgenArgs {
+            endpoint: Some("https://core.example:4317".into()),
+            protocol: Protocol::Grpc,
+            ..LoadgenArgs::default()
+        };
+        let e = senders(&args, 1).err().expect("refused").to_string();
+        assert!(e.contains("plaintext only"), "{e}");
     }
 }

@@ -49,7 +49,7 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let sink = self.0.clone();
         Box::pin(async move {
-            let peer = request.remote_addr();
+            let (peer, client_cn) = peer_of(&request);
             let md = request.metadata();
             let batch = BatchInfo::from_headers(|k| {
                 md.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -58,6 +58,7 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
             let ctx = ExportContext {
                 peer,
                 batch,
+                client_cn,
                 ..ExportContext::default()
             };
             let outcome = sink
@@ -66,6 +67,14 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
                 .map_err(|e| e.grpc_status())?;
             Ok(tonic::Response::new(outcome.into_response()))
         })
+    }
+}
+
+/// The peer's address and, over mTLS, the Subject CN of its verified certificate.
+fn peer_of<T>(request: &tonic::Request<T>) -> (Option<std::net::SocketAddr>, Option<String>) {
+    match request.extensions().get::<edgewatch_tls::accept::TlsPeer>() {
+        Some(tls) => (Some(tls.addr), tls.client_cn.clone()),
+        None => (request.remote_addr(), None),
     }
 }
 

@@ -56,13 +56,22 @@ async fn export<S: MetricsSink>(State(rx): State<Receiver<S>>, req: Request<Body
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let client_cn = req
+        .extensions()
+        .get::<ConnectInfo<edgewatch_tls::accept::TlsPeer>>()
+        .and_then(|c| c.0.client_cn.clone());
     let (parts, body) = req.into_parts();
     let format = match request_format(&parts.headers) {
         Ok(f) => f,
         // The body format is unknown, so the error goes out as text.
         Err(e) => return (e.http_status(), e.to_string()).into_response(),
     };
-    match receive(&rx, &parts.headers, body, format, peer).await {
+    let ctx = ExportContext {
+        peer,
+        client_cn,
+        ..ExportContext::default()
+    };
+    match receive(&rx, &parts.headers, body, format, ctx).await {
         Ok(resp) => encode(format, &resp),
         Err(e) => error_response(format, &e),
     }
@@ -73,7 +82,7 @@ async fn receive<S: MetricsSink>(
     headers: &HeaderMap,
     body: Body,
     format: Format,
-    peer: Option<SocketAddr>,
+    ctx: ExportContext,
 ) -> Result<ExportMetricsServiceResponse, ExportError> {
     let raw = read_body(body, rx.max_request_bytes).await?;
     let raw = match headers
@@ -105,16 +114,7 @@ async fn receive<S: MetricsSink>(
             Bytes::from(req.encode_to_vec())
         }
     };
-    let outcome = rx
-        .sink
-        .export(
-            body,
-            ExportContext {
-                peer,
-                ..ExportContext::default()
-            },
-        )
-        .await?;
+    let outcome = rx.sink.export(body, ctx).await?;
     Ok(outcome.into_response())
 }
 

@@ -1,6 +1,9 @@
 //! Binding and running the OTLP servers of one role.
 
 use crate::MetricsSink;
+use edgewatch_tls::accept::{serve_http, TlsListener};
+use edgewatch_tls::server::{Protocol, ServerTls};
+use edgewatch_tls::TlsMetrics;
 use std::io;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
@@ -12,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 pub struct OtlpListeners {
     grpc: Option<TcpListener>,
     http: Option<TcpListener>,
+    tls: Option<(ServerTls, TlsMetrics)>,
 }
 
 impl OtlpListeners {
@@ -24,7 +28,17 @@ impl OtlpListeners {
             Some(a) => Some(bind(a, "OTLP/HTTP").await?),
             None => None,
         };
-        Ok(OtlpListeners { grpc, http })
+        Ok(OtlpListeners {
+            grpc,
+            http,
+            tls: None,
+        })
+    }
+
+    /// Both listeners speak TLS (mTLS when `tls` has a client CA).
+    pub fn with_tls(mut self, tls: ServerTls, metrics: TlsMetrics) -> Self {
+        self.tls = Some((tls, metrics));
+        self
     }
 
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
@@ -42,25 +56,38 @@ impl OtlpListeners {
         max_request_bytes: usize,
         shutdown: CancellationToken,
     ) -> io::Result<()> {
-        let grpc = self.grpc.map(|l| {
-            let svc = crate::grpc::MetricsService::new(sink.clone(), max_request_bytes);
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop.cancelled_owned())
-                    .await
-                    .map_err(io::Error::other)
-            })
-        });
+        let tls = self.tls;
+        let grpc = match self.grpc {
+            Some(l) => {
+                let svc = crate::grpc::MetricsService::new(sink.clone(), max_request_bytes);
+                let stop = shutdown.clone().cancelled_owned();
+                let server = tonic::transport::Server::builder().add_service(svc);
+                Some(match &tls {
+                    None => tokio::spawn(async move {
+                        server
+                            .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                            .await
+                            .map_err(io::Error::other)
+                    }),
+                    Some((t, m)) => {
+                        let incoming =
+                            TlsListener::new(l, t.clone(), Protocol::Grpc, "otlp_grpc", m)?;
+                        tokio::spawn(async move {
+                            server
+                                .serve_with_incoming_shutdown(incoming, stop)
+                                .await
+                                .map_err(io::Error::other)
+                        })
+                    }
+                })
+            }
+            None => None,
+        };
         let http = self.http.map(|l| {
             let app = crate::http::router(sink, max_request_bytes);
             let stop = shutdown.clone();
-            tokio::spawn(async move {
-                axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            })
+            let tls = tls.map(|(t, m)| (t, "otlp_http", m));
+            tokio::spawn(serve_http(l, tls, app, stop.cancelled_owned()))
         });
         for task in [grpc, http].into_iter().flatten() {
             task.await.map_err(io::Error::other)??;

@@ -27,6 +27,42 @@ pub async fn wait_ready(url: &str) {
     .await;
 }
 
+/// Like [`wait_ready`], with `client` (e.g. an HTTPS one).
+pub async fn wait_ready_with(client: &reqwest::Client, url: &str) {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{url} to answer 200"),
+        || async {
+            client
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+}
+
+/// An HTTPS client trusting only the CA in `ca`, presenting `identity` (a
+/// certificate and key file) when given.
+pub fn tls_client(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> reqwest::Client {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+    };
+    let mut b = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&read(ca)).expect("CA PEM"));
+    if let Some((cert, key)) = identity {
+        let mut pem = read(cert);
+        pem.extend_from_slice(&read(key));
+        b = b.identity(reqwest::Identity::from_pem(&pem).expect("client identity PEM"));
+    }
+    b.build().expect("TLS client")
+}
+
 /// One request a [`Recorder`] received, with the status it answered.
 #[derive(Clone, Debug)]
 pub struct Recorded {

@@ -10,10 +10,12 @@
 //! * [`git`]: real git repositories for the GitOps tests;
 //! * [`kustomize`]: the layouts under `deploy/` rendered by `kubectl kustomize`,
 //!   components inside a generated overlay, strict `kubernetes-validate`;
-//! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
+//! * [`peers`]: real Prometheus, Alertmanager and headless Chromium; the OpenTelemetry
+//!   Python SDK of `.venv`;
 //! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
 //! * [`http`]: an HTTP recorder with scripted answers (webhooks), over TLS too, and
-//!   small clients; [`tls`]: a throwaway CA with server and client certificates;
+//!   small clients; [`tls`]: throwaway CAs (rcgen) issuing server and client
+//!   certificates, valid or not, re-issued over the old files for rotations;
 //!   [`otlp_stand_in`]: an OTLP/gRPC receiver with scripted answers;
 //! * [`trust_keys`]: issue #13's config keys removed, for validating with a parser that
 //!   does not know them yet.

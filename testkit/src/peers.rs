@@ -22,6 +22,25 @@ pub fn require(path: &'static str, package: &str) -> &'static str {
     path
 }
 
+/// The Python of the repository's `.venv` with the official OpenTelemetry SDK
+/// (`scripts/test` creates it), or a panic saying so.
+pub fn otel_python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let ok = Command::new(&python)
+        .args([
+            "-c",
+            "import opentelemetry.exporter.otlp.proto.http, opentelemetry.exporter.otlp.proto.grpc",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} has no OpenTelemetry SDK: scripts/test creates .venv",
+        python.display()
+    );
+    python
+}
+
 /// A Prometheus server, killed when dropped.
 pub struct Prometheus {
     pub port: u16,

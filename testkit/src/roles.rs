@@ -34,17 +34,41 @@ impl Aggregator {
 
     /// On a given OTLP/gRPC port, with `extra` appended at the top level.
     pub async fn start_configured(bin: &str, dir: &Path, grpc: u16, extra: &str) -> Aggregator {
+        let spec = AggregatorSpec {
+            grpc,
+            extra,
+            ..AggregatorSpec::default()
+        };
+        Aggregator::start_spec(bin, dir, &spec).await
+    }
+
+    /// As `spec` says; with `spec.http_tls`, readiness is asked over HTTPS.
+    pub async fn start_spec(bin: &str, dir: &Path, spec: &AggregatorSpec<'_>) -> Aggregator {
+        let grpc = if spec.grpc == 0 {
+            free_port()
+        } else {
+            spec.grpc
+        };
         let (http_otlp, http) = (free_port(), free_port());
         let config = dir.join("aggregator.yaml");
         write(
             &config,
             &format!(
-                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\nstate:\n  path: {}\n{extra}",
-                dir.join("aggregator-state").display()
+                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\n{otlp}http:\n  listen: 127.0.0.1:{http}\n{http_extra}state:\n  path: {state}\n{extra}",
+                otlp = spec.otlp_extra,
+                http_extra = spec.http_extra,
+                state = dir.join("aggregator-state").display(),
+                extra = spec.extra,
             ),
         );
         let proc = spawn_role(bin, "aggregator", "aggregator", &config, dir);
-        wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await;
+        match &spec.http_tls {
+            None => wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await,
+            Some(client) => {
+                crate::http::wait_ready_with(client, &format!("https://127.0.0.1:{http}/readyz"))
+                    .await
+            }
+        }
         Aggregator {
             bin: bin.to_string(),
             grpc,
@@ -87,6 +111,21 @@ impl Aggregator {
     }
 }
 
+/// What an [`Aggregator`] is started with; `*_extra` strings are YAML lines.
+#[derive(Default)]
+pub struct AggregatorSpec<'a> {
+    /// OTLP/gRPC port; 0: a free one.
+    pub grpc: u16,
+    /// Appended to `receivers.otlp:` (4 spaces, e.g. `    tls: {...}`).
+    pub otlp_extra: &'a str,
+    /// Appended to `http:` (2 spaces).
+    pub http_extra: &'a str,
+    /// Appended at the top level.
+    pub extra: &'a str,
+    /// A client for an HTTPS `http:` listener (see [`crate::http::tls_client`]).
+    pub http_tls: Option<reqwest::Client>,
+}
+
 /// What a [`Collector`] is started with; `extra` strings are YAML lines appended to
 /// the generated config.
 pub struct CollectorSpec<'a> {
@@ -102,6 +141,12 @@ pub struct CollectorSpec<'a> {
     pub forward_extra: &'a str,
     /// Appended at the top level.
     pub top_extra: &'a str,
+    /// Scheme of `forward.endpoint` (`http` unless set).
+    pub forward_scheme: &'a str,
+    /// Appended to `admin:` (2 spaces, e.g. `  tls: {...}`).
+    pub admin_extra: &'a str,
+    /// A client for an HTTPS admin listener (see [`crate::http::tls_client`]).
+    pub admin_tls: Option<reqwest::Client>,
 }
 
 impl<'a> CollectorSpec<'a> {
@@ -115,6 +160,9 @@ impl<'a> CollectorSpec<'a> {
             buffer_extra: "",
             forward_extra: "",
             top_extra: "",
+            forward_scheme: "http",
+            admin_extra: "",
+            admin_tls: None,
         }
     }
 }
@@ -156,19 +204,27 @@ impl Collector {
         write(
             &config,
             &format!(
-                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers}buffer:\n  path: {buffer}\n{buffer_extra}forward:\n  endpoint: http://127.0.0.1:{agg}\n  initial_backoff: 50ms\n  max_backoff: 500ms\n{forward_extra}admin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n{top}",
+                "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http}\n{receivers}buffer:\n  path: {buffer}\n{buffer_extra}forward:\n  endpoint: {scheme}://127.0.0.1:{agg}\n  initial_backoff: 50ms\n  max_backoff: 500ms\n{forward_extra}admin:\n  listen: 127.0.0.1:{admin}\n  self_metrics_interval: 0\n{admin_extra}{top}",
                 cluster = spec.cluster,
                 node = spec.node,
                 receivers = spec.receivers_extra,
                 buffer = dir.join(format!("{}-buffer", spec.name)).display(),
                 buffer_extra = spec.buffer_extra,
                 agg = spec.aggregator_grpc,
+                scheme = spec.forward_scheme,
+                admin_extra = spec.admin_extra,
                 forward_extra = spec.forward_extra,
                 top = spec.top_extra,
             ),
         );
         let proc = spawn_role(bin, spec.name, "collector", &config, dir);
-        wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await;
+        match &spec.admin_tls {
+            None => wait_ready(&format!("http://127.0.0.1:{admin}/readyz")).await,
+            Some(client) => {
+                crate::http::wait_ready_with(client, &format!("https://127.0.0.1:{admin}/readyz"))
+                    .await
+            }
+        }
         Collector {
             bin: bin.to_string(),
             name: spec.name.to_string(),

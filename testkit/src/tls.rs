@@ -1,8 +1,12 @@
-//! A throwaway certificate authority with one server and one client certificate
-//! (made with the `openssl` command), and a TLS listener for axum.
+//! Throwaway certificate authorities made in the tests (rcgen): server and client
+//! certificates valid, expired, not yet valid or signed by another CA; and a TLS
+//! listener for axum.
 
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 /// PEM files in a test's directory.
@@ -14,117 +18,117 @@ pub struct Certs {
     pub client_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// From 2000 to 2090.
+    Current,
+    /// 2000 to 2001.
+    Expired,
+    /// 2099 to 2100.
+    NotYetValid,
 }
 
-/// A key and a certificate for `name` signed by the CA in `dir`.
-fn issue(dir: &Path, name: &str, file: &str, ext: &str) {
-    let ext_file = format!("{file}.ext");
-    crate::write(&dir.join(&ext_file), ext);
-    let (key, csr, pem) = (
-        format!("{file}.key"),
-        format!("{file}.csr"),
-        format!("{file}.pem"),
-    );
-    let subj = format!("/CN={name}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subj,
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext_file,
-        ],
-    );
+impl Validity {
+    fn apply(self, p: &mut CertificateParams) {
+        let (from, to) = match self {
+            Validity::Current => (2000, 2090),
+            Validity::Expired => (2000, 2001),
+            Validity::NotYetValid => (2099, 2100),
+        };
+        p.not_before = date_time_ymd(from, 1, 1);
+        p.not_after = date_time_ymd(to, 1, 1);
+    }
+}
+
+/// A CA whose certificate is `<dir>/<name>.pem`; it issues certificates into
+/// `dir` (`<file>.pem`, `<file>.key`, written over older ones: a rotation).
+pub struct Pki {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    ca: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path, name: &str) -> Pki {
+        let key = KeyPair::generate().expect("CA key");
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        Validity::Current.apply(&mut p);
+        let cert = p.self_signed(&key).expect("CA certificate");
+        let ca = dir.join(format!("{name}.pem"));
+        crate::write(&ca, &cert.pem());
+        Pki {
+            dir: dir.to_path_buf(),
+            issuer: Issuer::new(p, key),
+            ca,
+        }
+    }
+
+    /// The CA certificate's file.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca.clone()
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses); returns the
+    /// certificate and key files.
+    pub fn server(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut p = CertificateParams::new(names.clone()).expect("server names");
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::CommonName, names[0].as_str());
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(file, p, Validity::Current)
+    }
+
+    /// A client certificate whose Subject CN is `cn`.
+    pub fn client(&self, file: &str, cn: &str, validity: Validity) -> (PathBuf, PathBuf) {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(file, p, validity)
+    }
+
+    fn issue(
+        &self,
+        file: &str,
+        mut p: CertificateParams,
+        validity: Validity,
+    ) -> (PathBuf, PathBuf) {
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.use_authority_key_identifier_extension = true;
+        validity.apply(&mut p);
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &self.issuer).expect("certificate");
+        let (c, k) = (
+            self.dir.join(format!("{file}.pem")),
+            self.dir.join(format!("{file}.key")),
+        );
+        // The key first: a reader seeing the new certificate finds its key.
+        crate::write(&k, &key.serialize_pem());
+        crate::write(&c, &cert.pem());
+        (c, k)
+    }
 }
 
 impl Certs {
     /// A CA, a server certificate valid for the DNS name `server_name` only (not for
-    /// 127.0.0.1), and a client certificate, all in `dir`.
+    /// 127.0.0.1), and a client certificate (CN `edgewatch-client`), all in `dir`.
     pub fn generate(dir: &Path, server_name: &str) -> Certs {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=edgewatch-test-ca",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        issue(
-            dir,
-            server_name,
-            "server",
-            &format!(
-                "subjectAltName=DNS:{server_name}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-            ),
-        );
-        issue(
-            dir,
-            "edgewatch-client",
-            "client",
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-        );
+        let pki = Pki::new(dir, "ca");
+        let (server_cert, server_key) = pki.server("server", &[server_name]);
+        let (client_cert, client_key) = pki.client("client", "edgewatch-client", Validity::Current);
         Certs {
-            ca: dir.join("ca.pem"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
-            client_cert: dir.join("client.pem"),
-            client_key: dir.join("client.key"),
+            ca: pki.ca_file(),
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
         }
     }
 

@@ -43,9 +43,12 @@ impl Client {
             .timeout(cfg.remote_timeout.get())
             .user_agent(USER_AGENT)
             .default_headers(headers);
-        let builder = match super::tls::client_config(&cfg.tls_config)? {
-            Some(tls) => builder.use_preconfigured_tls(tls),
-            None => builder,
+        // Unset: reqwest's own rustls with the public roots (an `https://` URL is
+        // TLS either way).
+        let builder = if cfg.tls_config.is_set() {
+            builder.use_preconfigured_tls(edgewatch_tls::client::client_config(&cfg.tls_config)?)
+        } else {
+            builder
         };
         let http = builder
             .build()

@@ -27,7 +27,6 @@ mod metrics;
 pub mod proto;
 mod queue;
 mod sharding;
-mod tls;
 
 pub use metrics::Metrics;
 
@@ -47,15 +46,8 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("remote_write: tls_config: cannot read {path}: {source}")]
-    TlsFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("remote_write: tls_config: {path}: {error}")]
-    TlsPem { path: String, error: String },
-    #[error("remote_write: tls_config: cert_file and key_file go together")]
-    TlsPair,
+    #[error("remote_write: tls_config: {0}")]
+    Tls(#[from] edgewatch_tls::TlsError),
     #[error("remote_write: headers: {0:?} is not a valid header")]
     Header(String),
     #[error("remote_write: building the HTTP client: {0}")]

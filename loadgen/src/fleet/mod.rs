@@ -152,6 +152,8 @@ pub enum FleetError {
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("endpoint {0:?}: the fleet simulation speaks plaintext gRPC only (use http://)")]
+    Https(String),
     #[error(transparent)]
     Template(#[from] shape::TemplateError),
     #[error("a collector task failed: {0}")]
@@ -314,6 +316,10 @@ fn nodes(
 }
 
 fn channels(args: &FleetArgs) -> Result<Vec<Channel>, FleetError> {
+    // tonic without its TLS features would send an https:// endpoint plaintext.
+    if args.endpoint.starts_with("https://") {
+        return Err(FleetError::Https(args.endpoint.clone()));
+    }
     let ep = Endpoint::from_shared(args.endpoint.clone())
         .map_err(|source| FleetError::Endpoint {
             endpoint: args.endpoint.clone(),
