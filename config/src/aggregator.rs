@@ -8,6 +8,9 @@ use serde::Deserialize;
 pub struct AggregatorConfig {
     #[serde(default)]
     pub receivers: AggregatorReceivers,
+    /// Who may send over OTLP, and as which cluster.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     pub http: HttpConfig,
     pub state: StateConfig,
     #[serde(default)]
@@ -181,6 +184,10 @@ pub struct AggregatorReceivers {
 pub struct HttpConfig {
     /// `/federate`, `/metrics`, `/healthz`, `/readyz`.
     pub listen: Addr,
+    /// User → bcrypt hash: with any, every path but `/healthz` and `/readyz` needs
+    /// HTTP basic auth.
+    #[serde(default)]
+    pub basic_auth_users: crate::auth::BasicAuthUsers,
 }
 
 #[derive(Debug, Clone, Deserialize)]

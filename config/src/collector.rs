@@ -229,6 +229,10 @@ pub struct ForwardConfig {
     pub initial_backoff: Dur,
     #[serde(default = "default_max_backoff")]
     pub max_backoff: Dur,
+    /// Sent as `Authorization: Bearer <token>` on every export; re-read when the
+    /// file changes (a projected token is rotated in place).
+    #[serde(default)]
+    pub bearer_token_file: Option<crate::auth::TokenFile>,
 }
 
 fn default_forward_timeout() -> Dur {

@@ -4,6 +4,7 @@
 
 pub mod aggregator;
 pub mod alerting;
+pub mod auth;
 pub mod collector;
 pub mod remote_write;
 pub mod units;
