@@ -111,6 +111,7 @@ async fn receive<S: MetricsSink>(
             body,
             ExportContext {
                 peer,
+                bearer_token: crate::auth::bearer_token_of(headers),
                 ..ExportContext::default()
             },
         )
