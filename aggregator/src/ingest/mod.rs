@@ -5,6 +5,7 @@
 //! its replay twice.
 
 pub mod dedup;
+pub mod identity;
 
 use crate::convert::Converter;
 use crate::store::Store;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use dedup::SeqWindow;
 use edgewatch_otlp::view::{self, RequestView};
 use edgewatch_otlp::{BatchInfo, ExportContext, ExportError, ExportOutcome, MetricsSink};
+use identity::{Gate, Identity};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +52,7 @@ struct Inner {
     store: Arc<Store>,
     collectors: Mutex<HashMap<String, Arc<CollectorState>>>,
     wal: Arc<Wal>,
+    identity: Gate,
     /// Bytes of requests being ingested (in KiB permits).
     inflight: tokio::sync::Semaphore,
     inflight_kib: u32,
@@ -69,11 +72,13 @@ pub enum IngestError {
 }
 
 impl IngestSink {
-    /// `max_request_bytes` sizes the in-flight budget ([`INFLIGHT_REQUESTS`] of them).
+    /// `max_request_bytes` sizes the in-flight budget ([`INFLIGHT_REQUESTS`] of them);
+    /// `identity` admits requests (see [`identity`]).
     pub fn new(
         store: Arc<Store>,
         wal: Arc<Wal>,
         max_request_bytes: usize,
+        identity: Gate,
         registry: &Registry,
     ) -> Result<Self, IngestError> {
         let requests = IntCounterVec::new(
@@ -109,6 +114,7 @@ impl IngestSink {
                 store,
                 collectors: Mutex::new(HashMap::new()),
                 wal,
+                identity,
                 inflight: tokio::sync::Semaphore::new(inflight_kib as usize),
                 inflight_kib,
                 work: tokio::sync::Semaphore::new(workers()),
@@ -122,15 +128,20 @@ impl IngestSink {
 
     /// A request straight from an SDK (no batch headers): converted into the store;
     /// the caller makes the returned record durable before answering.
-    fn ingest(&self, req: RequestView<'_>) -> Option<Vec<u8>> {
+    fn ingest(&self, req: RequestView<'_>, who: Option<&Identity>) -> Option<Vec<u8>> {
         let out = self.inner.store.logged(crate::now_ms());
-        let outcome = self.inner.converter.ingest_into(req, &out);
+        let outcome = self.inner.converter.ingest_as(req, &out, authority(who));
         self.inner.points.inc_by(outcome.accepted_points);
         out.take_record()
     }
 
     /// Splits a forwarded batch, decodes each entry and ingests those not seen before.
-    fn ingest_batch(&self, body: &Bytes, info: &BatchInfo) -> Result<ExportOutcome, ExportError> {
+    fn ingest_batch(
+        &self,
+        body: &Bytes,
+        info: &BatchInfo,
+        who: Option<&Identity>,
+    ) -> Result<ExportOutcome, ExportError> {
         let total: usize = info.entry_lens.iter().sum();
         if total != body.len() {
             return Err(ExportError::InvalidArgument(format!(
@@ -171,7 +182,7 @@ impl IngestSink {
             points += self
                 .inner
                 .converter
-                .ingest_into(req.request(), &out)
+                .ingest_as(req.request(), &out, authority(who))
                 .accepted_points;
         }
         let record = out.take_record();
@@ -246,6 +257,10 @@ impl IngestSink {
     }
 }
 
+fn authority(who: Option<&Identity>) -> Option<&dyn crate::convert::Authority> {
+    who.map(|w| w as &dyn crate::convert::Authority)
+}
+
 fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
@@ -269,6 +284,16 @@ fn unavailable(e: WalError) -> ExportError {
 
 impl MetricsSink for IngestSink {
     async fn export(&self, body: Bytes, ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
+        let (ctx, who) = match self.inner.identity.admit(ctx) {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                self.inner
+                    .requests
+                    .with_label_values(&["unauthenticated"])
+                    .inc();
+                return Err(e);
+            }
+        };
         let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.inner.inflight_kib);
         let Ok(_held) = self.inner.inflight.try_acquire_many(kib) else {
             self.inner.requests.with_label_values(&["busy"]).inc();
@@ -295,10 +320,15 @@ impl MetricsSink for IngestSink {
         let this = self.clone();
         // Decoding and conversion are CPU work; keep them off the I/O threads' hot loop.
         let converted = tokio::task::spawn_blocking(move || match &ctx.batch {
-            Some(info) => this.ingest_batch(&body, info).map(|o| (o, None)),
+            Some(info) => this
+                .ingest_batch(&body, info, who.as_ref())
+                .map(|o| (o, None)),
             None => {
                 let req = view::decode(&body)?;
-                Ok((ExportOutcome::default(), this.ingest(req.request())))
+                Ok((
+                    ExportOutcome::default(),
+                    this.ingest(req.request(), who.as_ref()),
+                ))
             }
         })
         .await
