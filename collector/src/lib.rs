@@ -2,6 +2,7 @@
 //! forward in order to the aggregator. One instance per edge node (a DaemonSet).
 
 pub mod admin;
+pub mod bearer;
 pub mod buffer;
 pub mod discover;
 pub mod enrich;
@@ -55,6 +56,26 @@ impl Collector {
     }
 }
 
+/// Whether the OTLP receiver requires a verified client certificate: the only
+/// credential the collector's listeners know.
+fn otlp_requires_client_cert(_cfg: &CollectorConfig) -> bool {
+    // `receivers.otlp.tls.client_ca_file` arrives with TLS (issue #13, point 1).
+    false
+}
+
+/// A warning for each listener anyone on the network can use without credentials
+/// (the admin server has none: it serves metrics and probes only).
+fn warn_open_listeners(otlp: &OtlpListeners, otlp_authenticated: bool, admin: SocketAddr) {
+    use edgewatch_otlp::auth::warn_if_open;
+    if let Some(a) = otlp.grpc_addr() {
+        warn_if_open("OTLP gRPC", a, otlp_authenticated);
+    }
+    if let Some(a) = otlp.http_addr() {
+        warn_if_open("OTLP HTTP", a, otlp_authenticated);
+    }
+    warn_if_open("admin HTTP", admin, false);
+}
+
 /// Opens the buffer, binds every listener, and starts the receivers, the forwarder
 /// and the admin server. Returns once all listen.
 pub async fn start(
@@ -74,6 +95,11 @@ pub async fn start(
     let otlp = &cfg.receivers.otlp;
     let listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
     let admin_listener = edgewatch_otlp::server::bind(cfg.admin.listen.0, "admin HTTP").await?;
+    warn_open_listeners(
+        &listeners,
+        otlp_requires_client_cert(cfg),
+        admin_listener.local_addr()?,
+    );
     let forwarder = forward::Forwarder::new(
         buffer.clone(),
         forward::ForwardOptions::from_config(&cfg.forward),
