@@ -34,12 +34,33 @@ impl Aggregator {
 
     /// On a given OTLP/gRPC port, with `extra` appended at the top level.
     pub async fn start_configured(bin: &str, dir: &Path, grpc: u16, extra: &str) -> Aggregator {
+        Aggregator::start_full(bin, dir, grpc, "", extra).await
+    }
+
+    /// With `http_extra` appended to the `http:` block (e.g. `  basic_auth_users:
+    /// ...`) and `extra` at the top level.
+    pub async fn start_with_http(
+        bin: &str,
+        dir: &Path,
+        http_extra: &str,
+        extra: &str,
+    ) -> Aggregator {
+        Aggregator::start_full(bin, dir, free_port(), http_extra, extra).await
+    }
+
+    async fn start_full(
+        bin: &str,
+        dir: &Path,
+        grpc: u16,
+        http_extra: &str,
+        extra: &str,
+    ) -> Aggregator {
         let (http_otlp, http) = (free_port(), free_port());
         let config = dir.join("aggregator.yaml");
         write(
             &config,
             &format!(
-                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\nstate:\n  path: {}\n{extra}",
+                "receivers:\n  otlp:\n    grpc: 127.0.0.1:{grpc}\n    http: 127.0.0.1:{http_otlp}\nhttp:\n  listen: 127.0.0.1:{http}\n{http_extra}state:\n  path: {}\n{extra}",
                 dir.join("aggregator-state").display()
             ),
         );
