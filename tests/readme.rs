@@ -77,6 +77,27 @@ fn complete(base: &str, part: &str) -> String {
     merged.into_iter().map(|(_, text)| text).collect()
 }
 
+/// `text` with the path of every `token_file:` / `bearer_token_file:` replaced by a
+/// file under `dir` holding a token of its own (validation reads token files).
+fn with_token_files(text: &str, dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let key_end = line.find("token_file: ").map(|i| i + "token_file: ".len());
+        match key_end {
+            Some(end) => {
+                let original = line[end..].split_whitespace().next().unwrap_or("");
+                let file = dir.join(original.replace('/', "_"));
+                write(&file, &format!("token-for-{original}\n"));
+                out.push_str(&line[..end]);
+                out.push_str(&file.display().to_string());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn validate(role: &str, file: &std::path::Path) -> Result<(), String> {
     let out = Command::new(BIN)
         .args(["validate", role])
@@ -112,7 +133,7 @@ fn every_readme_config_example_is_valid() {
             Kind::Aggregator => complete(whole_aggregator, block),
             _ => block.clone(),
         };
-        write(&file, &text);
+        write(&file, &with_token_files(&text, dir.path()));
         let verdict = match kind {
             Kind::Collector => validate("collector", &file),
             Kind::Aggregator => validate("aggregator", &file),
