@@ -136,7 +136,16 @@ async fn without_valid_credentials_nothing_is_stored() {
     }
     for token in [None, Some("tok-x")] {
         let body = claiming("edge-a", "refused_http").encode_to_vec();
-        assert_eq!(post_otlp_as(agg.http_otlp, body, token).await, 401);
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/v1/metrics", agg.http_otlp))
+            .header("content-type", "application/x-protobuf");
+        let r = match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        };
+        let r = r.body(body).send().await.expect("POST /v1/metrics");
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
     }
     let m = agg.metrics().await;
     assert_eq!(
@@ -158,6 +167,9 @@ async fn without_valid_credentials_nothing_is_stored() {
         clusters_of(&agg, "refused_http").await,
         Vec::<String>::new()
     );
+    let body = claiming("edge-a", "refused_http").encode_to_vec();
+    assert_eq!(post_otlp_as(agg.http_otlp, body, Some("tok-b")).await, 200);
+    assert_eq!(clusters_of(&agg, "refused_http").await, ["edge-b"]);
 }
 
 /// A token for edge-a sending with edge-b's collector id and a floor far ahead:
