@@ -100,6 +100,9 @@ pub async fn start(
         otlp_requires_client_cert(cfg),
         admin_listener.local_addr()?,
     );
+    if cfg.forward.bearer_token_file.is_some() && cfg.forward.endpoint.0.starts_with("http://") {
+        tracing::warn!(endpoint = %cfg.forward.endpoint, "forward.bearer_token_file with a plaintext endpoint: the token can be read on the way");
+    }
     let forwarder = forward::Forwarder::new(
         buffer.clone(),
         forward::ForwardOptions::from_config(&cfg.forward),
