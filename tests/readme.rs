@@ -3,6 +3,7 @@
 //! `promtool check config`.
 
 use edgewatch_testkit::peers::promtool_check_config;
+use edgewatch_testkit::trust_keys::without_trust_keys;
 use edgewatch_testkit::write;
 use std::process::Command;
 
@@ -33,15 +34,19 @@ enum Kind {
     Collector,
     Aggregator,
     Prometheus,
+    Kustomization,
 }
 
-/// A collector config names its cluster; a Prometheus one has scrape_configs; every
-/// other example configures the aggregator (whole, or a few sections of it).
+/// A collector config names its cluster; a Prometheus one has scrape_configs; a
+/// Kustomization is one; every other example configures the aggregator (whole, or a few
+/// sections of it).
 fn kind(block: &str) -> Kind {
     if block.starts_with("cluster:") {
         Kind::Collector
     } else if block.starts_with("scrape_configs:") {
         Kind::Prometheus
+    } else if block.starts_with("apiVersion: kustomize.config.k8s.io/") {
+        Kind::Kustomization
     } else {
         Kind::Aggregator
     }
@@ -98,6 +103,30 @@ fn with_token_files(text: &str, dir: &std::path::Path) -> String {
     out
 }
 
+/// A README kustomization lives beside a checkout of this repository, `../edgewatch/`:
+/// each of its resources and components names a directory of that checkout.
+fn kustomization_paths_exist(block: &str) -> Result<(), String> {
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(block).map_err(|e| e.to_string())?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    for list in ["resources", "components"] {
+        for path in doc[list].as_sequence().into_iter().flatten() {
+            let path = path.as_str().unwrap_or_default();
+            let found = path
+                .strip_prefix("../edgewatch/")
+                .is_some_and(|rel| root.join(rel).join("kustomization.yaml").is_file());
+            if !found {
+                missing.push(path.to_string());
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not in this repository: {missing:?}"))
+    }
+}
+
 fn validate(role: &str, file: &std::path::Path) -> Result<(), String> {
     let out = Command::new(BIN)
         .args(["validate", role])
@@ -129,8 +158,10 @@ fn every_readme_config_example_is_valid() {
     let mut failures = Vec::new();
     for (i, (block, kind)) in blocks.iter().zip(&kinds).enumerate() {
         let file = dir.path().join(format!("readme-{i}.yaml"));
+        // The TLS and auth keys are checked once the config crate knows them.
         let text = match kind {
-            Kind::Aggregator => complete(whole_aggregator, block),
+            Kind::Aggregator => without_trust_keys(&complete(whole_aggregator, block)),
+            Kind::Collector => without_trust_keys(block),
             _ => block.clone(),
         };
         write(&file, &with_token_files(&text, dir.path()));
@@ -138,6 +169,7 @@ fn every_readme_config_example_is_valid() {
             Kind::Collector => validate("collector", &file),
             Kind::Aggregator => validate("aggregator", &file),
             Kind::Prometheus => promtool_check_config(&file),
+            Kind::Kustomization => kustomization_paths_exist(block),
         };
         if let Err(e) = verdict {
             failures.push(format!("block {i} ({kind:?}):\n{block}\n→ {e}"));

@@ -5,39 +5,16 @@
 //! read their own valid config, own disjoint clusters, and are what the collectors of
 //! those clusters (the per-cluster overlays) point at.
 
-use serde::Deserialize;
+use edgewatch_testkit::kustomize::{of_kind, render, strs, strs_at};
+use edgewatch_testkit::trust_keys::without_trust_keys;
 use serde_yaml_ng::Value;
 use std::path::Path;
-use std::process::Command;
 
-fn render(dir: &str) -> Vec<Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(root.join(dir))
-        .output()
-        .expect("kubectl is installed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("utf-8");
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).expect("yaml document"))
-        .collect()
-}
-
-fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    docs.iter()
-        .filter(|d| d["kind"].as_str() == Some(kind))
-        .collect()
-}
-
-fn strs(v: &Value) -> Vec<&str> {
-    v.as_sequence()
-        .map(|s| s.iter().filter_map(|x| x.as_str()).collect())
-        .unwrap_or_default()
+/// The config in `yaml`, parsed by the config crate without the keys of issue #13's
+/// Interface (deploy_trust.rs checks those).
+fn parse_without_trust_keys<T: serde::de::DeserializeOwned>(yaml: &str, file: &str) -> T {
+    let rest = without_trust_keys(yaml);
+    edgewatch_config::parse(&rest, file).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 #[test]
@@ -98,14 +75,13 @@ fn collector_kustomization_renders() {
     let yaml = cm[0]["data"]["collector.yaml"]
         .as_str()
         .expect("collector.yaml in the ConfigMap");
-    let cfg: edgewatch_config::CollectorConfig =
-        edgewatch_config::parse(yaml, "collector.yaml").expect("valid collector config");
+    let cfg: edgewatch_config::CollectorConfig = parse_without_trust_keys(yaml, "collector.yaml");
     assert!(cfg.discovery.kubernetes);
-    let mounted = pod["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .any(|v| v["configMap"]["name"] == cm[0]["metadata"]["name"]);
+    // Projected with the TLS Secret into one volume (deploy_security.rs).
+    let mounted = pod["volumes"].as_sequence().unwrap().iter().any(|v| {
+        strs_at(&v["projected"]["sources"], |s| &s["configMap"]["name"])
+            .contains(&cm[0]["metadata"]["name"].as_str().unwrap())
+    });
     assert!(mounted, "the generated ConfigMap (hashed name) is mounted");
 }
 
@@ -119,8 +95,7 @@ fn aggregator_kustomization_renders() {
     let yaml = cm[0]["data"]["aggregator.yaml"]
         .as_str()
         .expect("aggregator.yaml");
-    let _: edgewatch_config::AggregatorConfig =
-        edgewatch_config::parse(yaml, "aggregator.yaml").expect("valid aggregator config");
+    let _: edgewatch_config::AggregatorConfig = parse_without_trust_keys(yaml, "aggregator.yaml");
 }
 
 /// The ConfigMap's data of the first ConfigMap in `docs`.
@@ -188,8 +163,7 @@ fn sharded_aggregators_render_and_the_cluster_mapping_is_consistent() {
         let yaml = data[file.as_str()]
             .as_str()
             .unwrap_or_else(|| panic!("{file} in the ConfigMap"));
-        let cfg: edgewatch_config::AggregatorConfig =
-            edgewatch_config::parse(yaml, &file).expect("valid aggregator config");
+        let cfg: edgewatch_config::AggregatorConfig = parse_without_trust_keys(yaml, &file);
         assert!(!cfg.fleet.clusters.is_empty(), "{file}: fleet.clusters");
         for cluster in &cfg.fleet.clusters {
             let before = owner.insert(cluster.clone(), pod.clone());
@@ -222,7 +196,7 @@ fn sharded_aggregators_render_and_the_cluster_mapping_is_consistent() {
     let mut overlays = 0;
     for dir in std::fs::read_dir(&root).expect("clusters/") {
         let cluster = dir.unwrap().file_name().into_string().unwrap();
-        let docs = render(&format!("deploy/aggregator-sharded/clusters/{cluster}"));
+        let docs = render(format!("deploy/aggregator-sharded/clusters/{cluster}"));
         assert_eq!(
             of_kind(&docs, "ConfigMap").len(),
             1,
@@ -230,7 +204,7 @@ fn sharded_aggregators_render_and_the_cluster_mapping_is_consistent() {
         );
         let yaml = config_map_data(&docs)["collector.yaml"].as_str().unwrap();
         let cfg: edgewatch_config::CollectorConfig =
-            edgewatch_config::parse(yaml, "collector.yaml").expect("valid collector config");
+            parse_without_trust_keys(yaml, "collector.yaml");
         assert_eq!(cfg.cluster.0, cluster);
         let pod = owner
             .get(&cluster)

@@ -52,7 +52,17 @@ impl Decoder for BodyDecoder {
                 self.max
             )));
         }
-        Ok(Some(src.copy_to_bytes(src.remaining())))
+        // A copy of exactly the body: `copy_to_bytes` would share tonic's read or
+        // decompression buffer, whose capacity grows by doubling, so a held request
+        // could pin up to twice the bytes the ingest budget counts for it.
+        let mut body = bytes::BytesMut::with_capacity(src.remaining());
+        while src.has_remaining() {
+            let chunk = src.chunk();
+            body.extend_from_slice(chunk);
+            let n = chunk.len();
+            src.advance(n);
+        }
+        Ok(Some(body.freeze()))
     }
 }
 

@@ -8,16 +8,21 @@
 //! * [`otlp`]: request builders and attribute helpers; [`payloads`]: the buffer's
 //!   reference payloads; [`mutate`]: byte mutations for decoder tests;
 //! * [`git`]: real git repositories for the GitOps tests;
+//! * [`kustomize`]: the layouts under `deploy/` rendered by `kubectl kustomize`,
+//!   components inside a generated overlay, strict `kubernetes-validate`;
 //! * [`peers`]: real Prometheus, Alertmanager and headless Chromium;
 //! * [`roles`]: `edgewatch aggregator` / `collector` as processes (binary path passed in);
 //! * [`http`]: an HTTP recorder with scripted answers (webhooks), over TLS too, and
 //!   small clients; [`tls`]: a throwaway CA with server and client certificates;
-//!   [`otlp_stand_in`]: an OTLP/gRPC receiver with scripted answers.
+//!   [`otlp_stand_in`]: an OTLP/gRPC receiver with scripted answers;
+//! * [`trust_keys`]: issue #13's config keys removed, for validating with a parser that
+//!   does not know them yet.
 //!
 //! It depends on no edgewatch crate, so every one of them can dev-depend on it.
 
 pub mod git;
 pub mod http;
+pub mod kustomize;
 pub mod metrics;
 pub mod mutate;
 pub mod otlp;
@@ -28,6 +33,7 @@ mod ports;
 mod proc;
 pub mod roles;
 pub mod tls;
+pub mod trust_keys;
 mod wait;
 
 pub use http::{get, wait_ready};

@@ -28,14 +28,24 @@ const REORDER_WAIT: Duration = Duration::from_secs(1);
 const INFLIGHT_REQUESTS: usize = 16;
 
 /// One collector's replay state. Its lock is held while the collector's entries are
-/// converted, so one collector's batches reach the store in sequence order even
-/// though the forwarder keeps several in flight (a sample older than the one held
-/// would otherwise be ignored by the store, and the log would hold it out of order).
-/// A batch waits for its turn on `next` (asynchronously, holding no thread and no
-/// work slot) before it is converted.
+/// converted and until they are durable, so one collector's batches reach the store
+/// in sequence order even though the forwarder keeps several in flight (a sample
+/// older than the one held would otherwise be ignored by the store, and the log
+/// would hold it out of order), and a retry racing its original is seen as a replay.
+/// A batch waits for its turn on `next` and for the lock asynchronously, holding no
+/// thread and no work slot.
 struct CollectorState {
-    window: Mutex<SeqWindow>,
+    window: Arc<tokio::sync::Mutex<SeqWindow>>,
     next: tokio::sync::watch::Sender<u64>,
+}
+
+/// A converted batch: its answer, and what must be durable before it is given.
+struct Converted {
+    outcome: ExportOutcome,
+    record: Option<Vec<u8>>,
+    /// The collector's new replay window, when it changed.
+    window: Option<SeqWindow>,
+    points: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,13 +145,15 @@ impl IngestSink {
         out.take_record()
     }
 
-    /// Splits a forwarded batch, decodes each entry and ingests those not seen before.
+    /// Splits a forwarded batch, decodes each entry and converts those `window` has
+    /// not seen; the caller makes the result durable before answering.
     fn ingest_batch(
         &self,
         body: &Bytes,
         info: &BatchInfo,
+        window: &SeqWindow,
         who: Option<&Identity>,
-    ) -> Result<ExportOutcome, ExportError> {
+    ) -> Result<Converted, ExportError> {
         let total: usize = info.entry_lens.iter().sum();
         if total != body.len() {
             return Err(ExportError::InvalidArgument(format!(
@@ -161,9 +173,6 @@ impl IngestSink {
             }
             offset += len;
         }
-        let collector = self.collector(&info.collector_id);
-        let mut window = lock(&collector.window);
-        // The new window takes effect only once it is durable with the samples.
         let mut next = window.clone();
         next.raise_floor(info.floor);
         // Malformed entries are settled too: re-sending them cannot help.
@@ -185,30 +194,19 @@ impl IngestSink {
                 .ingest_as(req.request(), &out, authority(who))
                 .accepted_points;
         }
-        let record = out.take_record();
-        if record.is_some() || next != *window {
-            let committed = self
-                .inner
-                .wal
-                .append_durable(record, Some((&info.collector_id, next.encode())));
-            if let Err(e) = committed {
-                return Err(unavailable(e));
-            }
-            *window = next;
-            collector.next.send_replace(window.next());
-        }
-        self.inner.points.inc_by(points);
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
         self.inner.duplicate_batches.inc_by(duplicates as u64);
-        drop(window);
-        if errors.is_empty() {
-            return Ok(ExportOutcome::default());
-        }
         // The points of malformed entries are unknown; report one per entry.
         self.inner.rejected_points.inc_by(errors.len() as u64);
-        Ok(ExportOutcome {
+        let outcome = ExportOutcome {
             rejected_points: errors.len() as i64,
             message: errors.join("; "),
+        };
+        Ok(Converted {
+            outcome,
+            record: out.take_record(),
+            window: (next != *window).then_some(next),
+            points,
         })
     }
 
@@ -220,7 +218,7 @@ impl IngestSink {
         let window = self.load_window(id);
         let (next, _) = tokio::sync::watch::channel(window.next());
         let c = Arc::new(CollectorState {
-            window: Mutex::new(window),
+            window: Arc::new(tokio::sync::Mutex::new(window)),
             next,
         });
         all.insert(id.to_string(), c.clone());
@@ -243,17 +241,105 @@ impl IngestSink {
     /// Waits (up to [`REORDER_WAIT`]) until the batches this collector sent before
     /// this one are in; after that the batch goes ahead out of order (the earlier
     /// one is being retried).
-    async fn wait_for_turn(&self, info: &BatchInfo) {
+    async fn wait_for_turn(&self, info: &BatchInfo) -> Result<Arc<CollectorState>, ExportError> {
         let this = self.clone();
         let id = info.collector_id.clone();
         // Loading a collector's window reads sled: off the I/O threads.
-        let Ok(collector) = tokio::task::spawn_blocking(move || this.collector(&id)).await else {
-            return;
-        };
+        let collector = tokio::task::spawn_blocking(move || this.collector(&id))
+            .await
+            .map_err(task_failed)?;
         let mut next = collector.next.subscribe();
         let (first, floor) = (info.first_seq, info.floor);
         let _ =
             tokio::time::timeout(REORDER_WAIT, next.wait_for(|n| first <= (*n).max(floor))).await;
+        Ok(collector)
+    }
+
+    /// Converts a forwarded batch and answers once it and its collector's new
+    /// window are durable.
+    async fn export_batch(
+        &self,
+        body: Bytes,
+        info: BatchInfo,
+        held: tokio::sync::SemaphorePermit<'_>,
+        who: Option<Identity>,
+    ) -> Result<ExportOutcome, ExportError> {
+        let collector = self.wait_for_turn(&info).await?;
+        let window = collector.window.clone().lock_owned().await;
+        let slot = self.work_slot().await?;
+        let this = self.clone();
+        // Decoding and conversion are CPU work; keep them off the I/O threads' hot loop.
+        let (converted, mut window) = tokio::task::spawn_blocking(move || {
+            let c = this
+                .ingest_batch(&body, &info, &window, who.as_ref())
+                .map(|c| (c, info));
+            (c, window)
+        })
+        .await
+        .map_err(task_failed)?;
+        // The body is gone; what waits for the log is its record, a few bytes a sample.
+        drop((slot, held));
+        let (c, info) = converted?;
+        if c.record.is_some() || c.window.is_some() {
+            // The window moves only once it is durable with the samples.
+            let encoded = c
+                .window
+                .as_ref()
+                .map(|w| (info.collector_id.as_str(), w.encode()));
+            let durable = self.inner.wal.append_durable_async(c.record, encoded);
+            match durable {
+                Ok(d) => d.await.map_err(unavailable)?,
+                Err(e) => return Err(unavailable(e)),
+            };
+            if let Some(w) = c.window {
+                *window = w;
+                collector.next.send_replace(window.next());
+            }
+        }
+        self.inner.points.inc_by(c.points);
+        Ok(c.outcome)
+    }
+
+    /// A request straight from an SDK: converted, then made durable with no thread
+    /// waiting (it has no replay window to keep in step).
+    async fn export_plain(
+        &self,
+        body: Bytes,
+        held: tokio::sync::SemaphorePermit<'_>,
+        who: Option<Identity>,
+    ) -> Result<ExportOutcome, ExportError> {
+        let slot = self.work_slot().await?;
+        let this = self.clone();
+        let record = tokio::task::spawn_blocking(move || {
+            let req = view::decode(&body)?;
+            Ok::<_, ExportError>(this.ingest(req.request(), who.as_ref()))
+        })
+        .await
+        .map_err(task_failed)??;
+        drop((slot, held));
+        if let Some(record) = record {
+            let durable = self.inner.wal.append_durable_async(Some(record), None);
+            durable.map_err(unavailable)?.await.map_err(unavailable)?;
+        }
+        Ok(ExportOutcome::default())
+    }
+
+    async fn work_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ExportError> {
+        self.inner
+            .work
+            .acquire()
+            .await
+            .map_err(|_| ExportError::Unavailable {
+                message: "the aggregator is stopping".into(),
+                retry_after: Duration::from_secs(1),
+            })
+    }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> ExportError {
+    ExportError::Unavailable {
+        message: format!("ingest task failed: {e}"),
+        retry_after: Duration::from_secs(1),
     }
 }
 
@@ -295,7 +381,7 @@ impl MetricsSink for IngestSink {
             }
         };
         let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.inner.inflight_kib);
-        let Ok(_held) = self.inner.inflight.try_acquire_many(kib) else {
+        let Ok(held) = self.inner.inflight.try_acquire_many(kib) else {
             self.inner.requests.with_label_values(&["busy"]).inc();
             return Err(ExportError::ResourceExhausted {
                 message: format!(
@@ -305,47 +391,9 @@ impl MetricsSink for IngestSink {
                 retry_after: Duration::from_secs(1),
             });
         };
-        if let Some(info) = &ctx.batch {
-            self.wait_for_turn(info).await;
-        }
-        let _slot = self
-            .inner
-            .work
-            .acquire()
-            .await
-            .map_err(|_| ExportError::Unavailable {
-                message: "the aggregator is stopping".into(),
-                retry_after: Duration::from_secs(1),
-            })?;
-        let this = self.clone();
-        // Decoding and conversion are CPU work; keep them off the I/O threads' hot loop.
-        let converted = tokio::task::spawn_blocking(move || match &ctx.batch {
-            Some(info) => this
-                .ingest_batch(&body, info, who.as_ref())
-                .map(|o| (o, None)),
-            None => {
-                let req = view::decode(&body)?;
-                Ok((
-                    ExportOutcome::default(),
-                    this.ingest(req.request(), who.as_ref()),
-                ))
-            }
-        })
-        .await
-        .map_err(|e| ExportError::Unavailable {
-            message: format!("ingest task failed: {e}"),
-            retry_after: std::time::Duration::from_secs(1),
-        })?;
-        drop(_slot);
-        // A request without batch headers has no replay window to keep in step, so its
-        // thread is free while the log makes it durable.
-        let result = match converted {
-            Ok((outcome, Some(record))) => match self.inner.wal.append_durable_async(record) {
-                Ok(durable) => durable.await.map(|_| outcome).map_err(unavailable),
-                Err(e) => Err(unavailable(e)),
-            },
-            Ok((outcome, None)) => Ok(outcome),
-            Err(e) => Err(e),
+        let result = match ctx.batch {
+            Some(info) => self.export_batch(body, info, held, who).await,
+            None => self.export_plain(body, held, who).await,
         };
         let outcome = match &result {
             Ok(o) if o.rejected_points > 0 => "partial",
