@@ -192,6 +192,8 @@ async fn rule_files_fire_notify_resolve_and_obey_silences() {
     );
     let r = client
         .delete(agg.url(&format!("/api/v1/silence/{silence_id}")))
+        // State-changing requests say JSON, which a cross-site form cannot.
+        .header("content-type", "application/json")
         .send()
         .await
         .expect("delete the silence");

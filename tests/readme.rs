@@ -82,6 +82,27 @@ fn complete(base: &str, part: &str) -> String {
     merged.into_iter().map(|(_, text)| text).collect()
 }
 
+/// `text` with the path of every `token_file:` / `bearer_token_file:` replaced by a
+/// file under `dir` holding a token of its own (validation reads token files).
+fn with_token_files(text: &str, dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let key_end = line.find("token_file: ").map(|i| i + "token_file: ".len());
+        match key_end {
+            Some(end) => {
+                let original = line[end..].split_whitespace().next().unwrap_or("");
+                let file = dir.join(original.replace('/', "_"));
+                write(&file, &format!("token-for-{original}\n"));
+                out.push_str(&line[..end]);
+                out.push_str(&file.display().to_string());
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// A README kustomization lives beside a checkout of this repository, `../edgewatch/`:
 /// each of its resources and components names a directory of that checkout.
 fn kustomization_paths_exist(block: &str) -> Result<(), String> {
@@ -143,7 +164,7 @@ fn every_readme_config_example_is_valid() {
             Kind::Collector => without_trust_keys(block),
             _ => block.clone(),
         };
-        write(&file, &text);
+        write(&file, &with_token_files(&text, dir.path()));
         let verdict = match kind {
             Kind::Collector => validate("collector", &file),
             Kind::Aggregator => validate("aggregator", &file),

@@ -74,10 +74,15 @@ pub async fn start(
     let wal = open_wal(cfg, &state, &registry).await?;
     store.set_wal(wal.clone());
     let otlp = &cfg.receivers.otlp;
+    let policy = ingest::identity::Policy::new(&cfg.auth, otlp_requires_client_cert(cfg));
+    let otlp_authenticated = !policy.is_open();
+    let gate = ingest::identity::Gate::new(policy, &registry)?;
+    let auth_failures = gate.failures();
     let sink = ingest::IngestSink::new(
         store.clone(),
         wal.clone(),
         otlp.max_request_bytes.bytes() as usize,
+        gate,
         &registry,
     )?;
     let tls_metrics = edgewatch_tls::TlsMetrics::register(&registry)?;
@@ -94,10 +99,17 @@ pub async fn start(
         )),
         None => None,
     };
+    warn_open_listeners(
+        &listeners,
+        otlp_authenticated,
+        http_listener.local_addr()?,
+        !cfg.http.basic_auth_users.is_empty() || requires_client_cert(cfg.http.tls.as_ref()),
+    );
     // Readers first: a new endpoint starts at the log's end, before anything new.
     let remote_metrics = remote::Metrics::register(&registry)?;
     let writers = remote::start_all(&cfg.remote_write, &wal, &remote_metrics, shutdown.clone())?;
     let (app, mut background) = services(cfg, &store, &state, &registry, &shutdown)?;
+    let app = web::security::protect(app, &cfg.http.basic_auth_users, auth_failures);
     background.extend(writers);
     background.push(tokio::spawn(trim_wal(
         wal.clone(),
@@ -123,6 +135,33 @@ pub async fn start(
     };
     tracing::info!(otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, http = %out.http, "aggregator started");
     Ok(out)
+}
+
+/// Whether the OTLP receiver requires a verified client certificate, whose
+/// Subject CN is then the sender's cluster.
+fn otlp_requires_client_cert(cfg: &AggregatorConfig) -> bool {
+    requires_client_cert(cfg.receivers.otlp.tls.as_ref())
+}
+
+fn requires_client_cert(tls: Option<&edgewatch_config::tls::ServerTlsConfig>) -> bool {
+    tls.is_some_and(|t| t.client_ca_file.is_some())
+}
+
+/// A warning for each listener anyone on the network can use without credentials.
+fn warn_open_listeners(
+    otlp: &OtlpListeners,
+    otlp_authenticated: bool,
+    http: SocketAddr,
+    http_authenticated: bool,
+) {
+    use edgewatch_otlp::auth::warn_if_open;
+    if let Some(a) = otlp.grpc_addr() {
+        warn_if_open("OTLP gRPC", a, otlp_authenticated);
+    }
+    if let Some(a) = otlp.http_addr() {
+        warn_if_open("OTLP HTTP", a, otlp_authenticated);
+    }
+    warn_if_open("HTTP", http, http_authenticated);
 }
 
 /// Opens the sled state (blocking I/O, off the runtime's threads).

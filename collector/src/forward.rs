@@ -6,6 +6,7 @@
 //! batches that were in flight. Each batch names its entries' sequence numbers
 //! (see `edgewatch_otlp::BatchInfo`) so the aggregator drops what it already has.
 
+use crate::bearer::BearerToken;
 use crate::buffer::{Buffer, BufferError, Entry, Seq};
 use bytes::BytesMut;
 use edgewatch_otlp::client::{Frame, FrameEncoder};
@@ -29,6 +30,7 @@ pub struct ForwardOptions {
     pub max_backoff: Duration,
     /// TLS settings of an `https://` endpoint (unset: the public web roots).
     pub tls: Option<edgewatch_config::tls::TlsConfig>,
+    pub bearer_token_file: Option<std::path::PathBuf>,
 }
 
 impl ForwardOptions {
@@ -42,6 +44,7 @@ impl ForwardOptions {
             initial_backoff: c.initial_backoff.get(),
             max_backoff: c.max_backoff.get(),
             tls: c.tls.clone(),
+            bearer_token_file: c.bearer_token_file.as_ref().map(|f| f.0.clone()),
         }
     }
 }
@@ -110,6 +113,7 @@ pub struct Forwarder {
     /// Shared by the batches in flight; a batch holds it only while it compresses.
     encoder: Arc<Mutex<FrameEncoder>>,
     metrics: Metrics,
+    token: Option<Arc<BearerToken>>,
 }
 
 /// The channel to the endpoint: over TLS for `https://` (never a plaintext
@@ -170,12 +174,17 @@ impl Forwarder {
         let channel = channel(endpoint, &opts, tls_metrics)?;
         let encoder = FrameEncoder::new(ZSTD_LEVEL).map_err(ForwardError::Compressor)?;
         let metrics = Metrics::new(registry)?;
+        let token = match &opts.bearer_token_file {
+            Some(path) => Some(Arc::new(BearerToken::open(path)?)),
+            None => None,
+        };
         Ok(Forwarder {
             buffer,
             opts,
             channel,
             encoder: Arc::new(Mutex::new(encoder)),
             metrics,
+            token,
         })
     }
 
@@ -250,6 +259,7 @@ impl Forwarder {
         let metrics = self.metrics.clone();
         let opts = self.opts.clone();
         let buffer = self.buffer.clone();
+        let token = self.token.clone();
         let last = entries[entries.len() - 1].seq;
         async move {
             let started = std::time::Instant::now();
@@ -272,7 +282,7 @@ impl Forwarder {
                     return Sent::Done { last };
                 };
                 let bytes = frame.len() as u64;
-                let attempt = export(&mut channel, frame, &batch.info);
+                let attempt = export(&mut channel, frame, &batch.info, token.as_deref());
                 let result = tokio::select! {
                     r = attempt => r,
                     _ = shutdown.cancelled() => return Sent::Abandoned,
@@ -293,6 +303,9 @@ impl Forwarder {
                     Err(status) if edgewatch_otlp::client::is_retryable(status.code()) => {
                         metrics.retries.inc();
                         let wait = retry_delay(&status).unwrap_or_else(|| jitter(backoff));
+                        if status.code() == tonic::Code::Unauthenticated {
+                            tracing::warn!(message = status.message(), ?wait, "the aggregator refused the credentials; keeping the batch and retrying");
+                        }
                         tracing::debug!(code = ?status.code(), message = status.message(), ?wait, "export failed; retrying");
                         backoff = (backoff * 2).min(opts.max_backoff);
                         tokio::select! {
@@ -376,9 +389,13 @@ async fn export(
     channel: &mut Channel,
     frame: Frame,
     info: &BatchInfo,
+    token: Option<&BearerToken>,
 ) -> Result<u64, tonic::Status> {
-    let resp =
-        edgewatch_otlp::client::export(channel, frame, &info.to_headers(), MAX_RESPONSE).await?;
+    let mut headers = info.to_headers().to_vec();
+    if let Some(t) = token {
+        headers.push(("authorization", t.header().to_string()));
+    }
+    let resp = edgewatch_otlp::client::export(channel, frame, &headers, MAX_RESPONSE).await?;
     Ok(resp
         .partial_success
         .map(|p| p.rejected_data_points.max(0) as u64)
@@ -414,6 +431,8 @@ pub enum ForwardError {
     Tls(#[from] edgewatch_tls::TlsError),
     #[error("forward.tls is set but forward.endpoint {0:?} is not https://")]
     TlsOverHttp(String),
+    #[error("forward.bearer_token_file: {0}")]
+    Token(#[from] edgewatch_config::auth::TokenFileError),
     #[error("creating the zstd compressor: {0}")]
     Compressor(std::io::Error),
     #[error("registering forwarder metrics: {0}")]
@@ -431,13 +450,13 @@ mod tests {
             Code::Unavailable,
             Code::ResourceExhausted,
             Code::DeadlineExceeded,
+            Code::Unauthenticated,
         ] {
             assert!(edgewatch_otlp::client::is_retryable(c), "{c:?}");
         }
         for c in [
             Code::InvalidArgument,
             Code::PermissionDenied,
-            Code::Unauthenticated,
             Code::Unimplemented,
         ] {
             assert!(!edgewatch_otlp::client::is_retryable(c), "{c:?}");
@@ -455,6 +474,7 @@ mod tests {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(10),
             tls: tls.map(|t| edgewatch_config::parse(t, "test").unwrap()),
+            bearer_token_file: None,
         };
         let metrics = edgewatch_tls::TlsMetrics::register(&Registry::new()).unwrap();
         let try_channel = |o: ForwardOptions| {

@@ -8,6 +8,9 @@ use serde::Deserialize;
 pub struct AggregatorConfig {
     #[serde(default)]
     pub receivers: AggregatorReceivers,
+    /// Who may send over OTLP, and as which cluster.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     pub http: HttpConfig,
     pub state: StateConfig,
     #[serde(default)]
@@ -184,6 +187,10 @@ pub struct HttpConfig {
     /// TLS on this listener; with `client_ca_file`, mTLS.
     #[serde(default)]
     pub tls: Option<crate::tls::ServerTlsConfig>,
+    /// User → bcrypt hash: with any, every path but `/healthz` and `/readyz` needs
+    /// HTTP basic auth.
+    #[serde(default)]
+    pub basic_auth_users: crate::auth::BasicAuthUsers,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -125,10 +125,15 @@ impl<'de> Deserialize<'de> for AlertingConfig {
         check_route(&route, "route", &names, &defined).map_err(de::Error::custom)?;
         let pd_url = raw.global.pagerduty_url.clone();
         let mut receivers = raw.receivers;
-        for r in &mut receivers {
-            for p in &mut r.pagerduty_configs {
+        for (i, r) in receivers.iter_mut().enumerate() {
+            for (j, p) in r.pagerduty_configs.iter_mut().enumerate() {
                 if p.url.is_none() {
                     p.url = pd_url.clone();
+                }
+                if let Some(url) = &p.url {
+                    require_https(url, p.insecure).map_err(|e| {
+                        de::Error::custom(format!("receivers[{i}].pagerduty_configs[{j}].url: {e}"))
+                    })?;
                 }
             }
         }
@@ -350,6 +355,9 @@ pub struct PagerDutyConfig {
     pub routing_key: SecretSource,
     /// Default `https://events.pagerduty.com/v2/enqueue` (or `global.pagerduty_url`).
     pub url: Option<Url>,
+    /// Allows an `http://` url (a local stand-in): the routing key then goes out
+    /// in plaintext.
+    pub insecure: bool,
     pub client: String,
     /// Template; default `{{ .ExternalURL }}`.
     pub client_url: String,
@@ -373,6 +381,8 @@ struct RawPagerDuty {
     routing_key: Option<Secret>,
     routing_key_file: Option<ConfigPath>,
     url: Option<Url>,
+    #[serde(default)]
+    insecure: bool,
     #[serde(default = "default_client")]
     client: String,
     #[serde(default = "default_client_url")]
@@ -429,6 +439,7 @@ impl<'de> Deserialize<'de> for PagerDutyConfig {
             send_resolved: r.send_resolved,
             routing_key,
             url: r.url,
+            insecure: r.insecure,
             client: r.client,
             client_url: r.client_url,
             description: r.description,
@@ -448,6 +459,9 @@ pub struct DynatraceConfig {
     pub send_resolved: bool,
     /// The environment, e.g. `https://abc123.live.dynatrace.com`.
     pub url: Url,
+    /// Allows an `http://` url (a local stand-in): the API token then goes out in
+    /// plaintext.
+    pub insecure: bool,
     pub api_token: SecretSource,
     pub event_type: String,
     /// Template, e.g. `type(HOST),entityName("{{ .CommonLabels.node }}")`.
@@ -479,6 +493,8 @@ struct RawDynatrace {
     #[serde(default = "yes")]
     send_resolved: bool,
     url: Url,
+    #[serde(default)]
+    insecure: bool,
     api_token: Option<Secret>,
     api_token_file: Option<ConfigPath>,
     #[serde(default = "default_event_type")]
@@ -503,6 +519,7 @@ impl<'de> Deserialize<'de> for DynatraceConfig {
         let r = RawDynatrace::deserialize(d)?;
         let api_token = SecretSource::one_of(r.api_token, r.api_token_file, "api_token")
             .map_err(de::Error::custom)?;
+        require_https(&r.url, r.insecure).map_err(|e| de::Error::custom(format!("url: {e}")))?;
         if !DYNATRACE_EVENT_TYPES.contains(&r.event_type.as_str()) {
             return Err(de::Error::custom(format!(
                 "event_type: {:?} is not one of {}",
@@ -525,6 +542,7 @@ impl<'de> Deserialize<'de> for DynatraceConfig {
         Ok(DynatraceConfig {
             send_resolved: r.send_resolved,
             url: Url(r.url.0.trim_end_matches('/').to_string()),
+            insecure: r.insecure,
             api_token,
             event_type: r.event_type,
             entity_selector: r.entity_selector,
@@ -533,6 +551,17 @@ impl<'de> Deserialize<'de> for DynatraceConfig {
             properties: r.properties,
         })
     }
+}
+
+/// A receiver that carries a secret (routing key, API token) talks `https://` only,
+/// unless its `insecure: true` says a plaintext stand-in is meant.
+fn require_https(url: &Url, insecure: bool) -> Result<(), String> {
+    if insecure || url.0.starts_with("https://") {
+        return Ok(());
+    }
+    Err(format!(
+        "{url} is not https://: the credentials would go out in plaintext (set `insecure: true` for a local stand-in)"
+    ))
 }
 
 /// Alertmanager's webhook receiver (payload version "4").
@@ -1137,7 +1166,7 @@ receivers:
             r#"{service=~"^(foo1|foo2)$"}"#
         );
         assert_eq!(c.inhibit_rules[0].all_target_matchers().len(), 1);
-        let bad = AlertingConfig::from_yaml("route: {receiver: x}\nreceivers: [{name: x, dynatrace_configs: [{url: http://d, api_token: t, timeout: 7h}]}]");
+        let bad = AlertingConfig::from_yaml("route: {receiver: x}\nreceivers: [{name: x, dynatrace_configs: [{url: http://d, insecure: true, api_token: t, timeout: 7h}]}]");
         assert!(bad.unwrap_err().to_string().contains("between 1m and 360m"));
         let bad = AlertingConfig::from_yaml(
             "route: {receiver: x}\nreceivers: [{name: x, email_configs: []}]",
@@ -1171,6 +1200,31 @@ receivers:
             ),
             "{e}"
         );
+    }
+
+    /// A receiver holding a secret talks https unless it says `insecure: true`.
+    #[test]
+    fn secret_carrying_urls_need_https() {
+        let pd = |extra: &str| {
+            format!("route: {{receiver: x}}\nreceivers:\n  - name: x\n    pagerduty_configs:\n      - {{routing_key: 0123456789abcdef0123456789abcdef{extra}}}\n")
+        };
+        let dt = |extra: &str| {
+            format!("route: {{receiver: x}}\nreceivers:\n  - name: x\n    dynatrace_configs:\n      - {{url: http://dt.local, api_token: t{extra}}}\n")
+        };
+        for (text, want) in [
+            (pd(", url: http://pd.local/v2/enqueue"), Some("receivers[0].pagerduty_configs[0].url: http://pd.local/v2/enqueue is not https://")),
+            (format!("global: {{pagerduty_url: http://pd.local/}}\n{}", pd("")), Some("receivers[0].pagerduty_configs[0].url: http://pd.local/ is not https://")),
+            (pd(", url: http://pd.local/v2/enqueue, insecure: true"), None),
+            (pd(""), None),
+            (dt(""), Some("<alerting>:5:7: receivers[0].dynatrace_configs[0]: url: http://dt.local is not https://")),
+            (dt(", insecure: true"), None),
+        ] {
+            match (AlertingConfig::from_yaml(&text), want) {
+                (Ok(_), None) => {}
+                (Err(e), Some(want)) => assert!(e.to_string().contains(want), "{e}\nwant: {want}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -232,6 +232,10 @@ pub struct ForwardConfig {
     /// TLS towards an `https://` endpoint: CA, client certificate (mTLS), server name.
     #[serde(default)]
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Sent as `Authorization: Bearer <token>` on every export; re-read when the
+    /// file changes (a projected token is rotated in place).
+    #[serde(default)]
+    pub bearer_token_file: Option<crate::auth::TokenFile>,
 }
 
 fn default_forward_timeout() -> Dur {

@@ -4,6 +4,7 @@
 
 pub mod aggregator;
 pub mod alerting;
+pub mod auth;
 pub mod collector;
 pub mod remote_write;
 pub mod tls;
@@ -252,6 +253,13 @@ impl<'de> Deserialize<'de> for Url {
             return Err(de::Error::custom(format!(
                 "invalid URL {s:?}: missing host"
             )));
+        }
+        // A URL is logged and shown in metric labels; a password in it would be too.
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(de::Error::custom(
+                "invalid URL: credentials in a URL would show in logs and metrics; use basic_auth or a *_file key",
+            ));
         }
         Ok(Url(s))
     }

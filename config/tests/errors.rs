@@ -69,3 +69,17 @@ fn aggregator_config_parses_and_rejects_unknown_keys() {
     let e = parse::<AggregatorConfig>(&format!("{yaml}bogus: 1\n"), "a.yaml").unwrap_err();
     assert!(matches!(e, ConfigError::Invalid { line: 9, .. }), "{e}");
 }
+
+/// A URL is logged and labels metrics: a password in it is refused, not shown.
+#[test]
+fn credentials_in_urls_are_refused_without_echoing_them() {
+    let e = err::<CollectorConfig>(&GOOD.replace(
+        "http://127.0.0.1:14317",
+        "https://user:hunter2@core.example:14317/x",
+    ));
+    assert!(e.starts_with("c.yaml:11:13: forward.endpoint: "), "{e}");
+    assert!(e.contains("credentials in a URL"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let ok = GOOD.replace("http://127.0.0.1:14317", "https://core.example:14317/a@b");
+    parse::<CollectorConfig>(&ok, "c.yaml").unwrap();
+}

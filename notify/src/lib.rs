@@ -620,7 +620,7 @@ receivers:
       - routing_key: 0123456789abcdef0123456789abcdef
       - routing_key: fedcba9876543210fedcba9876543210
     dynatrace_configs:
-      - { url: "http://127.0.0.1:1", api_token: t }
+      - { url: "http://127.0.0.1:1", insecure: true, api_token: t }
     webhook_configs:
       - url: http://127.0.0.1:1/a
       - url: http://127.0.0.1:1/b

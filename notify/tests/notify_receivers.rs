@@ -24,6 +24,7 @@ receivers:
     pagerduty_configs:
       - routing_key: {KEY}
         url: {url}/v2/enqueue
+        insecure: true
         severity: '{{{{ .CommonLabels.severity }}}}'
 delivery:
   initial_backoff: 50ms
@@ -237,6 +238,7 @@ receivers:
   - name: dt
     dynatrace_configs:
       - url: {}/
+        insecure: true
         api_token: {DT_TOKEN}
         timeout: 2m
         entity_selector: 'type(HOST),entityName("{{{{ .CommonLabels.node }}}}")'

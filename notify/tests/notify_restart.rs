@@ -22,7 +22,7 @@ route:
   repeat_interval: 1h
 receivers:
   - name: pd
-    pagerduty_configs: [{{routing_key: {KEY}, url: {url}/v2/enqueue}}]
+    pagerduty_configs: [{{routing_key: {KEY}, url: {url}/v2/enqueue, insecure: true}}]
 "#
     )
 }

@@ -202,11 +202,14 @@ fn decode_response(data: &[u8]) -> Result<ExportMetricsServiceResponse, Status> 
 /// "Failures"), plus RESOURCE_EXHAUSTED, which an aggregator under backpressure answers, and
 /// UNKNOWN/INTERNAL, which tonic reports for transport failures (stream resets):
 /// the aggregator answers bad data with INVALID_ARGUMENT, and dropping acknowledged
-/// data on a transport hiccup would be worse than retrying it.
+/// data on a transport hiccup would be worse than retrying it. UNAUTHENTICATED too,
+/// unlike the spec: the data is good and the credentials get fixed (a rotated token
+/// file is read again), so the buffer keeps it meanwhile, within its caps.
 pub fn is_retryable(code: Code) -> bool {
     matches!(
         code,
         Code::Unavailable
+            | Code::Unauthenticated
             | Code::ResourceExhausted
             | Code::DeadlineExceeded
             | Code::Cancelled

@@ -59,6 +59,11 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
                 peer,
                 batch,
                 client_cn,
+                bearer_token: md
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::auth::bearer_token)
+                    .map(str::to_owned),
                 ..ExportContext::default()
             };
             let outcome = sink

@@ -69,6 +69,7 @@ async fn export<S: MetricsSink>(State(rx): State<Receiver<S>>, req: Request<Body
     let ctx = ExportContext {
         peer,
         client_cn,
+        bearer_token: crate::auth::bearer_token_of(&parts.headers),
         ..ExportContext::default()
     };
     match receive(&rx, &parts.headers, body, format, ctx).await {
@@ -199,6 +200,11 @@ fn error_response(format: Format, e: &ExportError) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
+    if matches!(e, ExportError::Unauthenticated(_)) {
+        // RFC 6750 §3: a 401 names the scheme it wants.
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
     if let Some(after) = e.retry_after() {
         let secs = after.as_secs_f64().ceil().max(1.0) as u64;
         resp.headers_mut()

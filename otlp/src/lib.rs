@@ -6,6 +6,7 @@
 //! aggregator de-duplicates replays and converts them. Errors are mapped to protocol
 //! status once, here ([`ExportError`]).
 
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod grpc;
@@ -107,8 +108,9 @@ impl BatchInfo {
     }
 }
 
-/// Where a request came from, and what it proves about its sender.
-#[derive(Debug, Clone, Default)]
+/// Where a request came from, and what it proves about its sender. `Debug` never
+/// shows the bearer token.
+#[derive(Clone, Default)]
 pub struct ExportContext {
     pub peer: Option<SocketAddr>,
     pub batch: Option<BatchInfo>,
@@ -116,6 +118,20 @@ pub struct ExportContext {
     pub client_cn: Option<String>,
     /// The token of an `Authorization: Bearer <token>` header, as sent.
     pub bearer_token: Option<String>,
+}
+
+impl std::fmt::Debug for ExportContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportContext")
+            .field("peer", &self.peer)
+            .field("batch", &self.batch)
+            .field("client_cn", &self.client_cn)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<secret>"),
+            )
+            .finish()
+    }
 }
 
 /// A partial success: some data points were rejected, the rest accepted.
@@ -284,6 +300,20 @@ mod tests {
             })
         });
         assert!(matches!(bad, Err(ExportError::InvalidArgument(m)) if m.contains("first-seq")));
+    }
+
+    #[test]
+    fn the_bearer_token_is_not_printed() {
+        let ctx = ExportContext {
+            bearer_token: Some("tok-secret".into()),
+            client_cn: Some("edge-a".into()),
+            ..ExportContext::default()
+        };
+        let shown = format!("{ctx:?}");
+        assert!(
+            !shown.contains("tok-secret") && shown.contains("<secret>") && shown.contains("edge-a"),
+            "{shown}"
+        );
     }
 
     #[test]

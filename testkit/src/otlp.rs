@@ -265,3 +265,58 @@ pub async fn post_otlp_json(port: u16, body: String) -> (u16, String) {
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
 }
+
+/// POSTs a protobuf `body` to `127.0.0.1:port/v1/metrics` with `Authorization:
+/// Bearer <token>` when a token is given; the HTTP status.
+pub async fn post_otlp_as(port: u16, body: Vec<u8>, token: Option<&str>) -> u16 {
+    let mut r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send()
+        .await
+        .unwrap_or_else(|e| panic!("POST 127.0.0.1:{port}/v1/metrics: {e}"))
+        .status()
+        .as_u16()
+}
+
+/// One OTLP/gRPC export to `127.0.0.1:port` with `metadata` as request headers
+/// (`authorization`, an edgewatch forwarder's batch headers); the status code.
+pub async fn export_grpc(
+    port: u16,
+    req: ExportMetricsServiceRequest,
+    metadata: &[(&'static str, String)],
+) -> tonic::Code {
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    let mut client = MetricsServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+    let mut request = tonic::Request::new(req);
+    for (k, v) in metadata {
+        let v = v.parse().unwrap_or_else(|_| panic!("header value {v:?}"));
+        request.metadata_mut().insert(*k, v);
+    }
+    match client.export(request).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// The headers of an edgewatch forwarder's batch holding `req` alone as entry
+/// `seq` of collector `collector_id`, with every seq below `floor` settled.
+pub fn batch_headers(
+    collector_id: &str,
+    seq: u64,
+    floor: u64,
+    req: &ExportMetricsServiceRequest,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-edgewatch-collector-id", collector_id.to_string()),
+        ("x-edgewatch-first-seq", seq.to_string()),
+        ("x-edgewatch-entry-lens", req.encoded_len().to_string()),
+        ("x-edgewatch-floor", floor.to_string()),
+    ]
+}

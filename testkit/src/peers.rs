@@ -162,6 +162,14 @@ impl Alertmanager {
     }
 }
 
+/// A page as headless Chromium left it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub dom: String,
+    /// Console messages, one line each (`...:CONSOLE:1] "message", source: URL (line)`).
+    pub console: Vec<String>,
+}
+
 /// Headless Chromium (Debian package `chromium`).
 pub struct Chromium {
     pub bin: &'static str,
@@ -201,9 +209,17 @@ impl Chromium {
 
     /// Loads `url`, lets its scripts run for `budget` of virtual time, returns the DOM.
     pub async fn dump_dom(&self, url: &str, budget: Duration) -> String {
+        self.load(url, budget).await.dom
+    }
+
+    /// Like [`Chromium::dump_dom`], also returning what the page wrote to the
+    /// console: its own messages, script errors and Content-Security-Policy
+    /// violations (Chromium logs them all on stderr with `--enable-logging`).
+    pub async fn load(&self, url: &str, budget: Duration) -> Page {
         let profile = self.fresh_profile();
         let out = self
             .command(&profile)
+            .args(["--enable-logging=stderr", "--v=0"])
             .arg(format!("--virtual-time-budget={}", budget.as_millis()))
             .arg("--dump-dom")
             .arg(url)
@@ -213,12 +229,17 @@ impl Chromium {
             .expect("chromium finished within 120 s")
             .expect("chromium ran");
         let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             dom.contains("</html>"),
-            "no DOM from chromium for {url}; stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            "no DOM from chromium for {url}; stderr:\n{stderr}"
         );
-        dom
+        let console = stderr
+            .lines()
+            .filter(|l| l.contains(":CONSOLE"))
+            .map(str::to_owned)
+            .collect();
+        Page { dom, console }
     }
 
     /// A browser kept running with the DevTools protocol on a free port (for tests
@@ -367,5 +388,44 @@ impl VictoriaMetrics {
                 ExportedSeries { labels, samples }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the status page test relies on: a CSP violation reaches `console`.
+    #[tokio::test]
+    async fn chromium_reports_csp_violations_on_the_console() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let page = || async {
+            (
+                [
+                    ("content-type", "text/html"),
+                    ("content-security-policy", "default-src 'none'"),
+                ],
+                "<!doctype html><html><body><p>x</p><script>document.title='ran'</script></body></html>",
+            )
+        };
+        let app = axum::Router::new().route("/", axum::routing::get(page));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let p = Chromium::new(dir.path())
+            .load(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(1))
+            .await;
+        assert!(
+            p.dom.contains("<p>x</p>") && !p.dom.contains("<title>ran"),
+            "{}",
+            p.dom
+        );
+        assert!(
+            p.console
+                .iter()
+                .any(|l| l.contains("Content Security Policy")),
+            "{:?}",
+            p.console
+        );
     }
 }

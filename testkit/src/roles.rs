@@ -42,6 +42,22 @@ impl Aggregator {
         Aggregator::start_spec(bin, dir, &spec).await
     }
 
+    /// With `http_extra` appended to the `http:` block (e.g. `  basic_auth_users:
+    /// ...`) and `extra` at the top level.
+    pub async fn start_with_http(
+        bin: &str,
+        dir: &Path,
+        http_extra: &str,
+        extra: &str,
+    ) -> Aggregator {
+        let spec = AggregatorSpec {
+            http_extra,
+            extra,
+            ..AggregatorSpec::default()
+        };
+        Aggregator::start_spec(bin, dir, &spec).await
+    }
+
     /// As `spec` says; with `spec.http_tls`, readiness is asked over HTTPS.
     pub async fn start_spec(bin: &str, dir: &Path, spec: &AggregatorSpec<'_>) -> Aggregator {
         let grpc = if spec.grpc == 0 {

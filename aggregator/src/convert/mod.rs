@@ -112,6 +112,15 @@ impl DropReason {
     }
 }
 
+/// The authenticated sender of a request (see `ingest::identity`): its cluster
+/// replaces every resource's `k8s.cluster.name` (label `cluster`), whatever the
+/// sender wrote. Costs one comparison per resource when the claim matches.
+pub trait Authority {
+    fn cluster(&self) -> &str;
+    /// A resource claimed `claimed` (not empty, not [`Authority::cluster`]).
+    fn overridden(&self, claimed: &str);
+}
+
 /// Converts OTLP requests into store writes. Holds the delta→cumulative
 /// state; `Send + Sync`.
 pub struct Converter {
@@ -312,6 +321,17 @@ impl Converter {
     /// Converts one request into writes through `out` (into the store, and into
     /// the log's record when `out` is logged).
     pub fn ingest_into(&self, req: RequestView<'_>, out: &Logged<'_>) -> IngestOutcome {
+        self.ingest_as(req, out, None)
+    }
+
+    /// Like [`Converter::ingest_into`], for a request whose sender the core
+    /// authenticated: `authority`'s cluster is every series' `cluster`.
+    pub fn ingest_as(
+        &self,
+        req: RequestView<'_>,
+        out: &Logged<'_>,
+        authority: Option<&dyn Authority>,
+    ) -> IngestOutcome {
         let store = out.store();
         let now_ms = out.now_ms();
         self.delta.maybe_expire(now_ms);
@@ -319,7 +339,7 @@ impl Converter {
         let Scratch { resource, point } = &mut scratch;
         let mut t = Tally::default();
         for rm in req.resource_metrics() {
-            let target = Target::of(rm, resource);
+            let target = Target::of(rm, resource, authority);
             let mut native = false;
             for sm in rm.scope_metrics() {
                 let scope_name = sm.scope_name();

@@ -5,7 +5,7 @@ use edgewatch_otlp::view::ResourceMetricsView;
 
 use super::attrs::write_any_value;
 use super::labels::{at, push, recycle, Few};
-use super::PointScratch;
+use super::{Authority, PointScratch};
 use crate::store::{Logged, MetricType};
 
 /// Resource attributes turned into labels of every series (not target_info).
@@ -34,7 +34,12 @@ pub(super) struct Target<'r> {
 impl<'r> Target<'r> {
     /// The promoted attributes of a resource (of a duplicated key the last
     /// occurrence wins), their values written to `arena`.
-    pub(super) fn of(rm: ResourceMetricsView<'_>, arena: &'r mut Vec<u8>) -> Self {
+    /// With an `authority`, its cluster replaces the resource's.
+    pub(super) fn of(
+        rm: ResourceMetricsView<'_>,
+        arena: &'r mut Vec<u8>,
+        authority: Option<&dyn Authority>,
+    ) -> Self {
         arena.clear();
         let mut found = [None; PROMOTED.len()];
         for kv in rm.resource_attributes() {
@@ -45,7 +50,16 @@ impl<'r> Target<'r> {
         }
         let spans =
             found.map(|kv| push(arena, |a| write_any_value(a, kv.and_then(|kv| kv.value()))));
-        let [name, ns, instance, cluster, node, model, version] = spans;
+        let [name, ns, instance, mut cluster, node, model, version] = spans;
+        if let Some(a) = authority {
+            let claimed = at(arena, cluster);
+            if claimed != a.cluster() {
+                if !claimed.is_empty() {
+                    a.overridden(claimed);
+                }
+                cluster = push(arena, |ar| ar.extend_from_slice(a.cluster().as_bytes()));
+            }
+        }
         let job = if ns.is_empty() || name.is_empty() {
             name
         } else {

@@ -5,6 +5,7 @@
 //! its replay twice.
 
 pub mod dedup;
+pub mod identity;
 
 use crate::convert::Converter;
 use crate::store::Store;
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use dedup::SeqWindow;
 use edgewatch_otlp::view::{self, RequestView};
 use edgewatch_otlp::{BatchInfo, ExportContext, ExportError, ExportOutcome, MetricsSink};
+use identity::{Gate, Identity};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,6 +62,7 @@ struct Inner {
     store: Arc<Store>,
     collectors: Mutex<HashMap<String, Arc<CollectorState>>>,
     wal: Arc<Wal>,
+    identity: Gate,
     /// Bytes of requests being ingested (in KiB permits).
     inflight: tokio::sync::Semaphore,
     inflight_kib: u32,
@@ -79,11 +82,13 @@ pub enum IngestError {
 }
 
 impl IngestSink {
-    /// `max_request_bytes` sizes the in-flight budget ([`INFLIGHT_REQUESTS`] of them).
+    /// `max_request_bytes` sizes the in-flight budget ([`INFLIGHT_REQUESTS`] of them);
+    /// `identity` admits requests (see [`identity`]).
     pub fn new(
         store: Arc<Store>,
         wal: Arc<Wal>,
         max_request_bytes: usize,
+        identity: Gate,
         registry: &Registry,
     ) -> Result<Self, IngestError> {
         let requests = IntCounterVec::new(
@@ -119,6 +124,7 @@ impl IngestSink {
                 store,
                 collectors: Mutex::new(HashMap::new()),
                 wal,
+                identity,
                 inflight: tokio::sync::Semaphore::new(inflight_kib as usize),
                 inflight_kib,
                 work: tokio::sync::Semaphore::new(workers()),
@@ -132,9 +138,9 @@ impl IngestSink {
 
     /// A request straight from an SDK (no batch headers): converted into the store;
     /// the caller makes the returned record durable before answering.
-    fn ingest(&self, req: RequestView<'_>) -> Option<Vec<u8>> {
+    fn ingest(&self, req: RequestView<'_>, who: Option<&Identity>) -> Option<Vec<u8>> {
         let out = self.inner.store.logged(crate::now_ms());
-        let outcome = self.inner.converter.ingest_into(req, &out);
+        let outcome = self.inner.converter.ingest_as(req, &out, authority(who));
         self.inner.points.inc_by(outcome.accepted_points);
         out.take_record()
     }
@@ -146,6 +152,7 @@ impl IngestSink {
         body: &Bytes,
         info: &BatchInfo,
         window: &SeqWindow,
+        who: Option<&Identity>,
     ) -> Result<Converted, ExportError> {
         let total: usize = info.entry_lens.iter().sum();
         if total != body.len() {
@@ -184,7 +191,7 @@ impl IngestSink {
             points += self
                 .inner
                 .converter
-                .ingest_into(req.request(), &out)
+                .ingest_as(req.request(), &out, authority(who))
                 .accepted_points;
         }
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
@@ -255,6 +262,7 @@ impl IngestSink {
         body: Bytes,
         info: BatchInfo,
         held: tokio::sync::SemaphorePermit<'_>,
+        who: Option<Identity>,
     ) -> Result<ExportOutcome, ExportError> {
         let collector = self.wait_for_turn(&info).await?;
         let window = collector.window.clone().lock_owned().await;
@@ -262,7 +270,9 @@ impl IngestSink {
         let this = self.clone();
         // Decoding and conversion are CPU work; keep them off the I/O threads' hot loop.
         let (converted, mut window) = tokio::task::spawn_blocking(move || {
-            let c = this.ingest_batch(&body, &info, &window).map(|c| (c, info));
+            let c = this
+                .ingest_batch(&body, &info, &window, who.as_ref())
+                .map(|c| (c, info));
             (c, window)
         })
         .await
@@ -272,7 +282,10 @@ impl IngestSink {
         let (c, info) = converted?;
         if c.record.is_some() || c.window.is_some() {
             // The window moves only once it is durable with the samples.
-            let encoded = c.window.as_ref().map(|w| (info.collector_id.as_str(), w.encode()));
+            let encoded = c
+                .window
+                .as_ref()
+                .map(|w| (info.collector_id.as_str(), w.encode()));
             let durable = self.inner.wal.append_durable_async(c.record, encoded);
             match durable {
                 Ok(d) => d.await.map_err(unavailable)?,
@@ -293,12 +306,13 @@ impl IngestSink {
         &self,
         body: Bytes,
         held: tokio::sync::SemaphorePermit<'_>,
+        who: Option<Identity>,
     ) -> Result<ExportOutcome, ExportError> {
         let slot = self.work_slot().await?;
         let this = self.clone();
         let record = tokio::task::spawn_blocking(move || {
             let req = view::decode(&body)?;
-            Ok::<_, ExportError>(this.ingest(req.request()))
+            Ok::<_, ExportError>(this.ingest(req.request(), who.as_ref()))
         })
         .await
         .map_err(task_failed)??;
@@ -329,6 +343,10 @@ fn task_failed(e: tokio::task::JoinError) -> ExportError {
     }
 }
 
+fn authority(who: Option<&Identity>) -> Option<&dyn crate::convert::Authority> {
+    who.map(|w| w as &dyn crate::convert::Authority)
+}
+
 fn workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
@@ -352,6 +370,16 @@ fn unavailable(e: WalError) -> ExportError {
 
 impl MetricsSink for IngestSink {
     async fn export(&self, body: Bytes, ctx: ExportContext) -> Result<ExportOutcome, ExportError> {
+        let (ctx, who) = match self.inner.identity.admit(ctx) {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                self.inner
+                    .requests
+                    .with_label_values(&["unauthenticated"])
+                    .inc();
+                return Err(e);
+            }
+        };
         let kib = (body.len().div_ceil(1024) as u32).clamp(1, self.inner.inflight_kib);
         let Ok(held) = self.inner.inflight.try_acquire_many(kib) else {
             self.inner.requests.with_label_values(&["busy"]).inc();
@@ -364,8 +392,8 @@ impl MetricsSink for IngestSink {
             });
         };
         let result = match ctx.batch {
-            Some(info) => self.export_batch(body, info, held).await,
-            None => self.export_plain(body, held).await,
+            Some(info) => self.export_batch(body, info, held, who).await,
+            None => self.export_plain(body, held, who).await,
         };
         let outcome = match &result {
             Ok(o) if o.rejected_points > 0 => "partial",

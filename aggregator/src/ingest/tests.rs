@@ -30,8 +30,15 @@ fn core_with(path: &std::path::Path, max_request_bytes: usize) -> Core {
     }
     let wal = wal.expect("opening the log");
     store.set_wal(wal.clone());
-    let sink =
-        IngestSink::new(store.clone(), wal.clone(), max_request_bytes, &registry).expect("sink");
+    let gate = Gate::new(identity::Policy::default(), &registry).expect("gate");
+    let sink = IngestSink::new(
+        store.clone(),
+        wal.clone(),
+        max_request_bytes,
+        gate,
+        &registry,
+    )
+    .expect("sink");
     Core {
         store,
         wal,

@@ -399,7 +399,11 @@ impl Wal {
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             // Appends that arrive within LINGER join this commit: fewer, larger fsyncs.
-            let linger = if shared { LINGER } else { std::time::Duration::ZERO };
+            let linger = if shared {
+                LINGER
+            } else {
+                std::time::Duration::ZERO
+            };
             let until = std::time::Instant::now() + linger;
             while group.len() < GROUP {
                 let left = until.saturating_duration_since(std::time::Instant::now());

@@ -1,33 +1,46 @@
 //! Fleet status page at `/`: a clusters × apps grid coloured by deployment
 //! state, the clusters this aggregator owns (and those reporting here that it
 //! does not), per-node last seen and buffer backlog, and the firing alerts.
-//! Server-rendered HTML (works without JS); a small inline script polls
+//! Server-rendered HTML (works without JS); a small script polls
 //! `/api/v1/fleet`, `/api/v1/deployments` and `/api/v1/alerts` every 2 s and
 //! redraws the same sections (a 404 from an API shows as "not enabled").
-//! No external resources.
+//! No external resources, and nothing inline: the style sheet and the script are
+//! served at `/static/`, so the page complies with [`security::CONTENT_SECURITY_POLICY`].
+
+pub mod security;
 
 use std::fmt::Write as _;
 
 use crate::fleet::{Fleet, FleetView};
 use crate::reconcile::{self, Handle, Snapshot};
 
-/// `GET /`. `deployments` is the reconciler's [`Handle`], when there is one.
+/// `GET /` and its assets. `deployments` is the reconciler's [`Handle`], when
+/// there is one.
 pub fn router(fleet: Fleet, deployments: Option<Handle>) -> axum::Router {
     use axum::routing::get;
-    axum::Router::new().route(
-        "/",
-        get(move || {
-            let fleet = fleet.clone();
-            let deployments = deployments.clone();
-            async move {
-                let fleet = fleet.view(crate::now_ms());
-                let snap = deployments
-                    .as_ref()
-                    .map(|h| h.read().unwrap_or_else(|e| e.into_inner()).clone());
-                axum::response::Html(render(&fleet, snap.as_ref()))
-            }
-        }),
-    )
+    let asset = |content_type: &'static str, body: &'static str| {
+        get(move || async move { ([(axum::http::header::CONTENT_TYPE, content_type)], body) })
+    };
+    axum::Router::new()
+        .route("/static/fleet.css", asset("text/css; charset=utf-8", STYLE))
+        .route(
+            "/static/fleet.js",
+            asset("text/javascript; charset=utf-8", SCRIPT),
+        )
+        .route(
+            "/",
+            get(move || {
+                let fleet = fleet.clone();
+                let deployments = deployments.clone();
+                async move {
+                    let fleet = fleet.view(crate::now_ms());
+                    let snap = deployments
+                        .as_ref()
+                        .map(|h| h.read().unwrap_or_else(|e| e.into_inner()).clone());
+                    axum::response::Html(render(&fleet, snap.as_ref()))
+                }
+            }),
+        )
 }
 
 /// Serves `app` on `listener` until `shutdown` (for embedding and tests).
@@ -225,18 +238,8 @@ pub fn render(fleet: &FleetView, snap: Option<&Snapshot>) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgewatch fleet</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0}}
-th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
-.cell{{text-align:center;font-weight:600}}
-.state-Synced{{background:#c8f0c8}} .state-Progressing{{background:#cde3ff}}
-.state-Degraded{{background:#ffb3b3}} .state-OutOfSync{{background:#ffd59a}}
-.state-Missing{{background:#e8c8ff}} .state-Unknown{{background:#ddd}}
-.state-Unmanaged{{background:#fff6b0}}
-tr.down td{{color:#999}} tr.unowned td{{background:#fff0e0}} .warn{{color:#b00}} .note{{color:#666}}
-code,small{{font-family:ui-monospace,monospace}}
-</style></head>
+<link rel="stylesheet" href="static/fleet.css">
+</head>
 <body data-updates="0">
 <h1>edgewatch fleet</h1>
 <p id="status" class="note">server-rendered</p>
@@ -244,17 +247,26 @@ code,small{{font-family:ui-monospace,monospace}}
 <h2>Clusters</h2><div id="clusters">{clusters}</div>
 <h2>Nodes</h2><div id="nodes">{nodes}</div>
 <h2>Firing alerts</h2><div id="alerts"><p class="note">loading…</p></div>
-<script>
-{js}
-</script>
+<script src="static/fleet.js"></script>
 </body></html>
 "#,
         grid = grid_html(snap),
         clusters = clusters_html(fleet),
         nodes = nodes_html(fleet),
-        js = SCRIPT,
     )
 }
+
+const STYLE: &str = r#"body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+.cell{text-align:center;font-weight:600}
+.state-Synced{background:#c8f0c8} .state-Progressing{background:#cde3ff}
+.state-Degraded{background:#ffb3b3} .state-OutOfSync{background:#ffd59a}
+.state-Missing{background:#e8c8ff} .state-Unknown{background:#ddd}
+.state-Unmanaged{background:#fff6b0}
+tr.down td{color:#999} tr.unowned td{background:#fff0e0} .warn{color:#b00} .note{color:#666}
+code,small{font-family:ui-monospace,monospace}
+"#;
 
 const SCRIPT: &str = r#"(function(){
 'use strict';

@@ -127,6 +127,7 @@ mod tests {
         let o = DynatraceConfig {
             send_resolved: true,
             url: Url("http://127.0.0.1:1".into()),
+            insecure: true,
             api_token: SecretSource::Value(Secret("t".into())),
             event_type: "CUSTOM_ALERT".into(),
             title: None,

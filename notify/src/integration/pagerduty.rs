@@ -220,6 +220,7 @@ mod tests {
             send_resolved: true,
             routing_key: SecretSource::Value(Secret(key.into())),
             url: None,
+            insecure: false,
             severity: "{{ .CommonLabels.severity }}".into(),
             client: "edgewatch".into(),
             client_url: "{{ .ExternalURL }}".into(),
