@@ -1,8 +1,9 @@
-//! The configuration keys of issue #13's Interface (TLS, client identity, basic auth),
-//! which the deploy manifests and README.md examples use before the config crate knows
-//! them: the TLS and auth work lands on other branches. Tests that validate such a config
-//! with the current parser remove these keys first and check the rest. Once the config
-//! crate accepts them, delete this module and validate the configs whole.
+//! The configuration keys of TLS, client identity and basic auth, whose files (certificates,
+//! keys, tokens) the deploy manifests and README.md examples name at paths that exist only
+//! inside a pod (`/etc/edgewatch/tls/...`), and which the config loader checks. Tests that
+//! validate such a config here remove these keys first and check the rest; the keys
+//! themselves are checked by the TLS and auth tests, and the deployed files by
+//! `edgewatch validate` with the files in place (README, "Securing edge to core").
 
 use serde_yaml_ng::Value;
 
