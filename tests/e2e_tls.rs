@@ -49,10 +49,24 @@ impl Core {
     }
 }
 
-/// A collector forwarding over mTLS with the client certificate files given.
+/// A collector of cluster edge-a forwarding over mTLS with the client certificate
+/// files given.
 async fn tls_collector(
     dir: &Path,
     name: &str,
+    core: &Core,
+    agg: u16,
+    cert: &Path,
+    key: &Path,
+) -> Collector {
+    tls_collector_of(dir, name, "edge-a", core, agg, cert, key).await
+}
+
+/// A collector stamping `cluster` on its points, forwarding over mTLS.
+async fn tls_collector_of(
+    dir: &Path,
+    name: &str,
+    cluster: &str,
     core: &Core,
     agg: u16,
     cert: &Path,
@@ -67,7 +81,7 @@ async fn tls_collector(
     let spec = CollectorSpec {
         forward_extra: &forward,
         forward_scheme: "https",
-        ..CollectorSpec::new(name, "edge-a", "node-1", agg)
+        ..CollectorSpec::new(name, cluster, "node-1", agg)
     };
     Collector::start_spec(BIN, dir, &spec).await
 }
@@ -170,6 +184,35 @@ async fn mtls_forwarding_survives_certificate_rotation() {
         federated(&agg, "tls_after_garbage").await == 2
     })
     .await;
+    col.proc.stop();
+    agg.proc.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_decides_the_cluster_whatever_the_points_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = Core::new(dir.path());
+    let mut agg = core.aggregator(dir.path()).await;
+    // The certificate says edge-a; the collector stamps edge-b on every point.
+    let (cert, key) = core.pki.client("edge-a", "edge-a", Validity::Current);
+    let mut col =
+        tls_collector_of(dir.path(), "liar", "edge-b", &core, agg.grpc, &cert, &key).await;
+    assert_eq!(
+        post_otlp(col.http, gauge_request("mtls_identity", "a", 3))
+            .await
+            .0,
+        200
+    );
+    eventually(WAIT, "points at the core", || async {
+        federated(&agg, "mtls_identity").await == 3
+    })
+    .await;
+    let text = agg.federate("mtls_identity").await;
+    for s in edgewatch_testkit::parse_samples(&text) {
+        assert_eq!(s.label("cluster"), "edge-a", "{text}");
+    }
+    let m = agg.metrics().await;
+    assert!(m.get(r#"edgewatch_identity_overrides_total{cluster="edge-a"}"#) >= 1.0);
     col.proc.stop();
     agg.proc.stop();
 }
