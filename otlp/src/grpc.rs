@@ -64,7 +64,6 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
                     .and_then(|v| v.to_str().ok())
                     .and_then(crate::auth::bearer_token)
                     .map(str::to_owned),
-                ..ExportContext::default()
             };
             let outcome = sink
                 .export(request.into_inner(), ctx)
