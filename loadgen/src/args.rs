@@ -174,6 +174,11 @@ pub struct LoadgenArgs {
     #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
     pub protocol: Protocol,
 
+    /// CA certificate (PEM) the server's certificate of an `https://` endpoint is
+    /// verified against (default: the public web roots).
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// Target data points per second (e.g. 10000, 100k, 1M), or `max`.
     #[arg(long, default_value = "10000", value_parser = Rate::from_str)]
     pub rate: Rate,
@@ -236,6 +241,7 @@ impl Default for LoadgenArgs {
         LoadgenArgs {
             endpoint: None,
             protocol: Protocol::Grpc,
+            ca_file: None,
             rate: Rate::PerSecond(10_000.0),
             batch: 100,
             series: 1000,
@@ -399,6 +405,18 @@ pub struct SinkArgs {
     /// No per-second stats line on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Serve over TLS with this certificate (PEM; with --tls-key-file).
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// The key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+
+    /// With TLS: require client certificates signed by this CA (mTLS).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl SinkArgs {
@@ -411,6 +429,9 @@ impl SinkArgs {
             drop_request: Vec::new(),
             delay: None,
             quiet: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }

@@ -43,12 +43,6 @@ pub fn senders(args: &LoadgenArgs, n: usize) -> anyhow::Result<Vec<Sender>> {
     let endpoint = args.endpoint_or_default();
     match args.protocol {
         Protocol::Grpc => {
-            // tonic without its TLS features would send an https:// endpoint plaintext.
-            if endpoint.starts_with("https://") {
-                anyhow::bail!(
-                    "endpoint {endpoint:?}: loadgen speaks OTLP/gRPC in plaintext only (use http://)"
-                );
-            }
             let conns = args.connections.unwrap_or(args.concurrency.min(4)).max(1);
             let ep = Endpoint::from_shared(endpoint.clone())
                 .map_err(|e| anyhow::anyhow!("invalid endpoint {endpoint:?}: {e}"))?
@@ -56,7 +50,13 @@ pub fn senders(args: &LoadgenArgs, n: usize) -> anyhow::Result<Vec<Sender>> {
                 .connect_timeout(args.timeout.min(Duration::from_secs(5)))
                 .http2_adaptive_window(true);
             // Lazy: a refused connection shows up per request as error `connect`.
-            let channels: Vec<Channel> = (0..conns).map(|_| ep.connect_lazy()).collect();
+            let channels: Vec<Channel> = match tls_connector(&endpoint, args)? {
+                // tonic's own transport would send an https:// endpoint in plaintext.
+                Some(c) => (0..conns)
+                    .map(|_| ep.clone().connect_with_connector_lazy(c.clone()))
+                    .collect(),
+                None => (0..conns).map(|_| ep.connect_lazy()).collect(),
+            };
             Ok((0..n)
                 .map(|i| {
                     let mut client = tonic::client::Grpc::new(channels[i % conns].clone())
@@ -99,6 +99,26 @@ pub fn senders(args: &LoadgenArgs, n: usize) -> anyhow::Result<Vec<Sender>> {
                 .collect())
         }
     }
+}
+
+/// The TLS connector of an `https://` gRPC endpoint (verified against `--ca-file`).
+fn tls_connector(
+    endpoint: &str,
+    args: &LoadgenArgs,
+) -> anyhow::Result<Option<edgewatch_tls::client::TlsConnector>> {
+    if !endpoint.starts_with("https://") {
+        return Ok(None);
+    }
+    let tls = edgewatch_config::tls::TlsConfig {
+        ca_file: args.ca_file.clone(),
+        ..Default::default()
+    };
+    let metrics = edgewatch_tls::TlsMetrics::register(&prometheus::Registry::new())?;
+    Ok(Some(edgewatch_tls::client::TlsConnector::new(
+        &tls,
+        &[b"h2"],
+        &metrics,
+    )?))
 }
 
 /// Points the receiver rejected in an otherwise successful answer (OTLP partial success).

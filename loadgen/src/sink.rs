@@ -457,6 +457,23 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// The sink's server TLS, when `--tls-cert-file` is given.
+fn tls_of(
+    args: &SinkArgs,
+) -> anyhow::Result<Option<(edgewatch_tls::server::ServerTls, edgewatch_tls::TlsMetrics)>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+        return Ok(None);
+    };
+    let cfg = edgewatch_config::tls::ServerTlsConfig {
+        cert_file: cert.clone(),
+        key_file: key.clone(),
+        client_ca_file: args.tls_client_ca_file.clone(),
+    };
+    let metrics = edgewatch_tls::TlsMetrics::register(&prometheus::Registry::new())?;
+    let tls = edgewatch_tls::server::ServerTls::new(&cfg, &metrics)?;
+    Ok(Some((tls, metrics)))
+}
+
 /// A running counting sink.
 pub struct Sink {
     shared: Arc<Shared>,
@@ -475,16 +492,30 @@ impl Sink {
         let shared = Arc::new(Shared::new(args));
         let (tx, rx) = oneshot::channel::<()>();
         let app = router(shared.clone());
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
+        let stop = async move {
+            let _ = rx.await;
+        };
+        let task = match tls_of(args)? {
+            Some((tls, metrics)) => {
+                use edgewatch_tls::{accept::TlsListener, server::Protocol};
+                let listener = TlsListener::new(listener, tls, Protocol::Any, "sink", &metrics)?;
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
                 })
-                .await
-        });
+            }
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                })
+            }
+        };
         Ok(Sink {
             shared,
             addr,

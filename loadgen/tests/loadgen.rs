@@ -435,3 +435,42 @@ fn args_parse_with_clap() {
     assert_eq!(cli.args.endpoint_or_default(), "http://127.0.0.1:4317");
     assert!(Cli::try_parse_from(["loadgen", "--batch", "0"]).is_err());
 }
+
+/// `--tls-cert-file` makes the sink speak TLS, and an `https://` endpoint makes the
+/// generator speak it, verifying the sink against `--ca-file`; without the CA the
+/// sink's certificate is refused and nothing is counted (no plaintext fallback).
+#[tokio::test]
+async fn tls_sink_and_https_endpoint() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = edgewatch_testkit::tls::Pki::new(dir.path(), "ca");
+    let (cert, key) = pki.server("sink", &["127.0.0.1"]);
+    let mut sa = SinkArgs::new(local());
+    sa.tls_cert_file = Some(cert);
+    sa.tls_key_file = Some(key);
+    let sink = start_sink(sa).await;
+    let https = sink.endpoint().replace("http://", "https://");
+    let mut a = args(
+        &sink,
+        Protocol::Grpc,
+        Rate::PerSecond(1000.0),
+        Duration::from_millis(500),
+    );
+    a.endpoint = Some(https.clone());
+    a.ca_file = Some(pki.ca_file());
+    let report = run(a).await.expect("run");
+    assert!(report.errors.is_empty(), "{}", report.to_text());
+    assert!(report.acked_points > 0, "{}", report.to_text());
+
+    let mut untrusted = args(
+        &sink,
+        Protocol::Grpc,
+        Rate::PerSecond(1000.0),
+        Duration::from_millis(300),
+    );
+    untrusted.endpoint = Some(https);
+    let refused = run(untrusted).await.expect("run");
+    assert_eq!(refused.acked_points, 0, "{}", refused.to_text());
+    let stats = sink.stop().await;
+    assert_eq!(stats.points, report.acked_points, "{stats:?}");
+}

@@ -10,6 +10,7 @@ mod alerting;
 mod fleet;
 mod procs;
 mod scenarios;
+mod tls;
 mod victoria;
 
 use anyhow::Context;
@@ -35,6 +36,10 @@ pub struct BenchArgs {
     /// print the top self-time symbols.
     #[arg(long)]
     pub perf: Option<PathBuf>,
+    /// The OTLP links of S1 and S2 over TLS (the forwarder with a client
+    /// certificate): a CA and certificates are made for the run.
+    #[arg(long)]
+    pub tls: bool,
     /// S2 (and S6) points per request.
     #[arg(long, default_value_t = 1000)]
     pub s2_batch: usize,
@@ -107,6 +112,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         v
     };
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    anyhow::ensure!(
+        !args.tls || selected.iter().all(|s| ["S1", "S2"].contains(s)),
+        "--tls applies to S1 and S2 only (pass --scenario S1,S2)"
+    );
     let mut outcomes = Vec::new();
     for id in selected {
         let mut runs = Vec::new();

@@ -23,6 +23,9 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
     pub cores: usize,
+    /// With `--tls`: the run's certificates; the collectors' OTLP receivers, their
+    /// forwarding (mTLS), the aggregators' OTLP receivers and the sink use them.
+    pub tls: Option<super::tls::BenchTls>,
 }
 
 impl Env {
@@ -33,23 +36,66 @@ impl Env {
             super::CollectorBinary::Edge => (exe.with_file_name("edgewatch-collector"), Vec::new()),
             super::CollectorBinary::AllRoles => (exe.clone(), vec!["collector".to_string()]),
         };
+        let dir = tempfile::Builder::new()
+            .prefix("edgewatch-bench-")
+            .tempdir()?;
+        let tls = match args.tls {
+            true => Some(super::tls::BenchTls::generate(dir.path())?),
+            false => None,
+        };
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(120));
+        if let Some(t) = &tls {
+            let ca = reqwest::Certificate::from_pem(&std::fs::read(&t.ca)?)?;
+            // The sink asks for a client certificate, as the core does.
+            let mut pem = std::fs::read(&t.client_cert)?;
+            pem.extend(std::fs::read(&t.client_key)?);
+            http = http
+                .add_root_certificate(ca)
+                .identity(reqwest::Identity::from_pem(&pem)?);
+        }
         Ok(Env {
             exe,
             collector,
-            dir: tempfile::Builder::new()
-                .prefix("edgewatch-bench-")
-                .tempdir()?,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()?,
+            dir,
+            http: http.build()?,
             cores: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            tls,
         })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// `http` or, with `--tls`, `https`: the scheme of the OTLP links.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Loadgen's arguments to send to a collector's OTLP/gRPC receiver.
+    pub fn collector_target(&self, col: &ColPorts) -> Vec<String> {
+        let mut a = vec![
+            "--endpoint".to_string(),
+            format!("{}://127.0.0.1:{}", self.scheme(), col.grpc),
+        ];
+        if let Some(t) = &self.tls {
+            a.extend(["--ca-file".to_string(), t.ca.display().to_string()]);
+        }
+        a
+    }
+
+    /// A `tls:` line for an OTLP receiver (`indent` spaces), empty without `--tls`.
+    fn receiver_tls(&self, indent: usize, mtls: bool) -> String {
+        match &self.tls {
+            Some(t) => format!("{:indent$}tls: {}\n", "", t.server_yaml(mtls)),
+            None => String::new(),
+        }
     }
 
     /// `taskset -c N` only when the machine has that core.
@@ -129,9 +175,10 @@ impl Env {
         extra: &str,
     ) -> anyhow::Result<Proc> {
         let yaml = format!(
-            "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nhttp:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\n{extra}",
+            "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\n{}http:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\n{extra}",
             ports.grpc,
             ports.otlp_http,
+            self.receiver_tls(4, true),
             ports.http,
             self.path(&format!("{name}-state")).display()
         );
@@ -162,10 +209,16 @@ impl Env {
         core: Option<usize>,
     ) -> anyhow::Result<Proc> {
         let yaml = format!(
-            "cluster: bench\nnode: node-1\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 8GiB\n  full_policy: backpressure\nforward:\n  endpoint: http://{forward}\n  initial_backoff: 50ms\n  max_backoff: 250ms\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 0\n",
+            "cluster: bench\nnode: node-1\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\n{}buffer:\n  path: {}\n  max_bytes: 8GiB\n  full_policy: backpressure\nforward:\n  endpoint: {}://{forward}\n  initial_backoff: 50ms\n  max_backoff: 250ms\n{}admin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 0\n",
             ports.grpc,
             ports.http,
+            self.receiver_tls(4, false),
             self.path(&format!("{name}-buffer")).display(),
+            self.scheme(),
+            match &self.tls {
+                Some(t) => format!("  tls: {}\n", t.forward_yaml()),
+                None => String::new(),
+            },
             ports.admin
         );
         let cfg = self.path(&format!("{name}.yaml"));
@@ -186,18 +239,32 @@ impl Env {
 
     /// `edgewatch loadgen sink --listen 127.0.0.1:port -q`; waits until `/stats` answers.
     pub async fn sink(&self, port: u16, core: Option<usize>) -> anyhow::Result<Proc> {
-        let args = [
+        let mut args = [
             "loadgen",
             "sink",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "-q",
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        if let Some(t) = &self.tls {
+            for (flag, file) in [
+                ("--tls-cert-file", &t.cert),
+                ("--tls-key-file", &t.key),
+                ("--tls-client-ca-file", &t.ca),
+            ] {
+                args.extend([flag.to_string(), file.display().to_string()]);
+            }
+        }
         let p = self.spawn("sink", &args, core, false)?;
-        self.wait_healthy(&p, &format!("http://127.0.0.1:{port}/stats"))
-            .await?;
+        self.wait_healthy(&p, &self.sink_stats(port)).await?;
         Ok(p)
+    }
+
+    /// The sink's `/stats` URL.
+    pub fn sink_stats(&self, port: u16) -> String {
+        format!("{}://127.0.0.1:{port}/stats", self.scheme())
     }
 
     /// `edgewatch loadgen remote-write-sink --listen 127.0.0.1:port -q`; waits until

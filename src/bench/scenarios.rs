@@ -78,16 +78,8 @@ pub async fn s1(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
         .loadgen(
             "loadgen",
             &[
-                s(&[
-                    "--endpoint",
-                    &col.endpoint(),
-                    "--protocol",
-                    "grpc",
-                    "--rate",
-                    "10000",
-                    "--batch",
-                    "100",
-                ]),
+                env.collector_target(&col),
+                s(&["--protocol", "grpc", "--rate", "10000", "--batch", "100"]),
                 s(&["--concurrency", "1", "--duration", &secs(dur)]),
             ]
             .concat(),
@@ -136,14 +128,8 @@ pub async fn s2(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
         .loadgen_sampled(
             "loadgen",
             &[
-                s(&[
-                    "--endpoint",
-                    &col.endpoint(),
-                    "--protocol",
-                    "grpc",
-                    "--rate",
-                    "max",
-                ]),
+                env.collector_target(&col),
+                s(&["--protocol", "grpc", "--rate", "max"]),
                 s(&[
                     "--batch",
                     &args.s2_batch.to_string(),
@@ -164,7 +150,7 @@ pub async fn s2(args: &BenchArgs, run: usize) -> anyhow::Result<Values> {
     let drain = wait_drained(&env, col, Duration::from_secs(600)).await?;
     let stats: serde_json::Value = env
         .http
-        .get(format!("http://127.0.0.1:{sink_port}/stats"))
+        .get(env.sink_stats(sink_port))
         .send()
         .await?
         .json()

@@ -12,6 +12,9 @@ pub enum Protocol {
     Grpc,
     /// An axum server: HTTP/1.1.
     Http1,
+    /// Both, h2 preferred (the load generator's sink: gRPC from forwarders, stats
+    /// over HTTP/1.1).
+    Any,
 }
 
 /// The TLS side of the listeners of one `tls:` block. Each handshake uses the
@@ -26,6 +29,7 @@ pub struct ServerTls {
 struct Configs {
     grpc: Arc<rustls::ServerConfig>,
     http1: Arc<rustls::ServerConfig>,
+    any: Arc<rustls::ServerConfig>,
 }
 
 impl ServerTls {
@@ -43,6 +47,7 @@ impl ServerTls {
                 Ok(Configs {
                     grpc: Arc::new(server_config(&c, Protocol::Grpc)?),
                     http1: Arc::new(server_config(&c, Protocol::Http1)?),
+                    any: Arc::new(server_config(&c, Protocol::Any)?),
                 })
             }),
             metrics.clone(),
@@ -55,6 +60,7 @@ impl ServerTls {
         tokio_rustls::TlsAcceptor::from(match protocol {
             Protocol::Grpc => c.grpc.clone(),
             Protocol::Http1 => c.http1.clone(),
+            Protocol::Any => c.any.clone(),
         })
     }
 }
@@ -96,6 +102,7 @@ pub fn server_config(
     config.alpn_protocols = match protocol {
         Protocol::Grpc => vec![b"h2".to_vec()],
         Protocol::Http1 => vec![b"http/1.1".to_vec()],
+        Protocol::Any => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
     };
     Ok(config)
 }
