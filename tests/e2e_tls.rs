@@ -1,6 +1,6 @@
 //! TLS between edge and core, with the real binaries: mTLS forwarding, refused client
 //! certificates, certificate rotation while a collector keeps sending, TLS/plaintext
-//! mismatches, a real Prometheus scraping `/federate` over HTTPS, the OpenTelemetry
+//! mismatches, a real Prometheus scraping `/federate` over HTTPS with basic auth, the OpenTelemetry
 //! Python SDK exporting to a TLS receiver, the collector's admin server over TLS.
 
 use edgewatch_testkit::http::tls_client;
@@ -395,31 +395,36 @@ async fn plaintext_and_tls_mismatches_fail_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_federate_over_https() {
+async fn prometheus_scrapes_federate_over_https_with_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
     let core = Core::new(dir.path());
     let (prom_cert, prom_key) = core
         .pki
         .client("prometheus", "prometheus", Validity::Current);
-    let http_tls = format!("  tls: {}\n", core.server_tls());
+    // mTLS and basic auth, as `web.config.file` offers Prometheus' own users.
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    let http_tls = format!(
+        "  tls: {}\n  basic_auth_users:\n    prometheus: \"{hash}\"\n",
+        core.server_tls()
+    );
+    let client = tls_client(&core.pki.ca_file(), Some((&prom_cert, &prom_key)));
     let spec = AggregatorSpec {
         http_extra: &http_tls,
-        http_tls: Some(tls_client(
-            &core.pki.ca_file(),
-            Some((&prom_cert, &prom_key)),
-        )),
+        http_tls: Some(client.clone()),
         ..AggregatorSpec::default()
     };
     let mut agg = Aggregator::start_spec(BIN, dir.path(), &spec).await;
+    let federate = format!("https://127.0.0.1:{}/federate", agg.http);
+    let anonymous = client.get(&federate).send().await.expect("GET /federate");
+    assert_eq!(anonymous.status(), 401, "a certificate alone is not a user");
     assert_eq!(
         post_otlp(agg.http_otlp, gauge_request("tls_federated", "f", 3))
             .await
             .0,
         200
     );
-    // basic_auth (with `http.basic_auth_users`) goes beside tls_config here.
     let scrape = format!(
-        "  - job_name: core\n    honor_labels: true\n    metrics_path: /federate\n    params: {{'match[]': ['{{__name__=\"tls_federated\"}}']}}\n    scheme: https\n    tls_config:\n      ca_file: {ca}\n      cert_file: {cert}\n      key_file: {key}\n      server_name: localhost\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+        "  - job_name: core\n    honor_labels: true\n    metrics_path: /federate\n    params: {{'match[]': ['{{__name__=\"tls_federated\"}}']}}\n    scheme: https\n    basic_auth:\n      username: prometheus\n      password: s3cret\n    tls_config:\n      ca_file: {ca}\n      cert_file: {cert}\n      key_file: {key}\n      server_name: localhost\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
         ca = core.pki.ca_file().display(),
         cert = prom_cert.display(),
         key = prom_key.display(),
