@@ -38,6 +38,8 @@ pub enum CollectorError {
     Metrics(#[from] prometheus::Error),
     #[error("TLS: {0}")]
     Tls(#[from] edgewatch_tls::TlsError),
+    #[error(transparent)]
+    ScrapeClient(#[from] receive::scrape::ClientError),
     #[error("kubernetes discovery: {0}")]
     Discovery(#[from] discover::watch::ClientError),
 }
@@ -297,8 +299,10 @@ async fn start_discovery_and_scrape(
                 }
             }));
         }
+        let client = receive::scrape::client(prom)?;
         tasks.push(tokio::spawn(receive::scrape::run(
             prom.clone(),
+            client,
             output,
             metrics,
             trx,

@@ -206,6 +206,34 @@ async fn https_targets_are_never_scraped_in_plaintext() {
     );
 }
 
+/// `tls_config` lets the scraper trust a private CA and verify the target under
+/// `server_name`; without it the same target's certificate is refused.
+#[tokio::test]
+async fn https_targets_with_a_private_ca_through_tls_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = edgewatch_testkit::tls::Certs::generate(dir.path(), "model.edge.test");
+    let server = edgewatch_testkit::http::Recorder::start_tls(200, &[], &certs, false).await;
+    let mut t = target(server.addr, "/metrics");
+    t.url = format!("https://{}/metrics", server.addr);
+    let trusting = edgewatch_config::collector::PrometheusReceiverConfig {
+        tls_config: edgewatch_config::parse(
+            &format!(
+                "{{ca_file: {}, server_name: model.edge.test}}",
+                certs.ca.display()
+            ),
+            "test",
+        )
+        .unwrap(),
+        ..Default::default()
+    };
+    let client = scrape::client(&trusting).unwrap();
+    fetch(&client, &t, 1 << 20)
+        .await
+        .expect("scraped over TLS with the private CA");
+    let public_roots = scrape::client(&Default::default()).unwrap();
+    assert!(fetch(&public_roots, &t, 1 << 20).await.is_err());
+}
+
 #[tokio::test]
 async fn openmetrics_is_negotiated_and_parsed() {
     let addr = serve().await;
@@ -291,7 +319,15 @@ async fn bad_targets_and_staleness_through_the_buffer() {
     .collect();
     let (tx, rx) = tokio::sync::watch::channel(all.clone());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(scrape::run(cfg, output, metrics, rx, shutdown.clone()));
+    let client = scrape::client(&cfg).unwrap();
+    let task = tokio::spawn(scrape::run(
+        cfg,
+        client,
+        output,
+        metrics,
+        rx,
+        shutdown.clone(),
+    ));
     eventually(
         Duration::from_secs(15),
         "every kind of failure and drop counted, /flip's vanished series marked stale",

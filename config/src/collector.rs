@@ -55,6 +55,10 @@ pub struct PrometheusReceiverConfig {
     /// URLs (`http://host:port/path`) or `{url, interval, timeout, job}` mappings.
     #[serde(default)]
     pub static_targets: Vec<StaticTarget>,
+    /// TLS towards `https://` targets (Prometheus' `tls_config`: a private CA, a
+    /// client certificate, `server_name`); unset: the public web roots.
+    #[serde(default)]
+    pub tls_config: crate::tls::TlsConfig,
 }
 
 impl Default for PrometheusReceiverConfig {
@@ -66,6 +70,7 @@ impl Default for PrometheusReceiverConfig {
             pod_job: default_pod_job(),
             body_size_limit: default_body_size_limit(),
             static_targets: Vec::new(),
+            tls_config: Default::default(),
         }
     }
 }

@@ -320,21 +320,35 @@ pub async fn run_target(
     let _ = output.send(vec![rm]).await;
 }
 
+/// The scrape client: `https://` targets are TLS (with `tls_config`, or the public
+/// web roots), never plaintext. A TLS file that cannot be read is a start-up error.
+pub fn client(cfg: &PrometheusReceiverConfig) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder().no_proxy();
+    let builder = if cfg.tls_config.is_set() {
+        builder.use_preconfigured_tls(edgewatch_tls::client::client_config(&cfg.tls_config)?)
+    } else {
+        builder
+    };
+    Ok(builder.build()?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("receivers.prometheus.tls_config: {0}")]
+    Tls(#[from] edgewatch_tls::TlsError),
+    #[error("building the scrape client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
 /// Runs the targets in `targets` (the wanted set; it may change), until `shutdown`.
 pub async fn run(
     cfg: PrometheusReceiverConfig,
+    client: reqwest::Client,
     output: Output,
     metrics: ScrapeMetrics,
     mut targets: watch::Receiver<Vec<ScrapeTarget>>,
     shutdown: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder().no_proxy().build() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "building the HTTP client");
-            return;
-        }
-    };
     let max_body = cfg.body_size_limit.bytes();
     let mut running: HashMap<
         String,
