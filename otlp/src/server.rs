@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// Listeners bound at start, so "address in use" is reported before the role says it
@@ -64,8 +65,17 @@ impl OtlpListeners {
                 let server = tonic::transport::Server::builder().add_service(svc);
                 Some(match &tls {
                     None => tokio::spawn(async move {
+                        // tonic sets TCP_NODELAY only on connections it accepts itself:
+                        // without it, small answers wait for the peer's delayed ACK
+                        // (about 40 ms per export).
+                        let incoming = TcpListenerStream::new(l).map(|c| {
+                            if let Ok(c) = &c {
+                                let _ = c.set_nodelay(true);
+                            }
+                            c
+                        });
                         server
-                            .serve_with_incoming_shutdown(TcpListenerStream::new(l), stop)
+                            .serve_with_incoming_shutdown(incoming, stop)
                             .await
                             .map_err(io::Error::other)
                     }),

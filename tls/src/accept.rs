@@ -270,6 +270,11 @@ pub async fn serve_http(
     use axum::extract::ConnectInfo;
     match tls {
         None => {
+            use axum::serve::ListenerExt;
+            // As on TLS connections: answers go out without waiting for an ACK.
+            let tcp = tcp.tap_io(|c| {
+                let _ = c.set_nodelay(true);
+            });
             axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(shutdown)
                 .await
