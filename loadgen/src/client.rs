@@ -38,7 +38,8 @@ pub enum Sender {
     },
 }
 
-/// Builds `n` senders (one per worker) for the arguments.
+/// Builds `n` senders (one per worker) for the arguments. Within a tokio runtime
+/// (a TLS connector watches its files).
 pub fn senders(args: &LoadgenArgs, n: usize) -> anyhow::Result<Vec<Sender>> {
     let endpoint = args.endpoint_or_default();
     match args.protocol {
@@ -253,14 +254,17 @@ impl Sender {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_https_grpc_endpoint_is_refused_not_sent_in_plaintext() {
+    /// An `https://` endpoint whose CA file cannot be read is an error at start,
+    /// never a plaintext connection.
+    #[tokio::test]
+    async fn an_https_grpc_endpoint_with_an_unreadable_ca_is_refused() {
         let args = LoadgenArgs {
             endpoint: Some("https://core.example:4317".into()),
             protocol: Protocol::Grpc,
+            ca_file: Some("/nonexistent/ca.pem".into()),
             ..LoadgenArgs::default()
         };
         let e = senders(&args, 1).err().expect("refused").to_string();
-        assert!(e.contains("plaintext only"), "{e}");
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }
