@@ -9,6 +9,7 @@ pub mod remote;
 pub mod store;
 pub mod wal;
 
+use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::AggregatorConfig;
 use edgewatch_otlp::server::OtlpListeners;
 use edgewatch_tls::server::ServerTls;
@@ -74,7 +75,10 @@ pub async fn start(
     let wal = open_wal(cfg, &state, &registry).await?;
     store.set_wal(wal.clone());
     let otlp = &cfg.receivers.otlp;
-    let policy = ingest::identity::Policy::new(&cfg.auth, otlp_requires_client_cert(cfg));
+    let policy = ingest::identity::Policy::new(
+        &cfg.auth,
+        ServerTlsConfig::verifies_clients(cfg.receivers.otlp.tls.as_ref()),
+    );
     let otlp_authenticated = !policy.is_open();
     let gate = ingest::identity::Gate::new(policy, &registry)?;
     let auth_failures = gate.failures();
@@ -99,11 +103,12 @@ pub async fn start(
         )),
         None => None,
     };
-    warn_open_listeners(
-        &listeners,
-        otlp_authenticated,
+    listeners.warn_if_open(otlp_authenticated);
+    edgewatch_otlp::auth::warn_if_open(
+        "HTTP",
         http_listener.local_addr()?,
-        !cfg.http.basic_auth_users.is_empty() || requires_client_cert(cfg.http.tls.as_ref()),
+        !cfg.http.basic_auth_users.is_empty()
+            || ServerTlsConfig::verifies_clients(cfg.http.tls.as_ref()),
     );
     // Readers first: a new endpoint starts at the log's end, before anything new.
     let remote_metrics = remote::Metrics::register(&registry)?;
@@ -135,33 +140,6 @@ pub async fn start(
     };
     tracing::info!(otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, http = %out.http, "aggregator started");
     Ok(out)
-}
-
-/// Whether the OTLP receiver requires a verified client certificate, whose
-/// Subject CN is then the sender's cluster.
-fn otlp_requires_client_cert(cfg: &AggregatorConfig) -> bool {
-    requires_client_cert(cfg.receivers.otlp.tls.as_ref())
-}
-
-fn requires_client_cert(tls: Option<&edgewatch_config::tls::ServerTlsConfig>) -> bool {
-    tls.is_some_and(|t| t.client_ca_file.is_some())
-}
-
-/// A warning for each listener anyone on the network can use without credentials.
-fn warn_open_listeners(
-    otlp: &OtlpListeners,
-    otlp_authenticated: bool,
-    http: SocketAddr,
-    http_authenticated: bool,
-) {
-    use edgewatch_otlp::auth::warn_if_open;
-    if let Some(a) = otlp.grpc_addr() {
-        warn_if_open("OTLP gRPC", a, otlp_authenticated);
-    }
-    if let Some(a) = otlp.http_addr() {
-        warn_if_open("OTLP HTTP", a, otlp_authenticated);
-    }
-    warn_if_open("HTTP", http, http_authenticated);
 }
 
 /// Opens the sled state (blocking I/O, off the runtime's threads).

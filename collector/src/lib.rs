@@ -13,6 +13,7 @@ pub mod receive;
 pub mod selfmon;
 
 use buffer::{Buffer, BufferOptions};
+use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::CollectorConfig;
 use edgewatch_otlp::server::OtlpListeners;
 use edgewatch_tls::accept::serve_http;
@@ -63,34 +64,6 @@ impl Collector {
     }
 }
 
-/// Whether the OTLP receiver requires a verified client certificate: the only
-/// credential the collector's listeners know.
-fn otlp_requires_client_cert(cfg: &CollectorConfig) -> bool {
-    requires_client_cert(cfg.receivers.otlp.tls.as_ref())
-}
-
-fn requires_client_cert(tls: Option<&edgewatch_config::tls::ServerTlsConfig>) -> bool {
-    tls.is_some_and(|t| t.client_ca_file.is_some())
-}
-
-/// A warning for each listener anyone on the network can use without credentials
-/// (the admin server knows only client certificates: it serves metrics and probes).
-fn warn_open_listeners(
-    otlp: &OtlpListeners,
-    otlp_authenticated: bool,
-    admin: SocketAddr,
-    admin_authenticated: bool,
-) {
-    use edgewatch_otlp::auth::warn_if_open;
-    if let Some(a) = otlp.grpc_addr() {
-        warn_if_open("OTLP gRPC", a, otlp_authenticated);
-    }
-    if let Some(a) = otlp.http_addr() {
-        warn_if_open("OTLP HTTP", a, otlp_authenticated);
-    }
-    warn_if_open("admin HTTP", admin, admin_authenticated);
-}
-
 /// Opens the buffer, binds every listener, and starts the receivers, the forwarder
 /// and the admin server. Returns once all listen.
 pub async fn start(
@@ -122,11 +95,14 @@ pub async fn start(
         )),
         None => None,
     };
-    warn_open_listeners(
-        &listeners,
-        otlp_requires_client_cert(cfg),
+    // The only credential the collector's listeners know is a client certificate.
+    listeners.warn_if_open(ServerTlsConfig::verifies_clients(
+        cfg.receivers.otlp.tls.as_ref(),
+    ));
+    edgewatch_otlp::auth::warn_if_open(
+        "admin HTTP",
         admin_listener.local_addr()?,
-        requires_client_cert(cfg.admin.tls.as_ref()),
+        ServerTlsConfig::verifies_clients(cfg.admin.tls.as_ref()),
     );
     if cfg.forward.bearer_token_file.is_some() && cfg.forward.endpoint.0.starts_with("http://") {
         tracing::warn!(endpoint = %cfg.forward.endpoint, "forward.bearer_token_file with a plaintext endpoint: the token can be read on the way");

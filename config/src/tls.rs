@@ -28,6 +28,14 @@ struct RawServerTls {
     client_ca_file: Option<ConfigPath>,
 }
 
+impl ServerTlsConfig {
+    /// Whether `tls` (a listener's optional block) requires a verified client
+    /// certificate: then the listener is authenticated.
+    pub fn verifies_clients(tls: Option<&ServerTlsConfig>) -> bool {
+        tls.is_some_and(|t| t.client_ca_file.is_some())
+    }
+}
+
 impl TryFrom<RawServerTls> for ServerTlsConfig {
     type Error = String;
     fn try_from(r: RawServerTls) -> Result<Self, String> {

@@ -46,6 +46,16 @@ impl OtlpListeners {
         self.grpc.as_ref().and_then(|l| l.local_addr().ok())
     }
 
+    /// Warns at start for each listener bound beyond loopback without credentials.
+    pub fn warn_if_open(&self, authenticated: bool) {
+        if let Some(a) = self.grpc_addr() {
+            crate::auth::warn_if_open("OTLP gRPC", a, authenticated);
+        }
+        if let Some(a) = self.http_addr() {
+            crate::auth::warn_if_open("OTLP HTTP", a, authenticated);
+        }
+    }
+
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
