@@ -11,6 +11,7 @@ pub mod wal;
 
 use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::AggregatorConfig;
+use edgewatch_otlp::admission::AdmissionMetrics;
 use edgewatch_otlp::server::OtlpListeners;
 use edgewatch_tls::server::ServerTls;
 use prometheus::Registry;
@@ -90,7 +91,9 @@ pub async fn start(
         &registry,
     )?;
     let tls_metrics = edgewatch_tls::TlsMetrics::register(&registry)?;
-    let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0))
+        .await?
+        .with_admission_metrics(AdmissionMetrics::new(&registry)?);
     if let Some(t) = &otlp.tls {
         listeners = listeners.with_tls(ServerTls::new(t, &tls_metrics)?, tls_metrics.clone());
     }

@@ -15,6 +15,7 @@ pub mod selfmon;
 use buffer::{Buffer, BufferOptions};
 use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::CollectorConfig;
+use edgewatch_otlp::admission::AdmissionMetrics;
 use edgewatch_otlp::server::OtlpListeners;
 use edgewatch_tls::accept::serve_http;
 use edgewatch_tls::server::ServerTls;
@@ -82,7 +83,9 @@ pub async fn start(
     }
     let tls_metrics = TlsMetrics::register(&registry)?;
     let otlp = &cfg.receivers.otlp;
-    let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0)).await?;
+    let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0))
+        .await?
+        .with_admission_metrics(AdmissionMetrics::new(&registry)?);
     if let Some(t) = &otlp.tls {
         listeners = listeners.with_tls(ServerTls::new(t, &tls_metrics)?, tls_metrics.clone());
     }

@@ -1,5 +1,6 @@
 //! OTLP/gRPC metrics service over the raw codec (see [`crate::codec`]).
 
+use crate::admission::ReadSlots;
 use crate::codec::ServerCodec;
 use crate::{BatchInfo, ExportContext, ExportMetricsServiceResponse, MetricsSink};
 use bytes::Bytes;
@@ -7,6 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 
@@ -14,6 +16,7 @@ use tonic::server::NamedService;
 pub struct MetricsService<S> {
     sink: S,
     max_request_bytes: usize,
+    reads: ReadSlots,
 }
 
 impl<S: Clone> Clone for MetricsService<S> {
@@ -21,15 +24,19 @@ impl<S: Clone> Clone for MetricsService<S> {
         MetricsService {
             sink: self.sink.clone(),
             max_request_bytes: self.max_request_bytes,
+            reads: self.reads.clone(),
         }
     }
 }
 
 impl<S: MetricsSink> MetricsService<S> {
-    pub fn new(sink: S, max_request_bytes: usize) -> Self {
+    /// `reads` bounds the requests whose bodies are read and decoded at once, across
+    /// every connection of the server (see [`crate::admission`]).
+    pub fn new(sink: S, max_request_bytes: usize, reads: ReadSlots) -> Self {
         MetricsService {
             sink,
             max_request_bytes,
+            reads,
         }
     }
 }
@@ -38,7 +45,12 @@ impl<S> NamedService for MetricsService<S> {
     const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
 }
 
-struct Export<S>(S);
+/// The export call; `read_slot` is given back as soon as tonic has decoded the body,
+/// from then on the sink's own budget bounds what is held.
+struct Export<S> {
+    sink: S,
+    read_slot: Option<OwnedSemaphorePermit>,
+}
 
 impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
     type Response = ExportMetricsServiceResponse;
@@ -47,7 +59,8 @@ impl<S: MetricsSink> tonic::server::UnaryService<Bytes> for Export<S> {
     >;
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let sink = self.0.clone();
+        drop(self.read_slot.take());
+        let sink = self.sink.clone();
         Box::pin(async move {
             let (peer, client_cn) = peer_of(&request);
             let md = request.metadata();
@@ -107,7 +120,15 @@ where
         }
         let sink = self.sink.clone();
         let max = self.max_request_bytes;
+        let reads = self.reads.clone();
         Box::pin(async move {
+            let Some(read_slot) = reads.acquire().await else {
+                let busy = crate::ExportError::ResourceExhausted {
+                    message: "the server is reading as many requests as it may; retry later".into(),
+                    retry_after: std::time::Duration::from_secs(1),
+                };
+                return Ok(busy.grpc_status().into_http());
+            };
             let mut grpc = tonic::server::Grpc::new(ServerCodec::new(max))
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
@@ -118,7 +139,11 @@ where
                 // decompressed size; larger frames are refused by tonic before being
                 // buffered.
                 .max_decoding_message_size(max.saturating_mul(2));
-            let mut resp = grpc.unary(Export(sink), req).await;
+            let export = Export {
+                sink,
+                read_slot: Some(read_slot),
+            };
+            let mut resp = grpc.unary(export, req).await;
             // tonic answers an over-long frame with OUT_OF_RANGE; OTLP senders expect
             // RESOURCE_EXHAUSTED for an oversized request. Our sinks never answer
             // OUT_OF_RANGE, so the code can only be tonic's length check.

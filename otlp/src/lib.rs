@@ -6,6 +6,7 @@
 //! aggregator de-duplicates replays and converts them. Errors are mapped to protocol
 //! status once, here ([`ExportError`]).
 
+pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod codec;

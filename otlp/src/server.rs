@@ -1,15 +1,23 @@
 //! Binding and running the OTLP servers of one role.
 
+use crate::admission::{self, AdmissionMetrics, ReadSlots};
 use crate::MetricsSink;
 use edgewatch_tls::accept::{serve_http, TlsListener};
 use edgewatch_tls::server::{Protocol, ServerTls};
 use edgewatch_tls::TlsMetrics;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+/// A request (read, ingest, answer) that takes longer than this is cancelled with
+/// DEADLINE_EXCEEDED: a sender trickling its body cannot hold a read slot for long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 pings on idle connections; a peer that does not answer within
+/// [`KEEPALIVE_TIMEOUT`] is dropped with its connection slot.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Listeners bound at start, so "address in use" is reported before the role says it
 /// is up.
@@ -17,6 +25,7 @@ pub struct OtlpListeners {
     grpc: Option<TcpListener>,
     http: Option<TcpListener>,
     tls: Option<(ServerTls, TlsMetrics)>,
+    admission: Option<AdmissionMetrics>,
 }
 
 impl OtlpListeners {
@@ -33,12 +42,19 @@ impl OtlpListeners {
             grpc,
             http,
             tls: None,
+            admission: None,
         })
     }
 
     /// Both listeners speak TLS (mTLS when `tls` has a client CA).
     pub fn with_tls(mut self, tls: ServerTls, metrics: TlsMetrics) -> Self {
         self.tls = Some((tls, metrics));
+        self
+    }
+
+    /// Where the gRPC server counts what its admission refuses.
+    pub fn with_admission_metrics(mut self, metrics: AdmissionMetrics) -> Self {
+        self.admission = Some(metrics);
         self
     }
 
@@ -70,25 +86,30 @@ impl OtlpListeners {
         let tls = self.tls;
         let grpc = match self.grpc {
             Some(l) => {
-                let svc = crate::grpc::MetricsService::new(sink.clone(), max_request_bytes);
+                let metrics = self
+                    .admission
+                    .clone()
+                    .unwrap_or_else(AdmissionMetrics::unregistered);
+                let reads = ReadSlots::new(admission::read_slots(), metrics.clone());
+                let svc = crate::grpc::MetricsService::new(sink.clone(), max_request_bytes, reads);
                 let stop = shutdown.clone().cancelled_owned();
-                let server = tonic::transport::Server::builder().add_service(svc);
+                let server = tonic::transport::Server::builder()
+                    .timeout(REQUEST_TIMEOUT)
+                    .initial_connection_window_size(admission::CONNECTION_WINDOW)
+                    .initial_stream_window_size(admission::STREAM_WINDOW)
+                    .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                    .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                    .add_service(svc);
                 Some(match &tls {
-                    None => tokio::spawn(async move {
-                        // tonic sets TCP_NODELAY only on connections it accepts itself:
-                        // without it, small answers wait for the peer's delayed ACK
-                        // (about 40 ms per export).
-                        let incoming = TcpListenerStream::new(l).map(|c| {
-                            if let Ok(c) = &c {
-                                let _ = c.set_nodelay(true);
-                            }
-                            c
-                        });
-                        server
-                            .serve_with_incoming_shutdown(incoming, stop)
-                            .await
-                            .map_err(io::Error::other)
-                    }),
+                    None => {
+                        let incoming = admission::plaintext(l, metrics);
+                        tokio::spawn(async move {
+                            server
+                                .serve_with_incoming_shutdown(incoming, stop)
+                                .await
+                                .map_err(io::Error::other)
+                        })
+                    }
                     Some((t, m)) => {
                         let incoming =
                             TlsListener::new(l, t.clone(), Protocol::Grpc, "otlp_grpc", m)?;

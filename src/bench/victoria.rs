@@ -92,7 +92,18 @@ impl Victoria {
         let t = Instant::now();
         let mut grew = (t, -1.0);
         loop {
-            let n = self.count(env, selector, from_ms, to_ms).await?;
+            // A query over tens of millions of samples can time out while
+            // VictoriaMetrics is still busy ingesting on a loaded host: try again until
+            // the overall deadline rather than failing the run.
+            let n = match self.count(env, selector, from_ms, to_ms).await {
+                Ok(n) => n,
+                Err(e) if t.elapsed() < timeout => {
+                    eprintln!("bench: counting in VictoriaMetrics failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let now = Instant::now();
             if n > grew.1 {
                 grew = (now, n);

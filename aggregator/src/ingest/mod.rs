@@ -277,9 +277,11 @@ impl IngestSink {
         })
         .await
         .map_err(task_failed)?;
-        // The body is gone; what waits for the log is its record, a few bytes a sample.
-        drop((slot, held));
+        drop(slot);
         let (c, info) = converted?;
+        // The body is gone; what waits for the log is its record, a few bytes a
+        // sample, and it stays in the budget until durable.
+        let _record_held = keep_for_record(held, c.record.as_deref());
         if c.record.is_some() || c.window.is_some() {
             // The window moves only once it is durable with the samples.
             let encoded = c
@@ -316,7 +318,8 @@ impl IngestSink {
         })
         .await
         .map_err(task_failed)??;
-        drop((slot, held));
+        drop(slot);
+        let _record_held = keep_for_record(held, record.as_deref());
         if let Some(record) = record {
             let durable = self.inner.wal.append_durable_async(Some(record), None);
             durable.map_err(unavailable)?.await.map_err(unavailable)?;
@@ -334,6 +337,16 @@ impl IngestSink {
                 retry_after: Duration::from_secs(1),
             })
     }
+}
+
+/// Gives back the part of a request's budget its body used, keeping what its
+/// record (waiting for the log) needs.
+fn keep_for_record<'a>(
+    mut held: tokio::sync::SemaphorePermit<'a>,
+    record: Option<&[u8]>,
+) -> Option<tokio::sync::SemaphorePermit<'a>> {
+    let kib = record.map_or(0, |r| r.len().div_ceil(1024));
+    held.split(kib.min(held.num_permits()))
 }
 
 fn task_failed(e: tokio::task::JoinError) -> ExportError {
