@@ -248,7 +248,8 @@ async fn start_discovery_and_scrape(
         timeout: prom.scrape_timeout.get(),
     };
     let snapshots = if cfg.discovery.kubernetes {
-        let rx = start_discovery(cfg, node, &rules, &output, shutdown, &mut tasks).await?;
+        let rx =
+            start_discovery(cfg, node, &rules, &output, registry, shutdown, &mut tasks).await?;
         Some(rx)
     } else {
         None
@@ -295,6 +296,7 @@ async fn start_discovery(
     node: &str,
     rules: &discover::Rules,
     output: &receive::scrape::Output,
+    registry: &Registry,
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<discover::SnapshotRx, CollectorError> {
@@ -305,6 +307,7 @@ async fn start_discovery(
         node.to_string(),
         rules.clone(),
         tx,
+        discover::watch::restarts_counter(registry)?,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(model::run(
