@@ -7,6 +7,7 @@
 //! status once, here ([`ExportError`]).
 
 pub mod auth;
+mod budget;
 pub mod client;
 pub mod codec;
 pub mod grpc;
