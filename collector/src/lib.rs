@@ -74,7 +74,12 @@ pub async fn start(
     let buffer = open_buffer(cfg, &registry).await?;
     let node = enrich::node_name(cfg.node.as_ref().map(|n| n.0.as_str()));
     let stamp = enrich::Stamp::new(&cfg.cluster.0, &node);
-    let mut sink = receive::otlp::BufferSink::new(buffer.clone(), stamp.clone(), &registry)?;
+    let mut sink = receive::otlp::BufferSink::new(
+        buffer.clone(),
+        stamp.clone(),
+        cfg.forward.max_batch_bytes.bytes() as usize,
+        &registry,
+    )?;
     let (sink_models, side_tasks) =
         start_discovery_and_scrape(cfg, &node, &buffer, &stamp, &registry, &shutdown).await?;
     if let Some(rx) = sink_models {
