@@ -12,8 +12,11 @@ use bytes::BytesMut;
 use edgewatch_otlp::client::{Frame, FrameEncoder};
 use edgewatch_otlp::BatchInfo;
 use futures::stream::{FuturesOrdered, StreamExt};
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use rand::Rng;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +59,8 @@ struct Metrics {
     sent_bytes: IntCounter,
     retries: IntCounter,
     rejected_points: IntCounter,
+    dropped_points: IntCounterVec,
+    split_batches: IntCounter,
     last_success: Gauge,
     in_flight: IntGauge,
     send_seconds: Histogram,
@@ -84,6 +89,17 @@ impl Metrics {
                 "edgewatch_forward_rejected_points_total",
                 "Data points the aggregator rejected as invalid; removed from the buffer, not retried.",
             )?,
+            dropped_points: IntCounterVec::new(
+                Opts::new(
+                    "edgewatch_forward_dropped_points_total",
+                    "Data points removed from the buffer undelivered by the forwarder, by reason (too_large: an entry the aggregator refuses as too large alone).",
+                ),
+                &["reason"],
+            )?,
+            split_batches: IntCounter::new(
+                "edgewatch_forward_split_batches_total",
+                "Batches the aggregator refused as too large, halved and sent again.",
+            )?,
             last_success: Gauge::new(
                 "edgewatch_forward_last_success_timestamp_seconds",
                 "When the aggregator last acknowledged a batch (Unix seconds).",
@@ -99,6 +115,9 @@ impl Metrics {
         r.register(Box::new(m.sent_bytes.clone()))?;
         r.register(Box::new(m.retries.clone()))?;
         r.register(Box::new(m.rejected_points.clone()))?;
+        r.register(Box::new(m.dropped_points.clone()))?;
+        m.dropped_points.with_label_values(&["too_large"]);
+        r.register(Box::new(m.split_batches.clone()))?;
         r.register(Box::new(m.last_success.clone()))?;
         r.register(Box::new(m.in_flight.clone()))?;
         r.register(Box::new(m.send_seconds.clone()))?;
@@ -114,6 +133,8 @@ pub struct Forwarder {
     encoder: Arc<Mutex<FrameEncoder>>,
     metrics: Metrics,
     token: Option<Arc<BearerToken>>,
+    /// Below the smallest batch the aggregator refused as too large.
+    learned_limit: Arc<AtomicUsize>,
 }
 
 /// The channel to the endpoint: over TLS for `https://` (never a plaintext
@@ -185,6 +206,7 @@ impl Forwarder {
             encoder: Arc::new(Mutex::new(encoder)),
             metrics,
             token,
+            learned_limit: Arc::new(AtomicUsize::new(usize::MAX)),
         })
     }
 
@@ -243,89 +265,212 @@ impl Forwarder {
 
     async fn read(&self, from: Seq) -> Result<Vec<Entry>, BufferError> {
         let buffer = self.buffer.clone();
-        let max_bytes = self.opts.max_batch_bytes;
+        let max_bytes = self
+            .opts
+            .max_batch_bytes
+            .min(self.learned_limit.load(Ordering::Relaxed));
         tokio::task::spawn_blocking(move || buffer.read(from, MAX_BATCH_ENTRIES, max_bytes))
             .await
             .map_err(|e| BufferError::io("reading the buffer", std::io::Error::other(e)))?
     }
 
+    /// Sends `entries` in order; a batch the aggregator finds too large is halved
+    /// and its halves sent in turn (see [`too_large`]).
     fn send(
         &self,
         entries: Vec<Entry>,
         shutdown: CancellationToken,
     ) -> impl std::future::Future<Output = Sent> {
-        let mut channel = self.channel.clone();
-        let encoder = self.encoder.clone();
-        let metrics = self.metrics.clone();
-        let opts = self.opts.clone();
-        let buffer = self.buffer.clone();
-        let token = self.token.clone();
+        let link = Link {
+            channel: self.channel.clone(),
+            encoder: self.encoder.clone(),
+            metrics: self.metrics.clone(),
+            opts: self.opts.clone(),
+            buffer: self.buffer.clone(),
+            token: self.token.clone(),
+            learned_limit: self.learned_limit.clone(),
+        };
         let last = entries[entries.len() - 1].seq;
         async move {
             let started = std::time::Instant::now();
-            let mut backoff = opts.initial_backoff;
-            let mut batch = Batch::new(entries, &buffer, &encoder);
-            loop {
-                // Entries the buffer dropped while this batch waited (cap, max_age) are
-                // counted as dropped there; delivering them too would count them twice.
-                match buffer.first_seq() {
-                    Some(head) if head <= last => batch.trim_below(head, &buffer, &encoder),
-                    _ => return Sent::Done { last },
+            let mut pending = vec![entries];
+            while let Some(entries) = pending.pop() {
+                match link.deliver(entries, &shutdown).await {
+                    Answer::Done => {}
+                    Answer::Abandoned => return Sent::Abandoned,
+                    Answer::TooLarge { entries, bytes } => {
+                        link.learn_limit(bytes);
+                        if entries.len() == 1 {
+                            link.drop_too_large(&entries[0], bytes);
+                            continue;
+                        }
+                        link.metrics.split_batches.inc();
+                        let (first, second) = halves(entries);
+                        pending.push(second);
+                        pending.push(first);
+                    }
                 }
-                let Some(frame) = batch.frame.clone() else {
-                    // Over gRPC's 4 GiB frame: cannot be, batches are capped far below.
+            }
+            link.metrics
+                .send_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Sent::Done { last }
+        }
+    }
+}
+
+/// What one batch's sender needs.
+struct Link {
+    channel: Channel,
+    encoder: Arc<Mutex<FrameEncoder>>,
+    metrics: Metrics,
+    opts: ForwardOptions,
+    buffer: Buffer,
+    token: Option<Arc<BearerToken>>,
+    learned_limit: Arc<AtomicUsize>,
+}
+
+/// How the aggregator answered a batch.
+enum Answer {
+    /// Acknowledged (possibly with some points rejected), or dropped from the
+    /// buffer while waiting.
+    Done,
+    /// Shutdown came first: leave it in the buffer.
+    Abandoned,
+    /// Refused as too large (`bytes` uncompressed): retrying it as is cannot help.
+    TooLarge { entries: Vec<Entry>, bytes: usize },
+}
+
+impl Link {
+    /// Sends one batch until the aggregator answers it for good; retries
+    /// retryable failures with backoff.
+    async fn deliver(&self, entries: Vec<Entry>, shutdown: &CancellationToken) -> Answer {
+        let (metrics, opts) = (&self.metrics, &self.opts);
+        let mut channel = self.channel.clone();
+        let mut backoff = opts.initial_backoff;
+        let mut batch = Batch::new(entries, &self.buffer, &self.encoder);
+        let last = batch.entries[batch.entries.len() - 1].seq;
+        loop {
+            // Entries the buffer dropped while this batch waited (cap, max_age) are
+            // counted as dropped there; delivering them too would count them twice.
+            match self.buffer.first_seq() {
+                Some(head) if head <= last => batch.trim_below(head, &self.buffer, &self.encoder),
+                _ => return Answer::Done,
+            }
+            let Some(frame) = batch.frame.clone() else {
+                // Over gRPC's 4 GiB frame: cannot be, batches are capped far below.
+                tracing::error!(
+                    points = batch.points,
+                    "batch too large for one gRPC message; dropping it"
+                );
+                metrics.rejected_points.inc_by(batch.points);
+                return Answer::Done;
+            };
+            let bytes = frame.len() as u64;
+            let attempt = export(&mut channel, frame, &batch.info, self.token.as_deref());
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = shutdown.cancelled() => return Answer::Abandoned,
+            };
+            match result {
+                Ok(rejected) => {
+                    let rejected = rejected.min(batch.points);
+                    metrics.sent_points.inc_by(batch.points - rejected);
+                    metrics.rejected_points.inc_by(rejected);
+                    metrics.sent_batches.inc();
+                    metrics.sent_bytes.inc_by(bytes);
+                    metrics.last_success.set(unix_seconds());
+                    return Answer::Done;
+                }
+                Err(status) if too_large(&status) => {
+                    tracing::debug!(
+                        message = status.message(),
+                        bytes = batch.body_len,
+                        entries = batch.entries.len(),
+                        "the aggregator refused a batch as too large"
+                    );
+                    return Answer::TooLarge {
+                        bytes: batch.body_len,
+                        entries: batch.entries,
+                    };
+                }
+                Err(status) if edgewatch_otlp::client::is_retryable(status.code()) => {
+                    metrics.retries.inc();
+                    let wait = retry_delay(&status).unwrap_or_else(|| jitter(backoff));
+                    if status.code() == tonic::Code::Unauthenticated {
+                        tracing::warn!(message = status.message(), ?wait, "the aggregator refused the credentials; keeping the batch and retrying");
+                    }
+                    tracing::debug!(code = ?status.code(), message = status.message(), ?wait, "export failed; retrying");
+                    backoff = (backoff * 2).min(opts.max_backoff);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => return Answer::Abandoned,
+                    }
+                }
+                Err(status) => {
                     tracing::error!(
-                        points = batch.points,
-                        "batch too large for one gRPC message; dropping it"
+                        code = ?status.code(), message = status.message(), points = batch.points,
+                        first_seq = batch.info.first_seq, last_seq = last,
+                        "aggregator rejected a batch as invalid; dropping it (not retryable)"
                     );
                     metrics.rejected_points.inc_by(batch.points);
-                    return Sent::Done { last };
-                };
-                let bytes = frame.len() as u64;
-                let attempt = export(&mut channel, frame, &batch.info, token.as_deref());
-                let result = tokio::select! {
-                    r = attempt => r,
-                    _ = shutdown.cancelled() => return Sent::Abandoned,
-                };
-                match result {
-                    Ok(rejected) => {
-                        let rejected = rejected.min(batch.points);
-                        metrics.sent_points.inc_by(batch.points - rejected);
-                        metrics.rejected_points.inc_by(rejected);
-                        metrics.sent_batches.inc();
-                        metrics.sent_bytes.inc_by(bytes);
-                        metrics.last_success.set(unix_seconds());
-                        metrics
-                            .send_seconds
-                            .observe(started.elapsed().as_secs_f64());
-                        return Sent::Done { last };
-                    }
-                    Err(status) if edgewatch_otlp::client::is_retryable(status.code()) => {
-                        metrics.retries.inc();
-                        let wait = retry_delay(&status).unwrap_or_else(|| jitter(backoff));
-                        if status.code() == tonic::Code::Unauthenticated {
-                            tracing::warn!(message = status.message(), ?wait, "the aggregator refused the credentials; keeping the batch and retrying");
-                        }
-                        tracing::debug!(code = ?status.code(), message = status.message(), ?wait, "export failed; retrying");
-                        backoff = (backoff * 2).min(opts.max_backoff);
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = shutdown.cancelled() => return Sent::Abandoned,
-                        }
-                    }
-                    Err(status) => {
-                        tracing::error!(
-                            code = ?status.code(), message = status.message(), points = batch.points,
-                            first_seq = batch.info.first_seq, last_seq = last,
-                            "aggregator rejected a batch as invalid; dropping it (not retryable)"
-                        );
-                        metrics.rejected_points.inc_by(batch.points);
-                        return Sent::Done { last };
-                    }
+                    return Answer::Done;
                 }
             }
         }
     }
+
+    /// Later batches stay below a size the aggregator refused (until restart: its
+    /// limit is configuration).
+    fn learn_limit(&self, refused: usize) {
+        let below = refused.saturating_sub(1).max(1);
+        let was = self.learned_limit.fetch_min(below, Ordering::Relaxed);
+        if below < was && below < self.opts.max_batch_bytes {
+            tracing::warn!(
+                refused_bytes = refused,
+                max_batch_bytes = self.opts.max_batch_bytes,
+                "the aggregator refused a batch as too large: forward.max_batch_bytes is over its receivers.otlp.max_request_bytes; sending smaller batches"
+            );
+        }
+    }
+
+    /// One entry the aggregator refuses as too large: it can never be delivered.
+    fn drop_too_large(&self, entry: &Entry, bytes: usize) {
+        tracing::error!(
+            seq = entry.seq,
+            points = entry.points,
+            bytes,
+            "the aggregator refused a single entry as too large; dropping it"
+        );
+        self.metrics
+            .dropped_points
+            .with_label_values(&["too_large"])
+            .inc_by(entry.points);
+    }
+}
+
+/// RESOURCE_EXHAUSTED without RetryInfo: the request itself is too large (the
+/// aggregator's size checks; its backpressure always carries RetryInfo). The OTel
+/// Collector's OTLP exporter draws the same line: it retries RESOURCE_EXHAUSTED
+/// only with RetryInfo, as the OTLP specification says ("Failures", "Throttling").
+fn too_large(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::ResourceExhausted && retry_delay(s).is_none()
+}
+
+/// Splits a batch of two or more entries in two of about equal bytes.
+fn halves(mut entries: Vec<Entry>) -> (Vec<Entry>, Vec<Entry>) {
+    let total: usize = entries.iter().map(|e| e.payload.len()).sum();
+    let mut acc = 0;
+    let mut cut = entries
+        .iter()
+        .position(|e| {
+            acc += e.payload.len();
+            acc * 2 >= total
+        })
+        .map_or(1, |i| i + 1);
+    cut = cut.clamp(1, entries.len() - 1);
+    let second = entries.split_off(cut);
+    (entries, second)
 }
 
 /// One forwarded request: its entries, their concatenated and compressed body, and
@@ -335,6 +480,8 @@ struct Batch {
     frame: Option<Frame>,
     info: BatchInfo,
     points: u64,
+    /// Uncompressed: what the aggregator's size limit applies to.
+    body_len: usize,
 }
 
 impl Batch {
@@ -354,6 +501,7 @@ impl Batch {
         Batch {
             frame,
             points: entries.iter().map(|e| e.points).sum(),
+            body_len: info.entry_lens.iter().sum(),
             info,
             entries,
         }
@@ -497,6 +645,52 @@ mod tests {
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
         try_channel(opts("https://core:4317", None)).expect("public roots");
         try_channel(opts("http://core:4317", None)).expect("plaintext");
+    }
+
+    #[test]
+    fn too_large_is_resource_exhausted_without_retry_info() {
+        use edgewatch_otlp::ExportError;
+        let busy = ExportError::ResourceExhausted {
+            message: "the aggregator holds 64 MiB of requests already; retry later".into(),
+            retry_after: Duration::from_secs(1),
+        };
+        assert!(!too_large(&busy.grpc_status()), "backpressure is retried");
+        assert!(too_large(
+            &ExportError::TooLarge("body".into()).grpc_status()
+        ));
+        // The server codec's check and tonic's frame check (mapped from OUT_OF_RANGE).
+        assert!(too_large(&tonic::Status::resource_exhausted(
+            "request of 5000000 bytes exceeds the limit of 4194304 bytes"
+        )));
+        assert!(!too_large(&tonic::Status::unavailable("down")));
+    }
+
+    #[test]
+    fn halves_are_of_about_equal_bytes() {
+        let entries = |sizes: &[usize]| {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Entry {
+                    seq: i as u64,
+                    points: 1,
+                    appended_at_ms: 0,
+                    payload: bytes::Bytes::from(vec![0u8; n]),
+                })
+                .collect::<Vec<_>>()
+        };
+        let seqs = |e: &[Entry]| e.iter().map(|e| e.seq).collect::<Vec<_>>();
+        for (sizes, first) in [
+            (&[10, 10][..], vec![0]),
+            (&[10, 10, 10, 10], vec![0, 1]),
+            (&[1, 1, 1, 100], vec![0, 1, 2]),
+            (&[100, 1, 1, 1], vec![0]),
+        ] {
+            let (a, b) = halves(entries(sizes));
+            assert_eq!(seqs(&a), first, "{sizes:?}");
+            assert_eq!(a.len() + b.len(), sizes.len());
+            assert_eq!(b[0].seq, a.len() as u64);
+        }
     }
 
     #[test]

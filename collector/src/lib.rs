@@ -75,7 +75,12 @@ pub async fn start(
     let buffer = open_buffer(cfg, &registry).await?;
     let node = enrich::node_name(cfg.node.as_ref().map(|n| n.0.as_str()));
     let stamp = enrich::Stamp::new(&cfg.cluster.0, &node);
-    let mut sink = receive::otlp::BufferSink::new(buffer.clone(), stamp.clone(), &registry)?;
+    let mut sink = receive::otlp::BufferSink::new(
+        buffer.clone(),
+        stamp.clone(),
+        cfg.forward.max_batch_bytes.bytes() as usize,
+        &registry,
+    )?;
     let (sink_models, side_tasks) =
         start_discovery_and_scrape(cfg, &node, &buffer, &stamp, &registry, &shutdown).await?;
     if let Some(rx) = sink_models {
@@ -251,7 +256,8 @@ async fn start_discovery_and_scrape(
         timeout: prom.scrape_timeout.get(),
     };
     let snapshots = if cfg.discovery.kubernetes {
-        let rx = start_discovery(cfg, node, &rules, &output, shutdown, &mut tasks).await?;
+        let rx =
+            start_discovery(cfg, node, &rules, &output, registry, shutdown, &mut tasks).await?;
         Some(rx)
     } else {
         None
@@ -298,6 +304,7 @@ async fn start_discovery(
     node: &str,
     rules: &discover::Rules,
     output: &receive::scrape::Output,
+    registry: &Registry,
     shutdown: &CancellationToken,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Result<discover::SnapshotRx, CollectorError> {
@@ -308,6 +315,7 @@ async fn start_discovery(
         node.to_string(),
         rules.clone(),
         tx,
+        discover::watch::restarts_counter(registry)?,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(model::run(

@@ -89,6 +89,28 @@ async fn round_trip_in_order_with_bounded_reads() {
     // Bounded: by count, by bytes (at least one entry), from the middle.
     assert_eq!(b.read(seqs[0], 3, usize::MAX).expect("read").len(), 3);
     assert_eq!(b.read(seqs[0], 100, 1).expect("read").len(), 1);
+    // Never over the byte limit (the forwarder's request limit) unless one entry
+    // alone is: the entry that would go over starts the next read.
+    let sizes: Vec<usize> = all.iter().map(|e| e.payload.len()).collect();
+    for limit in [
+        sizes[0],
+        sizes[0] + sizes[1] - 1,
+        sizes[0] + sizes[1],
+        3 * sizes[0],
+    ] {
+        let got = b.read(seqs[0], 100, limit).expect("read");
+        let bytes: usize = got.iter().map(|e| e.payload.len()).sum();
+        assert!(
+            bytes <= limit,
+            "{} entries, {bytes} bytes > {limit}",
+            got.len()
+        );
+        let with_next: usize = sizes[..got.len() + 1].iter().sum();
+        assert!(
+            with_next > limit,
+            "the next entry would have fitted in {limit}"
+        );
+    }
     let mid = b.read(seqs[10], 100, usize::MAX).expect("read");
     assert_eq!(mid.first().map(|e| e.seq), Some(seqs[10]));
     assert_eq!(mid.len(), 10);

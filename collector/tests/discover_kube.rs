@@ -3,7 +3,7 @@
 //! OVMS pod pinned by digest, a KServe predictor, a Triton pod), including a rollout.
 
 use edgewatch_collector::discover::extract::{
-    deployment_of, image_tag, normalize_digest, pod_info, scrape_targets,
+    deployment_of, image_tag, normalize_digest, parse_digest, pod_info, scrape_targets,
 };
 use edgewatch_collector::discover::{self, enrich_models, Rules, Snapshot};
 use edgewatch_collector::model;
@@ -294,6 +294,50 @@ fn digest_tag_and_owner_helpers() {
     assert_eq!(deployment_of(&pod(p)), "ovms");
 }
 
+/// Image ids come from the API server as any string: none of them may panic the
+/// extraction (which would stop discovery), a malformed digest is an error.
+#[test]
+fn untrusted_image_ids_are_read_by_characters() {
+    let hex = "0123456789abcdef".repeat(4);
+    let digest = format!("sha256:{hex}");
+    let huge = format!("repo@sha256:{}", "a".repeat(1 << 20));
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (format!("repo@sha256:{hex}"), Some(&digest)),
+        // A two-byte character across byte 64 of the digest.
+        (
+            format!("repo@sha256:{}é{}", &hex[..63], "0".repeat(8)),
+            None,
+        ),
+        (format!("repo@sha256:{}", "é".repeat(40)), None),
+        (format!("repo@sha256:{}🦀", "🦀".repeat(16)), None),
+        // Anything but a hex digit may follow the 64.
+        (format!("repo@sha256:{hex}é"), Some(&digest)),
+        (format!("repo@sha256:{hex}0"), None),
+        ("repo@sha256:abc".into(), None),
+        ("repo@sha256:".into(), None),
+        (huge.clone(), None),
+        ("ǅ@SHA256:ǅ".into(), None),
+    ];
+    for (id, want) in &cases {
+        let shown = id.chars().take(80).collect::<String>();
+        match (parse_digest(id), want) {
+            (Ok(Some(got)), Some(w)) => assert_eq!(&got, w, "{shown}"),
+            (Err(e), None) => assert!(e.to_string().len() < 300, "{shown}: bounded error"),
+            (got, _) => panic!("{shown}: {got:?}, want {want:?}"),
+        }
+        assert_eq!(normalize_digest(id), want.unwrap_or(""), "{shown}");
+    }
+    for id in ["repo:1", "", "é", "sha256"] {
+        assert_eq!(parse_digest(id), Ok(None), "{id}");
+    }
+    // The pod is kept, without a digest.
+    let mut p = old_ovms(true, false);
+    p["status"]["containerStatuses"][0]["imageID"] = json!(format!("x@sha256:{}", "é".repeat(40)));
+    p["spec"]["containers"][0]["image"] = json!(huge);
+    let info = pod_info(&pod(p), &Rules::default());
+    assert_eq!(info.model.expect("still a model pod").digest, "");
+}
+
 #[test]
 fn otlp_pushes_from_model_pods_are_enriched() {
     let rules = Rules::default();
@@ -495,6 +539,7 @@ async fn watcher_follows_a_rollout_and_model_info_changes() {
         NODE.into(),
         Rules::default(),
         tx,
+        restarts(),
         shutdown.clone(),
     ));
 
@@ -568,5 +613,52 @@ async fn watcher_follows_a_rollout_and_model_info_changes() {
     // A further emission without change: no stale markers any more.
     let rm = model::build(&s, &mut previous, 4);
     assert!(values(&rm, model::INFO).iter().all(|(_, v)| v.is_some()));
+    shutdown.cancel();
+}
+
+fn restarts() -> prometheus::IntCounter {
+    prometheus::IntCounter::new("restarts", "restarts").unwrap()
+}
+
+/// A pod whose image id has a non-ASCII digest, listed and then modified, leaves
+/// discovery running: the pods after it are still seen.
+#[tokio::test]
+async fn a_non_ascii_digest_does_not_stop_the_watch() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let (go_tx, go_rx) = tokio::sync::mpsc::channel(4);
+    let bad_id = format!("quay.io/x@sha256:{}é{}", "a".repeat(63), "b".repeat(8));
+    let mut bad = old_ovms(true, false);
+    bad["status"]["containerStatuses"][0]["imageID"] = json!(bad_id);
+    bad["spec"]["containers"][0]["image"] = json!("quay.io/rhoai-edge/tensorflow-housing:1-1");
+    let mut bad_again = bad.clone();
+    bad_again["metadata"]["resourceVersion"] = json!("11");
+    let mut triton = triton_pod();
+    triton["metadata"]["resourceVersion"] = json!("12");
+    let phases = vec![vec![("MODIFIED", bad_again)], vec![("ADDED", triton)]];
+    tokio::spawn(api_server(handle, vec![bad, kserve_pod()], phases, go_rx));
+    let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
+    let shutdown = CancellationToken::new();
+    let restarts = restarts();
+    tokio::spawn(discover::watch::run(
+        client,
+        NODE.into(),
+        Rules::default(),
+        tx,
+        restarts.clone(),
+        shutdown.clone(),
+    ));
+    let s = wait_for(&mut rx, "the listed pods", |s| s.models().count() == 2).await;
+    let (_, m) = s
+        .models()
+        .find(|(_, m)| m.model == "tensorflow-housing")
+        .expect("the pod with the bad digest is kept");
+    assert_eq!(m.digest, "", "the bad digest is skipped");
+    go_tx.send(()).await.unwrap();
+    wait_for(&mut rx, "the pod added after it", |s| {
+        s.models().count() == 3
+    })
+    .await;
+    assert_eq!(restarts.get(), 0, "no panic to recover from");
     shutdown.cancel();
 }

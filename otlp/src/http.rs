@@ -103,6 +103,7 @@ async fn receive<S: MetricsSink>(
         // The sink decodes (and so validates) protobuf bodies itself.
         Format::Protobuf => raw,
         Format::Json => {
+            crate::budget::check_json(&raw)?;
             let de = &mut serde_json::Deserializer::from_slice(&raw);
             let req: ExportMetricsServiceRequest =
                 serde_path_to_error::deserialize(de).map_err(|e| {

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod auth;
+mod budget;
 pub mod client;
 pub mod codec;
 pub mod grpc;

@@ -13,6 +13,7 @@
 use bytes::Bytes;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+use crate::budget::{Decoding, Slot, Tally};
 use crate::ExportError;
 
 /// `ExportMetricsServiceRequest`, wire-compatible, resources decoded.
@@ -35,17 +36,23 @@ pub struct ShallowResourceMetrics {
 
 /// Decodes `body` shallowly, checks every scope metrics message and counts
 /// the data points (a histogram or summary point counts as one).
+/// The body is walked first: checked, and its elements counted so that a body of
+/// tiny elements is refused before being decoded (see [`crate::budget`]).
 pub fn decode_shallow(body: Bytes) -> Result<(ShallowRequest, u64), ExportError> {
     use prost::Message;
+    let (points, tally) = walk_request(&body)?;
+    tally.check(Decoding::Shallow, body.len())?;
     let req = ShallowRequest::decode(body).map_err(|e| malformed_request(&e))?;
-    let mut points = 0u64;
-    for rm in &req.resource_metrics {
-        for sm in &rm.scope_metrics {
-            // ScopeMetrics sits two messages below the request.
-            points += check_scope(sm, 2).map_err(|e| malformed_request(&e))?;
-        }
-    }
     Ok((req, points))
+}
+
+/// Checks a whole request as prost's decode would: its data point count and its
+/// elements.
+pub(crate) fn walk_request(body: &[u8]) -> Result<(u64, Tally), ExportError> {
+    let mut tally = Tally::default();
+    let points = walk(body, Msg::Request, 0, &mut tally)
+        .map_err(|e| malformed_request(&format_args!("{} {e}", Msg::Request.name())))?;
+    Ok((points, tally))
 }
 
 /// The answer to a body that is not a valid export request.
@@ -300,7 +307,7 @@ fn field(m: Msg, tag: u32) -> Option<Field> {
 /// oneof, the last variant seen counts; a repeated variant merges).
 /// Errors name the path: `Metric field 5: Gauge field 1: … : reason`.
 pub fn check_scope(b: &[u8], level: u32) -> Result<u64, Malformed> {
-    walk(b, Msg::ScopeMetrics, level, &mut false)
+    walk(b, Msg::ScopeMetrics, level, &mut Tally::default())
         .map_err(|e| *e.within(Step::Message(Msg::ScopeMetrics.name())))
 }
 
@@ -317,18 +324,19 @@ fn singular(m: Msg, tag: u32) -> bool {
 }
 
 /// Walks message `m` (checking it as [`check_scope`] does) and returns its
-/// data point count; sets `merges` when a [`singular`] field appears twice in
-/// one message (prost would merge the occurrences).
-pub(crate) fn walk(b: &[u8], m: Msg, level: u32, merges: &mut bool) -> Walked<u64> {
+/// data point count; counts the elements in `tally`, and sets its `merges` when a
+/// [`singular`] field appears twice in one message (prost would merge the
+/// occurrences).
+pub(crate) fn walk(b: &[u8], m: Msg, level: u32, tally: &mut Tally) -> Walked<u64> {
     let mut tag = 0;
-    walk_fields(b, m, level, &mut tag, merges).map_err(|e| match tag {
+    walk_fields(b, m, level, &mut tag, tally).map_err(|e| match tag {
         0 => e,
         t => e.within(Step::Field(t)),
     })
 }
 
 /// The fields of one message; `at` is the field being read (for errors).
-fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32, merges: &mut bool) -> Walked<u64> {
+fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32, tally: &mut Tally) -> Walked<u64> {
     if level > RECURSION_LIMIT {
         return Err(WireError::RecursionLimit.into());
     }
@@ -350,16 +358,26 @@ fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32, merges: &mut bool) ->
             Field::Msg(sub) if wt == LEN => sub,
             Field::Msg(_) => return Err(WireError::WrongWireType(wt).into()),
             scalar => {
-                check_scalar(&mut r, scalar, wt)?;
+                let repeated = check_scalar(&mut r, scalar, wt)?;
+                tally.add(Slot::Number, repeated);
+                if m == Msg::EntityRef && matches!(tag, 3 | 4) {
+                    tally.add(Slot::EntityKey, 1);
+                }
                 continue;
             }
         };
         if singular(m, tag) {
-            *merges |= seen & (1 << tag) != 0;
+            tally.merges |= seen & (1 << tag) != 0;
             seen |= 1 << tag;
         }
-        let n = walk(r.delimited()?, sub, level + 1, merges)
+        if let Some(slot) = Slot::of(sub) {
+            tally.add(slot, 1);
+        }
+        let outer = tally.in_resource;
+        tally.in_resource |= sub == Msg::Resource;
+        let n = walk(r.delimited()?, sub, level + 1, tally)
             .map_err(|e| e.within(Step::Message(sub.name())))?;
+        tally.in_resource = outer;
         match m {
             Msg::Request | Msg::ResourceMetrics | Msg::ScopeMetrics => points += n,
             Msg::Metric if matches!(sub, Msg::Data(_)) => {
@@ -377,9 +395,9 @@ fn walk_fields(b: &[u8], m: Msg, level: u32, at: &mut u32, merges: &mut bool) ->
 }
 
 /// Reads one field that is not a message, checking its wire type and, for a
-/// string, its UTF-8.
+/// string, its UTF-8. Returns how many elements of a repeated number it held.
 #[inline(always)]
-fn check_scalar(r: &mut Reader<'_>, f: Field, wt: u8) -> Result<(), WireError> {
+fn check_scalar(r: &mut Reader<'_>, f: Field, wt: u8) -> Result<u64, WireError> {
     let wrong = || Err(WireError::WrongWireType(wt));
     match f {
         Field::Str => {
@@ -409,33 +427,40 @@ fn check_scalar(r: &mut Reader<'_>, f: Field, wt: u8) -> Result<(), WireError> {
         Field::Fixed64s => match wt {
             I64 => {
                 r.take(8)?;
+                return Ok(1);
             }
             LEN => {
-                if r.delimited()?.len() % 8 != 0 {
+                let packed = r.delimited()?.len();
+                if packed % 8 != 0 {
                     return Err(WireError::DelimitedLengthExceeded);
                 }
+                return Ok(packed as u64 / 8);
             }
             _ => return wrong(),
         },
         Field::Varints => match wt {
             VARINT => {
                 r.varint()?;
+                return Ok(1);
             }
             LEN => {
                 let mut p = Reader {
                     b: r.delimited()?,
                     pos: 0,
                 };
+                let mut n = 0;
                 while p.pos < p.b.len() {
                     p.varint()?;
+                    n += 1;
                 }
+                return Ok(n);
             }
             _ => return wrong(),
         },
         // The caller walks messages.
         Field::Msg(_) => {}
     }
-    Ok(())
+    Ok(0)
 }
 
 pub(crate) const VARINT: u8 = 0;

@@ -15,7 +15,8 @@
 
 use std::borrow::Cow;
 
-use crate::shallow::{malformed_request, walk, Msg, Reader, WireError, I64, LEN, VARINT};
+use crate::budget::Decoding;
+use crate::shallow::{walk_request, Reader, WireError, I64, LEN, VARINT};
 use crate::ExportError;
 
 /// A checked request body (see the module documentation).
@@ -25,14 +26,14 @@ pub struct Decoded<'a> {
 
 /// Checks `body` as prost's decode would and returns it for viewing.
 pub fn decode(body: &[u8]) -> Result<Decoded<'_>, ExportError> {
-    let mut merges = false;
-    walk(body, Msg::Request, 0, &mut merges)
-        .map_err(|e| malformed_request(&format_args!("{} {e}", Msg::Request.name())))?;
-    if !merges {
+    let (_, tally) = walk_request(body)?;
+    if !tally.merges {
         return Ok(Decoded {
             body: Cow::Borrowed(body),
         });
     }
+    // The only path that decodes into owned messages: bounded like the others.
+    tally.check(Decoding::Full, body.len())?;
     let req = crate::decode_request(body)?;
     Ok(Decoded {
         body: Cow::Owned(prost::Message::encode_to_vec(&req)),

@@ -51,6 +51,19 @@ impl Proc {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
+    /// The process's peak resident set size (`VmHWM` of `/proc/<pid>/status`), bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {path}"));
+        kib * 1024
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -676,7 +676,8 @@ impl Buffer {
     }
 
     /// Entries with `seq >= from`, in order: at most `max_entries`, and at
-    /// most `max_bytes` of payload (but always at least one entry if any).
+    /// most `max_bytes` of payload (but always at least one entry if any, even
+    /// one over `max_bytes`).
     /// Blocking (disk reads): call it from `spawn_blocking`.
     pub fn read(
         &self,
@@ -710,6 +711,12 @@ impl Buffer {
             let mut full = false;
             let scanned = h.scan(next, end, true, &mut |seq, hd, payload| {
                 let payload = payload.unwrap_or_default();
+                // The limit is the forwarder's request size: an entry that would
+                // take the batch over it starts the next batch instead.
+                if !out.is_empty() && bytes.saturating_add(payload.len()) > max_bytes {
+                    full = true;
+                    return false;
+                }
                 bytes += payload.len();
                 out.push(Entry {
                     seq,

@@ -1,9 +1,11 @@
 //! Pure extraction: a `Pod` → what the collector needs of it (model metadata, scrape
 //! targets). No I/O; table-tested here, fed by `watch.rs` in production.
 
+use crate::log_limit::LogLimit;
 use crate::receive::scrape::{ScrapeTarget, TargetIdentity};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Which pods are inference pods, and how their targets are scraped.
@@ -102,19 +104,57 @@ fn known_server(image: &str) -> bool {
 }
 
 /// `sha256:<64 lowercase hex>` out of an imageID (`docker-pullable://repo@sha256:…`,
-/// `repo@sha256:…`, `sha256:…`); empty if there is none.
+/// `repo@sha256:…`, `sha256:…`); empty if there is none or it is malformed.
 pub fn normalize_digest(image_id: &str) -> String {
+    parse_digest(image_id).ok().flatten().unwrap_or_default()
+}
+
+/// An imageID that names a sha256 digest but not as 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed sha256 digest in image id {0:?} (want 64 hex digits)")]
+pub struct BadDigest(String);
+
+/// Longest part of an untrusted image id repeated in an error or a log line.
+const MAX_SHOWN: usize = 128;
+
+/// The digest of an imageID: `Ok(None)` when it names none, an error when it names
+/// one that is not `sha256:` and 64 hex digits. The id comes from the API server
+/// as any string: it is read by characters, never sliced at byte offsets.
+pub fn parse_digest(image_id: &str) -> Result<Option<String>, BadDigest> {
+    const PREFIX: &str = "sha256:";
+    // ASCII lowercasing keeps every byte offset, so `i` is a boundary in both.
     let lower = image_id.to_ascii_lowercase();
-    if let Some(i) = lower.rfind("sha256:") {
-        let hex = &lower[i + 7..];
-        if hex.len() >= 64
-            && hex[..64].bytes().all(|c| c.is_ascii_hexdigit())
-            && !hex[64..].starts_with(|c: char| c.is_ascii_hexdigit())
-        {
-            return format!("sha256:{}", &hex[..64]);
-        }
+    let Some(tail) = lower
+        .rfind(PREFIX)
+        .and_then(|i| lower.get(i + PREFIX.len()..))
+    else {
+        return Ok(None);
+    };
+    let mut chars = tail.chars();
+    let hex: String = chars.by_ref().take(64).collect();
+    let more_hex = chars.next().is_some_and(|c| c.is_ascii_hexdigit());
+    if hex.len() == 64 && hex.bytes().all(|c| c.is_ascii_hexdigit()) && !more_hex {
+        return Ok(Some(format!("{PREFIX}{hex}")));
     }
-    String::new()
+    Err(BadDigest(image_id.chars().take(MAX_SHOWN).collect()))
+}
+
+/// The digest `image_id` names; a malformed one is logged (at warn level once a
+/// minute: every pod event re-reads every pod) and skipped.
+fn reported_digest(pod: &Pod, image_id: &str) -> Option<String> {
+    static LOG: Mutex<LogLimit> = Mutex::new(LogLimit::new(Duration::from_secs(60)));
+    let e = match parse_digest(image_id) {
+        Ok(d) => return d,
+        Err(e) => e,
+    };
+    let md = &pod.metadata;
+    let (ns, name) = (md.namespace.as_deref(), md.name.as_deref());
+    if LOG.lock().is_ok_and(|mut l| l.due()) {
+        tracing::warn!(namespace = ?ns, pod = ?name, error = %e, "ignoring the image digest");
+    } else {
+        tracing::debug!(namespace = ?ns, pod = ?name, error = %e, "ignoring the image digest");
+    }
+    None
 }
 
 /// The image reference without `@digest`.
@@ -149,16 +189,18 @@ pub fn deployment_of(pod: &Pod) -> String {
         .labels
         .as_ref()
         .and_then(|l| l.get("pod-template-hash"));
-    match hash {
-        Some(h) if owner.name.ends_with(&format!("-{h}")) => {
-            owner.name[..owner.name.len() - h.len() - 1].to_string()
-        }
-        _ => owner
-            .name
-            .rsplit_once('-')
-            .map(|(d, _)| d.to_string())
-            .unwrap_or_else(|| owner.name.clone()),
+    let deployment = hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-'));
+    match deployment {
+        Some(d) => d.to_string(),
+        None => split_last_dash(&owner.name),
     }
+}
+
+/// `name-<hash>` → `name`.
+fn split_last_dash(name: &str) -> String {
+    name.rsplit_once('-')
+        .map(|(d, _)| d.to_string())
+        .unwrap_or_else(|| name.to_string())
 }
 
 fn model_container(containers: &[Container]) -> Option<&Container> {
@@ -322,10 +364,14 @@ pub fn pod_info(pod: &Pod, rules: &Rules) -> PodInfo {
                     .map(str::to_string)
             })
             .unwrap_or_default();
-        let digest = cstatus
-            .map(|s| normalize_digest(&s.image_id))
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| normalize_digest(&spec_image));
+        let digest = [
+            cstatus.map(|s| s.image_id.as_str()),
+            Some(spec_image.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|id| reported_digest(pod, id))
+        .unwrap_or_default();
         ModelMeta {
             model,
             version,

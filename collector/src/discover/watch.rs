@@ -9,8 +9,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
+use prometheus::{IntCounter, Registry};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -58,14 +60,77 @@ pub fn node_selector(node: &str) -> String {
     format!("spec.nodeName={node}")
 }
 
+/// Counts restarts of the pod watch after a panic (a pod the extraction could not
+/// handle): discovery restarts rather than staying dead with a stale snapshot.
+pub fn restarts_counter(registry: &Registry) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(
+        "edgewatch_discovery_restarts_total",
+        "Times the pod watch failed unexpectedly (a panic) and was restarted.",
+    )?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Longest wait before restarting a failed pod watch.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+
 /// Watches the pods of `node` until `shutdown`, sending a new [`Snapshot`] whenever the
 /// set of pods (as the collector sees them) changed. Errors are retried with backoff
 /// (kube's default: exponential, capped) and logged; the last snapshot stays in force.
+/// A panic in the watch is logged, counted in `restarts` and the watch restarted
+/// (with a doubling delay) from a fresh list.
 pub async fn run(
     client: Client,
     node: String,
     rules: Rules,
     tx: watch::Sender<Arc<Snapshot>>,
+    restarts: IntCounter,
+    shutdown: CancellationToken,
+) {
+    let tx = Arc::new(tx);
+    let start = || {
+        watch_pods(
+            client.clone(),
+            node.clone(),
+            rules.clone(),
+            tx.clone(),
+            shutdown.clone(),
+        )
+    };
+    supervised(start, Duration::from_secs(1), &restarts, &shutdown).await;
+}
+
+/// Runs the task `start` makes until it returns or `shutdown`; restarts it after a
+/// panic, counting in `restarts` and waiting `delay`, doubled at each failure.
+async fn supervised<F, Fut>(
+    mut start: F,
+    mut delay: Duration,
+    restarts: &IntCounter,
+    shutdown: &CancellationToken,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let Err(e) = tokio::spawn(start()).await else {
+            return;
+        };
+        restarts.inc();
+        tracing::error!(error = %e, ?delay, "pod discovery failed; restarting it");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(MAX_RESTART_DELAY);
+    }
+}
+
+/// One pod watch, from a fresh list, until `shutdown` or the end of the stream.
+async fn watch_pods(
+    client: Client,
+    node: String,
+    rules: Rules,
+    tx: Arc<watch::Sender<Arc<Snapshot>>>,
     shutdown: CancellationToken,
 ) {
     let api: Api<Pod> = Api::all(client);
@@ -73,7 +138,7 @@ pub async fn run(
     let (reader, writer) = reflector::store::<Pod>();
     let stream = reflector(writer, watcher(api, cfg)).default_backoff();
     futures::pin_mut!(stream);
-    let mut error_log = LogLimit::new(std::time::Duration::from_secs(60));
+    let mut error_log = LogLimit::new(Duration::from_secs(60));
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -106,5 +171,29 @@ pub async fn run(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_panicking_watch_is_restarted_and_counted() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let restarts = IntCounter::new("r", "r").unwrap();
+        let start = || {
+            let calls = calls.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("a pod the extraction cannot handle");
+                }
+            }
+        };
+        let stop = CancellationToken::new();
+        supervised(start, Duration::from_millis(1), &restarts, &stop).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(restarts.get(), 2);
     }
 }

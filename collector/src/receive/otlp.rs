@@ -1,11 +1,12 @@
 //! The collector's OTLP sink: validate, stamp, append durably; answer only then.
 
+mod split;
+
 use crate::buffer::{Buffer, BufferError};
 use crate::enrich::Stamp;
 use bytes::Bytes;
 use edgewatch_otlp::{ExportContext, ExportError, ExportOutcome, MetricsSink};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
-use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub struct BufferSink {
 struct Inner {
     buffer: Buffer,
     stamp: Stamp,
+    /// Largest entry (stamped, encoded): the forwarder's `max_batch_bytes`.
+    max_entry_bytes: usize,
     received_points: IntCounter,
     requests: IntCounterVec,
     refused_points: IntCounterVec,
@@ -25,7 +28,14 @@ struct Inner {
 }
 
 impl BufferSink {
-    pub fn new(buffer: Buffer, stamp: Stamp, registry: &Registry) -> prometheus::Result<Self> {
+    /// `max_entry_bytes`: the forwarder's `max_batch_bytes`; a larger request is
+    /// split into entries no larger (see `otlp/split.rs`).
+    pub fn new(
+        buffer: Buffer,
+        stamp: Stamp,
+        max_entry_bytes: usize,
+        registry: &Registry,
+    ) -> prometheus::Result<Self> {
         let received_points = IntCounter::new(
             "edgewatch_received_points_total",
             "Data points accepted from senders and written durably to the buffer.",
@@ -51,6 +61,7 @@ impl BufferSink {
             inner: Arc::new(Inner {
                 buffer,
                 stamp,
+                max_entry_bytes,
                 received_points,
                 requests,
                 refused_points,
@@ -95,41 +106,62 @@ impl MetricsSink for BufferSink {
         }
         i.stamp
             .apply(req.resource_metrics.iter_mut().map(|rm| &mut rm.resource));
-        let payload = Bytes::from(req.encode_to_vec());
-        match i.buffer.append(points, payload).await {
-            Ok(_) => {
-                i.received_points.inc_by(points);
-                i.requests.with_label_values(&["ok"]).inc();
-                Ok(ExportOutcome::default())
-            }
+        let entries = match split::entries(req, points, i.max_entry_bytes) {
+            Ok(e) => e,
             Err(e) => {
-                let (reason, err) = match e {
-                    BufferError::Full { retry_after } => (
-                        "buffer_full",
-                        ExportError::ResourceExhausted {
-                            message: "buffer full (full_policy: backpressure); retry later".into(),
-                            retry_after,
-                        },
-                    ),
-                    BufferError::Io { context, source } => (
-                        "write_error",
-                        ExportError::Unavailable {
-                            message: format!("buffer write failed: {context}: {source}"),
-                            retry_after: Duration::from_secs(5),
-                        },
-                    ),
-                    BufferError::Closed => (
-                        "shutting_down",
-                        ExportError::Unavailable {
-                            message: "collector is shutting down".into(),
-                            retry_after: Duration::from_secs(1),
-                        },
-                    ),
-                };
-                i.requests.with_label_values(&[reason]).inc();
-                i.refused_points.with_label_values(&[reason]).inc_by(points);
-                Err(err)
+                tracing::debug!(error = %e, peer = ?ctx.peer, "refusing an OTLP request");
+                i.requests.with_label_values(&["too_large"]).inc();
+                i.refused_points
+                    .with_label_values(&["too_large"])
+                    .inc_by(points);
+                return Err(ExportError::TooLarge(e.to_string()));
             }
+        };
+        // Entry by entry: should a later one fail, the sender's retry re-sends the
+        // earlier ones again (the same samples, written twice at the core).
+        let mut appended = 0;
+        for (n, payload) in entries {
+            if let Err(e) = i.buffer.append(n, payload).await {
+                i.received_points.inc_by(appended);
+                return Err(self.refused(e, points - appended));
+            }
+            appended += n;
         }
+        i.received_points.inc_by(points);
+        i.requests.with_label_values(&["ok"]).inc();
+        Ok(ExportOutcome::default())
+    }
+}
+
+impl BufferSink {
+    /// Counts a request the buffer did not take and answers why.
+    fn refused(&self, e: BufferError, points: u64) -> ExportError {
+        let (reason, err) = match e {
+            BufferError::Full { retry_after } => (
+                "buffer_full",
+                ExportError::ResourceExhausted {
+                    message: "buffer full (full_policy: backpressure); retry later".into(),
+                    retry_after,
+                },
+            ),
+            BufferError::Io { context, source } => (
+                "write_error",
+                ExportError::Unavailable {
+                    message: format!("buffer write failed: {context}: {source}"),
+                    retry_after: Duration::from_secs(5),
+                },
+            ),
+            BufferError::Closed => (
+                "shutting_down",
+                ExportError::Unavailable {
+                    message: "collector is shutting down".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+            ),
+        };
+        let i = &self.inner;
+        i.requests.with_label_values(&[reason]).inc();
+        i.refused_points.with_label_values(&[reason]).inc_by(points);
+        err
     }
 }

@@ -202,3 +202,38 @@ fn errors_name_the_path() {
         "{err}"
     );
 }
+
+/// `n` copies of an empty message in field 1, as one length-delimited field
+/// `tag` (the message holding them).
+fn empties(n: usize, tag: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::bytes::encode(tag, &[0x0a_u8, 0x00].repeat(n), &mut out);
+    out
+}
+
+#[test]
+fn bodies_of_empty_elements_are_refused_before_decoding() {
+    // 1 Mi empty ResourceMetrics: 2 MiB that would decode into ~100 MiB.
+    let bomb = [0x0a_u8, 0x00].repeat(1 << 20);
+    let e = decode_shallow(Bytes::from(bomb)).unwrap_err();
+    assert!(matches!(e, ExportError::InvalidArgument(_)), "{e}");
+    let e = e.to_string();
+    assert!(e.contains("1048576 in resource_metrics"), "{e}");
+    // The same inside one resource: empty attributes, empty entity references.
+    for (tag, field) in [(1, "attributes"), (3, "entity_refs")] {
+        let resource = [(tag << 3 | 2) as u8, 0x00].repeat(1 << 19);
+        let mut rm = Vec::new();
+        prost::encoding::bytes::encode(1, &resource, &mut rm);
+        let mut req = Vec::new();
+        prost::encoding::bytes::encode(1, &rm, &mut req);
+        let e = decode_shallow(Bytes::from(req)).unwrap_err().to_string();
+        assert!(e.contains(&format!("524288 in {field}")), "{e}");
+    }
+    // Empty data points are not decoded here: only counted.
+    let gauge = empties(1 << 19, 5);
+    let (_, points) = decode_shallow(Bytes::from(wrap_metrics(&gauge))).unwrap();
+    assert_eq!(points, 1 << 19);
+    // An ordinary request is far from the cap.
+    let ordinary = request().encode_to_vec();
+    decode_shallow(Bytes::from(ordinary)).unwrap();
+}

@@ -607,3 +607,25 @@ fn errors_name_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn merged_bodies_of_empty_points_are_refused_before_decoding() {
+    // A metric with its gauge given twice (so prost would decode it all), the
+    // first of 512 Ki empty points, the second of one: 1 MiB that would decode
+    // into ~50 MiB.
+    let mut gauge = Vec::new();
+    prost::encoding::bytes::encode(1, &Vec::new(), &mut gauge);
+    let points = [0x0a_u8, 0x00].repeat(1 << 19);
+    let mut metric = Vec::new();
+    prost::encoding::bytes::encode(5, &points, &mut metric);
+    prost::encoding::bytes::encode(5, &gauge, &mut metric);
+    let e = decode(&wrap_metrics(&metric))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("524289 in data_points"), "{e}");
+    // Unmerged, the same points are only walked (the view allocates nothing).
+    let mut metric = Vec::new();
+    prost::encoding::bytes::encode(5, &points, &mut metric);
+    assert!(!decode(&wrap_metrics(&metric)).unwrap().normalized());
+}
