@@ -3,23 +3,37 @@
 //! `edgewatch.scrape` ([`convert`]) and appends it, stamped with cluster/node, to the same
 //! durable buffer as OTLP pushes ([`Output`]).
 //!
+//! The HTTP exchange runs on the runtime ([`body`]); decoding, parsing and conversion run
+//! on a bounded set of blocking threads ([`pool`]), under the scrape's deadline
+//! ([`deadline`]): the runtime's one worker keeps receiving, forwarding and answering
+//! `/healthz` whatever a target sends.
+//!
 //! A bad target never stops the collector: a timeout, a non-200 answer, a body over
-//! `body_size_limit` or an unparsable exposition is a failed scrape (`up` 0, stale
-//! markers for its series, `edgewatch_scrape_failures_total{reason}`), logged at most
-//! once per [`LOG_EVERY`] per target (then at debug); duplicate series and label clashes
-//! drop the sample (`edgewatch_scrape_dropped_samples_total{reason}`).
+//! `body_size_limit`, an unparsable exposition, or a scrape over Prometheus' limits
+//! (`sample_limit`, the label limits: [`limits`]) is a failed scrape (`up` 0, none of its
+//! samples kept, stale markers for its series, `edgewatch_scrape_failures_total{reason}`),
+//! logged at most once per [`LOG_EVERY`] per target (then at debug); duplicate series and
+//! label clashes drop the sample (`edgewatch_scrape_dropped_samples_total{reason}`).
 
+pub mod body;
 pub mod convert;
+pub mod deadline;
+pub mod limits;
 pub mod parse;
+pub mod pool;
 
 use crate::buffer::{Buffer, BufferError};
 use crate::enrich::Stamp;
 use crate::log_limit::LogLimit;
+pub use body::{fetch, Body};
 use bytes::Bytes;
 pub use convert::{TargetIdentity, SCRAPE_SCOPE};
-use edgewatch_config::collector::PrometheusReceiverConfig;
+pub use deadline::Deadline;
+use edgewatch_config::collector::{PrometheusReceiverConfig, ScrapeLimits};
+use limits::LimitError;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use pool::{Closed, Pool};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use prost::Message;
 use std::collections::HashMap;
@@ -53,6 +67,23 @@ pub fn authority(url: &str) -> String {
         .map(|(_, h)| h)
         .unwrap_or(auth)
         .to_string()
+}
+
+/// The key of a target in the running set: one loop per URL and job.
+fn target_key(job: &str, url: &str) -> String {
+    format!("{job}|{url}")
+}
+
+/// The limits of the static targets that set their own, by [`target_key`].
+fn static_limits(cfg: &PrometheusReceiverConfig) -> HashMap<String, ScrapeLimits> {
+    cfg.static_targets
+        .iter()
+        .map(|t| {
+            let s = t.spec();
+            let job = s.job.as_deref().unwrap_or(&cfg.job);
+            (target_key(job, &s.url.0), cfg.target_limits(&s))
+        })
+        .collect()
 }
 
 /// The static targets of the config.
@@ -91,24 +122,45 @@ pub struct Output {
     stamp: Stamp,
 }
 
+/// Stamped OTLP, encoded, ready to append.
+pub struct Encoded {
+    points: u64,
+    bytes: Bytes,
+}
+
 impl Output {
     pub fn new(buffer: Buffer, stamp: Stamp) -> Self {
         Output { buffer, stamp }
     }
 
-    /// Stamps and appends; returns once durable.
-    pub async fn send(&self, resource_metrics: Vec<ResourceMetrics>) -> Result<u64, BufferError> {
+    /// Stamps and encodes; `None` when there is no point. CPU work proportional to
+    /// the data: scrapes do it off the runtime thread.
+    pub fn encode(&self, resource_metrics: Vec<ResourceMetrics>) -> Option<Encoded> {
         let mut req = ExportMetricsServiceRequest { resource_metrics };
         let points = edgewatch_otlp::count_points(&req);
         if points == 0 {
-            return Ok(0);
+            return None;
         }
         self.stamp
             .apply(req.resource_metrics.iter_mut().map(|rm| &mut rm.resource));
-        self.buffer
-            .append(points, Bytes::from(req.encode_to_vec()))
-            .await?;
-        Ok(points)
+        Some(Encoded {
+            points,
+            bytes: Bytes::from(req.encode_to_vec()),
+        })
+    }
+
+    /// Appends; returns the points once durable.
+    pub async fn append(&self, encoded: Encoded) -> Result<u64, BufferError> {
+        self.buffer.append(encoded.points, encoded.bytes).await?;
+        Ok(encoded.points)
+    }
+
+    /// Stamps and appends; returns once durable.
+    pub async fn send(&self, resource_metrics: Vec<ResourceMetrics>) -> Result<u64, BufferError> {
+        match self.encode(resource_metrics) {
+            Some(encoded) => self.append(encoded).await,
+            None => Ok(0),
+        }
     }
 }
 
@@ -123,6 +175,8 @@ pub struct ScrapeMetrics {
     pub stale_markers: IntCounter,
     pub untyped_fallbacks: IntCounter,
     pub buffer_errors: IntCounter,
+    pub jobs_running: IntGauge,
+    pub jobs_waiting: IntGauge,
 }
 
 impl ScrapeMetrics {
@@ -133,7 +187,7 @@ impl ScrapeMetrics {
             failures: IntCounterVec::new(
                 Opts::new(
                     "edgewatch_scrape_failures_total",
-                    "Failed scrapes by reason (timeout, connect, http_status, body_too_large, invalid_exposition).",
+                    "Failed scrapes by reason (timeout, connect, http_status, body_size_limit, invalid_exposition, sample_limit, label_limit).",
                 ),
                 &["reason"],
             )?,
@@ -148,6 +202,14 @@ impl ScrapeMetrics {
                 "Histograms/summaries sent as gauges because OTLP could not carry them exactly.",
             )?,
             buffer_errors: IntCounter::new("edgewatch_scrape_buffer_errors_total", "Scrapes that could not be written to the buffer.")?,
+            jobs_running: IntGauge::new(
+                "edgewatch_scrape_processing_running",
+                "Scrapes being decoded, parsed and converted on a blocking thread.",
+            )?,
+            jobs_waiting: IntGauge::new(
+                "edgewatch_scrape_processing_waiting",
+                "Scrapes fetched and waiting for a processing slot.",
+            )?,
         };
         registry.register(Box::new(m.targets.clone()))?;
         registry.register(Box::new(m.scrapes.clone()))?;
@@ -157,6 +219,8 @@ impl ScrapeMetrics {
         registry.register(Box::new(m.stale_markers.clone()))?;
         registry.register(Box::new(m.untyped_fallbacks.clone()))?;
         registry.register(Box::new(m.buffer_errors.clone()))?;
+        registry.register(Box::new(m.jobs_running.clone()))?;
+        registry.register(Box::new(m.jobs_waiting.clone()))?;
         Ok(m)
     }
 }
@@ -166,158 +230,288 @@ impl ScrapeMetrics {
 pub enum ScrapeError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("the scrape timeout passed while processing the body")]
+    Deadline,
     /// Without the URL: the log line names the target.
     #[error("connecting: {0}")]
     Connect(#[source] reqwest::Error),
     #[error("HTTP status {0}")]
     Status(u16),
-    #[error("body larger than {0} bytes")]
+    #[error("body larger than body_size_limit ({0} bytes)")]
     TooLarge(u64),
+    #[error("invalid gzip body: {0}")]
+    Gzip(#[source] std::io::Error),
     #[error("invalid exposition: not UTF-8")]
     NotUtf8(#[source] std::string::FromUtf8Error),
     #[error("invalid exposition: {0}")]
     Invalid(#[source] parse::ParseError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 impl ScrapeError {
     pub fn reason(&self) -> &'static str {
         match self {
-            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Timeout(_) | ScrapeError::Deadline => "timeout",
             ScrapeError::Connect(_) => "connect",
             ScrapeError::Status(_) => "http_status",
-            ScrapeError::TooLarge(_) => "body_too_large",
-            ScrapeError::NotUtf8(_) | ScrapeError::Invalid(_) => "invalid_exposition",
+            ScrapeError::TooLarge(_) => "body_size_limit",
+            ScrapeError::Gzip(_) | ScrapeError::NotUtf8(_) | ScrapeError::Invalid(_) => {
+                "invalid_exposition"
+            }
+            ScrapeError::Limit(e) => e.reason(),
+        }
+    }
+}
+
+impl From<convert::ConvertError> for ScrapeError {
+    fn from(e: convert::ConvertError) -> Self {
+        match e {
+            convert::ConvertError::Limit(e) => ScrapeError::Limit(e),
+            convert::ConvertError::Expired(_) => ScrapeError::Deadline,
         }
     }
 }
 
 pub use edgewatch_prom::time::now_ms;
 
-/// Fetches and parses one target's exposition.
-pub async fn fetch(
-    client: &reqwest::Client,
-    target: &ScrapeTarget,
-    max_body: u64,
-) -> Result<parse::Exposition, ScrapeError> {
-    let timeout = target.timeout.min(target.interval);
-    let work = async {
-        let mut resp = client
-            .get(&target.url)
-            .header(http::header::ACCEPT, ACCEPT)
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", timeout.as_secs_f64()),
-            )
-            .send()
-            .await
-            .map_err(|e| ScrapeError::Connect(e.without_url()))?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return Err(ScrapeError::Status(resp.status().as_u16()));
-        }
-        if resp.content_length().is_some_and(|n| n > max_body) {
-            return Err(ScrapeError::TooLarge(max_body));
-        }
-        let format = parse::Format::from_content_type(
-            resp.headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ScrapeError::Connect(e.without_url()))?
-        {
-            if (body.len() + chunk.len()) as u64 > max_body {
-                return Err(ScrapeError::TooLarge(max_body));
+/// One scrape's work on the [`Pool`]: parse and convert the body (or note why there is
+/// none), encode what goes to the buffer, and move the target's state on.
+struct Job {
+    identity: TargetIdentity,
+    limits: ScrapeLimits,
+    deadline: Deadline,
+    started: Instant,
+    start_ms: i64,
+    output: Output,
+}
+
+/// What a [`Job`] hands back.
+struct Processed {
+    state: convert::TargetState,
+    outcome: Result<convert::Converted, ScrapeError>,
+    /// Stale markers in `encoded`.
+    stale: u64,
+    encoded: Option<Encoded>,
+}
+
+impl Job {
+    fn run(self, fetched: Result<Body, ScrapeError>, mut state: convert::TargetState) -> Processed {
+        let converted = fetched.and_then(|body| {
+            let exp = body.parse(self.limits.sample_limit, &self.deadline)?;
+            let dur = self.started.elapsed().as_secs_f64();
+            let id = &self.identity;
+            let r = convert::convert(
+                &exp,
+                id,
+                &mut state,
+                self.start_ms,
+                dur,
+                &self.limits,
+                &self.deadline,
+            );
+            Ok(r?)
+        });
+        let (rm, outcome, stale) = match converted {
+            Ok((rm, c)) => {
+                let stale = c.stale;
+                (rm, Ok(c), stale)
             }
-            body.extend_from_slice(&chunk);
+            Err(e) => {
+                let dur = self.started.elapsed().as_secs_f64();
+                let (rm, stale) =
+                    convert::failed(&self.identity, &mut state, self.start_ms, dur, true);
+                (rm, Err(e), stale)
+            }
+        };
+        Processed {
+            state,
+            outcome,
+            stale,
+            encoded: self.output.encode(vec![rm]),
         }
-        let text = String::from_utf8(body).map_err(ScrapeError::NotUtf8)?;
-        parse::parse(&text, format).map_err(ScrapeError::Invalid)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(ScrapeError::Timeout(timeout)),
     }
 }
 
-/// The loop of one target; on cancellation (the target went away) it emits stale markers
-/// for all its series and its `up`.
-pub async fn run_target(
+/// What the loop does after a scrape.
+enum Next {
+    Continue(convert::TargetState),
+    /// The target went away.
+    Stop(convert::TargetState),
+    Shutdown,
+}
+
+/// The loop of one target and what it needs.
+struct TargetLoop {
     target: ScrapeTarget,
     client: reqwest::Client,
     output: Output,
     metrics: ScrapeMetrics,
-    max_body: u64,
+    pool: Pool,
+    limits: ScrapeLimits,
     stop: CancellationToken,
     shutdown: CancellationToken,
-) {
-    let mut state = convert::TargetState::default();
-    let mut warn_limit = LogLimit::new(LOG_EVERY);
-    let mut ticker = tokio::time::interval(target.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
+    warn_limit: LogLimit,
+}
+
+impl TargetLoop {
+    /// Scrapes until `stop` (then emits stale markers for all the target's series and
+    /// its `up`) or `shutdown`.
+    async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.target.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut state = convert::TargetState::default();
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = self.shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            match self.scrape(state).await {
+                Next::Continue(s) => state = s,
+                Next::Stop(s) => {
+                    state = s;
+                    break;
+                }
+                Next::Shutdown => return,
+            }
         }
+        self.gone(state).await;
+    }
+}
+
+impl TargetLoop {
+    /// One scrape: fetch here, process on the pool, record and append here.
+    async fn scrape(&mut self, state: convert::TargetState) -> Next {
         let started = Instant::now();
         let start_ms = now_ms();
-        let result = tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = shutdown.cancelled() => return,
-            r = fetch(&client, &target, max_body) => r,
+        let timeout = self.target.timeout.min(self.target.interval);
+        let deadline = Deadline::at(started + timeout);
+        let fetched = tokio::select! {
+            _ = self.stop.cancelled() => return Next::Stop(state),
+            _ = self.shutdown.cancelled() => return Next::Shutdown,
+            r = fetch(&self.client, &self.target, self.limits.body_size_limit, started + timeout) => r,
         };
-        let dur = started.elapsed().as_secs_f64();
-        let rm = match result {
-            Ok(exp) => {
-                let (rm, c) = convert::convert(&exp, &target.identity, &mut state, start_ms, dur);
-                metrics.scrapes.with_label_values(&["ok"]).inc();
-                metrics.samples.inc_by(c.samples - c.duplicates);
-                metrics.stale_markers.inc_by(c.stale);
-                metrics.untyped_fallbacks.inc_by(c.untyped_fallbacks);
-                if c.duplicates > 0 {
-                    metrics
-                        .dropped_samples
-                        .with_label_values(&["duplicate"])
-                        .inc_by(c.duplicates);
-                }
-                if c.label_clashes > 0 {
-                    metrics
-                        .dropped_samples
-                        .with_label_values(&["label_clash"])
-                        .inc_by(c.label_clashes);
-                }
-                if c.duplicates + c.label_clashes > 0 && warn_limit.due() {
-                    tracing::warn!(target = %target.url, duplicates = c.duplicates, label_clashes = c.label_clashes, "samples dropped");
-                }
-                rm
+        // A job that gets its slot after the deadline fails at its first check: the
+        // scrape times out, and the failure's stale markers are still made there.
+        let slot = tokio::select! {
+            _ = self.stop.cancelled() => return Next::Stop(state),
+            _ = self.shutdown.cancelled() => return Next::Shutdown,
+            s = self.pool.slot() => match s {
+                Ok(s) => s,
+                Err(Closed) => return Next::Shutdown,
+            },
+        };
+        let job = Job {
+            identity: self.target.identity.clone(),
+            limits: self.limits,
+            deadline: deadline.clone(),
+            started,
+            start_ms,
+            output: self.output.clone(),
+        };
+        let mut handle = slot.spawn(move || job.run(fetched, state));
+        // The job stops at its next look at the deadline once cancelled; the loop waits
+        // for it to get the target's state back.
+        let joined = tokio::select! {
+            r = &mut handle => r,
+            _ = self.stop.cancelled() => {
+                deadline.cancel();
+                handle.await
             }
+            _ = self.shutdown.cancelled() => {
+                deadline.cancel();
+                return Next::Shutdown;
+            }
+        };
+        let state = match joined {
+            Ok(processed) => self.record(processed).await,
             Err(e) => {
-                metrics.scrapes.with_label_values(&["failed"]).inc();
-                metrics.failures.with_label_values(&[e.reason()]).inc();
-                if warn_limit.due() {
-                    tracing::warn!(target = %target.url, error = %e, "scrape failed (logged once per 5m per target)");
-                } else {
-                    tracing::debug!(target = %target.url, error = %e, "scrape failed");
-                }
-                let (rm, stale) =
-                    convert::failed(&target.identity, &mut state, start_ms, dur, true);
-                metrics.stale_markers.inc_by(stale);
-                rm
+                // A bug, not the target's fault; its series lose their stale markers.
+                tracing::error!(target = %self.target.url, error = %e, "scrape processing failed");
+                self.metrics.scrapes.with_label_values(&["failed"]).inc();
+                self.metrics
+                    .failures
+                    .with_label_values(&["invalid_exposition"])
+                    .inc();
+                convert::TargetState::default()
             }
         };
-        if let Err(e) = output.send(vec![rm]).await {
-            metrics.buffer_errors.inc();
-            tracing::debug!(target = %target.url, error = %e, "buffer append failed");
+        if self.stop.is_cancelled() {
+            Next::Stop(state)
+        } else {
+            Next::Continue(state)
         }
     }
-    // The target went away (not a shutdown): mark everything it had stale.
-    let (rm, stale) = convert::failed(&target.identity, &mut state, now_ms(), 0.0, false);
-    metrics.stale_markers.inc_by(stale);
-    let _ = output.send(vec![rm]).await;
+
+    /// Counts the scrape's outcome, appends its OTLP; returns the target's state.
+    async fn record(&mut self, p: Processed) -> convert::TargetState {
+        match &p.outcome {
+            Ok(c) => self.count_ok(c),
+            Err(e) => self.count_failure(e),
+        }
+        self.metrics.stale_markers.inc_by(p.stale);
+        if let Some(encoded) = p.encoded {
+            if let Err(e) = self.output.append(encoded).await {
+                self.metrics.buffer_errors.inc();
+                tracing::debug!(target = %self.target.url, error = %e, "buffer append failed");
+            }
+        }
+        p.state
+    }
+
+    fn count_ok(&mut self, c: &convert::Converted) {
+        let m = &self.metrics;
+        m.scrapes.with_label_values(&["ok"]).inc();
+        m.samples.inc_by(c.samples - c.duplicates);
+        m.untyped_fallbacks.inc_by(c.untyped_fallbacks);
+        if c.duplicates > 0 {
+            m.dropped_samples
+                .with_label_values(&["duplicate"])
+                .inc_by(c.duplicates);
+        }
+        if c.label_clashes > 0 {
+            m.dropped_samples
+                .with_label_values(&["label_clash"])
+                .inc_by(c.label_clashes);
+        }
+        if c.duplicates + c.label_clashes > 0 && self.warn_limit.due() {
+            tracing::warn!(target = %self.target.url, duplicates = c.duplicates, label_clashes = c.label_clashes, "samples dropped");
+        }
+    }
+
+    fn count_failure(&mut self, e: &ScrapeError) {
+        self.metrics.scrapes.with_label_values(&["failed"]).inc();
+        self.metrics.failures.with_label_values(&[e.reason()]).inc();
+        if self.warn_limit.due() {
+            tracing::warn!(target = %self.target.url, error = %e, "scrape failed (logged once per 5m per target)");
+        } else {
+            tracing::debug!(target = %self.target.url, error = %e, "scrape failed");
+        }
+    }
+
+    /// The target went away (not a shutdown): marks everything it had stale.
+    async fn gone(&self, mut state: convert::TargetState) {
+        let slot = tokio::select! {
+            _ = self.shutdown.cancelled() => return,
+            s = self.pool.slot() => match s {
+                Ok(s) => s,
+                Err(Closed) => return,
+            },
+        };
+        let identity = self.target.identity.clone();
+        let output = self.output.clone();
+        let job = slot.spawn(move || {
+            let (rm, stale) = convert::failed(&identity, &mut state, now_ms(), 0.0, false);
+            (stale, output.encode(vec![rm]))
+        });
+        if let Ok((stale, encoded)) = job.await {
+            self.metrics.stale_markers.inc_by(stale);
+            if let Some(encoded) = encoded {
+                let _ = self.output.append(encoded).await;
+            }
+        }
+    }
 }
 
 /// The scrape client: `https://` targets are TLS (with `tls_config`, or the public
@@ -349,7 +543,13 @@ pub async fn run(
     mut targets: watch::Receiver<Vec<ScrapeTarget>>,
     shutdown: CancellationToken,
 ) {
-    let max_body = cfg.body_size_limit.bytes();
+    let global = cfg.limits();
+    let own_limits = static_limits(&cfg);
+    let pool = Pool::new(
+        pool::SLOTS,
+        metrics.jobs_running.clone(),
+        metrics.jobs_waiting.clone(),
+    );
     let mut running: HashMap<
         String,
         (ScrapeTarget, CancellationToken, tokio::task::JoinHandle<()>),
@@ -360,7 +560,7 @@ pub async fn run(
         for t in wanted {
             // One loop per URL+job; the first definition wins.
             wanted_map
-                .entry(format!("{}|{}", t.identity.job, t.url))
+                .entry(target_key(&t.identity.job, &t.url))
                 .or_insert(t);
         }
         let keys: Vec<String> = running.keys().cloned().collect();
@@ -380,15 +580,20 @@ pub async fn run(
             }
             let stop = CancellationToken::new();
             tracing::info!(target = %t.url, job = %t.identity.job, instance = %t.identity.instance, "scrape target added");
-            let handle = tokio::spawn(run_target(
-                t.clone(),
-                client.clone(),
-                output.clone(),
-                metrics.clone(),
-                max_body,
-                stop.clone(),
-                shutdown.clone(),
-            ));
+            let handle = tokio::spawn(
+                TargetLoop {
+                    target: t.clone(),
+                    client: client.clone(),
+                    output: output.clone(),
+                    metrics: metrics.clone(),
+                    pool: pool.clone(),
+                    limits: own_limits.get(&k).copied().unwrap_or(global),
+                    stop: stop.clone(),
+                    shutdown: shutdown.clone(),
+                    warn_limit: LogLimit::new(LOG_EVERY),
+                }
+                .run(),
+            );
             running.insert(k, (t, stop, handle));
         }
         metrics.targets.set(running.len() as i64);
