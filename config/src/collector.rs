@@ -188,6 +188,9 @@ impl std::str::FromStr for PromSize {
         if let Ok(n) = input.parse::<u64>() {
             return Ok(PromSize(n));
         }
+        if input.is_empty() {
+            return Err(bad("expected a number"));
+        }
         let mut rest = input;
         let mut total = 0f64;
         while !rest.is_empty() {

@@ -19,6 +19,9 @@ pub struct Body {
     pub limit: u64,
 }
 
+/// The most allocated ahead for a body: a `Content-Length` is only a claim.
+const PREALLOCATE_MAX: u64 = 16 << 20;
+
 /// `body_size_limit` as a byte count; its `0` is no limit, as in Prometheus.
 fn effective(limit: u64) -> u64 {
     if limit == 0 {
@@ -74,7 +77,10 @@ pub async fn fetch(
         if resp.content_length().is_some_and(|n| n > cap) {
             return Err(ScrapeError::TooLarge(limit));
         }
-        let mut bytes = Vec::new();
+        // Sized once from the announced length (within the cap, already checked): no
+        // copies while a big body grows.
+        let announced = resp.content_length().unwrap_or(0).min(PREALLOCATE_MAX);
+        let mut bytes = Vec::with_capacity(announced as usize);
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -128,7 +134,8 @@ impl Body {
 /// output passes `limit`.
 fn gunzip(compressed: &[u8], limit: u64, deadline: &Deadline) -> Result<Vec<u8>, ScrapeError> {
     let mut decoder = flate2::read::MultiGzDecoder::new(compressed);
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4));
+    let guess = (compressed.len() as u64).saturating_mul(4).min(limit);
+    let mut out = Vec::with_capacity(guess.min(PREALLOCATE_MAX) as usize);
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         deadline.check().map_err(|Expired| ScrapeError::Deadline)?;
