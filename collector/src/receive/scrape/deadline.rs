@@ -69,7 +69,7 @@ pub struct Ticker<'a> {
 
 impl Ticker<'_> {
     pub fn tick(&mut self) -> Result<(), Expired> {
-        let due = self.steps % CHECK_EVERY == 0;
+        let due = self.steps.is_multiple_of(CHECK_EVERY);
         self.steps = self.steps.wrapping_add(1);
         if due {
             self.deadline.check()
