@@ -334,6 +334,30 @@ async fn healthz_answers_while_a_huge_exposition_is_parsed() {
     );
 }
 
+/// An exposition that takes far longer to decode and parse than the scrape timeout
+/// (22 MB of long label sets, gzipped to a body read in a few milliseconds; about 6 s
+/// of parsing in a debug build): the scrape fails with `up` 0 and reason `timeout`,
+/// nothing of it is forwarded, and the processing stopped at the deadline (counted by
+/// the job itself, not abandoned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_over_the_scrape_timeout_fails_the_scrape_and_stops() {
+    let line: String = {
+        let labels: Vec<String> = (0..300).map(|i| format!("l{i}=\"v\"")).collect();
+        format!("hostile_wide{{{}}} 1\n", labels.join(","))
+    };
+    let s = start_timed(
+        vec![("/slow", Page::gzip(line.repeat(8000)))],
+        "    body_size_limit: 64MiB\n",
+        &[target("/slow", "slow", "")],
+        "2s",
+        "500ms",
+    )
+    .await;
+    s.assert_failed("slow", "timeout").await;
+    let m = s.metrics().await;
+    assert!(m.get("edgewatch_scrape_processing_expired_total") >= 2.0);
+}
+
 /// `edgewatch validate collector` takes every limit globally and per target, and
 /// locates mistakes in them.
 #[test]

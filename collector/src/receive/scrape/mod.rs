@@ -178,6 +178,7 @@ pub struct ScrapeMetrics {
     pub buffer_errors: IntCounter,
     pub jobs_running: IntGauge,
     pub jobs_waiting: IntGauge,
+    pub jobs_expired: IntCounter,
 }
 
 impl ScrapeMetrics {
@@ -211,6 +212,10 @@ impl ScrapeMetrics {
                 "edgewatch_scrape_processing_waiting",
                 "Scrapes fetched and waiting for a processing slot.",
             )?,
+            jobs_expired: IntCounter::new(
+                "edgewatch_scrape_processing_expired_total",
+                "Scrapes whose decoding, parsing or conversion the scrape's deadline stopped.",
+            )?,
         };
         registry.register(Box::new(m.targets.clone()))?;
         registry.register(Box::new(m.scrapes.clone()))?;
@@ -222,6 +227,7 @@ impl ScrapeMetrics {
         registry.register(Box::new(m.buffer_errors.clone()))?;
         registry.register(Box::new(m.jobs_running.clone()))?;
         registry.register(Box::new(m.jobs_waiting.clone()))?;
+        registry.register(Box::new(m.jobs_expired.clone()))?;
         Ok(m)
     }
 }

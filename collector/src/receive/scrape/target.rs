@@ -217,6 +217,9 @@ impl TargetLoop {
     }
 
     fn count_failure(&mut self, e: &ScrapeError) {
+        if matches!(e, ScrapeError::Deadline) {
+            self.metrics.jobs_expired.inc();
+        }
         self.metrics.scrapes.with_label_values(&["failed"]).inc();
         self.metrics.failures.with_label_values(&[e.reason()]).inc();
         if self.warn_limit.due() {
