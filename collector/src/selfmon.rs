@@ -6,7 +6,8 @@
 //! Prometheus scrape of the admin endpoint would store them, under job
 //! `edgewatch-collector` and instance = the buffer's instance id.
 
-use crate::receive::scrape::{convert, parse, Output};
+use crate::receive::scrape::{convert, parse, Deadline, Output};
+use edgewatch_config::collector::ScrapeLimits;
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -34,18 +35,22 @@ pub async fn run(
             tracing::warn!(error = %e, "encoding own metrics failed");
         }
         match parse::parse(&String::from_utf8_lossy(&text), parse::Format::Text) {
-            Ok(exp) => {
-                let (rm, _) = convert::convert(
-                    &exp,
-                    &target,
-                    &mut state,
-                    crate::receive::scrape::now_ms(),
-                    started.elapsed().as_secs_f64(),
-                );
-                if let Err(e) = output.send(vec![rm]).await {
-                    tracing::debug!(error = %e, "buffering own metrics failed");
+            Ok(exp) => match convert::convert(
+                &exp,
+                &target,
+                &mut state,
+                crate::receive::scrape::now_ms(),
+                started.elapsed().as_secs_f64(),
+                &ScrapeLimits::default(),
+                &Deadline::none(),
+            ) {
+                Ok((rm, _)) => {
+                    if let Err(e) = output.send(vec![rm]).await {
+                        tracing::debug!(error = %e, "buffering own metrics failed");
+                    }
                 }
-            }
+                Err(e) => tracing::warn!(error = %e, "own metrics do not convert"),
+            },
             Err(e) => tracing::warn!(error = %e, "own metrics do not parse"),
         }
         tokio::select! {

@@ -6,9 +6,12 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use edgewatch_collector::buffer::{Buffer, BufferOptions, FullPolicy};
 use edgewatch_collector::enrich::Stamp;
+use edgewatch_collector::receive::scrape::parse::Exposition;
 use edgewatch_collector::receive::scrape::{
-    self, convert, fetch, Output, ScrapeMetrics, ScrapeTarget, TargetIdentity,
+    self, convert, fetch, Deadline, Output, ScrapeError, ScrapeMetrics, ScrapeTarget,
+    TargetIdentity,
 };
+use edgewatch_config::collector::ScrapeLimits;
 use edgewatch_testkit::peers::Prometheus;
 use edgewatch_testkit::{eventually, free_port, Metrics};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -18,7 +21,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -122,16 +125,38 @@ fn gauge_value(rm: &ResourceMetrics, name: &str) -> Option<f64> {
         })
 }
 
-async fn scrape_once(t: &ScrapeTarget) -> (ResourceMetrics, convert::Converted) {
-    let client = reqwest::Client::new();
-    let exp = fetch(&client, t, 1 << 20).await.expect("scrape ok");
+/// Fetches and parses `t`, reading at most `limit` bytes; no other limit.
+async fn exposition(
+    client: &reqwest::Client,
+    t: &ScrapeTarget,
+    limit: u64,
+) -> Result<Exposition, ScrapeError> {
+    fetch(client, t, limit, Instant::now() + t.timeout)
+        .await?
+        .parse(0, &Deadline::none())
+}
+
+/// Converts a first scrape of `identity`, without limits.
+fn convert_all(
+    exp: &Exposition,
+    identity: &TargetIdentity,
+) -> (ResourceMetrics, convert::Converted) {
     convert::convert(
-        &exp,
-        &t.identity,
+        exp,
+        identity,
         &mut convert::TargetState::default(),
         scrape::now_ms(),
         0.01,
+        &ScrapeLimits::default(),
+        &Deadline::none(),
     )
+    .expect("no limit, no deadline")
+}
+
+async fn scrape_once(t: &ScrapeTarget) -> (ResourceMetrics, convert::Converted) {
+    let client = reqwest::Client::new();
+    let exp = exposition(&client, t, 1 << 20).await.expect("scrape ok");
+    convert_all(&exp, &t.identity)
 }
 
 #[tokio::test]
@@ -198,7 +223,7 @@ async fn https_targets_are_never_scraped_in_plaintext() {
     t.timeout = Duration::from_secs(2);
     t.interval = Duration::from_secs(2);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let r = fetch(&client, &t, 1 << 20).await;
+    let r = exposition(&client, &t, 1 << 20).await;
     assert!(
         r.is_err(),
         "https:// to a plaintext server: {:?}",
@@ -227,11 +252,11 @@ async fn https_targets_with_a_private_ca_through_tls_config() {
         ..Default::default()
     };
     let client = scrape::client(&trusting).unwrap();
-    fetch(&client, &t, 1 << 20)
+    exposition(&client, &t, 1 << 20)
         .await
         .expect("scraped over TLS with the private CA");
     let public_roots = scrape::client(&Default::default()).unwrap();
-    assert!(fetch(&public_roots, &t, 1 << 20).await.is_err());
+    assert!(exposition(&public_roots, &t, 1 << 20).await.is_err());
 }
 
 #[tokio::test]
@@ -308,7 +333,7 @@ async fn bad_targets_and_staleness_through_the_buffer() {
     let metrics = ScrapeMetrics::new(&reg).unwrap();
     let output = Output::new(buffer.clone(), Stamp::new("edge-a", "node-1"));
     let cfg = edgewatch_config::collector::PrometheusReceiverConfig {
-        body_size_limit: edgewatch_config::ByteSize(1 << 20),
+        body_size_limit: edgewatch_config::collector::PromSize(1 << 20),
         ..Default::default()
     };
     let all: Vec<ScrapeTarget> = [
@@ -344,7 +369,7 @@ async fn bad_targets_and_staleness_through_the_buffer() {
             };
             [
                 "timeout",
-                "body_too_large",
+                "body_size_limit",
                 "invalid_exposition",
                 "http_status",
             ]
@@ -381,7 +406,7 @@ async fn bad_targets_and_staleness_through_the_buffer() {
     let metrics = Metrics::from_registry(&reg);
     for reason in [
         "timeout",
-        "body_too_large",
+        "body_size_limit",
         "invalid_exposition",
         "http_status",
     ] {
@@ -467,16 +492,10 @@ async fn real_prometheus_self_metrics() {
         },
     };
     // Negotiated (OpenMetrics if offered) and plain text.
-    let exp = fetch(&client, &t, 16 << 20)
+    let exp = exposition(&client, &t, 16 << 20)
         .await
         .expect("scrape prometheus");
-    let (rm, c) = convert::convert(
-        &exp,
-        &t.identity,
-        &mut convert::TargetState::default(),
-        scrape::now_ms(),
-        0.0,
-    );
+    let (rm, c) = convert_all(&exp, &t.identity);
     assert!(c.samples > 100, "{c:?}");
     assert_eq!(c.duplicates + c.label_clashes, 0);
     let text_client = reqwest::Client::builder().build().unwrap();
@@ -491,13 +510,7 @@ async fn real_prometheus_self_metrics() {
         .unwrap();
     let texp =
         scrape::parse::parse(&body, scrape::parse::Format::Text).expect("text format parses");
-    let (trm, tc) = convert::convert(
-        &texp,
-        &t.identity,
-        &mut convert::TargetState::default(),
-        scrape::now_ms(),
-        0.0,
-    );
+    let (trm, tc) = convert_all(&texp, &t.identity);
     assert_eq!(
         tc.untyped_fallbacks, 0,
         "Go client text output converts without fallback"

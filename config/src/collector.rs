@@ -40,7 +40,8 @@ pub struct PrometheusReceiverConfig {
     /// Default interval between two scrapes of a target.
     #[serde(default = "default_scrape_interval")]
     pub scrape_interval: Dur,
-    /// Default deadline of one scrape (capped at the target's interval).
+    /// Default deadline of one scrape (capped at the target's interval): fetching,
+    /// parsing and converting together.
     #[serde(default = "default_scrape_timeout")]
     pub scrape_timeout: Dur,
     /// `job` label of static targets (Prometheus' `job_name`).
@@ -49,10 +50,25 @@ pub struct PrometheusReceiverConfig {
     /// `job` label of targets discovered from pods.
     #[serde(default = "default_pod_job")]
     pub pod_job: String,
-    /// Largest accepted response body; a bigger one fails the scrape (`up` 0).
+    /// Largest accepted response body, after gzip decoding; a bigger one fails the
+    /// scrape (`up` 0). `0`: no limit.
     #[serde(default = "default_body_size_limit")]
-    pub body_size_limit: ByteSize,
-    /// URLs (`http://host:port/path`) or `{url, interval, timeout, job}` mappings.
+    pub body_size_limit: PromSize,
+    /// Prometheus' `sample_limit`: a scrape with more samples fails. `0`: no limit.
+    #[serde(default)]
+    pub sample_limit: u64,
+    /// Prometheus' `label_limit`: a sample with more labels (counting `__name__`,
+    /// `job`, `instance` and the target's labels) fails the scrape. `0`: no limit.
+    #[serde(default)]
+    pub label_limit: u64,
+    /// Prometheus' `label_name_length_limit` (bytes). `0`: no limit.
+    #[serde(default)]
+    pub label_name_length_limit: u64,
+    /// Prometheus' `label_value_length_limit` (bytes). `0`: no limit.
+    #[serde(default)]
+    pub label_value_length_limit: u64,
+    /// URLs (`http://host:port/path`) or `{url, interval, timeout, job, <limits>}`
+    /// mappings.
     #[serde(default)]
     pub static_targets: Vec<StaticTarget>,
     /// TLS towards `https://` targets (Prometheus' `tls_config`: a private CA, a
@@ -69,10 +85,57 @@ impl Default for PrometheusReceiverConfig {
             job: default_scrape_job(),
             pod_job: default_pod_job(),
             body_size_limit: default_body_size_limit(),
+            sample_limit: 0,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
             static_targets: Vec::new(),
             tls_config: Default::default(),
         }
     }
+}
+
+impl PrometheusReceiverConfig {
+    /// The limits of every target without its own.
+    pub fn limits(&self) -> ScrapeLimits {
+        ScrapeLimits {
+            sample_limit: self.sample_limit,
+            label_limit: self.label_limit,
+            label_name_length_limit: self.label_name_length_limit,
+            label_value_length_limit: self.label_value_length_limit,
+            body_size_limit: self.body_size_limit.bytes(),
+        }
+    }
+
+    /// The limits of a static target: its own where set, the global ones otherwise.
+    pub fn target_limits(&self, spec: &StaticTargetSpec) -> ScrapeLimits {
+        let global = self.limits();
+        ScrapeLimits {
+            sample_limit: spec.sample_limit.unwrap_or(global.sample_limit),
+            label_limit: spec.label_limit.unwrap_or(global.label_limit),
+            label_name_length_limit: spec
+                .label_name_length_limit
+                .unwrap_or(global.label_name_length_limit),
+            label_value_length_limit: spec
+                .label_value_length_limit
+                .unwrap_or(global.label_value_length_limit),
+            body_size_limit: spec
+                .body_size_limit
+                .map_or(global.body_size_limit, PromSize::bytes),
+        }
+    }
+}
+
+/// Prometheus' per-scrape limits, resolved for one target; `0` is no limit, as in
+/// Prometheus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeLimits {
+    pub sample_limit: u64,
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+    /// Bytes, after gzip decoding.
+    pub body_size_limit: u64,
 }
 
 fn default_scrape_interval() -> Dur {
@@ -87,16 +150,134 @@ fn default_scrape_job() -> String {
 fn default_pod_job() -> String {
     "kubernetes-pods".to_string()
 }
-fn default_body_size_limit() -> ByteSize {
-    ByteSize::mib(16)
+fn default_body_size_limit() -> PromSize {
+    PromSize(16 << 20)
 }
 
-/// One static scrape target: a URL, or a URL with its own interval/timeout/job.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// A size written as Prometheus' `<size>` (`body_size_limit: 10MB`): a number and a
+/// unit, `B`, `KB`/`MB`/`GB`/`TB`/`PB`/`EB` or `KiB`…`EiB`, every one a power of 1024
+/// as in Prometheus (which refuses `kB`; so does this). Pieces may be chained
+/// (`1MB512KB`). A bare number is bytes (Prometheus accepts only `0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromSize(pub u64);
+
+impl PromSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why a Prometheus size does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid size {input:?}: {why} (write e.g. 10MB; B, KB, MB, GB, TB, PB, EB are powers of 1024)"
+)]
+pub struct PromSizeError {
+    pub input: String,
+    pub why: &'static str,
+}
+
+impl std::str::FromStr for PromSize {
+    type Err = PromSizeError;
+    fn from_str(s: &str) -> Result<Self, PromSizeError> {
+        let input = s.trim();
+        let bad = |why| PromSizeError {
+            input: input.to_owned(),
+            why,
+        };
+        if let Ok(n) = input.parse::<u64>() {
+            return Ok(PromSize(n));
+        }
+        if input.is_empty() {
+            return Err(bad("expected a number"));
+        }
+        let mut rest = input;
+        let mut total = 0f64;
+        while !rest.is_empty() {
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
+            let (num, tail) = rest.split_at(num_len);
+            let value: f64 = num.parse().map_err(|_| bad("expected a number"))?;
+            let unit_len = tail
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(tail.len());
+            let (unit, tail) = tail.split_at(unit_len);
+            let power = match unit {
+                "B" => 0,
+                "KB" | "KiB" => 1,
+                "MB" | "MiB" => 2,
+                "GB" | "GiB" => 3,
+                "TB" | "TiB" => 4,
+                "PB" | "PiB" => 5,
+                "EB" | "EiB" => 6,
+                "" => return Err(bad("missing unit")),
+                _ => return Err(bad("unknown unit")),
+            };
+            total += value * 1024f64.powi(power);
+            rest = tail;
+        }
+        if !total.is_finite() || total >= u64::MAX as f64 {
+            return Err(bad("too large"));
+        }
+        Ok(PromSize(total as u64))
+    }
+}
+
+impl std::fmt::Display for PromSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", ByteSize(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for PromSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(PromSize(n)),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One static scrape target: a URL, or a URL with its own interval, timeout, job and
+/// limits.
+#[derive(Debug, Clone)]
 pub enum StaticTarget {
     Url(Url),
     Full(StaticTargetSpec),
+}
+
+/// Written by hand rather than `untagged`: a mistake inside a mapping (an unknown key,
+/// a bad limit) is reported as itself, with its location, not as "did not match any
+/// variant".
+impl<'de> Deserialize<'de> for StaticTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StaticTarget;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a URL or a mapping with `url`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StaticTarget, E> {
+                Url::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+                    .map(StaticTarget::Url)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<StaticTarget, A::Error> {
+                StaticTargetSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(StaticTarget::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +290,18 @@ pub struct StaticTargetSpec {
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub job: Option<String>,
+    /// The global limits of `receivers.prometheus`, overridden for this target (`0`:
+    /// no limit for this target).
+    #[serde(default)]
+    pub sample_limit: Option<u64>,
+    #[serde(default)]
+    pub label_limit: Option<u64>,
+    #[serde(default)]
+    pub label_name_length_limit: Option<u64>,
+    #[serde(default)]
+    pub label_value_length_limit: Option<u64>,
+    #[serde(default)]
+    pub body_size_limit: Option<PromSize>,
 }
 
 impl StaticTarget {
@@ -119,6 +312,11 @@ impl StaticTarget {
                 interval: None,
                 timeout: None,
                 job: None,
+                sample_limit: None,
+                label_limit: None,
+                label_name_length_limit: None,
+                label_value_length_limit: None,
+                body_size_limit: None,
             },
             StaticTarget::Full(s) => s.clone(),
         }

@@ -7,6 +7,7 @@
 //! * [`Metrics`]: a strict exposition parser (a missing series is a panic naming it);
 //! * [`otlp`]: request builders and attribute helpers; [`payloads`]: the buffer's
 //!   reference payloads; [`mutate`]: byte mutations for decoder tests;
+//! * [`exposer`]: a scrape target serving fixed expositions (plain, gzip, endless);
 //! * [`git`]: real git repositories for the GitOps tests;
 //! * [`kustomize`]: the layouts under `deploy/` rendered by `kubectl kustomize`,
 //!   components inside a generated overlay, strict `kubernetes-validate`;
@@ -22,6 +23,7 @@
 //!
 //! It depends on no edgewatch crate, so every one of them can dev-depend on it.
 
+pub mod exposer;
 pub mod git;
 pub mod http;
 pub mod kustomize;

@@ -16,8 +16,11 @@
 //! write them. Otherwise (and for gauge histograms, which OTLP cannot carry) its samples
 //! go as Gauges named as written: types are lost, series are exact.
 
+use super::deadline::{Deadline, Expired};
+use super::limits::{check_labels, LimitError};
 use super::parse::{Exposition, Kind, Sample};
 use crate::enrich::string_kv;
+use edgewatch_config::collector::ScrapeLimits;
 use edgewatch_prom::float::{format_g, parse_float};
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -287,15 +290,28 @@ fn with_target_labels(
     Some(labels)
 }
 
+/// Why a parsed scrape was not converted; `state` is as before.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    #[error(transparent)]
+    Expired(#[from] Expired),
+}
+
 /// Converts one successful scrape. `now_ms` is the scrape's start (Prometheus' sample
-/// timestamp for samples without one). Updates `state` and returns the metrics.
+/// timestamp for samples without one). A sample over the label limits fails the
+/// whole scrape, as in Prometheus; so does `deadline` passing. On success, updates
+/// `state` and returns the metrics.
 pub fn convert(
     exp: &Exposition,
     target: &TargetIdentity,
     state: &mut TargetState,
     now_ms: i64,
     duration_s: f64,
-) -> (ResourceMetrics, Converted) {
+    limits: &ScrapeLimits,
+    deadline: &Deadline,
+) -> Result<(ResourceMetrics, Converted), ConvertError> {
     let mut c = Converted {
         samples: exp.samples.len() as u64,
         label_clashes: exp.label_clashes,
@@ -304,11 +320,14 @@ pub fn convert(
     let now = ns(now_ms);
     let mut scrape = Scrape::new(exp, state, now);
     let mut seen_samples: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
+    let mut ticker = deadline.ticker();
     for s in &exp.samples {
+        ticker.tick()?;
         let Some(labels) = with_target_labels(s.labels.clone(), target) else {
             c.label_clashes += 1;
             continue;
         };
+        check_labels(&s.name, &labels, target, limits)?;
         if !seen_samples.insert((s.name.clone(), labels.clone())) {
             c.duplicates += 1;
             continue;
@@ -344,7 +363,7 @@ pub fn convert(
         post as f64,
         c.series_added as f64,
     );
-    (resource_metrics(target, b), c)
+    Ok((resource_metrics(target, b), c))
 }
 
 /// One scrape's conversion under way: counters and gauges go straight to the
@@ -724,6 +743,70 @@ mod tests {
         }
     }
 
+    /// [`convert`] without limits or deadline.
+    fn convert_all(
+        exp: &Exposition,
+        target: &TargetIdentity,
+        state: &mut TargetState,
+        now_ms: i64,
+        duration_s: f64,
+    ) -> (ResourceMetrics, Converted) {
+        let none = ScrapeLimits::default();
+        convert(
+            exp,
+            target,
+            state,
+            now_ms,
+            duration_s,
+            &none,
+            &Deadline::none(),
+        )
+        .unwrap()
+    }
+
+    /// Over a label limit, the scrape fails and the target's state is untouched (the
+    /// caller marks the previous scrape's series stale, as after any failure).
+    #[test]
+    fn a_sample_over_a_label_limit_fails_the_scrape_and_keeps_the_state() {
+        let mut st = TargetState::default();
+        convert_all(
+            &parse(OVMS, Format::Text).unwrap(),
+            &target(),
+            &mut st,
+            1,
+            0.0,
+        );
+        let before = st.series();
+        let exp = parse("ok 1\nwide{a=\"1\",b=\"2\"} 1\n", Format::Text).unwrap();
+        let limits = ScrapeLimits {
+            label_limit: 4,
+            ..Default::default()
+        };
+        let e = convert(&exp, &target(), &mut st, 2, 0.0, &limits, &Deadline::none()).unwrap_err();
+        assert!(
+            matches!(&e, ConvertError::Limit(l) if l.reason() == "label_limit"),
+            "{e}"
+        );
+        assert_eq!(st.series(), before);
+        // The target's labels count too: `namespace` makes `ok` five labels.
+        let mut t = target();
+        t.labels.push(("namespace".into(), "ns".into()));
+        let exp = parse("ok{a=\"1\"} 1\n", Format::Text).unwrap();
+        let r = convert(&exp, &t, &mut st, 3, 0.0, &limits, &Deadline::none());
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn conversion_stops_at_the_deadline() {
+        let exp = parse(OVMS, Format::Text).unwrap();
+        let mut st = TargetState::default();
+        let none = ScrapeLimits::default();
+        let past = Deadline::at(std::time::Instant::now());
+        let r = convert(&exp, &target(), &mut st, 1, 0.0, &none, &past);
+        assert_eq!(r.unwrap_err(), ConvertError::Expired(Expired));
+        assert_eq!(st.series(), 0);
+    }
+
     fn find<'a>(rm: &'a ResourceMetrics, name: &str) -> &'a Metric {
         rm.scope_metrics[0]
             .metrics
@@ -757,7 +840,7 @@ untyped_thing 7
     fn types_map_to_otlp() {
         let exp = parse(OVMS, Format::Text).unwrap();
         let mut st = TargetState::default();
-        let (rm, c) = convert(&exp, &target(), &mut st, 1_700_000_000_000, 0.01);
+        let (rm, c) = convert_all(&exp, &target(), &mut st, 1_700_000_000_000, 0.01);
         assert_eq!(c.samples, 13);
         assert_eq!(c.untyped_fallbacks, 0);
         assert_eq!(
@@ -815,7 +898,7 @@ untyped_thing 7
             "# TYPE h summary\nh{quantile=\"0.50\"} 1\nh_sum 3\nh_count 2\n",
         ] {
             let exp = parse(text, Format::Text).unwrap();
-            let (rm, c) = convert(&exp, &target(), &mut TargetState::default(), 1, 0.0);
+            let (rm, c) = convert_all(&exp, &target(), &mut TargetState::default(), 1, 0.0);
             assert_eq!(c.untyped_fallbacks, 1, "{text}");
             let names: Vec<_> = rm.scope_metrics[0].metrics.iter().map(|m| m.name.as_str()).collect();
             assert!(names.contains(&"h_sum") && names.contains(&"h_count"), "{names:?}");
@@ -826,10 +909,10 @@ untyped_thing 7
     fn staleness_and_duplicates() {
         let mut st = TargetState::default();
         let exp = parse("a 1\nb{x=\"1\"} 2\nb{x=\"1\"} 3\n", Format::Text).unwrap();
-        let (_, c) = convert(&exp, &target(), &mut st, 1, 0.0);
+        let (_, c) = convert_all(&exp, &target(), &mut st, 1, 0.0);
         assert_eq!(c.duplicates, 1);
         let exp = parse("a 1\n", Format::Text).unwrap();
-        let (rm, c) = convert(&exp, &target(), &mut st, 2, 0.0);
+        let (rm, c) = convert_all(&exp, &target(), &mut st, 2, 0.0);
         assert_eq!(c.stale, 1);
         let Some(metric::Data::Gauge(g)) = &find(&rm, "b").data else {
             panic!("b")
@@ -854,7 +937,7 @@ untyped_thing 7
             ..target()
         };
         let exp = parse("a{pod=\"inner\"} 1\n", Format::Text).unwrap();
-        let (rm, _) = convert(&exp, &t, &mut TargetState::default(), 1, 0.0);
+        let (rm, _) = convert_all(&exp, &t, &mut TargetState::default(), 1, 0.0);
         let Some(metric::Data::Gauge(g)) = &find(&rm, "a").data else {
             panic!("a")
         };

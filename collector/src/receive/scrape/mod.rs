@@ -3,27 +3,42 @@
 //! `edgewatch.scrape` ([`convert`]) and appends it, stamped with cluster/node, to the same
 //! durable buffer as OTLP pushes ([`Output`]).
 //!
+//! The HTTP exchange runs on the runtime ([`body`]); decoding, parsing and conversion run
+//! on a bounded set of blocking threads ([`pool`]), under the scrape's deadline
+//! ([`deadline`]): the runtime's one worker keeps receiving, forwarding and answering
+//! `/healthz` whatever a target sends.
+//!
 //! A bad target never stops the collector: a timeout, a non-200 answer, a body over
-//! `body_size_limit` or an unparsable exposition is a failed scrape (`up` 0, stale
-//! markers for its series, `edgewatch_scrape_failures_total{reason}`), logged at most
-//! once per [`LOG_EVERY`] per target (then at debug); duplicate series and label clashes
-//! drop the sample (`edgewatch_scrape_dropped_samples_total{reason}`).
+//! `body_size_limit`, an unparsable exposition, or a scrape over Prometheus' limits
+//! (`sample_limit`, the label limits: [`limits`]) is a failed scrape (`up` 0, none of its
+//! samples kept, stale markers for its series, `edgewatch_scrape_failures_total{reason}`),
+//! logged at most once per [`LOG_EVERY`] per target (then at debug); duplicate series and
+//! label clashes drop the sample (`edgewatch_scrape_dropped_samples_total{reason}`).
 
+pub mod body;
 pub mod convert;
+pub mod deadline;
+pub mod limits;
 pub mod parse;
+pub mod pool;
+mod target;
 
 use crate::buffer::{Buffer, BufferError};
 use crate::enrich::Stamp;
 use crate::log_limit::LogLimit;
+pub use body::{fetch, Body};
 use bytes::Bytes;
 pub use convert::{TargetIdentity, SCRAPE_SCOPE};
-use edgewatch_config::collector::PrometheusReceiverConfig;
+pub use deadline::Deadline;
+use edgewatch_config::collector::{PrometheusReceiverConfig, ScrapeLimits};
+use limits::LimitError;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use pool::Pool;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use prost::Message;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +68,23 @@ pub fn authority(url: &str) -> String {
         .map(|(_, h)| h)
         .unwrap_or(auth)
         .to_string()
+}
+
+/// The key of a target in the running set: one loop per URL and job.
+fn target_key(job: &str, url: &str) -> String {
+    format!("{job}|{url}")
+}
+
+/// The limits of the static targets that set their own, by [`target_key`].
+fn static_limits(cfg: &PrometheusReceiverConfig) -> HashMap<String, ScrapeLimits> {
+    cfg.static_targets
+        .iter()
+        .map(|t| {
+            let s = t.spec();
+            let job = s.job.as_deref().unwrap_or(&cfg.job);
+            (target_key(job, &s.url.0), cfg.target_limits(&s))
+        })
+        .collect()
 }
 
 /// The static targets of the config.
@@ -91,24 +123,45 @@ pub struct Output {
     stamp: Stamp,
 }
 
+/// Stamped OTLP, encoded, ready to append.
+pub struct Encoded {
+    points: u64,
+    bytes: Bytes,
+}
+
 impl Output {
     pub fn new(buffer: Buffer, stamp: Stamp) -> Self {
         Output { buffer, stamp }
     }
 
-    /// Stamps and appends; returns once durable.
-    pub async fn send(&self, resource_metrics: Vec<ResourceMetrics>) -> Result<u64, BufferError> {
+    /// Stamps and encodes; `None` when there is no point. CPU work proportional to
+    /// the data: scrapes do it off the runtime thread.
+    pub fn encode(&self, resource_metrics: Vec<ResourceMetrics>) -> Option<Encoded> {
         let mut req = ExportMetricsServiceRequest { resource_metrics };
         let points = edgewatch_otlp::count_points(&req);
         if points == 0 {
-            return Ok(0);
+            return None;
         }
         self.stamp
             .apply(req.resource_metrics.iter_mut().map(|rm| &mut rm.resource));
-        self.buffer
-            .append(points, Bytes::from(req.encode_to_vec()))
-            .await?;
-        Ok(points)
+        Some(Encoded {
+            points,
+            bytes: Bytes::from(req.encode_to_vec()),
+        })
+    }
+
+    /// Appends; returns the points once durable.
+    pub async fn append(&self, encoded: Encoded) -> Result<u64, BufferError> {
+        self.buffer.append(encoded.points, encoded.bytes).await?;
+        Ok(encoded.points)
+    }
+
+    /// Stamps and appends; returns once durable.
+    pub async fn send(&self, resource_metrics: Vec<ResourceMetrics>) -> Result<u64, BufferError> {
+        match self.encode(resource_metrics) {
+            Some(encoded) => self.append(encoded).await,
+            None => Ok(0),
+        }
     }
 }
 
@@ -123,6 +176,9 @@ pub struct ScrapeMetrics {
     pub stale_markers: IntCounter,
     pub untyped_fallbacks: IntCounter,
     pub buffer_errors: IntCounter,
+    pub jobs_running: IntGauge,
+    pub jobs_waiting: IntGauge,
+    pub jobs_expired: IntCounter,
 }
 
 impl ScrapeMetrics {
@@ -133,7 +189,7 @@ impl ScrapeMetrics {
             failures: IntCounterVec::new(
                 Opts::new(
                     "edgewatch_scrape_failures_total",
-                    "Failed scrapes by reason (timeout, connect, http_status, body_too_large, invalid_exposition).",
+                    "Failed scrapes by reason (timeout, connect, http_status, body_size_limit, invalid_exposition, sample_limit, label_limit).",
                 ),
                 &["reason"],
             )?,
@@ -148,6 +204,18 @@ impl ScrapeMetrics {
                 "Histograms/summaries sent as gauges because OTLP could not carry them exactly.",
             )?,
             buffer_errors: IntCounter::new("edgewatch_scrape_buffer_errors_total", "Scrapes that could not be written to the buffer.")?,
+            jobs_running: IntGauge::new(
+                "edgewatch_scrape_processing_running",
+                "Scrapes being decoded, parsed and converted on a blocking thread.",
+            )?,
+            jobs_waiting: IntGauge::new(
+                "edgewatch_scrape_processing_waiting",
+                "Scrapes fetched and waiting for a processing slot.",
+            )?,
+            jobs_expired: IntCounter::new(
+                "edgewatch_scrape_processing_expired_total",
+                "Scrapes whose decoding, parsing or conversion the scrape's deadline stopped.",
+            )?,
         };
         registry.register(Box::new(m.targets.clone()))?;
         registry.register(Box::new(m.scrapes.clone()))?;
@@ -157,6 +225,9 @@ impl ScrapeMetrics {
         registry.register(Box::new(m.stale_markers.clone()))?;
         registry.register(Box::new(m.untyped_fallbacks.clone()))?;
         registry.register(Box::new(m.buffer_errors.clone()))?;
+        registry.register(Box::new(m.jobs_running.clone()))?;
+        registry.register(Box::new(m.jobs_waiting.clone()))?;
+        registry.register(Box::new(m.jobs_expired.clone()))?;
         Ok(m)
     }
 }
@@ -166,159 +237,50 @@ impl ScrapeMetrics {
 pub enum ScrapeError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    #[error("the scrape timeout passed while processing the body")]
+    Deadline,
     /// Without the URL: the log line names the target.
     #[error("connecting: {0}")]
     Connect(#[source] reqwest::Error),
     #[error("HTTP status {0}")]
     Status(u16),
-    #[error("body larger than {0} bytes")]
+    #[error("body larger than body_size_limit ({0} bytes)")]
     TooLarge(u64),
+    #[error("invalid gzip body: {0}")]
+    Gzip(#[source] std::io::Error),
     #[error("invalid exposition: not UTF-8")]
     NotUtf8(#[source] std::string::FromUtf8Error),
     #[error("invalid exposition: {0}")]
     Invalid(#[source] parse::ParseError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 impl ScrapeError {
     pub fn reason(&self) -> &'static str {
         match self {
-            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Timeout(_) | ScrapeError::Deadline => "timeout",
             ScrapeError::Connect(_) => "connect",
             ScrapeError::Status(_) => "http_status",
-            ScrapeError::TooLarge(_) => "body_too_large",
-            ScrapeError::NotUtf8(_) | ScrapeError::Invalid(_) => "invalid_exposition",
+            ScrapeError::TooLarge(_) => "body_size_limit",
+            ScrapeError::Gzip(_) | ScrapeError::NotUtf8(_) | ScrapeError::Invalid(_) => {
+                "invalid_exposition"
+            }
+            ScrapeError::Limit(e) => e.reason(),
+        }
+    }
+}
+
+impl From<convert::ConvertError> for ScrapeError {
+    fn from(e: convert::ConvertError) -> Self {
+        match e {
+            convert::ConvertError::Limit(e) => ScrapeError::Limit(e),
+            convert::ConvertError::Expired(_) => ScrapeError::Deadline,
         }
     }
 }
 
 pub use edgewatch_prom::time::now_ms;
-
-/// Fetches and parses one target's exposition.
-pub async fn fetch(
-    client: &reqwest::Client,
-    target: &ScrapeTarget,
-    max_body: u64,
-) -> Result<parse::Exposition, ScrapeError> {
-    let timeout = target.timeout.min(target.interval);
-    let work = async {
-        let mut resp = client
-            .get(&target.url)
-            .header(http::header::ACCEPT, ACCEPT)
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                format!("{}", timeout.as_secs_f64()),
-            )
-            .send()
-            .await
-            .map_err(|e| ScrapeError::Connect(e.without_url()))?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return Err(ScrapeError::Status(resp.status().as_u16()));
-        }
-        if resp.content_length().is_some_and(|n| n > max_body) {
-            return Err(ScrapeError::TooLarge(max_body));
-        }
-        let format = parse::Format::from_content_type(
-            resp.headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        );
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ScrapeError::Connect(e.without_url()))?
-        {
-            if (body.len() + chunk.len()) as u64 > max_body {
-                return Err(ScrapeError::TooLarge(max_body));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let text = String::from_utf8(body).map_err(ScrapeError::NotUtf8)?;
-        parse::parse(&text, format).map_err(ScrapeError::Invalid)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(ScrapeError::Timeout(timeout)),
-    }
-}
-
-/// The loop of one target; on cancellation (the target went away) it emits stale markers
-/// for all its series and its `up`.
-pub async fn run_target(
-    target: ScrapeTarget,
-    client: reqwest::Client,
-    output: Output,
-    metrics: ScrapeMetrics,
-    max_body: u64,
-    stop: CancellationToken,
-    shutdown: CancellationToken,
-) {
-    let mut state = convert::TargetState::default();
-    let mut warn_limit = LogLimit::new(LOG_EVERY);
-    let mut ticker = tokio::time::interval(target.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let started = Instant::now();
-        let start_ms = now_ms();
-        let result = tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = shutdown.cancelled() => return,
-            r = fetch(&client, &target, max_body) => r,
-        };
-        let dur = started.elapsed().as_secs_f64();
-        let rm = match result {
-            Ok(exp) => {
-                let (rm, c) = convert::convert(&exp, &target.identity, &mut state, start_ms, dur);
-                metrics.scrapes.with_label_values(&["ok"]).inc();
-                metrics.samples.inc_by(c.samples - c.duplicates);
-                metrics.stale_markers.inc_by(c.stale);
-                metrics.untyped_fallbacks.inc_by(c.untyped_fallbacks);
-                if c.duplicates > 0 {
-                    metrics
-                        .dropped_samples
-                        .with_label_values(&["duplicate"])
-                        .inc_by(c.duplicates);
-                }
-                if c.label_clashes > 0 {
-                    metrics
-                        .dropped_samples
-                        .with_label_values(&["label_clash"])
-                        .inc_by(c.label_clashes);
-                }
-                if c.duplicates + c.label_clashes > 0 && warn_limit.due() {
-                    tracing::warn!(target = %target.url, duplicates = c.duplicates, label_clashes = c.label_clashes, "samples dropped");
-                }
-                rm
-            }
-            Err(e) => {
-                metrics.scrapes.with_label_values(&["failed"]).inc();
-                metrics.failures.with_label_values(&[e.reason()]).inc();
-                if warn_limit.due() {
-                    tracing::warn!(target = %target.url, error = %e, "scrape failed (logged once per 5m per target)");
-                } else {
-                    tracing::debug!(target = %target.url, error = %e, "scrape failed");
-                }
-                let (rm, stale) =
-                    convert::failed(&target.identity, &mut state, start_ms, dur, true);
-                metrics.stale_markers.inc_by(stale);
-                rm
-            }
-        };
-        if let Err(e) = output.send(vec![rm]).await {
-            metrics.buffer_errors.inc();
-            tracing::debug!(target = %target.url, error = %e, "buffer append failed");
-        }
-    }
-    // The target went away (not a shutdown): mark everything it had stale.
-    let (rm, stale) = convert::failed(&target.identity, &mut state, now_ms(), 0.0, false);
-    metrics.stale_markers.inc_by(stale);
-    let _ = output.send(vec![rm]).await;
-}
 
 /// The scrape client: `https://` targets are TLS (with `tls_config`, or the public
 /// web roots), never plaintext. A TLS file that cannot be read is a start-up error.
@@ -349,7 +311,13 @@ pub async fn run(
     mut targets: watch::Receiver<Vec<ScrapeTarget>>,
     shutdown: CancellationToken,
 ) {
-    let max_body = cfg.body_size_limit.bytes();
+    let global = cfg.limits();
+    let own_limits = static_limits(&cfg);
+    let pool = Pool::new(
+        pool::SLOTS,
+        metrics.jobs_running.clone(),
+        metrics.jobs_waiting.clone(),
+    );
     let mut running: HashMap<
         String,
         (ScrapeTarget, CancellationToken, tokio::task::JoinHandle<()>),
@@ -360,7 +328,7 @@ pub async fn run(
         for t in wanted {
             // One loop per URL+job; the first definition wins.
             wanted_map
-                .entry(format!("{}|{}", t.identity.job, t.url))
+                .entry(target_key(&t.identity.job, &t.url))
                 .or_insert(t);
         }
         let keys: Vec<String> = running.keys().cloned().collect();
@@ -380,15 +348,20 @@ pub async fn run(
             }
             let stop = CancellationToken::new();
             tracing::info!(target = %t.url, job = %t.identity.job, instance = %t.identity.instance, "scrape target added");
-            let handle = tokio::spawn(run_target(
-                t.clone(),
-                client.clone(),
-                output.clone(),
-                metrics.clone(),
-                max_body,
-                stop.clone(),
-                shutdown.clone(),
-            ));
+            let handle = tokio::spawn(
+                target::TargetLoop {
+                    target: t.clone(),
+                    client: client.clone(),
+                    output: output.clone(),
+                    metrics: metrics.clone(),
+                    pool: pool.clone(),
+                    limits: own_limits.get(&k).copied().unwrap_or(global),
+                    stop: stop.clone(),
+                    shutdown: shutdown.clone(),
+                    warn_limit: LogLimit::new(LOG_EVERY),
+                }
+                .run(),
+            );
             running.insert(k, (t, stop, handle));
         }
         metrics.targets.set(running.len() as i64);

@@ -11,8 +11,10 @@
 //! `openmetricsparse.go`): every sample line is a series of its own; `# TYPE`/`# HELP`/
 //! `# UNIT` are metadata looked up by family name; a syntax error fails the scrape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use super::deadline::Expired;
+use super::Deadline;
 use edgewatch_prom::float::parse_float;
 use edgewatch_prom::{valid_label_name, valid_metric_name};
 
@@ -142,22 +144,86 @@ pub enum LineError {
     AfterTimestamp(String),
 }
 
+/// Why [`parse_within`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseFailure {
+    #[error(transparent)]
+    Invalid(#[from] ParseError),
+    /// More sample lines than `sample_limit`: parsing stops there, so memory is
+    /// bounded by the limit rather than by the body.
+    #[error("sample_limit exceeded (limit: {limit})")]
+    SampleLimit { limit: u64 },
+    #[error(transparent)]
+    Expired(#[from] Expired),
+}
+
 /// Parses a whole exposition.
 pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
-    let mut out = Exposition::default();
-    let mut saw_eof = false;
-    let n_lines = text.split('\n').count();
-    for (i, raw) in text.split('\n').enumerate() {
-        let line_no = i + 1;
+    let mut p = Parser::new(format);
+    for (line_no, line, last) in lines(text) {
+        p.line(line_no, line, last)?;
+    }
+    p.finish(text)
+}
+
+/// [`parse`] that stops at `deadline` (looked at every few lines) and once more than
+/// `sample_limit` samples were read (`0`: no limit).
+pub fn parse_within(
+    text: &str,
+    format: Format,
+    sample_limit: u64,
+    deadline: &Deadline,
+) -> Result<Exposition, ParseFailure> {
+    let mut p = Parser::new(format);
+    let mut ticker = deadline.ticker();
+    for (line_no, line, last) in lines(text) {
+        ticker.tick()?;
+        p.line(line_no, line, last)?;
+        if sample_limit > 0 && p.out.samples.len() as u64 > sample_limit {
+            return Err(ParseFailure::SampleLimit {
+                limit: sample_limit,
+            });
+        }
+    }
+    Ok(p.finish(text)?)
+}
+
+/// The lines of `text`: 1-based number, the line, and whether it is what follows the
+/// final `\n`.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str, bool)> {
+    let mut it = text.split('\n').enumerate().peekable();
+    std::iter::from_fn(move || {
+        let (i, line) = it.next()?;
+        Some((i + 1, line, it.peek().is_none()))
+    })
+}
+
+/// The state of one exposition's parse, fed line by line.
+struct Parser {
+    format: Format,
+    out: Exposition,
+    saw_eof: bool,
+}
+
+impl Parser {
+    fn new(format: Format) -> Self {
+        Parser {
+            format,
+            out: Exposition::default(),
+            saw_eof: false,
+        }
+    }
+
+    fn line(&mut self, line_no: usize, raw: &str, last: bool) -> Result<(), ParseError> {
+        let format = self.format;
         let err = |kind: LineError| ParseError {
             line: line_no,
             kind,
         };
         let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let last = i + 1 == n_lines; // what follows the final '\n'
-        if saw_eof {
+        if self.saw_eof {
             if line.is_empty() && last {
-                continue;
+                return Ok(());
             }
             return Err(err(LineError::AfterEof));
         }
@@ -165,58 +231,69 @@ pub fn parse(text: &str, format: Format) -> Result<Exposition, ParseError> {
             if format == Format::OpenMetrics && !last {
                 return Err(err(LineError::EmptyLine));
             }
-            continue;
+            return Ok(());
         }
         if let Some(rest) = line.strip_prefix('#') {
             if format == Format::OpenMetrics && rest == " EOF" {
-                saw_eof = true;
-                continue;
+                self.saw_eof = true;
+                return Ok(());
             }
-            let rest = rest.trim_start_matches([' ', '\t']);
-            let (kw, rest) = split_word(rest);
-            match kw {
-                "TYPE" | "HELP" | "UNIT" => {
-                    let (name, rest) = split_word(rest.trim_start_matches([' ', '\t']));
-                    if name.is_empty() || !valid_metric_name(name) {
-                        if format == Format::OpenMetrics {
-                            return Err(err(LineError::MetadataName(kw.to_string())));
-                        }
-                        continue; // promparse: an unparsable comment is a comment
-                    }
-                    let value = rest.strip_prefix([' ', '\t']).unwrap_or(rest);
-                    match kw {
-                        "TYPE" => {
-                            let t = Kind::parse(value.trim(), format).ok_or_else(|| {
-                                err(LineError::MetricType(value.trim().to_string()))
-                            })?;
-                            out.types.insert(name.to_string(), t);
-                        }
-                        "HELP" => {
-                            out.help.insert(name.to_string(), unescape_help(value));
-                        }
-                        _ if format == Format::OpenMetrics => {
-                            out.units.insert(name.to_string(), value.trim().to_string());
-                        }
-                        _ => {}
-                    }
-                }
-                _ if format == Format::OpenMetrics => return Err(err(LineError::Comment)),
-                _ => {}
-            }
-            continue;
+            return self.comment(rest).map_err(err);
         }
         match sample_line(line, format).map_err(err)? {
-            Some(s) => out.samples.push(s),
-            None => out.label_clashes += 1,
+            Some(s) => self.out.samples.push(s),
+            None => self.out.label_clashes += 1,
+        }
+        Ok(())
+    }
+
+    /// A line starting with `#` (after it): metadata, or a comment.
+    fn comment(&mut self, rest: &str) -> Result<(), LineError> {
+        let format = self.format;
+        let rest = rest.trim_start_matches([' ', '\t']);
+        let (kw, rest) = split_word(rest);
+        match kw {
+            "TYPE" | "HELP" | "UNIT" => {
+                let (name, rest) = split_word(rest.trim_start_matches([' ', '\t']));
+                if name.is_empty() || !valid_metric_name(name) {
+                    if format == Format::OpenMetrics {
+                        return Err(LineError::MetadataName(kw.to_string()));
+                    }
+                    return Ok(()); // promparse: an unparsable comment is a comment
+                }
+                let value = rest.strip_prefix([' ', '\t']).unwrap_or(rest);
+                match kw {
+                    "TYPE" => {
+                        let t = Kind::parse(value.trim(), format)
+                            .ok_or_else(|| LineError::MetricType(value.trim().to_string()))?;
+                        self.out.types.insert(name.to_string(), t);
+                    }
+                    "HELP" => {
+                        self.out.help.insert(name.to_string(), unescape_help(value));
+                    }
+                    _ if format == Format::OpenMetrics => {
+                        self.out
+                            .units
+                            .insert(name.to_string(), value.trim().to_string());
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            _ if format == Format::OpenMetrics => Err(LineError::Comment),
+            _ => Ok(()),
         }
     }
-    if format == Format::OpenMetrics && !saw_eof {
-        return Err(ParseError {
-            line: text.lines().count(),
-            kind: LineError::MissingEof,
-        });
+
+    fn finish(self, text: &str) -> Result<Exposition, ParseError> {
+        if self.format == Format::OpenMetrics && !self.saw_eof {
+            return Err(ParseError {
+                line: text.lines().count(),
+                kind: LineError::MissingEof,
+            });
+        }
+        Ok(self.out)
     }
-    Ok(out)
 }
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -290,6 +367,41 @@ fn skip_ws(b: &[u8], i: &mut usize) {
     }
 }
 
+/// Up to this many labels, a repeated name is found by scanning the ones before it
+/// (cheaper than hashing); past it, by a set.
+const SCAN_LABELS: usize = 16;
+
+/// The label names of one sample so far, to find one written twice: a scan of a few
+/// on the stack, a set once there are more (a scan per label would make a long label
+/// set quadratic).
+#[derive(Default)]
+struct Names<'a> {
+    few: [&'a str; SCAN_LABELS],
+    n: usize,
+    many: Option<HashSet<&'a str>>,
+}
+
+impl<'a> Names<'a> {
+    /// Whether `name` was not there yet.
+    fn insert(&mut self, name: &'a str) -> bool {
+        if let Some(set) = &mut self.many {
+            return set.insert(name);
+        }
+        if self.few[..self.n].contains(&name) {
+            return false;
+        }
+        if self.n < SCAN_LABELS {
+            self.few[self.n] = name;
+            self.n += 1;
+        } else {
+            let mut set: HashSet<&str> = self.few.iter().copied().collect();
+            set.insert(name);
+            self.many = Some(set);
+        }
+        true
+    }
+}
+
 /// The labels after a `{`, up to and including the `}`; `*i` ends past it.
 /// Returns whether a label name is written twice (or is `__name__`).
 fn label_set(
@@ -299,6 +411,7 @@ fn label_set(
 ) -> Result<bool, LineError> {
     let b = line.as_bytes();
     let mut clash = false;
+    let mut names = Names::default();
     loop {
         skip_ws(b, i);
         if *i < b.len() && b[*i] == b'}' {
@@ -324,7 +437,7 @@ fn label_set(
         }
         *i += 1;
         let value = label_value(line, i)?;
-        if lname == "__name__" || labels.iter().any(|(k, _)| k == lname) {
+        if lname == "__name__" || !names.insert(lname) {
             clash = true;
         }
         labels.push((lname.to_string(), value));
@@ -474,6 +587,70 @@ mod tests {
         let e = parse("a{x=\"1\",x=\"2\"} 1\nb 2\n", Format::Text).unwrap();
         assert_eq!(e.label_clashes, 1);
         assert_eq!(e.samples.len(), 1);
+    }
+
+    /// Around the switch from scanning to a set, and far past it: a name written
+    /// twice anywhere in the set is a clash; distinct names never are.
+    #[test]
+    fn a_name_repeated_in_a_long_label_set_is_a_clash() {
+        let line = |n: usize, repeat: Option<usize>| {
+            let mut labels: Vec<String> = (0..n).map(|i| format!("l{i}=\"v\"")).collect();
+            if let Some(i) = repeat {
+                labels.push(format!("l{i}=\"w\""));
+            }
+            format!("m{{{}}} 1\n", labels.join(","))
+        };
+        for n in [1, 15, 16, 17, 40, 1000] {
+            let e = parse(&line(n, None), Format::Text).unwrap();
+            assert_eq!((e.samples.len(), e.label_clashes), (1, 0), "{n} distinct");
+            assert_eq!(e.samples[0].labels.len(), n);
+            for i in [0, n / 2, n - 1] {
+                let e = parse(&line(n, Some(i)), Format::Text).unwrap();
+                assert_eq!(
+                    (e.samples.len(), e.label_clashes),
+                    (0, 1),
+                    "{n}, l{i} again"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parse_within_stops_past_the_sample_limit_and_at_the_deadline() {
+        let text = "a 1\nb 2\nc 3\n";
+        let none = Deadline::none();
+        assert_eq!(
+            parse_within(text, Format::Text, 3, &none)
+                .unwrap()
+                .samples
+                .len(),
+            3
+        );
+        assert_eq!(
+            parse_within(text, Format::Text, 2, &none).unwrap_err(),
+            ParseFailure::SampleLimit { limit: 2 }
+        );
+        assert_eq!(
+            parse_within(text, Format::Text, 0, &none)
+                .unwrap()
+                .samples
+                .len(),
+            3
+        );
+        let big = "x 1\n".repeat(100_000);
+        let past = Deadline::at(std::time::Instant::now());
+        assert_eq!(
+            parse_within(&big, Format::Text, 0, &past).unwrap_err(),
+            ParseFailure::Expired(Expired)
+        );
+        let cancelled = Deadline::none();
+        cancelled.cancel();
+        assert!(parse_within(&big, Format::Text, 0, &cancelled).is_err());
+        // An invalid line is reported as by `parse`.
+        assert_eq!(
+            parse_within("1a 1\n", Format::Text, 0, &none).unwrap_err(),
+            ParseFailure::Invalid(parse("1a 1\n", Format::Text).unwrap_err())
+        );
     }
 
     /// The messages that reach scrape logs, pinned byte for byte.
