@@ -16,7 +16,7 @@ use buffer::{Buffer, BufferOptions};
 use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::CollectorConfig;
 use edgewatch_otlp::server::OtlpListeners;
-use edgewatch_tls::accept::serve_http;
+use edgewatch_tls::serve::{serve_http_with, HttpLimits};
 use edgewatch_tls::server::ServerTls;
 use edgewatch_tls::TlsMetrics;
 use prometheus::Registry;
@@ -204,10 +204,11 @@ async fn run(
     let forward_task = tokio::spawn(forwarder.run(shutdown.clone()));
     let admin_app = admin::router(registry, buffer.clone());
     let admin_stop = shutdown.clone();
-    let admin_task = tokio::spawn(serve_http(
+    let admin_task = tokio::spawn(serve_http_with(
         admin_listener,
         admin_tls,
         admin_app,
+        HttpLimits::ADMIN,
         admin_stop.cancelled_owned(),
     ));
     let served = listeners

@@ -4,7 +4,6 @@
 
 use crate::server::{Protocol, ServerTls};
 use crate::TlsMetrics;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,6 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
+
+pub use crate::serve::{serve_http, serve_http_with, HttpLimits};
 
 /// A handshake not done by then is abandoned.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -256,46 +257,5 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
         TlsPeer::of(stream.io(), *stream.remote_addr())
-    }
-}
-
-/// Serves `app` on `tcp`, over TLS when `tls` is given, until `shutdown`. Handlers
-/// find `ConnectInfo<SocketAddr>` either way, and `ConnectInfo<TlsPeer>` over TLS.
-pub async fn serve_http(
-    tcp: TcpListener,
-    tls: Option<(ServerTls, &'static str, TlsMetrics)>,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    use axum::extract::ConnectInfo;
-    match tls {
-        None => {
-            use axum::serve::ListenerExt;
-            // As on TLS connections: answers go out without waiting for an ACK.
-            let tcp = tcp.tap_io(|c| {
-                let _ = c.set_nodelay(true);
-            });
-            axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some((tls, name, metrics)) => {
-            let listener = TlsListener::new(tcp, tls, Protocol::Http1, name, &metrics)?;
-            let app = app.layer(axum::middleware::map_request(
-                |mut req: axum::extract::Request| async move {
-                    if let Some(ConnectInfo(p)) = req.extensions().get::<ConnectInfo<TlsPeer>>() {
-                        let addr = p.addr;
-                        req.extensions_mut().insert(ConnectInfo(addr));
-                    }
-                    req
-                },
-            ));
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<TlsPeer>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-        }
     }
 }
