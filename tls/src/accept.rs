@@ -4,6 +4,7 @@
 
 use crate::server::{Protocol, ServerTls};
 use crate::TlsMetrics;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -257,5 +258,101 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
         TlsPeer::of(stream.io(), *stream.remote_addr())
+    }
+}
+
+/// How long an HTTP/2 (gRPC) client has, once connected (and past TLS), to send the
+/// connection preface: hyper's HTTP/2 handshake waits for it without a deadline, so
+/// a client that connects and says nothing would hold its connection for good.
+/// As long as the HTTP/1 header-read timeout (`serve::HttpLimits::DEFAULT`).
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client's first bytes of an HTTP/2 connection (RFC 9113 §3.4).
+const PREFACE_LEN: usize = 24;
+
+/// A connection whose client must send its first [`PREFACE_LEN`] bytes (the HTTP/2
+/// preface) within a deadline, else reads fail with `TimedOut` and the server ends
+/// it; afterwards it is the connection itself. For tonic's `serve_with_incoming*`:
+/// `incoming.map(|c| c.map(|c| Preface::new(c, PREFACE_TIMEOUT)))`.
+pub struct Preface<S> {
+    inner: S,
+    /// Preface bytes still to come.
+    missing: usize,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Preface<S> {
+    /// Within a tokio runtime (the deadline is a tokio timer).
+    pub fn new(inner: S, timeout: Duration) -> Preface<S> {
+        Preface {
+            inner,
+            missing: PREFACE_LEN,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+        }
+    }
+}
+
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Preface<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Preface<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let got = buf.filled().len() - before;
+                self.missing = self.missing.saturating_sub(got);
+                if self.missing == 0 {
+                    self.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface within the deadline",
+                ))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Preface<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
