@@ -7,7 +7,7 @@
 use edgewatch_testkit::otlp::{export_grpc, gauge, kv, now_nanos, point, post_otlp, request};
 use edgewatch_testkit::roles::{Aggregator, Collector, CollectorSpec};
 use edgewatch_testkit::sockets::{half_open, open_to, raise_fd_limit};
-use edgewatch_testkit::{eventually, get};
+use edgewatch_testkit::{eventually, get, Metrics};
 use edgewatch_tls::serve::HttpLimits;
 use prost::Message;
 use std::collections::HashSet;
@@ -165,6 +165,22 @@ async fn half_open_connections_to_the_aggregator_web_server_are_closed() {
         assert!(body.contains("edgewatch_"), "{body}");
     })
     .await;
+    refusals_counted(&agg.metrics().await, "http", HttpLimits::DEFAULT);
+}
+
+/// The flood shows in the listener's counters: the connections over its limit closed
+/// idle ones, the rest ran out of time for their request head.
+fn refusals_counted(m: &Metrics, listener: &str, limits: HttpLimits) {
+    let refused = |reason: &str| {
+        m.get(&format!(
+            r#"edgewatch_http_refused_total{{listener="{listener}",reason="{reason}"}}"#
+        ))
+    };
+    assert!(
+        refused("connection_limit") >= (FLOOD - limits.max_connections) as f64,
+        "connections closed for new ones"
+    );
+    assert!(refused("header_timeout") > 0.0, "header timeouts");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,6 +194,7 @@ async fn half_open_connections_to_the_collector_admin_server_are_closed() {
         assert_eq!(status, 200);
     })
     .await;
+    refusals_counted(&col.metrics().await, "admin", HttpLimits::ADMIN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,19 +99,25 @@ pub async fn serve_http(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_http_with(tcp, tls, app, HttpLimits::DEFAULT, shutdown).await
+    serve_http_with(tcp, tls, app, HttpLimits::DEFAULT, None, shutdown).await
 }
 
-/// [`serve_http`] with its own limits. On `shutdown` the listener closes, idle
-/// connections close, and requests in progress finish (within the limits).
+/// [`serve_http`] with its own limits, counting what they refuse in `metrics` (a
+/// listener's series, [`HttpMetrics::listener`]). On `shutdown` the listener closes,
+/// idle connections close, and requests in progress finish (within the limits).
 pub async fn serve_http_with(
     tcp: tokio::net::TcpListener,
     tls: Option<(ServerTls, &'static str, TlsMetrics)>,
     app: axum::Router,
     limits: HttpLimits,
+    metrics: Option<ListenerMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let name = tls.as_ref().map(|t| t.1).unwrap_or("http");
+    let name = metrics
+        .as_ref()
+        .map(|m| m.name)
+        .or(tls.as_ref().map(|t| t.1))
+        .unwrap_or("http");
     let local = tcp.local_addr()?;
     let server = Arc::new(Server {
         app,
@@ -119,6 +125,7 @@ pub async fn serve_http_with(
         requests: Arc::new(Semaphore::new(limits.max_requests)),
         conns: Tracker::new(limits.max_connections),
         warn: Throttle::new(local, name),
+        metrics,
     });
     match tls {
         None => {
@@ -145,6 +152,114 @@ struct Server {
     requests: Arc<Semaphore>,
     conns: Tracker,
     warn: Throttle,
+    metrics: Option<ListenerMetrics>,
+}
+
+impl Server {
+    /// Counts a refusal and logs it (throttled).
+    fn refused(&self, peer: SocketAddr, reason: Reason) {
+        if let Some(m) = &self.metrics {
+            m.refused[reason as usize].inc();
+        }
+        self.warn.event(peer, reason.message());
+    }
+}
+
+/// Why a listener refused a request or closed a connection.
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    HeaderTimeout,
+    RequestTimeout,
+    AnswerTimeout,
+    ResponseTimeout,
+    Busy,
+    ConnectionLimit,
+}
+
+impl Reason {
+    const ALL: [Reason; 6] = [
+        Reason::HeaderTimeout,
+        Reason::RequestTimeout,
+        Reason::AnswerTimeout,
+        Reason::ResponseTimeout,
+        Reason::Busy,
+        Reason::ConnectionLimit,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reason::HeaderTimeout => "header_timeout",
+            Reason::RequestTimeout => "request_timeout",
+            Reason::AnswerTimeout => "answer_timeout",
+            Reason::ResponseTimeout => "response_timeout",
+            Reason::Busy => "busy",
+            Reason::ConnectionLimit => "connection_limit",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Reason::HeaderTimeout => "connection closed: no complete request head in time",
+            Reason::RequestTimeout => "request timed out (408) before its body arrived",
+            Reason::AnswerTimeout => "request timed out (503): no answer in time",
+            Reason::ResponseTimeout => {
+                "connection closed: the answer was not taken within the response timeout"
+            }
+            Reason::Busy => "request refused (503): too many requests at once",
+            Reason::ConnectionLimit => {
+                "idle connection closed: the listener is at its connection limit"
+            }
+        }
+    }
+}
+
+/// The HTTP listeners' series of a role.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    refused: prometheus::IntCounterVec,
+    open: prometheus::IntGaugeVec,
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<HttpMetrics, crate::TlsError> {
+        use prometheus::Opts;
+        let m = HttpMetrics {
+            refused: prometheus::IntCounterVec::new(
+                Opts::new(
+                    "edgewatch_http_refused_total",
+                    "Requests refused and connections closed by an HTTP listener's limits, by reason: header_timeout (no request head in time, or an idle keep-alive connection), request_timeout (408), answer_timeout (503), response_timeout (answer not taken), busy (503, too many requests at once), connection_limit (an idle connection closed for a new one).",
+                ),
+                &["listener", "reason"],
+            )?,
+            open: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "edgewatch_http_open_connections",
+                    "Connections open on an HTTP listener (TLS handshakes in progress not included).",
+                ),
+                &["listener"],
+            )?,
+        };
+        registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.open.clone()))?;
+        Ok(m)
+    }
+
+    /// The series of the listener `name` (every reason exists from the start).
+    pub fn listener(&self, name: &'static str) -> ListenerMetrics {
+        ListenerMetrics {
+            name,
+            refused: Reason::ALL.map(|r| self.refused.with_label_values(&[name, r.label()])),
+            open: self.open.with_label_values(&[name]),
+        }
+    }
+}
+
+/// One listener's series.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    name: &'static str,
+    refused: [prometheus::IntCounter; 6],
+    open: prometheus::IntGauge,
 }
 
 async fn accept_loop<L>(
@@ -196,6 +311,9 @@ impl Connection {
         Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (deadline_tx, mut deadline_rx) = watch::channel(None);
+        if let Some(m) = &self.server.metrics {
+            m.open.inc();
+        }
         let slot = self.slot.slot.clone();
         let evicted = slot.evict.clone();
         let ctx = Arc::new(Exchange {
@@ -223,19 +341,23 @@ impl Connection {
         loop {
             tokio::select! {
                 r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        // Header timeouts, resets, malformed requests: the client's
-                        // problem, not worth more than debug.
-                        tracing::debug!(peer = %self.addr, error = %e, "HTTP connection ended");
+                    match r {
+                        Err(e) if e.is_timeout() => {
+                            self.server.refused(self.addr, Reason::HeaderTimeout);
+                        }
+                        // Resets, malformed requests: the client's problem, not worth
+                        // more than debug.
+                        Err(e) => tracing::debug!(peer = %self.addr, error = %e, "HTTP connection ended"),
+                        Ok(()) => {}
                     }
                     break;
                 }
                 _ = evicted.notified() => {
-                    self.server.warn.event(self.addr, "idle connection closed: the listener is at its connection limit");
+                    self.server.refused(self.addr, Reason::ConnectionLimit);
                     break;
                 }
                 _ = &mut overdue => {
-                    self.server.warn.event(self.addr, "connection closed: the answer was not taken within the response timeout");
+                    self.server.refused(self.addr, Reason::ResponseTimeout);
                     break;
                 }
                 r = stop.changed(), if !stopping => {
@@ -247,6 +369,9 @@ impl Connection {
             }
         }
         drop(self.slot);
+        if let Some(m) = &self.server.metrics {
+            m.open.dec();
+        }
     }
 }
 
@@ -281,10 +406,7 @@ impl Exchange {
     async fn handle(&self, req: Request<Incoming>) -> Response<axum::body::Body> {
         let limits = &self.server.limits;
         let Ok(permit) = self.server.requests.clone().try_acquire_owned() else {
-            self.server.warn.event(
-                self.addr,
-                "request refused (503): too many requests at once",
-            );
+            self.server.refused(self.addr, Reason::Busy);
             return refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -310,9 +432,7 @@ impl Exchange {
             Ok(Ok(resp)) => resp,
             Ok(Err(never)) => match never {},
             Err(_) if !received.load(Ordering::Acquire) => {
-                self.server
-                    .warn
-                    .event(self.addr, "request timed out (408) before its body arrived");
+                self.server.refused(self.addr, Reason::RequestTimeout);
                 let mut r = refused(
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
@@ -325,9 +445,7 @@ impl Exchange {
                 r
             }
             Err(_) => {
-                self.server
-                    .warn
-                    .event(self.addr, "request timed out (503): no answer in time");
+                self.server.refused(self.addr, Reason::AnswerTimeout);
                 refused(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(

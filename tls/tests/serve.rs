@@ -41,6 +41,7 @@ async fn start(app: Router, limits: HttpLimits) -> SocketAddr {
         None,
         app,
         limits,
+        None,
         std::future::pending(),
     ));
     addr
