@@ -91,6 +91,7 @@ pub async fn start(
         &registry,
     )?;
     let tls_metrics = edgewatch_tls::TlsMetrics::register(&registry)?;
+    let http_metrics = edgewatch_tls::serve::HttpMetrics::register(&registry)?;
     let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0))
         .await?
         .with_admission_metrics(AdmissionMetrics::new(&registry)?);
@@ -133,7 +134,7 @@ pub async fn start(
             listeners,
             sink,
             otlp.max_request_bytes.bytes() as usize,
-            (http_listener, http_tls),
+            (http_listener, http_tls, http_metrics.listener("http")),
             app,
             background,
             state,
@@ -308,7 +309,11 @@ async fn run(
     listeners: OtlpListeners,
     sink: ingest::IngestSink,
     max_request_bytes: usize,
-    (http_listener, http_tls): (tokio::net::TcpListener, Option<HttpTls>),
+    (http_listener, http_tls, http_metrics): (
+        tokio::net::TcpListener,
+        Option<HttpTls>,
+        edgewatch_tls::serve::ListenerMetrics,
+    ),
     app: axum::Router,
     background: Vec<JoinHandle<()>>,
     state: sled::Db,
@@ -316,10 +321,12 @@ async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
     let stop = shutdown.clone();
-    let http = tokio::spawn(edgewatch_tls::accept::serve_http(
+    let http = tokio::spawn(edgewatch_tls::serve::serve_http_with(
         http_listener,
         http_tls,
         app,
+        edgewatch_tls::serve::HttpLimits::DEFAULT,
+        Some(http_metrics),
         stop.cancelled_owned(),
     ));
     let served = listeners.serve(sink, max_request_bytes, shutdown).await;

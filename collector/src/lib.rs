@@ -17,7 +17,7 @@ use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::CollectorConfig;
 use edgewatch_otlp::admission::AdmissionMetrics;
 use edgewatch_otlp::server::OtlpListeners;
-use edgewatch_tls::accept::serve_http;
+use edgewatch_tls::serve::{serve_http_with, HttpLimits, HttpMetrics, ListenerMetrics};
 use edgewatch_tls::server::ServerTls;
 use edgewatch_tls::TlsMetrics;
 use prometheus::Registry;
@@ -87,6 +87,7 @@ pub async fn start(
         sink = sink.with_models(rx);
     }
     let tls_metrics = TlsMetrics::register(&registry)?;
+    let http_metrics = HttpMetrics::register(&registry)?;
     let otlp = &cfg.receivers.otlp;
     let mut listeners = OtlpListeners::bind(otlp.grpc.map(|a| a.0), otlp.http.map(|a| a.0))
         .await?
@@ -146,7 +147,7 @@ pub async fn start(
             listeners,
             otlp.max_request_bytes.bytes() as usize,
             forwarder,
-            (admin_listener, admin_tls),
+            (admin_listener, admin_tls, http_metrics.listener("admin")),
             registry,
             shutdown,
             side_tasks,
@@ -204,7 +205,11 @@ async fn run(
     listeners: OtlpListeners,
     max_request_bytes: usize,
     forwarder: forward::Forwarder,
-    (admin_listener, admin_tls): (tokio::net::TcpListener, Option<AdminTls>),
+    (admin_listener, admin_tls, admin_metrics): (
+        tokio::net::TcpListener,
+        Option<AdminTls>,
+        ListenerMetrics,
+    ),
     registry: Registry,
     shutdown: CancellationToken,
     side_tasks: Vec<JoinHandle<()>>,
@@ -212,10 +217,12 @@ async fn run(
     let forward_task = tokio::spawn(forwarder.run(shutdown.clone()));
     let admin_app = admin::router(registry, buffer.clone());
     let admin_stop = shutdown.clone();
-    let admin_task = tokio::spawn(serve_http(
+    let admin_task = tokio::spawn(serve_http_with(
         admin_listener,
         admin_tls,
         admin_app,
+        HttpLimits::ADMIN,
+        Some(admin_metrics),
         admin_stop.cancelled_owned(),
     ));
     let served = listeners

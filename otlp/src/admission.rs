@@ -26,8 +26,9 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// request holds its stream's flow-control window, and OTLP senders give up after
 /// 10 s by default.
 pub const READ_SLOT_WAIT: Duration = Duration::from_secs(2);
-/// How long a new connection may take to send the HTTP/2 connection preface.
-pub const PREFACE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a new connection may take to send the HTTP/2 connection preface (the
+/// same deadline as the TLS listeners' [`edgewatch_tls::accept::Preface`]).
+pub use edgewatch_tls::accept::PREFACE_TIMEOUT;
 /// Connections served at once per gRPC listener: a fleet of a thousand collectors
 /// with room to spare; each may buffer up to [`CONNECTION_WINDOW`] unread bytes.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -147,7 +148,7 @@ pub fn plaintext(
             let _ = stream.set_nodelay(true);
             let (tx, metrics) = (tx.clone(), metrics.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(PREFACE_DEADLINE, preface(&stream)).await {
+                match tokio::time::timeout(PREFACE_TIMEOUT, preface(&stream)).await {
                     Ok(true) => {
                         let _ = tx
                             .send(Ok(Admitted {

@@ -2,13 +2,14 @@
 
 use crate::admission::{self, AdmissionMetrics, ReadSlots};
 use crate::MetricsSink;
-use edgewatch_tls::accept::{serve_http, TlsListener};
+use edgewatch_tls::accept::{serve_http, Preface, TlsListener, PREFACE_TIMEOUT};
 use edgewatch_tls::server::{Protocol, ServerTls};
 use edgewatch_tls::TlsMetrics;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// A request (read, ingest, answer) that takes longer than this is cancelled with
@@ -111,8 +112,11 @@ impl OtlpListeners {
                         })
                     }
                     Some((t, m)) => {
+                        // The handshake has its own deadline; then the HTTP/2 preface
+                        // must follow within one too (tonic waits for it forever).
                         let incoming =
-                            TlsListener::new(l, t.clone(), Protocol::Grpc, "otlp_grpc", m)?;
+                            TlsListener::new(l, t.clone(), Protocol::Grpc, "otlp_grpc", m)?
+                                .map(|c| c.map(|c| Preface::new(c, PREFACE_TIMEOUT)));
                         tokio::spawn(async move {
                             server
                                 .serve_with_incoming_shutdown(incoming, stop)

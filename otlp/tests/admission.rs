@@ -2,7 +2,7 @@
 //! that never become HTTP/2, over real sockets.
 
 use bytes::Bytes;
-use edgewatch_otlp::admission::{AdmissionMetrics, ReadSlots, PREFACE_DEADLINE};
+use edgewatch_otlp::admission::{AdmissionMetrics, ReadSlots, PREFACE_TIMEOUT};
 use edgewatch_otlp::client::FrameEncoder;
 use edgewatch_otlp::grpc::MetricsService;
 use edgewatch_otlp::server::OtlpListeners;
@@ -153,7 +153,7 @@ async fn connections_without_the_http2_preface_are_closed() {
     assert_eq!(sink.0.load(Ordering::SeqCst), 1);
 
     for c in &mut stalled {
-        let n = tokio::time::timeout(PREFACE_DEADLINE * 3, c.read(&mut buf))
+        let n = tokio::time::timeout(PREFACE_TIMEOUT * 3, c.read(&mut buf))
             .await
             .expect("a stalled connection is closed after the preface deadline")
             .unwrap_or(0);

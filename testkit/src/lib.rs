@@ -18,6 +18,8 @@
 //!   small clients; [`tls`]: throwaway CAs (rcgen) issuing server and client
 //!   certificates, valid or not, re-issued over the old files for rotations;
 //!   [`otlp_stand_in`]: an OTLP/gRPC receiver with scripted answers;
+//! * [`sockets`]: misbehaving raw TCP clients (half-open, never reading) and the
+//!   sockets a server process holds for them (`/proc`), the fd limit raised;
 //! * [`trust_keys`]: issue #13's config keys removed, for validating with a parser that
 //!   does not know them yet.
 //!
@@ -36,6 +38,7 @@ pub mod peers;
 mod ports;
 mod proc;
 pub mod roles;
+pub mod sockets;
 pub mod tls;
 pub mod trust_keys;
 mod wait;

@@ -15,6 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 
+pub use crate::serve::{serve_http, serve_http_with, HttpLimits};
+
 /// A handshake not done by then is abandoned.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait in the kernel's backlog.
@@ -259,43 +261,98 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
     }
 }
 
-/// Serves `app` on `tcp`, over TLS when `tls` is given, until `shutdown`. Handlers
-/// find `ConnectInfo<SocketAddr>` either way, and `ConnectInfo<TlsPeer>` over TLS.
-pub async fn serve_http(
-    tcp: TcpListener,
-    tls: Option<(ServerTls, &'static str, TlsMetrics)>,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    use axum::extract::ConnectInfo;
-    match tls {
-        None => {
-            use axum::serve::ListenerExt;
-            // As on TLS connections: answers go out without waiting for an ACK.
-            let tcp = tcp.tap_io(|c| {
-                let _ = c.set_nodelay(true);
-            });
-            axum::serve(tcp, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown)
-                .await
+/// How long an HTTP/2 (gRPC) client has, once connected (and past TLS), to send the
+/// connection preface: hyper's HTTP/2 handshake waits for it without a deadline, so
+/// a client that connects and says nothing would hold its connection for good.
+/// As long as the HTTP/1 header-read timeout (`serve::HttpLimits::DEFAULT`).
+pub const PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client's first bytes of an HTTP/2 connection (RFC 9113 §3.4).
+const PREFACE_LEN: usize = 24;
+
+/// A connection whose client must send its first [`PREFACE_LEN`] bytes (the HTTP/2
+/// preface) within a deadline, else reads fail with `TimedOut` and the server ends
+/// it; afterwards it is the connection itself. For tonic's `serve_with_incoming*`:
+/// `incoming.map(|c| c.map(|c| Preface::new(c, PREFACE_TIMEOUT)))`.
+pub struct Preface<S> {
+    inner: S,
+    /// Preface bytes still to come.
+    missing: usize,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Preface<S> {
+    /// Within a tokio runtime (the deadline is a tokio timer).
+    pub fn new(inner: S, timeout: Duration) -> Preface<S> {
+        Preface {
+            inner,
+            missing: PREFACE_LEN,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
         }
-        Some((tls, name, metrics)) => {
-            let listener = TlsListener::new(tcp, tls, Protocol::Http1, name, &metrics)?;
-            let app = app.layer(axum::middleware::map_request(
-                |mut req: axum::extract::Request| async move {
-                    if let Some(ConnectInfo(p)) = req.extensions().get::<ConnectInfo<TlsPeer>>() {
-                        let addr = p.addr;
-                        req.extensions_mut().insert(ConnectInfo(addr));
-                    }
-                    req
-                },
-            ));
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<TlsPeer>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
+    }
+}
+
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for Preface<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Preface<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let got = buf.filled().len() - before;
+                self.missing = self.missing.saturating_sub(got);
+                if self.missing == 0 {
+                    self.deadline = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface within the deadline",
+                ))),
+                _ => Poll::Pending,
+            },
         }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Preface<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

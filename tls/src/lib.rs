@@ -3,8 +3,9 @@
 //! * [`server::ServerTls`]: a listener's configuration from its `tls:` block; the
 //!   certificate, key and client CA are re-read when their files change.
 //! * [`accept::TlsListener`]: the accept loop of a TLS listener (handshakes run
-//!   beside it, with a deadline), for tonic and axum; [`accept::serve_http`] serves
-//!   an axum router over plain TCP or TLS.
+//!   beside it, with a deadline), for tonic and axum.
+//! * [`serve::serve_http`]: an axum router over plain TCP or TLS, with header,
+//!   request and response timeouts and bounds on requests and connections.
 //! * [`client`]: a `ClientConfig` from a client `tls:` block, and a reloading
 //!   connector for tonic channels.
 //! * [`identity::subject_cn`]: the Subject CN of a verified client certificate.
@@ -14,6 +15,7 @@ pub mod client;
 pub mod identity;
 mod pem;
 mod reload;
+pub mod serve;
 pub mod server;
 
 pub use reload::TlsMetrics;

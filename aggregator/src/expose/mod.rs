@@ -46,7 +46,11 @@ async fn federate(
     let format = negotiate(accept);
     let now = now_ms();
     // Selecting, sorting and encoding a large store is CPU work: keep it off the
-    // async workers, and stream the body while the rest is rendered.
+    // async workers, and stream the body while the rest is rendered. The selection
+    // is a copy (no store lock is held past `select`), and at most the channel's
+    // chunks wait for the client: one that stops reading is cut off by the server's
+    // response timeout (`edgewatch_tls::serve`), which drops `rx`, so `send` fails and
+    // the rendering stops, freeing its thread and the selection.
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     tokio::task::spawn_blocking(move || {
         let sel = store.select(&selectors, now);

@@ -43,15 +43,14 @@ pub fn router(fleet: Fleet, deployments: Option<Handle>) -> axum::Router {
         )
 }
 
-/// Serves `app` on `listener` until `shutdown` (for embedding and tests).
+/// Serves `app` on `listener` until `shutdown` (for embedding and tests), with the
+/// timeouts and bounds of every edgewatch HTTP server.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    edgewatch_tls::serve::serve_http(listener, None, app, shutdown.cancelled_owned()).await
 }
 
 pub fn escape(s: &str) -> String {
