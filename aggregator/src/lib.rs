@@ -121,6 +121,11 @@ pub async fn start(
         wal_limits(cfg),
         shutdown.clone(),
     )));
+    background.push(tokio::spawn(expire_collectors(
+        sink.clone(),
+        cfg.state.collector_expiry.get(),
+        shutdown.clone(),
+    )));
     let out = Aggregator {
         otlp_grpc: listeners.grpc_addr(),
         otlp_http: listeners.http_addr(),
@@ -235,6 +240,18 @@ async fn trim_wal(wal: Arc<wal::Wal>, limits: wal::Limits, stop: CancellationTok
         }
         let w = wal.clone();
         let _ = tokio::task::spawn_blocking(move || w.trim(limits, now_ms())).await;
+    }
+}
+
+/// Evicts idle collectors' replay state from memory and forgets long-silent ones.
+async fn expire_collectors(sink: ingest::IngestSink, expiry: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let s = sink.clone();
+        let _ = tokio::task::spawn_blocking(move || s.expire(now_ms(), expiry)).await;
     }
 }
 

@@ -198,6 +198,15 @@ pub struct HttpConfig {
 pub struct StateConfig {
     /// sled directory for replay-dedup state.
     pub path: ConfigPath,
+    /// A collector whose replay window did not move for this long is forgotten: it
+    /// starts as a new collector if it comes back. Keep it longer than any edge
+    /// buffer keeps entries (`buffer.max_age`).
+    #[serde(default = "default_collector_expiry")]
+    pub collector_expiry: Dur,
+}
+
+fn default_collector_expiry() -> Dur {
+    Dur::secs(30 * 86_400)
 }
 
 #[derive(Debug, Clone, Deserialize)]
