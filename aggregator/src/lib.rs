@@ -74,6 +74,7 @@ pub async fn start(
     ));
     let wal = open_wal(cfg, &state, &registry).await?;
     store.set_wal(wal.clone());
+    store.set_limits(store::Limits::from_config(&cfg.limits));
     let otlp = &cfg.receivers.otlp;
     let policy = ingest::identity::Policy::new(
         &cfg.auth,

@@ -305,6 +305,43 @@ pub async fn export_grpc(
     }
 }
 
+/// A connected OTLP/gRPC client to `127.0.0.1:port`, for many exports.
+pub async fn grpc_client(
+    port: u16,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient<
+    tonic::transport::Channel,
+>{
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    MetricsServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
+}
+
+/// `points` gauge series `metric{series="<prefix>-<i>"}` from one resource of
+/// `cluster` (`k8s.cluster.name`), as an export request.
+pub fn cluster_gauges(
+    cluster: &str,
+    metric: &str,
+    series_prefix: &str,
+    points: std::ops::Range<usize>,
+) -> ExportMetricsServiceRequest {
+    let now = now_nanos();
+    let points = points
+        .map(|i| {
+            point(
+                vec![kv("series", format!("{series_prefix}-{i}"))],
+                now,
+                i as f64,
+            )
+        })
+        .collect();
+    request(
+        vec![kv("service.name", "burst"), kv("k8s.cluster.name", cluster)],
+        None,
+        vec![gauge(metric, points)],
+    )
+}
+
 /// The headers of an edgewatch forwarder's batch holding `req` alone as entry
 /// `seq` of collector `collector_id`, with every seq below `floor` settled.
 pub fn batch_headers(

@@ -175,11 +175,17 @@ impl IngestSink {
 
     /// A request straight from an SDK (no batch headers): converted into the store;
     /// the caller makes the returned record durable before answering.
-    fn ingest(&self, req: RequestView<'_>, who: Option<&Identity>) -> Option<Vec<u8>> {
-        let out = self.inner.store.logged(crate::now_ms());
-        let outcome = self.inner.converter.ingest_as(req, &out, authority(who));
-        self.inner.points.inc_by(outcome.accepted_points);
-        out.take_record()
+    fn ingest(
+        &self,
+        req: RequestView<'_>,
+        who: Option<&Identity>,
+    ) -> (Option<Vec<u8>>, ExportOutcome) {
+        let out = self.inner.store.ingest_logged(crate::now_ms());
+        let converted = self.inner.converter.ingest_as(req, &out, authority(who));
+        self.inner.points.inc_by(converted.accepted_points);
+        let mut outcome = ExportOutcome::default();
+        over_limits(&mut outcome, converted.limited_points, &out.take_limited());
+        (out.take_record(), outcome)
     }
 
     /// Splits a forwarded batch, decodes each entry and converts those `window` has
@@ -217,23 +223,25 @@ impl IngestSink {
             .into_iter()
             .filter(|(seq, _)| next.claim(*seq))
             .collect();
-        let out = self.inner.store.logged(crate::now_ms());
-        let mut points = 0;
+        let out = self.inner.store.ingest_logged(crate::now_ms());
+        let (mut points, mut limited) = (0, 0);
         for (_, req) in &fresh {
-            points += self
+            let converted = self
                 .inner
                 .converter
-                .ingest_as(req.request(), &out, authority(who))
-                .accepted_points;
+                .ingest_as(req.request(), &out, authority(who));
+            points += converted.accepted_points;
+            limited += converted.limited_points;
         }
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
         self.inner.duplicate_batches.inc_by(duplicates as u64);
         // The points of malformed entries are unknown; report one per entry.
         self.inner.rejected_points.inc_by(errors.len() as u64);
-        let outcome = ExportOutcome {
+        let mut outcome = ExportOutcome {
             rejected_points: errors.len() as i64,
             message: errors.join("; "),
         };
+        over_limits(&mut outcome, limited, &out.take_limited());
         Ok(Converted {
             outcome,
             record: out.take_record(),
@@ -405,7 +413,7 @@ impl IngestSink {
     ) -> Result<ExportOutcome, ExportError> {
         let slot = self.work_slot().await?;
         let this = self.clone();
-        let record = tokio::task::spawn_blocking(move || {
+        let (record, outcome) = tokio::task::spawn_blocking(move || {
             let req = view::decode(&body)?;
             Ok::<_, ExportError>(this.ingest(req.request(), who.as_ref()))
         })
@@ -416,7 +424,7 @@ impl IngestSink {
             let durable = self.inner.wal.append_durable_async(Some(record), None);
             durable.map_err(unavailable)?.await.map_err(unavailable)?;
         }
-        Ok(ExportOutcome::default())
+        Ok(outcome)
     }
 
     async fn work_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ExportError> {
@@ -428,6 +436,33 @@ impl IngestSink {
                 message: "the aggregator is stopping".into(),
                 retry_after: Duration::from_secs(1),
             })
+    }
+}
+
+/// Adds the points the limits refused to a partial-success answer, naming each
+/// limit and cluster.
+fn over_limits(outcome: &mut ExportOutcome, points: u64, drops: &[crate::store::LimitDrop]) {
+    if points == 0 && drops.is_empty() {
+        return;
+    }
+    outcome.rejected_points += i64::try_from(points).unwrap_or(i64::MAX);
+    let detail = drops
+        .iter()
+        .map(|d| {
+            format!(
+                "{} samples of cluster {:?} over limits.{}",
+                d.samples,
+                d.cluster,
+                d.limit.key()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let said = format!("{points} data points not stored at the core: {detail}");
+    if outcome.message.is_empty() {
+        outcome.message = said;
+    } else {
+        outcome.message = format!("{}; {said}", outcome.message);
     }
 }
 
