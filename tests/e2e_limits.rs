@@ -46,7 +46,7 @@ async fn a_million_new_series_from_one_cluster_stop_at_its_limit() {
         extra: "limits:\n  max_series_per_cluster: 100000\n",
         ..AggregatorSpec::default()
     };
-    let agg = Aggregator::start_spec(BIN, dir.path(), &spec).await;
+    let mut agg = Aggregator::start_spec(BIN, dir.path(), &spec).await;
     let held_before = agg.metrics().await.get("edgewatch_store_series");
 
     let (rejected, messages) = send_series(agg.grpc, "rogue", "s", 1_000_000).await;
@@ -100,12 +100,15 @@ async fn memory_comes_back_after_a_cardinality_burst_expires() {
         extra: "store:\n  staleness: 3s\n  window: 3s\n",
         ..AggregatorSpec::default()
     };
-    let agg = Aggregator::start_spec(BIN, dir.path(), &spec).await;
+    let mut agg = Aggregator::start_spec(BIN, dir.path(), &spec).await;
     let pid = agg.proc.pid();
     let own = agg.metrics().await.get("edgewatch_store_series");
-    // Warm up with the same shapes of request, so the first allocations of every
-    // path (buffers, pools, the log) are in the baseline, then let that expire.
-    send_series(agg.grpc, "warm", "w", 2 * CHUNK).await;
+    // Warm up with requests of the same shape and as many samples as the burst, but
+    // few series, so the first allocations of every path and the log's bounded page
+    // cache are in the baseline; then let those series expire.
+    for _ in 0..15 {
+        send_series(agg.grpc, "warm", "w", 2 * CHUNK).await;
+    }
     let idle = |series: f64| {
         let agg = &agg;
         async move { agg.metrics().await.get("edgewatch_store_series") <= series }

@@ -413,6 +413,26 @@ impl Store {
             }
             return WriteOutcome::Updated;
         }
+        self.insert(
+            map,
+            &key,
+            name,
+            sorted,
+            (value, timestamp_ms, now_ms),
+            enforce,
+        )
+    }
+
+    /// Creates a series (its shard's lock held as `map`), unless a limit refuses it.
+    fn insert(
+        &self,
+        mut map: RwLockWriteGuard<'_, Shard>,
+        key: &[SymbolId],
+        name: &str,
+        sorted: &[(&str, &str)],
+        (value, timestamp_ms, now_ms): (f64, i64, i64),
+        enforce: bool,
+    ) -> WriteOutcome {
         if let Err(limit) = self.admit(name, sorted, enforce, true) {
             // Its strings may have been interned just now: collected by a sweep.
             self.gc_pending.store(true, Ordering::Relaxed);
@@ -425,9 +445,9 @@ impl Store {
         } else {
             None
         };
-        read(&self.symbols).retain(&key);
+        read(&self.symbols).retain(key);
         map.insert(
-            Key::from(&key[..]),
+            Key::from(key),
             Slot {
                 value,
                 timestamp_ms,
