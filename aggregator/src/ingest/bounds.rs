@@ -150,7 +150,9 @@ mod tests {
             moved_ms: 1_000_000,
         };
         let now = 1_000_000;
-        let cases: &[(Option<Known>, BatchInfo, i64, Result<(), &str>)] = &[
+        // (what is known, the batch, now, Err: the header named)
+        type Case = (Option<Known>, BatchInfo, i64, Result<(), &'static str>);
+        let cases: &[Case] = &[
             // Unknown collectors start anywhere.
             (None, info(u64::MAX - 1, vec![1], u64::MAX), now, Ok(())),
             (Some(known), info(100, vec![1], 100), now, Ok(())),

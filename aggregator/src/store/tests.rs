@@ -363,7 +363,12 @@ fn limits_refuse_new_series_only_and_only_for_ingest() {
     let w = |name: &str, labels: &[(&str, &str)]| out.write(f, name, labels, 1.0, 1000);
     use WriteOutcome::{Inserted, Limited, Updated};
     // (name, labels, outcome), in order.
-    let cases: &[(&str, &[(&str, &str)], WriteOutcome)] = &[
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        WriteOutcome,
+    );
+    let cases: &[Case] = &[
         ("m", &[("cluster", "a"), ("i", "1")], Inserted),
         ("m", &[("cluster", "a"), ("i", "2")], Inserted),
         (
