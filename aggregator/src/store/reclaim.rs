@@ -11,8 +11,10 @@
 
 use super::{read, write, FamilyMeta, MetricType, Store};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
-/// Series removed by one sweep beyond which freed heap is handed back to the system.
+/// Series removed (over one or more sweeps) beyond which freed heap is handed back
+/// to the system.
 const TRIM_AFTER: usize = 10_000;
 
 impl Store {
@@ -21,9 +23,8 @@ impl Store {
         !read(&self.families).candidates.is_empty()
     }
 
-    /// Called with the GC lock held exclusively, after symbols were collected;
-    /// `removed`: series this sweep removed.
-    pub(super) fn reclaim(&self, removed: usize) {
+    /// Called with the GC lock held exclusively, after symbols were collected.
+    pub(super) fn reclaim(&self) {
         let referenced: HashSet<u32> = {
             let sym = read(&self.symbols);
             let mut by_name = write(&self.name_families);
@@ -39,7 +40,8 @@ impl Store {
             }
         }
         write(&self.symbols).shrink();
-        if removed >= TRIM_AFTER {
+        if self.untrimmed.load(Ordering::Relaxed) >= TRIM_AFTER {
+            self.untrimmed.store(0, Ordering::Relaxed);
             trim_heap();
         }
     }
