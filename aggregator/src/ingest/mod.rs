@@ -26,6 +26,12 @@ use std::time::Duration;
 
 /// How long a batch waits for the batches its collector sent before it.
 const REORDER_WAIT: Duration = Duration::from_secs(1);
+/// Batches of collectors this aggregator never saw that may wait for their
+/// predecessors at once. A new collector draining a backlog keeps several batches
+/// in flight and they must reach the store in order; but anyone can name a new id
+/// with a gap, and a waiting batch holds its bytes of the in-flight budget: beyond
+/// this many (half the budget), a new collector's batch goes ahead at once.
+const NEW_COLLECTOR_WAITS: usize = INFLIGHT_REQUESTS / 2;
 /// Requests whose bytes may be held at once, in units of the largest request:
 /// beyond it a sender is told to back off (RESOURCE_EXHAUSTED / 429) rather than
 /// the core growing without bound while collectors drain their backlogs.
@@ -88,6 +94,8 @@ struct Inner {
     /// Conversions running at once: about the cores, so a batch that is next in
     /// its collector's order never queues behind hundreds of parked ones.
     work: tokio::sync::Semaphore,
+    /// See [`NEW_COLLECTOR_WAITS`].
+    new_waits: tokio::sync::Semaphore,
     requests: IntCounterVec,
     points: IntCounter,
     rejected_points: IntCounter,
@@ -163,6 +171,7 @@ impl IngestSink {
                 inflight: tokio::sync::Semaphore::new(inflight_kib as usize),
                 inflight_kib,
                 work: tokio::sync::Semaphore::new(workers()),
+                new_waits: tokio::sync::Semaphore::new(NEW_COLLECTOR_WAITS),
                 requests,
                 points,
                 rejected_points,
@@ -328,9 +337,8 @@ impl IngestSink {
     /// one is being retried).
     ///
     /// A batch whose headers do not add up, or that starts far ahead of what is
-    /// known of its collector, is refused before it waits (see [`bounds`]). A new
-    /// collector does not wait: this aggregator saw none of its batches, so there
-    /// is nothing to wait for.
+    /// known of its collector, is refused before it waits (see [`bounds`]). Batches
+    /// of new collectors wait only while fewer than [`NEW_COLLECTOR_WAITS`] do.
     async fn wait_for_turn(
         &self,
         info: &BatchInfo,
@@ -344,10 +352,17 @@ impl IngestSink {
             .await
             .map_err(task_failed)?;
         let mut next = collector.next.subscribe();
-        let Some(known) = collector.known(*next.borrow()) else {
-            return Ok(collector);
+        let known = collector.known(*next.borrow());
+        let _slot = match known {
+            Some(known) => {
+                bounds::check_ahead(info, Some(known), crate::now_ms())?;
+                None
+            }
+            None => match self.inner.new_waits.try_acquire() {
+                Ok(slot) => Some(slot),
+                Err(_) => return Ok(collector),
+            },
         };
-        bounds::check_ahead(info, Some(known), crate::now_ms())?;
         let (first, floor) = (info.first_seq, info.floor);
         let _ =
             tokio::time::timeout(REORDER_WAIT, next.wait_for(|n| first <= (*n).max(floor))).await;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::store::StoreOptions;
+use edgewatch_testkit::eventually;
 use edgewatch_testkit::otlp::gauge_request;
 
 struct Core {
@@ -289,30 +290,40 @@ async fn headers_that_overflow_are_refused_and_nothing_is_kept() {
 }
 
 #[tokio::test]
-async fn a_new_collector_with_a_gap_does_not_wait() {
+async fn new_collectors_with_a_gap_wait_only_while_few_do() {
     let dir = tempfile::tempdir().unwrap();
     let c = core(&dir.path().join("wal"));
-    let gap = |collector: &str, floor| {
-        let (body, mut ctx) = batch(collector, 5, &[gauge_request("g", collector, 2)]);
+    let gap = |collector: String| {
+        let (body, mut ctx) = batch(&collector, 5, &[gauge_request("g", &collector, 2)]);
         if let Some(info) = ctx.batch.as_mut() {
-            info.floor = floor;
+            info.floor = 0; // seqs 0..5 never come
         }
         let sink = c.sink.clone();
         tokio::spawn(async move { sink.export(body, ctx).await })
     };
-    // A known collector's batch ahead of a gap waits for the batches before it...
-    let (body, ctx) = batch("col-known", 0, &[gauge_request("g", "first", 1)]);
-    c.sink.export(body, ctx).await.unwrap();
-    let mut known = gap("col-known", 1);
-    // ...a new one's has nothing to wait for: it is answered first.
-    let mut new = gap("col-new", 0);
+    // Every slot for new collectors' waits taken by ids with a gap...
+    let mut waiting: Vec<_> = (0..NEW_COLLECTOR_WAITS)
+        .map(|i| gap(format!("forged-{i}")))
+        .collect();
+    eventually(Duration::from_secs(10), "the slots taken", || async {
+        c.sink.inner.new_waits.available_permits() == 0
+    })
+    .await;
+    // ...one more goes ahead at once, answered before any of them.
+    let mut more = gap("one-more".into());
+    let first_waiting = futures::future::select_all(waiting.iter_mut());
     tokio::select! {
         biased;
-        done = &mut new => assert!(done.unwrap().is_ok()),
-        _ = &mut known => panic!("the known collector's batch went first: the new one waited"),
+        done = &mut more => assert!(done.unwrap().is_ok()),
+        _ = first_waiting => panic!("a waiting batch went first: the last one waited too"),
     }
-    assert!(known.await.unwrap().is_ok(), "after its wait");
-    assert_eq!(counter(&c, "edgewatch_ingest_points_total"), 5.0);
+    for w in waiting {
+        assert!(w.await.unwrap().is_ok(), "after its wait");
+    }
+    assert_eq!(
+        counter(&c, "edgewatch_ingest_points_total"),
+        2.0 * (NEW_COLLECTOR_WAITS + 1) as f64
+    );
     c.wal.close();
 }
 
