@@ -75,6 +75,7 @@ pub async fn start(
     ));
     let wal = open_wal(cfg, &state, &registry).await?;
     store.set_wal(wal.clone());
+    store.set_limits(store::Limits::from_config(&cfg.limits));
     let otlp = &cfg.receivers.otlp;
     let policy = ingest::identity::Policy::new(
         &cfg.auth,
@@ -123,6 +124,11 @@ pub async fn start(
     background.push(tokio::spawn(trim_wal(
         wal.clone(),
         wal_limits(cfg),
+        shutdown.clone(),
+    )));
+    background.push(tokio::spawn(expire_collectors(
+        sink.clone(),
+        cfg.state.collector_expiry.get(),
         shutdown.clone(),
     )));
     let out = Aggregator {
@@ -239,6 +245,18 @@ async fn trim_wal(wal: Arc<wal::Wal>, limits: wal::Limits, stop: CancellationTok
         }
         let w = wal.clone();
         let _ = tokio::task::spawn_blocking(move || w.trim(limits, now_ms())).await;
+    }
+}
+
+/// Evicts idle collectors' replay state from memory and forgets long-silent ones.
+async fn expire_collectors(sink: ingest::IngestSink, expiry: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let s = sink.clone();
+        let _ = tokio::task::spawn_blocking(move || s.expire(now_ms(), expiry)).await;
     }
 }
 

@@ -748,3 +748,81 @@ fn fleet_view_nodes_last_seen_backlog_and_version() {
     assert!(!b.nodes[0].up);
     assert_eq!(b.nodes[0].last_seen_age_seconds, 600.0);
 }
+
+/// A committed symbolic link (to `/dev/zero`, to a host file, to a directory) is
+/// refused with its path and never read; the last good state stays in force.
+#[test]
+fn symlinks_in_the_tree_are_refused_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let good = ai_edge_repo(root);
+    let mut src = Source::new(root.to_path_buf(), None);
+    assert!(src.poll());
+    let outside = tempfile::tempdir().unwrap();
+    put(
+        outside.path(),
+        "kustomization.yaml",
+        &app_kustomization("stolen-app", "stolen", D3),
+    );
+    let links = [
+        (
+            "acm/odh-edge/apps/zero-app/kustomization.yaml",
+            Path::new("/dev/zero").to_path_buf(),
+        ),
+        (
+            "acm/odh-edge/apps/host-file.yaml",
+            Path::new("/etc/passwd").to_path_buf(),
+        ),
+        ("acm/odh-edge/apps/linked-dir", outside.path().to_path_buf()),
+    ];
+    for (link, target) in &links {
+        let at = root.join(link);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &at).unwrap();
+    }
+    let bad = commit(root, "links");
+    assert_eq!(
+        git(root, &["ls-files", "-s", links[0].0]).split(' ').next(),
+        Some("120000"),
+        "committed as a link"
+    );
+    let e = gitops::load(root, None).expect_err("a link fails the load");
+    let mut files: Vec<&str> = e.issues.iter().map(|i| i.file.as_str()).collect();
+    files.sort();
+    let mut want: Vec<&str> = links.iter().map(|(l, _)| *l).collect();
+    want.sort();
+    assert_eq!(files, want, "{e}");
+    assert!(
+        e.issues.iter().all(|i| i.message.contains("symbolic link")),
+        "{e}"
+    );
+
+    assert!(src.poll());
+    assert!(src.stale);
+    let d = src.desired.as_ref().unwrap();
+    assert_eq!(d.revision, good, "last good state in force");
+    assert!(!d.apps.contains_key("stolen-app"));
+    assert_eq!(src.issues.len(), 3, "{:?}", src.issues);
+    assert_ne!(bad, good);
+}
+
+#[test]
+fn an_oversized_yaml_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    ai_edge_repo(root);
+    let big = format!(
+        "# {}\n{}",
+        "x".repeat(gitops::MAX_FILE_BYTES as usize),
+        app_kustomization("big-app", "big", D3)
+    );
+    put(root, "acm/odh-edge/apps/big-app/kustomization.yaml", &big);
+    commit(root, "big");
+    let e = gitops::load(root, None).expect_err("refused");
+    assert_eq!(e.issues.len(), 1, "{e}");
+    assert_eq!(
+        e.issues[0].file,
+        "acm/odh-edge/apps/big-app/kustomization.yaml"
+    );
+    assert!(e.issues[0].message.contains("bytes"), "{e}");
+}

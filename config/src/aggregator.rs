@@ -2,6 +2,7 @@
 
 use crate::{Addr, ConfigPath, Dur, OtlpReceiverConfig};
 use serde::Deserialize;
+use std::num::NonZeroUsize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +41,36 @@ pub struct AggregatorConfig {
     /// Rule evaluation across restarts.
     #[serde(default)]
     pub rules: RulesConfig,
+    /// What one cluster may add to the store (cardinality, label sizes).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `limits:` — bounds on what senders may add to the store. Each is unset (no
+/// limit) by default; a sample over one is dropped, counted in
+/// `edgewatch_limit_dropped_samples_total{cluster,limit}` (`limit` is the key's
+/// name) and reported to the sender as a partial success.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Series held at once whose `cluster` label has one value.
+    #[serde(default)]
+    pub max_series_per_cluster: Option<NonZeroUsize>,
+    /// Series held at once in all.
+    #[serde(default)]
+    pub max_series: Option<NonZeroUsize>,
+    /// Labels of one series (the metric name not counted).
+    #[serde(default)]
+    pub max_label_names_per_series: Option<NonZeroUsize>,
+    /// Bytes of one label value.
+    #[serde(default)]
+    pub max_label_value_length: Option<NonZeroUsize>,
+    /// Bytes of a metric name (as stored: after the OTel → Prometheus conversion).
+    #[serde(default)]
+    pub max_metric_name_length: Option<NonZeroUsize>,
+    /// Bytes of a metric's description (`# HELP`).
+    #[serde(default)]
+    pub max_help_length: Option<NonZeroUsize>,
 }
 
 /// `wal:` — where the log lives and how much of it is kept.
@@ -198,6 +229,15 @@ pub struct HttpConfig {
 pub struct StateConfig {
     /// sled directory for replay-dedup state.
     pub path: ConfigPath,
+    /// A collector whose replay window did not move for this long is forgotten: it
+    /// starts as a new collector if it comes back. Keep it longer than any edge
+    /// buffer keeps entries (`buffer.max_age`).
+    #[serde(default = "default_collector_expiry")]
+    pub collector_expiry: Dur,
+}
+
+fn default_collector_expiry() -> Dur {
+    Dur::secs(30 * 86_400)
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -83,3 +83,44 @@ fn credentials_in_urls_are_refused_without_echoing_them() {
     let ok = GOOD.replace("http://127.0.0.1:14317", "https://core.example:14317/a@b");
     parse::<CollectorConfig>(&ok, "c.yaml").unwrap();
 }
+
+#[test]
+fn aggregator_limits_parse_and_bad_ones_are_located() {
+    let yaml = "http:\n  listen: 127.0.0.1:9090\nstate:\n  path: ./data/aggregator\n  collector_expiry: 7d\nlimits:\n  max_series_per_cluster: 100000\n  max_series: 1000000\n  max_label_names_per_series: 40\n  max_label_value_length: 2048\n  max_metric_name_length: 256\n  max_help_length: 1024\n";
+    let a: AggregatorConfig = parse(yaml, "a.yaml").unwrap();
+    let l = &a.limits;
+    let got = [
+        l.max_series_per_cluster,
+        l.max_series,
+        l.max_label_names_per_series,
+        l.max_label_value_length,
+        l.max_metric_name_length,
+        l.max_help_length,
+    ]
+    .map(|v| v.map(|v| v.get()));
+    assert_eq!(
+        got,
+        [100_000, 1_000_000, 40, 2048, 256, 1024].map(Some),
+        "{l:?}"
+    );
+    assert_eq!(a.state.collector_expiry.get().as_secs(), 7 * 86_400);
+    let none: AggregatorConfig = parse(
+        "http:\n  listen: 127.0.0.1:9090\nstate:\n  path: x\n",
+        "a.yaml",
+    )
+    .unwrap();
+    assert!(none.limits.max_series.is_none());
+    assert_eq!(none.state.collector_expiry.get().as_secs(), 30 * 86_400);
+    let e = parse::<AggregatorConfig>(
+        &yaml.replace("max_series: 1000000", "max_series: 0"),
+        "a.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("a.yaml:8:15: limits.max_series: "), "{e}");
+    let e = parse::<AggregatorConfig>(&yaml.replace("max_help_length", "max_help_len"), "a.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("a.yaml:12:3: "), "{e}");
+    assert!(e.contains("unknown field `max_help_len`"), "{e}");
+}

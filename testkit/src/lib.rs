@@ -46,7 +46,7 @@ mod wait;
 pub use http::{get, wait_ready};
 pub use metrics::{parse_samples, Metrics, Sample};
 pub use ports::{free_port, free_port_offset, local};
-pub use proc::Proc;
+pub use proc::{rss_bytes, Proc};
 pub use wait::{always_for, always_for_blocking, eventually, eventually_blocking, Outcome};
 
 /// Writes `text` to `path`, panicking with the path on failure.

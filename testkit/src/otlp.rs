@@ -305,6 +305,79 @@ pub async fn export_grpc(
     }
 }
 
+/// A connected OTLP/gRPC client to `127.0.0.1:port`, for many exports.
+pub async fn grpc_client(
+    port: u16,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient<
+    tonic::transport::Channel,
+>{
+    use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+    MetricsServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"))
+}
+
+/// `points` gauge series `metric{series="<prefix>-<i>"}` from one resource of
+/// `cluster` (`k8s.cluster.name`), as an export request.
+pub fn cluster_gauges(
+    cluster: &str,
+    metric: &str,
+    series_prefix: &str,
+    points: std::ops::Range<usize>,
+) -> ExportMetricsServiceRequest {
+    let now = now_nanos();
+    let points = points
+        .map(|i| {
+            point(
+                vec![kv("series", format!("{series_prefix}-{i}"))],
+                now,
+                i as f64,
+            )
+        })
+        .collect();
+    request(
+        vec![kv("service.name", "burst"), kv("k8s.cluster.name", cluster)],
+        None,
+        vec![gauge(metric, points)],
+    )
+}
+
+/// Points per request of [`send_series`].
+pub const SERIES_CHUNK: usize = 10_000;
+
+/// Sends `total` gauge series `burst_gauge{series="<prefix>-<i>"}` of `cluster` over
+/// OTLP/gRPC in requests of [`SERIES_CHUNK`] points; returns the data points the
+/// answers rejected (partial success) and their messages.
+pub async fn send_series(
+    grpc: u16,
+    cluster: &str,
+    prefix: &str,
+    total: usize,
+) -> (i64, Vec<String>) {
+    let mut client = grpc_client(grpc).await;
+    let (mut rejected, mut messages) = (0, Vec::new());
+    for start in (0..total).step_by(SERIES_CHUNK) {
+        let req = cluster_gauges(
+            cluster,
+            "burst_gauge",
+            prefix,
+            start..(start + SERIES_CHUNK).min(total),
+        );
+        let answer = client
+            .export(req)
+            .await
+            .unwrap_or_else(|s| panic!("export of {cluster} {start}: {s}"))
+            .into_inner();
+        if let Some(p) = answer.partial_success {
+            rejected += p.rejected_data_points;
+            if !p.error_message.is_empty() {
+                messages.push(p.error_message);
+            }
+        }
+    }
+    (rejected, messages)
+}
+
 /// The headers of an edgewatch forwarder's batch holding `req` alone as entry
 /// `seq` of collector `collector_id`, with every seq below `floor` settled.
 pub fn batch_headers(

@@ -160,6 +160,19 @@ impl Drop for Proc {
     }
 }
 
+/// VmRSS of a process in bytes, from `/proc/<pid>/status`; panics when it cannot
+/// be read (the process is gone).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"));
+    kib * 1024
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,7 +56,7 @@ use edgewatch_otlp::view::{
 };
 use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 
-use crate::store::{FamilyId, Logged, MetricType, Store, STALE_NAN};
+use crate::store::{FamilyId, Logged, MetricType, Store, WriteOutcome, STALE_NAN};
 use delta::{DeltaState, HistTotals, SeriesKey};
 use edgewatch_prom::float::write_text_float;
 use labels::{at, push, recycle, set, with, AttrLabels, Few, LeCache};
@@ -84,6 +84,9 @@ const SCRATCH_POOL_MAX: usize = 16;
 pub struct IngestOutcome {
     pub accepted_points: u64,
     pub dropped_points: u64,
+    /// Points not stored because of the aggregator's limits (`limits:`): a point
+    /// counts once when any of the samples it makes was refused.
+    pub limited_points: u64,
 }
 
 /// Why a data point was dropped (the `reason` label).
@@ -245,10 +248,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Tally {
     accepted: u64,
+    limited: u64,
     dropped: Vec<(DropReason, u64)>,
 }
 
 impl Tally {
+    /// A point is accepted unless a limit refused one of its samples since
+    /// `before` (the context's count of refused samples).
+    fn settle(&mut self, ctx: &Ctx<'_>, before: u64) {
+        if ctx.limited.get() > before {
+            self.limited += 1;
+        } else {
+            self.accepted += 1;
+        }
+    }
+
     fn drop(&mut self, r: DropReason, n: u64) {
         if n == 0 {
             return;
@@ -357,6 +371,7 @@ impl Converter {
                     store,
                     out,
                     out_of_order: Cell::new(0),
+                    limited: Cell::new(0),
                     now_ms,
                     scraped,
                     scope_labels: scope_labels.as_slice(),
@@ -385,6 +400,7 @@ impl Converter {
         IngestOutcome {
             accepted_points: t.accepted,
             dropped_points: dropped,
+            limited_points: t.limited,
         }
     }
 
@@ -447,6 +463,14 @@ impl Converter {
         let Some(name) = names.name.as_deref() else {
             return t.drop(DropReason::InvalidName, npoints);
         };
+        // Before its family is registered: an oversized help is never kept.
+        if ctx
+            .out
+            .refuses_metric(ctx.target.cluster(), name, m.description(), npoints)
+        {
+            t.limited += npoints;
+            return;
+        }
         let fam = ctx.store.family(name, mtype, m.description(), &names.unit);
         match data {
             Data::Gauge(d) | Data::Sum(d) => {
@@ -502,8 +526,9 @@ impl Converter {
         };
         match v {
             Some(v) => {
+                let before = ctx.limited.get();
                 ctx.write(fam, name, &base, v, ts);
-                t.accepted += 1;
+                t.settle(ctx, before);
             }
             None => t.drop(DropReason::DeltaOutOfOrder, 1),
         }
@@ -550,6 +575,7 @@ impl Converter {
         ctx.merge(attrs, &mut base);
         let ts = ctx.ts(p.time_unix_nano);
         let mut lab = recycle(std::mem::take(extra));
+        let before = ctx.limited.get();
         if marker {
             // A stale marker names its bounds, so every bucket series can be ended.
             for (b, le) in bounds.iter().zip(les.les(bounds)) {
@@ -561,7 +587,7 @@ impl Converter {
             with(&mut lab, &base, "le", "+Inf");
             ctx.write(fam, &n.bucket, &lab, STALE_NAN, ts);
             ctx.sum_count(fam, n, &base, Some(STALE_NAN), STALE_NAN, ts);
-            t.accepted += 1;
+            t.settle(ctx, before);
         } else {
             let totals = if delta {
                 hist.counts.clear();
@@ -600,7 +626,7 @@ impl Converter {
                     with(&mut lab, &base, "le", "+Inf");
                     ctx.write(fam, &n.bucket, &lab, count as f64, ts);
                     ctx.sum_count(fam, n, &base, sum, count as f64, ts);
-                    t.accepted += 1;
+                    t.settle(ctx, before);
                 }
                 None => t.drop(DropReason::DeltaOutOfOrder, 1),
             }
@@ -624,6 +650,7 @@ fn summary(
     let mut base = recycle(std::mem::take(&mut s.base));
     ctx.merge(&s.attrs, &mut base);
     let ts = ctx.ts(p.time_unix_nano);
+    let before = ctx.limited.get();
     // Without the marker's quantiles their series go stale with the store's
     // staleness period instead.
     for q in p.quantile_values {
@@ -645,7 +672,7 @@ fn summary(
     } else {
         ctx.sum_count(fam, n, &base, Some(p.sum), p.count as f64, ts);
     }
-    t.accepted += 1;
+    t.settle(ctx, before);
     s.base = recycle(base);
 }
 
@@ -663,6 +690,8 @@ struct Ctx<'a> {
     out: &'a Logged<'a>,
     /// Samples the store ignored as older than the one it holds.
     out_of_order: Cell<u64>,
+    /// Samples the store refused over a limit.
+    limited: Cell<u64>,
     now_ms: i64,
     scraped: bool,
     scope_labels: &'a [(&'a str, &'a str)],
@@ -688,8 +717,10 @@ impl Ctx<'_> {
 
     /// Writes a sample; a stale marker ends the series.
     fn write(&self, fam: FamilyId, name: &str, labels: &[(&str, &str)], value: f64, ts: i64) {
-        if self.out.write(fam, name, labels, value, ts) == crate::store::WriteOutcome::OutOfOrder {
-            self.out_of_order.set(self.out_of_order.get() + 1);
+        match self.out.write(fam, name, labels, value, ts) {
+            WriteOutcome::OutOfOrder => self.out_of_order.set(self.out_of_order.get() + 1),
+            WriteOutcome::Limited(_) => self.limited.set(self.limited.get() + 1),
+            _ => {}
         }
     }
 

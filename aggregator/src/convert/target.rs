@@ -32,6 +32,11 @@ pub(super) struct Target<'r> {
 }
 
 impl<'r> Target<'r> {
+    /// The `cluster` label every series of this resource gets (empty: none).
+    pub fn cluster(&self) -> &str {
+        crate::store::limits::cluster_of(self.labels.as_slice())
+    }
+
     /// The promoted attributes of a resource (of a duplicated key the last
     /// occurrence wins), their values written to `arena`.
     /// With an `authority`, its cluster replaces the resource's.

@@ -179,7 +179,8 @@ fn gauge_resource_scope_and_target_info() {
         e.ingest(&r),
         IngestOutcome {
             accepted_points: 1,
-            dropped_points: 0
+            dropped_points: 0,
+            limited_points: 0,
         }
     );
     let want = format!(
@@ -429,7 +430,8 @@ fn drops_are_counted() {
         out,
         IngestOutcome {
             accepted_points: 1,
-            dropped_points: 8
+            dropped_points: 8,
+            limited_points: 0,
         }
     );
     for (r, n) in [

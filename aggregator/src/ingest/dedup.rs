@@ -46,10 +46,12 @@ impl SeqWindow {
     fn compact(&mut self) {
         while self.above.len() > MAX_ABOVE {
             if let Some(first) = self.above.pop_first() {
-                self.next = first + 1;
+                self.next = first.saturating_add(1);
             }
         }
-        while self.above.first() == Some(&self.next) {
+        // `u64::MAX` itself can be claimed but never folded into `next`: there is
+        // no number above it to say "everything below is settled".
+        while self.next < u64::MAX && self.above.first() == Some(&self.next) {
             self.above.pop_first();
             self.next += 1;
         }
@@ -117,6 +119,21 @@ mod tests {
         }
         assert_eq!(SeqWindow::decode(&w.encode()), Some(w));
         assert_eq!(SeqWindow::decode(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn the_top_of_the_range_does_not_overflow() {
+        let mut w = SeqWindow::default();
+        w.raise_floor(u64::MAX - 1);
+        assert!(w.claim(u64::MAX - 1));
+        assert_eq!(w.next, u64::MAX);
+        assert!(w.claim(u64::MAX));
+        assert!(!w.claim(u64::MAX), "replay");
+        let mut w = SeqWindow::default();
+        for s in (u64::MAX - MAX_ABOVE as u64)..=u64::MAX {
+            w.claim(s);
+        }
+        assert!(w.above.len() <= MAX_ABOVE);
     }
 
     #[test]

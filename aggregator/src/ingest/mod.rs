@@ -4,7 +4,9 @@
 //! atomic append), so a crash can neither lose an acknowledged batch nor accept
 //! its replay twice.
 
+pub mod bounds;
 pub mod dedup;
+pub mod expiry;
 pub mod identity;
 
 use crate::convert::Converter;
@@ -14,14 +16,22 @@ use bytes::Bytes;
 use dedup::SeqWindow;
 use edgewatch_otlp::view::{self, RequestView};
 use edgewatch_otlp::{BatchInfo, ExportContext, ExportError, ExportOutcome, MetricsSink};
+use expiry::Stored;
 use identity::{Gate, Identity};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// How long a batch waits for the batches its collector sent before it.
 const REORDER_WAIT: Duration = Duration::from_secs(1);
+/// Batches of collectors this aggregator never saw that may wait for their
+/// predecessors at once. A new collector draining a backlog keeps several batches
+/// in flight and they must reach the store in order; but anyone can name a new id
+/// with a gap, and a waiting batch holds its bytes of the in-flight budget: beyond
+/// this many (half the budget), a new collector's batch goes ahead at once.
+const NEW_COLLECTOR_WAITS: usize = INFLIGHT_REQUESTS / 2;
 /// Requests whose bytes may be held at once, in units of the largest request:
 /// beyond it a sender is told to back off (RESOURCE_EXHAUSTED / 429) rather than
 /// the core growing without bound while collectors drain their backlogs.
@@ -37,6 +47,21 @@ const INFLIGHT_REQUESTS: usize = 16;
 struct CollectorState {
     window: Arc<tokio::sync::Mutex<SeqWindow>>,
     next: tokio::sync::watch::Sender<u64>,
+    /// When its window last moved (ms); [`NEVER`] for a collector with no window.
+    moved_ms: AtomicI64,
+    /// When a batch of it last arrived (ms): idle collectors are evicted.
+    used_ms: AtomicI64,
+}
+
+/// `moved_ms` of a collector this aggregator never took a batch from.
+const NEVER: i64 = i64::MIN;
+
+impl CollectorState {
+    /// What is known of its position; `None` for a new collector.
+    fn known(&self, next: u64) -> Option<bounds::Known> {
+        let moved_ms = self.moved_ms.load(Ordering::Relaxed);
+        (moved_ms != NEVER).then_some(bounds::Known { next, moved_ms })
+    }
 }
 
 /// A converted batch: its answer, and what must be durable before it is given.
@@ -69,10 +94,14 @@ struct Inner {
     /// Conversions running at once: about the cores, so a batch that is next in
     /// its collector's order never queues behind hundreds of parked ones.
     work: tokio::sync::Semaphore,
+    /// See [`NEW_COLLECTOR_WAITS`].
+    new_waits: tokio::sync::Semaphore,
     requests: IntCounterVec,
     points: IntCounter,
     rejected_points: IntCounter,
     duplicate_batches: IntCounter,
+    collectors_held: IntGauge,
+    collectors_forgotten: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,9 +139,23 @@ impl IngestSink {
             "edgewatch_ingest_duplicate_batches_total",
             "Collector batches dropped because they were already ingested (replays after a crash or retry).",
         )?;
-        for c in [&points, &rejected_points, &duplicate_batches] {
+        let collectors_held = IntGauge::new(
+            "edgewatch_ingest_collectors",
+            "Collectors whose replay state is held in memory (idle ones are evicted).",
+        )?;
+        let collectors_forgotten = IntCounter::new(
+            "edgewatch_ingest_forgotten_collectors_total",
+            "Collectors whose persisted replay window was removed after state.collector_expiry without a batch.",
+        )?;
+        for c in [
+            &points,
+            &rejected_points,
+            &duplicate_batches,
+            &collectors_forgotten,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
+        registry.register(Box::new(collectors_held.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         let inflight_kib = (max_request_bytes.div_ceil(1024) * INFLIGHT_REQUESTS).clamp(
             1,
@@ -128,21 +171,30 @@ impl IngestSink {
                 inflight: tokio::sync::Semaphore::new(inflight_kib as usize),
                 inflight_kib,
                 work: tokio::sync::Semaphore::new(workers()),
+                new_waits: tokio::sync::Semaphore::new(NEW_COLLECTOR_WAITS),
                 requests,
                 points,
                 rejected_points,
                 duplicate_batches,
+                collectors_held,
+                collectors_forgotten,
             }),
         })
     }
 
     /// A request straight from an SDK (no batch headers): converted into the store;
     /// the caller makes the returned record durable before answering.
-    fn ingest(&self, req: RequestView<'_>, who: Option<&Identity>) -> Option<Vec<u8>> {
-        let out = self.inner.store.logged(crate::now_ms());
-        let outcome = self.inner.converter.ingest_as(req, &out, authority(who));
-        self.inner.points.inc_by(outcome.accepted_points);
-        out.take_record()
+    fn ingest(
+        &self,
+        req: RequestView<'_>,
+        who: Option<&Identity>,
+    ) -> (Option<Vec<u8>>, ExportOutcome) {
+        let out = self.inner.store.ingest_logged(crate::now_ms());
+        let converted = self.inner.converter.ingest_as(req, &out, authority(who));
+        self.inner.points.inc_by(converted.accepted_points);
+        let mut outcome = ExportOutcome::default();
+        over_limits(&mut outcome, converted.limited_points, &out.take_limited());
+        (out.take_record(), outcome)
     }
 
     /// Splits a forwarded batch, decodes each entry and converts those `window` has
@@ -154,54 +206,51 @@ impl IngestSink {
         window: &SeqWindow,
         who: Option<&Identity>,
     ) -> Result<Converted, ExportError> {
-        let total: usize = info.entry_lens.iter().sum();
-        if total != body.len() {
-            return Err(ExportError::InvalidArgument(format!(
-                "{}: entry lengths add up to {total} bytes but the body has {}",
-                edgewatch_otlp::HEADER_ENTRY_LENS,
-                body.len()
-            )));
-        }
+        // Checked before the batch waited too; the slicing below relies on it.
+        bounds::check_headers(info, body.len())?;
         let mut decoded = Vec::with_capacity(info.entry_lens.len());
+        let mut malformed = Vec::new();
         let mut offset = 0;
         let mut errors = Vec::new();
-        for (i, len) in info.entry_lens.iter().enumerate() {
-            let seq = info.first_seq + i as u64;
+        for (seq, len) in (info.first_seq..).zip(&info.entry_lens) {
             match view::decode(&body[offset..offset + len]) {
                 Ok(req) => decoded.push((seq, req)),
-                Err(e) => errors.push(format!("entry seq {seq}: {e}")),
+                Err(e) => {
+                    errors.push(format!("entry seq {seq}: {e}"));
+                    malformed.push(seq);
+                }
             }
             offset += len;
         }
         let mut next = window.clone();
         next.raise_floor(info.floor);
         // Malformed entries are settled too: re-sending them cannot help.
-        for i in 0..info.entry_lens.len() as u64 {
-            if !decoded.iter().any(|(s, _)| *s == info.first_seq + i) {
-                next.claim(info.first_seq + i);
-            }
+        for seq in malformed {
+            next.claim(seq);
         }
         let fresh: Vec<_> = decoded
             .into_iter()
             .filter(|(seq, _)| next.claim(*seq))
             .collect();
-        let out = self.inner.store.logged(crate::now_ms());
-        let mut points = 0;
+        let out = self.inner.store.ingest_logged(crate::now_ms());
+        let (mut points, mut limited) = (0, 0);
         for (_, req) in &fresh {
-            points += self
+            let converted = self
                 .inner
                 .converter
-                .ingest_as(req.request(), &out, authority(who))
-                .accepted_points;
+                .ingest_as(req.request(), &out, authority(who));
+            points += converted.accepted_points;
+            limited += converted.limited_points;
         }
         let duplicates = info.entry_lens.len() - errors.len() - fresh.len();
         self.inner.duplicate_batches.inc_by(duplicates as u64);
         // The points of malformed entries are unknown; report one per entry.
         self.inner.rejected_points.inc_by(errors.len() as u64);
-        let outcome = ExportOutcome {
+        let mut outcome = ExportOutcome {
             rejected_points: errors.len() as i64,
             message: errors.join("; "),
         };
+        over_limits(&mut outcome, limited, &out.take_limited());
         Ok(Converted {
             outcome,
             record: out.take_record(),
@@ -211,29 +260,74 @@ impl IngestSink {
     }
 
     fn collector(&self, id: &str) -> Arc<CollectorState> {
+        let now = crate::now_ms();
         let mut all = lock(&self.inner.collectors);
         if let Some(c) = all.get(id) {
+            c.used_ms.store(now, Ordering::Relaxed);
             return c.clone();
         }
-        let window = self.load_window(id);
+        let (window, moved_ms) = match self.load_window(id) {
+            Some(s) => (s.window, s.moved_ms),
+            None => (SeqWindow::default(), NEVER),
+        };
         let (next, _) = tokio::sync::watch::channel(window.next());
         let c = Arc::new(CollectorState {
             window: Arc::new(tokio::sync::Mutex::new(window)),
             next,
+            moved_ms: AtomicI64::new(moved_ms),
+            used_ms: AtomicI64::new(now),
         });
         all.insert(id.to_string(), c.clone());
+        self.inner.collectors_held.set(all.len() as i64);
         c
     }
 
-    fn load_window(&self, collector_id: &str) -> SeqWindow {
+    fn load_window(&self, collector_id: &str) -> Option<Stored> {
         match self.inner.wal.window(collector_id) {
-            Ok(Some(raw)) => SeqWindow::decode(&raw).unwrap_or_default(),
-            Ok(None) => SeqWindow::default(),
+            Ok(Some(raw)) => Stored::decode(&raw),
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, collector_id, "reading replay state failed; starting empty");
-                SeqWindow::default()
+                None
             }
         }
+    }
+
+    /// Evicts collectors idle for [`expiry::EVICT_IDLE`] from memory and forgets
+    /// persisted windows that did not move for `expiry` (see [`expiry`]). Returns
+    /// how many were evicted and forgotten.
+    pub fn expire(&self, now_ms: i64, expiry: Duration) -> (usize, usize) {
+        let idle_ms = expiry::EVICT_IDLE.as_millis() as i64;
+        let evicted = {
+            let mut all = lock(&self.inner.collectors);
+            let before = all.len();
+            // A collector a batch holds is in use, whatever its time says; nobody
+            // can take a new hold while the map is locked.
+            all.retain(|_, c| {
+                Arc::strong_count(c) > 1
+                    || now_ms.saturating_sub(c.used_ms.load(Ordering::Relaxed)) <= idle_ms
+            });
+            self.inner.collectors_held.set(all.len() as i64);
+            before - all.len()
+        };
+        let expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+        let mut forgotten = 0;
+        for (id, raw) in self.inner.wal.windows() {
+            let new = match expiry::verdict(&raw, now_ms, expiry_ms) {
+                expiry::Verdict::Keep => continue,
+                expiry::Verdict::Forget => None,
+                expiry::Verdict::Stamp(stamped) => Some(stamped),
+            };
+            let forgets = new.is_none();
+            // Compared with what was read: a batch that moved it meanwhile wins.
+            match self.inner.wal.swap_window(&id, &raw, new) {
+                Ok(true) if forgets => forgotten += 1,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "expiring replay windows failed"),
+            }
+        }
+        self.inner.collectors_forgotten.inc_by(forgotten as u64);
+        (evicted, forgotten)
     }
 }
 
@@ -241,7 +335,16 @@ impl IngestSink {
     /// Waits (up to [`REORDER_WAIT`]) until the batches this collector sent before
     /// this one are in; after that the batch goes ahead out of order (the earlier
     /// one is being retried).
-    async fn wait_for_turn(&self, info: &BatchInfo) -> Result<Arc<CollectorState>, ExportError> {
+    ///
+    /// A batch whose headers do not add up, or that starts far ahead of what is
+    /// known of its collector, is refused before it waits (see [`bounds`]). Batches
+    /// of new collectors wait only while fewer than [`NEW_COLLECTOR_WAITS`] do.
+    async fn wait_for_turn(
+        &self,
+        info: &BatchInfo,
+        body_len: usize,
+    ) -> Result<Arc<CollectorState>, ExportError> {
+        bounds::check_headers(info, body_len)?;
         let this = self.clone();
         let id = info.collector_id.clone();
         // Loading a collector's window reads sled: off the I/O threads.
@@ -249,6 +352,17 @@ impl IngestSink {
             .await
             .map_err(task_failed)?;
         let mut next = collector.next.subscribe();
+        let known = collector.known(*next.borrow());
+        let _slot = match known {
+            Some(known) => {
+                bounds::check_ahead(info, Some(known), crate::now_ms())?;
+                None
+            }
+            None => match self.inner.new_waits.try_acquire() {
+                Ok(slot) => Some(slot),
+                Err(_) => return Ok(collector),
+            },
+        };
         let (first, floor) = (info.first_seq, info.floor);
         let _ =
             tokio::time::timeout(REORDER_WAIT, next.wait_for(|n| first <= (*n).max(floor))).await;
@@ -264,8 +378,11 @@ impl IngestSink {
         held: tokio::sync::SemaphorePermit<'_>,
         who: Option<Identity>,
     ) -> Result<ExportOutcome, ExportError> {
-        let collector = self.wait_for_turn(&info).await?;
+        let collector = self.wait_for_turn(&info, body.len()).await?;
         let window = collector.window.clone().lock_owned().await;
+        // Checked again under the lock: the window may have moved while it waited.
+        let now = crate::now_ms();
+        bounds::check_ahead(&info, collector.known(window.next()), now)?;
         let slot = self.work_slot().await?;
         let this = self.clone();
         // Decoding and conversion are CPU work; keep them off the I/O threads' hot loop.
@@ -287,7 +404,7 @@ impl IngestSink {
             let encoded = c
                 .window
                 .as_ref()
-                .map(|w| (info.collector_id.as_str(), w.encode()));
+                .map(|w| (info.collector_id.as_str(), expiry::encode(w, now)));
             let durable = self.inner.wal.append_durable_async(c.record, encoded);
             match durable {
                 Ok(d) => d.await.map_err(unavailable)?,
@@ -295,6 +412,7 @@ impl IngestSink {
             };
             if let Some(w) = c.window {
                 *window = w;
+                collector.moved_ms.store(now, Ordering::Relaxed);
                 collector.next.send_replace(window.next());
             }
         }
@@ -312,7 +430,7 @@ impl IngestSink {
     ) -> Result<ExportOutcome, ExportError> {
         let slot = self.work_slot().await?;
         let this = self.clone();
-        let record = tokio::task::spawn_blocking(move || {
+        let (record, outcome) = tokio::task::spawn_blocking(move || {
             let req = view::decode(&body)?;
             Ok::<_, ExportError>(this.ingest(req.request(), who.as_ref()))
         })
@@ -324,7 +442,7 @@ impl IngestSink {
             let durable = self.inner.wal.append_durable_async(Some(record), None);
             durable.map_err(unavailable)?.await.map_err(unavailable)?;
         }
-        Ok(ExportOutcome::default())
+        Ok(outcome)
     }
 
     async fn work_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ExportError> {
@@ -347,6 +465,33 @@ fn keep_for_record<'a>(
 ) -> Option<tokio::sync::SemaphorePermit<'a>> {
     let kib = record.map_or(0, |r| r.len().div_ceil(1024));
     held.split(kib.min(held.num_permits()))
+}
+
+/// Adds the points the limits refused to a partial-success answer, naming each
+/// limit and cluster.
+fn over_limits(outcome: &mut ExportOutcome, points: u64, drops: &[crate::store::LimitDrop]) {
+    if points == 0 && drops.is_empty() {
+        return;
+    }
+    outcome.rejected_points += i64::try_from(points).unwrap_or(i64::MAX);
+    let detail = drops
+        .iter()
+        .map(|d| {
+            format!(
+                "{} samples of cluster {:?} over limits.{}",
+                d.samples,
+                d.cluster,
+                d.limit.key()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let said = format!("{points} data points not stored at the core: {detail}");
+    if outcome.message.is_empty() {
+        outcome.message = said;
+    } else {
+        outcome.message = format!("{}; {said}", outcome.message);
+    }
 }
 
 fn task_failed(e: tokio::task::JoinError) -> ExportError {

@@ -12,7 +12,9 @@
 //! - The **revision** is the commit `HEAD` points at, read with `gix`.
 //!
 //! An unparsable file fails the whole load (the caller keeps the last good
-//! state); every other problem (bad digest, duplicate app, unknown app or
+//! state), and so does a symbolic link anywhere in the tree (to a file or a
+//! directory: it could point at `/dev/zero` or any file of the host), a YAML file
+//! that is not a regular file, or one over [`MAX_FILE_BYTES`]; every other problem (bad digest, duplicate app, unknown app or
 //! cluster, remote base) skips only the item concerned. Every problem is an
 //! [`Issue`] located as `file:line`.
 
@@ -23,6 +25,9 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+
+/// The largest YAML file read; a bigger one is refused as unreadable.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
 /// One app the GitOps repository wants deployed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -110,10 +115,14 @@ pub struct Fingerprint {
 }
 
 pub fn fingerprint(root: &Path) -> Fingerprint {
-    let files = yaml_files(root)
+    let tree = walk(root);
+    // Of the links, the link itself (never what it points at).
+    let files = tree
+        .files
         .into_iter()
+        .chain(tree.refused.into_iter().map(|(p, _)| p))
         .map(|p| {
-            let m = std::fs::metadata(&p).ok();
+            let m = std::fs::symlink_metadata(&p).ok();
             let mtime = m.as_ref().and_then(|m| m.modified().ok());
             (p, mtime, m.map(|m| m.len()).unwrap_or(0))
         })
@@ -124,8 +133,17 @@ pub fn fingerprint(root: &Path) -> Fingerprint {
     }
 }
 
-fn yaml_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+/// The YAML files of a checkout, and the entries refused (with why).
+#[derive(Default)]
+struct Tree {
+    files: Vec<PathBuf>,
+    refused: Vec<(PathBuf, &'static str)>,
+}
+
+/// Lists the checkout without following links: a symbolic link (to a file or a
+/// directory) is refused, as is a YAML name on anything but a regular file.
+fn walk(root: &Path) -> Tree {
+    let mut tree = Tree::default();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -139,16 +157,49 @@ fn yaml_files(root: &Path) -> Vec<PathBuf> {
             if name.starts_with('.') {
                 continue;
             }
+            // `DirEntry::file_type` does not follow links.
             let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
+            let yaml = name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization";
+            if ft.is_symlink() {
+                tree.refused
+                    .push((e.path(), "symbolic link: not followed in the GitOps tree"));
+            } else if ft.is_dir() {
                 stack.push(e.path());
-            } else if name.ends_with(".yaml") || name.ends_with(".yml") || name == "Kustomization" {
-                out.push(e.path());
+            } else if yaml && ft.is_file() {
+                tree.files.push(e.path());
+            } else if yaml {
+                tree.refused.push((e.path(), "not a regular file"));
             }
         }
     }
-    out.sort();
-    out
+    tree.files.sort();
+    tree.refused.sort();
+    tree
+}
+
+/// Reads a YAML file: not through a link, nothing but a regular file (a FIFO
+/// swapped in after the listing must not block), at most [`MAX_FILE_BYTES`].
+fn read_yaml(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} bytes: over the {MAX_FILE_BYTES} bytes a GitOps file may have",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    // A file growing after the check is cut, and then fails to parse.
+    f.take(MAX_FILE_BYTES).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn is_kustomization(p: &Path) -> bool {
@@ -219,7 +270,7 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 /// Parses every YAML document of a file; a syntax error is an [`Issue`].
 fn parse_docs(root: &Path, path: &Path) -> Result<(String, Vec<Value>), Issue> {
     let file = rel(root, path);
-    let text = std::fs::read_to_string(path).map_err(|e| Issue {
+    let text = read_yaml(path).map_err(|e| Issue {
         file: file.clone(),
         line: 0,
         message: e.to_string(),
@@ -315,8 +366,17 @@ struct ParsedFile {
 /// Every YAML file of the checkout, or every unparsable one.
 fn parse_all(root: &Path) -> Result<Vec<ParsedFile>, LoadError> {
     let mut parsed = Vec::new();
-    let mut broken = Vec::new();
-    for path in yaml_files(root) {
+    let tree = walk(root);
+    let mut broken: Vec<Issue> = tree
+        .refused
+        .iter()
+        .map(|(path, why)| Issue {
+            file: rel(root, path),
+            line: 0,
+            message: (*why).to_string(),
+        })
+        .collect();
+    for path in tree.files {
         match parse_docs(root, &path) {
             Ok((text, docs)) => parsed.push(ParsedFile { path, text, docs }),
             Err(i) => broken.push(i),

@@ -118,6 +118,9 @@ impl Reconciler {
             "When the deployment state of an app on a cluster last changed.",
             "",
         );
+        // Held for the reconciler's life, also while no status series exists.
+        store.pin_family(status_family);
+        store.pin_family(transition_family);
         let shared = Handle::default();
         write_lock(&shared).gitops_path = rc.gitops.path.display().to_string();
         Ok(Some(Reconciler {

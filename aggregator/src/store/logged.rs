@@ -3,6 +3,7 @@
 //! was given (also those it ignored as older than the one it holds: a backlog
 //! arriving late is history the TSDB still wants).
 
+use super::limits::{cluster_of, Limit};
 use super::{FamilyId, FamilyMeta, Store, WriteOutcome, STALE_NAN};
 use crate::wal::record::RecordBuilder;
 use crate::wal::Wal;
@@ -16,6 +17,16 @@ pub struct Logged<'a> {
     store: &'a Store,
     now_ms: i64,
     record: Option<RefCell<RecordBuilder>>,
+    /// Held to the store's limits (ingest); what they dropped, per cluster.
+    limited: Option<RefCell<Vec<LimitDrop>>>,
+}
+
+/// Samples of one cluster a limit dropped in one batch of writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitDrop {
+    pub cluster: String,
+    pub limit: Limit,
+    pub samples: u64,
 }
 
 impl Store {
@@ -34,6 +45,17 @@ impl Store {
             store: self,
             now_ms,
             record: self.wal.get().map(|_| RefCell::default()),
+            limited: None,
+        }
+    }
+
+    /// [`Store::logged`] for what senders send: new series are held to the limits.
+    pub fn ingest_logged(&self, now_ms: i64) -> Logged<'_> {
+        Logged {
+            store: self,
+            now_ms,
+            record: self.wal.get().map(|_| RefCell::default()),
+            limited: Some(RefCell::default()),
         }
     }
 
@@ -43,6 +65,7 @@ impl Store {
             store: self,
             now_ms,
             record: None,
+            limited: None,
         }
     }
 
@@ -87,9 +110,14 @@ impl<'a> Logged<'a> {
         value: f64,
         timestamp_ms: i64,
     ) -> WriteOutcome {
+        let sample = (value, timestamp_ms, self.now_ms);
         let outcome = self
             .store
-            .write(family, name, labels, value, timestamp_ms, self.now_ms);
+            .write_as(family, name, labels, sample, self.limited.is_some());
+        if let WriteOutcome::Limited(limit) = outcome {
+            self.dropped(cluster_of(labels), limit, 1);
+            return outcome;
+        }
         if let Some(r) = &self.record {
             r.borrow_mut().push(
                 family,
@@ -101,6 +129,50 @@ impl<'a> Logged<'a> {
             );
         }
         outcome
+    }
+
+    /// True when a metric's name or help is over the limits: its `points` are
+    /// dropped and counted for `cluster`. Always false for unlimited writes.
+    pub fn refuses_metric(&self, cluster: &str, name: &str, help: &str, points: u64) -> bool {
+        if self.limited.is_none() {
+            return false;
+        }
+        match self.store.limits().refuses_metric(name, help) {
+            Some(limit) => {
+                self.dropped(cluster, limit, points);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn dropped(&self, cluster: &str, limit: Limit, samples: u64) {
+        let Some(l) = &self.limited else { return };
+        let mut l = l.borrow_mut();
+        match l
+            .iter_mut()
+            .find(|d| d.limit == limit && d.cluster == cluster)
+        {
+            Some(d) => d.samples += samples,
+            None => l.push(LimitDrop {
+                cluster: cluster.to_string(),
+                limit,
+                samples,
+            }),
+        }
+    }
+
+    /// What the limits dropped so far (now counted in the store's metric); the
+    /// batch starts empty again.
+    pub fn take_limited(&self) -> Vec<LimitDrop> {
+        let Some(l) = &self.limited else {
+            return Vec::new();
+        };
+        let drops = std::mem::take(&mut *l.borrow_mut());
+        for d in &drops {
+            self.store.count_limited(&d.cluster, d.limit, d.samples);
+        }
+        drops
     }
 
     /// [`Store::delete`]; a series that existed gets a stale marker in the record,
@@ -131,6 +203,8 @@ impl<'a> Logged<'a> {
 
 impl Drop for Logged<'_> {
     fn drop(&mut self) {
+        // Counted even when nobody asked what was dropped.
+        self.take_limited();
         let Some(record) = self.take_record() else {
             return;
         };

@@ -34,8 +34,10 @@
 //!   the encoding of a large `/federate` response run with no store lock held.
 
 mod hash;
+pub mod limits;
 mod logged;
 mod memo;
+mod reclaim;
 mod select;
 mod symbols;
 mod window;
@@ -43,7 +45,7 @@ mod window;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use smallvec::SmallVec;
@@ -51,7 +53,8 @@ use smallvec::SmallVec;
 pub(crate) use hash::FxBuildHasher;
 use symbols::{SymbolId, Symbols};
 
-pub use logged::Logged;
+pub use limits::{Limit, Limits};
+pub use logged::{LimitDrop, Logged};
 pub use select::METRIC_NAME;
 pub use select::{LabelMatcher, MatchOp, Selection, Selector, SelectorError, SeriesRef};
 use window::{Ring, WindowState};
@@ -135,6 +138,8 @@ pub enum WriteOutcome {
     OutOfOrder,
     /// A stale marker for a series the store does not hold: nothing to end.
     Absent,
+    /// A new series over one of the limits (see `limits.rs`): not stored.
+    Limited(Limit),
 }
 
 #[derive(Debug, Clone)]
@@ -150,10 +155,21 @@ struct Slot {
 type Key = Box<[SymbolId]>;
 type Shard = HashMap<Key, Slot, FxBuildHasher>;
 
+/// Family metadata by dense id (a selection copies `metas` and indexes it). A
+/// family no series name refers to any more is freed by the sweep (see
+/// `reclaim.rs`); its id is reused.
 #[derive(Default)]
 struct Families {
     metas: Vec<FamilyMeta>,
     by_name: HashMap<String, u32>,
+    /// Ids free for reuse (their `metas` entry is an empty tombstone).
+    free: Vec<u32>,
+    /// Held by the core's own writers for good (never freed).
+    pinned: std::collections::HashSet<u32>,
+    /// Unreferenced at the last collection: freed at the next one unless used
+    /// meanwhile, so an id handed out just before a collection stays valid
+    /// while its request writes.
+    candidates: std::collections::HashSet<u32>,
 }
 
 /// The series store. `Send + Sync`; share it as `Arc<Store>`.
@@ -170,6 +186,8 @@ pub struct Store {
     series: AtomicUsize,
     /// Set when series were removed and their symbols not yet collected.
     gc_pending: AtomicBool,
+    /// Series removed since freed heap was last returned to the system.
+    untrimmed: AtomicUsize,
     /// Distinguishes stores, and collections of symbols (which invalidate
     /// ids), for the per-thread symbol memo (`memo.rs`).
     id: u64,
@@ -181,6 +199,11 @@ pub struct Store {
     window_on: AtomicBool,
     /// Where [`Store::logged`] writes go (see `logged.rs`).
     wal: std::sync::OnceLock<std::sync::Arc<crate::wal::Wal>>,
+    /// What ingest may add (see `limits.rs`); series per cluster are counted
+    /// only when `max_series_per_cluster` is set.
+    limits: std::sync::OnceLock<Limits>,
+    clusters: Mutex<limits::ClusterSeries>,
+    limited: prometheus::IntCounterVec,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -188,6 +211,9 @@ fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
+}
+fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Store {
@@ -202,6 +228,17 @@ impl Store {
         if let Err(e) = registry.register(Box::new(series_gauge.clone())) {
             tracing::warn!(error = %e, "registering edgewatch_store_series");
         }
+        let limited = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "edgewatch_limit_dropped_samples_total",
+                "Samples not stored because a new series was over one of the aggregator's limits (limit: the limits: key).",
+            ),
+            &["cluster", "limit"],
+        )
+        .expect("valid metric");
+        if let Err(e) = registry.register(Box::new(limited.clone())) {
+            tracing::warn!(error = %e, "registering edgewatch_limit_dropped_samples_total");
+        }
         Self {
             staleness_ms: opts.staleness.as_millis().min(i64::MAX as u128) as i64,
             gc: RwLock::new(()),
@@ -211,12 +248,16 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             series: AtomicUsize::new(0),
             gc_pending: AtomicBool::new(false),
+            untrimmed: AtomicUsize::new(0),
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
             series_gauge,
             window: RwLock::new(WindowState::default()),
             window_on: AtomicBool::new(false),
             wal: std::sync::OnceLock::new(),
+            limits: std::sync::OnceLock::new(),
+            clusters: Mutex::new(limits::ClusterSeries::default()),
+            limited,
         }
     }
 
@@ -242,7 +283,11 @@ impl Store {
             let f = read(&self.families);
             if let Some(&id) = f.by_name.get(name) {
                 let m = &f.metas[id as usize];
-                if m.metric_type == metric_type && m.help == help && m.unit == unit {
+                if m.metric_type == metric_type
+                    && m.help == help
+                    && m.unit == unit
+                    && !f.candidates.contains(&id)
+                {
                     return FamilyId(id);
                 }
             }
@@ -255,13 +300,28 @@ impl Store {
             unit: unit.to_owned(),
         };
         if let Some(&id) = f.by_name.get(name) {
+            f.candidates.remove(&id);
             f.metas[id as usize] = meta;
             return FamilyId(id);
         }
-        let id = f.metas.len() as u32;
-        f.metas.push(meta);
+        let id = match f.free.pop() {
+            Some(id) => {
+                f.metas[id as usize] = meta;
+                id
+            }
+            None => {
+                f.metas.push(meta);
+                (f.metas.len() - 1) as u32
+            }
+        };
         f.by_name.insert(name.to_owned(), id);
         FamilyId(id)
+    }
+
+    /// Keeps a family the core holds for good (rule and reconciler output) from
+    /// being freed while it has no series.
+    pub fn pin_family(&self, family: FamilyId) {
+        write(&self.families).pinned.insert(family.0);
     }
 
     /// Metadata of a family by name.
@@ -281,6 +341,19 @@ impl Store {
         value: f64,
         timestamp_ms: i64,
         now_ms: i64,
+    ) -> WriteOutcome {
+        let sample = (value, timestamp_ms, now_ms);
+        self.write_as(family, name, labels, sample, false)
+    }
+
+    /// [`Store::write`]; with `enforce`, a new series is held to the limits.
+    fn write_as(
+        &self,
+        family: FamilyId,
+        name: &str,
+        labels: &[(&str, &str)],
+        (value, timestamp_ms, now_ms): (f64, i64, i64),
+        enforce: bool,
     ) -> WriteOutcome {
         // Ingest passes label sets already in the store's order: used as they are.
         let mut owned: LabelBuf<'_> = SmallVec::new();
@@ -310,6 +383,10 @@ impl Store {
             return WriteOutcome::Absent;
         }
         if !complete {
+            // A new string: a new series. Refused before its strings are interned.
+            if let Err(limit) = self.admit(name, sorted, enforce, false) {
+                return WriteOutcome::Limited(limit);
+            }
             key.clear();
             let mut sym = write(&self.symbols);
             key.push(sym.intern(name));
@@ -339,6 +416,31 @@ impl Store {
             }
             return WriteOutcome::Updated;
         }
+        self.insert(
+            map,
+            &key,
+            name,
+            sorted,
+            (value, timestamp_ms, now_ms),
+            enforce,
+        )
+    }
+
+    /// Creates a series (its shard's lock held as `map`), unless a limit refuses it.
+    fn insert(
+        &self,
+        mut map: RwLockWriteGuard<'_, Shard>,
+        key: &[SymbolId],
+        name: &str,
+        sorted: &[(&str, &str)],
+        (value, timestamp_ms, now_ms): (f64, i64, i64),
+        enforce: bool,
+    ) -> WriteOutcome {
+        if let Err(limit) = self.admit(name, sorted, enforce, true) {
+            // Its strings may have been interned just now: collected by a sweep.
+            self.gc_pending.store(true, Ordering::Relaxed);
+            return WriteOutcome::Limited(limit);
+        }
         let ring = if self.window_on.load(Ordering::Acquire)
             && read(&self.window).wants_pairs(name, sorted)
         {
@@ -346,9 +448,9 @@ impl Store {
         } else {
             None
         };
-        read(&self.symbols).retain(&key);
+        read(&self.symbols).retain(key);
         map.insert(
-            Key::from(&key[..]),
+            Key::from(key),
             Slot {
                 value,
                 timestamp_ms,
@@ -382,7 +484,12 @@ impl Store {
         if removed.is_none() {
             return false;
         }
-        read(&self.symbols).release(&key);
+        let sym = read(&self.symbols);
+        if let Some(mut counts) = self.cluster_counts() {
+            counts.remove(&sym, sym.get(limits::CLUSTER_LABEL), &key);
+        }
+        sym.release(&key);
+        drop(sym);
         let n = self.series.fetch_sub(1, Ordering::Relaxed) - 1;
         self.series_gauge.set(n as i64);
         self.gc_pending.store(true, Ordering::Relaxed);
@@ -403,9 +510,14 @@ impl Store {
             }
             let mut map = write(shard);
             let sym = read(&self.symbols);
+            let mut counts = self.cluster_counts();
+            let cluster_name = sym.get(limits::CLUSTER_LABEL);
             map.retain(|k, s| {
                 let keep = s.updated_ms >= cutoff;
                 if !keep {
+                    if let Some(c) = counts.as_mut() {
+                        c.remove(&sym, cluster_name, k);
+                    }
                     sym.release(k);
                     removed += 1;
                 }
@@ -418,11 +530,12 @@ impl Store {
         }
         if removed > 0 {
             self.gc_pending.store(true, Ordering::Relaxed);
+            self.untrimmed.fetch_add(removed, Ordering::Relaxed);
         }
         // Symbols interned by a write whose series then already existed
         // (a race between two writers) also end up unreferenced; they are
         // collected with the next removal.
-        if self.gc_pending.load(Ordering::Relaxed) {
+        if self.gc_pending.load(Ordering::Relaxed) || self.reclaim_pending() {
             if let Ok(_gc) = self.gc.try_write() {
                 self.gc_pending.store(false, Ordering::Relaxed);
                 let freed = write(&self.symbols).collect();
@@ -432,9 +545,16 @@ impl Store {
                     self.epoch.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(freed, "store: freed unused symbols");
                 }
+                self.reclaim();
             }
         }
         removed
+    }
+
+    /// The series counts per cluster, when they are kept.
+    fn cluster_counts(&self) -> Option<MutexGuard<'_, limits::ClusterSeries>> {
+        let kept = self.limits.get()?.max_series_per_cluster.is_some();
+        kept.then(|| lock(&self.clusters))
     }
 
     /// Approximate heap bytes of the store's own tables (not allocator

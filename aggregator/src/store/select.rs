@@ -347,6 +347,7 @@ impl Store {
             }
             sel.families = read(&self.families).metas.clone();
         }
+        sel.cover_families();
         let local = |name: &str| {
             sel.spans
                 .iter()
@@ -361,6 +362,19 @@ impl Store {
 }
 
 impl Selection {
+    /// A series written with a family the sweep freed meanwhile (see
+    /// `reclaim.rs`) gets an empty one rather than an index past the table.
+    fn cover_families(&mut self) {
+        let n = self.families.len() as u32;
+        if self.recs.iter().all(|r| r.family < n) {
+            return;
+        }
+        self.families.push(super::reclaim::tombstone());
+        for r in self.recs.iter_mut().filter(|r| r.family >= n) {
+            r.family = n;
+        }
+    }
+
     fn sort(&mut self, le: u32, quantile: u32) {
         // Rank of every local string, so comparisons are integer compares.
         let mut by_str: Vec<u32> = (0..self.spans.len() as u32).collect();

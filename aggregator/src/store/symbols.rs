@@ -72,6 +72,37 @@ impl Symbols {
         self.map.len()
     }
 
+    /// Whether `id` names a string (was not freed).
+    pub(crate) fn is_live(&self, id: SymbolId) -> bool {
+        self.strs.get(id as usize).is_some_and(Option::is_some)
+    }
+
+    /// Gives back what freed symbols held: free ids at the end of the table are
+    /// dropped, and tables mostly empty after a burst shrink. Same exclusivity as
+    /// [`Symbols::collect`].
+    pub(crate) fn shrink(&mut self) {
+        let mut len = self.strs.len();
+        while len > 0 && self.strs[len - 1].is_none() {
+            len -= 1;
+        }
+        if len < self.strs.len() {
+            self.strs.truncate(len);
+            self.refs.truncate(len);
+            self.free.retain(|&id| (id as usize) < len);
+        }
+        let mostly_empty = |len: usize, cap: usize| cap > 64 && len < cap / 4;
+        if mostly_empty(self.strs.len(), self.strs.capacity()) {
+            self.strs.shrink_to_fit();
+            self.refs.shrink_to_fit();
+        }
+        if mostly_empty(self.free.len(), self.free.capacity()) {
+            self.free.shrink_to_fit();
+        }
+        if mostly_empty(self.map.len(), self.map.capacity()) {
+            self.map.shrink_to_fit();
+        }
+    }
+
     pub(crate) fn retain(&self, ids: &[SymbolId]) {
         for &id in ids {
             self.refs[id as usize].fetch_add(1, Ordering::Relaxed);

@@ -335,3 +335,181 @@ fn symbol_ids_memoised_by_a_writer_do_not_outlive_their_collection() {
         ]
     );
 }
+
+fn limited_store(limits: Limits) -> (Store, prometheus::Registry) {
+    let registry = prometheus::Registry::new();
+    let st = Store::new(
+        StoreOptions {
+            staleness: Duration::from_secs(10),
+        },
+        &registry,
+    );
+    st.set_limits(limits);
+    (st, registry)
+}
+
+#[test]
+fn limits_refuse_new_series_only_and_only_for_ingest() {
+    let (st, registry) = limited_store(Limits {
+        max_series_per_cluster: Some(2),
+        max_series: Some(5),
+        max_label_names_per_series: Some(3),
+        max_label_value_length: Some(8),
+        max_metric_name_length: Some(10),
+        max_help_length: None,
+    });
+    let f = st.family("m", MetricType::Gauge, "", "");
+    let out = st.ingest_logged(1000);
+    let w = |name: &str, labels: &[(&str, &str)]| out.write(f, name, labels, 1.0, 1000);
+    use WriteOutcome::{Inserted, Limited, Updated};
+    // (name, labels, outcome), in order.
+    type Case = (
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        WriteOutcome,
+    );
+    let cases: &[Case] = &[
+        ("m", &[("cluster", "a"), ("i", "1")], Inserted),
+        ("m", &[("cluster", "a"), ("i", "2")], Inserted),
+        (
+            "m",
+            &[("cluster", "a"), ("i", "3")],
+            Limited(Limit::SeriesPerCluster),
+        ),
+        // A series already held is never refused.
+        ("m", &[("cluster", "a"), ("i", "1")], Updated),
+        ("m", &[("cluster", "b"), ("i", "1")], Inserted),
+        (
+            "m",
+            &[("cluster", "c"), ("i", "1"), ("j", "1"), ("k", "1")],
+            Limited(Limit::LabelNamesPerSeries),
+        ),
+        (
+            "m",
+            &[("cluster", "c"), ("i", "123456789")],
+            Limited(Limit::LabelValueLength),
+        ),
+        (
+            "m_0123456789",
+            &[("cluster", "c")],
+            Limited(Limit::MetricNameLength),
+        ),
+        ("m", &[("i", "1")], Inserted),
+        ("m", &[("cluster", "c"), ("i", "1")], Inserted),
+        ("m", &[("cluster", "d"), ("i", "1")], Limited(Limit::Series)),
+    ];
+    for (name, labels, want) in cases {
+        assert_eq!(w(name, labels), *want, "{name} {labels:?}");
+    }
+    assert_eq!(st.series_count(), 5);
+    let drops = out.take_limited();
+    let find = |cluster: &str, limit| {
+        drops
+            .iter()
+            .find(|d| d.cluster == cluster && d.limit == limit)
+            .map(|d| d.samples)
+    };
+    assert_eq!(find("a", Limit::SeriesPerCluster), Some(1));
+    assert_eq!(find("c", Limit::LabelNamesPerSeries), Some(1));
+    assert_eq!(find("d", Limit::Series), Some(1));
+    let m = edgewatch_testkit::Metrics::from_registry(&registry);
+    assert_eq!(
+        m.get(
+            r#"edgewatch_limit_dropped_samples_total{cluster="a",limit="max_series_per_cluster"}"#
+        ),
+        1.0
+    );
+    // The core's own writes are not limited.
+    assert_eq!(
+        st.write(f, "m", &[("cluster", "a"), ("i", "9")], 1.0, 1000, 1000),
+        Inserted
+    );
+    // Expired series give their cluster's room back.
+    st.sweep(1000 + 11_000);
+    assert_eq!(st.series_count(), 0);
+    let out = st.ingest_logged(20_000);
+    for i in ["1", "2"] {
+        assert_eq!(
+            out.write(f, "m", &[("cluster", "a"), ("i", i)], 1.0, 20_000),
+            Inserted
+        );
+    }
+}
+
+#[test]
+fn refused_metrics_by_name_and_help() {
+    let limits = Limits {
+        max_metric_name_length: Some(4),
+        max_help_length: Some(5),
+        ..Limits::default()
+    };
+    let cases = [
+        ("abcd", "12345", None),
+        ("abcde", "", Some(Limit::MetricNameLength)),
+        ("abcd", "123456", Some(Limit::HelpLength)),
+    ];
+    for (name, help, want) in cases {
+        assert_eq!(limits.refuses_metric(name, help), want, "{name} {help}");
+    }
+    let (st, _) = limited_store(limits);
+    assert!(st.ingest_logged(1).refuses_metric("x", "abcd", "123456", 3));
+    assert!(
+        !st.logged(1).refuses_metric("x", "abcd", "123456", 3),
+        "not limited"
+    );
+}
+
+#[test]
+fn families_and_symbols_of_expired_series_are_reclaimed() {
+    let st = store(10);
+    let keep = st.family("kept", MetricType::Gauge, "", "");
+    st.pin_family(keep);
+    let steady = st.family("steady", MetricType::Gauge, "h", "");
+    st.write(steady, "steady", &[("a", "1")], 1.0, 0, 0);
+    let (families, symbols) = (read(&st.families).metas.len(), st.symbol_count());
+    for i in 0..2_000 {
+        let name = format!("burst_{i}");
+        let f = st.family(&name, MetricType::Counter, "a burst", "");
+        st.write(f, &name, &[("series", &i.to_string())], 1.0, 1000, 1000);
+    }
+    let wide = st.family("wide", MetricType::Gauge, "", "");
+    for i in 0..50_000 {
+        st.write(
+            wide,
+            "wide",
+            &[("series", &format!("w{i}"))],
+            1.0,
+            1000,
+            1000,
+        );
+    }
+    assert_eq!(read(&st.families).metas.len(), families + 2_001);
+    let shard_capacity = || st.shards.iter().map(|s| read(s).capacity()).sum::<usize>();
+    let peak = shard_capacity();
+    // The steady series stays fresh; the burst expires.
+    st.write(steady, "steady", &[("a", "1")], 2.0, 20_000, 20_000);
+    st.sweep(20_000);
+    // A family is freed once it stayed unused across two collections.
+    st.sweep(21_000);
+    let f = read(&st.families);
+    assert_eq!(f.metas.len(), families, "burst families freed (wide too)");
+    assert!(f.by_name.contains_key("kept"), "pinned");
+    assert!(f.by_name.contains_key("steady"));
+    assert!(!f.by_name.contains_key("burst_1"));
+    assert!(f.metas.capacity() < 1_000, "{}", f.metas.capacity());
+    drop(f);
+    assert_eq!(st.symbol_count(), symbols);
+    assert!(read(&st.symbols).capacity() <= symbols + 64);
+    assert!(
+        shard_capacity() < peak / 4,
+        "{} of {peak}",
+        shard_capacity()
+    );
+    assert_eq!(st.family_meta("steady").unwrap().help, "h");
+    let r = all(&st.select(&sel("steady"), 21_000));
+    assert_eq!(r.len(), 1);
+    // A name comes back: a new family.
+    let f = st.family("burst_1", MetricType::Gauge, "again", "");
+    st.write(f, "burst_1", &[], 1.0, 21_000, 21_000);
+    assert_eq!(st.family_meta("burst_1").unwrap().help, "again");
+}

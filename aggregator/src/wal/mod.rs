@@ -265,6 +265,29 @@ impl Wal {
         Ok(self.tree.get(key(WINDOW, collector_id.as_bytes()))?)
     }
 
+    /// Every persisted replay window: collector id and value.
+    pub fn windows(&self) -> Vec<(Vec<u8>, sled::IVec)> {
+        self.tree
+            .scan_prefix([WINDOW])
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k[1..].to_vec(), v))
+            .collect()
+    }
+
+    /// Replaces a collector's persisted window by `new` (removes it with `None`)
+    /// if it still holds `seen`; false when a batch moved it meanwhile.
+    pub fn swap_window(
+        &self,
+        collector_id: &[u8],
+        seen: &[u8],
+        new: Option<Vec<u8>>,
+    ) -> Result<bool, WalError> {
+        let swapped = self
+            .tree
+            .compare_and_swap(key(WINDOW, collector_id), Some(seen), new)?;
+        Ok(swapped.is_ok())
+    }
+
     /// Copies replay windows kept by an older version in `state`'s `dedup` tree,
     /// once, then drops that tree.
     pub fn migrate_windows(&self, state: &sled::Db) -> Result<usize, WalError> {
