@@ -46,10 +46,11 @@ impl SeqWindow {
     fn compact(&mut self) {
         while self.above.len() > MAX_ABOVE {
             if let Some(first) = self.above.pop_first() {
-                self.next = first + 1;
+                self.next = first.saturating_add(1);
             }
         }
-        while self.above.first() == Some(&self.next) {
+        // `next` cannot pass u64::MAX: that number, once claimed, stays in `above`.
+        while self.next < u64::MAX && self.above.first() == Some(&self.next) {
             self.above.pop_first();
             self.next += 1;
         }
@@ -117,6 +118,21 @@ mod tests {
         }
         assert_eq!(SeqWindow::decode(&w.encode()), Some(w));
         assert_eq!(SeqWindow::decode(&[1, 2, 3]), None);
+    }
+
+    /// Found by the `seq_window_props` property test: `next` overflowed.
+    #[test]
+    fn the_last_sequence_number_does_not_overflow() {
+        let mut w = SeqWindow::default();
+        assert!(w.claim(u64::MAX));
+        w.raise_floor(u64::MAX);
+        assert_eq!(w.next(), u64::MAX);
+        assert!(!w.claim(u64::MAX), "replay of the last number");
+        let mut w = SeqWindow::default();
+        w.raise_floor(u64::MAX);
+        assert!(w.claim(u64::MAX));
+        assert!(!w.claim(u64::MAX));
+        assert_eq!(SeqWindow::decode(&w.encode()), Some(w));
     }
 
     #[test]
