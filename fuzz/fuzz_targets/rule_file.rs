@@ -1,0 +1,35 @@
+//! Prometheus rule files as the aggregator loads them.
+//!
+//! Invariants: a refusal is located (`FILE:LINE:COL: …`, the line within the
+//! file); an accepted file has unique group names and every expression
+//! re-parses from its own text.
+#![no_main]
+
+use edgewatch_aggregator::rules::file::{parse, PromExpr};
+use edgewatch_config::ConfigError;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match parse(text, "rules.yaml") {
+        Err(ConfigError::Invalid { path, line, .. }) => {
+            assert_eq!(path, "rules.yaml");
+            assert!(line <= text.lines().count().max(1) + 1, "line {line}");
+        }
+        Err(e) => panic!("not a located error: {e}"),
+        Ok(f) => {
+            let mut names: Vec<&str> = f.groups.iter().map(|g| g.name.as_str()).collect();
+            names.sort_unstable();
+            let n = names.len();
+            names.dedup();
+            assert_eq!(names.len(), n, "repeated group name accepted");
+            for g in &f.groups {
+                for r in &g.rules {
+                    PromExpr::parse(&r.expr.text).expect("an accepted expression re-parses");
+                }
+            }
+        }
+    }
+});
