@@ -121,6 +121,21 @@ mod tests {
         assert_eq!(SeqWindow::decode(&[1, 2, 3]), None);
     }
 
+    /// Found by the `seq_window_props` property test: `next` overflowed.
+    #[test]
+    fn the_last_sequence_number_does_not_overflow() {
+        let mut w = SeqWindow::default();
+        assert!(w.claim(u64::MAX));
+        w.raise_floor(u64::MAX);
+        assert_eq!(w.next(), u64::MAX);
+        assert!(!w.claim(u64::MAX), "replay of the last number");
+        let mut w = SeqWindow::default();
+        w.raise_floor(u64::MAX);
+        assert!(w.claim(u64::MAX));
+        assert!(!w.claim(u64::MAX));
+        assert_eq!(SeqWindow::decode(&w.encode()), Some(w));
+    }
+
     #[test]
     fn the_top_of_the_range_does_not_overflow() {
         let mut w = SeqWindow::default();

@@ -73,7 +73,7 @@ pub struct Query {
 
 impl Query {
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let expr = promql_parser::parser::parse(text).map_err(ParseError::Syntax)?;
+        let expr = parse_expr(text).map_err(ParseError::Syntax)?;
         check(&expr)?;
         Ok(Self {
             expr: Arc::new(expr),
@@ -83,6 +83,15 @@ impl Query {
     pub fn expr(&self) -> &Expr {
         &self.expr
     }
+}
+
+/// `promql_parser::parser::parse`, with its panics turned into errors: version
+/// 0.11.1 panics on a duration out of `Duration`'s range (`up[1e300]`,
+/// `x offset 1e300`: `Duration::from_secs_f64`), and every PromQL text here
+/// (`match[]`, queries, rule files) comes from outside.
+pub fn parse_expr(text: &str) -> Result<Expr, String> {
+    std::panic::catch_unwind(|| promql_parser::parser::parse(text))
+        .unwrap_or_else(|_| Err("duration out of range".to_string()))
 }
 
 /// Parses, checks and evaluates `text` over `store` at `t_ms`.

@@ -189,7 +189,7 @@ impl fmt::Debug for PromExpr {
 
 impl PromExpr {
     pub fn parse(text: &str) -> Result<Self, ExprError> {
-        let expr = promql_parser::parser::parse(text).map_err(|e| ExprError::Parse {
+        let expr = crate::promql::parse_expr(text).map_err(|e| ExprError::Parse {
             text: text.to_string(),
             message: e.trim().to_string(),
         })?;

@@ -2,7 +2,7 @@
 //! [`Selection`] a reader gets back — an owned, sorted snapshot that needs no
 //! store lock once built.
 
-use promql_parser::parser::{self, Expr, VectorSelector};
+use promql_parser::parser::{Expr, VectorSelector};
 
 use super::symbols::{SymbolId, Symbols};
 use super::{read, FamilyMeta, Store};
@@ -55,7 +55,7 @@ impl Selector {
             selector: input.to_owned(),
             reason,
         };
-        let expr = parser::parse(input).map_err(err)?;
+        let expr = crate::promql::parse_expr(input).map_err(err)?;
         let vs = match expr {
             Expr::VectorSelector(vs) => vs,
             other => {

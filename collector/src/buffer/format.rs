@@ -122,13 +122,22 @@ pub(crate) fn decode(
         body.to_vec()
     } else {
         let d = decompressor.as_mut()?;
-        let out = d.decompress(body, raw_len).ok()?;
+        let out = d
+            .decompress(body, plausible_len(raw_len, body.len())?)
+            .ok()?;
         if out.len() != raw_len {
             return None;
         }
         out
     };
     Some((h, payload))
+}
+
+/// `raw_len` when `compressed` bytes of zstd can hold it: a block expands at
+/// most 32768-fold (4 bytes of RLE for 128 KiB). A larger length is corruption,
+/// and would be allocated before decompressing.
+fn plausible_len(raw_len: usize, compressed: usize) -> Option<usize> {
+    (raw_len <= compressed.saturating_mul(1 << 15)).then_some(raw_len)
 }
 
 /// Encodes a block of consecutive entries. `headers[0].points_before` is
@@ -202,9 +211,9 @@ pub(crate) fn decode_block_raw(
     decompressor: &mut zstd::bulk::Decompressor<'static>,
 ) -> Option<(Vec<Header>, Vec<u8>)> {
     let (headers, raw_total, pos) = decode_block_headers(v)?;
-    let raw = decompressor
-        .decompress(v.get(pos..)?, usize::try_from(raw_total).ok()?)
-        .ok()?;
+    let frame = v.get(pos..)?;
+    let capacity = plausible_len(usize::try_from(raw_total).ok()?, frame.len())?;
+    let raw = decompressor.decompress(frame, capacity).ok()?;
     if raw.len() as u64 != raw_total {
         return None;
     }
@@ -305,5 +314,27 @@ mod tests {
         assert!(decode_block_raw(&v[..v.len() - 1], &mut d).is_none());
         assert!(decode_block_headers(&v[..5]).is_none());
         assert_eq!(seq_of_key(&key(99)), Some(99));
+    }
+
+    /// Found by the `buffer_block` fuzz target: a corrupt length was allocated
+    /// before decompressing (capacity overflow panic).
+    #[test]
+    fn corrupt_lengths_are_refused_not_allocated() {
+        let dict = make_dictionary(b"hello hello hello world");
+        let mut d = Some(zstd::bulk::Decompressor::with_dictionary(&dict).expect("decompressor"));
+        let mut v = vec![CODEC_ZSTD_DICT];
+        for field in [1, 0, 0, u64::MAX >> 1] {
+            put_varint(&mut v, field);
+        }
+        v.extend_from_slice(b"not zstd at all");
+        assert!(decode(&v, &mut d).is_none());
+
+        let mut b = vec![CODEC_BLOCK];
+        for field in [1, 0, u64::MAX >> 1, 1, 0, u64::MAX >> 1] {
+            put_varint(&mut b, field);
+        }
+        b.extend_from_slice(b"not zstd");
+        let mut d = zstd::bulk::Decompressor::new().expect("decompressor");
+        assert!(decode_block_raw(&b, &mut d).is_none());
     }
 }

@@ -101,6 +101,8 @@
 
 mod compact;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod meta;
 mod metrics;
 mod segment;
