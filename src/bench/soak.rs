@@ -324,6 +324,14 @@ pub async fn s11(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
     }
     let warm = plan.warmup().as_secs_f64();
     for (tag, timeline) in [("col", &col_rss), ("agg", &agg_rss)] {
+        let minutes: Vec<String> = window_medians(timeline, 0.0, 60.0)
+            .iter()
+            .map(|r| format!("{:.1}", r / MIB))
+            .collect();
+        eprintln!(
+            "bench: S11 {tag} RSS median per minute (MiB): {}",
+            minutes.join(" ")
+        );
         insert_flatness(&mut v, tag, flatness(timeline, warm, 60.0));
     }
     Ok(v)
@@ -341,25 +349,10 @@ pub struct Flatness {
 }
 
 /// [`Flatness`] of a (seconds, bytes) timeline: samples before `warmup` are left out, the
-/// rest cut into windows of `window` seconds (a last partial window counts only if at
-/// least half full). `None` without a full window after the warm-up.
+/// rest cut into windows of `window` seconds. `None` without a full window after the
+/// warm-up.
 pub fn flatness(timeline: &[(f64, f64)], warmup: f64, window: f64) -> Option<Flatness> {
-    let mut windows: Vec<Vec<f64>> = Vec::new();
-    for &(t, rss) in timeline.iter().filter(|(t, _)| *t >= warmup) {
-        let i = ((t - warmup) / window) as usize;
-        if windows.len() <= i {
-            windows.resize(i + 1, Vec::new());
-        }
-        windows[i].push(rss);
-    }
-    let end = timeline.last().map_or(0.0, |l| l.0);
-    if let Some(last) = windows.len().checked_sub(1) {
-        let covered = end - (warmup + last as f64 * window);
-        if covered < window / 2.0 {
-            windows.pop();
-        }
-    }
-    let medians: Vec<f64> = windows.iter_mut().filter_map(|w| median(w)).collect();
+    let medians = window_medians(timeline, warmup, window);
     if medians.is_empty() {
         return None;
     }
@@ -372,6 +365,27 @@ pub fn flatness(timeline: &[(f64, f64)], warmup: f64, window: f64) -> Option<Fla
         max,
         dev_pct: (max - mean).max(mean - min) / mean * 100.0,
     })
+}
+
+/// The median of each `window` seconds of a (seconds, bytes) timeline from `from` on; a
+/// last partial window counts only if at least half full.
+pub fn window_medians(timeline: &[(f64, f64)], from: f64, window: f64) -> Vec<f64> {
+    let mut windows: Vec<Vec<f64>> = Vec::new();
+    for &(t, rss) in timeline.iter().filter(|(t, _)| *t >= from) {
+        let i = ((t - from) / window) as usize;
+        if windows.len() <= i {
+            windows.resize(i + 1, Vec::new());
+        }
+        windows[i].push(rss);
+    }
+    let end = timeline.last().map_or(0.0, |l| l.0);
+    if let Some(last) = windows.len().checked_sub(1) {
+        let covered = end - (from + last as f64 * window);
+        if covered < window / 2.0 {
+            windows.pop();
+        }
+    }
+    windows.iter_mut().filter_map(|w| median(w)).collect()
 }
 
 fn median(v: &mut [f64]) -> Option<f64> {
