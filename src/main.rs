@@ -61,6 +61,8 @@ enum LoadgenCommand {
     Fleet(edgewatch_loadgen::FleetArgs),
     /// A counting Prometheus remote write receiver (samples, series, duplicates, order).
     RemoteWriteSink(edgewatch_loadgen::RemoteWriteSinkArgs),
+    /// Prometheus scrape targets of which some misbehave (slow, huge, invalid, flapping).
+    Targets(edgewatch_loadgen::TargetsArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -134,6 +136,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let stop = shutdown_on_signal();
             edgewatch_loadgen::run_remote_write_sink(args, stop.cancelled_owned()).await?;
+        }
+        Command::Loadgen {
+            sink: Some(LoadgenCommand::Targets(args)),
+            ..
+        } => {
+            let stop = shutdown_on_signal();
+            edgewatch_loadgen::run_targets(args, stop.cancelled_owned()).await?;
         }
         Command::Loadgen { sink: None, args } => {
             let json = args.json;

@@ -12,6 +12,8 @@
 //! * [`remote_write::RemoteWriteSink`] / [`remote_write::run_remote_write_sink`] is a
 //!   Prometheus remote write receiver that counts samples, series, metadata,
 //!   duplicates and out-of-order samples, with injected 5xx/429 answers.
+//! * [`targets::run_targets`] serves Prometheus scrape targets of which some misbehave
+//!   (slow, huge, too many samples, invalid, flapping), to soak a scraper.
 //!
 //! Failed requests are not retried unless `--retry` is given: each point is either
 //! acknowledged or counted failed, so a receiver's view can be compared with the report.
@@ -24,6 +26,7 @@ pub mod payload;
 pub mod remote_write;
 mod report;
 mod sink;
+pub mod targets;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -46,6 +49,7 @@ pub use remote_write::{
 };
 pub use report::{expand_runs, Latency, Report, SequenceReport, SeriesRun};
 pub use sink::{run_sink, sink, SeqStats, Sink, SinkStats};
+pub use targets::{run_targets, TargetsArgs};
 
 /// Counters shared by the workers and the progress line.
 #[derive(Default)]

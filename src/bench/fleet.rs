@@ -23,10 +23,11 @@ fn num(v: &serde_json::Value, k: &str) -> f64 {
 }
 
 /// The aggregator's configuration lines for one remote write endpoint and a log large
-/// enough for the scenario's backlog; `queue` adds `queue_config` keys.
-pub fn remote_write_config(url: &str, queue: &str) -> String {
+/// enough for the scenario's backlog; `queue` adds `queue_config` keys, `endpoint` keys
+/// of the endpoint (indented 4 spaces).
+pub fn remote_write_config(url: &str, queue: &str, endpoint: &str) -> String {
     format!(
-        "remote_write:\n  - url: {url}\n    queue_config:\n      min_backoff: 10ms\n      max_backoff: 200ms\n{queue}wal:\n  max_bytes: 16GiB\n"
+        "remote_write:\n  - url: {url}\n{endpoint}    queue_config:\n      min_backoff: 10ms\n      max_backoff: 200ms\n{queue}wal:\n  max_bytes: 16GiB\n"
     )
 }
 
@@ -162,7 +163,7 @@ pub async fn s8(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
             "aggregator",
             agg,
             None,
-            &remote_write_config(&vm.write_url(), ""),
+            &remote_write_config(&vm.write_url(), "", ""),
         )
         .await?;
     let timeline = RssTimeline::start(a.pid);
@@ -214,7 +215,7 @@ pub async fn s9(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
             "aggregator",
             agg,
             Some(0),
-            &remote_write_config(&url, S9_QUEUE),
+            &remote_write_config(&url, S9_QUEUE, ""),
         )
         .await?;
     let fill = Instant::now();
@@ -280,7 +281,7 @@ pub async fn s10(args: &BenchArgs, _run: usize) -> anyhow::Result<Values> {
             "aggregator",
             agg,
             None,
-            &remote_write_config(&vm.write_url(), ""),
+            &remote_write_config(&vm.write_url(), "", ""),
         )
         .await?;
     let sampler = Sampler::start(a.pid);

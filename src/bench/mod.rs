@@ -1,4 +1,4 @@
-//! `edgewatch bench`: the benchmark harness (scenarios S1–S7 of BENCHMARKS.md).
+//! `edgewatch bench`: the benchmark harness (scenarios S1–S11 of BENCHMARKS.md).
 //!
 //! Spawns this binary as separate processes (aggregator, collector, loadgen, sink) on
 //! free 127.0.0.1 ports with configs in a temp dir, pins them with `taskset` where a
@@ -10,6 +10,7 @@ mod alerting;
 mod fleet;
 mod procs;
 mod scenarios;
+mod soak;
 mod tls;
 mod victoria;
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Scenarios to run, comma-separated (S1..S10); all by default.
+    /// Scenarios to run, comma-separated (S1..S11); all by default.
     #[arg(long, value_delimiter = ',')]
     pub scenario: Vec<String>,
     /// Runs per scenario; the table shows the median of each value.
@@ -65,6 +66,12 @@ pub struct BenchArgs {
     /// S8 seconds of live fleet traffic (--quick: 60).
     #[arg(long, default_value_t = 600)]
     pub s8_duration: u64,
+    /// S11 soak length (default 30m; --quick: 3m), e.g. `10m`.
+    #[arg(long, value_parser = edgewatch_loadgen::parse_duration)]
+    pub s11_duration: Option<Duration>,
+    /// S11: how often the aggregator is stopped and started again (default 5m; --quick: 1m).
+    #[arg(long, value_parser = edgewatch_loadgen::parse_duration)]
+    pub s11_restart_every: Option<Duration>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +92,9 @@ impl BenchArgs {
     }
 }
 
-const ALL: [&str; 10] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10"];
+const ALL: [&str; 11] = [
+    "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11",
+];
 
 struct Outcome {
     id: &'static str,
@@ -106,7 +115,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             let id = ALL
                 .iter()
                 .find(|a| a.eq_ignore_ascii_case(s.trim()))
-                .with_context(|| format!("unknown scenario {s:?} (S1..S10)"))?;
+                .with_context(|| format!("unknown scenario {s:?} (S1..S11)"))?;
             v.push(*id);
         }
         v
@@ -132,6 +141,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 "S7" => alerting::s7(&args, r).await,
                 "S8" => fleet::s8(&args, r).await,
                 "S9" => fleet::s9(&args, r).await,
+                "S11" => soak::s11(&args, r).await,
                 _ => fleet::s10(&args, r).await,
             };
             match res {
@@ -271,6 +281,7 @@ fn describe(id: &str, a: &BenchArgs) -> (&'static str, String, &'static str) {
             "p99 ≤ evaluation interval + 1 s",
         ),
         "S8" | "S9" | "S10" => fleet::describe(id, a),
+        "S11" => soak::describe(a),
         _ => (
             "S6 limit baseline: S2 payloads decoded by prost alone; appended+flushed to sled alone",
             format!(
@@ -306,6 +317,7 @@ fn judge(o: &Outcome, s2_rate: Option<f64>) -> (String, String) {
         "S8" => fleet::judge_s8(g),
         "S9" => fleet::judge_s9(g),
         "S10" => fleet::judge_s10(g),
+        "S11" => soak::judge(g),
         _ => return limit_baseline(g, s2_rate),
     };
     (text, if pass { "PASS" } else { "FAIL" }.to_string())

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
@@ -199,8 +199,7 @@ impl Env {
         Ok(p)
     }
 
-    /// Starts a collector forwarding to `forward` (`host:port`); waits for `/healthz` unless
-    /// `wait` is false.
+    /// Starts a collector forwarding to `forward` (`host:port`); waits for `/healthz`.
     pub async fn collector(
         &self,
         name: &str,
@@ -208,8 +207,21 @@ impl Env {
         forward: &str,
         core: Option<usize>,
     ) -> anyhow::Result<Proc> {
+        self.collector_with(name, ports, forward, core, "").await
+    }
+
+    /// [`Env::collector`] with `receivers` (more receivers, indented 2 spaces, e.g. a
+    /// `prometheus:` block) after its OTLP receiver.
+    pub async fn collector_with(
+        &self,
+        name: &str,
+        ports: ColPorts,
+        forward: &str,
+        core: Option<usize>,
+        receivers: &str,
+    ) -> anyhow::Result<Proc> {
         let yaml = format!(
-            "cluster: bench\nnode: node-1\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\n{}buffer:\n  path: {}\n  max_bytes: 8GiB\n  full_policy: backpressure\nforward:\n  endpoint: {}://{forward}\n  initial_backoff: 50ms\n  max_backoff: 250ms\n{}admin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 0\n",
+            "cluster: bench\nnode: node-1\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\n{}{receivers}buffer:\n  path: {}\n  max_bytes: 8GiB\n  full_policy: backpressure\nforward:\n  endpoint: {}://{forward}\n  initial_backoff: 50ms\n  max_backoff: 250ms\n{}admin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 0\n",
             ports.grpc,
             ports.http,
             self.receiver_tls(4, false),
@@ -490,13 +502,19 @@ pub struct RssTimeline {
 
 impl RssTimeline {
     pub fn start(pid: u32) -> RssTimeline {
+        RssTimeline::follow(Arc::new(AtomicU32::new(pid)))
+    }
+
+    /// Samples whichever process `pid` holds (a restarted process gets a new pid); none
+    /// while it is down.
+    pub fn follow(pid: Arc<AtomicU32>) -> RssTimeline {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let handle = std::thread::spawn(move || {
             let t0 = Instant::now();
             let mut out = Vec::new();
             while !s.load(Ordering::Acquire) {
-                if let Some(r) = rss_bytes(pid) {
+                if let Some(r) = rss_bytes(pid.load(Ordering::Acquire)) {
                     out.push((t0.elapsed().as_secs_f64(), r as f64));
                 }
                 std::thread::sleep(Duration::from_secs(1));

@@ -11,20 +11,20 @@ pub type Values = BTreeMap<&'static str, f64>;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn s(v: &[&str]) -> Vec<String> {
+pub fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
-fn num(v: &serde_json::Value, k: &str) -> f64 {
+pub fn num(v: &serde_json::Value, k: &str) -> f64 {
     v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN)
 }
 
-fn secs(d: Duration) -> String {
+pub fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
 /// Waits until the collector's buffer is empty; returns how long it took.
-async fn wait_drained(env: &Env, col: ColPorts, timeout: Duration) -> anyhow::Result<Duration> {
+pub async fn wait_drained(env: &Env, col: ColPorts, timeout: Duration) -> anyhow::Result<Duration> {
     let t = Instant::now();
     loop {
         if let Ok(v) = env.metric(&col.metrics(), "edgewatch_buffer_entries").await {
