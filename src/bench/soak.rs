@@ -49,9 +49,8 @@ fn prometheus_receiver(targets: &[String]) -> String {
     let mut y = String::from(
         "  prometheus:\n    scrape_interval: 5s\n    scrape_timeout: 2s\n    body_size_limit: 1MiB\n",
     );
-    // Scrape limits (issue #14): once `receivers.prometheus` has them, enable this line
-    // (the `many` target serves 20,000 samples in ~0.7 MiB, under the body size limit).
-    y.push_str("    # sample_limit: 10000\n");
+    // The `many` target serves 20,000 samples in ~0.7 MiB, under the body size limit.
+    y.push_str("    sample_limit: 10000\n");
     y.push_str("    static_targets:\n");
     for t in targets {
         y.push_str(&format!("      - {t}\n"));
@@ -67,7 +66,7 @@ const REASONS: [(&str, &str); 7] = [
     ("timeout", "fail_timeout"),
     ("connect", "fail_connect"),
     ("http_status", "fail_http_status"),
-    ("body_too_large", "fail_body_too_large"),
+    ("body_size_limit", "fail_body_size_limit"),
     ("invalid_exposition", "fail_invalid_exposition"),
     ("sample_limit", "fail_sample_limit"),
     ("label_limit", "fail_label_limit"),
