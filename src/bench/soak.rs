@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
 const MIB: f64 = 1024.0 * 1024.0;
+/// The aggregator's default `store.window`, which the soak does not change.
+const STORE_WINDOW: Duration = Duration::from_secs(600);
 
 /// How long S11 runs and how often the aggregator is stopped.
 pub struct Plan {
@@ -34,12 +36,17 @@ impl Plan {
         }
     }
 
-    /// The warm-up excluded from the RSS check: the first restart period. By its end
-    /// the collector's buffer and sled caches have reached their working size and the
+    /// The warm-up excluded from the RSS check: the aggregator's store window (it
+    /// keeps every series' last 10 minutes of samples, so it grows for that long,
+    /// and a restart rebuilds the same window from its log) or the first restart
+    /// period, whichever is longer, and at most half the run. By its end the
+    /// collector's buffer and sled caches have reached their working size and the
     /// aggregator has gone through one stop, a log replay and a catch-up of the
     /// collector's backlog — the whole cycle every later period repeats.
     pub fn warmup(&self) -> Duration {
-        self.restart_every.min(self.duration / 2)
+        // Not `clamp`: a short run's half may be below the window.
+        let warm = self.restart_every.max(STORE_WINDOW);
+        warm.min(self.duration / 2)
     }
 }
 
