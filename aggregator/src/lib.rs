@@ -66,6 +66,7 @@ pub async fn start(
     cfg: &AggregatorConfig,
     shutdown: CancellationToken,
 ) -> Result<Aggregator, AggregatorError> {
+    store::limit_malloc_arenas();
     let registry = Registry::new();
     let state = open_state(cfg).await?;
     let staleness = cfg.store.staleness.get();

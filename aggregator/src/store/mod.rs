@@ -38,6 +38,7 @@ pub mod limits;
 mod logged;
 mod memo;
 mod reclaim;
+pub use reclaim::limit_malloc_arenas;
 mod select;
 mod symbols;
 mod window;
