@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod expose;
+pub mod heap;
 pub mod ingest;
 pub mod remote;
 pub mod store;
@@ -66,7 +67,7 @@ pub async fn start(
     cfg: &AggregatorConfig,
     shutdown: CancellationToken,
 ) -> Result<Aggregator, AggregatorError> {
-    store::limit_malloc_arenas();
+    heap::limit_malloc_arenas();
     let registry = Registry::new();
     let state = open_state(cfg).await?;
     let staleness = cfg.store.staleness.get();
@@ -127,6 +128,7 @@ pub async fn start(
         wal_limits(cfg),
         shutdown.clone(),
     )));
+    background.push(tokio::spawn(heap::run(registry.clone(), shutdown.clone())));
     background.push(tokio::spawn(expire_collectors(
         sink.clone(),
         cfg.state.collector_expiry.get(),

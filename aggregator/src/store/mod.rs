@@ -38,7 +38,6 @@ pub mod limits;
 mod logged;
 mod memo;
 mod reclaim;
-pub use reclaim::limit_malloc_arenas;
 mod select;
 mod symbols;
 mod window;
@@ -187,8 +186,6 @@ pub struct Store {
     series: AtomicUsize,
     /// Set when series were removed and their symbols not yet collected.
     gc_pending: AtomicBool,
-    /// Series removed since freed heap was last returned to the system.
-    untrimmed: AtomicUsize,
     /// Distinguishes stores, and collections of symbols (which invalidate
     /// ids), for the per-thread symbol memo (`memo.rs`).
     id: u64,
@@ -249,7 +246,6 @@ impl Store {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             series: AtomicUsize::new(0),
             gc_pending: AtomicBool::new(false),
-            untrimmed: AtomicUsize::new(0),
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
             series_gauge,
@@ -531,7 +527,6 @@ impl Store {
         }
         if removed > 0 {
             self.gc_pending.store(true, Ordering::Relaxed);
-            self.untrimmed.fetch_add(removed, Ordering::Relaxed);
         }
         // Symbols interned by a write whose series then already existed
         // (a race between two writers) also end up unreferenced; they are

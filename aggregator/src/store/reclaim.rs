@@ -5,17 +5,12 @@
 //!   handed out by `Store::family` just before one stays valid while its request
 //!   writes); families the core holds for good are pinned (`Store::pin_family`);
 //! - shrinks the tables a burst of series grew (shard maps, the symbol table, the
-//!   per-name family map) once they are mostly empty;
-//! - after a large removal, asks the allocator to return free pages to the
-//!   system, so RSS comes back down after a cardinality burst expires.
+//!   per-name family map) once they are mostly empty.
+//!
+//! Handing the freed pages back to the system is `crate::heap`'s job.
 
 use super::{read, write, FamilyMeta, MetricType, Store};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
-
-/// Series removed (over one or more sweeps) beyond which freed heap is handed back
-/// to the system.
-const TRIM_AFTER: usize = 10_000;
 
 impl Store {
     /// Whether families wait for the next collection to be freed.
@@ -40,10 +35,6 @@ impl Store {
             }
         }
         write(&self.symbols).shrink();
-        if self.untrimmed.load(Ordering::Relaxed) >= TRIM_AFTER {
-            self.untrimmed.store(0, Ordering::Relaxed);
-            trim_heap();
-        }
     }
 
     fn free_families(&self, referenced: &HashSet<u32>) {
@@ -101,32 +92,5 @@ pub(super) fn is_mostly_empty(len: usize, capacity: usize) -> bool {
 fn shrink_map<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(m: &mut HashMap<K, V, S>) {
     if is_mostly_empty(m.len(), m.capacity()) {
         m.shrink_to_fit();
-    }
-}
-
-/// Caps glibc's malloc arenas at one per core. By default glibc makes up to 8 per core,
-/// one per thread that meets contention; a burst spread over many of them leaves free
-/// pages scattered across arenas that `malloc_trim` does not give back (measured: RSS
-/// stayed near the burst's peak after its series expired; with the cap it came back
-/// to the baseline). Called once at start, before ingest threads allocate.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-        // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX bounds arenas
-        // created from now on.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, arenas);
-        }
-    }
-}
-
-/// Returns free heap pages to the system (glibc keeps them otherwise).
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
