@@ -7,6 +7,8 @@ mod demo;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edgewatch::{report_validation, shutdown_on_signal, Footprint};
+use edgewatch_aggregator::rules::unittest;
+use std::io::{stderr, stdout};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,6 +53,21 @@ enum Command {
         #[command(flatten)]
         args: edgewatch_loadgen::LoadgenArgs,
     },
+    /// Check rule files, as `promtool check rules`: exits 1 if any is invalid.
+    #[command(subcommand)]
+    Check(RulesCommand),
+    /// Run rule unit tests (promtool's test file format), as `promtool test rules`.
+    #[command(subcommand)]
+    Test(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Prometheus rule files (check) or rule unit-test files (test).
+    Rules {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,10 +92,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let footprint = match cli.command {
         Command::Validate { role, file } => return validate(role, &file),
+        Command::Check(RulesCommand::Rules { files }) => {
+            return rules_exit(unittest::check_rules(&files, &mut stdout(), &mut stderr()))
+        }
+        Command::Test(RulesCommand::Rules { files }) => {
+            return rules_exit(unittest::test_rules(&files, &mut stdout(), &mut stderr()))
+        }
         Command::Collector { .. } => Footprint::Edge,
         _ => Footprint::Default,
     };
     edgewatch::run_role("edgewatch", footprint, run(cli.command))
+}
+
+fn rules_exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn validate(role: Role, file: &std::path::Path) -> ExitCode {
@@ -156,7 +187,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             );
         }
-        Command::Validate { .. } => unreachable!("handled before the runtime starts"),
+        Command::Validate { .. } | Command::Check(_) | Command::Test(_) => {
+            unreachable!("handled before the runtime starts")
+        }
     }
     Ok(())
 }

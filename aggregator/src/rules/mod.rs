@@ -33,6 +33,7 @@ mod api;
 pub mod builtin;
 pub mod file;
 pub mod template;
+pub mod unittest;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
