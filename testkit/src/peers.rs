@@ -132,6 +132,32 @@ pub fn promtool_check_config(file: &Path) -> Result<(), String> {
     }
 }
 
+/// What a tool printed and whether it succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `promtool ARGS…` (e.g. `test rules FILE`) to compare its verdict and
+/// wording with ours.
+pub fn promtool<I, S>(args: I) -> ToolOutput
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(require(PROMTOOL, "prometheus"))
+        .args(args)
+        .output()
+        .expect("running promtool");
+    ToolOutput {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// An Alertmanager (no clustering), killed when dropped.
 pub struct Alertmanager {
     pub port: u16,
