@@ -44,7 +44,8 @@ fn ours(
 fn normalized(stderr: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for line in stderr.lines() {
-        let l = if line.starts_with("    ") || line == "  FAILED:" || line.is_empty() {
+        let ours_alike = line.starts_with("    ") || line.starts_with("  WARNING: ");
+        let l = if ours_alike || line == "  FAILED:" || line.is_empty() {
             match line.split_once(", err: ") {
                 Some((head, _)) => format!("{head}, err: …"),
                 None => line.to_string(),
@@ -194,6 +195,42 @@ fn check_rules_agrees() {
     let want = format!(
         "{}:9:15: ",
         examples().join("bad-rules-syntax.yml").display()
+    );
+    assert!(out.stderr.contains(&want), "{want} in {}", out.stderr);
+}
+
+#[test]
+fn broken_and_missing_rule_files_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    write(
+        "bad.yml",
+        "groups:\n  - name: g\n    rules:\n      - record: x\n        expr: 'test +'\n",
+    );
+    // Reported once per test group, as promtool loads the rules for each.
+    let two_groups = write("two.yml", "rule_files: [bad.yml]\ntests:\n  - {}\n  - {}\n");
+    let out = agree("test", &two_groups, false);
+    let bad = dir.path().join("bad.yml").display().to_string();
+    assert_eq!(
+        out.stderr.matches(&format!("{bad}:5:15: ")).count(),
+        2,
+        "{}",
+        out.stderr
+    );
+
+    // A pattern matching nothing is a warning (with the path cleaned as Go joins it).
+    let missing = write(
+        "missing.yml",
+        "rule_files: [./none/*.yml]\ntests:\n  - promql_expr_test:\n      - expr: 1\n        exp_samples: [{value: 1}]\n",
+    );
+    let out = agree("test", &missing, true);
+    let want = format!(
+        "  WARNING: no file match pattern {}/none/*.yml",
+        dir.path().display()
     );
     assert!(out.stderr.contains(&want), "{want} in {}", out.stderr);
 }

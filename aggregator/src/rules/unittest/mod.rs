@@ -84,7 +84,9 @@ fn test_file(path: &Path, err: &mut dyn Write) -> Vec<String> {
     };
     let groups = match rule_groups(path, &tf, err) {
         Ok(g) => g,
-        Err(e) => return vec![e],
+        // promtool loads the rules for each test group and reports a failure
+        // each time (but passes a file without tests: that is not followed).
+        Err(e) => return vec![e; tf.tests.len().max(1)],
     };
     let eval_ms = match tf.evaluation_interval.map(|d| d.get().as_millis() as i64) {
         Some(ms) if ms > 0 => ms,
@@ -132,12 +134,7 @@ fn rule_groups(path: &Path, tf: &TestFile, err: &mut dyn Write) -> Result<Vec<Ru
     let base = path.parent().unwrap_or(Path::new(""));
     let mut groups = Vec::new();
     for pattern in &tf.rule_files {
-        let full = if Path::new(pattern).is_absolute() {
-            PathBuf::from(pattern)
-        } else {
-            base.join(pattern)
-        };
-        let full = full.to_string_lossy().into_owned();
+        let full = clean(&base.join(pattern)).to_string_lossy().into_owned();
         let matches: Vec<PathBuf> = glob::glob(&full)
             .map_err(|e| format!("rule_files: invalid pattern {pattern:?}: {e}"))?
             .filter_map(Result::ok)
@@ -154,6 +151,26 @@ fn rule_groups(path: &Path, tf: &TestFile, err: &mut dyn Write) -> Result<Vec<Ru
     Ok(groups)
 }
 
+/// The path with `.` and `dir/..` taken out, as Go's `filepath.Join` leaves
+/// it (promtool prints rule file paths so).
+fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return PathBuf::from(".");
+    }
+    out.iter().collect()
+}
+
 fn read_rule_file(path: &Path) -> Result<Vec<RuleGroup>, String> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{origin}: {e}"))?;
@@ -166,4 +183,23 @@ fn read_rule_file(path: &Path) -> Result<Vec<RuleGroup>, String> {
             rules: g.rules,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned_as_go_joins_them() {
+        for (input, want) in [
+            ("dir/./rules.yml", "dir/rules.yml"),
+            ("./rules.yml", "rules.yml"),
+            ("a/b/../rules/*.yml", "a/rules/*.yml"),
+            ("../rules.yml", "../rules.yml"),
+            ("/etc/./x.yml", "/etc/x.yml"),
+            (".", "."),
+        ] {
+            assert_eq!(clean(Path::new(input)), PathBuf::from(want), "{input}");
+        }
+    }
 }

@@ -134,7 +134,7 @@ impl<'a> Run<'a> {
                 return errs;
             }
             let step = self.eval_ms;
-            let due = |ms: i64| ms >= ts && ms < ts + step;
+            let due = |ms: i64| ms >= ts && ms < ts.saturating_add(step);
             while let Some(t) = alert_tests
                 .get(next_alert)
                 .filter(|t| due(ms_of(t.eval_time)))
@@ -150,7 +150,10 @@ impl<'a> Run<'a> {
                 promql_results[*i] = self.check_promql(t);
                 next_promql += 1;
             }
-            ts += self.eval_ms;
+            match ts.checked_add(self.eval_ms) {
+                Some(next) => ts = next,
+                None => break,
+            }
         }
         errs.extend(promql_results.into_iter().flatten());
         errs
@@ -307,7 +310,7 @@ fn inputs(
         let samples = values
             .into_iter()
             .enumerate()
-            .filter_map(|(i, v)| v.map(|v| (i as i64 * step_ms, v)))
+            .filter_map(|(i, v)| v.map(|v| ((i as i64).saturating_mul(step_ms), v)))
             .collect();
         out.push(Input {
             family: store.family(&name, MetricType::Unknown, "", ""),
