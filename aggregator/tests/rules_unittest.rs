@@ -1,7 +1,8 @@
 //! `edgewatch test rules` / `check rules` against the real `promtool` (Debian
 //! `prometheus`) on the same files: promtool's own examples (copied from its
-//! testdata under `tests/promtool/`), the unit tests of the built-in rule
-//! groups (`src/rules/builtin/tests/`), and broken variants of them. Both
+//! testdata under `tests/promtool/`, beside edgewatch's own `features*`), the
+//! unit tests of the built-in rule groups (`src/rules/builtin/tests/`), and
+//! broken variants of them. Both
 //! tools must agree on pass or fail and on which tests fail, with the same
 //! wording: stdout byte for byte, stderr line for line except where the two
 //! evaluators or parsers word an error their own way (`err: …`, a file's
@@ -98,6 +99,8 @@ fn promtool_examples_give_the_same_verdicts() {
         ("unittest.yml", true),
         ("long-period.yml", true),
         ("negative-offset-test.yml", true),
+        ("features_test.yml", true),
+        ("features-failing-test.yml", false),
         ("failing.yml", false),
         ("bad-rules-error-test.yml", false),
         ("bad-promql.yml", false),
