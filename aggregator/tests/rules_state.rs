@@ -27,6 +27,7 @@ fn rule(for_min: i64, keep_min: i64) -> AlertRule {
         labels,
         annotations,
         external_url: "http://core:9000".into(),
+        external_labels: BTreeMap::new(),
     }
 }
 

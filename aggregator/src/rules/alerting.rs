@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::template::Template;
+use super::template::{Externals, Template};
 use crate::promql::{Labels, Sample};
 use edgewatch_notify::Alert;
 
@@ -83,8 +83,11 @@ pub struct AlertRule {
     pub keep_firing_for_ms: i64,
     pub labels: BTreeMap<String, Template>,
     pub annotations: BTreeMap<String, Template>,
-    /// Prefix of the generator URL (the external URL, may be empty).
+    /// Prefix of the generator URL (the external URL, may be empty), also
+    /// `$externalURL` in templates.
     pub external_url: String,
+    /// `$externalLabels` in templates.
+    pub external_labels: BTreeMap<String, String>,
 }
 
 /// Timing of an evaluation's sends and of the restore grace.
@@ -167,6 +170,10 @@ fn alerts_of(
     now: i64,
 ) -> Result<BTreeMap<String, ActiveAlert>, StepError> {
     let mut fresh: BTreeMap<String, ActiveAlert> = BTreeMap::new();
+    let externals = Externals {
+        labels: rule.external_labels.clone(),
+        url: rule.external_url.clone(),
+    };
     for s in results {
         let mut l = s.labels.clone();
         l.remove("__name__");
@@ -174,7 +181,7 @@ fn alerts_of(
         // passes `smpl.Metric.Map()`.
         let tmpl_labels = &s.labels;
         for (k, t) in &rule.labels {
-            let v = t.expand(tmpl_labels, s.value);
+            let v = t.expand_with(tmpl_labels, s.value, &externals);
             if v.is_empty() {
                 l.remove(k);
             } else {
@@ -185,7 +192,7 @@ fn alerts_of(
         let annotations = rule
             .annotations
             .iter()
-            .map(|(k, t)| (k.clone(), t.expand(tmpl_labels, s.value)))
+            .map(|(k, t)| (k.clone(), t.expand_with(tmpl_labels, s.value, &externals)))
             .collect();
         let key = key_of(&l);
         if fresh.contains_key(&key) {

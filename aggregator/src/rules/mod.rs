@@ -628,6 +628,7 @@ fn alert_rule(spec: &RuleSpec) -> Option<AlertRule> {
             labels: spec.labels.clone(),
             annotations: annotations.clone(),
             external_url: String::new(),
+            external_labels: Default::default(),
         }),
         RuleKind::Record { .. } => None,
     }

@@ -1,6 +1,7 @@
 //! The subset of Prometheus' alert templating (Go `text/template`) that rule
 //! labels and annotations use: `{{ $labels.name }}`, `{{ .Labels.name }}`,
-//! `{{ index $labels "name" }}`, `{{ $value }}`, `{{ .Value }}`, with the pipes
+//! `{{ index $labels "name" }}`, `{{ $value }}`, `{{ .Value }}`,
+//! `{{ $externalLabels.name }}`, `{{ $externalURL }}`, with the pipes
 //! `humanize`, `humanizePercentage`, `humanizeDuration`, `printf "%.Nf"`, and
 //! `{{/* comments */}}`. Anything else is rejected when the rule file loads.
 
@@ -12,6 +13,8 @@ use edgewatch_prom::float::{format_g, go_exponent};
 enum Source {
     Label(String),
     Value,
+    ExternalLabel(String),
+    ExternalUrl,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,8 +121,19 @@ impl Template {
         &self.raw
     }
 
-    /// Expands with the alert's labels and value.
+    /// Expands with the alert's labels and value (no external labels or URL).
     pub fn expand(&self, labels: &BTreeMap<String, String>, value: f64) -> String {
+        self.expand_with(labels, value, &Externals::default())
+    }
+
+    /// Expands with the alert's labels and value, and what `$externalLabels`
+    /// and `$externalURL` stand for.
+    pub fn expand_with(
+        &self,
+        labels: &BTreeMap<String, String>,
+        value: f64,
+        externals: &Externals,
+    ) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -128,6 +142,10 @@ impl Template {
                     let mut cur = match src {
                         Source::Label(l) => Cur::Str(labels.get(l).cloned().unwrap_or_default()),
                         Source::Value => Cur::Num(value),
+                        Source::ExternalLabel(l) => {
+                            Cur::Str(externals.labels.get(l).cloned().unwrap_or_default())
+                        }
+                        Source::ExternalUrl => Cur::Str(externals.url.clone()),
                     };
                     for p in pipes {
                         cur = Cur::Str(apply(p, &cur));
@@ -141,6 +159,14 @@ impl Template {
         }
         out
     }
+}
+
+/// Prometheus' `global.external_labels` and `--web.external-url`, as
+/// templates see them (`edgewatch test rules` sets them per test group).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Externals {
+    pub labels: BTreeMap<String, String>,
+    pub url: String,
 }
 
 enum Cur {
@@ -168,11 +194,18 @@ fn parse_source(tok: &str) -> Result<Source, ActionError> {
     if tok == "$value" || tok == ".Value" {
         return Ok(Source::Value);
     }
+    if tok == "$externalURL" || tok == ".ExternalURL" {
+        return Ok(Source::ExternalUrl);
+    }
+    let name = |l: &str| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     for pre in ["$labels.", ".Labels."] {
-        if let Some(l) = tok.strip_prefix(pre) {
-            if !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Ok(Source::Label(l.to_string()));
-            }
+        if let Some(l) = tok.strip_prefix(pre).filter(|l| name(l)) {
+            return Ok(Source::Label(l.to_string()));
+        }
+    }
+    for pre in ["$externalLabels.", ".ExternalLabels."] {
+        if let Some(l) = tok.strip_prefix(pre).filter(|l| name(l)) {
+            return Ok(Source::ExternalLabel(l.to_string()));
         }
     }
     Err(ActionError::UnsupportedAction(tok.to_string()))
@@ -186,6 +219,9 @@ fn parse_action(action: &str) -> Result<Part, ActionError> {
         [one] => parse_source(one)?,
         [f, m, key] if f == "index" && (m == "$labels" || m == ".Labels") => {
             Source::Label(unquote(key)?)
+        }
+        [f, m, key] if f == "index" && (m == "$externalLabels" || m == ".ExternalLabels") => {
+            Source::ExternalLabel(unquote(key)?)
         }
         [f, fmt, arg] if f == "printf" => {
             let src = parse_source(arg)?;
@@ -420,6 +456,23 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn expands_external_labels_and_url() {
+        let ext = Externals {
+            labels: [("env".to_string(), "prod".to_string())].into(),
+            url: "http://prom:9090".to_string(),
+        };
+        let t = Template::parse(
+            r#"{{ $externalURL }}/x {{ $externalLabels.env }} {{ index .ExternalLabels "env" }} {{ .ExternalURL }} [{{ $externalLabels.dc }}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            t.expand_with(&labels(), 1.0, &ext),
+            "http://prom:9090/x prod prod http://prom:9090 []"
+        );
+        assert_eq!(t.expand(&labels(), 1.0), "/x    []");
     }
 
     #[test]

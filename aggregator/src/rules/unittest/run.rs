@@ -24,6 +24,7 @@ use super::Source;
 use crate::promql::{self, Labels, Value};
 use crate::rules::alerting::AlertState;
 use crate::rules::file::RuleSpec;
+use crate::rules::template::Externals;
 use crate::rules::{load_group, lock, GroupDef, Inner, Metrics, RuleEngine, RulesError};
 use crate::store::{FamilyId, MetricType, Store, StoreOptions, WindowOptions, WindowScope};
 
@@ -103,7 +104,7 @@ impl<'a> Run<'a> {
             scope: WindowScope::All,
         });
         let inputs = inputs(tg, step_ms, &store, src)?;
-        let engine = offline_engine(groups, store.clone(), &registry, eval_ms)
+        let engine = offline_engine(groups, store.clone(), &registry, eval_ms, externals(tg))
             .map_err(|e| format!("loading rules: {e}"))?;
         Ok(Self {
             tg,
@@ -278,6 +279,18 @@ fn max_eval_ms(tg: &TestGroup) -> i64 {
     alerts.chain(exprs).max().unwrap_or(0)
 }
 
+/// The test group's `external_labels` and `external_url`, for templates.
+fn externals(tg: &TestGroup) -> Externals {
+    Externals {
+        labels: strings(&tg.external_labels),
+        url: tg
+            .external_url
+            .as_ref()
+            .map(|u| u.0.clone())
+            .unwrap_or_default(),
+    }
+}
+
 fn strings(m: &BTreeMap<String, super::spec::Scalar>) -> BTreeMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()
 }
@@ -330,6 +343,7 @@ fn offline_engine(
     store: Arc<Store>,
     registry: &Registry,
     eval_ms: i64,
+    externals: Externals,
 ) -> Result<RuleEngine, RulesError> {
     let state = sled::Config::new().temporary(true).open()?;
     let tree = state.open_tree("rules")?;
@@ -344,7 +358,12 @@ fn offline_engine(
                 interval: eval_interval,
                 rules: g.rules.clone(),
             };
-            load_group(def, &tree, &mut window, &mut held)
+            let mut group = load_group(def, &tree, &mut window, &mut held)?;
+            for alert in group.rules.iter_mut().filter_map(|r| r.alert.as_mut()) {
+                alert.external_url.clone_from(&externals.url);
+                alert.external_labels.clone_from(&externals.labels);
+            }
+            Ok::<_, sled::Error>(group)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RuleEngine {

@@ -36,8 +36,7 @@ pub struct TestGroup {
     pub alert_rule_test: Vec<AlertTest>,
     #[serde(default)]
     pub promql_expr_test: Vec<PromqlTest>,
-    /// Accepted for compatibility: edgewatch's templates have no
-    /// `$externalLabels` / `$externalURL`, so nothing reads them.
+    /// What `$externalLabels` and `$externalURL` stand for in templates.
     #[serde(default)]
     pub external_labels: BTreeMap<String, Scalar>,
     #[serde(default)]
