@@ -24,6 +24,9 @@
 //! what a collector has not resent yet is not a resolve (see
 //! [`alerting::hold_restored`]).
 //!
+//! [`unittest`] runs promtool's rule unit tests (`edgewatch test rules`) on
+//! this engine, over a store it fills as synthetic time goes on.
+//!
 //! `EdgeCollectorDown` must outlive the store's staleness: it reads the
 //! last-seen series of [`crate::fleet::liveness`], which the engine has
 //! written just before each round that evaluates the fleet group.
