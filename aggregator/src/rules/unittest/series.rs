@@ -19,7 +19,13 @@ pub enum SeriesError {
     Series { text: String, reason: String },
     #[error("invalid value {item:?} in {text:?}: expected a number, \"stale\" or \"_\", optionally followed by [+-]<number>x<count> or x<count>")]
     Value { item: String, text: String },
+    #[error("{text:?} expands to more than {MAX_VALUES} values")]
+    TooMany { text: String },
 }
+
+/// The most values one series expands to: a typo such as `1x99999999999`
+/// is an error, not an attempt to allocate terabytes (115 days at 1s).
+pub const MAX_VALUES: usize = 10_000_000;
 
 /// Parses `metric{a="b", c="d"}`, `{__name__="metric"}`, `metric` or `{}`
 /// into a label set (`__name__` included).
@@ -59,64 +65,91 @@ pub fn parse_labels(text: &str) -> Result<Labels, SeriesError> {
 pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, SeriesError> {
     let mut out = Vec::new();
     for item in text.split_ascii_whitespace() {
-        expand_item(item, &mut out).ok_or_else(|| SeriesError::Value {
-            item: item.to_string(),
-            text: text.to_string(),
+        expand_item(item, &mut out).map_err(|e| match e {
+            ItemError::Invalid => SeriesError::Value {
+                item: item.to_string(),
+                text: text.to_string(),
+            },
+            ItemError::TooMany => SeriesError::TooMany {
+                text: text.to_string(),
+            },
         })?;
     }
     Ok(out)
 }
 
-fn expand_item(item: &str, out: &mut Vec<Option<f64>>) -> Option<()> {
+enum ItemError {
+    Invalid,
+    TooMany,
+}
+
+/// Appends `item`'s values to `out`, which stays within [`MAX_VALUES`].
+fn expand_item(item: &str, out: &mut Vec<Option<f64>>) -> Result<(), ItemError> {
+    let room = |n: usize, out: &Vec<Option<f64>>| {
+        n.checked_add(out.len())
+            .is_some_and(|total| total <= MAX_VALUES)
+            .then_some(())
+            .ok_or(ItemError::TooMany)
+    };
     if let Some(rest) = item.strip_prefix('_') {
         let n = if rest.is_empty() { 1 } else { times(rest)? };
+        room(n, out)?;
         out.extend(std::iter::repeat_n(None, n));
-        return Some(());
+        return Ok(());
     }
     let (first, rest) = match item.strip_prefix("stale") {
         Some(rest) => (STALE_NAN, rest),
         None => number(item)?,
     };
     if rest.is_empty() {
+        room(1, out)?;
         out.push(Some(first));
-        return Some(());
+        return Ok(());
     }
-    if !rest.starts_with(['+', '-']) {
-        // `axn`: copies (a stale marker stays one; adding 0 would not keep it).
-        out.extend(std::iter::repeat_n(Some(first), times(rest)? + 1));
-        return Some(());
-    }
-    let (step, rest) = number(rest)?;
+    let (step, rest) = if rest.starts_with(['+', '-']) {
+        let (step, rest) = number(rest)?;
+        (Some(step), rest)
+    } else {
+        (None, rest)
+    };
     let n = times(rest)?;
-    // Repeated addition, as Prometheus does: `0.1+0.1x2` is 0.1, 0.2, 0.30000000000000004.
-    let mut v = first;
-    for _ in 0..=n {
-        out.push(Some(v));
-        v += step;
+    room(n.checked_add(1).ok_or(ItemError::TooMany)?, out)?;
+    match step {
+        // `axn`: copies (a stale marker stays one; adding 0 would not keep it).
+        None => out.extend(std::iter::repeat_n(Some(first), n + 1)),
+        Some(step) => {
+            // Repeated addition, as Prometheus does: `0.1+0.1x2` is 0.1, 0.2, 0.30000000000000004.
+            let mut v = first;
+            for _ in 0..=n {
+                out.push(Some(v));
+                v += step;
+            }
+        }
     }
-    Some(())
+    Ok(())
 }
 
 /// `x<count>`.
-fn times(s: &str) -> Option<usize> {
-    let digits = s.strip_prefix('x')?;
+fn times(s: &str) -> Result<usize, ItemError> {
+    let digits = s.strip_prefix('x').ok_or(ItemError::Invalid)?;
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
+        return Err(ItemError::Invalid);
     }
-    digits.parse().ok()
+    // Past usize: a count no series could hold.
+    digits.parse().map_err(|_| ItemError::TooMany)
 }
 
 /// A leading (optionally signed) number: `12`, `-1.5e3`, `+Inf`, `NaN`;
 /// returns it and the text after it.
-fn number(s: &str) -> Option<(f64, &str)> {
-    let (sign, body) = match s.as_bytes().first()? {
+fn number(s: &str) -> Result<(f64, &str), ItemError> {
+    let (sign, body) = match s.as_bytes().first().ok_or(ItemError::Invalid)? {
         b'+' => (1.0, &s[1..]),
         b'-' => (-1.0, &s[1..]),
         _ => (1.0, s),
     };
     for (word, v) in [("inf", f64::INFINITY), ("nan", f64::NAN)] {
-        if body.len() >= 3 && body[..3].eq_ignore_ascii_case(word) {
-            return Some((sign * v, &body[3..]));
+        if body.get(..3).is_some_and(|w| w.eq_ignore_ascii_case(word)) {
+            return Ok((sign * v, &body[3..]));
         }
     }
     let b = body.as_bytes();
@@ -135,8 +168,8 @@ fn number(s: &str) -> Option<(f64, &str)> {
             i = j + exp;
         }
     }
-    let v: f64 = body[..i].parse().ok()?;
-    Some((sign * v, &body[i..]))
+    let v: f64 = body[..i].parse().map_err(|_| ItemError::Invalid)?;
+    Ok((sign * v, &body[i..]))
 }
 
 #[cfg(test)]
@@ -190,9 +223,45 @@ mod tests {
     fn expanding_notation_errors() {
         for input in [
             "a", "1x", "1+2", "1+2x", "1x-1", "_x", "_+1x2", "1+x3", "1 2y", "--1", "1+2x3x4",
+            "ééé", "1+ééx2", "1xé", "_é",
         ] {
             assert!(expand_values(input).is_err(), "{input:?} should fail");
         }
+    }
+
+    proptest::proptest! {
+        /// Test files come from users: any text is an error or a value, never a panic.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(s in "[0-9a-fsxtléINn_+\\-.eE {}=\"]{0,16}") {
+            if let Ok(v) = expand_values(&s) {
+                proptest::prop_assert!(v.len() <= MAX_VALUES);
+            }
+            let _ = parse_labels(&s);
+        }
+    }
+
+    #[test]
+    fn too_many_values_is_an_error() {
+        assert_eq!(expand_values("1x9999999").unwrap().len(), MAX_VALUES);
+        for input in [
+            "1x10000000",
+            "1x99999999999999999999",
+            "_x10000001",
+            "0 1+1x9999999",
+            "1x5000000 1x5000000",
+        ] {
+            assert!(
+                matches!(
+                    expand_values(input),
+                    Err(SeriesError::TooMany { .. }) | Err(SeriesError::Value { .. })
+                ),
+                "{input:?}"
+            );
+        }
+        assert!(matches!(
+            expand_values("1x10000000"),
+            Err(SeriesError::TooMany { .. })
+        ));
     }
 
     #[test]
