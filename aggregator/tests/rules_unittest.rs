@@ -83,6 +83,10 @@ fn agree(subcommand: &str, file: &Path, pass: bool) -> ToolOutput {
         mine.stdout, theirs.stdout,
         "stdout of {subcommand} rules {f}"
     );
+    if subcommand == "check" && pass {
+        // A lint report: the same words exactly.
+        assert_eq!(mine.stderr, theirs.stderr, "stderr of check rules {f}");
+    }
     assert_eq!(
         normalized(&mine.stderr),
         normalized(&theirs.stderr),
@@ -194,6 +198,29 @@ fn check_rules_agrees() {
         true,
     );
     agree("check", &builtin_tests().join("fleet.rules.yaml"), true);
+    // promtool's duplicate-rules lint: reported, exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let dups = dir.path().join("dups.yml");
+    let rule = |name: &str, labels: &str| {
+        format!("      - record: {name}\n        expr: sum(up)\n        labels: {{{labels}}}\n")
+    };
+    let text = format!(
+        "groups:\n  - name: a\n    rules:\n{}{}{}  - name: b\n    rules:\n{}{}",
+        rule("job:up:sum", "a: \"1\", b: x"),
+        rule("job:up:sum", ""),
+        rule("job:up:sum", "a: \"1\", b: x"),
+        rule("job:up:sum", "a: \"1\", b: x"),
+        rule("other", ""),
+    );
+    std::fs::write(&dups, text).unwrap();
+    let out = agree("check", &dups, true);
+    assert!(
+        out.stderr
+            .contains("Metric: job:up:sum\nLabel(s):\n\ta: 1\n\tb: x\n"),
+        "{}",
+        out.stderr
+    );
+
     let out = agree("check", &examples().join("bad-rules-syntax.yml"), false);
     let want = format!(
         "{}:9:15: ",

@@ -36,10 +36,16 @@ pub fn check_rules(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) 
     for path in files {
         let _ = writeln!(out, "Checking {}", path.display());
         match read_rule_file(path) {
-            Ok(groups) => {
-                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
-                let _ = writeln!(out, "  SUCCESS: {n} rules found");
-            }
+            Ok(groups) => match duplicate_rules(&groups) {
+                // promtool's default lint: reported, but not a failure.
+                Some(lint) => {
+                    let _ = writeln!(err, "  FAILED:\n{lint}");
+                }
+                None => {
+                    let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                    let _ = writeln!(out, "  SUCCESS: {n} rules found");
+                }
+            },
             Err(e) => {
                 let _ = writeln!(err, "  FAILED:\n{e}");
                 ok = false;
@@ -48,6 +54,42 @@ pub fn check_rules(files: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) 
         let _ = writeln!(out);
     }
     ok
+}
+
+/// promtool's `duplicate-rules` lint: rules of one name with the same
+/// labels, which would write the same series. None if there are none.
+fn duplicate_rules(groups: &[RuleGroup]) -> Option<String> {
+    let mut rules: Vec<(&str, Vec<(&str, &str)>)> = groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .map(|r| {
+            let labels = r
+                .labels
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.raw()))
+                .collect();
+            (r.name(), labels)
+        })
+        .collect();
+    rules.sort();
+    let mut dups: Vec<&(&str, Vec<(&str, &str)>)> = Vec::new();
+    for pair in rules.windows(2) {
+        if pair[0] == pair[1] && dups.last() != Some(&&pair[1]) {
+            dups.push(&pair[1]);
+        }
+    }
+    if dups.is_empty() {
+        return None;
+    }
+    let mut msg = format!("lint error {} duplicate rule(s) found.\n", dups.len());
+    for (name, labels) in dups {
+        msg.push_str(&format!("Metric: {name}\nLabel(s):\n"));
+        for (k, v) in labels {
+            msg.push_str(&format!("\t{k}: {v}\n"));
+        }
+    }
+    msg.push_str("Might cause inconsistency while recording expressions");
+    Some(msg)
 }
 
 /// `test rules`: runs each unit-test file; true when every test passes.
