@@ -7,9 +7,10 @@
 //! before it; a PromQL test is the aggregator's instant query at `eval_time`
 //! over the samples and recorded series up to then.
 //!
-//! The store is filled as time goes on rather than up front: a query at `t`
-//! never reads past `t`, and rule evaluation at `t` then reads exactly what
-//! Prometheus' would.
+//! The store is filled as time goes on rather than up front: rule evaluation
+//! at `t` reads exactly what Prometheus' would (samples up to `t`), and so
+//! does a PromQL test, except that a negative `offset` in one cannot look
+//! past its `eval_time` (promtool's can, up to the last `eval_time`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
