@@ -57,7 +57,8 @@ pub fn parse<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigE
 
 /// Parses YAML text as written, without environment expansion: for files in another
 /// tool's format where `$` means something else (Prometheus rule files, whose
-/// templates and the built-in rules' `${fleet.down_after}` are not ours to expand).
+/// templates and the built-in rules' `${fleet.down_after}` are not ours to expand),
+/// and for configuration a program generated (its paths are not for expansion).
 pub fn parse_verbatim<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| located(e, text, origin))
