@@ -10,19 +10,103 @@ pub mod footprint;
 
 use anyhow::Context;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
-/// Logs to stderr, filtered by `EDGEWATCH_LOG` (default `info`).
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("EDGEWATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// This build's version and git revision, as `--version` prints them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("EDGEWATCH_REVISION"),
+    ")"
+);
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the
+    /// event's fields), for log pipelines.
+    Json,
+}
+
+/// The variables holding a log filter, the first set one wins: `EDGEWATCH_LOG` is
+/// kept from before `RUST_LOG` was honoured, and is more specific.
+const LOG_FILTER_VARS: [&str; 2] = ["EDGEWATCH_LOG", "RUST_LOG"];
+
+/// Logs to stderr in `format`, filtered by `EDGEWATCH_LOG` or else `RUST_LOG`
+/// (`tracing_subscriber::EnvFilter` directives such as `info,edgewatch_collector=debug`;
+/// default `info`).
+pub fn init_logging(format: LogFormat) {
+    let (filter, problem) = log_filter();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
+}
+
+/// The filter from the environment, and what was wrong with it when it could not
+/// be used (logged once logging runs).
+fn log_filter() -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    for var in LOG_FILTER_VARS {
+        let Ok(directives) = std::env::var(var) else {
+            continue;
+        };
+        if directives.trim().is_empty() {
+            continue;
+        }
+        return match EnvFilter::try_new(&directives) {
+            Ok(f) => (f, None),
+            Err(e) => (
+                EnvFilter::new("info"),
+                Some(format!(
+                    "{var}={directives:?} is not a log filter ({e}); logging at info"
+                )),
+            ),
+        };
+    }
+    (EnvFilter::new("info"), None)
+}
+
+/// A role's configuration file: `-c/--config FILE`, or else `EDGEWATCH_CONFIG`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The configuration file (YAML) [default: $EDGEWATCH_CONFIG].
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Neither `-c/--config` nor `EDGEWATCH_CONFIG` names a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[error("no configuration file: give -c/--config FILE or set EDGEWATCH_CONFIG")]
+pub struct NoConfig;
+
+impl ConfigArg {
+    /// The file to read: the flag's, else `EDGEWATCH_CONFIG`'s (when not empty).
+    pub fn resolve(&self) -> Result<PathBuf, NoConfig> {
+        self.config
+            .clone()
+            .or_else(|| {
+                std::env::var_os("EDGEWATCH_CONFIG")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .ok_or(NoConfig)
+    }
 }
 
 /// Which runtime a role gets.
@@ -35,12 +119,12 @@ pub enum Footprint {
 }
 
 /// Starts logging and the runtime, runs `role` on it and turns its outcome into the
-/// exit code; errors go to stderr behind `program: `.
-pub fn run_role<F>(program: &str, footprint: Footprint, role: F) -> ExitCode
+/// exit code; errors go to stderr behind `program: ` (as a log line in JSON).
+pub fn run_role<F>(program: &str, footprint: Footprint, log_format: LogFormat, role: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
 {
-    init_logging();
+    init_logging(log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if footprint == Footprint::Edge {
@@ -56,7 +140,11 @@ where
     match rt.block_on(role) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{program}: {e:#}");
+            // A log pipeline reads stderr as JSON lines: the last one too.
+            match log_format {
+                LogFormat::Text => eprintln!("{program}: {e:#}"),
+                LogFormat::Json => tracing::error!(error = format!("{e:#}"), "{program} failed"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -5,8 +5,8 @@ mod bench;
 mod demo;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use edgewatch::{report_validation, shutdown_on_signal, Footprint};
+use clap::{CommandFactory, Parser, Subcommand};
+use edgewatch::{report_validation, shutdown_on_signal, ConfigArg, Footprint, LogFormat};
 use edgewatch_aggregator::rules::unittest;
 use std::io::{stderr, stdout};
 use std::path::PathBuf;
@@ -15,10 +15,14 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "edgewatch",
-    version,
+    version = edgewatch::VERSION,
     about = "Observability collector and fleet monitor for ML models at the Kubernetes edge"
 )]
 struct Cli {
+    /// Log lines on stderr as `text`, or `json` (one JSON object per line) for log
+    /// pipelines. The filter comes from EDGEWATCH_LOG, else RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,13 +31,13 @@ struct Cli {
 enum Command {
     /// Run the edge collector (one per node).
     Collector {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run the core aggregator.
     Aggregator {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Check a configuration file: prints `ok`, or `FILE:LINE:COL: what is wrong` and exits 2.
     Validate {
@@ -43,6 +47,11 @@ enum Command {
     },
     /// Run a local fleet (aggregator, three collectors, simulated model servers) on embedded defaults.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (e.g. `edgewatch completions bash > /etc/bash_completion.d/edgewatch`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run the benchmark scenarios and write the results into BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Generate OTLP metrics load against any OTLP receiver.
@@ -90,18 +99,37 @@ enum Role {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let footprint = match cli.command {
-        Command::Validate { role, file } => return validate(role, &file),
+    match &cli.command {
+        Command::Validate { role, file } => return validate(*role, file),
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout();
+            clap_complete::generate(*shell, &mut Cli::command(), "edgewatch", &mut out);
+            return ExitCode::SUCCESS;
+        }
         Command::Check(RulesCommand::Rules { files }) => {
-            return rules_exit(unittest::check_rules(&files, &mut stdout(), &mut stderr()))
+            return rules_exit(unittest::check_rules(files, &mut stdout(), &mut stderr()))
         }
         Command::Test(RulesCommand::Rules { files }) => {
-            return rules_exit(unittest::test_rules(&files, &mut stdout(), &mut stderr()))
+            return rules_exit(unittest::test_rules(files, &mut stdout(), &mut stderr()))
         }
+        Command::Collector { config } | Command::Aggregator { config } => require_config(config),
+        _ => {}
+    }
+    let footprint = match cli.command {
         Command::Collector { .. } => Footprint::Edge,
         _ => Footprint::Default,
     };
-    edgewatch::run_role("edgewatch", footprint, run(cli.command))
+    edgewatch::run_role("edgewatch", footprint, cli.log_format, run(cli.command))
+}
+
+/// A missing configuration is a usage error, reported before logging or the runtime
+/// start (exit code 2).
+fn require_config(config: &ConfigArg) {
+    if let Err(e) = config.resolve() {
+        Cli::command()
+            .error(clap::error::ErrorKind::MissingRequiredArgument, e)
+            .exit();
+    }
 }
 
 fn rules_exit(ok: bool) -> ExitCode {
@@ -129,9 +157,10 @@ fn validate(role: Role, file: &std::path::Path) -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Collector { config } => edgewatch::run_collector(&config).await?,
+        Command::Collector { config } => edgewatch::run_collector(&config.resolve()?).await?,
         Command::Aggregator { config } => {
-            let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::load(&config)?;
+            let cfg: edgewatch_config::AggregatorConfig =
+                edgewatch_config::load(&config.resolve()?)?;
             let a = edgewatch_aggregator::start(&cfg, shutdown_on_signal())
                 .await
                 .context("starting the aggregator")?;
@@ -187,7 +216,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             );
         }
-        Command::Validate { .. } | Command::Check(_) | Command::Test(_) => {
+        Command::Validate { .. }
+        | Command::Completions { .. }
+        | Command::Check(_)
+        | Command::Test(_) => {
             unreachable!("handled before the runtime starts")
         }
     }

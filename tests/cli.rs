@@ -6,11 +6,17 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 
 fn validate(role: &str, yaml: &str) -> (i32, String, String) {
+    validate_with_env(role, yaml, &[])
+}
+
+/// `validate` with these environment variables set for the binary.
+fn validate_with_env(role: &str, yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("c.yaml");
     write(&f, yaml);
     let out = Command::new(BIN)
         .args(["validate", role, f.to_str().expect("utf-8")])
+        .envs(env.iter().copied())
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&f.display().to_string(), "FILE");
@@ -79,6 +85,43 @@ fn errors_name_file_line_column() {
             "want {want:?}, got {stderr:?}"
         );
         assert!(stderr.starts_with("FILE:"), "{stderr}");
+    }
+}
+
+/// `${VAR}` expands in every value before validation: what is checked is the
+/// expansion, and an unset variable is located.
+#[test]
+fn validate_sees_expanded_values() {
+    let yaml = COLLECTOR
+        .replace("edge-a", "${env:EW_CLI_CLUSTER}")
+        .replace("1GiB", "${EW_CLI_MAX_BYTES:-1GiB}")
+        .replace("http://127.0.0.1:14317", "${EW_CLI_ENDPOINT}");
+    let good = [
+        ("EW_CLI_CLUSTER", "edge-b"),
+        ("EW_CLI_ENDPOINT", "http://127.0.0.1:14317"),
+    ];
+    assert_eq!(
+        validate_with_env("collector", &yaml, &good),
+        (0, "ok\n".into(), String::new())
+    );
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[good[0], ("EW_CLI_ENDPOINT", "127.0.0.1:14317")],
+            "FILE:9:13: forward.endpoint: invalid URL \"127.0.0.1:14317\"",
+        ),
+        (
+            &[good[0], good[1], ("EW_CLI_MAX_BYTES", "lots")],
+            "FILE:7:14: buffer.max_bytes: invalid size",
+        ),
+        (
+            &[good[0]],
+            "FILE:9:13: forward.endpoint: environment variable EW_CLI_ENDPOINT is not set",
+        ),
+    ];
+    for (env, want) in cases {
+        let (code, _, stderr) = validate_with_env("collector", &yaml, env);
+        assert_eq!(code, 2, "{want}: {stderr}");
+        assert!(stderr.starts_with(want), "want {want:?}, got {stderr:?}");
     }
 }
 

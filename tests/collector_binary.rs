@@ -67,9 +67,14 @@ fn version_and_validate() {
         .output()
         .expect("run");
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("edgewatch-collector {}", env!("CARGO_PKG_VERSION"))
+    // The git revision that follows is checked in tests/conventions.rs.
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        version.starts_with(&format!(
+            "edgewatch-collector {} (git ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -103,7 +108,10 @@ fn version_and_validate() {
 
 #[test]
 fn config_is_required() {
-    let out = Command::new(COLLECTOR_BIN).output().expect("run");
+    let out = Command::new(COLLECTOR_BIN)
+        .env_remove("EDGEWATCH_CONFIG")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }

@@ -2,6 +2,8 @@
 //! `/federate` with the fleet's data, and SIGTERM (as Ctrl-C) stops it cleanly.
 
 use edgewatch_testkit::{eventually, free_port_offset, get, parse_samples, Proc};
+use std::net::TcpListener;
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
@@ -63,4 +65,39 @@ async fn demo_serves_the_fleet_and_stops_cleanly_on_sigterm() {
     );
 
     demo.stop();
+}
+
+/// A port of the demo already taken (a user's own Prometheus on 9090, here a
+/// collector's admin port): the demo starts nothing and says which port and which
+/// flag moves its ports.
+#[test]
+fn a_busy_port_names_itself_and_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let offset = free_port_offset(&DEFAULT_PORTS);
+    for (busy, what) in [(9090, "aggregator HTTP"), (9465, "collector 2 admin")] {
+        let _taken = TcpListener::bind(("127.0.0.1", busy + offset)).expect("bind");
+        let out = Command::new(BIN)
+            .args([
+                "demo",
+                "--port-offset",
+                &offset.to_string(),
+                "--duration",
+                "60s",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .expect("run the demo");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let want = format!(
+            "port {} ({what}) is already in use on 127.0.0.1: move every port of the demo with --port-offset N",
+            busy + offset
+        );
+        assert!(stderr.contains(&want), "want {want:?} in {stderr}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "nothing started before the check"
+        );
+    }
 }

@@ -409,7 +409,7 @@ receivers:
         (
             "        label_limit: 0",
             "        label_limit: -1",
-            "FILE:17:22: receivers.prometheus.static_targets[1].label_limit: invalid type",
+            "FILE:17:22: receivers.prometheus.static_targets[1].label_limit: invalid value: integer `-1`",
         ),
         (
             "body_size_limit: 512KiB",

@@ -877,8 +877,8 @@ impl<'de> Deserialize<'de> for Matchers {
 // ---------------------------------------------------------------------------------
 // Secrets
 
-/// A secret value: `${NAME}` is replaced with the environment variable NAME while the
-/// configuration is read. Never printed: `Debug` shows `<secret>`.
+/// A secret value (its `${NAME}` expanded like every configuration value, see
+/// [`crate::expand`]). Never printed: `Debug` shows `<secret>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
 
@@ -890,41 +890,8 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        expand_env(&s).map(Secret).map_err(de::Error::custom)
+        String::deserialize(d).map(Secret)
     }
-}
-
-/// A `${NAME}` that cannot be expanded.
-#[derive(Debug, thiserror::Error)]
-pub enum EnvError {
-    #[error("unterminated ${{")]
-    Unterminated,
-    #[error("environment variable {name} is not set")]
-    NotSet {
-        name: String,
-        source: std::env::VarError,
-    },
-}
-
-/// Replaces every `${NAME}` with the environment variable NAME.
-pub fn expand_env(s: &str) -> Result<String, EnvError> {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let end = after.find('}').ok_or(EnvError::Unterminated)?;
-        let name = &after[..end];
-        let v = std::env::var(name).map_err(|source| EnvError::NotSet {
-            name: name.to_string(),
-            source,
-        })?;
-        out.push_str(&v);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// Where a secret comes from: inline (with `${ENV}` expansion) or a file read when
@@ -1228,9 +1195,21 @@ receivers:
     }
 
     #[test]
-    fn env_secrets() {
-        std::env::set_var("EW_TEST_SECRET_X", "abc");
-        assert_eq!(expand_env("k-${EW_TEST_SECRET_X}-z").unwrap(), "k-abc-z");
-        assert!(expand_env("${EW_TEST_SECRET_MISSING_Q}").is_err());
+    fn env_secrets_expand_once() {
+        // A secret's own `$$` and `${` are part of the secret, not expanded again.
+        std::env::set_var("EW_TEST_SECRET_X", "fedcba9876543210fedcba98765$${x}");
+        let yaml = "route: {receiver: pd}\nreceivers:\n  - name: pd\n    pagerduty_configs:\n      - routing_key: ${env:EW_TEST_SECRET_X}\n";
+        let c = AlertingConfig::from_yaml(yaml).unwrap();
+        let key = &c.receivers[0].pagerduty_configs[0].routing_key;
+        assert_eq!(key.resolve().unwrap().0, "fedcba9876543210fedcba98765$${x}");
+        let e = AlertingConfig::from_yaml(
+            &yaml.replace("EW_TEST_SECRET_X", "EW_TEST_SECRET_MISSING_Q"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("<alerting>:5:22: receivers[0].pagerduty_configs[0].routing_key: environment variable EW_TEST_SECRET_MISSING_Q is not set"),
+            "{e}"
+        );
     }
 }

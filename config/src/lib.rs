@@ -1,11 +1,13 @@
 //! Configuration of both edgewatch roles: one typed struct per component, read from
 //! YAML with `deny_unknown_fields`, validated while deserialising so that every error
-//! carries `FILE:LINE:COL`.
+//! carries `FILE:LINE:COL`. Every value may use `${VAR}` environment expansion
+//! ([`expand`]).
 
 pub mod aggregator;
 pub mod alerting;
 pub mod auth;
 pub mod collector;
+pub mod expand;
 pub mod remote_write;
 pub mod tls;
 pub mod units;
@@ -46,42 +48,59 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     parse(&text, &path.display().to_string())
 }
 
-/// Parses YAML text; `origin` names the source in error messages.
+/// Parses YAML configuration text, expanding `${VAR}` in every value ([`expand`]);
+/// `origin` names the source in error messages.
 pub fn parse<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    let de = expand::Expand(serde_yaml_ng::Deserializer::from_str(text));
+    serde_path_to_error::deserialize(de).map_err(|e| located(e, text, origin))
+}
+
+/// Parses YAML text as written, without environment expansion: for files in another
+/// tool's format where `$` means something else (Prometheus rule files, whose
+/// templates and the built-in rules' `${fleet.down_after}` are not ours to expand),
+/// and for configuration a program generated (its paths are not for expansion).
+pub fn parse_verbatim<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let yaml_location = inner.location().map(|l| (l.line(), l.column()));
-        let mut message = inner.to_string();
-        if let Some(i) = message.rfind(" at line ") {
-            message.truncate(i);
+    serde_path_to_error::deserialize(de).map_err(|e| located(e, text, origin))
+}
+
+/// A deserialisation error as `FILE:LINE:COL: path: what is wrong`.
+fn located(
+    e: serde_path_to_error::Error<serde_yaml_ng::Error>,
+    text: &str,
+    origin: &str,
+) -> ConfigError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let yaml_location = inner.location().map(|l| (l.line(), l.column()));
+    let mut message = inner.to_string();
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    // serde_yaml prefixes the part of the path it knows; we prefix the whole path.
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        if !prefix.contains(' ') && path.starts_with(prefix) {
+            message = rest.to_string();
         }
-        // serde_yaml prefixes the part of the path it knows; we prefix the whole path.
-        if let Some((prefix, rest)) = message.split_once(": ") {
-            if !prefix.contains(' ') && path.starts_with(prefix) {
-                message = rest.to_string();
-            }
-        }
-        // serde_yaml locates syntax errors and unknown keys exactly, but errors raised
-        // by a value's own validation only at the enclosing mapping: find the value by
-        // its path instead.
-        let exact = message.starts_with("unknown field") || path == "." || path.is_empty();
-        let (line, column) = if exact {
-            yaml_location.unwrap_or((1, 1))
-        } else {
-            locate(text, &path).or(yaml_location).unwrap_or((1, 1))
-        };
-        if !exact && !message.starts_with("missing field") {
-            message = format!("{path}: {message}");
-        }
-        ConfigError::Invalid {
-            path: origin.to_string(),
-            line,
-            column,
-            message,
-        }
-    })
+    }
+    // serde_yaml locates syntax errors and unknown keys exactly, but errors raised
+    // by a value's own validation only at the enclosing mapping: find the value by
+    // its path instead.
+    let exact = message.starts_with("unknown field") || path == "." || path.is_empty();
+    let (line, column) = if exact {
+        yaml_location.unwrap_or((1, 1))
+    } else {
+        locate(text, &path).or(yaml_location).unwrap_or((1, 1))
+    };
+    if !exact && !message.starts_with("missing field") {
+        message = format!("{path}: {message}");
+    }
+    ConfigError::Invalid {
+        path: origin.to_string(),
+        line,
+        column,
+        message,
+    }
 }
 
 /// Finds the 1-based line and column of the value at a dotted path (`buffer.max_bytes`,

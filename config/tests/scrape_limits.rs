@@ -106,7 +106,7 @@ fn mistakes_are_located() {
         (
             "label_value_length_limit: 64",
             "label_value_length_limit: -1",
-            "c.yaml:16:35: receivers.prometheus.static_targets[1].label_value_length_limit: invalid type",
+            "c.yaml:16:35: receivers.prometheus.static_targets[1].label_value_length_limit: invalid value: integer `-1`, expected u64",
         ),
         (
             "      - http://127.0.0.1:9100/metrics",

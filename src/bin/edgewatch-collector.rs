@@ -4,22 +4,25 @@
 //! generator, demo and bench harness that the all-roles binary carries: an edge node
 //! maps and pages in only the code it runs.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use edgewatch::{ConfigArg, LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
     name = "edgewatch-collector",
-    version,
+    version = edgewatch::VERSION,
     about = "edgewatch's edge collector (one per node): receive, enrich, buffer durably, forward",
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// The collector's configuration file (YAML).
-    #[arg(long, required = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log lines on stderr as `text`, or `json` (one JSON object per line) for log
+    /// pipelines. The filter comes from EDGEWATCH_LOG, else RUST_LOG (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -32,13 +35,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match (cli.command, cli.config) {
-        (Some(Command::Validate { file }), _) => edgewatch::validate_collector(&file),
-        (None, Some(config)) => edgewatch::run_role(
-            "edgewatch-collector",
-            edgewatch::Footprint::Edge,
-            async move { edgewatch::run_collector(&config).await },
-        ),
-        (None, None) => unreachable!("clap requires --config without a subcommand"),
+    if let Some(Command::Validate { file }) = cli.command {
+        return edgewatch::validate_collector(&file);
     }
+    let config = match cli.config.resolve() {
+        Ok(path) => path,
+        Err(e) => Cli::command()
+            .error(clap::error::ErrorKind::MissingRequiredArgument, e)
+            .exit(),
+    };
+    edgewatch::run_role(
+        "edgewatch-collector",
+        edgewatch::Footprint::Edge,
+        cli.log_format,
+        async move { edgewatch::run_collector(&config).await },
+    )
 }

@@ -8,10 +8,14 @@
 
 mod gitops;
 mod model_server;
+mod ports;
 
 use anyhow::Context;
-use edgewatch_config::{parse, AggregatorConfig, CollectorConfig};
+// The demo's configs are generated text holding paths: nothing in them is for
+// environment expansion.
+use edgewatch_config::{parse_verbatim as parse, AggregatorConfig, CollectorConfig};
 use model_server::{PodState, SharedPod};
+use ports::Ports;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,7 +26,8 @@ pub struct DemoArgs {
     /// Where the fleet keeps its sled data; a fresh temporary directory by default.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Added to every default port (aggregator 9090/14317/14318, collectors 4317.., admin 9464..).
+    /// Added to every port the demo binds (aggregator 9090/14317/14318, collectors'
+    /// OTLP 4317/4318 + 10 per node, their admin 9464..): to run beside a Prometheus on 9090.
     #[arg(long, default_value_t = 0)]
     port_offset: u16,
     /// Stop by itself after this long (e.g. `30s`); runs until Ctrl-C by default.
@@ -51,6 +56,8 @@ const ROLLOUT: [(&str, &str, u64, u64); 3] = [
 ];
 
 pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ports = Ports::new(args.port_offset, NODES.len() as u16)?;
+    ports.check_free()?;
     let tmp;
     let data = match &args.data_dir {
         Some(d) => d.clone(),
@@ -63,7 +70,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     };
     let repo = data.join("gitops");
     gitops::init(&repo)?;
-    let aggregator = start_aggregator(&args, &data, &repo, &shutdown).await?;
+    let aggregator = start_aggregator(ports, &data, &repo, &shutdown).await?;
     let agg_grpc = aggregator
         .otlp_grpc
         .context("demo aggregator has no gRPC receiver")?;
@@ -75,7 +82,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
             cluster,
             node,
         };
-        let c = start_node(&args, &data, at, agg_grpc, &shutdown, &mut fleet).await?;
+        let c = start_node(&args, ports, &data, at, agg_grpc, &shutdown, &mut fleet).await?;
         fleet.collectors.push(c);
     }
     fleet.servers.push(tokio::spawn(rollout(
@@ -114,17 +121,16 @@ struct Fleet {
 }
 
 async fn start_aggregator(
-    args: &DemoArgs,
+    ports: Ports,
     data: &Path,
     repo: &Path,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<edgewatch_aggregator::Aggregator> {
-    let port = |p: u16| p + args.port_offset;
     let agg_yaml = format!(
         "receivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nhttp:\n  listen: 127.0.0.1:{}\nstate:\n  path: {}\nevaluation_interval: 15s\nfleet:\n  down_after: 30s\nreconciler:\n  gitops:\n    path: {}\n  progress_deadline: 120s\n  interval: 2s\n",
-        port(14317),
-        port(14318),
-        port(9090),
+        ports.aggregator_grpc(),
+        ports.aggregator_otlp_http(),
+        ports.aggregator_http(),
         data.join("aggregator").display(),
         repo.display()
     );
@@ -144,6 +150,7 @@ struct Node<'a> {
 /// Starts a node's collector and a simulated model server per app on it.
 async fn start_node(
     args: &DemoArgs,
+    ports: Ports,
     data: &Path,
     at: Node<'_>,
     aggregator: std::net::SocketAddr,
@@ -155,15 +162,14 @@ async fn start_node(
         cluster,
         node,
     } = at;
-    let port = |p: u16| p + args.port_offset;
-    let step = 10 * i as u16;
+    let i = i as u16;
     let yaml = format!(
         "cluster: {cluster}\nnode: {node}\nreceivers:\n  otlp:\n    grpc: 127.0.0.1:{}\n    http: 127.0.0.1:{}\nbuffer:\n  path: {}\n  max_bytes: 256MiB\nforward:\n  endpoint: http://{}\nadmin:\n  listen: 127.0.0.1:{}\n  self_metrics_interval: 5s\n",
-        port(4317 + step),
-        port(4318 + step),
+        ports.collector_grpc(i),
+        ports.collector_otlp_http(i),
         data.join(format!("collector-{cluster}-{node}")).display(),
         aggregator,
-        port(9464 + i as u16),
+        ports.collector_admin(i),
     );
     let cfg: CollectorConfig = parse(&yaml, "<demo collector>")?;
     let c = edgewatch_collector::start(&cfg, shutdown.clone())

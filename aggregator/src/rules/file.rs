@@ -248,7 +248,7 @@ impl<'de> Deserialize<'de> for Template {
 
 /// Parses a rule file's text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<RuleFile, edgewatch_config::ConfigError> {
-    let f: RuleFile = edgewatch_config::parse(text, origin).map_err(|e| match e {
+    let f: RuleFile = edgewatch_config::parse_verbatim(text, origin).map_err(|e| match e {
         // Errors of a value's own validation (expr, templates, durations) carry
         // their path: place them at the value.
         edgewatch_config::ConfigError::Invalid {

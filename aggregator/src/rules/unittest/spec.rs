@@ -138,7 +138,8 @@ impl<'de> Deserialize<'de> for Scalar {
 
 /// Parses a test file's text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<TestFile, ConfigError> {
-    edgewatch_config::parse(text, origin)
+    // promtool's format: `$` is not ours to expand (expected annotations, series).
+    edgewatch_config::parse_verbatim(text, origin)
 }
 
 #[cfg(test)]
@@ -152,6 +153,15 @@ mod tests {
         let s = &f.tests[0].input_series;
         assert_eq!((s[0].values.as_str(), s[1].series.as_str()), ("0x10", "1"));
         assert_eq!(s[1].values.as_str(), "1.50");
+    }
+
+    #[test]
+    fn dollars_are_kept() {
+        // promtool does not expand the environment: `${HOME}` is text here.
+        let text = "tests:\n- alert_rule_test:\n  - alertname: A\n    exp_alerts:\n    - exp_annotations: {s: 'costs $5 ${HOME}'}\n";
+        let f = parse(text, "t.yml").unwrap();
+        let a = &f.tests[0].alert_rule_test[0].exp_alerts[0];
+        assert_eq!(a.exp_annotations["s"].as_str(), "costs $5 ${HOME}");
     }
 
     #[test]
