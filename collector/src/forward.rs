@@ -651,7 +651,7 @@ mod tests {
     fn too_large_is_resource_exhausted_without_retry_info() {
         use edgewatch_otlp::ExportError;
         let busy = ExportError::ResourceExhausted {
-            message: "the aggregator holds 64 MiB of requests already; retry later".into(),
+            message: "the aggregator holds 32 MiB of requests already; retry later".into(),
             retry_after: Duration::from_secs(1),
         };
         assert!(!too_large(&busy.grpc_status()), "backpressure is retried");

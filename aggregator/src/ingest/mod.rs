@@ -35,7 +35,7 @@ const NEW_COLLECTOR_WAITS: usize = INFLIGHT_REQUESTS / 2;
 /// Requests whose bytes may be held at once, in units of the largest request:
 /// beyond it a sender is told to back off (RESOURCE_EXHAUSTED / 429) rather than
 /// the core growing without bound while collectors drain their backlogs.
-const INFLIGHT_REQUESTS: usize = 16;
+const INFLIGHT_REQUESTS: usize = 8;
 
 /// One collector's replay state. Its lock is held while the collector's entries are
 /// converted and until they are durable, so one collector's batches reach the store
