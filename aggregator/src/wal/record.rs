@@ -12,6 +12,8 @@
 use crate::store::{FamilyId, FamilyMeta, MetricType};
 use smallvec::SmallVec;
 use std::cell::RefCell;
+use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective as EndDirective;
+use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, ResetDirective};
 
 const HEADER: usize = 12;
 /// zstd level: the fastest standard level; the body is already delta-coded.
@@ -96,20 +98,20 @@ impl RecordBuilder {
 
     /// The encoded record; the builder is empty again afterwards.
     pub fn finish(&mut self, created_ms: i64) -> Vec<u8> {
-        let mut plain = Vec::with_capacity(self.body.len() + 64 * self.families.len() + 8);
-        put_varint(&mut plain, self.families.len() as u64);
+        let mut head = Vec::with_capacity(64 * self.families.len() + 16);
+        put_varint(&mut head, self.families.len() as u64);
         for f in &self.families {
-            put_str(&mut plain, &f.name);
-            plain.push(type_code(f.metric_type));
-            put_str(&mut plain, &f.help);
-            put_str(&mut plain, &f.unit);
+            put_str(&mut head, &f.name);
+            head.push(type_code(f.metric_type));
+            put_str(&mut head, &f.help);
+            put_str(&mut head, &f.unit);
         }
-        put_varint(&mut plain, u64::from(self.samples));
-        plain.extend_from_slice(&self.body);
-        let mut out = Vec::with_capacity(HEADER + plain.len() / 4 + 16);
+        put_varint(&mut head, u64::from(self.samples));
+        let plain = head.len() + self.body.len();
+        let mut out = Vec::with_capacity(HEADER + plain / 4 + 16);
         out.extend_from_slice(&created_ms.to_le_bytes());
         out.extend_from_slice(&self.samples.to_le_bytes());
-        compress_into(&plain, &mut out);
+        compress_into(&[&head, &self.body], &mut out);
         // The record may wait in the writer's queue: keep only its bytes.
         out.shrink_to_fit();
         self.body.clear();
@@ -123,21 +125,81 @@ impl RecordBuilder {
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
 }
 
-fn compress_into(plain: &[u8], out: &mut Vec<u8>) {
-    let compressed = COMPRESSOR.with(|c| {
+/// Compresses `parts` as one zstd frame, appended to `out`. Streamed part by part
+/// into `out` itself: joining the parts first and compressing into a buffer of the
+/// worst-case size held three copies of a record's samples at once (measured: the
+/// largest part of the core's heap while collectors drain their backlogs).
+fn compress_into(parts: &[&[u8]], out: &mut Vec<u8>) {
+    let start = out.len();
+    let streamed = COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
-            *c = zstd::bulk::Compressor::new(LEVEL).ok();
+            *c = new_compressor();
         }
-        c.as_mut().and_then(|c| c.compress(plain).ok())
+        let cctx = c.as_mut()?;
+        compress_parts(cctx, parts, out).ok()
     });
-    match compressed {
-        Some(z) => out.extend_from_slice(&z),
+    if streamed.is_none() {
         // Without a compressor (out of memory), a stored frame keeps the record readable.
-        None => out.extend_from_slice(&zstd::bulk::compress(plain, 0).unwrap_or_default()),
+        out.truncate(start);
+        let plain = parts.concat();
+        out.extend_from_slice(&zstd::bulk::compress(&plain, 0).unwrap_or_default());
+    }
+}
+
+fn new_compressor() -> Option<CCtx<'static>> {
+    let mut c = CCtx::try_create()?;
+    c.set_parameter(CParameter::CompressionLevel(LEVEL)).ok()?;
+    Some(c)
+}
+
+fn compress_parts(
+    cctx: &mut CCtx<'static>,
+    parts: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> Result<(), zstd::zstd_safe::ErrorCode> {
+    cctx.reset(ResetDirective::SessionOnly)?;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    // Written into the frame's header: the reader allocates exactly once.
+    cctx.set_pledged_src_size(Some(total as u64))?;
+    let last = parts.len().saturating_sub(1);
+    for (i, part) in parts.iter().enumerate() {
+        let end = if i == last {
+            EndDirective::ZSTD_e_end
+        } else {
+            EndDirective::ZSTD_e_continue
+        };
+        let mut input = InBuffer::around(part);
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve((total / 8).max(4096));
+            }
+            let pos = out.len();
+            let mut output = OutBuffer::around_pos(out, pos);
+            let left = cctx.compress_stream2(&mut output, &mut input, end)?;
+            let finished = match end {
+                EndDirective::ZSTD_e_end => left == 0,
+                _ => input.pos() == part.len(),
+            };
+            if finished {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A record's samples, decompressed into a buffer of the size its frame declares
+/// (bounded: a damaged header cannot ask for more than the ratio allows).
+fn decompress(z: &[u8]) -> std::io::Result<Vec<u8>> {
+    const MAX_RATIO: u64 = 256;
+    let bound = (z.len() as u64).saturating_mul(MAX_RATIO).max(1 << 20);
+    match zstd::zstd_safe::get_frame_content_size(z) {
+        Ok(Some(n)) if n <= bound => zstd::bulk::decompress(z, n as usize),
+        _ => zstd::stream::decode_all(z),
     }
 }
 
@@ -186,7 +248,7 @@ impl<'a> Sample<'a> {
 impl Record {
     pub fn decode(raw: &[u8]) -> Result<Record, RecordError> {
         let (created_ms, samples) = header(raw)?;
-        let plain = zstd::stream::decode_all(&raw[HEADER..]).map_err(RecordError::Compression)?;
+        let plain = decompress(&raw[HEADER..]).map_err(RecordError::Compression)?;
         let mut r = Reader {
             buf: &plain,
             pos: 0,

@@ -215,3 +215,36 @@ fn a_log_sled_cannot_open_is_moved_aside() {
     );
     wal.close();
 }
+
+#[test]
+fn a_large_record_round_trips_and_declares_its_size() {
+    let s = store();
+    let fam = s.family("up", MetricType::Gauge, "help", "");
+    let mut b = RecordBuilder::default();
+    let n = 200_000usize;
+    for i in 0..n {
+        let instance = format!("node-{}", i % 5_000);
+        b.push(
+            fam,
+            || s.family_meta("up").expect("registered"),
+            "up",
+            &[("instance", &instance), ("i", &i.to_string())],
+            i as f64,
+            1_000 + i as i64,
+        );
+    }
+    let raw = b.finish(42);
+    assert_eq!(record::header(&raw).unwrap(), (42, n as u32));
+    // The frame says how large the samples are: the reader allocates once.
+    let declared = zstd::zstd_safe::get_frame_content_size(&raw[12..]).unwrap();
+    assert!(declared.is_some_and(|d| d > raw.len() as u64));
+    let r = Record::decode(&raw).unwrap();
+    let got = values(&r);
+    assert_eq!(got.len(), n);
+    assert!(got.iter().enumerate().all(|(i, v)| *v == i as f64));
+    let mut labels = Vec::new();
+    r.for_each(|s| labels.push(s.labels().map(|(_, v)| v.to_owned()).collect::<Vec<_>>()));
+    assert_eq!(labels[n - 1], ["node-4999".to_owned(), (n - 1).to_string()]);
+    // The builder is empty and reusable.
+    assert!(b.is_empty());
+}
