@@ -174,7 +174,8 @@ fn assert_writes_only_on_data_volumes(what: &str, pod: &Value, spec: &Value) {
             if m["readOnly"].as_bool() == Some(true) {
                 continue;
             }
-            let scratch = !claims.contains(&name) && volume_named(pod, name)["emptyDir"].is_mapping();
+            let scratch =
+                !claims.contains(&name) && volume_named(pod, name)["emptyDir"].is_mapping();
             if scratch {
                 assert!(
                     volume_named(pod, name)["emptyDir"]["sizeLimit"].is_string(),

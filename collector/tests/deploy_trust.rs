@@ -24,7 +24,9 @@ fn workload_and_configs(docs: &[Value]) -> (&Value, Vec<(String, Value)>) {
     let workloads: Vec<&Value> = WORKLOADS.iter().flat_map(|k| of_kind(docs, k)).collect();
     assert_eq!(workloads.len(), 1, "one workload");
     // The config ConfigMap is named after the workload (the rule files have their own).
-    let name = workloads[0]["metadata"]["name"].as_str().expect("workload name");
+    let name = workloads[0]["metadata"]["name"]
+        .as_str()
+        .expect("workload name");
     let data = generated(docs, "ConfigMap", name)["data"]
         .as_mapping()
         .expect("ConfigMap data");

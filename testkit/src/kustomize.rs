@@ -127,7 +127,9 @@ fn generated_files(component: &Path) -> Vec<String> {
         .iter()
         .flat_map(|g| {
             let files = g["files"].as_sequence().cloned().unwrap_or_default();
-            files.into_iter().chain(g["envs"].as_sequence().cloned().unwrap_or_default())
+            files
+                .into_iter()
+                .chain(g["envs"].as_sequence().cloned().unwrap_or_default())
         })
         .filter_map(|f| {
             f.as_str()
@@ -217,6 +219,10 @@ pub fn generated<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
                     .is_some_and(|hash| hash.len() == 10 && !hash.contains('-'))
         })
         .collect();
-    assert_eq!(found.len(), 1, "one {kind} {name} (or {name}-<hash>) rendered");
+    assert_eq!(
+        found.len(),
+        1,
+        "one {kind} {name} (or {name}-<hash>) rendered"
+    );
     found[0]
 }
