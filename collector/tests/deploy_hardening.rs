@@ -53,6 +53,7 @@ fn every_kustomization_and_component_renders_and_validates_strictly() {
         "deploy/overlays/small-fleet",
         "deploy/overlays/sharded-core",
         "deploy/aggregator/rules",
+        "deploy/prometheus-operator",
     ] {
         assert!(names.contains(&expected), "{expected} among {names:?}");
     }
