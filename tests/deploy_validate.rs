@@ -14,6 +14,26 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const AGGREGATORS: [&str; 2] = ["deploy/aggregator", "deploy/aggregator-sharded"];
+/// Components that replace the aggregator's config, each over deploy/aggregator.
+const REPLACING: [&[&str]; 1] = [&[
+    "deploy/components/plain-secrets/aggregator",
+    "deploy/components/bearer-tokens/aggregator",
+]];
+
+/// Every rendering that ships an aggregator config: (name, documents).
+fn aggregator_renderings(scratch: &Path) -> Vec<(String, Vec<Value>)> {
+    let mut out: Vec<(String, Vec<Value>)> = AGGREGATORS
+        .iter()
+        .map(|layout| (layout.to_string(), render(layout)))
+        .collect();
+    for (i, components) in REPLACING.iter().enumerate() {
+        let dir = scratch.join(format!("overlay-{i}"));
+        std::fs::create_dir_all(&dir).expect("overlay directory");
+        let text = render_text(&overlay(&dir, "deploy/aggregator", components));
+        out.push((components.join(" + "), documents(&text)));
+    }
+    out
+}
 const ALERTING_SECRET: &str = "edgewatch-aggregator-alerting";
 
 /// The aggregator workload (Deployment or StatefulSet) of `docs`.
@@ -80,8 +100,8 @@ fn validate(role: &str, file: &Path, env: &[(String, String)]) {
 
 #[test]
 fn deployed_aggregator_configs_validate_with_their_rules_and_keys() {
-    for layout in AGGREGATORS {
-        let docs = render(layout);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    for (layout, docs) in aggregator_renderings(scratch.path()) {
         let dir = tempfile::tempdir().expect("tempdir");
         // The projected volume at /etc/edgewatch: config files and rule files side by side.
         let etc = format!("{}/", dir.path().display());
@@ -126,7 +146,7 @@ fn deployed_aggregator_configs_validate_with_their_rules_and_keys() {
                 &without_trust_keys(text).replace("/etc/edgewatch/", &etc),
             );
             validate("aggregator", &path, &env);
-            assert_git_sync_feeds(layout, pod, &config);
+            assert_git_sync_feeds(&layout, pod, &config);
         }
     }
 }
