@@ -10,16 +10,18 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
 const README: &str = include_str!("../README.md");
 
-/// The body of every ```yaml fenced block, in order.
+/// The body of every ```yaml fenced block, in order; a block indented under a list item
+/// loses its fence's indentation.
 fn yaml_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
+    let mut current: Option<(usize, String)> = None;
     for line in markdown.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```yaml") => current = Some(String::new()),
-            (Some(_), "```") => blocks.push(current.take().expect("open block")),
-            (Some(block), _) => {
-                block.push_str(line);
+        let indent = line.len() - line.trim_start().len();
+        match (&mut current, line.trim()) {
+            (None, "```yaml") => current = Some((indent, String::new())),
+            (Some(_), "```") => blocks.push(current.take().expect("open block").1),
+            (Some((fence, block)), _) => {
+                block.push_str(line.get(*fence..).unwrap_or_default());
                 block.push('\n');
             }
             (None, _) => {}

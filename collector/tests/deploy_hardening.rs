@@ -49,6 +49,11 @@ fn every_kustomization_and_component_renders_and_validates_strictly() {
         "deploy/components/cert-manager/aggregator",
         "deploy/components/plain-secrets/collector",
         "deploy/components/bearer-tokens/aggregator",
+        "deploy/components/alerting-keys/aggregator",
+        "deploy/overlays/small-fleet",
+        "deploy/overlays/sharded-core",
+        "deploy/aggregator/rules",
+        "deploy/prometheus-operator",
     ] {
         assert!(names.contains(&expected), "{expected} among {names:?}");
     }
@@ -159,14 +164,24 @@ fn volume_named<'a>(pod: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("volume {name}"))
 }
 
-/// Writable mounts are the state claim or the buffer hostPath; config, certificates and
-/// tokens are read-only.
+/// Writable mounts are the state claim, the buffer hostPath (under /var/lib/edgewatch) or
+/// a size-limited emptyDir (the git-sync sidecar's checkout and scratch space); config,
+/// certificates and tokens are read-only.
 fn assert_writes_only_on_data_volumes(what: &str, pod: &Value, spec: &Value) {
     let claims = strs_at(&spec["volumeClaimTemplates"], |t| &t["metadata"]["name"]);
     for c in pod["containers"].as_sequence().expect("containers") {
         for m in c["volumeMounts"].as_sequence().into_iter().flatten() {
             let name = m["name"].as_str().unwrap();
             if m["readOnly"].as_bool() == Some(true) {
+                continue;
+            }
+            let scratch =
+                !claims.contains(&name) && volume_named(pod, name)["emptyDir"].is_mapping();
+            if scratch {
+                assert!(
+                    volume_named(pod, name)["emptyDir"]["sizeLimit"].is_string(),
+                    "{what}: emptyDir {name} without a sizeLimit"
+                );
                 continue;
             }
             let data = claims.contains(&name) || {
@@ -183,6 +198,44 @@ fn assert_writes_only_on_data_volumes(what: &str, pod: &Value, spec: &Value) {
             );
         }
     }
+}
+
+/// edgewatch's own images are pinned by digest (the kustomizations' `images:` entries,
+/// whose placeholder the user replaces); every other image names a version, never
+/// `latest` or none.
+#[test]
+fn every_image_is_pinned() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut edgewatch = 0;
+    for (name, text) in every_rendering(scratch.path()) {
+        let docs = documents(&text);
+        for kind in WORKLOADS {
+            for w in of_kind(&docs, kind) {
+                let pod = &w["spec"]["template"]["spec"];
+                let containers = ["containers", "initContainers"]
+                    .iter()
+                    .flat_map(|k| pod[*k].as_sequence().into_iter().flatten());
+                for c in containers {
+                    let image = c["image"].as_str().expect("image");
+                    if image.starts_with("ghcr.io/edgewatch/") {
+                        let digest = image.split_once("@sha256:").map(|(_, d)| d);
+                        assert!(
+                            digest.is_some_and(|d| d.len() == 64),
+                            "{name}: {image} is not pinned by digest"
+                        );
+                        edgewatch += 1;
+                    } else {
+                        let tag = image.rsplit_once(':').map(|(_, t)| t);
+                        assert!(
+                            tag.is_some_and(|t| t != "latest" && !t.contains('/')),
+                            "{name}: {image} names no version"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(edgewatch >= 6, "{edgewatch} edgewatch containers checked");
 }
 
 /// The collector watches pods (discovery): its token stays, bound to a ServiceAccount

@@ -4,7 +4,9 @@
 //! `secretName`) or the plain-Secret component provides; server certificates name the
 //! host the collectors dial, client certificates carry the cluster's name as their CN.
 
-use edgewatch_testkit::kustomize::{documents, of_kind, overlay, render, render_text, strs};
+use edgewatch_testkit::kustomize::{
+    documents, generated, of_kind, overlay, render, render_text, strs,
+};
 use serde_yaml_ng::Value;
 use std::collections::BTreeSet;
 
@@ -21,7 +23,11 @@ fn render_with(base: &str, components: &[&str]) -> Vec<Value> {
 fn workload_and_configs(docs: &[Value]) -> (&Value, Vec<(String, Value)>) {
     let workloads: Vec<&Value> = WORKLOADS.iter().flat_map(|k| of_kind(docs, k)).collect();
     assert_eq!(workloads.len(), 1, "one workload");
-    let data = of_kind(docs, "ConfigMap")[0]["data"]
+    // The config ConfigMap is named after the workload (the rule files have their own).
+    let name = workloads[0]["metadata"]["name"]
+        .as_str()
+        .expect("workload name");
+    let data = generated(docs, "ConfigMap", name)["data"]
         .as_mapping()
         .expect("ConfigMap data");
     let configs = data
@@ -404,11 +410,8 @@ fn bearer_tokens_replace_client_certificates() {
         "deploy/aggregator",
         &["deploy/components/plain-secrets/aggregator", what],
     );
-    assert_eq!(
-        of_kind(&docs, "ConfigMap").len(),
-        1,
-        "{what}: replaced, not added"
-    );
+    // Replaced, not added (`generated` finds exactly one).
+    generated(&docs, "ConfigMap", "edgewatch-aggregator");
     assert_files_mounted(what, &docs);
     let (_, configs) = workload_and_configs(&docs);
     let c = &configs[0].1;
@@ -431,11 +434,7 @@ fn bearer_tokens_replace_client_certificates() {
         "deploy/collector",
         &["deploy/components/plain-secrets/collector", what],
     );
-    assert_eq!(
-        of_kind(&docs, "ConfigMap").len(),
-        1,
-        "{what}: replaced, not added"
-    );
+    generated(&docs, "ConfigMap", "edgewatch-collector");
     let c = assert_collector_config(what, &docs);
     assert_files_mounted(what, &docs);
     assert_eq!(

@@ -5,7 +5,7 @@
 //! read their own valid config, own disjoint clusters, and are what the collectors of
 //! those clusters (the per-cluster overlays) point at.
 
-use edgewatch_testkit::kustomize::{of_kind, render, strs, strs_at};
+use edgewatch_testkit::kustomize::{generated, of_kind, render, strs, strs_at};
 use edgewatch_testkit::trust_keys::without_trust_keys;
 use serde_yaml_ng::Value;
 use std::path::Path;
@@ -28,8 +28,8 @@ fn collector_kustomization_renders() {
     let env = c["env"].as_sequence().expect("env");
     assert!(env.iter().any(|e| e["name"].as_str() == Some("NODE_NAME")
         && e["valueFrom"]["fieldRef"]["fieldPath"].as_str() == Some("spec.nodeName")));
-    assert_eq!(c["resources"]["requests"]["cpu"].as_str(), Some("50m"));
-    assert_eq!(c["resources"]["requests"]["memory"].as_str(), Some("64Mi"));
+    assert_eq!(c["resources"]["requests"]["cpu"].as_str(), Some("75m"));
+    assert_eq!(c["resources"]["requests"]["memory"].as_str(), Some("32Mi"));
     assert_eq!(c["resources"]["limits"]["cpu"].as_str(), Some("500m"));
     assert_eq!(c["resources"]["limits"]["memory"].as_str(), Some("256Mi"));
     assert_eq!(
@@ -91,16 +91,21 @@ fn aggregator_kustomization_renders() {
     assert_eq!(of_kind(&docs, "Deployment").len(), 1);
     assert_eq!(of_kind(&docs, "Service").len(), 1);
     assert_eq!(of_kind(&docs, "PersistentVolumeClaim").len(), 1);
-    let cm = of_kind(&docs, "ConfigMap");
-    let yaml = cm[0]["data"]["aggregator.yaml"]
-        .as_str()
-        .expect("aggregator.yaml");
-    let _: edgewatch_config::AggregatorConfig = parse_without_trust_keys(yaml, "aggregator.yaml");
+    assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
+    // Valid with its rule files and alerting keys: tests/deploy_validate.rs runs
+    // `edgewatch validate` on it as the pod loads it.
+    assert!(config_map_data(&docs)["aggregator.yaml"].is_string());
 }
 
-/// The ConfigMap's data of the first ConfigMap in `docs`.
+/// The data of the config ConfigMap in `docs` (edgewatch-aggregator or
+/// edgewatch-collector, whichever was rendered; not the rule files').
 fn config_map_data(docs: &[Value]) -> &serde_yaml_ng::Mapping {
-    of_kind(docs, "ConfigMap")[0]["data"]
+    let name = if of_kind(docs, "DaemonSet").is_empty() {
+        "edgewatch-aggregator"
+    } else {
+        "edgewatch-collector"
+    };
+    generated(docs, "ConfigMap", name)["data"]
         .as_mapping()
         .expect("ConfigMap data")
 }

@@ -115,7 +115,8 @@ fn relative_to_repo(dir: &Path) -> String {
     format!("{up}{}", root.display())
 }
 
-/// The files a component's `secretGenerator` reads (`key=path` or `path`).
+/// The files a component's `secretGenerator` reads: `files` (`key=path` or `path`) and
+/// `envs` (env files, `KEY=value` lines).
 fn generated_files(component: &Path) -> Vec<String> {
     let kustomization = yaml_file(&component.join("kustomization.yaml"));
     let generators = kustomization["secretGenerator"]
@@ -124,12 +125,24 @@ fn generated_files(component: &Path) -> Vec<String> {
         .unwrap_or_default();
     generators
         .iter()
-        .flat_map(|g| g["files"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|g| {
+            let files = g["files"].as_sequence().cloned().unwrap_or_default();
+            files
+                .into_iter()
+                .chain(g["envs"].as_sequence().cloned().unwrap_or_default())
+        })
         .filter_map(|f| {
             f.as_str()
                 .map(|s| s.rsplit('=').next().unwrap_or(s).to_string())
         })
         .collect()
+}
+
+/// What a placeholder for `file` holds: an env file's committed `FILE.example` (the keys
+/// the pod expects), any other file a line naming it.
+fn placeholder(component: &Path, file: &str) -> String {
+    std::fs::read_to_string(component.join(format!("{file}.example")))
+        .unwrap_or_else(|_| format!("placeholder for {file}\n"))
 }
 
 fn copy_with_placeholders(source: &Path, target: &Path) {
@@ -143,7 +156,7 @@ fn copy_with_placeholders(source: &Path, target: &Path) {
     for file in generated_files(source) {
         let path = target.join(&file);
         std::fs::create_dir_all(path.parent().unwrap()).expect("placeholder directory");
-        crate::write(&path, &format!("placeholder for {file}\n"));
+        crate::write(&path, &placeholder(source, &file));
     }
 }
 
@@ -189,4 +202,27 @@ pub fn strs_at<'a>(v: &'a Value, field: impl Fn(&'a Value) -> &'a Value) -> Vec<
     v.as_sequence()
         .map(|s| s.iter().filter_map(|x| field(x).as_str()).collect())
         .unwrap_or_default()
+}
+
+/// The one object of `kind` that `name` became: `name` itself, or `name-<hash>` when a
+/// generator (configMapGenerator, secretGenerator) made it. Panics unless there is
+/// exactly one (a generator with `behavior: replace` must not leave two).
+pub fn generated<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    let found: Vec<&Value> = of_kind(docs, kind)
+        .into_iter()
+        .filter(|d| {
+            let rendered = d["metadata"]["name"].as_str().unwrap_or_default();
+            rendered == name
+                || rendered
+                    .strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|hash| hash.len() == 10 && !hash.contains('-'))
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {kind} {name} (or {name}-<hash>) rendered"
+    );
+    found[0]
 }
