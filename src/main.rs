@@ -101,7 +101,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Collector { config } => edgewatch::run_collector(&config).await?,
         Command::Aggregator { config } => {
             let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::load(&config)?;
-            let a = edgewatch_aggregator::start(&cfg, shutdown_on_signal())
+            let a = edgewatch_aggregator::start_reloadable(&cfg, &config, shutdown_on_signal())
                 .await
                 .context("starting the aggregator")?;
             a.wait().await?;

@@ -156,8 +156,10 @@ impl Reconciler {
     }
 
     /// Every `interval`: re-read desired state if changed, observe, reconcile,
-    /// write series. Returns when `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// write series; `first_read` is called once desired state was first read.
+    /// Returns when `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken, first_read: impl FnOnce()) {
+        let mut first_read = Some(first_read);
         loop {
             let mut me = self;
             me = match tokio::task::spawn_blocking(move || {
@@ -173,6 +175,11 @@ impl Reconciler {
                 }
             };
             self = me;
+            if self.source.desired.is_some() {
+                if let Some(f) = first_read.take() {
+                    f();
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.cancelled() => return,

@@ -1,0 +1,262 @@
+//! Hot reload of the `edgewatch aggregator` process (SIGHUP and `POST /-/reload`)
+//! and its readiness: a valid change applies (a new rule, a new route), an
+//! invalid one is refused with the running configuration still serving and
+//! `edgewatch_config_last_reload_successful 0`, and state survives (a firing
+//! alert keeps its activeAt, the store keeps its series).
+
+use edgewatch_testkit::http::Webhook;
+use edgewatch_testkit::otlp::{gauge_request, post_otlp};
+use edgewatch_testkit::roles::{Aggregator, AggregatorSpec};
+use edgewatch_testkit::{eventually, get, write};
+use std::path::Path;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_edgewatch");
+const OK: &str = "edgewatch_config_last_reload_successful";
+const OK_AT: &str = "edgewatch_config_last_reload_success_timestamp_seconds";
+
+/// (state, activeAt) of `alertname` on `/api/v1/alerts`.
+async fn alert(agg: &Aggregator, alertname: &str) -> Option<(String, String)> {
+    let (status, body) = get(&agg.url("/api/v1/alerts")).await?;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("alerts JSON");
+    v["data"]["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["labels"]["alertname"] == alertname)
+        .map(|a| {
+            (
+                a["state"].as_str().unwrap_or_default().to_string(),
+                a["activeAt"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// Names of the rules on `/api/v1/rules`.
+async fn rule_names(agg: &Aggregator) -> Vec<String> {
+    let (status, body) = get(&agg.url("/api/v1/rules")).await.expect("/api/v1/rules");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("rules JSON");
+    let mut out = Vec::new();
+    for g in v["data"]["groups"].as_array().expect("groups") {
+        for r in g["rules"].as_array().expect("rules") {
+            out.push(r["name"].as_str().expect("name").to_string());
+        }
+    }
+    out
+}
+
+fn rules_yaml(alerts: &[&str]) -> String {
+    let mut s = "groups:\n  - name: reload\n    rules:\n".to_string();
+    for a in alerts {
+        s.push_str(&format!("      - alert: {a}\n        expr: vector(1)\n"));
+    }
+    s
+}
+
+/// The aggregator's config: `rules` evaluated fast, alerts routed to `hook`.
+fn config(agg: &Aggregator, rules: &Path, hook: &str) -> String {
+    let text = std::fs::read_to_string(&agg.config).expect("config");
+    let base = text.split("rule_files:").next().expect("base");
+    format!("{base}{}", extra(rules, hook))
+}
+
+fn extra(rules: &Path, hook: &str) -> String {
+    format!(
+        "rule_files: [{}]\nevaluation_interval: 200ms\nalerting:\n  route:\n    receiver: hook\n    group_by: [alertname]\n    group_wait: 100ms\n    group_interval: 300ms\n    repeat_interval: 1h\n  receivers:\n    - name: hook\n      webhook_configs: [{{url: '{hook}'}}]\n",
+        rules.display()
+    )
+}
+
+async fn reloaded_ok(agg: &Aggregator) {
+    let (status, body) = agg.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(agg.metrics().await.get(OK), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_and_routes_reload_live_keeping_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (Webhook::start().await, Webhook::start().await);
+    let rules = dir.path().join("rules.yaml");
+    write(&rules, &rules_yaml(&["Steady"]));
+    let agg = Aggregator::start_with_extra(BIN, dir.path(), &extra(&rules, &first.url())).await;
+    let m = agg.metrics().await;
+    assert_eq!(m.get(OK), 1.0);
+    assert!(m.get(OK_AT) > 0.0, "the start counts as a successful load");
+    let (status, _) = post_otlp(agg.http_otlp, gauge_request("e2e_reload_temp", "n", 1)).await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "Steady notified", || async {
+        first.count("Steady", "firing") == 1
+    })
+    .await;
+    let (state, active_at) = alert(&agg, "Steady").await.expect("Steady on the API");
+    assert_eq!(state, "firing");
+
+    // The listener's guard holds for reloads too: a form post is refused.
+    let r = reqwest::Client::new()
+        .post(agg.url("/-/reload"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 415);
+
+    // A new rule and a new route, by POST: applied when the answer comes.
+    write(&rules, &rules_yaml(&["Steady", "Added"]));
+    write(&agg.config, &config(&agg, &rules, &second.url()));
+    reloaded_ok(&agg).await;
+    assert!(rule_names(&agg).await.contains(&"Added".to_string()));
+    eventually(
+        Duration::from_secs(20),
+        "Added notified through the new route",
+        || async { second.count("Added", "firing") == 1 },
+    )
+    .await;
+    assert_eq!(first.count("Added", "firing"), 0, "the old route is gone");
+    assert_eq!(
+        alert(&agg, "Steady").await,
+        Some(("firing".into(), active_at.clone())),
+        "a kept rule keeps its alert"
+    );
+
+    // A broken rule file: refused, file and line named, the old rules serve on.
+    write(
+        &rules,
+        "groups:\n  - name: reload\n    rules:\n      - alert: Broken\n        expr: sum(\n",
+    );
+    let (status, body) = agg.reload().await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("rules.yaml:5:"), "{body}");
+    assert_eq!(agg.metrics().await.get(OK), 0.0);
+    let names = rule_names(&agg).await;
+    assert!(names.contains(&"Added".to_string()) && !names.contains(&"Broken".to_string()));
+
+    // A broken configuration file, by SIGHUP: the same, in the log.
+    write(&rules, &rules_yaml(&["Steady", "Added", "ByHangup"]));
+    let good = std::fs::read_to_string(&agg.config).expect("config");
+    write(&agg.config, &format!("{good}no_such_setting: 1\n"));
+    agg.proc.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(20), "the refusal logged", || async {
+        agg.proc.log_text().contains("aggregator.yaml:")
+            && agg.proc.log_text().contains("no_such_setting")
+    })
+    .await;
+    assert_eq!(agg.metrics().await.get(OK), 0.0);
+    assert!(!rule_names(&agg).await.contains(&"ByHangup".to_string()));
+
+    // Fixed, and a listen address changed: reloaded by SIGHUP, the address
+    // named as needing a restart.
+    let other = edgewatch_testkit::free_port();
+    let moved = good.replacen(
+        &format!("grpc: 127.0.0.1:{}", agg.grpc),
+        &format!("grpc: 127.0.0.1:{other}"),
+        1,
+    );
+    write(&agg.config, &moved);
+    agg.proc.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(20), "reloaded by SIGHUP", || async {
+        agg.metrics().await.get(OK) == 1.0
+    })
+    .await;
+    assert!(rule_names(&agg).await.contains(&"ByHangup".to_string()));
+    assert!(
+        agg.proc
+            .log_text()
+            .contains("needs a restart: receivers.otlp.grpc"),
+        "{}",
+        agg.proc.log_text()
+    );
+
+    // State kept through it all: the alert, the store's series.
+    assert_eq!(
+        alert(&agg, "Steady").await,
+        Some(("firing".into(), active_at))
+    );
+    assert!(agg
+        .federate("e2e_reload_temp")
+        .await
+        .contains("e2e_reload_temp"));
+    // The receiver kept its name: its notification log says Steady was told.
+    assert_eq!(
+        (
+            first.count("Steady", "firing"),
+            second.count("Steady", "firing")
+        ),
+        (1, 0),
+        "Steady notified once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_after_the_first_gitops_read_and_not_while_draining() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("gitops");
+    let spec = AggregatorSpec {
+        extra: &format!(
+            "reconciler:\n  gitops:\n    path: {}\n  interval: 200ms\n",
+            repo.display()
+        ),
+        unready: true,
+        ..AggregatorSpec::default()
+    };
+    let mut agg = Aggregator::start_spec(BIN, dir.path(), &spec).await;
+    let readyz = agg.url("/readyz");
+    // Up (it answers) but the checkout is not there yet, as before git-sync's clone.
+    eventually(
+        Duration::from_secs(20),
+        "not ready: no GitOps read",
+        || async {
+            get(&readyz).await.is_some_and(|(status, body)| {
+                status == 503 && body.contains("the first GitOps read")
+            })
+        },
+    )
+    .await;
+    std::fs::create_dir(&repo).expect("the checkout");
+    edgewatch_testkit::git::git(&repo, &["init", "-q"]);
+    edgewatch_testkit::git::put(&repo, "README.md", "apps come later\n");
+    edgewatch_testkit::git::commit(&repo, "first");
+    eventually(
+        Duration::from_secs(20),
+        "ready after the first read",
+        || async { get(&readyz).await == Some((200, "ready\n".into())) },
+    )
+    .await;
+
+    // A request in flight holds the drain (its body never completes): /readyz
+    // says 503 from SIGTERM on, while the listener still answers. The
+    // connection is served (an empty export answered) before it starts.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", agg.http_otlp))
+        .await
+        .expect("connect");
+    let head = "POST /v1/metrics HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n";
+    slow.write_all(format!("{head}content-length: 0\r\n\r\n").as_bytes())
+        .await
+        .expect("empty export");
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = slow.read(&mut buf).await.expect("answer");
+        assert!(n > 0, "connection closed");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    slow.write_all(format!("{head}content-length: 100\r\n\r\n\x0a").as_bytes())
+        .await
+        .expect("partial request");
+    agg.proc.signal(libc::SIGTERM);
+    eventually(Duration::from_secs(20), "503 while draining", || async {
+        get(&readyz)
+            .await
+            .is_some_and(|(status, body)| status == 503 && body.contains("shutting down"))
+    })
+    .await;
+    drop(slow);
+    agg.proc.wait_exit(Duration::from_secs(60));
+}
