@@ -1,12 +1,13 @@
-//! Hot reload of the `edgewatch aggregator` process (SIGHUP and `POST /-/reload`)
-//! and its readiness: a valid change applies (a new rule, a new route), an
-//! invalid one is refused with the running configuration still serving and
+//! Hot reload of the `edgewatch aggregator` and `collector` processes (SIGHUP and
+//! `POST /-/reload`) and their readiness: a valid change applies (a new rule, a
+//! new route, a new scrape target), an invalid one is refused with the running configuration still serving and
 //! `edgewatch_config_last_reload_successful 0`, and state survives (a firing
 //! alert keeps its activeAt, the store keeps its series).
 
+use edgewatch_testkit::exposer::{Exposer, Page};
 use edgewatch_testkit::http::Webhook;
 use edgewatch_testkit::otlp::{gauge_request, post_otlp};
-use edgewatch_testkit::roles::{Aggregator, AggregatorSpec};
+use edgewatch_testkit::roles::{Aggregator, AggregatorSpec, Collector, CollectorSpec};
 use edgewatch_testkit::{eventually, get, write};
 use std::path::Path;
 use std::time::Duration;
@@ -30,6 +31,35 @@ async fn alert(agg: &Aggregator, alertname: &str) -> Option<(String, String)> {
                 a["activeAt"].as_str().unwrap_or_default().to_string(),
             )
         })
+}
+
+/// An OTLP/HTTP connection to `port` whose second export's body never
+/// completes; the connection is served (an empty export answered) first.
+async fn in_flight_export(port: u16) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let head = "POST /v1/metrics HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n";
+    slow.write_all(format!("{head}content-length: 0\r\n\r\n").as_bytes())
+        .await
+        .expect("empty export");
+    let mut answer = Vec::new();
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = slow.read(&mut buf).await.expect("answer");
+        assert!(n > 0, "connection closed");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    slow.write_all(format!("{head}content-length: 100\r\n\r\n\x0a").as_bytes())
+        .await
+        .expect("partial request");
+    slow
 }
 
 /// Names of the rules on `/api/v1/rules`.
@@ -225,31 +255,8 @@ async fn ready_after_the_first_gitops_read_and_not_while_draining() {
     .await;
 
     // A request in flight holds the drain (its body never completes): /readyz
-    // says 503 from SIGTERM on, while the listener still answers. The
-    // connection is served (an empty export answered) before it starts.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", agg.http_otlp))
-        .await
-        .expect("connect");
-    let head = "POST /v1/metrics HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n";
-    slow.write_all(format!("{head}content-length: 0\r\n\r\n").as_bytes())
-        .await
-        .expect("empty export");
-    let mut answer = Vec::new();
-    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
-        let mut buf = [0u8; 1024];
-        let n = slow.read(&mut buf).await.expect("answer");
-        assert!(n > 0, "connection closed");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    slow.write_all(format!("{head}content-length: 100\r\n\r\n\x0a").as_bytes())
-        .await
-        .expect("partial request");
+    // says 503 from SIGTERM on, while the listener still answers.
+    let slow = in_flight_export(agg.http_otlp).await;
     agg.proc.signal(libc::SIGTERM);
     eventually(Duration::from_secs(20), "503 while draining", || async {
         get(&readyz)
@@ -259,4 +266,109 @@ async fn ready_after_the_first_gitops_read_and_not_while_draining() {
     .await;
     drop(slow);
     agg.proc.wait_exit(Duration::from_secs(60));
+}
+
+/// `static_targets: [...]` of the collector's scrape receiver, every 200 ms.
+fn scrape_receiver(targets: &[String]) -> String {
+    format!(
+        "  prometheus:\n    scrape_interval: 200ms\n    scrape_timeout: 150ms\n    static_targets: [{}]\n",
+        targets.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_scrape_targets_reload_and_readiness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exposer = Exposer::start(vec![
+        ("/a", Page::text("reload_a_value 1\n")),
+        ("/b", Page::text("reload_b_value 2\n")),
+    ])
+    .await;
+    let (a, b) = (exposer.url("/a"), exposer.url("/b"));
+    let agg = Aggregator::start(BIN, dir.path()).await;
+    let only_a = scrape_receiver(std::slice::from_ref(&a));
+    let spec = CollectorSpec {
+        receivers_extra: &only_a,
+        ..CollectorSpec::new("edge", "edge-1", "node-1", agg.grpc)
+    };
+    let col = Collector::start_spec(BIN, dir.path(), &spec).await;
+    let m = col.metrics().await;
+    assert_eq!((m.get(OK), m.get(OK_AT) > 0.0), (1.0, true));
+    eventually(Duration::from_secs(20), "a scraped", || async {
+        exposer.hits("/a") > 0
+    })
+    .await;
+    let original = std::fs::read_to_string(&col.config).expect("config");
+
+    // A new target, by POST: scraped, and its data forwarded to the core.
+    write(
+        &col.config,
+        &original.replace(&only_a, &scrape_receiver(&[a.clone(), b.clone()])),
+    );
+    let (status, body) = col.reload().await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(30), "b forwarded", || async {
+        agg.federate("reload_b_value")
+            .await
+            .contains("reload_b_value")
+    })
+    .await;
+    assert!(agg
+        .federate("reload_a_value")
+        .await
+        .contains("reload_a_value"));
+
+    // An invalid value: refused, named with its line, b still scraped.
+    let good = std::fs::read_to_string(&col.config).expect("config");
+    write(
+        &col.config,
+        &good.replace("scrape_interval: 200ms", "scrape_interval: often"),
+    );
+    let (status, body) = col.reload().await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("edge.yaml:"), "{body}");
+    assert_eq!(col.metrics().await.get(OK), 0.0);
+    let hits = exposer.hits("/b");
+    eventually(Duration::from_secs(20), "b scraped on", || async {
+        exposer.hits("/b") > hits + 2
+    })
+    .await;
+
+    // Back to a alone by SIGHUP, with a buffer path changed: b no longer
+    // scraped, the path named as needing a restart.
+    let moved = original.replace(
+        &format!("{}", col.buffer_dir().display()),
+        &format!("{}-new", col.buffer_dir().display()),
+    );
+    write(&col.config, &moved);
+    col.proc.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(20), "reloaded by SIGHUP", || async {
+        col.metrics().await.get(OK) == 1.0
+    })
+    .await;
+    assert!(
+        col.proc.log_text().contains("needs a restart: buffer"),
+        "{}",
+        col.proc.log_text()
+    );
+    let (b_hits, a_hits) = (exposer.hits("/b"), exposer.hits("/a"));
+    eventually(Duration::from_secs(20), "a scraped on", || async {
+        exposer.hits("/a") > a_hits + 3
+    })
+    .await;
+    assert!(exposer.hits("/b") <= b_hits + 1, "b is no longer a target");
+
+    // SIGTERM while an export is in flight: 503 while the receivers drain.
+    let mut col = col;
+    let readyz = col.url("/readyz");
+    let _slow = in_flight_export(col.http).await;
+    col.proc.signal(libc::SIGTERM);
+    eventually(Duration::from_secs(20), "503 while draining", || async {
+        get(&readyz)
+            .await
+            .is_some_and(|(status, body)| status == 503 && body.contains("shutting down"))
+    })
+    .await;
+    drop(_slow);
+    col.proc.wait_exit(Duration::from_secs(60));
 }

@@ -10,18 +10,21 @@ pub mod forward;
 pub mod log_limit;
 pub mod model;
 pub mod receive;
+mod reload;
 pub mod selfmon;
 
 use buffer::{Buffer, BufferOptions};
 use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::CollectorConfig;
 use edgewatch_otlp::admission::AdmissionMetrics;
+use edgewatch_otlp::ready::Readiness;
 use edgewatch_otlp::server::OtlpListeners;
 use edgewatch_tls::serve::{serve_http_with, HttpLimits, HttpMetrics, ListenerMetrics};
 use edgewatch_tls::server::ServerTls;
 use edgewatch_tls::TlsMetrics;
 use prometheus::Registry;
 use std::net::SocketAddr;
+use std::path::Path;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -65,13 +68,35 @@ impl Collector {
     }
 }
 
+/// `/readyz` waits for this.
+const RECEIVING: &str = "the receivers";
+
+/// As [`start`], with `cfg` read from `path`, which SIGHUP and `POST /-/reload`
+/// on the admin port read again (see the README's "Reload").
+pub async fn start_reloadable(
+    cfg: &CollectorConfig,
+    path: &Path,
+    shutdown: CancellationToken,
+) -> Result<Collector, CollectorError> {
+    start_with(cfg, Some(path), shutdown).await
+}
+
 /// Opens the buffer, binds every listener, and starts the receivers, the forwarder
 /// and the admin server. Returns once all listen.
 pub async fn start(
     cfg: &CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<Collector, CollectorError> {
+    start_with(cfg, None, shutdown).await
+}
+
+async fn start_with(
+    cfg: &CollectorConfig,
+    config_path: Option<&Path>,
+    shutdown: CancellationToken,
+) -> Result<Collector, CollectorError> {
     let registry = Registry::new();
+    let readiness = Readiness::new(&[RECEIVING], &shutdown);
     let buffer = open_buffer(cfg, &registry).await?;
     let node = enrich::node_name(cfg.node.as_ref().map(|n| n.0.as_str()));
     let stamp = enrich::Stamp::new(&cfg.cluster.0, &node);
@@ -81,7 +106,7 @@ pub async fn start(
         cfg.forward.max_batch_bytes.bytes() as usize,
         &registry,
     )?;
-    let (sink_models, side_tasks) =
+    let (sink_models, statics, side_tasks) =
         start_discovery_and_scrape(cfg, &node, &buffer, &stamp, &registry, &shutdown).await?;
     if let Some(rx) = sink_models {
         sink = sink.with_models(rx);
@@ -125,6 +150,18 @@ pub async fn start(
 
     register_info(&registry, &buffer)?;
     let mut side_tasks = side_tasks;
+    let reload_metrics = edgewatch_otlp::reload::ReloadMetrics::register(&registry)?;
+    let mut admin_app = admin::router(registry.clone(), buffer.clone(), readiness.clone());
+    if let Some(path) = config_path {
+        let mut reloads = reload::Reloads::new(path, cfg, statics);
+        let (handle, task) = edgewatch_otlp::reload::spawn(
+            move || reloads.apply(),
+            reload_metrics,
+            shutdown.clone(),
+        );
+        admin_app = admin_app.merge(handle.router());
+        side_tasks.push(task);
+    }
     if !cfg.admin.self_metrics_interval.get().is_zero() {
         side_tasks.push(tokio::spawn(selfmon::run(
             registry.clone(),
@@ -148,7 +185,8 @@ pub async fn start(
             otlp.max_request_bytes.bytes() as usize,
             forwarder,
             (admin_listener, admin_tls, http_metrics.listener("admin")),
-            registry,
+            admin_app,
+            readiness,
             shutdown,
             side_tasks,
         )),
@@ -210,21 +248,23 @@ async fn run(
         Option<AdminTls>,
         ListenerMetrics,
     ),
-    registry: Registry,
+    admin_app: axum::Router,
+    readiness: Readiness,
     shutdown: CancellationToken,
     side_tasks: Vec<JoinHandle<()>>,
 ) -> Result<(), CollectorError> {
     let forward_task = tokio::spawn(forwarder.run(shutdown.clone()));
-    let admin_app = admin::router(registry, buffer.clone());
-    let admin_stop = shutdown.clone();
+    // The admin listener outlives the drain: `/readyz` says 503 meanwhile.
+    let admin_stop = CancellationToken::new();
     let admin_task = tokio::spawn(serve_http_with(
         admin_listener,
         admin_tls,
         admin_app,
         HttpLimits::ADMIN,
         Some(admin_metrics),
-        admin_stop.cancelled_owned(),
+        admin_stop.clone().cancelled_owned(),
     ));
+    readiness.met(RECEIVING);
     let served = listeners
         .serve(sink, max_request_bytes, shutdown.clone())
         .await;
@@ -233,6 +273,7 @@ async fn run(
     }
     // Receivers are done: nothing new can be acknowledged. Let the writer finish.
     let _ = forward_task.await;
+    admin_stop.cancel();
     let _ = admin_task.await;
     let b = buffer.clone();
     let _ = tokio::task::spawn_blocking(move || b.close()).await;
@@ -240,9 +281,13 @@ async fn run(
     served.map_err(CollectorError::Io)
 }
 
+/// The static scrape targets a reload replaces; None without a scrape receiver.
+type StaticsTx = Option<tokio::sync::watch::Sender<Vec<receive::scrape::ScrapeTarget>>>;
+
 /// Starts pod discovery (`discovery.kubernetes`), the model metadata emitter and the
 /// Prometheus scrape receiver (static targets and discovered pods), as configured.
-/// Returns the snapshot handle for the OTLP sink's model enrichment and the tasks.
+/// Returns the snapshot handle for the OTLP sink's model enrichment, the static
+/// targets' sender and the tasks.
 async fn start_discovery_and_scrape(
     cfg: &CollectorConfig,
     node: &str,
@@ -250,7 +295,7 @@ async fn start_discovery_and_scrape(
     stamp: &enrich::Stamp,
     registry: &Registry,
     shutdown: &CancellationToken,
-) -> Result<(Option<discover::SnapshotRx>, Vec<JoinHandle<()>>), CollectorError> {
+) -> Result<(Option<discover::SnapshotRx>, StaticsTx, Vec<JoinHandle<()>>), CollectorError> {
     let mut tasks = Vec::new();
     let output = receive::scrape::Output::new(buffer.clone(), stamp.clone());
     let prom = &cfg.receivers.prometheus;
@@ -270,27 +315,18 @@ async fn start_discovery_and_scrape(
         None
     };
     let statics = receive::scrape::static_targets(prom);
+    let mut statics_tx = None;
     if !statics.is_empty() || snapshots.is_some() {
         let metrics = receive::scrape::ScrapeMetrics::new(registry)?;
         let (ttx, trx) = tokio::sync::watch::channel(statics.clone());
-        if let Some(rx) = snapshots.clone() {
-            tasks.push(tokio::spawn(publish_targets(
-                statics,
-                rx,
-                rules,
-                ttx,
-                shutdown.clone(),
-            )));
-        } else {
-            // Keep the sender alive for the receiver's lifetime.
-            tasks.push(tokio::spawn({
-                let stop = shutdown.clone();
-                async move {
-                    stop.cancelled().await;
-                    drop(ttx);
-                }
-            }));
-        }
+        let (stx, srx) = tokio::sync::watch::channel(statics);
+        statics_tx = Some(stx);
+        tasks.push(tokio::spawn(publish_targets(
+            srx,
+            snapshots.clone().map(|rx| (rx, rules)),
+            ttx,
+            shutdown.clone(),
+        )));
         let client = receive::scrape::client(prom)?;
         tasks.push(tokio::spawn(receive::scrape::run(
             prom.clone(),
@@ -301,7 +337,7 @@ async fn start_discovery_and_scrape(
             shutdown.clone(),
         )));
     }
-    Ok((snapshots, tasks))
+    Ok((snapshots, statics_tx, tasks))
 }
 
 /// Starts the node's pod watcher and the model metadata emitter; returns the
@@ -334,26 +370,34 @@ async fn start_discovery(
     Ok(rx)
 }
 
-/// Keeps the scrape receiver's target set at the static targets plus the pods
-/// discovered now.
+/// Keeps the scrape receiver's target set at the static targets (as last
+/// reloaded) plus the pods discovered now.
 async fn publish_targets(
-    statics: Vec<receive::scrape::ScrapeTarget>,
-    mut rx: discover::SnapshotRx,
-    rules: discover::Rules,
+    mut statics: tokio::sync::watch::Receiver<Vec<receive::scrape::ScrapeTarget>>,
+    mut pods: Option<(discover::SnapshotRx, discover::Rules)>,
     ttx: tokio::sync::watch::Sender<Vec<receive::scrape::ScrapeTarget>>,
     stop: CancellationToken,
 ) {
     loop {
-        let mut all = statics.clone();
-        all.extend(rx.borrow_and_update().scrape_targets(&rules));
+        let mut all = statics.borrow_and_update().clone();
+        if let Some((rx, rules)) = &mut pods {
+            all.extend(rx.borrow_and_update().scrape_targets(rules));
+        }
         ttx.send_if_modified(|cur| {
             let changed = *cur != all;
             *cur = all;
             changed
         });
+        let pods_changed = async {
+            match &mut pods {
+                Some((rx, _)) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            c = rx.changed() => if c.is_err() { return },
+            c = statics.changed() => if c.is_err() { return },
+            ok = pods_changed => if !ok { return },
         }
     }
 }

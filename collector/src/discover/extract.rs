@@ -440,6 +440,7 @@ pub fn scrape_targets(p: &PodInfo, rules: &Rules) -> Vec<ScrapeTarget> {
                     ],
                     resource,
                 },
+                limits: None,
             }
         })
         .collect()
