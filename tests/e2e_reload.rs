@@ -254,6 +254,36 @@ async fn ready_after_the_first_gitops_read_and_not_while_draining() {
     )
     .await;
 
+    // The GitOps settings reload live: another checkout is read at the next round.
+    let other = dir.path().join("gitops-2");
+    std::fs::create_dir(&other).expect("the other checkout");
+    edgewatch_testkit::git::git(&other, &["init", "-q"]);
+    edgewatch_testkit::git::put(&other, "README.md", "elsewhere\n");
+    edgewatch_testkit::git::commit(&other, "first");
+    let text = std::fs::read_to_string(&agg.config).expect("config");
+    write(
+        &agg.config,
+        &text.replace(
+            &format!("path: {}\n", repo.display()),
+            &format!("path: {}\n", other.display()),
+        ),
+    );
+    let (status, body) = agg.reload().await;
+    assert_eq!(status, 200, "{body}");
+    let deployments = agg.url("/api/v1/deployments");
+    let want = other.display().to_string();
+    eventually(
+        Duration::from_secs(20),
+        "the other checkout read",
+        || async {
+            get(&deployments).await.is_some_and(|(_, body)| {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                v["data"]["gitops"]["path"] == want.as_str()
+            })
+        },
+    )
+    .await;
+
     // A request in flight holds the drain (its body never completes): /readyz
     // says 503 from SIGTERM on, while the listener still answers.
     let slow = in_flight_export(agg.http_otlp).await;

@@ -336,10 +336,17 @@ fn services(
     }
     live.readiness.met(STATE_LOADED);
     app = app.merge(rules.router());
+    let reconciler = reconcile::Reconciler::new(cfg, store.clone(), registry)?;
     let reload_metrics = edgewatch_otlp::reload::ReloadMetrics::register(registry)?;
     if let Some(path) = live.config_path {
-        let mut reloads =
-            reload::Reloads::new(path, cfg, store.clone(), rules.clone(), notifier.clone());
+        let mut reloads = reload::Reloads::new(
+            path,
+            cfg,
+            store.clone(),
+            rules.clone(),
+            notifier.clone(),
+            reconciler.as_ref().map(|r| r.settings()),
+        );
         let (handle, task) = edgewatch_otlp::reload::spawn(
             move || reloads.apply(),
             reload_metrics,
@@ -355,7 +362,6 @@ fn services(
         fleet::Owned::new(&cfg.fleet.clusters),
     );
     fleet.register(registry)?;
-    let reconciler = reconcile::Reconciler::new(cfg, store.clone(), registry)?;
     app = app
         .merge(fleet.router())
         .merge(web::router(fleet, reconciler.as_ref().map(|r| r.handle())));

@@ -4,7 +4,8 @@
 //! included — and only then applied. Live: rule files and
 //! `evaluation_interval` (alert state kept, see [`crate::rules`]), `alerting`'s
 //! routes, receivers and inhibitions (silences, known alerts and the
-//! notification log kept), `limits`. Anything else that changed is named in the
+//! notification log kept), `limits`, `reconciler` (GitOps path, clusters,
+//! deadline, interval: taken at its next round). Anything else that changed is named in the
 //! log as needing a restart and keeps its running value.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub(crate) struct Reloads {
     store: Arc<Store>,
     rules: RuleEngine,
     notifier: Option<Notifier>,
+    reconciler: Option<crate::reconcile::Settings>,
 }
 
 impl Reloads {
@@ -34,6 +36,7 @@ impl Reloads {
         store: Arc<Store>,
         rules: RuleEngine,
         notifier: Option<Notifier>,
+        reconciler: Option<crate::reconcile::Settings>,
     ) -> Self {
         Reloads {
             path: path.to_path_buf(),
@@ -41,6 +44,7 @@ impl Reloads {
             store,
             rules,
             notifier,
+            reconciler,
         }
     }
 
@@ -53,12 +57,25 @@ impl Reloads {
             (Some(_), Some(a)) => Some(Notifier::prepare(a).map_err(|e| e.to_string())?),
             _ => None,
         };
+        let reconciler = match (&self.reconciler, &next.reconciler) {
+            (Some(s), Some(rc)) => Some((s, rc)),
+            _ => None,
+        };
+        if let Some((_, rc)) = reconciler {
+            if rc.interval.get().is_zero() {
+                return Err(crate::reconcile::ReconcileError::ZeroInterval.to_string());
+            }
+        }
         let mut restart = needs_restart(&self.running, &next);
         self.rules.apply(&next, rules).map_err(|e| e.to_string())?;
         if let (Some(n), Some(prepared)) = (&self.notifier, alerting) {
             restart.extend(n.apply(prepared));
             n.set_eval_interval(next.evaluation_interval.get());
             self.running.alerting = next.alerting.clone();
+        }
+        if let Some((settings, rc)) = reconciler {
+            settings.set(rc).map_err(|e| e.to_string())?;
+            self.running.reconciler = Some(rc.clone());
         }
         self.store.set_limits(Limits::from_config(&next.limits));
         self.running.rule_files = next.rule_files;
@@ -97,7 +114,11 @@ fn needs_restart(old: &AggregatorConfig, new: &AggregatorConfig) -> Vec<&'static
         ("store", d(&old.store), d(&new.store)),
         ("wal", d(&old.wal), d(&new.wal)),
         ("fleet", d(&old.fleet), d(&new.fleet)),
-        ("reconciler", d(&old.reconciler), d(&new.reconciler)),
+        (
+            "reconciler (added or removed)",
+            d(&old.reconciler.is_some()),
+            d(&new.reconciler.is_some()),
+        ),
         ("remote_write", d(&old.remote_write), d(&new.remote_write)),
         ("rules.restore_grace", d(&old.rules), d(&new.rules)),
         (
