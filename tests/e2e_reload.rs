@@ -122,6 +122,22 @@ async fn rules_and_routes_reload_live_keeping_state() {
     .await;
     let (state, active_at) = alert(&agg, "Steady").await.expect("Steady on the API");
     assert_eq!(state, "firing");
+    let silence = serde_json::json!({
+        "matchers": [{"name": "alertname", "value": "Nothing", "isRegex": false, "isEqual": true}],
+        "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2100-01-01T00:00:00Z",
+        "createdBy": "e2e", "comment": "kept across reloads"
+    });
+    let r = reqwest::Client::new()
+        .post(agg.url("/api/v1/silences"))
+        .json(&silence)
+        .send()
+        .await
+        .expect("POST a silence");
+    assert_eq!(r.status(), 200);
+    let silence_id = r.json::<serde_json::Value>().await.expect("silence JSON")["silenceID"]
+        .as_str()
+        .expect("silenceID")
+        .to_string();
 
     // The listener's guard holds for reloads too: a form post is refused.
     let r = reqwest::Client::new()
@@ -198,7 +214,9 @@ async fn rules_and_routes_reload_live_keeping_state() {
         agg.proc.log_text()
     );
 
-    // State kept through it all: the alert, the store's series.
+    // State kept through it all: the alert, the silence, the store's series.
+    let (_, silences) = get(&agg.url("/api/v1/silences")).await.expect("silences");
+    assert!(silences.contains(&silence_id), "{silences}");
     assert_eq!(
         alert(&agg, "Steady").await,
         Some(("firing".into(), active_at))
