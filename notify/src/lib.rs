@@ -758,4 +758,68 @@ receivers:
             assert!(trees.contains(&t.as_bytes().to_vec()), "{t}");
         }
     }
+
+    /// A reload replaces receivers, routes and inhibitions; known alerts are
+    /// routed again, silences stay; a changed Alertmanager target is named.
+    #[tokio::test]
+    async fn apply_swaps_routing_and_keeps_alerts_and_silences() {
+        let cfg = |receiver: &str, extra: &str| {
+            AlertingConfig::from_yaml(&format!(
+                "route: {{receiver: {receiver}, group_wait: 1h}}\nreceivers:\n  - name: {receiver}\n    webhook_configs: [{{url: 'http://127.0.0.1:1/{receiver}'}}]\n{extra}"
+            ))
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let n = Notifier::new(&cfg("team", ""), &db, &prometheus::Registry::new()).unwrap();
+        let now = SystemTime::now();
+        n.send(vec![Alert {
+            labels: [("alertname".to_string(), "Hot".to_string())].into(),
+            annotations: BTreeMap::new(),
+            starts_at: now,
+            ends_at: None,
+            generator_url: String::new(),
+        }]);
+        let silence = Silence::from_json(
+            &serde_json::from_value(serde_json::json!({
+                "id": "s1",
+                "matchers": [{"name": "alertname", "value": "Cold", "isRegex": false, "isEqual": true}],
+                "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2100-01-01T00:00:00Z",
+                "createdBy": "t", "comment": "c"
+            }))
+            .unwrap(),
+            now,
+        )
+        .unwrap();
+        n.inner
+            .silences
+            .write()
+            .unwrap()
+            .insert(silence.id.clone(), silence);
+
+        let next = cfg(
+            "oncall",
+            "inhibit_rules: [{source_matchers: ['severity=page'], target_matchers: ['severity=info']}]\n",
+        );
+        assert!(n.apply(Notifier::prepare(&next).unwrap()).is_empty());
+        let routing = n.inner.routing();
+        assert_eq!(routing.receivers.keys().collect::<Vec<_>>(), ["oncall"]);
+        assert_eq!(routing.inhibit.len(), 1);
+        let d = n.inner.lock_dispatcher();
+        assert_eq!(d.alerts.len(), 1, "the known alert stays");
+        let groups: Vec<_> = d.groups.values().collect();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(d.tree.matches(&groups[0].labels)[0].receiver, "oncall");
+        drop(d);
+        assert_eq!(n.inner.silences.read().unwrap().len(), 1);
+
+        let pushed = cfg(
+            "oncall",
+            "    alertmanager_configs: [{url: 'http://127.0.0.1:2'}]\n",
+        );
+        assert_eq!(
+            n.apply(Notifier::prepare(&pushed).unwrap()),
+            ["alerting.receivers[].alertmanager_configs"]
+        );
+    }
 }
