@@ -5,7 +5,7 @@
 //! alert keeps its activeAt, the store keeps its series).
 
 use edgewatch_testkit::exposer::{Exposer, Page};
-use edgewatch_testkit::http::Webhook;
+use edgewatch_testkit::http::{Recorder, Webhook};
 use edgewatch_testkit::otlp::{gauge_request, post_otlp};
 use edgewatch_testkit::roles::{Aggregator, AggregatorSpec, Collector, CollectorSpec};
 use edgewatch_testkit::{eventually, get, write};
@@ -419,4 +419,91 @@ async fn collector_scrape_targets_reload_and_readiness() {
     .await;
     drop(_slow);
     col.proc.wait_exit(Duration::from_secs(60));
+}
+
+fn remote_write(url: &str, extra: &str) -> String {
+    format!("remote_write:\n  - url: {url}\n    queue_config: {{batch_send_deadline: 200ms, min_backoff: 50ms, max_backoff: 500ms}}\n{extra}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_endpoints_reload_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (
+        Recorder::start(200, &[]).await,
+        Recorder::start(200, &[]).await,
+    );
+    let url = |r: &Recorder| format!("http://{}/api/v1/write", r.addr);
+    let agg = Aggregator::start_with_extra(BIN, dir.path(), &remote_write(&url(&first), "")).await;
+    let push = || async {
+        let (status, _) = post_otlp(agg.http_otlp, gauge_request("e2e_reload_rw", "n", 1)).await;
+        assert_eq!(status, 200);
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the first endpoint written",
+        || async {
+            push().await;
+            !first.requests().is_empty()
+        },
+    )
+    .await;
+    let original = std::fs::read_to_string(&agg.config).expect("config");
+
+    // An endpoint whose TLS file is missing: refused, the first one writes on.
+    write(
+        &agg.config,
+        &original.replace(
+            &remote_write(&url(&first), ""),
+            &remote_write(
+                &url(&second),
+                &format!(
+                    "    tls_config: {{ca_file: {}}}\n",
+                    dir.path().join("missing-ca.crt").display()
+                ),
+            ),
+        ),
+    );
+    let (status, body) = agg.reload().await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("missing-ca.crt"), "{body}");
+    assert_eq!(agg.metrics().await.get(OK), 0.0);
+
+    // Moved to the second endpoint: the first one stops, the second starts.
+    write(
+        &agg.config,
+        &original.replace(
+            &remote_write(&url(&first), ""),
+            &remote_write(&url(&second), ""),
+        ),
+    );
+    let (status, body) = agg.reload().await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        Duration::from_secs(20),
+        "the second endpoint written",
+        || async {
+            push().await;
+            !second.requests().is_empty()
+        },
+    )
+    .await;
+    let (before, written) = (first.requests().len(), second.requests().len());
+    eventually(
+        Duration::from_secs(20),
+        "the second endpoint written on",
+        || async {
+            push().await;
+            second.requests().len() > written + 1
+        },
+    )
+    .await;
+    assert_eq!(
+        first.requests().len(),
+        before,
+        "the first endpoint was stopped"
+    );
+    assert!(agg
+        .proc
+        .log_text()
+        .contains("remote_write endpoint stopped by a reload"));
 }

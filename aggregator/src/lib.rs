@@ -142,16 +142,18 @@ async fn start_with(
     );
     // Readers first: a new endpoint starts at the log's end, before anything new.
     let remote_metrics = remote::Metrics::register(&registry)?;
-    let writers = remote::start_all(&cfg.remote_write, &wal, &remote_metrics, shutdown.clone())?;
+    let (endpoints, writers) =
+        remote::live::start(&cfg.remote_write, &wal, &remote_metrics, shutdown.clone())?;
     let live = Live {
         config_path,
+        endpoints,
         registry: &registry,
         readiness: &readiness,
         shutdown: &shutdown,
     };
     let (app, mut background) = services(cfg, &store, &state, live)?;
     let app = web::security::protect(app, &cfg.http.basic_auth_users, auth_failures);
-    background.extend(writers);
+    background.push(writers);
     background.push(tokio::spawn(trim_wal(
         wal.clone(),
         wal_limits(cfg),
@@ -301,6 +303,8 @@ const GITOPS_READ: &str = "the first GitOps read";
 struct Live<'a> {
     /// The file a reload reads; None: no reloads.
     config_path: Option<&'a Path>,
+    /// Where a reload puts the remote_write endpoints.
+    endpoints: remote::live::Endpoints,
     registry: &'a Registry,
     readiness: &'a Readiness,
     shutdown: &'a CancellationToken,
@@ -346,6 +350,7 @@ fn services(
             rules.clone(),
             notifier.clone(),
             reconciler.as_ref().map(|r| r.settings()),
+            live.endpoints.clone(),
         );
         let (handle, task) = edgewatch_otlp::reload::spawn(
             move || reloads.apply(),

@@ -5,7 +5,8 @@
 //! `evaluation_interval` (alert state kept, see [`crate::rules`]), `alerting`'s
 //! routes, receivers and inhibitions (silences, known alerts and the
 //! notification log kept), `limits`, `reconciler` (GitOps path, clusters,
-//! deadline, interval: taken at its next round). Anything else that changed is named in the
+//! deadline, interval: taken at its next round), `remote_write` (see
+//! [`crate::remote::live`]). Anything else that changed is named in the
 //! log as needing a restart and keeps its running value.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ pub(crate) struct Reloads {
     rules: RuleEngine,
     notifier: Option<Notifier>,
     reconciler: Option<crate::reconcile::Settings>,
+    endpoints: crate::remote::live::Endpoints,
 }
 
 impl Reloads {
@@ -37,6 +39,7 @@ impl Reloads {
         rules: RuleEngine,
         notifier: Option<Notifier>,
         reconciler: Option<crate::reconcile::Settings>,
+        endpoints: crate::remote::live::Endpoints,
     ) -> Self {
         Reloads {
             path: path.to_path_buf(),
@@ -45,6 +48,7 @@ impl Reloads {
             rules,
             notifier,
             reconciler,
+            endpoints,
         }
     }
 
@@ -66,6 +70,7 @@ impl Reloads {
                 return Err(crate::reconcile::ReconcileError::ZeroInterval.to_string());
             }
         }
+        crate::remote::live::check(&next.remote_write).map_err(|e| e.to_string())?;
         let mut restart = needs_restart(&self.running, &next);
         self.rules.apply(&next, rules).map_err(|e| e.to_string())?;
         if let (Some(n), Some(prepared)) = (&self.notifier, alerting) {
@@ -77,6 +82,8 @@ impl Reloads {
             settings.set(rc).map_err(|e| e.to_string())?;
             self.running.reconciler = Some(rc.clone());
         }
+        self.endpoints.set(&next.remote_write);
+        self.running.remote_write = next.remote_write.clone();
         self.store.set_limits(Limits::from_config(&next.limits));
         self.running.rule_files = next.rule_files;
         self.running.evaluation_interval = next.evaluation_interval;
@@ -93,7 +100,7 @@ impl Reloads {
 fn needs_restart(old: &AggregatorConfig, new: &AggregatorConfig) -> Vec<&'static str> {
     let d = |v: &dyn std::fmt::Debug| format!("{v:?}");
     let (o, n) = (&old.receivers.otlp, &new.receivers.otlp);
-    let pairs: [(&'static str, String, String); 16] = [
+    let pairs: [(&'static str, String, String); 15] = [
         ("receivers.otlp.grpc", d(&o.grpc), d(&n.grpc)),
         ("receivers.otlp.http", d(&o.http), d(&n.http)),
         (
@@ -119,7 +126,6 @@ fn needs_restart(old: &AggregatorConfig, new: &AggregatorConfig) -> Vec<&'static
             d(&old.reconciler.is_some()),
             d(&new.reconciler.is_some()),
         ),
-        ("remote_write", d(&old.remote_write), d(&new.remote_write)),
         ("rules.restore_grace", d(&old.rules), d(&new.rules)),
         (
             "alerting (added or removed)",
@@ -150,10 +156,7 @@ mod tests {
     fn names_what_cannot_change_live() {
         let old = cfg("receivers: {otlp: {grpc: 127.0.0.1:1}}\n");
         let new = cfg("receivers: {otlp: {grpc: 127.0.0.1:2}}\nevaluation_interval: 5s\nrule_files: [a.yaml]\nlimits: {max_series: 10}\nremote_write: [{url: 'http://127.0.0.1:3/w'}]\n");
-        assert_eq!(
-            needs_restart(&old, &new),
-            ["receivers.otlp.grpc", "remote_write"]
-        );
+        assert_eq!(needs_restart(&old, &new), ["receivers.otlp.grpc"]);
         assert!(needs_restart(&old, &old).is_empty());
     }
 }
