@@ -281,8 +281,27 @@ async fn run(
     served.map_err(CollectorError::Io)
 }
 
-/// The static scrape targets a reload replaces; None without a scrape receiver.
-type StaticsTx = Option<tokio::sync::watch::Sender<Vec<receive::scrape::ScrapeTarget>>>;
+/// What a reload replaces in the scrape receiver; None without one.
+type StaticsTx = Option<Scrape>;
+
+struct Scrape {
+    statics: tokio::sync::watch::Sender<Vec<receive::scrape::ScrapeTarget>>,
+    /// With pod discovery: which pods are model servers, how they are scraped.
+    rules: Option<tokio::sync::watch::Sender<discover::Rules>>,
+}
+
+/// Pod discovery's rules from the configuration.
+fn discovery_rules(cfg: &CollectorConfig) -> discover::Rules {
+    let prom = &cfg.receivers.prometheus;
+    discover::Rules {
+        model_labels: cfg.discovery.model_labels.clone(),
+        hinted_labels: cfg.discovery.hinted_labels.clone(),
+        hint: cfg.discovery.modelserver_hint.clone(),
+        job: prom.pod_job.clone(),
+        interval: prom.scrape_interval.get(),
+        timeout: prom.scrape_timeout.get(),
+    }
+}
 
 /// Starts pod discovery (`discovery.kubernetes`), the model metadata emitter and the
 /// Prometheus scrape receiver (static targets and discovered pods), as configured.
@@ -299,14 +318,7 @@ async fn start_discovery_and_scrape(
     let mut tasks = Vec::new();
     let output = receive::scrape::Output::new(buffer.clone(), stamp.clone());
     let prom = &cfg.receivers.prometheus;
-    let rules = discover::Rules {
-        model_labels: cfg.discovery.model_labels.clone(),
-        hinted_labels: cfg.discovery.hinted_labels.clone(),
-        hint: cfg.discovery.modelserver_hint.clone(),
-        job: prom.pod_job.clone(),
-        interval: prom.scrape_interval.get(),
-        timeout: prom.scrape_timeout.get(),
-    };
+    let (rules_tx, rules) = tokio::sync::watch::channel(discovery_rules(cfg));
     let snapshots = if cfg.discovery.kubernetes {
         let rx =
             start_discovery(cfg, node, &rules, &output, registry, shutdown, &mut tasks).await?;
@@ -320,7 +332,10 @@ async fn start_discovery_and_scrape(
         let metrics = receive::scrape::ScrapeMetrics::new(registry)?;
         let (ttx, trx) = tokio::sync::watch::channel(statics.clone());
         let (stx, srx) = tokio::sync::watch::channel(statics);
-        statics_tx = Some(stx);
+        statics_tx = Some(Scrape {
+            statics: stx,
+            rules: snapshots.is_some().then_some(rules_tx),
+        });
         tasks.push(tokio::spawn(publish_targets(
             srx,
             snapshots.clone().map(|rx| (rx, rules)),
@@ -345,7 +360,7 @@ async fn start_discovery_and_scrape(
 async fn start_discovery(
     cfg: &CollectorConfig,
     node: &str,
-    rules: &discover::Rules,
+    rules: &tokio::sync::watch::Receiver<discover::Rules>,
     output: &receive::scrape::Output,
     registry: &Registry,
     shutdown: &CancellationToken,
@@ -370,34 +385,129 @@ async fn start_discovery(
     Ok(rx)
 }
 
-/// Keeps the scrape receiver's target set at the static targets (as last
-/// reloaded) plus the pods discovered now.
+/// Keeps the scrape receiver's target set at the static targets plus the pods
+/// discovered now (under the discovery rules), as last reloaded.
 async fn publish_targets(
     mut statics: tokio::sync::watch::Receiver<Vec<receive::scrape::ScrapeTarget>>,
-    mut pods: Option<(discover::SnapshotRx, discover::Rules)>,
+    mut pods: Option<(
+        discover::SnapshotRx,
+        tokio::sync::watch::Receiver<discover::Rules>,
+    )>,
     ttx: tokio::sync::watch::Sender<Vec<receive::scrape::ScrapeTarget>>,
     stop: CancellationToken,
 ) {
+    // False once nothing can reload them any more (a start without a file).
+    let (mut statics_reloadable, mut rules_reloadable) = (true, true);
     loop {
         let mut all = statics.borrow_and_update().clone();
         if let Some((rx, rules)) = &mut pods {
-            all.extend(rx.borrow_and_update().scrape_targets(rules));
+            let rules = rules.borrow_and_update().clone();
+            all.extend(rx.borrow_and_update().scrape_targets(&rules));
         }
         ttx.send_if_modified(|cur| {
             let changed = *cur != all;
             *cur = all;
             changed
         });
+        let (pods_changed, rules_changed) = match &mut pods {
+            Some((rx, rules)) => (Some(rx), Some(rules)),
+            None => (None, None),
+        };
         let pods_changed = async {
-            match &mut pods {
-                Some((rx, _)) => rx.changed().await.is_ok(),
+            match pods_changed {
+                Some(rx) => rx.changed().await.is_ok(),
                 None => std::future::pending().await,
+            }
+        };
+        let rules_changed = async {
+            match rules_changed {
+                Some(rules) if rules_reloadable => rules.changed().await.is_ok(),
+                _ => std::future::pending().await,
+            }
+        };
+        let statics_changed = async {
+            if statics_reloadable {
+                statics.changed().await.is_ok()
+            } else {
+                std::future::pending().await
             }
         };
         tokio::select! {
             _ = stop.cancelled() => return,
-            c = statics.changed() => if c.is_err() { return },
+            ok = statics_changed => statics_reloadable = ok,
             ok = pods_changed => if !ok { return },
+            ok = rules_changed => rules_reloadable = ok,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use discover::extract::{PodEndpoint, PodInfo};
+    use std::time::Duration;
+    use tokio::sync::watch;
+
+    async fn wait(
+        targets: &mut watch::Receiver<Vec<receive::scrape::ScrapeTarget>>,
+        what: &str,
+        f: fn(&[receive::scrape::ScrapeTarget]) -> bool,
+    ) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !f(&targets.borrow_and_update()) {
+                targets.changed().await.expect("publisher alive");
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    /// Reloaded static targets and discovery rules reach the scrape receiver's
+    /// target set; the pods' targets follow the new rules.
+    #[tokio::test]
+    async fn published_targets_follow_reloads() {
+        let pod = PodInfo {
+            uid: "u1".into(),
+            namespace: "ns".into(),
+            name: "model-0".into(),
+            ip: Some("10.0.0.7".into()),
+            ready: true,
+            endpoints: vec![PodEndpoint {
+                scheme: "http".into(),
+                port: 8002,
+                path: "/metrics".into(),
+            }],
+            ..PodInfo::default()
+        };
+        let (_snap_tx, snapshots) =
+            watch::channel(std::sync::Arc::new(discover::Snapshot::from_pods([pod])));
+        let (rules_tx, rules) = watch::channel(discover::Rules::default());
+        let (statics_tx, statics) = watch::channel(Vec::new());
+        let (ttx, mut targets) = watch::channel(Vec::new());
+        let stop = CancellationToken::new();
+        tokio::spawn(publish_targets(
+            statics,
+            Some((snapshots, rules)),
+            ttx,
+            stop.clone(),
+        ));
+        wait(&mut targets, "the pod's target", |t| {
+            t.len() == 1 && t[0].url == "http://10.0.0.7:8002/metrics"
+        })
+        .await;
+        rules_tx.send_replace(discover::Rules {
+            job: "reloaded".into(),
+            ..discover::Rules::default()
+        });
+        wait(&mut targets, "the new pod job", |t| {
+            t.len() == 1 && t[0].identity.job == "reloaded"
+        })
+        .await;
+        let cfg: edgewatch_config::collector::PrometheusReceiverConfig =
+            edgewatch_config::parse("static_targets: ['http://127.0.0.1:9/metrics']\n", "t.yaml")
+                .unwrap();
+        statics_tx.send_replace(receive::scrape::static_targets(&cfg));
+        wait(&mut targets, "the static target too", |t| t.len() == 2).await;
+        stop.cancel();
     }
 }

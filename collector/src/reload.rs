@@ -2,9 +2,10 @@
 //! admin port; the mechanism is [`edgewatch_otlp::reload`]): the configuration
 //! file is read and checked again as at start (the scrape client's TLS files
 //! included), then the static scrape targets are replaced — new ones start,
-//! removed ones end with stale markers, unchanged ones keep scraping. The
-//! buffer, the forwarder's batches in flight and discovered pods are not
-//! touched. Anything else that changed is named in the log as needing a
+//! removed ones end with stale markers, unchanged ones keep scraping — and,
+//! with pod discovery, its rules (model labels, hint, pod job, interval and
+//! timeout) apply to the pods known at once. The buffer and the forwarder's
+//! batches in flight are not touched. Anything else that changed is named in the log as needing a
 //! restart and keeps its running value.
 
 use std::path::{Path, PathBuf};
@@ -37,24 +38,28 @@ impl Reloads {
             edgewatch_config::load(&self.path).map_err(|e| e.to_string())?;
         scrape::client(&next.receivers.prometheus).map_err(|e| e.to_string())?;
         let mut restart = needs_restart(&self.running, &next);
-        let (old, new) = (
-            &self.running.receivers.prometheus,
-            &next.receivers.prometheus,
-        );
-        if next.discovery.kubernetes
-            && format!("{:?}", (old.scrape_interval, old.scrape_timeout))
-                != format!("{:?}", (new.scrape_interval, new.scrape_timeout))
-        {
-            restart.push("receivers.prometheus.scrape_interval/scrape_timeout of discovered pods");
-        }
+        let new = &next.receivers.prometheus;
         let targets = scrape::static_targets(new);
         match &self.statics {
-            Some(tx) => {
-                tx.send_if_modified(|cur| {
+            Some(s) => {
+                s.statics.send_if_modified(|cur| {
                     let changed = *cur != targets;
                     *cur = targets;
                     changed
                 });
+                if let Some(rules) = &s.rules {
+                    let next_rules = crate::discovery_rules(&next);
+                    rules.send_if_modified(|cur| {
+                        let changed = *cur != next_rules;
+                        *cur = next_rules;
+                        changed
+                    });
+                    let d = &mut self.running.discovery;
+                    d.model_labels = next.discovery.model_labels.clone();
+                    d.hinted_labels = next.discovery.hinted_labels.clone();
+                    d.modelserver_hint = next.discovery.modelserver_hint.clone();
+                    self.running.receivers.prometheus.pod_job = new.pod_job.clone();
+                }
                 let p = &mut self.running.receivers.prometheus;
                 p.static_targets = new.static_targets.clone();
                 p.scrape_interval = new.scrape_interval;
@@ -85,7 +90,13 @@ fn needs_restart(old: &CollectorConfig, new: &CollectorConfig) -> Vec<&'static s
         p.scrape_interval = Default::default();
         p.scrape_timeout = Default::default();
         p.job.clear();
+        p.pod_job.clear();
         d(&p)
+    };
+    // Discovery but its rules, which a reload applies.
+    let watch = |c: &CollectorConfig| {
+        let dc = &c.discovery;
+        d(&(dc.kubernetes, &dc.kubeconfig, dc.metadata_interval))
     };
     let pairs: [(&'static str, String, String); 11] = [
         ("cluster", d(&old.cluster), d(&new.cluster)),
@@ -99,14 +110,18 @@ fn needs_restart(old: &CollectorConfig, new: &CollectorConfig) -> Vec<&'static s
         ),
         ("receivers.otlp.tls", d(&o.tls), d(&n.tls)),
         (
-            "receivers.prometheus (limits, pod_job, tls_config)",
+            "receivers.prometheus (limits, body_size_limit, tls_config)",
             fixed(old),
             fixed(new),
         ),
         ("buffer", d(&old.buffer), d(&new.buffer)),
         ("forward", d(&old.forward), d(&new.forward)),
         ("admin", d(&old.admin), d(&new.admin)),
-        ("discovery", d(&old.discovery), d(&new.discovery)),
+        (
+            "discovery (kubernetes, kubeconfig, metadata_interval)",
+            watch(old),
+            watch(new),
+        ),
     ];
     pairs
         .into_iter()
@@ -140,7 +155,7 @@ mod tests {
         assert_eq!(
             needs_restart(&old, &moved),
             [
-                "receivers.prometheus (limits, pod_job, tls_config)",
+                "receivers.prometheus (limits, body_size_limit, tls_config)",
                 "buffer"
             ]
         );
