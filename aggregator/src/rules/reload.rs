@@ -80,11 +80,6 @@ impl RuleEngine {
             self.delete_series(lock(&st).written.iter());
             self.inner.metrics.forget(name);
         }
-        for r in old.iter().flat_map(|g| g.rules.iter()) {
-            if r.alert.is_some() && !kept_keys.contains(&r.key) {
-                self.inner.tree.remove(&r.key)?;
-            }
-        }
         if self.inner.liveness.is_some() {
             window.push(crate::fleet::Liveness::reads());
         }
@@ -92,6 +87,14 @@ impl RuleEngine {
         let count = groups.len();
         *self.inner.groups.write().unwrap_or_else(|e| e.into_inner()) = groups.into();
         self.inner.generation.send_modify(|g| *g += 1);
+        // A rule that is gone must not come back with its state after a restart.
+        for r in old.iter().flat_map(|g| g.rules.iter()) {
+            if r.alert.is_some() && !kept_keys.contains(&r.key) {
+                if let Err(e) = self.inner.tree.remove(&r.key) {
+                    tracing::warn!(rule = %r.spec.name(), error = %e, "forgetting a removed rule's state");
+                }
+            }
+        }
         tracing::info!(groups = count, "rules reloaded");
         Ok(())
     }
