@@ -93,14 +93,7 @@ async fn start_with(
     let registry = Registry::new();
     let readiness = Readiness::new(&[STATE_LOADED, LISTENING], &shutdown);
     let state = open_state(cfg).await?;
-    let staleness = cfg.store.staleness.get();
-    let store = Arc::new(store::Store::new(
-        store::StoreOptions { staleness },
-        &registry,
-    ));
-    let wal = open_wal(cfg, &state, &registry).await?;
-    store.set_wal(wal.clone());
-    store.set_limits(store::Limits::from_config(&cfg.limits));
+    let (store, wal) = open_store(cfg, &state, &registry).await?;
     let otlp = &cfg.receivers.otlp;
     let policy = ingest::identity::Policy::new(
         &cfg.auth,
@@ -184,6 +177,23 @@ async fn start_with(
     };
     tracing::info!(otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, http = %out.http, "aggregator started");
     Ok(out)
+}
+
+/// The store (empty until the log's replay) and the write-ahead log behind it.
+async fn open_store(
+    cfg: &AggregatorConfig,
+    state: &sled::Db,
+    registry: &Registry,
+) -> Result<(Arc<store::Store>, Arc<wal::Wal>), AggregatorError> {
+    let staleness = cfg.store.staleness.get();
+    let store = Arc::new(store::Store::new(
+        store::StoreOptions { staleness },
+        registry,
+    ));
+    let wal = open_wal(cfg, state, registry).await?;
+    store.set_wal(wal.clone());
+    store.set_limits(store::Limits::from_config(&cfg.limits));
+    Ok((store, wal))
 }
 
 /// Opens the sled state (blocking I/O, off the runtime's threads).

@@ -120,15 +120,7 @@ async fn start_with(
     if let Some(t) = &otlp.tls {
         listeners = listeners.with_tls(ServerTls::new(t, &tls_metrics)?, tls_metrics.clone());
     }
-    let admin_listener = edgewatch_otlp::server::bind(cfg.admin.listen.0, "admin HTTP").await?;
-    let admin_tls = match &cfg.admin.tls {
-        Some(t) => Some((
-            ServerTls::new(t, &tls_metrics)?,
-            "admin",
-            tls_metrics.clone(),
-        )),
-        None => None,
-    };
+    let (admin_listener, admin_tls) = bind_admin(cfg, &tls_metrics).await?;
     // The only credential the collector's listeners know is a client certificate.
     listeners.warn_if_open(ServerTlsConfig::verifies_clients(
         cfg.receivers.otlp.tls.as_ref(),
@@ -150,18 +142,10 @@ async fn start_with(
 
     register_info(&registry, &buffer)?;
     let mut side_tasks = side_tasks;
-    let reload_metrics = edgewatch_otlp::reload::ReloadMetrics::register(&registry)?;
-    let mut admin_app = admin::router(registry.clone(), buffer.clone(), readiness.clone());
-    if let Some(path) = config_path {
-        let mut reloads = reload::Reloads::new(path, cfg, statics);
-        let (handle, task) = edgewatch_otlp::reload::spawn(
-            move || reloads.apply(),
-            reload_metrics,
-            shutdown.clone(),
-        );
-        admin_app = admin_app.merge(handle.router());
-        side_tasks.push(task);
-    }
+    let admin_app = admin::router(registry.clone(), buffer.clone(), readiness.clone());
+    let (admin_app, reloads) =
+        with_reloads(admin_app, cfg, config_path, statics, &registry, &shutdown)?;
+    side_tasks.extend(reloads);
     if !cfg.admin.self_metrics_interval.get().is_zero() {
         side_tasks.push(tokio::spawn(selfmon::run(
             registry.clone(),
@@ -196,6 +180,43 @@ async fn start_with(
         instance_id = %out.instance_id, node = %out.node, "collector started"
     );
     Ok(out)
+}
+
+/// The admin listener and its TLS.
+async fn bind_admin(
+    cfg: &CollectorConfig,
+    tls_metrics: &TlsMetrics,
+) -> Result<(tokio::net::TcpListener, Option<AdminTls>), CollectorError> {
+    let listener = edgewatch_otlp::server::bind(cfg.admin.listen.0, "admin HTTP").await?;
+    let tls = match &cfg.admin.tls {
+        Some(t) => Some((
+            ServerTls::new(t, tls_metrics)?,
+            "admin",
+            tls_metrics.clone(),
+        )),
+        None => None,
+    };
+    Ok((listener, tls))
+}
+
+/// The reload metrics, and with a config file the reload task and `POST /-/reload`
+/// on the admin router.
+fn with_reloads(
+    admin_app: axum::Router,
+    cfg: &CollectorConfig,
+    config_path: Option<&Path>,
+    statics: StaticsTx,
+    registry: &Registry,
+    shutdown: &CancellationToken,
+) -> Result<(axum::Router, Option<JoinHandle<()>>), CollectorError> {
+    let metrics = edgewatch_otlp::reload::ReloadMetrics::register(registry)?;
+    let Some(path) = config_path else {
+        return Ok((admin_app, None));
+    };
+    let mut reloads = reload::Reloads::new(path, cfg, statics);
+    let (handle, task) =
+        edgewatch_otlp::reload::spawn(move || reloads.apply(), metrics, shutdown.clone());
+    Ok((admin_app.merge(handle.router()), Some(task)))
 }
 
 /// Opens (recovers) the durable buffer off the runtime threads: sled's recovery
