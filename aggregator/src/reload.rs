@@ -72,12 +72,13 @@ impl Reloads {
         }
         crate::remote::live::check(&next.remote_write).map_err(|e| e.to_string())?;
         let mut restart = needs_restart(&self.running, &next);
-        self.rules.apply(&next, rules).map_err(|e| e.to_string())?;
+        // Routes first: the new rules' first alerts already take them.
         if let (Some(n), Some(prepared)) = (&self.notifier, alerting) {
             restart.extend(n.apply(prepared));
             n.set_eval_interval(next.evaluation_interval.get());
             self.running.alerting = next.alerting.clone();
         }
+        self.rules.apply(&next, rules).map_err(|e| e.to_string())?;
         if let Some((settings, rc)) = reconciler {
             settings.set(rc).map_err(|e| e.to_string())?;
             self.running.reconciler = Some(rc.clone());
