@@ -207,7 +207,7 @@ pub fn shutdown_on_signal() -> CancellationToken {
 /// Runs the collector with the configuration in `config` until SIGINT or SIGTERM.
 pub async fn run_collector(config: &Path) -> anyhow::Result<()> {
     let cfg: edgewatch_config::CollectorConfig = edgewatch_config::load(config)?;
-    let c = edgewatch_collector::start(&cfg, shutdown_on_signal())
+    let c = edgewatch_collector::start_reloadable(&cfg, config, shutdown_on_signal())
         .await
         .context("starting the collector")?;
     if footprint::release_enabled() {

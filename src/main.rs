@@ -159,9 +159,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Collector { config } => edgewatch::run_collector(&config.resolve()?).await?,
         Command::Aggregator { config } => {
-            let cfg: edgewatch_config::AggregatorConfig =
-                edgewatch_config::load(&config.resolve()?)?;
-            let a = edgewatch_aggregator::start(&cfg, shutdown_on_signal())
+            let config = config.resolve()?;
+            let cfg: edgewatch_config::AggregatorConfig = edgewatch_config::load(&config)?;
+            let a = edgewatch_aggregator::start_reloadable(&cfg, &config, shutdown_on_signal())
                 .await
                 .context("starting the aggregator")?;
             a.wait().await?;

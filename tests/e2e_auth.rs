@@ -294,6 +294,18 @@ async fn the_http_api_needs_basic_auth_but_the_probes_do_not() {
         m.get(r#"edgewatch_auth_failures_total{reason="basic_auth_invalid"}"#),
         5.0
     );
+    // Reloads are behind the same guard.
+    let reload = |auth: bool| {
+        let mut r = client
+            .post(agg.url("/-/reload"))
+            .header("content-type", "application/json");
+        if auth {
+            r = r.basic_auth("prometheus", Some("s3cret"));
+        }
+        async move { r.send().await.expect("POST /-/reload").status().as_u16() }
+    };
+    assert_eq!(reload(false).await, 401);
+    assert_eq!(reload(true).await, 200);
     // A real Prometheus federating with its scrape config's basic_auth.
     let scrape = format!(
         "  - job_name: edgewatch\n    metrics_path: /federate\n    params: {{'match[]': [up]}}\n    basic_auth: {{username: prometheus, password: s3cret}}\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",

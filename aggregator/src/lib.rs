@@ -6,6 +6,7 @@ pub mod convert;
 pub mod expose;
 pub mod heap;
 pub mod ingest;
+mod reload;
 pub mod remote;
 pub mod store;
 pub mod wal;
@@ -13,10 +14,12 @@ pub mod wal;
 use edgewatch_config::tls::ServerTlsConfig;
 use edgewatch_config::AggregatorConfig;
 use edgewatch_otlp::admission::AdmissionMetrics;
+use edgewatch_otlp::ready::Readiness;
 use edgewatch_otlp::server::OtlpListeners;
 use edgewatch_tls::server::ServerTls;
 use prometheus::Registry;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -63,21 +66,34 @@ impl Aggregator {
     }
 }
 
+/// Starts with `cfg`, read from `path`, which SIGHUP and `POST /-/reload` read
+/// again (see the README's "Reload").
+pub async fn start_reloadable(
+    cfg: &AggregatorConfig,
+    path: &Path,
+    shutdown: CancellationToken,
+) -> Result<Aggregator, AggregatorError> {
+    start_with(cfg, Some(path), shutdown).await
+}
+
+/// Starts with `cfg`, which cannot be reloaded.
 pub async fn start(
     cfg: &AggregatorConfig,
     shutdown: CancellationToken,
 ) -> Result<Aggregator, AggregatorError> {
+    start_with(cfg, None, shutdown).await
+}
+
+async fn start_with(
+    cfg: &AggregatorConfig,
+    config_path: Option<&Path>,
+    shutdown: CancellationToken,
+) -> Result<Aggregator, AggregatorError> {
     heap::limit_malloc_arenas();
     let registry = Registry::new();
+    let readiness = Readiness::new(&[STATE_LOADED, LISTENING], &shutdown);
     let state = open_state(cfg).await?;
-    let staleness = cfg.store.staleness.get();
-    let store = Arc::new(store::Store::new(
-        store::StoreOptions { staleness },
-        &registry,
-    ));
-    let wal = open_wal(cfg, &state, &registry).await?;
-    store.set_wal(wal.clone());
-    store.set_limits(store::Limits::from_config(&cfg.limits));
+    let (store, wal) = open_store(cfg, &state, &registry).await?;
     let otlp = &cfg.receivers.otlp;
     let policy = ingest::identity::Policy::new(
         &cfg.auth,
@@ -119,10 +135,18 @@ pub async fn start(
     );
     // Readers first: a new endpoint starts at the log's end, before anything new.
     let remote_metrics = remote::Metrics::register(&registry)?;
-    let writers = remote::start_all(&cfg.remote_write, &wal, &remote_metrics, shutdown.clone())?;
-    let (app, mut background) = services(cfg, &store, &state, &registry, &shutdown)?;
+    let (endpoints, writers) =
+        remote::live::start(&cfg.remote_write, &wal, &remote_metrics, shutdown.clone())?;
+    let live = Live {
+        config_path,
+        endpoints,
+        registry: &registry,
+        readiness: &readiness,
+        shutdown: &shutdown,
+    };
+    let (app, mut background) = services(cfg, &store, &state, live)?;
     let app = web::security::protect(app, &cfg.http.basic_auth_users, auth_failures);
-    background.extend(writers);
+    background.push(writers);
     background.push(tokio::spawn(trim_wal(
         wal.clone(),
         wal_limits(cfg),
@@ -146,13 +170,30 @@ pub async fn start(
             (http_listener, http_tls, http_metrics.listener("http")),
             app,
             background,
-            state,
-            wal,
+            (state, wal),
+            readiness,
             shutdown,
         )),
     };
     tracing::info!(otlp_grpc = ?out.otlp_grpc, otlp_http = ?out.otlp_http, http = %out.http, "aggregator started");
     Ok(out)
+}
+
+/// The store (empty until the log's replay) and the write-ahead log behind it.
+async fn open_store(
+    cfg: &AggregatorConfig,
+    state: &sled::Db,
+    registry: &Registry,
+) -> Result<(Arc<store::Store>, Arc<wal::Wal>), AggregatorError> {
+    let staleness = cfg.store.staleness.get();
+    let store = Arc::new(store::Store::new(
+        store::StoreOptions { staleness },
+        registry,
+    ));
+    let wal = open_wal(cfg, state, registry).await?;
+    store.set_wal(wal.clone());
+    store.set_limits(store::Limits::from_config(&cfg.limits));
+    Ok((store, wal))
 }
 
 /// Opens the sled state (blocking I/O, off the runtime's threads).
@@ -263,22 +304,40 @@ async fn expire_collectors(sink: ingest::IngestSink, expiry: Duration, stop: Can
     }
 }
 
+/// `/readyz` waits for these (and for the first GitOps read when configured).
+const STATE_LOADED: &str = "the write-ahead log's replay";
+const LISTENING: &str = "the listeners";
+const GITOPS_READ: &str = "the first GitOps read";
+
+/// What the services need besides the configuration and the state.
+struct Live<'a> {
+    /// The file a reload reads; None: no reloads.
+    config_path: Option<&'a Path>,
+    /// Where a reload puts the remote_write endpoints.
+    endpoints: remote::live::Endpoints,
+    registry: &'a Registry,
+    readiness: &'a Readiness,
+    shutdown: &'a CancellationToken,
+}
+
 /// Everything served over HTTP, and the background tasks behind it: the
-/// store's sweep, the notifier, the rule engine, the reconciler.
+/// store's sweep, the notifier, the rule engine, the reconciler, the reloads.
 fn services(
     cfg: &AggregatorConfig,
     store: &Arc<store::Store>,
     state: &sled::Db,
-    registry: &Registry,
-    shutdown: &CancellationToken,
+    live: Live<'_>,
 ) -> Result<(axum::Router, Vec<JoinHandle<()>>), AggregatorError> {
+    let (registry, shutdown) = (live.registry, live.shutdown);
     let notifier = notifier(cfg, state, registry)?;
     let mut background = vec![tokio::spawn(sweep(
         store.clone(),
         cfg.store.staleness.get(),
         shutdown.clone(),
     ))];
-    let mut app = expose::router(store.clone()).merge(web_router(registry.clone()));
+    let mut app = expose::router(store.clone())
+        .merge(web_router(registry.clone()))
+        .merge(live.readiness.router());
     if let Some(n) = &notifier {
         background.push(tokio::spawn(n.clone().run(shutdown.clone())));
         app = app.merge(n.router());
@@ -289,7 +348,28 @@ fn services(
     if let Some(wal) = store.wal() {
         replay_wal(store, wal, replay_horizon(cfg));
     }
+    live.readiness.met(STATE_LOADED);
     app = app.merge(rules.router());
+    let reconciler = reconcile::Reconciler::new(cfg, store.clone(), registry)?;
+    let reload_metrics = edgewatch_otlp::reload::ReloadMetrics::register(registry)?;
+    if let Some(path) = live.config_path {
+        let mut reloads = reload::Reloads::new(
+            path,
+            cfg,
+            store.clone(),
+            rules.clone(),
+            notifier.clone(),
+            reconciler.as_ref().map(|r| r.settings()),
+            live.endpoints.clone(),
+        );
+        let (handle, task) = edgewatch_otlp::reload::spawn(
+            move || reloads.apply(),
+            reload_metrics,
+            shutdown.clone(),
+        );
+        app = app.merge(handle.router());
+        background.push(task);
+    }
     background.push(tokio::spawn(rules.run(notifier, shutdown.clone())));
     let fleet = fleet::Fleet::new(
         store.clone(),
@@ -297,13 +377,16 @@ fn services(
         fleet::Owned::new(&cfg.fleet.clusters),
     );
     fleet.register(registry)?;
-    let reconciler = reconcile::Reconciler::new(cfg, store.clone(), registry)?;
     app = app
         .merge(fleet.router())
         .merge(web::router(fleet, reconciler.as_ref().map(|r| r.handle())));
     if let Some(r) = reconciler {
         app = app.merge(r.router());
-        background.push(tokio::spawn(r.run(shutdown.clone())));
+        live.readiness.wait_for(GITOPS_READ);
+        let ready = live.readiness.clone();
+        background.push(tokio::spawn(
+            r.run(shutdown.clone(), move || ready.met(GITOPS_READ)),
+        ));
     }
     Ok((app, background))
 }
@@ -337,23 +420,26 @@ async fn run(
     ),
     app: axum::Router,
     background: Vec<JoinHandle<()>>,
-    state: sled::Db,
-    wal: Arc<wal::Wal>,
+    (state, wal): (sled::Db, Arc<wal::Wal>),
+    readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), AggregatorError> {
-    let stop = shutdown.clone();
+    // The HTTP listener outlives the drain: `/readyz` says 503 meanwhile.
+    let http_stop = CancellationToken::new();
     let http = tokio::spawn(edgewatch_tls::serve::serve_http_with(
         http_listener,
         http_tls,
         app,
         edgewatch_tls::serve::HttpLimits::DEFAULT,
         Some(http_metrics),
-        stop.cancelled_owned(),
+        http_stop.clone().cancelled_owned(),
     ));
+    readiness.met(LISTENING);
     let served = listeners.serve(sink, max_request_bytes, shutdown).await;
     for task in background {
         let _ = task.await;
     }
+    http_stop.cancel();
     let _ = http.await;
     let _ = tokio::task::spawn_blocking(move || wal.close()).await;
     if let Err(e) = tokio::task::spawn_blocking(move || state.flush()).await {
@@ -387,7 +473,6 @@ fn web_router(registry: Registry) -> axum::Router {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
 }
 
 pub(crate) use edgewatch_prom::time::now_ms;

@@ -508,3 +508,111 @@ async fn run_evaluates_on_the_interval_and_stops() {
         "Always"
     );
 }
+
+fn alert_states(engine: &RuleEngine) -> Vec<(String, String, String)> {
+    let api = engine.alerts_json();
+    let mut out: Vec<_> = api["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap().to_string(),
+                a["state"].as_str().unwrap().to_string(),
+                a["activeAt"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The rules of group `nodes`.
+fn rule_names(engine: &RuleEngine) -> Vec<String> {
+    let rules = engine.rules_json();
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["name"] == "nodes")
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A reload keeps the state of the rules it keeps (same group, name and
+/// expression): a pending alert goes on to fire with its first activeAt; a
+/// changed expression starts afresh; a removed rule's state leaves sled.
+#[test]
+fn reload_keeps_the_state_of_unchanged_rules() {
+    let env = env();
+    let store = store();
+    let db = edgewatch_testkit::open_sled(&env.db_path);
+    let engine = RuleEngine::load(&env.cfg, store.clone(), &db, &Registry::new()).unwrap();
+    let mut t = T0;
+    for i in 0..20 {
+        write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
+    }
+    t += 19 * 15 * S;
+    engine.evaluate_all(t);
+    let before = alert_states(&engine);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].1, "pending");
+
+    // HotNode kept, EdgeBufferDropping removed (the built-in one is back), Fresh added.
+    let file = env.cfg.rule_files[0].replace("*.rules.yml", "nodes.rules.yml");
+    let kept = RULES.replace(
+        "      - alert: EdgeBufferDropping\n        expr: increase(edgewatch_buffer_dropped_points_total[5m]) > 100\n",
+        "      - alert: Fresh\n        expr: vector(1)\n",
+    );
+    std::fs::write(&file, &kept).unwrap();
+    engine
+        .apply(&env.cfg, RuleEngine::prepare(&env.cfg).unwrap())
+        .unwrap();
+    assert!(rule_names(&engine).contains(&"Fresh".to_string()));
+    assert!(!rule_names(&engine).contains(&"EdgeBufferDropping".to_string()));
+    assert_eq!(alert_states(&engine), before, "kept across the reload");
+    for i in 20..30 {
+        write_temp(&store, "n1", T0 + i * 15 * S, 40.0);
+    }
+    t += 150 * S;
+    let sent = engine.evaluate_all(t);
+    assert!(sent.iter().any(|a| a.labels["alertname"] == "HotNode"));
+    let after = alert_states(&engine);
+    assert!(
+        after.contains(&("HotNode".into(), "firing".into(), before[0].2.clone())),
+        "fires on its first activeAt: {after:?}"
+    );
+
+    // A broken file is refused by prepare, naming file and line; nothing changes.
+    std::fs::write(
+        &file,
+        "groups:\n  - name: nodes\n    rules:\n      - alert: X\n        expr: sum(\n",
+    )
+    .unwrap();
+    let err = RuleEngine::prepare(&env.cfg)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("nodes.rules.yml:5:"), "{err}");
+    assert_eq!(alert_states(&engine), after);
+
+    // A changed expression: the rule starts afresh.
+    std::fs::write(&file, kept.replace("> 30", "> 31")).unwrap();
+    engine
+        .apply(&env.cfg, RuleEngine::prepare(&env.cfg).unwrap())
+        .unwrap();
+    let hot: Vec<_> = alert_states(&engine)
+        .into_iter()
+        .filter(|a| a.0 == "HotNode")
+        .collect();
+    assert!(hot.is_empty(), "{hot:?}");
+    engine.evaluate_all(t + 30 * S);
+    let hot: Vec<_> = alert_states(&engine)
+        .into_iter()
+        .filter(|a| a.0 == "HotNode")
+        .collect();
+    assert_eq!(hot.len(), 1, "{hot:?}");
+    assert_eq!(hot[0].1, "pending");
+    assert_ne!(hot[0].2, before[0].2);
+}

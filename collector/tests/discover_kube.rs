@@ -534,10 +534,11 @@ async fn watcher_follows_a_rollout_and_model_info_changes() {
     tokio::spawn(api_server(handle, list, phases, go_rx));
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
     let shutdown = CancellationToken::new();
+    let (rules_tx, rules) = tokio::sync::watch::channel(Rules::default());
     tokio::spawn(discover::watch::run(
         client,
         NODE.into(),
-        Rules::default(),
+        rules,
         tx,
         restarts(),
         shutdown.clone(),
@@ -613,6 +614,14 @@ async fn watcher_follows_a_rollout_and_model_info_changes() {
     // A further emission without change: no stale markers any more.
     let rm = model::build(&s, &mut previous, 4);
     assert!(values(&rm, model::INFO).iter().all(|(_, v)| v.is_some()));
+
+    // Reloaded rules apply to the pods known at once: no label names a model now.
+    rules_tx.send_replace(Rules {
+        model_labels: Vec::new(),
+        hinted_labels: Vec::new(),
+        ..Rules::default()
+    });
+    wait_for(&mut rx, "the reloaded rules", |s| s.models().count() == 0).await;
     shutdown.cancel();
 }
 
@@ -640,10 +649,11 @@ async fn a_non_ascii_digest_does_not_stop_the_watch() {
     let (tx, mut rx) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
     let shutdown = CancellationToken::new();
     let restarts = restarts();
+    let (_rules_tx, rules) = tokio::sync::watch::channel(Rules::default());
     tokio::spawn(discover::watch::run(
         client,
         NODE.into(),
-        Rules::default(),
+        rules,
         tx,
         restarts.clone(),
         shutdown.clone(),

@@ -86,6 +86,7 @@ fn target(addr: SocketAddr, path: &str) -> ScrapeTarget {
             instance: addr.to_string(),
             ..Default::default()
         },
+        limits: None,
     }
 }
 
@@ -490,6 +491,7 @@ async fn real_prometheus_self_metrics() {
             instance: format!("127.0.0.1:{port}"),
             ..Default::default()
         },
+        limits: None,
     };
     // Negotiated (OpenMetrics if offered) and plain text.
     let exp = exposition(&client, &t, 16 << 20)

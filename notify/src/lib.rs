@@ -90,9 +90,8 @@ pub struct Notifier {
 type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 struct Inner {
-    external_url: String,
-    receivers: HashMap<String, Receiver>,
-    inhibit: Vec<InhibitRule>,
+    /// Replaced whole by a reload.
+    routing: RwLock<Arc<Routing>>,
     dispatcher: Mutex<Dispatcher>,
     silences: RwLock<BTreeMap<String, Silence>>,
     am_targets: Vec<AmTarget>,
@@ -105,6 +104,15 @@ struct Inner {
     db: sled::Db,
     wake: tokio::sync::Notify,
     clock: RwLock<Clock>,
+}
+
+/// What a reload replaces (the route tree and resolve timeout live in the dispatcher).
+struct Routing {
+    external_url: String,
+    receivers: HashMap<String, Receiver>,
+    inhibit: Vec<InhibitRule>,
+    /// `delivery` and `resend_delay`, as configured: they need a restart.
+    fixed: String,
 }
 
 struct Receiver {
@@ -152,9 +160,7 @@ impl Notifier {
         dispatcher.ingest(restored, now);
         Ok(Notifier {
             inner: Arc::new(Inner {
-                external_url: cfg.external_url.clone(),
-                receivers,
-                inhibit: cfg.inhibit_rules.iter().map(InhibitRule::from).collect(),
+                routing: RwLock::new(Arc::new(Routing::new(cfg, receivers))),
                 dispatcher: Mutex::new(dispatcher),
                 silences: RwLock::new(silences),
                 am_targets,
@@ -193,13 +199,14 @@ impl Notifier {
             let mut d = inner.lock_dispatcher();
             let changed = d.ingest(alerts.clone(), now);
             if !inner.am_targets.is_empty() {
+                let routing = inner.routing();
                 for a in &alerts {
                     if inner.muted(&d, a, now) {
                         continue;
                     }
                     let mut seen = BTreeSet::new();
                     for node in d.tree.matches(&a.labels) {
-                        for &t in inner
+                        for &t in routing
                             .receivers
                             .get(&node.receiver)
                             .map(|r| r.am.as_slice())
@@ -276,6 +283,91 @@ impl Notifier {
     }
 }
 
+/// An alerting configuration built and checked by [`Notifier::prepare`], not yet
+/// applied.
+pub struct PreparedAlerting {
+    routing: Routing,
+    am_targets: Vec<AmTarget>,
+    tree: route::RouteTree,
+    resolve_timeout: Duration,
+}
+
+impl Notifier {
+    /// Builds what a reload would apply (receivers, their secrets, routes,
+    /// inhibitions); nothing changes until [`Notifier::apply`].
+    pub fn prepare(cfg: &AlertingConfig) -> Result<PreparedAlerting, NotifyError> {
+        let (receivers, am_targets) = build_receivers(&cfg.receivers)?;
+        Ok(PreparedAlerting {
+            routing: Routing::new(cfg, receivers),
+            am_targets,
+            tree: route::RouteTree::new(&cfg.route),
+            resolve_timeout: cfg.resolve_timeout.get(),
+        })
+    }
+
+    /// Applies a prepared configuration, as Alertmanager reloads: silences, known
+    /// alerts and the notification log stay; groups are rebuilt on the new routes
+    /// (what was notified is not notified again). Returns the changed settings
+    /// that need a restart (they keep their old values): the Alertmanager push
+    /// targets, `delivery`, `resend_delay`.
+    pub fn apply(&self, next: PreparedAlerting) -> Vec<&'static str> {
+        let inner = &self.inner;
+        let mut routing = next.routing;
+        let old = inner.routing();
+        let mut restart = Vec::new();
+        let same_targets = next.am_targets.len() == inner.am_targets.len()
+            && next
+                .am_targets
+                .iter()
+                .zip(&inner.am_targets)
+                .all(|(a, b)| a.receiver == b.receiver && a.url == b.url);
+        if !same_targets {
+            restart.push("alerting.receivers[].alertmanager_configs");
+            // Push loops run per target since the start: keep them as they were.
+            for (name, r) in &mut routing.receivers {
+                r.am = old
+                    .receivers
+                    .get(name)
+                    .map(|o| o.am.clone())
+                    .unwrap_or_default();
+            }
+        }
+        if routing.fixed != old.fixed {
+            restart.push("alerting.delivery/resend_delay");
+            routing.fixed = old.fixed.clone();
+        }
+        let now = inner.now();
+        {
+            let mut d = inner.lock_dispatcher();
+            let mut fresh = Dispatcher::new(next.tree, next.resolve_timeout);
+            let known: Vec<_> = d.alerts.values().cloned().collect();
+            fresh.ingest(known.iter().map(|s| s.alert.clone()).collect(), now);
+            // The rules' last refresh still counts for resolve_timeout.
+            for s in known {
+                if let Some(k) = fresh.alerts.get_mut(&s.alert.fingerprint()) {
+                    k.updated_at = s.updated_at;
+                }
+            }
+            *d = fresh;
+        }
+        *inner.routing.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(routing);
+        inner.wake.notify_one();
+        restart
+    }
+}
+
+impl Routing {
+    fn new(cfg: &AlertingConfig, receivers: HashMap<String, Receiver>) -> Self {
+        Routing {
+            external_url: cfg.external_url.clone(),
+            receivers,
+            inhibit: cfg.inhibit_rules.iter().map(InhibitRule::from).collect(),
+            // The config types have no PartialEq; Debug shows every field.
+            fixed: format!("{:?} {:?}", cfg.delivery, cfg.resend_delay),
+        }
+    }
+}
+
 /// Every receiver's grouped integrations, and one push target per Alertmanager.
 fn build_receivers(
     cfgs: &[ReceiverConfig],
@@ -339,6 +431,13 @@ impl Inner {
         (self.clock.read().unwrap_or_else(|e| e.into_inner()))()
     }
 
+    fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn lock_dispatcher(&self) -> std::sync::MutexGuard<'_, Dispatcher> {
         self.dispatcher.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -354,10 +453,11 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .any(|s| s.mutes(&a.labels, now));
+        let routing = self.routing();
         silenced
-            || (!self.inhibit.is_empty()
+            || (!routing.inhibit.is_empty()
                 && inhibit::is_inhibited(
-                    &self.inhibit,
+                    &routing.inhibit,
                     a.fingerprint(),
                     &a.labels,
                     d.alerts
@@ -453,7 +553,8 @@ impl Inner {
 /// One group flush: mute, decide per integration, build, deliver, log.
 async fn flush(inner: Arc<Inner>, job: FlushJob, shutdown: CancellationToken) {
     let group = FlushGroup::new(&inner, &job);
-    let Some(receiver) = inner.receivers.get(&job.receiver) else {
+    let routing = inner.routing();
+    let Some(receiver) = routing.receivers.get(&job.receiver) else {
         inner.lock_dispatcher().complete(&job, true, None);
         return;
     };
@@ -580,7 +681,7 @@ async fn deliver(
         receiver: job.receiver.clone(),
         group_key: job.group_key.clone(),
         group_labels: job.group_labels.clone(),
-        external_url: inner.external_url.clone(),
+        external_url: inner.routing().external_url.clone(),
         alerts,
         now: job.now,
     };
@@ -632,7 +733,8 @@ receivers:
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let n = Notifier::new(&cfg, &db, &prometheus::Registry::new()).unwrap();
-        let ids: Vec<&str> = n.inner.receivers["team"]
+        let routing = n.inner.routing();
+        let ids: Vec<&str> = routing.receivers["team"]
             .integrations
             .iter()
             .map(|c| c.id.as_str())
@@ -655,5 +757,69 @@ receivers:
         for t in ["notify_nflog", "notify_alerts", "notify_silences"] {
             assert!(trees.contains(&t.as_bytes().to_vec()), "{t}");
         }
+    }
+
+    /// A reload replaces receivers, routes and inhibitions; known alerts are
+    /// routed again, silences stay; a changed Alertmanager target is named.
+    #[tokio::test]
+    async fn apply_swaps_routing_and_keeps_alerts_and_silences() {
+        let cfg = |receiver: &str, extra: &str| {
+            AlertingConfig::from_yaml(&format!(
+                "route: {{receiver: {receiver}, group_wait: 1h}}\nreceivers:\n  - name: {receiver}\n    webhook_configs: [{{url: 'http://127.0.0.1:1/{receiver}'}}]\n{extra}"
+            ))
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let n = Notifier::new(&cfg("team", ""), &db, &prometheus::Registry::new()).unwrap();
+        let now = SystemTime::now();
+        n.send(vec![Alert {
+            labels: [("alertname".to_string(), "Hot".to_string())].into(),
+            annotations: BTreeMap::new(),
+            starts_at: now,
+            ends_at: None,
+            generator_url: String::new(),
+        }]);
+        let silence = Silence::from_json(
+            &serde_json::from_value(serde_json::json!({
+                "id": "s1",
+                "matchers": [{"name": "alertname", "value": "Cold", "isRegex": false, "isEqual": true}],
+                "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2100-01-01T00:00:00Z",
+                "createdBy": "t", "comment": "c"
+            }))
+            .unwrap(),
+            now,
+        )
+        .unwrap();
+        n.inner
+            .silences
+            .write()
+            .unwrap()
+            .insert(silence.id.clone(), silence);
+
+        let next = cfg(
+            "oncall",
+            "inhibit_rules: [{source_matchers: ['severity=page'], target_matchers: ['severity=info']}]\n",
+        );
+        assert!(n.apply(Notifier::prepare(&next).unwrap()).is_empty());
+        let routing = n.inner.routing();
+        assert_eq!(routing.receivers.keys().collect::<Vec<_>>(), ["oncall"]);
+        assert_eq!(routing.inhibit.len(), 1);
+        let d = n.inner.lock_dispatcher();
+        assert_eq!(d.alerts.len(), 1, "the known alert stays");
+        let groups: Vec<_> = d.groups.values().collect();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(d.tree.matches(&groups[0].labels)[0].receiver, "oncall");
+        drop(d);
+        assert_eq!(n.inner.silences.read().unwrap().len(), 1);
+
+        let pushed = cfg(
+            "oncall",
+            "    alertmanager_configs: [{url: 'http://127.0.0.1:2'}]\n",
+        );
+        assert_eq!(
+            n.apply(Notifier::prepare(&pushed).unwrap()),
+            ["alerting.receivers[].alertmanager_configs"]
+        );
     }
 }

@@ -13,6 +13,8 @@ pub mod client;
 pub mod codec;
 pub mod grpc;
 pub mod http;
+pub mod ready;
+pub mod reload;
 pub mod server;
 pub mod shallow;
 pub mod view;

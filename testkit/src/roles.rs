@@ -79,6 +79,7 @@ impl Aggregator {
         );
         let proc = spawn_role(bin, "aggregator", "aggregator", &config, dir);
         match &spec.http_tls {
+            _ if spec.unready => {}
             None => wait_ready(&format!("http://127.0.0.1:{http}/readyz")).await,
             Some(client) => {
                 crate::http::wait_ready_with(client, &format!("https://127.0.0.1:{http}/readyz"))
@@ -114,6 +115,11 @@ impl Aggregator {
         Metrics::scrape(&self.url("/metrics")).await
     }
 
+    /// `POST /-/reload`: status and body.
+    pub async fn reload(&self) -> (u16, String) {
+        reload(&self.url("/-/reload")).await
+    }
+
     /// `/federate` for one selector; panics unless it answers 200.
     pub async fn federate(&self, selector: &str) -> String {
         let r = reqwest::Client::new()
@@ -140,6 +146,8 @@ pub struct AggregatorSpec<'a> {
     pub extra: &'a str,
     /// A client for an HTTPS `http:` listener (see [`crate::http::tls_client`]).
     pub http_tls: Option<reqwest::Client>,
+    /// Return once the process is started, without waiting for `/readyz`.
+    pub unready: bool,
 }
 
 /// What a [`Collector`] is started with; `extra` strings are YAML lines appended to
@@ -277,9 +285,27 @@ impl Collector {
         Metrics::scrape(&self.url("/metrics")).await
     }
 
+    /// `POST /-/reload` on the admin port: status and body.
+    pub async fn reload(&self) -> (u16, String) {
+        reload(&self.url("/-/reload")).await
+    }
+
     pub fn buffer_dir(&self) -> PathBuf {
         self.config.with_file_name(format!("{}-buffer", self.name))
     }
+}
+
+/// `POST url` as an operator reloads (a JSON content type, which the
+/// aggregator's listener asks of every state-changing request).
+async fn reload(url: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("POST /-/reload");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("reload answer"))
 }
 
 fn spawn_role(bin: &str, name: &str, role: &str, config: &Path, dir: &Path) -> Proc {

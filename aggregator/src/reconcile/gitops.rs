@@ -694,6 +694,10 @@ impl Source {
         &self.root
     }
 
+    pub fn config_clusters(&self) -> Option<&BTreeMap<String, Vec<String>>> {
+        self.config_clusters.as_ref()
+    }
+
     /// Reads the checkout again if its commit or files changed. True when
     /// something was (re)read.
     pub fn poll(&mut self) -> bool {

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use edgewatch_config::aggregator::ReconcilerConfig;
 use edgewatch_config::AggregatorConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -67,8 +68,29 @@ pub struct Snapshot {
 /// Shared, read-only view of the reconciler's latest result.
 pub type Handle = Arc<RwLock<Snapshot>>;
 
+/// Reconciler settings from a reload, taken at the next round.
+#[derive(Clone, Default)]
+pub struct Settings(Arc<std::sync::Mutex<Option<ReconcilerConfig>>>);
+
+impl Settings {
+    /// Checks `rc` as at start and hands it to the next round.
+    pub fn set(&self, rc: &ReconcilerConfig) -> Result<(), ReconcileError> {
+        if rc.interval.get().is_zero() {
+            return Err(ReconcileError::ZeroInterval);
+        }
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(rc.clone());
+        Ok(())
+    }
+
+    fn take(&self) -> Option<ReconcilerConfig> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// The reconciler task and its API.
 pub struct Reconciler {
+    /// Set by reloads.
+    settings: Settings,
     store: Arc<Store>,
     source: gitops::Source,
     opts: Options,
@@ -124,6 +146,7 @@ impl Reconciler {
         let shared = Handle::default();
         write_lock(&shared).gitops_path = rc.gitops.path.display().to_string();
         Ok(Some(Reconciler {
+            settings: Settings::default(),
             store,
             source: gitops::Source::new(rc.gitops.path.clone(), rc.clusters.clone()),
             opts: Options {
@@ -141,6 +164,26 @@ impl Reconciler {
         }))
     }
 
+    /// Where reloads put new settings.
+    pub fn settings(&self) -> Settings {
+        self.settings.clone()
+    }
+
+    /// Takes reloaded settings: another checkout or cluster list is read afresh
+    /// at this round; deadline and interval apply from now.
+    fn reconfigure(&mut self, rc: ReconcilerConfig) {
+        let root = rc.gitops.path.clone();
+        if self.source.root() != root.as_path()
+            || self.source.config_clusters() != rc.clusters.as_ref()
+        {
+            self.source = gitops::Source::new(root, rc.clusters.clone());
+            write_lock(&self.shared).gitops_path = rc.gitops.path.display().to_string();
+        }
+        self.opts.progress_deadline = rc.progress_deadline.get();
+        self.interval = rc.interval.get();
+        tracing::info!(path = %rc.gitops.path.display(), "reconciler settings reloaded");
+    }
+
     /// The latest result, for the status page.
     pub fn handle(&self) -> Handle {
         self.shared.clone()
@@ -156,8 +199,10 @@ impl Reconciler {
     }
 
     /// Every `interval`: re-read desired state if changed, observe, reconcile,
-    /// write series. Returns when `shutdown` is cancelled.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// write series; `first_read` is called once desired state was first read.
+    /// Returns when `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken, first_read: impl FnOnce()) {
+        let mut first_read = Some(first_read);
         loop {
             let mut me = self;
             me = match tokio::task::spawn_blocking(move || {
@@ -173,6 +218,11 @@ impl Reconciler {
                 }
             };
             self = me;
+            if self.source.desired.is_some() {
+                if let Some(f) = first_read.take() {
+                    f();
+                }
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.cancelled() => return,
@@ -182,6 +232,9 @@ impl Reconciler {
 
     /// One round at `now_ms` (public for tests).
     pub fn step(&mut self, now_ms: i64) {
+        if let Some(rc) = self.settings.take() {
+            self.reconfigure(rc);
+        }
         self.source.poll();
         let mut desired = self.source.desired.clone().unwrap_or_default();
         let mut observed = observe(&self.store, now_ms, &self.opts);

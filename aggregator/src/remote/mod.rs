@@ -19,10 +19,11 @@
 //! VictoriaMetrics and Mimir (with its out-of-order window) accept them. Delivery is
 //! at least once: after a crash, what was sent but not yet committed is sent again.
 //!
-//! Entry points: [`Metrics::register`] once per registry, then [`start_all`] (or
+//! Entry points: [`Metrics::register`] once per registry, then [`live::start`] (or
 //! [`RemoteWriter::start`] per endpoint).
 
 mod client;
+pub mod live;
 mod metrics;
 pub mod proto;
 mod queue;
@@ -31,7 +32,7 @@ mod sharding;
 pub use metrics::Metrics;
 
 use crate::store::MetricType;
-use crate::wal::{Reader, Wal, WalError};
+use crate::wal::{Reader, WalError};
 use client::Client;
 use edgewatch_config::remote_write::RemoteWriteConfig;
 use queue::{
@@ -69,32 +70,6 @@ impl Default for Options {
             shard_update: Duration::from_secs(10),
         }
     }
-}
-
-/// Starts one writer per endpoint, each with its own log position (named by the
-/// endpoint's `name`), and forgets positions of endpoints no longer configured.
-/// The tasks end after `stop` fires and their queues are flushed (at most
-/// `remote_timeout` later).
-pub fn start_all(
-    cfgs: &[RemoteWriteConfig],
-    wal: &Arc<Wal>,
-    metrics: &Metrics,
-    stop: CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, RemoteError> {
-    let names: Vec<String> = cfgs.iter().map(|c| c.name.clone()).collect();
-    wal.retain_readers(&names)?;
-    let mut writers = Vec::with_capacity(cfgs.len());
-    for cfg in cfgs {
-        let reader = wal.reader(&cfg.name, &cfg.url.0)?;
-        writers.push(RemoteWriter::start(
-            cfg,
-            reader,
-            metrics,
-            stop.clone(),
-            Options::default(),
-        )?);
-    }
-    Ok(writers)
 }
 
 pub struct RemoteWriter;

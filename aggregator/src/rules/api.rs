@@ -30,7 +30,7 @@ impl RuleEngine {
     /// Active (pending or firing) alerts, as `/api/v1/alerts` data.
     pub fn alerts_json(&self) -> Value {
         let mut alerts = Vec::new();
-        for g in &self.inner.groups {
+        for g in self.groups().iter() {
             for r in &g.rules {
                 let rt = lock(&r.state);
                 for a in rt.alerts.active.values() {
@@ -45,7 +45,7 @@ impl RuleEngine {
 
     /// Groups and rules with state and health, as `/api/v1/rules` data.
     pub fn rules_json(&self) -> Value {
-        let groups: Vec<Value> = self.inner.groups.iter().map(group_json).collect();
+        let groups: Vec<Value> = self.groups().iter().map(group_json).collect();
         json!({ "groups": groups })
     }
 }

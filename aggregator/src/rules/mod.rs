@@ -35,12 +35,13 @@ pub mod alerting;
 mod api;
 pub mod builtin;
 pub mod file;
+mod reload;
 pub mod template;
 pub mod unittest;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use edgewatch_config::{AggregatorConfig, ConfigError};
@@ -211,6 +212,21 @@ impl Metrics {
             held,
         })
     }
+
+    /// A group's series exist from its load on.
+    fn export_zeros(&self, group: &str) {
+        self.evaluations.with_label_values(&[group]);
+        self.failures.with_label_values(&[group]);
+        self.held.with_label_values(&[group]);
+    }
+
+    /// A group a reload removed leaves no series behind.
+    fn forget(&self, group: &str) {
+        let _ = self.evaluations.remove_label_values(&[group]);
+        let _ = self.failures.remove_label_values(&[group]);
+        let _ = self.held.remove_label_values(&[group]);
+        let _ = self.last_duration.remove_label_values(&[group]);
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -226,7 +242,8 @@ struct Rule {
     /// sled key of an alerting rule's state.
     key: Vec<u8>,
     alert: Option<AlertRule>,
-    state: Mutex<RuleRuntime>,
+    /// Shared with the same rule of the groups a reload replaced.
+    state: Arc<Mutex<RuleRuntime>>,
 }
 
 #[derive(Default)]
@@ -243,7 +260,8 @@ struct Group {
     rules: Vec<Rule>,
     /// What the group's expressions read (one store pass per round).
     reads: Reads,
-    status: Mutex<GroupStatus>,
+    /// Shared with the group of the same name a reload replaced.
+    status: Arc<Mutex<GroupStatus>>,
 }
 
 #[derive(Default)]
@@ -257,9 +275,12 @@ struct GroupStatus {
 struct Inner {
     store: Arc<Store>,
     tree: sled::Tree,
-    groups: Vec<Group>,
+    /// Replaced whole by a reload; evaluation rounds hold the generation they
+    /// started with.
+    groups: RwLock<Arc<[Group]>>,
+    /// Bumped by every reload: the evaluation loop restarts on the new groups.
+    generation: tokio::sync::watch::Sender<u64>,
     metrics: Metrics,
-    eval_interval: Duration,
     restore_grace: Duration,
     /// The first evaluation's time plus `restore_grace` (ms): until then
     /// alerts restored as firing are held.
@@ -295,26 +316,23 @@ impl RuleEngine {
         let mut held = 0;
         let groups = defs
             .into_iter()
-            .map(|d| load_group(d, &tree, &mut window, &mut held))
+            .map(|d| load_group(d, Some((&tree, &mut held)), &mut window))
             .collect::<Result<Vec<_>, _>>()?;
         let restore_grace = cfg.restore_grace();
         if held > 0 {
             tracing::info!(alerts = held, grace = ?restore_grace, "holding alerts that were firing before the start");
         }
         for g in &groups {
-            // Export zeros from the start.
-            metrics.evaluations.with_label_values(&[&g.name]);
-            metrics.failures.with_label_values(&[&g.name]);
-            metrics.held.with_label_values(&[&g.name]);
+            metrics.export_zeros(&g.name);
         }
         let liveness = enable_window(cfg, &store, state, &groups, window)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 tree,
-                groups,
+                groups: RwLock::new(groups.into()),
+                generation: tokio::sync::watch::Sender::new(0),
                 metrics,
-                eval_interval: cfg.evaluation_interval.get(),
                 restore_grace,
                 hold_until: OnceLock::new(),
                 liveness,
@@ -324,21 +342,35 @@ impl RuleEngine {
 
     /// Names of the loaded groups, in evaluation order.
     pub fn group_names(&self) -> Vec<String> {
-        self.inner.groups.iter().map(|g| g.name.clone()).collect()
+        self.groups().iter().map(|g| g.name.clone()).collect()
     }
 
     /// Evaluates every group once at `now_ms` and returns the alerts to send
     /// (tests and tools; [`RuleEngine::run`] evaluates groups on their
     /// intervals).
     pub fn evaluate_all(&self, now_ms: i64) -> Vec<notify::Alert> {
-        let all: Vec<usize> = (0..self.inner.groups.len()).collect();
-        self.evaluate_groups(&all, now_ms)
+        let groups = self.groups();
+        let all: Vec<usize> = (0..groups.len()).collect();
+        self.evaluate_in(&groups, &all, now_ms)
     }
 
     /// Evaluates the groups `idx` at `now_ms`, in order, over one snapshot of
     /// the series they read (see `promql::Snapshot`); returns the alerts to send.
     pub fn evaluate_groups(&self, idx: &[usize], now_ms: i64) -> Vec<notify::Alert> {
-        let groups = &self.inner.groups;
+        self.evaluate_in(&self.groups(), idx, now_ms)
+    }
+
+    /// The current generation of groups.
+    fn groups(&self) -> Arc<[Group]> {
+        self.inner
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Evaluates `groups[idx]`: see [`RuleEngine::evaluate_groups`].
+    fn evaluate_in(&self, groups: &[Group], idx: &[usize], now_ms: i64) -> Vec<notify::Alert> {
         if let Some(liveness) = &self.inner.liveness {
             if idx.iter().any(|&i| groups[i].name == FLEET_GROUP) {
                 liveness.track(now_ms);
@@ -352,7 +384,7 @@ impl RuleEngine {
         let opts = self.step_options(now_ms);
         let mut out = Vec::new();
         for &i in idx {
-            out.extend(self.evaluate_group(i, now_ms, opts, &mut snap));
+            out.extend(self.evaluate_group(&groups[i], now_ms, opts, &mut snap));
         }
         out
     }
@@ -367,18 +399,17 @@ impl RuleEngine {
         }
     }
 
-    /// Evaluates group `i` at `now_ms`: every rule in order (a recording rule's
+    /// Evaluates group `g` at `now_ms`: every rule in order (a recording rule's
     /// output is visible to the rules after it), writes `ALERTS*` and recorded
     /// series, persists alert state; returns the alerts to send.
     fn evaluate_group(
         &self,
-        i: usize,
+        g: &Group,
         now_ms: i64,
         opts: StepOptions,
         snap: &mut Snapshot<'_>,
     ) -> Vec<notify::Alert> {
         let inner = &self.inner;
-        let g = &inner.groups[i];
         let started = Instant::now();
         let mut writes = Writes::new(&inner.store, now_ms);
         let mut to_send = Vec::new();
@@ -468,17 +499,7 @@ impl RuleEngine {
     ) {
         let elapsed = elapsed.as_secs_f64();
         let mut st = lock(&g.status);
-        let out = self.inner.store.logged(crate::now_ms());
-        for (name, labels) in st.written.difference(&written) {
-            let pairs: Vec<(&str, &str)> = labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            match self.inner.store.family_id(name) {
-                Some(fam) => out.delete(fam, name, &pairs),
-                None => self.inner.store.delete(name, &pairs),
-            };
-        }
+        self.delete_series(st.written.difference(&written));
         st.written = written;
         st.health = Health {
             health: if error.is_none() { "ok" } else { "err" },
@@ -493,17 +514,62 @@ impl RuleEngine {
             .set(elapsed);
     }
 
+    /// Deletes series a group wrote (logged, as every write).
+    fn delete_series<'a>(&self, series: impl Iterator<Item = &'a (String, Vec<(String, String)>)>) {
+        let out = self.inner.store.logged(crate::now_ms());
+        for (name, labels) in series {
+            let pairs: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match self.inner.store.family_id(name) {
+                Some(fam) => out.delete(fam, name, &pairs),
+                None => self.inner.store.delete(name, &pairs),
+            };
+        }
+    }
+
     /// Evaluates every group on its interval until `shutdown`, handing the
     /// alerts of each evaluation to `notifier` (Prometheus `sendAlerts`:
     /// firing alerts re-sent at most every minute, resolved ones for 15m).
+    /// A reload stops the rounds of the old groups and starts the new ones.
     pub async fn run(self, notifier: Option<Notifier>, shutdown: CancellationToken) {
-        if let Some(n) = &notifier {
-            n.set_eval_interval(self.inner.eval_interval);
+        let mut generation = self.inner.generation.subscribe();
+        loop {
+            generation.mark_unchanged();
+            let round = shutdown.child_token();
+            let tasks = self.spawn_rounds(self.groups(), &notifier, &round);
+            let reloaded = tokio::select! {
+                r = generation.changed() => r.is_ok(),
+                _ = shutdown.cancelled() => false,
+            };
+            round.cancel();
+            for t in tasks {
+                let _ = t.await;
+            }
+            if !reloaded {
+                break;
+            }
         }
+        if let Err(e) = self.inner.tree.flush_async().await {
+            tracing::warn!(error = %e, "flushing rule state");
+        }
+        if let Some(liveness) = &self.inner.liveness {
+            liveness.flush().await;
+        }
+    }
+
+    /// One task per evaluation interval over `groups`, until `stop`.
+    fn spawn_rounds(
+        &self,
+        groups: Arc<[Group]>,
+        notifier: &Option<Notifier>,
+        stop: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         // Groups that share an interval are evaluated together, at one instant
         // and over one read of the store (see `promql::Snapshot`).
         let mut by_interval: Vec<(Duration, Vec<usize>)> = Vec::new();
-        for (i, g) in self.inner.groups.iter().enumerate() {
+        for (i, g) in groups.iter().enumerate() {
             let every = g.interval.max(Duration::from_millis(100));
             match by_interval.iter_mut().find(|(d, _)| *d == every) {
                 Some((_, idx)) => idx.push(i),
@@ -514,7 +580,8 @@ impl RuleEngine {
         for (every, idx) in by_interval {
             let engine = self.clone();
             let notifier = notifier.clone();
-            let stop = shutdown.clone();
+            let stop = stop.clone();
+            let groups = groups.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -525,8 +592,9 @@ impl RuleEngine {
                     }
                     let e = engine.clone();
                     let idx = idx.clone();
+                    let groups = groups.clone();
                     let alerts = match tokio::task::spawn_blocking(move || {
-                        e.evaluate_groups(&idx, crate::now_ms())
+                        e.evaluate_in(&groups, &idx, crate::now_ms())
                     })
                     .await
                     {
@@ -544,15 +612,7 @@ impl RuleEngine {
                 }
             }));
         }
-        for t in tasks {
-            let _ = t.await;
-        }
-        if let Err(e) = self.inner.tree.flush_async().await {
-            tracing::warn!(error = %e, "flushing rule state");
-        }
-        if let Some(liveness) = &self.inner.liveness {
-            liveness.flush().await;
-        }
+        tasks
     }
 
     /// `GET /api/v1/alerts` and `GET /api/v1/rules` (Prometheus' JSON shapes).
@@ -561,14 +621,13 @@ impl RuleEngine {
     }
 }
 
-/// Builds a group's rules with their restored state (firing alerts held,
-/// counted in `held`), and adds the series its range and `offset` selectors
+/// Builds a group's rules, with `restore` their state restored from the tree
+/// (firing alerts held, counted in the count), and adds the series its range and `offset` selectors
 /// read to `window`.
 fn load_group(
     d: GroupDef,
-    tree: &sled::Tree,
+    mut restore: Option<(&sled::Tree, &mut usize)>,
     window: &mut Vec<Selector>,
-    held: &mut usize,
 ) -> Result<Group, sled::Error> {
     // Rules of one name in one group are told apart by their position.
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -588,15 +647,15 @@ fn load_group(
             },
             ..Default::default()
         };
-        if alert.is_some() {
+        if let (Some(_), Some((tree, held))) = (&alert, restore.as_mut()) {
             restore_state(tree, &key, &spec, &mut rt)?;
-            *held += alerting::hold_restored(&mut rt.alerts);
+            **held += alerting::hold_restored(&mut rt.alerts);
         }
         rules.push(Rule {
             spec,
             key,
             alert,
-            state: Mutex::new(rt),
+            state: Arc::new(Mutex::new(rt)),
         });
     }
     Ok(Group {
@@ -605,13 +664,13 @@ fn load_group(
         interval: d.interval,
         rules,
         reads,
-        status: Mutex::new(GroupStatus {
+        status: Arc::new(Mutex::new(GroupStatus {
             health: Health {
                 health: "unknown",
                 ..Default::default()
             },
             ..Default::default()
-        }),
+        })),
     })
 }
 
@@ -679,6 +738,12 @@ fn enable_window(
     } else {
         None
     };
+    set_window(cfg, store, window);
+    Ok(liveness)
+}
+
+/// Keeps a sample window for exactly the series in `window`.
+fn set_window(cfg: &AggregatorConfig, store: &Store, window: Vec<Selector>) {
     let scope = if window.is_empty() {
         WindowScope::None
     } else {
@@ -689,7 +754,6 @@ fn enable_window(
         scope,
         ..WindowOptions::default()
     });
-    Ok(liveness)
 }
 
 /// Why one rule's evaluation failed (its health's last error).

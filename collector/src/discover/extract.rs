@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Which pods are inference pods, and how their targets are scraped.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
     /// Label keys naming the model; the first one present (and non-empty) wins.
     pub model_labels: Vec<String>,
@@ -440,6 +440,7 @@ pub fn scrape_targets(p: &PodInfo, rules: &Rules) -> Vec<ScrapeTarget> {
                     ],
                     resource,
                 },
+                limits: None,
             }
         })
         .collect()

@@ -78,11 +78,12 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
 /// set of pods (as the collector sees them) changed. Errors are retried with backoff
 /// (kube's default: exponential, capped) and logged; the last snapshot stays in force.
 /// A panic in the watch is logged, counted in `restarts` and the watch restarted
-/// (with a doubling delay) from a fresh list.
+/// (with a doubling delay) from a fresh list. New `rules` (a reload) apply to
+/// the pods known at once.
 pub async fn run(
     client: Client,
     node: String,
-    rules: Rules,
+    rules: watch::Receiver<Rules>,
     tx: watch::Sender<Arc<Snapshot>>,
     restarts: IntCounter,
     shutdown: CancellationToken,
@@ -129,7 +130,7 @@ async fn supervised<F, Fut>(
 async fn watch_pods(
     client: Client,
     node: String,
-    rules: Rules,
+    mut rules: watch::Receiver<Rules>,
     tx: Arc<watch::Sender<Arc<Snapshot>>>,
     shutdown: CancellationToken,
 ) {
@@ -139,10 +140,22 @@ async fn watch_pods(
     let stream = reflector(writer, watcher(api, cfg)).default_backoff();
     futures::pin_mut!(stream);
     let mut error_log = LogLimit::new(Duration::from_secs(60));
+    // False once nothing can reload the rules any more.
+    let mut reloadable = true;
     loop {
         let ev = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ev = stream.next() => ev,
+            ev = stream.next() => Some(ev),
+            // Reloaded rules: the same pods, seen anew.
+            r = rules.changed(), if reloadable => {
+                reloadable = r.is_ok();
+                None
+            }
+        };
+        let Some(ev) = ev else {
+            let current = rules.borrow_and_update().clone();
+            publish(&tx, &reader, &current);
+            continue;
         };
         match ev {
             None => return,
@@ -155,23 +168,29 @@ async fn watch_pods(
             }
             Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
             Some(Ok(_)) => {
-                let snap = Snapshot::from_pods(reader.state().iter().map(|p| pod_info(p, &rules)));
-                tx.send_if_modified(|cur| {
-                    if **cur == snap {
-                        false
-                    } else {
-                        tracing::debug!(
-                            pods = snap.pods.len(),
-                            models = snap.models().count(),
-                            "pods changed"
-                        );
-                        *cur = Arc::new(snap);
-                        true
-                    }
-                });
+                let current = rules.borrow().clone();
+                publish(&tx, &reader, &current);
             }
         }
     }
+}
+
+/// Sends the snapshot of the pods in `reader` under `rules`, if it changed.
+fn publish(tx: &watch::Sender<Arc<Snapshot>>, reader: &reflector::Store<Pod>, rules: &Rules) {
+    let snap = Snapshot::from_pods(reader.state().iter().map(|p| pod_info(p, rules)));
+    tx.send_if_modified(|cur| {
+        if **cur == snap {
+            false
+        } else {
+            tracing::debug!(
+                pods = snap.pods.len(),
+                models = snap.models().count(),
+                "pods changed"
+            );
+            *cur = Arc::new(snap);
+            true
+        }
+    });
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod wire;
 use super::*;
 use crate::store::{MetricType, Store, StoreOptions, STALE_NAN};
 use crate::wal::record::RecordBuilder;
+use crate::wal::Wal;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use edgewatch_testkit::http::{Recorded, Recorder};

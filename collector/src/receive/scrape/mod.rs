@@ -57,6 +57,8 @@ pub struct ScrapeTarget {
     /// Capped at `interval`.
     pub timeout: Duration,
     pub identity: TargetIdentity,
+    /// A static target's own limits; None: the receiver's.
+    pub limits: Option<ScrapeLimits>,
 }
 
 /// `host:port` of a URL (Prometheus' `instance` of a static target).
@@ -73,18 +75,6 @@ pub fn authority(url: &str) -> String {
 /// The key of a target in the running set: one loop per URL and job.
 fn target_key(job: &str, url: &str) -> String {
     format!("{job}|{url}")
-}
-
-/// The limits of the static targets that set their own, by [`target_key`].
-fn static_limits(cfg: &PrometheusReceiverConfig) -> HashMap<String, ScrapeLimits> {
-    cfg.static_targets
-        .iter()
-        .map(|t| {
-            let s = t.spec();
-            let job = s.job.as_deref().unwrap_or(&cfg.job);
-            (target_key(job, &s.url.0), cfg.target_limits(&s))
-        })
-        .collect()
 }
 
 /// The static targets of the config.
@@ -108,6 +98,7 @@ pub fn static_targets(cfg: &PrometheusReceiverConfig) -> Vec<ScrapeTarget> {
                     instance: authority(&s.url.0),
                     ..Default::default()
                 },
+                limits: Some(cfg.target_limits(&s)),
                 url: s.url.0,
                 interval,
                 timeout,
@@ -312,7 +303,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let global = cfg.limits();
-    let own_limits = static_limits(&cfg);
     let pool = Pool::new(
         pool::SLOTS,
         metrics.jobs_running.clone(),
@@ -355,7 +345,7 @@ pub async fn run(
                     output: output.clone(),
                     metrics: metrics.clone(),
                     pool: pool.clone(),
-                    limits: own_limits.get(&k).copied().unwrap_or(global),
+                    limits: t.limits.unwrap_or(global),
                     stop: stop.clone(),
                     shutdown: shutdown.clone(),
                     warn_limit: LogLimit::new(LOG_EVERY),
