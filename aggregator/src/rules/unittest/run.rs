@@ -13,7 +13,7 @@
 //! past its `eval_time` (promtool's can, up to the last `eval_time`).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus::Registry;
@@ -180,7 +180,7 @@ impl<'a> Run<'a> {
     /// The rules whose last evaluation failed (at `ts`).
     fn rule_errors(&self, ts: i64) -> Vec<String> {
         let mut out = Vec::new();
-        for g in &self.engine.inner.groups {
+        for g in self.engine.groups().iter() {
             for r in &g.rules {
                 let rt = lock(&r.state);
                 if rt.health.health == "err" {
@@ -196,7 +196,7 @@ impl<'a> Run<'a> {
     fn check_alerts(&self, t: &AlertTest) -> Option<String> {
         let alertname = t.alertname.as_str();
         let mut got = Vec::new();
-        for g in &self.engine.inner.groups {
+        for g in self.engine.groups().iter() {
             for r in g
                 .rules
                 .iter()
@@ -359,7 +359,7 @@ fn offline_engine(
                 interval: eval_interval,
                 rules: g.rules.clone(),
             };
-            let mut group = load_group(def, &tree, &mut window, &mut held)?;
+            let mut group = load_group(def, Some((&tree, &mut held)), &mut window)?;
             for alert in group.rules.iter_mut().filter_map(|r| r.alert.as_mut()) {
                 alert.external_url.clone_from(&externals.url);
                 alert.external_labels.clone_from(&externals.labels);
@@ -371,9 +371,9 @@ fn offline_engine(
         inner: Arc::new(Inner {
             store,
             tree,
-            groups,
+            groups: RwLock::new(groups.into()),
+            generation: tokio::sync::watch::Sender::new(0),
             metrics: Metrics::new(registry)?,
-            eval_interval,
             restore_grace: Duration::ZERO,
             hold_until: OnceLock::new(),
             liveness: None,
