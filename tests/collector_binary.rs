@@ -181,7 +181,8 @@ fn the_daemonset_runs_the_collector_binary() {
             .map(|s| s.as_str().expect("a string").to_string())
             .collect()
     };
-    assert_eq!(strs(&c["command"]), ["edgewatch-collector"]);
+    // The collector image holds the binary at its root (Containerfile).
+    assert_eq!(strs(&c["command"]), ["/edgewatch-collector"]);
     let name = Path::new(COLLECTOR_BIN).file_name().expect("file name");
     assert_eq!(name, "edgewatch-collector", "the binary the package builds");
     assert_eq!(

@@ -30,12 +30,15 @@ async fn memory_comes_back_after_a_cardinality_burst_expires() {
     let mut agg = Aggregator::start_spec(BIN, dir.path(), &spec).await;
     let pid = agg.proc.pid();
     let own = agg.metrics().await.get("edgewatch_store_series");
-    // Warm up with requests of the same shape and twice as many samples as the
-    // burst, but few series, so the first allocations of every path and the log's bounded page
-    // cache are in the baseline; then let those series expire.
+    // Warm up as an aggregator that has seen traffic: requests of the same shape and
+    // twice as many samples as the burst, then a third of its cardinality, so the first
+    // allocations of every path and the bounded caches (the log's and the state's sled
+    // page caches fill with the bytes written, not the series) are at working size in
+    // the baseline; then let those series expire.
     for _ in 0..30 {
         send_series(agg.grpc, "warm", "w", 2 * CHUNK).await;
     }
+    send_series(agg.grpc, "warm", "v", 100_000).await;
     let idle = |series: f64| {
         let agg = &agg;
         async move { agg.metrics().await.get("edgewatch_store_series") <= series }
